@@ -1,0 +1,1 @@
+//! bpffs mounts, pins and atomic pin replacement through directory fds.

@@ -1,0 +1,1 @@
+//! Zero-copy parser for BPF Type Format (BTF) blobs.

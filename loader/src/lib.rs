@@ -1,0 +1,1 @@
+//! BPF object loader: ELF objects into map and program specs, and the bpf(2) layer.

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Compiles every programs/*.c into programs/build/NAME.o with clang (-O2 -g -target bpf).
+# Tests name the source of each object they use: programs/NAME.c -> programs/build/NAME.o.
+set -euo pipefail
+cd "$(dirname "$0")"
+mkdir -p build
+shopt -s nullglob
+for src in *.c; do
+    out="build/${src%.c}.o"
+    if [ ! -e "$out" ] || [ "$src" -nt "$out" ] || [ -n "$(find . -maxdepth 1 -name '*.h' -newer "$out")" ]; then
+        clang -O2 -g -target bpf -Wall -Werror \
+            -I/usr/include/x86_64-linux-gnu -I. \
+            -c "$src" -o "$out"
+    fi
+done

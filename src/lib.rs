@@ -1,0 +1,1 @@
+//! handover: restart and upgrade eBPF daemons without losing traffic or map state.

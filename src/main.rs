@@ -1,0 +1,8 @@
+//! The `handover` command line.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    eprintln!("usage: handover <command>");
+    ExitCode::from(2)
+}
