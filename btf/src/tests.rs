@@ -786,3 +786,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn copying_every_type_swaps_byte_order_losslessly() {
+    for (from, to) in [(Endian::Little, Endian::Big), (Endian::Big, Endian::Little)] {
+        let blob = every_kind(from);
+        let btf = Btf::parse(&blob).expect("parse");
+        let mut b = Builder::new(to);
+        for (_, t) in btf.types() {
+            b.add_copy(&t, &|id| id).expect("copy");
+        }
+        assert_eq!(b.finish(), every_kind(to), "{from:?} -> {to:?}");
+    }
+}
+
+/// The fuzz seed corpus (fuzz/seeds/btf_parse) holds these blobs, and the root tests
+/// diff their dumps with bpftool's. `HANDOVER_BLESS=1` rewrites them.
+#[test]
+fn fuzz_seeds_are_current() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/btf_parse");
+    for (name, blob) in [
+        ("every_kind_le.btf", every_kind(Endian::Little)),
+        ("every_kind_be.btf", every_kind(Endian::Big)),
+    ] {
+        let path = dir.join(name);
+        if std::env::var_os("HANDOVER_BLESS").is_some() {
+            std::fs::create_dir_all(&dir).expect("seed dir");
+            std::fs::write(&path, &blob).expect("write seed");
+        }
+        let seed = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            seed == blob,
+            "{} is stale: rerun with HANDOVER_BLESS=1",
+            path.display()
+        );
+    }
+}
