@@ -53,6 +53,40 @@ pub(crate) fn tail_len(kind: Kind, vlen: u16) -> usize {
     usize::from(fixed) + usize::from(per) * usize::from(vlen)
 }
 
+/// `SHAPES` packed for the index loop: bit `k` set if kind number `k` is known.
+const KNOWN_KINDS: u32 = pack_known();
+/// `SHAPES` packed for the index loop: 2 bits per kind number, fixed tail size / 4.
+const FIXED_CODES: u64 = pack_codes(0);
+/// `SHAPES` packed for the index loop: 2 bits per kind number, entry size / 4.
+const PER_CODES: u64 = pack_codes(1);
+
+const fn pack_known() -> u32 {
+    let mut known = 0;
+    let mut k = 0;
+    while k < 32 {
+        if Kind::from_raw(k).is_some() {
+            known |= 1 << k;
+        }
+        k += 1;
+    }
+    known
+}
+
+const fn pack_codes(which: usize) -> u64 {
+    let mut codes = 0;
+    let mut k = 0;
+    let mut rest: &[(u8, u8)] = &SHAPES;
+    while let [(fixed, per), tail @ ..] = rest {
+        let size = if which == 0 { *fixed } else { *per };
+        if size != u8::MAX {
+            codes |= ((size / 4) as u64 & 3) << (2 * k);
+        }
+        k += 1;
+        rest = tail;
+    }
+    codes
+}
+
 /// The `SHAPES` entry of kind number `raw`.
 #[inline]
 fn shape(raw: u8) -> (u8, u8) {
@@ -465,9 +499,14 @@ fn index_with(read: impl Fn([u8; 4]) -> u32, types: &[u8]) -> Result<Vec<u32>, (
             return Err((pos, offsets.len()));
         };
         let (kind, _, vlen) = split_info(read([i0, i1, i2, i3]));
-        let (fixed, per) = shape(kind);
-        let len = TYPE_HEADER_LEN + usize::from(fixed) + usize::from(per) * usize::from(vlen);
-        if (fixed, per) == UNKNOWN || len > types.len() - pos {
+        // The record length from register arithmetic only (no table load on the
+        // loop-carried dependency): `FIXED_CODES`/`PER_CODES` hold, 2 bits per kind
+        // number, the `SHAPES` sizes divided by 4.
+        let shift = 2 * u32::from(kind);
+        let fixed = ((FIXED_CODES >> shift) & 3) as usize * 4;
+        let per = ((PER_CODES >> shift) & 3) as usize * 4;
+        let len = TYPE_HEADER_LEN + fixed + per * usize::from(vlen);
+        if KNOWN_KINDS >> kind & 1 == 0 || len > types.len() - pos {
             return Err((pos, offsets.len()));
         }
         // `types` is at most u32::MAX bytes long (its length is a u32 header field).
@@ -513,5 +552,31 @@ fn index_error(
     match Kind::from_raw(kind) {
         None => Error::new(ErrorKind::UnknownKind { id, kind }, at),
         Some(_) => Error::new(ErrorKind::VlenPastEnd { id, vlen }, at),
+    }
+}
+
+#[cfg(test)]
+mod packed_shapes {
+    use super::{FIXED_CODES, KNOWN_KINDS, PER_CODES, tail_len};
+    use crate::Kind;
+
+    #[test]
+    fn packed_codes_agree_with_tail_len() {
+        for raw in 0u8..32 {
+            let shift = 2 * u32::from(raw);
+            let known = KNOWN_KINDS >> raw & 1 == 1;
+            assert_eq!(known, Kind::from_raw(raw).is_some(), "kind {raw}");
+            if let Some(kind) = Kind::from_raw(raw) {
+                for vlen in [0, 1, 7, u16::MAX] {
+                    let fixed = usize::try_from((FIXED_CODES >> shift) & 3).unwrap() * 4;
+                    let per = usize::try_from((PER_CODES >> shift) & 3).unwrap() * 4;
+                    assert_eq!(
+                        fixed + per * usize::from(vlen),
+                        tail_len(kind, vlen),
+                        "{kind}"
+                    );
+                }
+            }
+        }
     }
 }
