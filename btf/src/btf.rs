@@ -495,10 +495,10 @@ fn index_with(read: impl Fn([u8; 4]) -> u32, types: &[u8]) -> Result<Vec<u32>, (
     let mut offsets = Vec::with_capacity(types.len() / 16);
     let mut pos = 0usize;
     while pos < types.len() {
-        let Some(&[_, _, _, _, i0, i1, i2, i3, ..]) = types.get(pos..pos + TYPE_HEADER_LEN) else {
+        let Some(Ok((hdr, _))) = types.get(pos..).map(raw::TypeHeader::ref_from_prefix) else {
             return Err((pos, offsets.len()));
         };
-        let (kind, _, vlen) = split_info(read([i0, i1, i2, i3]));
+        let (kind, _, vlen) = split_info(read(hdr.info));
         // The record length from register arithmetic only (no table load on the
         // loop-carried dependency): `FIXED_CODES`/`PER_CODES` hold, 2 bits per kind
         // number, the `SHAPES` sizes divided by 4.
