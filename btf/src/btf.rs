@@ -103,6 +103,12 @@ pub(crate) const fn split_info(info: u32) -> (u8, bool, u16) {
 impl<'data> Btf<'data> {
     /// Parses a standalone BTF blob (`/sys/kernel/btf/vmlinux`, an object's `.BTF`).
     ///
+    /// Checks: magic (either byte order), version 1, `hdr_len` within the blob, both
+    /// sections within the blob, a 4-byte aligned type section, a string section that
+    /// starts with the empty string and ends with a NUL, and that every type record has
+    /// a known kind and fits. Header flags and any header bytes past the known fields
+    /// are not interpreted.
+    ///
     /// # Errors
     /// A malformed header, string section or type section; see [`ErrorKind`].
     pub fn parse(data: &'data [u8]) -> Result<Self, Error> {
@@ -153,12 +159,6 @@ impl<'data> Btf<'data> {
         }
         let section = |name: &'static str, field: usize, off: [u8; 4], len: [u8; 4]| {
             let (off, len) = (endian.u32(off), endian.u32(len));
-            if off % 4 != 0 && name == "type" {
-                return Err(Error::new(
-                    ErrorKind::Misaligned { section: name, off },
-                    field,
-                ));
-            }
             let start = u64::from(hdr_len) + u64::from(off);
             let end = start + u64::from(len);
             let bounds = usize::try_from(start)
@@ -174,6 +174,18 @@ impl<'data> Btf<'data> {
                 field,
             ))
         };
+        // Type records hold u32 fields: the kernel and libbpf require the section to be
+        // 4-byte aligned (this parser reads unaligned records, but keeps the rule).
+        let type_off = endian.u32(hdr.type_off);
+        if type_off % 4 != 0 {
+            return Err(Error::new(
+                ErrorKind::Misaligned {
+                    section: "type",
+                    off: type_off,
+                },
+                8,
+            ));
+        }
         let (types_start, types) = section("type", 8, hdr.type_off, hdr.type_len)?;
         let (strings_start, strings) = section("string", 16, hdr.str_off, hdr.str_len)?;
 
