@@ -39,7 +39,7 @@ int tc_account(struct __sk_buff *skb)
 	return account(skb);
 }
 
-SEC("classifier/second")
+SEC("classifier")
 int tc_second(struct __sk_buff *skb)
 {
 	if (skb->len < tunables.burst)
