@@ -18,6 +18,7 @@ mod object;
 mod program;
 mod raw;
 mod section;
+pub mod sys;
 
 pub use btf_ext::{CoreRelocation, FuncInfo, LineInfo};
 pub use error::ObjectError;
