@@ -12,7 +12,6 @@ mod btf_ext;
 mod error;
 mod file;
 mod insn;
-mod kinds;
 mod maps;
 mod object;
 mod program;
@@ -23,9 +22,7 @@ pub mod sys;
 pub use btf_ext::{CoreRelocation, FuncInfo, LineInfo};
 pub use error::ObjectError;
 pub use file::ObjectFile;
-pub use insn::{INSN_SIZE, Insn, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
-pub use maps::{
-    BPF_F_MMAPABLE, BPF_F_RDONLY_PROG, MapOrigin, MapSlot, MapSpec, Pinning, SlotTarget,
-};
+pub use insn::{INSN_SIZE, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
+pub use maps::{MapOrigin, MapSlot, MapSpec, Pinning, SlotTarget};
 pub use object::{Object, ObjectOptions};
 pub use program::{FunctionSpan, ProgramSpec, RefTarget, Reference};

@@ -4,12 +4,7 @@
 use handover_btf::{Btf, Detail, Kind, Linkage, TypeId};
 
 use crate::error::ObjectError;
-use crate::kinds::{self, map as mt};
-
-/// `BPF_F_RDONLY_PROG`: programs may only read the map.
-pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;
-/// `BPF_F_MMAPABLE`: the map can be memory-mapped from user space.
-pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+use crate::sys::{MapType, map_flags};
 
 /// How a map is pinned when the object is loaded (`__uint(pinning, ...)`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -73,8 +68,8 @@ pub struct MapSpec {
     /// The map's name in the object (the variable name, or the section name for global
     /// data).
     pub name: String,
-    /// `enum bpf_map_type` value; see [`MapSpec::type_name`].
-    pub map_type: u32,
+    /// The map type.
+    pub map_type: MapType,
     /// Key size in bytes.
     pub key_size: u32,
     /// Value size in bytes.
@@ -107,16 +102,16 @@ pub struct MapSpec {
 
 impl MapSpec {
     /// The map type as the kernel spells it without the `BPF_MAP_TYPE_` prefix, in lower
-    /// case (`hash`, `lru_hash`, ...), or `None` for a value this crate does not know.
+    /// case (`hash`, `lru_hash`, ...).
     #[must_use]
-    pub fn type_name(&self) -> Option<&'static str> {
-        kinds::map_type_name(self.map_type)
+    pub fn type_name(&self) -> &'static str {
+        self.map_type.name()
     }
 
     fn empty(name: &str, origin: MapOrigin) -> Self {
         Self {
             name: name.to_owned(),
-            map_type: 0,
+            map_type: MapType::Unspec,
             key_size: 0,
             value_size: 0,
             max_entries: 0,
@@ -229,8 +224,17 @@ fn set_size(map: &str, field: &str, slot: &mut u32, size: u32) -> Result<(), Obj
     Ok(())
 }
 
-fn is_map_in_map(map_type: u32) -> bool {
-    map_type == mt::ARRAY_OF_MAPS || map_type == mt::HASH_OF_MAPS
+fn is_map_in_map(map_type: MapType) -> bool {
+    matches!(map_type, MapType::ArrayOfMaps | MapType::HashOfMaps)
+}
+
+fn map_type(map: &str, value: u32) -> Result<MapType, ObjectError> {
+    match MapType::try_from(value) {
+        Ok(MapType::Unspec) | Err(_) => {
+            Err(ObjectError::map(map, format!("unknown map type {value}")))
+        }
+        Ok(t) => Ok(t),
+    }
 }
 
 /// Parses the struct behind one `.maps` variable. `is_inner` forbids nested `values`.
@@ -259,7 +263,7 @@ pub(crate) fn parse_btf_map(
     for (i, m) in composite.members.enumerate() {
         let field = m.name().map_err(btf_err(name, "-"))?;
         match field {
-            "type" => spec.map_type = u32_member(btf, name, field, m.ty)?,
+            "type" => spec.map_type = map_type(name, u32_member(btf, name, field, m.ty)?)?,
             "max_entries" => spec.max_entries = u32_member(btf, name, field, m.ty)?,
             "map_flags" => spec.flags = u32_member(btf, name, field, m.ty)?,
             "numa_node" => spec.numa_node = Some(u32_member(btf, name, field, m.ty)?),
@@ -307,7 +311,7 @@ pub(crate) fn parse_btf_map(
                         "field values must be the last member",
                     ));
                 }
-                let is_prog_array = spec.map_type == mt::PROG_ARRAY;
+                let is_prog_array = spec.map_type == MapType::ProgArray;
                 if !is_prog_array && !is_map_in_map(spec.map_type) {
                     return Err(ObjectError::map(
                         name,
@@ -363,7 +367,7 @@ pub(crate) fn parse_btf_map(
             other => return Err(ObjectError::map(name, format!("unknown field {other}"))),
         }
     }
-    if spec.map_type == 0 {
+    if spec.map_type == MapType::Unspec {
         return Err(ObjectError::map(name, "missing type"));
     }
     if is_map_in_map(spec.map_type) && spec.inner.is_none() {
@@ -403,7 +407,7 @@ pub(crate) fn legacy_map(
         ));
     }
     let mut spec = MapSpec::empty(name, MapOrigin::Legacy);
-    spec.map_type = order.u32(def.map_type);
+    spec.map_type = map_type(name, order.u32(def.map_type))?;
     spec.key_size = order.u32(def.key_size);
     spec.value_size = order.u32(def.value_size);
     spec.max_entries = order.u32(def.max_entries);
@@ -452,13 +456,13 @@ pub(crate) fn global_data_map(
             section: section.to_owned(),
         },
     );
-    spec.map_type = mt::ARRAY;
+    spec.map_type = MapType::Array;
     spec.key_size = 4;
     spec.value_size = u32::try_from(contents.len())
         .map_err(|_| ObjectError::section(section, "section larger than 4 GiB"))?;
     spec.max_entries = 1;
     if kind == DataKind::Rodata {
-        spec.flags |= BPF_F_RDONLY_PROG;
+        spec.flags |= map_flags::RDONLY_PROG;
         spec.frozen = true;
     }
     if let Some(btf) = btf
@@ -472,7 +476,7 @@ pub(crate) fn global_data_map(
                 if let Detail::Var(var) = vt.detail()
                     && var.linkage != Linkage::STATIC
                 {
-                    spec.flags |= BPF_F_MMAPABLE;
+                    spec.flags |= map_flags::MMAPABLE;
                     break;
                 }
             }

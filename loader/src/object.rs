@@ -12,18 +12,21 @@ use object::{Endianness, SectionIndex};
 
 use crate::btf_ext::{BtfExt, SectionExt};
 use crate::error::ObjectError;
-use crate::insn::{INSN_SIZE, Insn, PSEUDO_FUNC, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
+use crate::insn::{
+    self, INSN_SIZE, PSEUDO_FUNC, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, is_ld_imm64, is_pseudo_call,
+};
 use crate::maps::{self, MapSlot, MapSpec, SlotTarget};
 use crate::program::{FunctionSpan, ProgramSpec, RefTarget, Reference};
 use crate::raw::{Order, RawInsn, read_at};
 use crate::section;
+use crate::sys::{AttachType, Insn, ProgramType};
 
 type Elf = FileHeader64<Endianness>;
 
 /// Options for [`Object::parse_with`].
 #[derive(Clone, Debug, Default)]
 pub struct ObjectOptions {
-    program_types: HashMap<String, (u32, Option<u32>)>,
+    program_types: HashMap<String, (ProgramType, Option<AttachType>)>,
 }
 
 impl ObjectOptions {
@@ -33,11 +36,16 @@ impl ObjectOptions {
         Self::default()
     }
 
-    /// Gives the program type and expected attach type (`enum bpf_prog_type` and
-    /// `enum bpf_attach_type` values) of the programs in `section`, overriding whatever
-    /// its name says. Use it for sections whose names libbpf does not know.
+    /// Gives the program type and expected attach type of the programs in `section`,
+    /// overriding whatever its name says. Use it for sections whose names libbpf does
+    /// not know.
     #[must_use]
-    pub fn program_type(mut self, section: &str, prog_type: u32, attach_type: Option<u32>) -> Self {
+    pub fn program_type(
+        mut self,
+        section: &str,
+        prog_type: ProgramType,
+        attach_type: Option<AttachType>,
+    ) -> Self {
         self.program_types
             .insert(section.to_owned(), (prog_type, attach_type));
         self
@@ -680,7 +688,7 @@ impl<'data> Parser<'data, '_> {
             .data
             .chunks_exact(INSN_SIZE)
             .filter_map(|c| read_at::<RawInsn>(c, 0))
-            .map(|r| Insn::decode(r, self.order))
+            .map(|r| insn::decode(r, self.order))
             .collect())
     }
 
@@ -839,7 +847,7 @@ impl<'data> Parser<'data, '_> {
                     .ok_or_else(|| prog_err("instruction index out of range".into()))?;
                 let byte_off = ((f.start + j) * INSN_SIZE) as u64;
                 let sym = sec_relocs.and_then(|m| m.get(&byte_off)).copied();
-                let wide = insn.is_ld_imm64();
+                let wide = is_ld_imm64(&insn);
                 if wide && j + 1 >= f.len {
                     return Err(prog_err(format!(
                         "ld_imm64 at instruction {pc} has no second half"
@@ -860,7 +868,7 @@ impl<'data> Parser<'data, '_> {
                             kind: self.extern_kind(s.name),
                         });
                     };
-                    if wide && insn.src != PSEUDO_FUNC && !self.is_exec(target_sec) {
+                    if wide && insn.src() != PSEUDO_FUNC && !self.is_exec(target_sec) {
                         let addend = u64::try_from(i64::from(insn.imm))
                             .map_err(|_| rerr("negative addend".into()))?;
                         let offset = s
@@ -903,7 +911,7 @@ impl<'data> Parser<'data, '_> {
                                 target: RefTarget::Map { map },
                             });
                         }
-                    } else if (wide && insn.src == PSEUDO_FUNC) || insn.is_pseudo_call() {
+                    } else if (wide && insn.src() == PSEUDO_FUNC) || is_pseudo_call(&insn) {
                         if !self.is_exec(target_sec) {
                             return Err(rerr(format!("call target {} is not code", s.name)));
                         }
@@ -921,7 +929,7 @@ impl<'data> Parser<'data, '_> {
                             s.name, insn.code
                         )));
                     }
-                } else if insn.is_pseudo_call() {
+                } else if is_pseudo_call(&insn) {
                     let target =
                         ((f.start + j) as u64).wrapping_add_signed(i64::from(insn.imm) + 1);
                     callee = Some((f.section, target));
@@ -1011,8 +1019,7 @@ fn set_imm(
 ) -> Result<(), ObjectError> {
     let bad = || ObjectError::section("?", format!("ld_imm64 at instruction {pc} is truncated"));
     let first = image.get_mut(pc).ok_or_else(bad)?;
-    first.src = src;
-    first.imm = imm;
+    *first = Insn::new(first.code, first.dst(), src, first.off, imm);
     if let Some(v) = second {
         let hi = image.get_mut(pc + 1).ok_or_else(bad)?;
         hi.imm = i32::from_ne_bytes(v.to_ne_bytes());

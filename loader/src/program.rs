@@ -2,8 +2,8 @@
 //! symbolic references a loader must fill in, and its BTF.ext records.
 
 use crate::btf_ext::{CoreRelocation, FuncInfo, LineInfo};
-use crate::insn::Insn;
-use crate::kinds;
+use crate::sys::{AttachType, Insn, ProgramType};
+use zerocopy::IntoBytes;
 
 /// What an instruction refers to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,18 +62,17 @@ pub struct ProgramSpec {
     pub name: String,
     /// The ELF section it came from (`xdp`, `cgroup/connect4`, ...).
     pub section: String,
-    /// `enum bpf_prog_type` value; see [`ProgramSpec::type_name`].
-    pub prog_type: u32,
-    /// `enum bpf_attach_type` value to pass as `expected_attach_type`, if the section
-    /// name implies one.
-    pub expected_attach_type: Option<u32>,
+    /// The program type.
+    pub prog_type: ProgramType,
+    /// The attach type to pass as `expected_attach_type`, if the section name implies one.
+    pub expected_attach_type: Option<AttachType>,
     /// What the section name says to attach to (`do_sys_open` in `kprobe/do_sys_open`).
     pub attach_target: Option<String>,
     /// Whether the program is sleepable (`fentry.s/...`, `lsm.s/...`).
     pub sleepable: bool,
     /// Whether an XDP program accepts multi-buffer packets (`xdp.frags`).
     pub xdp_frags: bool,
-    /// Instructions, with subprograms appended and calls fixed.
+    /// Instructions in host byte order, with subprograms appended and calls fixed.
     pub insns: Vec<Insn>,
     /// Symbolic references, sorted by instruction.
     pub references: Vec<Reference>,
@@ -92,7 +91,7 @@ impl ProgramSpec {
         Self {
             name: name.to_owned(),
             section: section.to_owned(),
-            prog_type: 0,
+            prog_type: ProgramType::Unspec,
             expected_attach_type: None,
             attach_target: None,
             sleepable: false,
@@ -108,14 +107,14 @@ impl ProgramSpec {
 
     /// The program type as the kernel spells it without `BPF_PROG_TYPE_`, lower case.
     #[must_use]
-    pub fn type_name(&self) -> Option<&'static str> {
-        kinds::prog_type_name(self.prog_type)
+    pub fn type_name(&self) -> &'static str {
+        self.prog_type.name()
     }
 
     /// The expected attach type as the kernel spells it without `BPF_`, lower case.
     #[must_use]
     pub fn attach_type_name(&self) -> Option<&'static str> {
-        self.expected_attach_type.and_then(kinds::attach_type_name)
+        self.expected_attach_type.map(AttachType::name)
     }
 
     /// Whether loading needs CO-RE relocations applied against the running kernel's BTF
@@ -127,7 +126,7 @@ impl ProgramSpec {
 
     /// The instructions in the host's byte order, as `BPF_PROG_LOAD` takes them.
     #[must_use]
-    pub fn insn_bytes(&self) -> Vec<u8> {
-        self.insns.iter().flat_map(Insn::to_host_bytes).collect()
+    pub fn insn_bytes(&self) -> &[u8] {
+        self.insns.as_bytes()
     }
 }
