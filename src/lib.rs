@@ -1,1 +1,5 @@
 //! handover: restart and upgrade eBPF daemons without losing traffic or map state.
+
+#![deny(unsafe_code)]
+
+pub mod btf_file;
