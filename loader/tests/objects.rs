@@ -1,6 +1,11 @@
 //! Specs read from real objects: the fixtures (whose values are written in their C
 //! sources under programs/) and the xdp-tools corpus.
 
+#![expect(
+    clippy::indexing_slicing,
+    reason = "tests index into values they just checked; a panic is a failure"
+)]
+
 mod common;
 
 use handover_loader::sys::{AttachType, MapType, ProgramType, map_flags};
