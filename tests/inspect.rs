@@ -2,7 +2,10 @@
 //! programs/build/NAME.o), and the binary run on every fixture and xdp-tools object in
 //! both output forms.
 
-#![expect(clippy::indexing_slicing, reason = "serde_json::Value indexing returns Null, it does not panic")]
+#![expect(
+    clippy::indexing_slicing,
+    reason = "serde_json::Value indexing returns Null, it does not panic"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
