@@ -283,7 +283,10 @@ impl BtfExt {
 }
 
 #[cfg(test)]
-#[expect(clippy::indexing_slicing, reason = "tests patch fixed offsets of a blob they built")]
+#[expect(
+    clippy::indexing_slicing,
+    reason = "tests patch fixed offsets of a blob they built"
+)]
 mod tests {
     use super::*;
 

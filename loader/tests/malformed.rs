@@ -159,6 +159,17 @@ const CASES: &[Case] = &[
         &["xdp", "symbol #16777215"],
     ),
     (
+        "relocation between instructions",
+        || {
+            let mut d = fixture("maps_btf");
+            let (rel, _) = common::section_range(&d, ".relxdp");
+            put_u64(&mut d, rel, 43); // r_offset of the first Elf64_Rel
+            d
+        },
+        |e| matches!(e, ObjectError::Relocation { section, offset: 43, .. } if section == "xdp"),
+        &["xdp", "0x2b", "not at an instruction"],
+    ),
+    (
         "map symbol outside its section",
         || {
             let mut d = fixture("maps_btf");
