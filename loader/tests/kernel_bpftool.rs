@@ -39,6 +39,10 @@ const NOT_LOADED: &[(&str, &str)] = &[
         "uses a __ksym extern, which this loader rejects, so there is no spec to compare",
     ),
     (
+        "kconfig_extern.o",
+        "uses a __kconfig extern, which this loader rejects, so there is no spec to compare",
+    ),
+    (
         "core_reloc.o",
         "its fentry program needs tracing privileges some kernels refuse (lockdown); the map types it uses are covered by the others",
     ),

@@ -245,6 +245,12 @@ const CASES: &[Case] = &[
         |e| matches!(e, ObjectError::UnsupportedExtern { symbol, kind: ".ksyms" } if symbol == "extern_ksym"),
         &["extern_ksym", ".ksyms"],
     ),
+    (
+        "kconfig extern",
+        || fixture("kconfig_extern"),
+        |e| matches!(e, ObjectError::UnsupportedExtern { symbol, kind: ".kconfig" } if symbol == "LINUX_KERNEL_VERSION"),
+        &["LINUX_KERNEL_VERSION", ".kconfig"],
+    ),
 ];
 
 #[test]

@@ -71,8 +71,12 @@ pub fn read(path: &Path) -> Vec<u8> {
 }
 
 /// Fixtures the loader rejects on purpose, with the symbol its error must name:
-/// programs/btf_kinds.c uses a `__ksym` extern, which needs kernel symbol resolution.
-pub const REJECTED: &[(&str, &str)] = &[("btf_kinds.o", "extern_ksym")];
+/// programs/btf_kinds.c uses a `__ksym` extern and programs/kconfig_extern.c a `__kconfig`
+/// one; both need the running kernel to resolve.
+pub const REJECTED: &[(&str, &str)] = &[
+    ("btf_kinds.o", "extern_ksym"),
+    ("kconfig_extern.o", "LINUX_KERNEL_VERSION"),
+];
 
 /// The expected rejection of `path`, if it is one of [`REJECTED`].
 pub fn rejected(path: &Path) -> Option<&'static str> {
