@@ -64,4 +64,27 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!((a.dst(), a.src(), a.off), (1, 2, 4));
     }
+
+    /// The same instruction written in either byte order decodes to the same value,
+    /// and on a little-endian host its encoding is the little-endian bytes again.
+    fn swap(le: [u8; 8]) -> [u8; 8] {
+        let [code, regs, o0, o1, i0, i1, i2, i3] = le;
+        [code, regs.rotate_left(4), o1, o0, i3, i2, i1, i0]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_is_independent_of_byte_order(le in proptest::array::uniform8(proptest::num::u8::ANY)) {
+            let raw = |b: [u8; 8]| {
+                let [code, regs, o0, o1, i0, i1, i2, i3] = b;
+                RawInsn { code, regs, off: [o0, o1], imm: [i0, i1, i2, i3] }
+            };
+            let a = decode(&raw(le), Order::Little);
+            let b = decode(&raw(swap(le)), Order::Big);
+            proptest::prop_assert_eq!(a, b);
+            if cfg!(target_endian = "little") {
+                proptest::prop_assert_eq!(zerocopy::IntoBytes::as_bytes(&a), &le[..]);
+            }
+        }
+    }
 }

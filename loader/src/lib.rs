@@ -7,6 +7,7 @@
 //! attached. [`ObjectFile`] maps a file and parses it.
 
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 mod btf_ext;
 mod error;

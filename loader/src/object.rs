@@ -53,7 +53,6 @@ impl ObjectOptions {
 }
 
 /// A parsed BPF object: its maps, programs, license, kernel version and BTF.
-#[derive(Debug)]
 pub struct Object<'data> {
     endian: Endian,
     license: Option<String>,
@@ -61,6 +60,20 @@ pub struct Object<'data> {
     btf: Option<Btf<'data>>,
     maps: Vec<MapSpec>,
     programs: Vec<ProgramSpec>,
+}
+
+impl std::fmt::Debug for Object<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The BTF blob is left out: it is large and has its own dump.
+        f.debug_struct("Object")
+            .field("endian", &self.endian)
+            .field("license", &self.license)
+            .field("kernel_version", &self.kernel_version)
+            .field("btf_types", &self.btf.as_ref().map(Btf::type_count))
+            .field("maps", &self.maps)
+            .field("programs", &self.programs)
+            .finish()
+    }
 }
 
 struct SecInfo<'data> {
