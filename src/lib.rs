@@ -3,3 +3,4 @@
 #![deny(unsafe_code)]
 
 pub mod btf_file;
+pub mod inspect;
