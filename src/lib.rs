@@ -6,6 +6,10 @@
 //! per map with the [`FieldMapping`] of its key and value, and [`convert`] turns old
 //! encoded entries into new ones.
 
+#![deny(unsafe_code)]
+
+pub mod btf_file;
+
 mod convert;
 mod field_map;
 mod kernel_adjust;

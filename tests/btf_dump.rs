@@ -1,0 +1,319 @@
+//! `handover btf dump` against `bpftool btf dump file`, byte for byte, on the kernel's
+//! BTF, a split blob, the objects built from programs/*.c and Debian's xdp-tools objects.
+//!
+//! bpftool and the objects are required: a missing one fails the test with a message
+//! saying what to install.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use handover::btf_file::btf_bytes;
+use handover_btf::{Btf, Builder, Detail, Endian, Kind, StrOffset, TypeId};
+
+const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+const XDP_TOOLS_DIR: &str = "/usr/lib/x86_64-linux-gnu/bpf";
+
+/// `bpftool [--base-btf BASE] btf dump file FILE`.
+fn bpftool(file: &str, base: Option<&str>) -> Vec<u8> {
+    let args: Vec<&str> = base.map_or(vec![], |b| vec!["--base-btf", b]);
+    let out = Command::new("bpftool")
+        .args(&args)
+        .args(["btf", "dump", "file", file])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run bpftool (apt install bpftool): {e}"));
+    assert!(
+        out.status.success(),
+        "bpftool {args:?} btf dump file {file} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn handover(args: &[&str]) -> Vec<u8> {
+    let out = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .args(["btf", "dump"])
+        .args(args)
+        .output()
+        .expect("run handover");
+    assert!(
+        out.status.success(),
+        "handover btf dump {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Asserts both dumps are identical, showing the first differing line if not.
+fn assert_same(what: &str, ours: &[u8], theirs: &[u8]) {
+    if ours == theirs {
+        return;
+    }
+    let (ours, theirs) = (
+        String::from_utf8_lossy(ours),
+        String::from_utf8_lossy(theirs),
+    );
+    let (line, (a, b)) = ours
+        .lines()
+        .zip(theirs.lines())
+        .enumerate()
+        .find(|(_, (a, b))| a != b)
+        .unwrap_or((
+            ours.lines().count().min(theirs.lines().count()),
+            ("<end>", "<end>"),
+        ));
+    panic!(
+        "dump of {what} differs at line {}:\n  handover: {a}\n  bpftool:  {b}\n({} vs {} lines)",
+        line + 1,
+        ours.lines().count(),
+        theirs.lines().count()
+    );
+}
+
+fn assert_file_matches(path: &Path) {
+    let p = path.to_str().expect("UTF-8 path");
+    assert_same(p, &handover(&[p]), &bpftool(p, None));
+}
+
+fn objects_in(dir: &Path) -> Vec<PathBuf> {
+    let mut objects: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "o"))
+        .collect();
+    objects.sort();
+    objects
+}
+
+#[test]
+fn vmlinux_dump_matches_bpftool() {
+    assert!(
+        Path::new(VMLINUX).exists(),
+        "{VMLINUX} is missing: the kernel needs CONFIG_DEBUG_INFO_BTF"
+    );
+    assert_file_matches(Path::new(VMLINUX));
+}
+
+#[test]
+fn program_objects_dump_matches_bpftool() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new("bash")
+        .arg(root.join("programs/build.sh"))
+        .status()
+        .expect("run programs/build.sh (needs clang and libbpf-dev)");
+    assert!(status.success(), "programs/build.sh failed");
+    let objects = objects_in(&root.join("programs/build"));
+    // programs/btf_kinds.c -> programs/build/btf_kinds.o holds every kind clang emits.
+    assert!(
+        objects.iter().any(|o| o.ends_with("btf_kinds.o")),
+        "programs/build/btf_kinds.o was not built"
+    );
+    for object in objects {
+        assert_file_matches(&object);
+    }
+}
+
+#[test]
+fn xdp_tools_objects_dump_matches_bpftool() {
+    let objects = objects_in(Path::new(XDP_TOOLS_DIR));
+    assert!(
+        !objects.is_empty(),
+        "no objects in {XDP_TOOLS_DIR}: apt install xdp-tools"
+    );
+    for object in objects {
+        assert_file_matches(&object);
+    }
+}
+
+/// Encodes the types of `btf` into `builder`, mapping each type reference through
+/// `map` and re-adding every name; the inverse of parsing, kind by kind.
+fn reencode(
+    btf: &Btf<'_>,
+    builder: &mut Builder,
+    map: &dyn Fn(TypeId) -> TypeId,
+    keep: &dyn Fn(TypeId) -> bool,
+) {
+    let name = |b: &mut Builder, off: StrOffset| -> StrOffset {
+        let s = btf.string_at(off).expect("name");
+        if s.is_empty() {
+            StrOffset(0)
+        } else {
+            b.string(s)
+        }
+    };
+    for (id, t) in btf.types() {
+        if !keep(id) {
+            continue;
+        }
+        let n = name(builder, t.name_off());
+        let (kind, kf, vlen) = (t.kind(), t.kind_flag(), t.vlen());
+        let mut tail = Vec::new();
+        let mut size_or_type = t.size_or_type();
+        match t.detail() {
+            Detail::Int(i) => tail.push(
+                u32::from(i.encoding.0) << 24 | u32::from(i.offset) << 16 | u32::from(i.bits),
+            ),
+            Detail::Array(a) => tail.extend([map(a.elem).0, map(a.index).0, a.nelems]),
+            Detail::Struct(c) | Detail::Union(c) => {
+                for m in c.members {
+                    let off = if kf {
+                        m.bitfield_size << 24 | m.bit_offset
+                    } else {
+                        m.bit_offset
+                    };
+                    tail.extend([name(builder, m.name_off).0, map(m.ty).0, off]);
+                }
+            }
+            Detail::Enum(e) | Detail::Enum64(e) => {
+                for v in e.values {
+                    let n = name(builder, v.name_off).0;
+                    let hi = u32::try_from(v.raw() >> 32).expect("high half");
+                    let lo = u32::try_from(v.raw() & 0xffff_ffff).expect("low half");
+                    if kind == Kind::Enum {
+                        tail.extend([n, lo])
+                    } else {
+                        tail.extend([n, lo, hi])
+                    }
+                }
+            }
+            Detail::FuncProto(p) => {
+                size_or_type = map(p.ret).0;
+                for param in p.params {
+                    tail.extend([name(builder, param.name_off).0, map(param.ty).0]);
+                }
+            }
+            Detail::Var(v) => {
+                size_or_type = map(v.ty).0;
+                tail.push(v.linkage.0);
+            }
+            Detail::Datasec(d) => {
+                for v in d.vars {
+                    tail.extend([map(v.ty).0, v.offset, v.size]);
+                }
+            }
+            Detail::DeclTag(tag) => {
+                size_or_type = map(tag.target).0;
+                tail.push(tag.component_idx as u32);
+            }
+            Detail::Ptr(target)
+            | Detail::Typedef(target)
+            | Detail::Volatile(target)
+            | Detail::Const(target)
+            | Detail::Restrict(target)
+            | Detail::TypeTag(target) => size_or_type = map(target).0,
+            Detail::Func(f) => size_or_type = map(f.proto).0,
+            Detail::Fwd { .. } | Detail::Float { .. } => {}
+            _ => panic!("kind {kind} not re-encoded"),
+        }
+        builder.add(n, kind, kf, vlen, size_or_type, &tail);
+    }
+}
+
+#[test]
+fn reencoded_object_btf_is_identical() {
+    // The law behind the split test's encoder: re-encoding a blob with the identity map
+    // gives back a blob that dumps the same.
+    let data =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/build/btf_kinds.o"))
+            .expect("programs/build/btf_kinds.o (run programs/build.sh)");
+    let btf = Btf::parse(btf_bytes(&data).expect(".BTF")).expect("parse");
+    let mut b = Builder::new(Endian::Little);
+    reencode(&btf, &mut b, &|id| id, &|_| true);
+    let blob = b.finish();
+    let again = Btf::parse(&blob).expect("parse re-encoded");
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    handover_btf::write_raw_dump(&btf, &mut x).expect("dump");
+    handover_btf::write_raw_dump(&again, &mut y).expect("dump");
+    assert_same("re-encoded btf_kinds.o", &y, &x);
+}
+
+#[test]
+fn split_dump_matches_bpftool() {
+    // Split blob: the types of programs/build/btf_kinds.o (from programs/btf_kinds.c)
+    // encoded on top of the kernel's BTF, as module BTF is. Integers the base already
+    // has are dropped and referenced in the base, so ids cross from split to base.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let obj = std::fs::read(root.join("programs/build/btf_kinds.o"))
+        .expect("programs/build/btf_kinds.o (run programs/build.sh)");
+    let obj_btf = Btf::parse(btf_bytes(&obj).expect(".BTF")).expect("parse object BTF");
+    let vmlinux = std::fs::read(VMLINUX).expect("read vmlinux BTF");
+    let base = Btf::parse(&vmlinux).expect("parse vmlinux BTF");
+
+    let mut builder = Builder::split(Endian::Little, &base);
+    let mut ids = vec![TypeId(0)];
+    let mut next = builder.next_id().0;
+    let mut in_base = 0;
+    for (_, t) in obj_btf.types() {
+        let shared = (t.kind() == Kind::Int)
+            .then(|| base.id_by_name(t.name().expect("name"), Kind::Int))
+            .flatten()
+            .filter(|&b| base.size_of(b).ok() == Some(t.size_or_type()));
+        ids.push(shared.unwrap_or_else(|| {
+            next += 1;
+            TypeId(next - 1)
+        }));
+        in_base += usize::from(shared.is_some());
+    }
+    assert!(in_base > 0, "no integer of btf_kinds.o maps to the base");
+    let map = |id: TypeId| ids.get(id.0 as usize).copied().expect("type id in range");
+    let keep = |id: TypeId| map(id) >= builder_first(&base);
+    reencode(&obj_btf, &mut builder, &map, &keep);
+    let blob = builder.finish();
+
+    let dir = std::env::temp_dir().join(format!("handover-split-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let split = dir.join("btf_kinds.split.btf");
+    std::fs::write(&split, &blob).expect("write split blob");
+    let s = split.to_str().expect("UTF-8 path");
+    let ours = handover(&[s, "--base", VMLINUX]);
+    let theirs = bpftool(s, Some(VMLINUX));
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(!ours.is_empty(), "split dump is empty");
+    assert_same("split btf_kinds on vmlinux", &ours, &theirs);
+
+    // The split blob reaches base types and strings through the same Btf.
+    let split = Btf::parse_split(&blob, Btf::parse(&vmlinux).expect("base")).expect("split");
+    assert_eq!(split.first_type_id(), builder_first(&base));
+    let record = split
+        .id_by_name("record", Kind::Struct)
+        .expect("struct record");
+    assert!(record >= split.first_type_id());
+    let int = split.id_by_name("int", Kind::Int).expect("int");
+    assert!(int < split.first_type_id(), "int comes from the base");
+    assert_eq!(split.type_by_id(int).expect("int").name(), Ok("int"));
+    assert!(split.layout(record).expect("layout").len() > 10);
+}
+
+fn builder_first(base: &Btf<'_>) -> TypeId {
+    TypeId(base.first_type_id().0 + u32::try_from(base.type_count()).expect("count"))
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &[][..],
+        &["btf"],
+        &["btf", "dump"],
+        &["btf", "dump", "a", "b"],
+        &["btf", "dump", "a", "--base"],
+    ] {
+        let status = Command::new(env!("CARGO_BIN_EXE_handover"))
+            .args(args)
+            .status()
+            .expect("run");
+        assert_eq!(status.code(), Some(2), "handover {args:?}");
+    }
+}
+
+#[test]
+fn unreadable_input_exits_1_with_a_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .args(["btf", "dump", "/proc/self/status"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad BTF magic") && err.contains("/proc/self/status"),
+        "{err}"
+    );
+}
