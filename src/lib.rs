@@ -13,6 +13,7 @@ pub mod btf_file;
 mod convert;
 mod field_map;
 mod kernel_adjust;
+mod layout_builder;
 mod report;
 mod sha256;
 mod snapshot;
@@ -27,6 +28,7 @@ pub use kernel_adjust::{
     ADJUSTMENTS, Adjustment, BPF_F_NO_PREALLOC, BPF_F_RDONLY_PROG, KERNEL_NAME_LEN, KernelEnv,
     kernel_view,
 };
+pub use layout_builder::{LayoutError, layout_of};
 pub use report::{render_json, render_text};
 pub use sha256::{sha256, sha256_hex};
 pub use snapshot::{

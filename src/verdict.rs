@@ -309,7 +309,9 @@ fn layout_changes(
                 attribute: format!("{attribute} type"),
                 old: show(old),
                 new: show(new),
-                cosmetic: false,
+                // Without BTF on one side only the size can be compared, and the size
+                // is an attribute of its own.
+                cosmetic: true,
             });
         }
         return;
