@@ -1,1 +1,28 @@
 //! BPF object loader: ELF objects into map and program specs, and the bpf(2) layer.
+//!
+//! [`Object::parse`] reads an ELF64 object compiled for BPF (either byte order) and
+//! returns a [`MapSpec`] for every map it defines (BTF-defined `.maps`, legacy `maps`,
+//! global data sections) and a [`ProgramSpec`] for every program, with subprograms
+//! appended, map and global data references resolved to names, and `.BTF.ext` records
+//! attached. [`ObjectFile`] maps a file and parses it.
+
+#![deny(unsafe_code)]
+
+mod btf_ext;
+mod error;
+mod file;
+mod insn;
+mod maps;
+mod object;
+mod program;
+mod raw;
+mod section;
+pub mod sys;
+
+pub use btf_ext::{CoreRelocation, FuncInfo, LineInfo};
+pub use error::ObjectError;
+pub use file::ObjectFile;
+pub use insn::{INSN_SIZE, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
+pub use maps::{MapOrigin, MapSlot, MapSpec, Pinning, SlotTarget};
+pub use object::{Object, ObjectOptions};
+pub use program::{FunctionSpan, ProgramSpec, RefTarget, Reference};

@@ -1,0 +1,132 @@
+//! Program specs: the instructions of one program with its subprograms appended, the
+//! symbolic references a loader must fill in, and its BTF.ext records.
+
+use crate::btf_ext::{CoreRelocation, FuncInfo, LineInfo};
+use crate::sys::{AttachType, Insn, ProgramType};
+use zerocopy::IntoBytes;
+
+/// What an instruction refers to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefTarget {
+    /// `ld_imm64` of a map fd (`BPF_PSEUDO_MAP_FD`): put the fd of map `map` in `imm`.
+    Map {
+        /// The map's name.
+        map: String,
+    },
+    /// `ld_imm64` of the address of a global data value (`BPF_PSEUDO_MAP_VALUE`): put the
+    /// fd of map `map` in the first `imm`; the second `imm` already holds `offset`.
+    MapValue {
+        /// The global data map's name (its section name).
+        map: String,
+        /// Byte offset into the map's value.
+        offset: u32,
+    },
+    /// A bpf-to-bpf call, already resolved to the appended copy of `function`.
+    Call {
+        /// The called function.
+        function: String,
+    },
+    /// `ld_imm64` of a function address (`BPF_PSEUDO_FUNC`, callbacks), already resolved.
+    FuncAddr {
+        /// The referenced function.
+        function: String,
+    },
+}
+
+/// A reference from one instruction of a program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    /// Index of the instruction in [`ProgramSpec::insns`].
+    pub insn: usize,
+    /// What it refers to.
+    pub target: RefTarget,
+}
+
+/// A function placed in a program's instructions: the program itself first, then each
+/// subprogram it calls, directly or not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionSpan {
+    /// The function's symbol name.
+    pub name: String,
+    /// Index of its first instruction in [`ProgramSpec::insns`].
+    pub start: usize,
+    /// Its number of instructions.
+    pub len: usize,
+}
+
+/// Everything needed to load (or compare) one program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProgramSpec {
+    /// The function's name.
+    pub name: String,
+    /// The ELF section it came from (`xdp`, `cgroup/connect4`, ...).
+    pub section: String,
+    /// The program type.
+    pub prog_type: ProgramType,
+    /// The attach type to pass as `expected_attach_type`, if the section name implies one.
+    pub expected_attach_type: Option<AttachType>,
+    /// What the section name says to attach to (`do_sys_open` in `kprobe/do_sys_open`).
+    pub attach_target: Option<String>,
+    /// Whether the program is sleepable (`fentry.s/...`, `lsm.s/...`).
+    pub sleepable: bool,
+    /// Whether an XDP program accepts multi-buffer packets (`xdp.frags`).
+    pub xdp_frags: bool,
+    /// Instructions in host byte order, with subprograms appended and calls fixed.
+    pub insns: Vec<Insn>,
+    /// Symbolic references, sorted by instruction.
+    pub references: Vec<Reference>,
+    /// The functions making up `insns`.
+    pub functions: Vec<FunctionSpan>,
+    /// `.BTF.ext` function info, program-relative.
+    pub func_info: Vec<FuncInfo>,
+    /// `.BTF.ext` line info, program-relative.
+    pub line_info: Vec<LineInfo>,
+    /// CO-RE relocations the program needs before it can load on a given kernel.
+    pub core_relocations: Vec<CoreRelocation>,
+}
+
+impl ProgramSpec {
+    pub(crate) fn new(name: &str, section: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            section: section.to_owned(),
+            prog_type: ProgramType::Unspec,
+            expected_attach_type: None,
+            attach_target: None,
+            sleepable: false,
+            xdp_frags: false,
+            insns: Vec::new(),
+            references: Vec::new(),
+            functions: Vec::new(),
+            func_info: Vec::new(),
+            line_info: Vec::new(),
+            core_relocations: Vec::new(),
+        }
+    }
+
+    /// The program type as the kernel spells it without `BPF_PROG_TYPE_`, lower case.
+    #[must_use]
+    pub fn type_name(&self) -> &'static str {
+        self.prog_type.name()
+    }
+
+    /// The expected attach type as the kernel spells it without `BPF_`, lower case.
+    #[must_use]
+    pub fn attach_type_name(&self) -> Option<&'static str> {
+        self.expected_attach_type.map(AttachType::name)
+    }
+
+    /// Whether loading needs CO-RE relocations applied against the running kernel's BTF
+    /// first (this crate reports them but does not apply them).
+    #[must_use]
+    pub fn needs_core(&self) -> bool {
+        !self.core_relocations.is_empty()
+    }
+
+    /// The instructions in the host's byte order, as `BPF_PROG_LOAD` takes them.
+    #[must_use]
+    pub fn insn_bytes(&self) -> &[u8] {
+        self.insns.as_bytes()
+    }
+}

@@ -1,0 +1,302 @@
+//! The bpf(2) layer: every kernel call of handover goes through [`Bpf`].
+//!
+//! [`Bpf`] is a cheap, cloneable handle over a [`Backend`]. Each command builds its
+//! `union bpf_attr` variant (see `attr.rs`), hands the bytes to [`Bpf::raw`], the one
+//! choke point, which asks the backend to run the command and turns a failure into an
+//! [`Error`] naming the command and the object it was applied to. The real backend,
+//! [`KernelBackend`], calls `syscall(SYS_bpf, cmd, &attr, size)`; tests substitute a
+//! backend that fails with chosen errnos to exercise error paths without privileges.
+//!
+//! File descriptors come in as [`BorrowedFd`](std::os::fd::BorrowedFd) (any
+//! `impl AsFd`) and go out as [`OwnedFd`]; the only conversion of a raw descriptor into
+//! an owned one is `syscall::owned_fd`, applied by [`Bpf::raw_fd`] to the return value
+//! of commands that create a descriptor.
+//!
+//! See the [`bpf(2)` man page](https://man7.org/linux/man-pages/man2/bpf.2.html) and
+//! the kernel's `include/uapi/linux/bpf.h` for the commands.
+
+mod attr;
+mod error;
+mod info;
+mod link;
+mod map;
+mod obj;
+mod probe;
+mod prog;
+mod syscall;
+mod types;
+
+use std::fmt;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, OnceLock};
+
+pub use error::Error;
+pub use info::{BtfInfo, LinkInfo, LinkTarget, MapInfo, ProgInfo};
+pub use link::{ALLOW_MULTI, ALLOW_OVERRIDE, REPLACE};
+pub use link::{AttachTarget, LinkCreate};
+pub use map::{BatchSupport, Map, MapBtf, MapCreate, MapEntries, UpdateFlags, map_flags};
+pub use obj::{ObjectKind, OpenFlags};
+pub use probe::Feature;
+pub use prog::{Insn, LogLevel, ProgLoad};
+pub use syscall::KernelBackend;
+pub use types::{AttachType, LinkType, MapType, ProgramType, UnknownName, UnknownValue};
+
+/// A bpf(2) command (`enum bpf_cmd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[repr(u32)]
+#[expect(
+    missing_docs,
+    reason = "each variant is the kernel command of the same name"
+)]
+pub enum Command {
+    MapCreate = 0,
+    MapLookupElem = 1,
+    MapUpdateElem = 2,
+    MapDeleteElem = 3,
+    MapGetNextKey = 4,
+    ProgLoad = 5,
+    ObjPin = 6,
+    ObjGet = 7,
+    ProgAttach = 8,
+    ProgDetach = 9,
+    ProgGetNextId = 11,
+    MapGetNextId = 12,
+    ProgGetFdById = 13,
+    MapGetFdById = 14,
+    ObjGetInfoByFd = 15,
+    BtfLoad = 18,
+    BtfGetFdById = 19,
+    MapLookupAndDeleteElem = 21,
+    MapFreeze = 22,
+    BtfGetNextId = 23,
+    MapLookupBatch = 24,
+    MapLookupAndDeleteBatch = 25,
+    MapUpdateBatch = 26,
+    MapDeleteBatch = 27,
+    LinkCreate = 28,
+    LinkUpdate = 29,
+    LinkGetFdById = 30,
+    LinkGetNextId = 31,
+    LinkDetach = 34,
+}
+
+impl Command {
+    /// The command's name in the uapi header, e.g. `BPF_MAP_CREATE`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Command::MapCreate => "BPF_MAP_CREATE",
+            Command::MapLookupElem => "BPF_MAP_LOOKUP_ELEM",
+            Command::MapUpdateElem => "BPF_MAP_UPDATE_ELEM",
+            Command::MapDeleteElem => "BPF_MAP_DELETE_ELEM",
+            Command::MapGetNextKey => "BPF_MAP_GET_NEXT_KEY",
+            Command::ProgLoad => "BPF_PROG_LOAD",
+            Command::ObjPin => "BPF_OBJ_PIN",
+            Command::ObjGet => "BPF_OBJ_GET",
+            Command::ProgAttach => "BPF_PROG_ATTACH",
+            Command::ProgDetach => "BPF_PROG_DETACH",
+            Command::ProgGetNextId => "BPF_PROG_GET_NEXT_ID",
+            Command::MapGetNextId => "BPF_MAP_GET_NEXT_ID",
+            Command::ProgGetFdById => "BPF_PROG_GET_FD_BY_ID",
+            Command::MapGetFdById => "BPF_MAP_GET_FD_BY_ID",
+            Command::ObjGetInfoByFd => "BPF_OBJ_GET_INFO_BY_FD",
+            Command::BtfLoad => "BPF_BTF_LOAD",
+            Command::BtfGetFdById => "BPF_BTF_GET_FD_BY_ID",
+            Command::MapLookupAndDeleteElem => "BPF_MAP_LOOKUP_AND_DELETE_ELEM",
+            Command::MapFreeze => "BPF_MAP_FREEZE",
+            Command::BtfGetNextId => "BPF_BTF_GET_NEXT_ID",
+            Command::MapLookupBatch => "BPF_MAP_LOOKUP_BATCH",
+            Command::MapLookupAndDeleteBatch => "BPF_MAP_LOOKUP_AND_DELETE_BATCH",
+            Command::MapUpdateBatch => "BPF_MAP_UPDATE_BATCH",
+            Command::MapDeleteBatch => "BPF_MAP_DELETE_BATCH",
+            Command::LinkCreate => "BPF_LINK_CREATE",
+            Command::LinkUpdate => "BPF_LINK_UPDATE",
+            Command::LinkGetFdById => "BPF_LINK_GET_FD_BY_ID",
+            Command::LinkGetNextId => "BPF_LINK_GET_NEXT_ID",
+            Command::LinkDetach => "BPF_LINK_DETACH",
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What runs a bpf(2) command: the kernel ([`KernelBackend`]) or a substitute in tests.
+pub trait Backend: Send + Sync {
+    /// Runs `command` with `attr`, the bytes of its `union bpf_attr` variant, which the
+    /// backend may update in place as the kernel does (batch counts, log sizes).
+    ///
+    /// `log` is the log buffer whose address is already in `attr`, for commands that
+    /// take one; a backend other than the kernel writes its log text there.
+    ///
+    /// Returns the syscall's non-negative result. For commands that create a file
+    /// descriptor, a successful result is a descriptor whose ownership passes to the
+    /// caller.
+    ///
+    /// # Errors
+    /// The errno of the failed call.
+    fn bpf(&self, command: Command, attr: &mut [u8], log: Option<&mut [u8]>) -> io::Result<i64>;
+}
+
+impl<F> Backend for F
+where
+    F: Fn(Command, &mut [u8], Option<&mut [u8]>) -> io::Result<i64> + Send + Sync,
+{
+    fn bpf(&self, command: Command, attr: &mut [u8], log: Option<&mut [u8]>) -> io::Result<i64> {
+        self(command, attr, log)
+    }
+}
+
+/// A handle to the bpf(2) layer: commands, per-CPU geometry and cached feature probes.
+///
+/// Clones share the backend and the caches.
+#[derive(Clone)]
+pub struct Bpf {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Box<dyn Backend>,
+    possible_cpus: OnceLock<Result<usize, String>>,
+    features: probe::Cache,
+}
+
+impl fmt::Debug for Bpf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bpf").finish_non_exhaustive()
+    }
+}
+
+impl Default for Bpf {
+    fn default() -> Self {
+        Self::kernel()
+    }
+}
+
+impl Bpf {
+    /// A handle that runs commands in the running kernel.
+    #[must_use]
+    pub fn kernel() -> Self {
+        Self::with_backend(KernelBackend)
+    }
+
+    /// A handle that runs commands through `backend`.
+    #[must_use]
+    pub fn with_backend(backend: impl Backend + 'static) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                backend: Box::new(backend),
+                possible_cpus: OnceLock::new(),
+                features: probe::Cache::default(),
+            }),
+        }
+    }
+
+    /// The choke point: runs `command` over the bytes of `attr`.
+    ///
+    /// `object` describes what the command was applied to; it is only built when the
+    /// call fails.
+    pub(crate) fn raw<A>(
+        &self,
+        command: Command,
+        attr: &mut A,
+        log: Option<&mut [u8]>,
+        object: impl FnOnce() -> String,
+    ) -> Result<i64, Error>
+    where
+        A: zerocopy::IntoBytes + zerocopy::FromBytes,
+    {
+        self.inner
+            .backend
+            .bpf(command, attr.as_mut_bytes(), log)
+            .map_err(|source| Error::Syscall {
+                command: command.name(),
+                object: object(),
+                source,
+            })
+    }
+
+    /// Runs a command that creates a file descriptor and takes ownership of it.
+    pub(crate) fn raw_fd<A>(
+        &self,
+        command: Command,
+        attr: &mut A,
+        object: impl FnOnce() -> String,
+    ) -> Result<OwnedFd, Error>
+    where
+        A: zerocopy::IntoBytes + zerocopy::FromBytes,
+    {
+        let ret = self.raw(command, attr, None, object)?;
+        syscall::owned_fd(command, ret)
+    }
+
+    /// The number of possible CPUs (`/sys/devices/system/cpu/possible`), the number of
+    /// slots in a per-CPU map value as user space reads and writes it.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed.
+    pub fn possible_cpus(&self) -> Result<usize, Error> {
+        const PATH: &str = "/sys/devices/system/cpu/possible";
+        self.inner
+            .possible_cpus
+            .get_or_init(|| {
+                std::fs::read_to_string(PATH)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| parse_cpu_list(&text))
+            })
+            .clone()
+            .map_err(|reason| Error::Config {
+                what: PATH.to_owned(),
+                reason,
+            })
+    }
+}
+
+/// Counts the CPUs of a kernel CPU list such as `0-3,8,10-11`.
+pub(crate) fn parse_cpu_list(text: &str) -> Result<usize, String> {
+    let mut count = 0usize;
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let bad = || format!("{part:?} is not a CPU number or range");
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (
+                a.parse::<usize>().map_err(|_| bad())?,
+                b.parse::<usize>().map_err(|_| bad())?,
+            ),
+            None => {
+                let n = part.parse::<usize>().map_err(|_| bad())?;
+                (n, n)
+            }
+        };
+        if last < first {
+            return Err(bad());
+        }
+        count += last - first + 1;
+    }
+    if count == 0 {
+        return Err(format!("no CPU in {text:?}"));
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+pub(crate) mod fake;
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cpu_list;
+
+    #[test]
+    fn cpu_lists_count_every_range() {
+        assert_eq!(parse_cpu_list("0-1\n"), Ok(2));
+        assert_eq!(parse_cpu_list("0"), Ok(1));
+        assert_eq!(parse_cpu_list("0-3,8,10-11"), Ok(7));
+        assert!(parse_cpu_list("").is_err());
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("x").is_err());
+    }
+}

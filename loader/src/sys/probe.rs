@@ -1,0 +1,131 @@
+//! Feature probes for what varies by kernel, each run once per [`Bpf`] handle.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use super::attr::MapBatchAttr;
+use super::{
+    AttachTarget, AttachType, Bpf, Command, Insn, LinkCreate, MapCreate, MapType, ProgLoad,
+    ProgramType,
+};
+use zerocopy::FromZeros;
+
+/// A kernel capability that handover adapts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Feature {
+    /// `BPF_MAP_*_BATCH` on hash maps (5.6).
+    BatchOps,
+    /// `ringbuf` maps (5.8).
+    Ringbuf,
+    /// tcx links, `BPF_TCX_INGRESS`/`BPF_TCX_EGRESS` (6.6).
+    TcxLink,
+    /// `BPF_F_PATH_FD` for `BPF_OBJ_PIN`/`BPF_OBJ_GET` relative to a directory fd (6.5).
+    PathFd,
+}
+
+const FEATURES: usize = 4;
+
+impl Feature {
+    const fn index(self) -> usize {
+        match self {
+            Feature::BatchOps => 0,
+            Feature::Ringbuf => 1,
+            Feature::TcxLink => 2,
+            Feature::PathFd => 3,
+        }
+    }
+}
+
+const UNKNOWN: u8 = 0;
+const ABSENT: u8 = 1;
+const PRESENT: u8 = 2;
+
+/// Probe results of one handle.
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    state: [AtomicU8; FEATURES],
+    // Serialises probes so that each runs once even when threads race to ask.
+    running: Mutex<()>,
+}
+
+impl Bpf {
+    /// Whether the kernel has `feature`; probed on first use and cached.
+    ///
+    /// A probe that fails for an unexpected reason (e.g. missing privileges) counts as
+    /// absent, so callers take their fallback path.
+    #[must_use]
+    pub fn has(&self, feature: Feature) -> bool {
+        let cache = &self.inner.features;
+        let Some(slot) = cache.state.get(feature.index()) else {
+            return false;
+        };
+        match slot.load(Ordering::Acquire) {
+            PRESENT => return true,
+            ABSENT => return false,
+            _ => {}
+        }
+        let _guard = cache
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let known = slot.load(Ordering::Acquire);
+        if known != UNKNOWN {
+            return known == PRESENT;
+        }
+        let present = self.probe(feature);
+        slot.store(if present { PRESENT } else { ABSENT }, Ordering::Release);
+        present
+    }
+
+    fn probe(&self, feature: Feature) -> bool {
+        match feature {
+            Feature::Ringbuf => self
+                .map_create(&MapCreate::new(MapType::Ringbuf, 0, 0, 4096))
+                .is_ok(),
+            Feature::BatchOps => {
+                let Ok(map) = self.map_create(&MapCreate::new(MapType::Hash, 4, 4, 1)) else {
+                    return false;
+                };
+                let (mut keys, mut values, mut token) = ([0u8; 4], [0u8; 4], [0u8; 8]);
+                let mut attr = MapBatchAttr::new_zeroed();
+                attr.map_fd = super::map::raw_fd(&map);
+                attr.count = 1;
+                attr.keys = keys.as_mut_ptr() as u64;
+                attr.values = values.as_mut_ptr() as u64;
+                attr.out_batch = token.as_mut_ptr() as u64;
+                // An empty map answers ENOENT when the command exists.
+                matches!(
+                    self.raw(Command::MapLookupBatch, &mut attr, None, String::new)
+                        .map_err(|e| e.errno()),
+                    Ok(_) | Err(Some(libc::ENOENT))
+                )
+            }
+            Feature::TcxLink => {
+                let insns = [
+                    Insn::new(0xb7, 0, 0, 0, 0), // r0 = 0
+                    Insn::new(0x95, 0, 0, 0, 0), // exit
+                ];
+                let Ok(prog) = self.prog_load(&ProgLoad::new(ProgramType::SchedCls, &insns, "GPL"))
+                else {
+                    return false;
+                };
+                // Device 0 never exists: a kernel with tcx answers ENODEV, one
+                // without refuses the attach type with EINVAL. Nothing is attached.
+                let spec = LinkCreate::new(
+                    std::os::fd::AsFd::as_fd(&prog),
+                    AttachTarget::Ifindex(0),
+                    AttachType::TcxIngress,
+                );
+                matches!(
+                    self.link_create(&spec).map_err(|e| e.errno()),
+                    Err(Some(libc::ENODEV))
+                )
+            }
+            Feature::PathFd => {
+                // A bad path_fd fails with EBADF when the flag is known, EINVAL if not.
+                matches!(self.probe_path_fd(), Some(libc::EBADF))
+            }
+        }
+    }
+}
