@@ -12,6 +12,7 @@ pub mod btf_file;
 
 mod convert;
 mod field_map;
+mod from_object;
 mod kernel_adjust;
 mod layout_builder;
 mod report;
@@ -24,6 +25,7 @@ pub use convert::{ConvertError, convert, convert_percpu, percpu_stride, read_bit
 pub use field_map::{
     ConversionPlan, FieldAction, FieldLoc, FieldMapping, LayoutMapping, Op, Side, map_layout,
 };
+pub use from_object::{ModelError, is_elf, load_side, map_model, object_model};
 pub use kernel_adjust::{
     ADJUSTMENTS, Adjustment, BPF_F_NO_PREALLOC, BPF_F_RDONLY_PROG, KERNEL_NAME_LEN, KernelEnv,
     kernel_view,
@@ -38,4 +40,6 @@ pub use snapshot::{
 pub use spec_model::{
     EnumValue, MapModel, Member, TypeLayout, is_percpu, map_type_name, map_type_number, same_layout,
 };
-pub use verdict::{Change, DiffReport, MapDiff, Policy, Verdict, diff_map, diff_maps};
+pub use verdict::{
+    Change, DiffReport, MapDiff, Policy, Verdict, diff_map, diff_maps, diff_objects,
+};

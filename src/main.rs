@@ -1,6 +1,10 @@
 //! The `handover` command line.
 //!
-//! Exit codes: 0 success, 1 failure, 2 usage error.
+//! Exit codes: 0 success, 1 failure, 2 usage error; `diff` exits 3 when map entries
+//! would be lost.
+
+mod cmd_diff;
+mod cmd_snapshot;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -18,6 +22,8 @@ fn main() -> ExitCode {
             Some((file, base)) => btf_dump(file, base),
             None => return usage(),
         },
+        ["diff", rest @ ..] => return cmd_diff::run(rest),
+        ["snapshot", rest @ ..] => return cmd_snapshot::run(rest),
         ["-h" | "--help" | "help"] => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -88,4 +94,16 @@ fn parse<'a>(path: &str, data: &'a [u8], base: Option<Btf<'a>>) -> Result<Btf<'a
         None => Btf::parse(bytes),
     }
     .map_err(|e| format!("cannot parse BTF of {path}: {e}"))
+}
+
+/// An error and its sources, joined by `: `.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

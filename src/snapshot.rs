@@ -183,7 +183,11 @@ fn checksum(version: u32, body: &str) -> String {
 #[must_use]
 pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
     #[expect(clippy::expect_used, reason = "serialising plain structs cannot fail")]
-    let body = serde_json::to_string_pretty(snapshot).expect("snapshot serialises");
+    let body = serde_json::to_string_pretty(snapshot)
+        .expect("snapshot serialises")
+        // Indented to sit under the envelope's `snapshot` key; pretty JSON has line
+        // breaks only between tokens, so this changes no value.
+        .replace('\n', "\n  ");
     let sum = checksum(FORMAT_VERSION, &body);
     #[expect(clippy::expect_used, reason = "the body was produced by serde_json")]
     let raw = RawValue::from_string(body).expect("body is valid JSON");

@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::field_map::{ConversionPlan, FieldMapping, LayoutMapping, Side, map_layout};
 use crate::kernel_adjust::{KernelEnv, kernel_view};
+use crate::snapshot::ObjectModel;
 use crate::spec_model::{MapModel, TypeLayout, same_layout};
 
 /// How far an upgrade goes to keep entries.
@@ -247,6 +248,39 @@ pub fn diff_maps(
     for o in old {
         if !new.iter().any(|n| n.name == o.name) {
             maps.push(diff_map(Some(o), None, policy, env));
+        }
+    }
+    DiffReport { policy, maps }
+}
+
+/// Compares the objects of two versions. When each side holds exactly one object
+/// they are compared whatever their names (an object file is usually renamed between
+/// builds); otherwise objects are matched by name and maps are reported as
+/// `object:map`.
+#[must_use]
+pub fn diff_objects(
+    old: &[ObjectModel],
+    new: &[ObjectModel],
+    policy: Policy,
+    env: &KernelEnv,
+) -> DiffReport {
+    if let ([o], [n]) = (old, new) {
+        return diff_maps(&o.maps, &n.maps, policy, env);
+    }
+    let mut maps = Vec::new();
+    let prefixed = |obj: &ObjectModel, mut d: MapDiff| {
+        d.name = format!("{}:{}", obj.name, d.name);
+        d
+    };
+    for n in new {
+        let o = old.iter().find(|o| o.name == n.name);
+        let report = diff_maps(o.map_or(&[], |o| &o.maps), &n.maps, policy, env);
+        maps.extend(report.maps.into_iter().map(|d| prefixed(n, d)));
+    }
+    for o in old {
+        if !new.iter().any(|n| n.name == o.name) {
+            let report = diff_maps(&o.maps, &[], policy, env);
+            maps.extend(report.maps.into_iter().map(|d| prefixed(o, d)));
         }
     }
     DiffReport { policy, maps }
