@@ -8,7 +8,7 @@ use handover_loader::{MapSpec, Object, ObjectError, Pinning};
 use crate::layout_builder::{LayoutError, layout_of};
 use crate::sha256::sha256_hex;
 use crate::snapshot::{FormatError, ObjectModel, decode};
-use crate::spec_model::MapModel;
+use crate::spec_model::{MapModel, TypeLayout};
 
 /// An object whose maps could not be modelled.
 #[derive(Debug, thiserror::Error)]
@@ -108,16 +108,64 @@ pub fn object_model(name: &str, data: &[u8]) -> Result<ObjectModel, ModelError> 
         object: name.to_owned(),
         source,
     })?;
-    let maps = object
+    let mut maps: Vec<MapModel> = object
         .maps()
         .iter()
         .map(|spec| map_model(name, &object, spec))
         .collect::<Result<_, _>>()?;
+    for m in &mut maps {
+        place_section_variables(m, data);
+    }
     Ok(ObjectModel {
         name: name.to_owned(),
         sha256: sha256_hex(data),
         maps,
     })
+}
+
+/// Gives the variables of a global data map their offsets.
+///
+/// In an object file the compiler leaves every `DATASEC` with size 0 and every
+/// variable at offset 0; the real places are the symbols' values in the section
+/// (loaders fill them in before loading). The section size is the map's value size.
+/// When a variable has no symbol, the value layout is dropped and only sizes compare.
+fn place_section_variables(map: &mut MapModel, data: &[u8]) {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+    let Some(TypeLayout::Struct {
+        name: Some(section),
+        size,
+        members,
+    }) = map.value.as_mut()
+    else {
+        return;
+    };
+    if !section.starts_with('.') || members.iter().all(|m| m.bit_offset != 0) {
+        return;
+    }
+    let placed = (|| {
+        let file = object::File::parse(data).ok()?;
+        let index = file.section_by_name(section)?.index();
+        let mut offsets = Vec::with_capacity(members.len());
+        for m in members.iter() {
+            let name = m.name.as_deref()?;
+            let sym = file
+                .symbols()
+                .find(|s| s.section_index() == Some(index) && s.name() == Ok(name))?;
+            offsets.push(sym.address().checked_mul(8)?);
+        }
+        Some(offsets)
+    })();
+    match placed {
+        Some(offsets) => {
+            for (m, off) in members.iter_mut().zip(offsets) {
+                m.bit_offset = off;
+            }
+            if *size == 0 {
+                *size = map.value_size;
+            }
+        }
+        None => map.value = None,
+    }
 }
 
 /// Whether `data` starts like an ELF file.

@@ -316,7 +316,7 @@ fn map_side(
             }
         }
         _ if old_size == new_size => {
-            if old_ty.is_some() != new_ty.is_some() || old_ty.is_none() {
+            if old_size > 0 {
                 notes.push(format!(
                     "{what} has no BTF on one side or both: only its size ({old_size} bytes) is compared"
                 ));
@@ -360,10 +360,14 @@ fn layout_changes(
             });
         }
     } else {
+        let show = |t: &TypeLayout| match t.size() {
+            Some(size) => format!("{} ({size} bytes)", t.describe()),
+            None => t.describe(),
+        };
         out.push(Change {
             attribute: format!("{attribute} layout"),
-            old: o.describe(),
-            new: n.describe(),
+            old: show(o),
+            new: show(n),
             cosmetic: false,
         });
     }
@@ -495,22 +499,31 @@ pub fn diff_map(
         return d;
     }
 
+    // Notes about missing BTF matter only where entries are converted; an array key
+    // is an index whatever its BTF says.
+    let mut btf_notes = Vec::new();
     let key = map_side(
         o.key.as_ref(),
         n.key.as_ref(),
         o.key_size,
         n.key_size,
         Side::Key,
-        &mut d.notes,
+        &mut btf_notes,
     );
+    if matches!(o.map_type.as_str(), "array" | "percpu_array") {
+        btf_notes.clear();
+    }
     let value = map_side(
         o.value.as_ref(),
         n.value.as_ref(),
         o.value_size,
         n.value_size,
         Side::Value,
-        &mut d.notes,
+        &mut btf_notes,
     );
+    if old_class == Class::Data && new_class == Class::Data {
+        d.notes.append(&mut btf_notes);
+    }
     for s in [&key, &value] {
         if let SideMap::Mapped(m) = s {
             d.fields.extend(m.fields.iter().cloned());
@@ -547,9 +560,20 @@ pub fn diff_map(
     }
 
     if policy == Policy::Strict {
+        let changed: Vec<String> = d
+            .changes
+            .iter()
+            .filter(|c| !c.cosmetic)
+            .map(|c| c.attribute.clone())
+            .collect();
+        // Strict carries nothing, so there is no field mapping to show.
+        d.fields.clear();
         recreate(
             &mut d,
-            "strict policy: type, layout, flags changed or capacity reduced".into(),
+            format!(
+                "strict policy: {} changed, so a fresh map is created",
+                changed.join(", ")
+            ),
         );
         return d;
     }
