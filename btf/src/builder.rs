@@ -1,7 +1,7 @@
 //! A small encoder for BTF blobs: test fixtures, split blobs, re-encoded sections.
 
 use crate::raw::{Endian, HEADER_LEN, MAGIC, VERSION};
-use crate::{Btf, Kind, StrOffset, TypeId};
+use crate::{Btf, Detail, Error, Kind, StrOffset, Type, TypeId};
 
 /// Encodes a BTF blob one type record at a time.
 ///
@@ -57,6 +57,10 @@ impl Builder {
         if s.is_empty() && self.str_base == 0 {
             return StrOffset(0);
         }
+        self.append_string(s)
+    }
+
+    fn append_string(&mut self, s: &str) -> StrOffset {
         #[expect(clippy::cast_possible_truncation, reason = "fixture blobs are small")]
         let off = self.str_base + self.strings.len() as u32;
         self.strings.extend_from_slice(s.as_bytes());
@@ -87,6 +91,88 @@ impl Builder {
         let id = TypeId(self.next_id);
         self.next_id = self.next_id.wrapping_add(1);
         id
+    }
+
+    /// Appends a copy of `t`, a type of another blob: names are copied into this blob's
+    /// string section and every type reference goes through `map`. Re-encoding every
+    /// type of a blob in order with the identity map gives a blob that reads the same,
+    /// in either byte order.
+    ///
+    /// # Errors
+    /// A name of `t` cannot be read.
+    pub fn add_copy(
+        &mut self,
+        t: &Type<'_>,
+        map: &dyn Fn(TypeId) -> TypeId,
+    ) -> Result<TypeId, Error> {
+        // Offset 0 stays 0 (anonymous); any other name is appended, even an empty one,
+        // so a copy reads exactly like the original.
+        let name = |b: &mut Self, off: StrOffset, n: Result<&str, Error>| -> Result<u32, Error> {
+            let n = n?;
+            Ok(if off.0 == 0 { 0 } else { b.append_string(n).0 })
+        };
+        let own = name(self, t.name_off(), t.name())?;
+        let mut tail = Vec::new();
+        let mut size_or_type = t.size_or_type();
+        match t.detail() {
+            Detail::Int(i) => tail.push(
+                u32::from(i.encoding.0) << 24 | u32::from(i.offset) << 16 | u32::from(i.bits),
+            ),
+            Detail::Array(a) => tail.extend([map(a.elem).0, map(a.index).0, a.nelems]),
+            Detail::Struct(c) | Detail::Union(c) => {
+                for m in c.members {
+                    let off = if t.kind_flag() {
+                        m.bitfield_size << 24 | m.bit_offset
+                    } else {
+                        m.bit_offset
+                    };
+                    tail.extend([name(self, m.name_off, m.name())?, map(m.ty).0, off]);
+                }
+            }
+            Detail::Enum(e) | Detail::Enum64(e) => {
+                for v in e.values {
+                    let n = name(self, v.name_off, v.name())?;
+                    let [h0, h1, h2, h3, l0, l1, l2, l3] = v.raw().to_be_bytes();
+                    let (hi, lo) = (
+                        u32::from_be_bytes([h0, h1, h2, h3]),
+                        u32::from_be_bytes([l0, l1, l2, l3]),
+                    );
+                    if t.kind() == Kind::Enum {
+                        tail.extend([n, lo]);
+                    } else {
+                        tail.extend([n, lo, hi]);
+                    }
+                }
+            }
+            Detail::FuncProto(p) => {
+                size_or_type = map(p.ret).0;
+                for param in p.params {
+                    tail.extend([name(self, param.name_off, param.name())?, map(param.ty).0]);
+                }
+            }
+            Detail::Var(v) => {
+                size_or_type = map(v.ty).0;
+                tail.push(v.linkage.0);
+            }
+            Detail::Datasec(d) => {
+                for v in d.vars {
+                    tail.extend([map(v.ty).0, v.offset, v.size]);
+                }
+            }
+            Detail::DeclTag(tag) => {
+                size_or_type = map(tag.target).0;
+                tail.push(u32::from_ne_bytes(tag.component_idx.to_ne_bytes()));
+            }
+            Detail::Ptr(target)
+            | Detail::Typedef(target)
+            | Detail::Volatile(target)
+            | Detail::Const(target)
+            | Detail::Restrict(target)
+            | Detail::TypeTag(target) => size_or_type = map(target).0,
+            Detail::Func(f) => size_or_type = map(f.proto).0,
+            Detail::Fwd { .. } | Detail::Float { .. } => {}
+        }
+        Ok(self.add_raw(own, t.info(), size_or_type, &tail))
     }
 
     /// The id the next record will get.

@@ -224,6 +224,10 @@ impl<'a> Walk<'a, '_> {
         Ok(())
     }
 
+    fn overflow(&self, at: usize) -> Error {
+        Error::new(ErrorKind::Overflow { id: self.root }, at)
+    }
+
     fn aggregate(&mut self, t: Type<'_>, base: u64, depth: usize) -> Result<(), Error> {
         self.step(depth)?;
         let (Detail::Struct(c) | Detail::Union(c)) = t.detail() else {
@@ -231,7 +235,9 @@ impl<'a> Walk<'a, '_> {
         };
         for m in c.members {
             let name = self.btf.string_at(m.name_off)?;
-            let offset = base + u64::from(m.bit_offset);
+            let offset = base
+                .checked_add(u64::from(m.bit_offset))
+                .ok_or_else(|| self.overflow(t.offset()))?;
             let resolved = self.btf.resolve(m.ty)?;
             let is_aggregate = resolved.0 != 0
                 && matches!(
@@ -270,7 +276,11 @@ impl<'a> Walk<'a, '_> {
                     use core::fmt::Write as _;
                     let _ = write!(self.path, "[{i}]");
                     self.components.push(PathComponent::Index(i));
-                    self.value(a.elem, offset + u64::from(i) * elem_bits, 0, depth + 1)?;
+                    let at = u64::from(i)
+                        .checked_mul(elem_bits)
+                        .and_then(|o| o.checked_add(offset))
+                        .ok_or_else(|| self.overflow(t.offset()))?;
+                    self.value(a.elem, at, 0, depth + 1)?;
                     self.path.truncate(path_len);
                     self.components.pop();
                 }
@@ -279,8 +289,13 @@ impl<'a> Walk<'a, '_> {
             _ => {}
         }
         let (bit_offset, bit_size) = match (bitfield, t.detail()) {
-            (0, Detail::Int(int)) if u32::from(int.bits) != int.size * 8 || int.offset != 0 => {
-                (offset + u64::from(int.offset), u64::from(int.bits))
+            (0, Detail::Int(int))
+                if u64::from(int.bits) != u64::from(int.size) * 8 || int.offset != 0 =>
+            {
+                let at = offset
+                    .checked_add(u64::from(int.offset))
+                    .ok_or_else(|| self.overflow(t.offset()))?;
+                (at, u64::from(int.bits))
             }
             (0, _) => (offset, u64::from(self.btf.size_of(ty)?) * 8),
             (bits, _) => (offset, u64::from(bits)),

@@ -41,3 +41,6 @@ pub use types::{
     Array, Composite, Datasec, DeclTag, Detail, Enum, EnumValue, EnumValues, Func, FuncProto, Int,
     IntEncoding, Kind, Linkage, Member, Members, Param, Params, SecVar, SecVars, Type, Var,
 };
+
+#[cfg(test)]
+mod tests;
