@@ -27,6 +27,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec_model::{MAX_DEPTH, Member, TypeLayout, enum_values_kept, same_layout};
 
+/// Most conversion steps an array may expand into; a key or value is at most a few
+/// kilobytes in practice, so only a layout that contradicts its map's size gets here.
+const MAX_ARRAY_STEPS: u64 = 1 << 16;
+
 /// What happens to one field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -238,7 +242,7 @@ fn scalar(f: Field<'_>) -> Option<(u64, u32, bool)> {
             ..
         } => {
             let width = if f.bitfield > 0 { f.bitfield } else { *bits };
-            Some((f.bit + u64::from(*bit_offset), width, *signed))
+            Some((f.bit.saturating_add(u64::from(*bit_offset)), width, *signed))
         }
         TypeLayout::Enum { size, signed, .. } => {
             let width = if f.bitfield > 0 {
@@ -594,6 +598,16 @@ impl Mapper {
             };
             sub.walk(first_old, first_new, &elem_path, depth + 1);
             let aligned = old.bit.is_multiple_of(8) && new.bit.is_multiple_of(8);
+            let steps = u64::from(common).saturating_mul(sub.ops.len() as u64);
+            if !(aligned && same_layout(old_elem, new_elem)) && steps > MAX_ARRAY_STEPS {
+                self.incompatible(
+                    old,
+                    new,
+                    path,
+                    format!("array of {common} changed elements is too large to convert"),
+                );
+                return;
+            }
             if aligned && same_layout(old_elem, new_elem) {
                 // One copy for every common element.
                 self.bytes_copy(old, new, oes.saturating_mul(u64::from(common)));

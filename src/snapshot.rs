@@ -102,6 +102,12 @@ pub enum FormatError {
         /// Newest version this build reads.
         supported: u32,
     },
+    /// A name appears twice where names identify entries.
+    #[error("{what} appears more than once")]
+    Duplicate {
+        /// The repeated name.
+        what: String,
+    },
     /// The checksum does not match the contents.
     #[error(
         "checksum mismatch: the file says {expected}, the contents hash to {actual}; the file is damaged"
@@ -241,8 +247,32 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, FormatError> {
             actual,
         });
     }
-    serde_json::from_str(envelope.snapshot.get())
-        .map_err(|e| FormatError::from_json(&e, bytes.len()))
+    let snapshot: Snapshot = serde_json::from_str(envelope.snapshot.get())
+        .map_err(|e| FormatError::from_json(&e, bytes.len()))?;
+    check_names(&snapshot)?;
+    Ok(snapshot)
+}
+
+/// Maps are matched by name, so a name may appear once per object, and an object
+/// name once per snapshot.
+fn check_names(snapshot: &Snapshot) -> Result<(), FormatError> {
+    let mut objects = std::collections::HashSet::new();
+    for o in &snapshot.objects {
+        if !objects.insert(o.name.as_str()) {
+            return Err(FormatError::Duplicate {
+                what: format!("object `{}`", o.name),
+            });
+        }
+        let mut maps = std::collections::HashSet::new();
+        for m in &o.maps {
+            if !maps.insert(m.name.as_str()) {
+                return Err(FormatError::Duplicate {
+                    what: format!("map `{}` in object `{}`", m.name, o.name),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads and checks a snapshot file.

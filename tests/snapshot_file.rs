@@ -100,7 +100,7 @@ fn corrupted_snapshots() {
         b[at] ^= 0x01; // "packets" -> "qackets": still valid JSON
         b
     };
-    let rows: Vec<(&str, Vec<u8>, Expect)> = vec![
+    let mut rows: Vec<(&str, Vec<u8>, Expect)> = vec![
         ("empty file", Vec::new(), |e| {
             matches!(e, FormatError::Truncated { .. })
         }),
@@ -164,6 +164,14 @@ fn corrupted_snapshots() {
             |e| matches!(e, FormatError::ChecksumMismatch { .. }),
         ),
     ];
+    let mut duplicated = sample();
+    let again = duplicated.objects[0].maps[0].clone();
+    duplicated.objects[0].maps.push(again);
+    rows.push((
+        "a map name twice in one object (checksum valid)",
+        encode(&duplicated),
+        |e| matches!(e, FormatError::Duplicate { .. }),
+    ));
     for (what, bytes, expected) in rows {
         match decode(&bytes) {
             Ok(_) => panic!("{what}: accepted"),
