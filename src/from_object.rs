@@ -7,7 +7,7 @@ use handover_loader::{MapSpec, Object, ObjectError, Pinning};
 
 use crate::layout_builder::{LayoutError, layout_of};
 use crate::sha256::sha256_hex;
-use crate::snapshot::{FormatError, ObjectModel, decode};
+use crate::snapshot::{ByteOrder, FormatError, ObjectModel, decode};
 use crate::spec_model::{MapModel, TypeLayout};
 
 /// An object whose maps could not be modelled.
@@ -119,6 +119,10 @@ pub fn object_model(name: &str, data: &[u8]) -> Result<ObjectModel, ModelError> 
     Ok(ObjectModel {
         name: name.to_owned(),
         sha256: sha256_hex(data),
+        endian: match object.endian() {
+            handover_btf::Endian::Big => ByteOrder::Big,
+            _ => ByteOrder::Little,
+        },
         maps,
     })
 }

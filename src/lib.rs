@@ -34,8 +34,8 @@ pub use layout_builder::{LayoutError, layout_of};
 pub use report::{render_json, render_text};
 pub use sha256::{sha256, sha256_hex};
 pub use snapshot::{
-    FORMAT_NAME, FORMAT_VERSION, FormatError, ObjectModel, Snapshot, SnapshotError, decode, encode,
-    read_snapshot, write_snapshot,
+    ByteOrder, FORMAT_NAME, FORMAT_VERSION, FormatError, ObjectModel, Snapshot, SnapshotError,
+    decode, encode, read_snapshot, write_snapshot,
 };
 pub use spec_model::{
     EnumValue, MapModel, Member, TypeLayout, is_percpu, map_type_name, map_type_number, same_layout,

@@ -42,8 +42,22 @@ pub struct ObjectModel {
     pub name: String,
     /// SHA-256 of the object file, lower-case hex.
     pub sha256: String,
+    /// Byte order of the object's keys and values.
+    #[serde(default)]
+    pub endian: ByteOrder,
     /// Its maps, in object order.
     pub maps: Vec<MapModel>,
+}
+
+/// Byte order of encoded keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ByteOrder {
+    /// Least significant byte first (`bpfel`, x86, arm64).
+    #[default]
+    Little,
+    /// Most significant byte first (`bpfeb`, s390x).
+    Big,
 }
 
 /// The contents of a snapshot file.

@@ -42,9 +42,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::field_map::{ConversionPlan, FieldMapping, LayoutMapping, Side, map_layout};
+use crate::field_map::{ConversionPlan, FieldMapping, LayoutMapping, Op, Side, map_layout};
 use crate::kernel_adjust::{KernelEnv, kernel_view};
-use crate::snapshot::ObjectModel;
+use crate::snapshot::{ByteOrder, ObjectModel};
 use crate::spec_model::{MapModel, TypeLayout, same_layout};
 
 /// How far an upgrade goes to keep entries.
@@ -256,9 +256,43 @@ pub fn diff_maps(
 /// Compares the objects of two versions. When each side holds exactly one object
 /// they are compared whatever their names (an object file is usually renamed between
 /// builds); otherwise objects are matched by name and maps are reported as
-/// `object:map`.
+/// `object:map`. When either side is big-endian, a map whose entries would need
+/// integer conversion is `recreate` (the converter handles little-endian only).
 #[must_use]
 pub fn diff_objects(
+    old: &[ObjectModel],
+    new: &[ObjectModel],
+    policy: Policy,
+    env: &KernelEnv,
+) -> DiffReport {
+    let mut report = diff_paired_objects(old, new, policy, env);
+    if old.iter().chain(new).any(|o| o.endian != ByteOrder::Little) {
+        for d in &mut report.maps {
+            refuse_big_endian_conversion(d);
+        }
+    }
+    report
+}
+
+/// The converter reads and writes little-endian encodings only: a conversion that
+/// does more than move whole bytes cannot be carried out for big-endian objects.
+fn refuse_big_endian_conversion(d: &mut MapDiff) {
+    let converts_integers = [&d.key_plan, &d.value_plan]
+        .into_iter()
+        .flatten()
+        .any(|p| p.ops.iter().any(|op| matches!(op, Op::Int { .. })));
+    if converts_integers {
+        d.verdict = Verdict::Recreate;
+        d.loses_entries = true;
+        d.key_plan = None;
+        d.value_plan = None;
+        d.notes.push(
+            "integer conversion of big-endian keys and values is not supported: entries cannot be carried".into(),
+        );
+    }
+}
+
+fn diff_paired_objects(
     old: &[ObjectModel],
     new: &[ObjectModel],
     policy: Policy,

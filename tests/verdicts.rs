@@ -519,3 +519,35 @@ fn per_map_type_rules() {
         );
     }
 }
+
+#[test]
+fn big_endian_objects_are_not_converted() {
+    use handover::{ByteOrder, ObjectModel, diff_objects};
+    let object = |endian, m: MapModel| ObjectModel {
+        name: "o".into(),
+        sha256: String::new(),
+        endian,
+        maps: vec![m],
+    };
+    let widened = with(|m| {
+        set_value(
+            m,
+            cstruct(Some("stats"), vec![("packets", u64_()), ("bytes", u64_())]),
+        );
+    });
+    let grown = with(|m| m.max_entries = 4096);
+    for (endian, new, verdict) in [
+        (ByteOrder::Little, widened.clone(), Verdict::Migrate),
+        (ByteOrder::Big, widened, Verdict::Recreate),
+        // Whole bytes move unchanged: fine in either byte order.
+        (ByteOrder::Big, grown, Verdict::Grow),
+    ] {
+        let r = diff_objects(
+            &[object(endian, base())],
+            &[object(endian, new)],
+            Policy::Migrate,
+            &ENV,
+        );
+        assert_eq!(r.maps[0].verdict, verdict, "{endian:?}");
+    }
+}
