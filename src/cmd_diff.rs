@@ -69,7 +69,7 @@ pub fn run(args: &[&str]) -> ExitCode {
         }
     };
     let load = |p: &str| {
-        load_side(Path::new(p)).map_err(|e| format!("handover diff: {}", crate::error_chain(&e)))
+        load_side(Path::new(p)).map_err(|e| format!("handover diff: {}", error_chain(&e)))
     };
     let (old, new) = match (load(args.old), load(args.new)) {
         (Ok(o), Ok(n)) => (o, n),
@@ -89,4 +89,16 @@ pub fn run(args: &[&str]) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// An error and its sources, joined by `: `.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

@@ -49,7 +49,7 @@ pub fn run(args: &[&str]) -> ExitCode {
         match load_side(Path::new(o)) {
             Ok(mut m) => models.append(&mut m),
             Err(e) => {
-                eprintln!("handover snapshot: {}", crate::error_chain(&e));
+                eprintln!("handover snapshot: {}", crate::cmd_diff::error_chain(&e));
                 return ExitCode::FAILURE;
             }
         }
@@ -57,7 +57,7 @@ pub fn run(args: &[&str]) -> ExitCode {
     match write_snapshot(Path::new(out), &Snapshot::new(models)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("handover snapshot: {}", crate::error_chain(&e));
+            eprintln!("handover snapshot: {}", crate::cmd_diff::error_chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -95,15 +95,3 @@ fn parse<'a>(path: &str, data: &'a [u8], base: Option<Btf<'a>>) -> Result<Btf<'a
     }
     .map_err(|e| format!("cannot parse BTF of {path}: {e}"))
 }
-
-/// An error and its sources, joined by `: `.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
