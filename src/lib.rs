@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod btf_file;
+pub mod inspect;
 
 mod convert;
 mod field_map;

@@ -12,7 +12,8 @@ use std::process::ExitCode;
 use handover::btf_file::btf_bytes;
 use handover_btf::{Btf, DumpError, write_raw_dump};
 
-const USAGE: &str = "usage: handover btf dump FILE [--base BASE_FILE]";
+const USAGE: &str =
+    "usage: handover btf dump FILE [--base BASE_FILE]\n       handover inspect OBJ [--json]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,6 +25,10 @@ fn main() -> ExitCode {
         },
         ["diff", rest @ ..] => return cmd_diff::run(rest),
         ["snapshot", rest @ ..] => return cmd_snapshot::run(rest),
+        ["inspect", obj] => handover::inspect::run(obj, false),
+        ["inspect", obj, "--json"] | ["inspect", "--json", obj] => {
+            handover::inspect::run(obj, true)
+        }
         ["-h" | "--help" | "help"] => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

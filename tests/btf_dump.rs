@@ -269,3 +269,43 @@ fn fuzz_seed_blobs_dump_matches_bpftool() {
         assert_file_matches(&seed);
     }
 }
+
+#[test]
+fn big_endian_object_dump_matches_bpftool() {
+    // programs/btf_kinds.c compiled for bpfeb: the .BTF of a big-endian ELF object.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir().join(format!("handover-bpfeb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let object = dir.join("btf_kinds.bpfeb.o");
+    let status = Command::new("clang")
+        .args([
+            "-O2",
+            "-g",
+            "-target",
+            "bpfeb",
+            "-I/usr/include/x86_64-linux-gnu",
+            "-c",
+        ])
+        .arg(root.join("programs/btf_kinds.c"))
+        .arg("-o")
+        .arg(&object)
+        .status()
+        .expect("run clang (apt install clang libbpf-dev)");
+    assert!(status.success(), "clang -target bpfeb failed");
+    let data = std::fs::read(&object).expect("read object");
+    let btf = Btf::parse(btf_bytes(&data).expect(".BTF")).expect("parse");
+    assert_eq!(btf.endian(), Endian::Big);
+    assert_file_matches(&object);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn elf_without_btf_exits_1_with_a_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .args(["btf", "dump", env!("CARGO_BIN_EXE_handover")])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no .BTF section"), "{err}");
+}

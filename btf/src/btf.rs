@@ -48,23 +48,49 @@ pub struct Btf<'data> {
 
 /// Bytes a record of `kind` with `vlen` trailing entries occupies after its fixed header.
 #[inline]
-pub(crate) const fn tail_len(kind: Kind, vlen: u16) -> usize {
-    let vlen = vlen as usize;
-    match kind {
-        Kind::Int | Kind::Var | Kind::DeclTag => 4,
-        Kind::Array => 12,
-        Kind::Struct | Kind::Union | Kind::Datasec | Kind::Enum64 => 12 * vlen,
-        Kind::Enum | Kind::FuncProto => 8 * vlen,
-        Kind::Ptr
-        | Kind::Fwd
-        | Kind::Typedef
-        | Kind::Volatile
-        | Kind::Const
-        | Kind::Restrict
-        | Kind::Func
-        | Kind::Float
-        | Kind::TypeTag => 0,
+pub(crate) fn tail_len(kind: Kind, vlen: u16) -> usize {
+    let (fixed, per) = shape(kind as u8);
+    usize::from(fixed) + usize::from(per) * usize::from(vlen)
+}
+
+/// `SHAPES` packed for the index loop: bit `k` set if kind number `k` is known.
+const KNOWN_KINDS: u32 = pack_known();
+/// `SHAPES` packed for the index loop: 2 bits per kind number, fixed tail size / 4.
+const FIXED_CODES: u64 = pack_codes(0);
+/// `SHAPES` packed for the index loop: 2 bits per kind number, entry size / 4.
+const PER_CODES: u64 = pack_codes(1);
+
+const fn pack_known() -> u32 {
+    let mut known = 0;
+    let mut k = 0;
+    while k < 32 {
+        if Kind::from_raw(k).is_some() {
+            known |= 1 << k;
+        }
+        k += 1;
     }
+    known
+}
+
+const fn pack_codes(which: usize) -> u64 {
+    let mut codes = 0;
+    let mut k = 0;
+    let mut rest: &[(u8, u8)] = &SHAPES;
+    while let [(fixed, per), tail @ ..] = rest {
+        let size = if which == 0 { *fixed } else { *per };
+        if size != u8::MAX {
+            codes |= ((size / 4) as u64 & 3) << (2 * k);
+        }
+        k += 1;
+        rest = tail;
+    }
+    codes
+}
+
+/// The `SHAPES` entry of kind number `raw`.
+#[inline]
+fn shape(raw: u8) -> (u8, u8) {
+    SHAPES.get(usize::from(raw)).copied().unwrap_or(UNKNOWN)
 }
 
 /// Splits a `struct btf_type` `info` word into kind number, kind flag and vlen.
@@ -76,6 +102,12 @@ pub(crate) const fn split_info(info: u32) -> (u8, bool, u16) {
 
 impl<'data> Btf<'data> {
     /// Parses a standalone BTF blob (`/sys/kernel/btf/vmlinux`, an object's `.BTF`).
+    ///
+    /// Checks: magic (either byte order), version 1, `hdr_len` within the blob, both
+    /// sections within the blob, a 4-byte aligned type section, a string section that
+    /// starts with the empty string and ends with a NUL, and that every type record has
+    /// a known kind and fits. Header flags and any header bytes past the known fields
+    /// are not interpreted.
     ///
     /// # Errors
     /// A malformed header, string section or type section; see [`ErrorKind`].
@@ -127,12 +159,6 @@ impl<'data> Btf<'data> {
         }
         let section = |name: &'static str, field: usize, off: [u8; 4], len: [u8; 4]| {
             let (off, len) = (endian.u32(off), endian.u32(len));
-            if off % 4 != 0 && name == "type" {
-                return Err(Error::new(
-                    ErrorKind::Misaligned { section: name, off },
-                    field,
-                ));
-            }
             let start = u64::from(hdr_len) + u64::from(off);
             let end = start + u64::from(len);
             let bounds = usize::try_from(start)
@@ -148,6 +174,18 @@ impl<'data> Btf<'data> {
                 field,
             ))
         };
+        // Type records hold u32 fields: the kernel and libbpf require the section to be
+        // 4-byte aligned (this parser reads unaligned records, but keeps the rule).
+        let type_off = endian.u32(hdr.type_off);
+        if type_off % 4 != 0 {
+            return Err(Error::new(
+                ErrorKind::Misaligned {
+                    section: "type",
+                    off: type_off,
+                },
+                8,
+            ));
+        }
         let (types_start, types) = section("type", 8, hdr.type_off, hdr.type_len)?;
         let (strings_start, strings) = section("string", 16, hdr.str_off, hdr.str_len)?;
 
@@ -399,7 +437,45 @@ impl<'data> Btf<'data> {
     }
 }
 
-/// Walks the type section once, reading only each record's fixed header and skipping its
+/// Shape of a record by kind number: bytes after the fixed header, and bytes per `vlen`
+/// entry. `UNKNOWN` marks kind numbers with no record layout.
+const SHAPES: [(u8, u8); 32] = [
+    UNKNOWN, // 0: void has no record
+    (4, 0),  // INT: encoding word
+    (0, 0),  // PTR
+    (12, 0), // ARRAY: struct btf_array
+    (0, 12), // STRUCT: struct btf_member per member
+    (0, 12), // UNION
+    (0, 8),  // ENUM: struct btf_enum per value
+    (0, 0),  // FWD
+    (0, 0),  // TYPEDEF
+    (0, 0),  // VOLATILE
+    (0, 0),  // CONST
+    (0, 0),  // RESTRICT
+    (0, 0),  // FUNC
+    (0, 8),  // FUNC_PROTO: struct btf_param per parameter
+    (4, 0),  // VAR: struct btf_var
+    (0, 12), // DATASEC: struct btf_var_secinfo per variable
+    (0, 0),  // FLOAT
+    (4, 0),  // DECL_TAG: struct btf_decl_tag
+    (0, 0),  // TYPE_TAG
+    (0, 12), // ENUM64: struct btf_enum64 per value
+    UNKNOWN,
+    UNKNOWN,
+    UNKNOWN,
+    UNKNOWN,
+    UNKNOWN,
+    UNKNOWN,
+    UNKNOWN,
+    UNKNOWN,
+    UNKNOWN,
+    UNKNOWN,
+    UNKNOWN,
+    UNKNOWN,
+];
+const UNKNOWN: (u8, u8) = (u8::MAX, u8::MAX);
+
+/// Walks the type section once, reading only each record's `info` word and skipping its
 /// trailing entries, and returns the offset of every record.
 fn index(
     endian: Endian,
@@ -407,40 +483,43 @@ fn index(
     types_start: usize,
     first_id: u32,
 ) -> Result<Vec<u32>, Error> {
-    let mut offsets = Vec::with_capacity(types.len() / 32);
+    // One copy of the loop per byte order, so the conversion is not a branch per record.
+    let offsets = match endian {
+        Endian::Little => index_with(|w| Endian::Little.u32(w), types),
+        Endian::Big => index_with(|w| Endian::Big.u32(w), types),
+    }
+    .map_err(|(pos, indexed)| index_error(endian, types, types_start, pos, first_id, indexed))?;
+    if u32::try_from(offsets.len())
+        .ok()
+        .and_then(|n| first_id.checked_add(n))
+        .is_none()
+    {
+        return Err(Error::new(ErrorKind::TooManyTypes, types_start));
+    }
+    Ok(offsets)
+}
+
+/// The index loop; on a record it cannot step over, returns its position and how many
+/// records came before it.
+#[inline]
+fn index_with(read: impl Fn([u8; 4]) -> u32, types: &[u8]) -> Result<Vec<u32>, (usize, usize)> {
+    // Records average over 16 bytes (a header alone is 12), so this rarely grows.
+    let mut offsets = Vec::with_capacity(types.len() / 16);
     let mut pos = 0usize;
-    let mut id = first_id;
-    while let Some(rest) = types.get(pos..).filter(|r| !r.is_empty()) {
-        let at = types_start + pos;
-        let Ok((hdr, _)) = raw::TypeHeader::ref_from_prefix(rest) else {
-            return Err(Error::new(
-                ErrorKind::Truncated {
-                    what: "type record",
-                    needed: TYPE_HEADER_LEN,
-                    available: rest.len(),
-                },
-                at,
-            ));
+    while pos < types.len() {
+        let Some(Ok((hdr, _))) = types.get(pos..).map(raw::TypeHeader::ref_from_prefix) else {
+            return Err((pos, offsets.len()));
         };
-        let (kind, _, vlen) = split_info(endian.u32(hdr.info));
-        let Some(kind) = Kind::from_raw(kind) else {
-            return Err(Error::new(
-                ErrorKind::UnknownKind {
-                    id: TypeId(id),
-                    kind,
-                },
-                at,
-            ));
-        };
-        let len = TYPE_HEADER_LEN + tail_len(kind, vlen);
-        if len > rest.len() {
-            return Err(Error::new(
-                ErrorKind::VlenPastEnd {
-                    id: TypeId(id),
-                    vlen,
-                },
-                at,
-            ));
+        let (kind, _, vlen) = split_info(read(hdr.info));
+        // The record length from register arithmetic only (no table load on the
+        // loop-carried dependency): `FIXED_CODES`/`PER_CODES` hold, 2 bits per kind
+        // number, the `SHAPES` sizes divided by 4.
+        let shift = 2 * u32::from(kind);
+        let fixed = ((FIXED_CODES >> shift) & 3) as usize * 4;
+        let per = ((PER_CODES >> shift) & 3) as usize * 4;
+        let len = TYPE_HEADER_LEN + fixed + per * usize::from(vlen);
+        if KNOWN_KINDS >> kind & 1 == 0 || len > types.len() - pos {
+            return Err((pos, offsets.len()));
         }
         // `types` is at most u32::MAX bytes long (its length is a u32 header field).
         #[expect(
@@ -449,9 +528,67 @@ fn index(
         )]
         offsets.push(pos as u32);
         pos += len;
-        id = id
-            .checked_add(1)
-            .ok_or(Error::new(ErrorKind::TooManyTypes, at))?;
     }
     Ok(offsets)
+}
+
+/// The error for the record at `pos`, which the index loop could not step over.
+#[cold]
+fn index_error(
+    endian: Endian,
+    types: &[u8],
+    types_start: usize,
+    pos: usize,
+    first_id: u32,
+    indexed: usize,
+) -> Error {
+    let at = types_start + pos;
+    let rest = types.get(pos..).unwrap_or_default();
+    let id = TypeId(
+        u32::try_from(indexed)
+            .ok()
+            .and_then(|n| first_id.checked_add(n))
+            .unwrap_or(u32::MAX),
+    );
+    let Some(&[_, _, _, _, i0, i1, i2, i3, ..]) = rest.get(..TYPE_HEADER_LEN) else {
+        return Error::new(
+            ErrorKind::Truncated {
+                what: "type record",
+                needed: TYPE_HEADER_LEN,
+                available: rest.len(),
+            },
+            at,
+        );
+    };
+    let (kind, _, vlen) = split_info(endian.u32([i0, i1, i2, i3]));
+    match Kind::from_raw(kind) {
+        None => Error::new(ErrorKind::UnknownKind { id, kind }, at),
+        Some(_) => Error::new(ErrorKind::VlenPastEnd { id, vlen }, at),
+    }
+}
+
+#[cfg(test)]
+mod packed_shapes {
+    use super::{FIXED_CODES, KNOWN_KINDS, PER_CODES, tail_len};
+    use crate::Kind;
+
+    #[test]
+    fn packed_codes_agree_with_tail_len() {
+        for raw in 0u8..32 {
+            let shift = 2 * u32::from(raw);
+            let known = KNOWN_KINDS >> raw & 1 == 1;
+            assert_eq!(known, Kind::from_raw(raw).is_some(), "kind {raw}");
+            if let Some(kind) = Kind::from_raw(raw) {
+                for vlen in [0, 1, 7, u16::MAX] {
+                    let fixed = usize::try_from((FIXED_CODES >> shift) & 3).unwrap() * 4;
+                    let per = usize::try_from((PER_CODES >> shift) & 3).unwrap() * 4;
+                    assert_eq!(
+                        fixed + per * usize::from(vlen),
+                        tail_len(kind, vlen),
+                        "{kind}"
+                    );
+                }
+            }
+        }
+    }
 }

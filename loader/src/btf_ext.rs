@@ -106,14 +106,14 @@ fn to_usize(v: u32) -> usize {
 
 /// Walks one info block (func, line or CO-RE), calling `record` for each record with the
 /// section name and the record's bytes.
-fn walk<'d>(
-    data: &'d [u8],
+fn walk<'s>(
+    data: &[u8],
     start: usize,
     len: u32,
     min_rec_size: usize,
     order: Order,
-    strings: &dyn Fn(StrOffset) -> Option<&'d str>,
-    mut record: impl FnMut(&'d str, usize, &'d [u8]) -> Result<(), ObjectError>,
+    strings: &dyn Fn(StrOffset) -> Option<&'s str>,
+    mut record: impl FnMut(&'s str, usize, &[u8]) -> Result<(), ObjectError>,
 ) -> Result<(), ObjectError> {
     if len == 0 {
         return Ok(());
@@ -169,9 +169,9 @@ fn insn_index(byte_off: u32, at: usize) -> Result<u32, ObjectError> {
 
 impl BtfExt {
     /// Parses `.BTF.ext`; `strings` resolves offsets into the `.BTF` string section.
-    pub(crate) fn parse<'d>(
-        data: &'d [u8],
-        strings: &dyn Fn(StrOffset) -> Option<&'d str>,
+    pub(crate) fn parse<'s>(
+        data: &[u8],
+        strings: &dyn Fn(StrOffset) -> Option<&'s str>,
     ) -> Result<Self, ObjectError> {
         let hdr = read_at::<RawBtfExtHeader>(data, 0).ok_or_else(|| err(0, "truncated header"))?;
         let order = if u16::from_le_bytes(hdr.magic) == MAGIC {
@@ -279,5 +279,139 @@ impl BtfExt {
             },
         )?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[expect(
+    clippy::indexing_slicing,
+    reason = "tests patch fixed offsets of a blob they built"
+)]
+mod tests {
+    use super::*;
+
+    /// Builds a `.BTF.ext` blob in either byte order: a 32-byte header, then func_info,
+    /// line_info and CO-RE blocks, each for the section whose name is at string offset 1.
+    fn blob(big: bool) -> Vec<u8> {
+        let w32 = |v: u32| {
+            if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let mut func = Vec::new();
+        func.extend(w32(8)); // rec_size
+        func.extend(w32(1)); // sec_name_off
+        func.extend(w32(2)); // num_info
+        func.extend(w32(0)); // insn_off (bytes)
+        func.extend(w32(7)); // type_id
+        func.extend(w32(40)); // insn_off: instruction 5
+        func.extend(w32(9));
+        let mut line = Vec::new();
+        line.extend(w32(16));
+        line.extend(w32(1));
+        line.extend(w32(1));
+        line.extend(w32(8)); // instruction 1
+        line.extend(w32(5)); // file_name_off
+        line.extend(w32(6)); // line_off
+        line.extend(w32((42 << 10) | 3)); // line 42, column 3
+        let mut core = Vec::new();
+        core.extend(w32(16));
+        core.extend(w32(1));
+        core.extend(w32(1));
+        core.extend(w32(16)); // instruction 2
+        core.extend(w32(4)); // type_id
+        core.extend(w32(10)); // access_str_off
+        core.extend(w32(0)); // field_byte_offset
+        let mut out = Vec::new();
+        out.extend(if big {
+            0xeb9f_u16.to_be_bytes()
+        } else {
+            0xeb9f_u16.to_le_bytes()
+        });
+        out.extend([1, 0]); // version, flags
+        out.extend(w32(32)); // hdr_len
+        out.extend(w32(0));
+        out.extend(w32(u32::try_from(func.len()).unwrap()));
+        out.extend(w32(u32::try_from(func.len()).unwrap()));
+        out.extend(w32(u32::try_from(line.len()).unwrap()));
+        out.extend(w32(u32::try_from(func.len() + line.len()).unwrap()));
+        out.extend(w32(u32::try_from(core.len()).unwrap()));
+        out.extend(func);
+        out.extend(line);
+        out.extend(core);
+        out
+    }
+
+    fn strings(off: StrOffset) -> Option<&'static str> {
+        match off.0 {
+            1 => Some("xdp"),
+            5 => Some("a.c"),
+            6 => Some("return 0;"),
+            10 => Some("0:1"),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn both_byte_orders_read_the_same_records() {
+        for big in [false, true] {
+            let ext = BtfExt::parse(&blob(big), &strings).unwrap();
+            let sec = ext.sections.get("xdp").unwrap();
+            assert_eq!(
+                sec.func_info,
+                [
+                    FuncInfo {
+                        insn: 0,
+                        type_id: TypeId(7)
+                    },
+                    FuncInfo {
+                        insn: 5,
+                        type_id: TypeId(9)
+                    }
+                ]
+            );
+            assert_eq!(
+                sec.line_info,
+                [LineInfo {
+                    insn: 1,
+                    file_name: StrOffset(5),
+                    line: StrOffset(6),
+                    line_number: 42,
+                    column: 3
+                }]
+            );
+            assert_eq!(sec.core_relos.len(), 1);
+            assert_eq!(
+                (sec.core_relos[0].insn, sec.core_relos[0].access.as_str()),
+                (2, "0:1")
+            );
+            assert_eq!(sec.core_relos[0].kind_name(), "field_byte_offset");
+        }
+    }
+
+    #[test]
+    fn defects_are_errors_with_offsets() {
+        let good = blob(false);
+        let mut bad_name = good.clone();
+        bad_name[32 + 4] = 99; // func_info sec_name_off -> not a string
+        assert!(matches!(
+            BtfExt::parse(&bad_name, &strings),
+            Err(ObjectError::BtfExt { offset: 36, .. })
+        ));
+        let mut misaligned = good.clone();
+        misaligned[32 + 12] = 3; // first func_info insn_off = 3 bytes
+        assert!(matches!(
+            BtfExt::parse(&misaligned, &strings),
+            Err(ObjectError::BtfExt { offset: 44, .. })
+        ));
+        let mut small_rec = good.clone();
+        small_rec[32] = 4; // func_info rec_size smaller than a record
+        assert!(BtfExt::parse(&small_rec, &strings).is_err());
+        assert!(BtfExt::parse(&good[..20], &strings).is_err());
+        let mut version = good;
+        version[2] = 2;
+        assert!(BtfExt::parse(&version, &strings).is_err());
     }
 }

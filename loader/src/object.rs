@@ -290,10 +290,24 @@ impl<'data> Object<'data> {
                 .rel(e, data)
                 .map_err(elf_err("relocation section"))?
                 .unwrap_or((&[], SectionIndex(0)));
+            let is_code = target_sec.flags & SHF_EXECINSTR.0 != 0;
             let list = relocs.entry(target).or_default();
             for r in rels {
+                let offset = r.r_offset(e);
+                // Code relocations apply to whole instructions; one elsewhere would be
+                // silently lost.
+                if is_code && (offset % INSN_SIZE as u64 != 0 || offset >= target_sec.size) {
+                    return Err(ObjectError::Relocation {
+                        section: target_sec.name.to_owned(),
+                        offset,
+                        reason: format!(
+                            "not at an instruction inside the section ({} bytes)",
+                            target_sec.size
+                        ),
+                    });
+                }
                 list.push(Reloc {
-                    offset: r.r_offset(e),
+                    offset,
                     symbol: usize::try_from(r.r_sym(e)).unwrap_or(usize::MAX),
                 });
             }
@@ -893,7 +907,10 @@ impl<'data> Parser<'data, '_> {
                         if is_data {
                             let value_off = u32::try_from(offset - site.start)
                                 .map_err(|_| rerr("offset overflows".into()))?;
-                            set_imm(&mut image, pc, PSEUDO_MAP_VALUE, 0, Some(value_off))?;
+                            set_imm(&mut image, pc, PSEUDO_MAP_VALUE, 0, Some(value_off))
+                                .ok_or_else(|| {
+                                    prog_err(format!("ld_imm64 at instruction {pc} is truncated"))
+                                })?;
                             references.push(Reference {
                                 insn: pc,
                                 target: RefTarget::MapValue {
@@ -905,7 +922,9 @@ impl<'data> Parser<'data, '_> {
                             if offset != site.start {
                                 return Err(rerr(format!("refers into the middle of map {map}")));
                             }
-                            set_imm(&mut image, pc, PSEUDO_MAP_FD, 0, Some(0))?;
+                            set_imm(&mut image, pc, PSEUDO_MAP_FD, 0, Some(0)).ok_or_else(
+                                || prog_err(format!("ld_imm64 at instruction {pc} is truncated")),
+                            )?;
                             references.push(Reference {
                                 insn: pc,
                                 target: RefTarget::Map { map },
@@ -1010,19 +1029,13 @@ fn section_name_of(p: &Parser<'_, '_>, index: usize) -> String {
 }
 
 /// Marks an `ld_imm64` as a map load: `src_reg`, first immediate and second immediate.
-fn set_imm(
-    image: &mut [Insn],
-    pc: usize,
-    src: u8,
-    imm: i32,
-    second: Option<u32>,
-) -> Result<(), ObjectError> {
-    let bad = || ObjectError::section("?", format!("ld_imm64 at instruction {pc} is truncated"));
-    let first = image.get_mut(pc).ok_or_else(bad)?;
+/// `None` if the instruction pair is not inside `image` (the caller names the program).
+fn set_imm(image: &mut [Insn], pc: usize, src: u8, imm: i32, second: Option<u32>) -> Option<()> {
+    let first = image.get_mut(pc)?;
     *first = Insn::new(first.code, first.dst(), src, first.off, imm);
     if let Some(v) = second {
-        let hi = image.get_mut(pc + 1).ok_or_else(bad)?;
+        let hi = image.get_mut(pc + 1)?;
         hi.imm = i32::from_ne_bytes(v.to_ne_bytes());
     }
-    Ok(())
+    Some(())
 }

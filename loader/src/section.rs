@@ -594,12 +594,16 @@ pub(crate) fn classify(section: &str) -> Option<SectionKind> {
         })
 }
 
-/// The part of a section name after the first `/` (the attach target of `kprobe/FN`,
-/// `fentry/FN`, `tracepoint/CAT/NAME`, ...), if any.
+/// What a section name says to attach to: the part after `kprobe/`, `fentry/`,
+/// `tracepoint/`, ... for the section kinds whose suffix names a target. Sections with a
+/// fixed name (`cgroup/connect4`, `sk_skb/stream_parser`) have none.
 pub(crate) fn attach_target(section: &str) -> Option<&str> {
+    let def = DEFS.iter().find(|d| matches(d, section))?;
+    if def.how != Match::ExactOrSlash {
+        return None;
+    }
     section
-        .split_once('/')
-        .map(|(_, rest)| rest)
+        .get(def.pattern.len() + 1..)
         .filter(|rest| !rest.is_empty())
 }
 
@@ -793,5 +797,8 @@ mod tests {
         );
         assert_eq!(attach_target("xdp"), None);
         assert_eq!(attach_target("kprobe/"), None);
+        assert_eq!(attach_target("cgroup/connect4"), None);
+        assert_eq!(attach_target("sk_skb/stream_parser"), None);
+        assert_eq!(attach_target("fentry.s/do_unlinkat"), Some("do_unlinkat"));
     }
 }

@@ -188,7 +188,20 @@ pub struct Map {
     fd: OwnedFd,
     info: MapInfo,
     value_len: usize,
-    no_batch: AtomicBool,
+    /// Per batch command (see [`batch_slot`]): the kernel refused it for this map.
+    no_batch: [AtomicBool; 4],
+    /// Whether the last bulk operation ran as batches.
+    last_batch: AtomicBool,
+}
+
+/// Index of a batch command in [`Map::no_batch`].
+fn batch_slot(command: Command) -> usize {
+    match command {
+        Command::MapLookupBatch => 0,
+        Command::MapLookupAndDeleteBatch => 1,
+        Command::MapUpdateBatch => 2,
+        _ => 3,
+    }
 }
 
 fn map_name(command: Command, name: &str) -> Result<[u8; OBJ_NAME_LEN], Error> {
@@ -291,7 +304,8 @@ impl Map {
             fd,
             info,
             value_len,
-            no_batch: AtomicBool::new(false),
+            no_batch: Default::default(),
+            last_batch: AtomicBool::new(false),
         })
     }
 
@@ -472,14 +486,31 @@ impl Map {
         Ok(keys)
     }
 
-    /// Whether the last bulk operation could use the batch commands.
+    /// Whether the last bulk operation ([`Map::dump`], [`Map::drain`],
+    /// [`Map::update_all`], [`Map::delete_all`]) ran as batches.
     #[must_use]
     pub fn batch_support(&self) -> BatchSupport {
-        if self.no_batch.load(Ordering::Relaxed) {
-            BatchSupport::PerElement
-        } else {
+        if self.last_batch.load(Ordering::Relaxed) {
             BatchSupport::Batch
+        } else {
+            BatchSupport::PerElement
         }
+    }
+
+    fn batch_refused(&self, command: Command) -> bool {
+        self.no_batch
+            .get(batch_slot(command))
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    fn refuse_batch(&self, command: Command) {
+        if let Some(f) = self.no_batch.get(batch_slot(command)) {
+            f.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn used_batch(&self, batch: bool) {
+        self.last_batch.store(batch, Ordering::Relaxed);
     }
 
     fn batch_attr(&self, count: usize) -> MapBatchAttr {
@@ -510,13 +541,17 @@ impl Map {
     }
 
     fn dump_impl(&self, command: Command) -> Result<MapEntries, Error> {
-        if !self.no_batch.load(Ordering::Relaxed) {
+        if !self.batch_refused(command) {
             match self.dump_batch(command) {
-                Ok(entries) => return Ok(entries),
-                Err(e) if is_unsupported(&e) => self.no_batch.store(true, Ordering::Relaxed),
+                Ok(entries) => {
+                    self.used_batch(true);
+                    return Ok(entries);
+                }
+                Err(e) if is_unsupported(&e) => self.refuse_batch(command),
                 Err(e) => return Err(e),
             }
         }
+        self.used_batch(false);
         self.dump_per_element(command == Command::MapLookupAndDeleteBatch)
     }
 
@@ -600,25 +635,31 @@ impl Map {
             entries.values.len(),
             entries.len() * self.value_len,
         )?;
-        if !self.no_batch.load(Ordering::Relaxed) {
+        // The batch command takes no flag but BPF_F_LOCK in `elem_flags`.
+        let batchable = flags.0 & !UpdateFlags::LOCK.0 == 0;
+        if batchable && !self.batch_refused(c) {
             match self.update_batch(entries, flags) {
-                Ok(()) => return Ok(()),
-                Err((0, e)) if is_unsupported(&e) => {
-                    self.no_batch.store(true, Ordering::Relaxed);
+                Ok(()) => {
+                    self.used_batch(true);
+                    return Ok(());
                 }
+                // Refused in the first call: nothing or only part of the first chunk
+                // was written, and writing those elements again is harmless.
+                Err((true, e)) if is_unsupported(&e) => self.refuse_batch(c),
                 Err((_, e)) => return Err(e),
             }
         }
+        self.used_batch(false);
         for (key, value) in entries.iter() {
             self.update(key, value, flags)?;
         }
         Ok(())
     }
 
-    /// Batched updates; on failure, how many entries were written before it.
-    fn update_batch(&self, entries: &MapEntries, flags: UpdateFlags) -> Result<(), (usize, Error)> {
+    /// Batched updates; on failure, whether it was the first call that failed.
+    fn update_batch(&self, entries: &MapEntries, flags: UpdateFlags) -> Result<(), (bool, Error)> {
         let (ks, vs) = (self.key_size(), self.value_len);
-        let mut done = 0;
+        let mut first = true;
         for (keys, values) in entries
             .keys
             .chunks(BATCH_CHUNK * ks.max(1))
@@ -633,9 +674,9 @@ impl Map {
                 .bpf
                 .raw(Command::MapUpdateBatch, &mut attr, None, || self.object())
             {
-                return Err((done + attr.count as usize, e));
+                return Err((first, e));
             }
-            done += n;
+            first = false;
         }
         Ok(())
     }
@@ -650,7 +691,7 @@ impl Map {
         let ks = self.key_size().max(1);
         let c = Command::MapDeleteBatch;
         self.check(c, "the key array", keys.len() % ks, 0)?;
-        if !self.no_batch.load(Ordering::Relaxed) {
+        if !self.batch_refused(c) {
             let mut done = 0;
             let mut result = Ok(());
             for chunk in keys.chunks(BATCH_CHUNK * ks) {
@@ -664,13 +705,15 @@ impl Map {
                 done += chunk.len() / ks;
             }
             match result {
-                Ok(()) => return Ok(()),
-                Err(e) if done == 0 && is_unsupported(&e) => {
-                    self.no_batch.store(true, Ordering::Relaxed);
+                Ok(()) => {
+                    self.used_batch(true);
+                    return Ok(());
                 }
+                Err(e) if done == 0 && is_unsupported(&e) => self.refuse_batch(c),
                 Err(e) => return Err(e),
             }
         }
+        self.used_batch(false);
         for key in keys.chunks_exact(ks) {
             if !self.delete(key)? {
                 return Err(Error::Syscall {

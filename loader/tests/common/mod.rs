@@ -1,0 +1,97 @@
+//! Objects the integration tests read: the fixtures built from `programs/*.c` by
+//! `programs/build.sh` (programs/NAME.c -> programs/build/NAME.o), and the third-party
+//! objects shipped by Debian's xdp-tools.
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::path::{Path, PathBuf};
+
+/// Directory of the xdp-tools objects.
+pub const XDP_TOOLS_DIR: &str = "/usr/lib/x86_64-linux-gnu/bpf";
+
+fn objects_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "o"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every fixture object; fails when they have not been built.
+pub fn fixtures() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../programs/build");
+    let v = if dir.is_dir() {
+        objects_in(&dir)
+    } else {
+        Vec::new()
+    };
+    assert!(
+        !v.is_empty(),
+        "no fixture objects in {}: run programs/build.sh first",
+        dir.display()
+    );
+    v
+}
+
+/// One fixture by name (`maps_btf` -> programs/build/maps_btf.o).
+pub fn fixture(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../programs/build")
+        .join(format!("{name}.o"));
+    assert!(
+        p.is_file(),
+        "{} missing: run programs/build.sh first",
+        p.display()
+    );
+    p
+}
+
+/// Every xdp-tools object; fails when the package is not installed.
+pub fn xdp_tools() -> Vec<PathBuf> {
+    let v = objects_in(Path::new(XDP_TOOLS_DIR));
+    assert!(
+        !v.is_empty(),
+        "no objects in {XDP_TOOLS_DIR}: install xdp-tools"
+    );
+    v
+}
+
+/// Fixtures and xdp-tools objects together.
+pub fn all_objects() -> Vec<PathBuf> {
+    let mut v = fixtures();
+    v.extend(xdp_tools());
+    v
+}
+
+pub fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Fixtures the loader rejects on purpose, with the symbol its error must name:
+/// programs/btf_kinds.c uses a `__ksym` extern, which needs kernel symbol resolution.
+pub const REJECTED: &[(&str, &str)] = &[("btf_kinds.o", "extern_ksym")];
+
+/// The expected rejection of `path`, if it is one of [`REJECTED`].
+pub fn rejected(path: &Path) -> Option<&'static str> {
+    let name = path.file_name()?.to_str()?;
+    REJECTED.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// File offset and size of the section called `name`, found with the `object` crate.
+pub fn section_range(data: &[u8], name: &str) -> (usize, usize) {
+    use object::{Object as _, ObjectSection as _};
+    let file = object::File::parse(data).expect("valid ELF");
+    let sec = file
+        .section_by_name(name)
+        .unwrap_or_else(|| panic!("no section {name}"));
+    let (off, size) = sec
+        .file_range()
+        .unwrap_or_else(|| panic!("{name} has no file data"));
+    (
+        usize::try_from(off).unwrap(),
+        usize::try_from(size).unwrap(),
+    )
+}

@@ -1,0 +1,147 @@
+//! `handover inspect`: snapshots of the human report for every fixture (programs/NAME.c ->
+//! programs/build/NAME.o), and the binary run on every fixture and xdp-tools object in
+//! both output forms.
+
+#![expect(
+    clippy::indexing_slicing,
+    reason = "serde_json::Value indexing returns Null, it does not panic"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use handover::inspect::{render, report};
+use handover_loader::ObjectFile;
+
+fn objects(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "o"))
+        .collect();
+    v.sort();
+    assert!(
+        !v.is_empty(),
+        "no objects in {}: run programs/build.sh (or install xdp-tools)",
+        dir.display()
+    );
+    v
+}
+
+fn fixtures() -> Vec<PathBuf> {
+    objects(&Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/build"))
+}
+
+fn xdp_tools() -> Vec<PathBuf> {
+    objects(Path::new("/usr/lib/x86_64-linux-gnu/bpf"))
+}
+
+fn stem(path: &Path) -> String {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .trim_end_matches(".o")
+        .replace('.', "_")
+}
+
+#[test]
+fn human_report_snapshots_of_every_fixture() {
+    for path in fixtures() {
+        let name = stem(&path);
+        let shown = format!(
+            "programs/build/{}",
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+        );
+        let file = ObjectFile::open(&path).unwrap();
+        let text = match file.parse() {
+            Ok(obj) => render(&shown, &report(&obj)),
+            Err(e) => format!("cannot inspect {shown}: {e}\n"),
+        };
+        insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false }, {
+            insta::assert_snapshot!(format!("inspect_{name}"), text);
+        });
+    }
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_handover"))
+        .args(args)
+        .output()
+        .expect("run handover")
+}
+
+#[test]
+fn binary_inspects_every_fixture_and_xdp_tools_object() {
+    for path in fixtures().into_iter().chain(xdp_tools()) {
+        let p = path.to_str().unwrap();
+        let file = ObjectFile::open(&path).unwrap();
+        let parsed = file.parse();
+        let text = run(&["inspect", p]);
+        let json = run(&["inspect", p, "--json"]);
+        let obj = match parsed {
+            Err(e) => {
+                // The object is refused: exit 1 and the loader's message on stderr.
+                for out in [&text, &json] {
+                    assert_eq!(out.status.code(), Some(1), "{p}");
+                    assert!(
+                        String::from_utf8_lossy(&out.stderr).contains(&e.to_string()),
+                        "{p}"
+                    );
+                }
+                continue;
+            }
+            Ok(obj) => obj,
+        };
+        assert!(
+            text.status.success(),
+            "{p}: {}",
+            String::from_utf8_lossy(&text.stderr)
+        );
+        assert!(
+            json.status.success(),
+            "{p}: {}",
+            String::from_utf8_lossy(&json.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(text.stdout).unwrap(),
+            render(p, &report(&obj))
+        );
+
+        let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        let maps = v["maps"].as_array().expect("maps array");
+        assert_eq!(maps.len(), obj.maps().len(), "{p}");
+        for (j, m) in maps.iter().zip(obj.maps()) {
+            assert_eq!(j["name"], m.name.as_str());
+            assert_eq!(j["type"], m.map_type.name());
+            assert_eq!(j["key_size"], m.key_size);
+            assert_eq!(j["value_size"], m.value_size);
+            assert_eq!(j["max_entries"], m.max_entries);
+            assert_eq!(j["flags"], m.flags);
+            assert_eq!(j["pinning"], m.pinning.name());
+        }
+        let progs = v["programs"].as_array().expect("programs array");
+        assert_eq!(progs.len(), obj.programs().len(), "{p}");
+        for (j, pr) in progs.iter().zip(obj.programs()) {
+            assert_eq!(j["name"], pr.name.as_str());
+            assert_eq!(j["section"], pr.section.as_str());
+            assert_eq!(j["type"], pr.prog_type.name());
+            assert_eq!(j["insn_count"], pr.insns.len());
+            assert_eq!(
+                j["relocations"].as_array().map(Vec::len),
+                Some(pr.references.len())
+            );
+        }
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(run(&["inspect"]).status.code(), Some(2));
+    assert_eq!(run(&["inspect", "a.o", "--yaml"]).status.code(), Some(2));
+    let missing = run(&["inspect", "/nonexistent/x.o"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/x.o"));
+}
