@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use handover::{Snapshot, load_side, write_snapshot};
+use handover::{Snapshot, is_elf, object_model, write_snapshot};
 
 const USAGE: &str = "usage: handover snapshot OBJ... -o FILE";
 
@@ -42,12 +42,15 @@ pub fn run(args: &[&str]) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        if !handover::is_elf(&data) {
+        if !is_elf(&data) {
             eprintln!("handover snapshot: {o} is not an ELF object");
             return ExitCode::FAILURE;
         }
-        match load_side(Path::new(o)) {
-            Ok(mut m) => models.append(&mut m),
+        let name = Path::new(o)
+            .file_name()
+            .map_or_else(|| o.to_owned(), |n| n.to_string_lossy().into_owned());
+        match object_model(&name, &data) {
+            Ok(m) => models.push(m),
             Err(e) => {
                 eprintln!("handover snapshot: {}", crate::cmd_diff::error_chain(&e));
                 return ExitCode::FAILURE;
