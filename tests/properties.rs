@@ -354,3 +354,46 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A key mapping that carries every field (copy or widen only) is injective: keys
+    /// that differ in any field stay different, so a rekeyed map loses no entry.
+    #[test]
+    fn a_carrying_key_mapping_keeps_keys_apart(
+        fields in gen_fields(1),
+        widen in prop::collection::vec(any::<bool>(), 0..8),
+        rotate in 0usize..6,
+        seeds in (any::<u64>(), any::<u64>()),
+    ) {
+        // Only scalars are widened: a longer array or a nested struct with an added
+        // member would add key fields that old keys cannot provide.
+        let edits: Vec<Edit> = fields
+            .iter()
+            .zip(widen.iter().chain(std::iter::repeat(&false)))
+            .map(|((_, g), w)| match g {
+                Gen::Int { .. } | Gen::Bits { .. } if *w => Edit::Widen,
+                _ => Edit::Keep,
+            })
+            .collect();
+        let old = build(&fields);
+        let new = build(&apply(&fields, &edits, 0, rotate));
+        let (os, ns) = (old.size().unwrap(), new.size().unwrap());
+        let mapping = map_layout(&old, &new, u32::try_from(os).unwrap(), u32::try_from(ns).unwrap(), Side::Key);
+        prop_assert!(mapping.carries_everything(), "{:#?}", mapping.fields);
+        let mut old_leaves = Vec::new();
+        leaves(&old, "", 0, 0, &mut old_leaves);
+        let encode = |mut state: u64| {
+            let mut buf = vec![0u8; usize::try_from(os).unwrap()];
+            for (_, bit, bits, _) in &old_leaves {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+                write_bits(&mut buf, *bit, *bits, u128::from(state) & mask(*bits)).unwrap();
+            }
+            buf
+        };
+        let (a, b) = (encode(seeds.0 | 1), encode(seeds.1 | 1));
+        let (ca, cb) = (convert(&mapping.plan, &a).unwrap(), convert(&mapping.plan, &b).unwrap());
+        prop_assert_eq!(a == b, ca == cb);
+    }
+}
