@@ -7,6 +7,7 @@
 //! encoded entries into new ones.
 
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod btf_file;
 pub mod inspect;
