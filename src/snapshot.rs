@@ -335,11 +335,16 @@ pub fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), SnapshotEr
         }
     };
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io("creating temporary file for", &tmp))?;
+        // create_new: never write through a file or symlink someone else put there.
+        let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+        let mut f = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Left by an earlier process that had the same pid and died mid-write.
+                std::fs::remove_file(&tmp).and_then(|()| create())
+            }
+            other => other,
+        }
+        .map_err(io("creating temporary file for", &tmp))?;
         f.write_all(&bytes).map_err(io("writing", &tmp))?;
         f.sync_all().map_err(io("syncing", &tmp))?;
         std::fs::rename(&tmp, path).map_err(io("renaming into place", path))?;

@@ -199,5 +199,16 @@ fn errors_name_the_file() {
     );
     let missing = read_snapshot(&dir.join("missing.json")).unwrap_err();
     assert!(matches!(missing, SnapshotError::Io { .. }));
+    let unwritable = write_snapshot(&dir.join("no/such/dir/s.json"), &sample()).unwrap_err();
+    assert!(
+        matches!(&unwritable, SnapshotError::Io { path, .. } if path.ends_with("no/such/dir/.s.json.tmp.".to_owned() + &std::process::id().to_string())),
+        "{unwritable:?}"
+    );
+    // A temporary file left by a dead process with the same pid is replaced.
+    let stale = dir.join(format!(".state.json.tmp.{}", std::process::id()));
+    std::fs::write(&stale, b"half a snapshot").unwrap();
+    write_snapshot(&dir.join("state.json"), &sample()).unwrap();
+    assert!(!stale.exists());
+    assert_eq!(read_snapshot(&dir.join("state.json")).unwrap(), sample());
     std::fs::remove_dir_all(&dir).unwrap();
 }
