@@ -17,3 +17,12 @@ for src in *.c; do
             -c "$src" -o "$out"
     fi
 done
+# Map-diff fixture pairs: programs/diff/NAME.{old,new}.c -> programs/build/diff/NAME.{old,new}.o.
+mkdir -p build/diff
+for src in diff/*.c; do
+    out="build/${src%.c}.o"
+    if [ ! -e "$out" ] || [ "$src" -nt "$out" ] || [ diff/common.h -nt "$out" ]; then
+        clang -O2 -g -target bpf -Wall -Werror \
+            -I/usr/include/x86_64-linux-gnu -c "$src" -o "$out"
+    fi
+done

@@ -1,6 +1,10 @@
 //! The `handover` command line.
 //!
-//! Exit codes: 0 success, 1 failure, 2 usage error.
+//! Exit codes: 0 success, 1 failure, 2 usage error; `diff` exits 3 when map entries
+//! would be lost.
+
+mod cmd_diff;
+mod cmd_snapshot;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -19,6 +23,8 @@ fn main() -> ExitCode {
             Some((file, base)) => btf_dump(file, base),
             None => return usage(),
         },
+        ["diff", rest @ ..] => return cmd_diff::run(rest),
+        ["snapshot", rest @ ..] => return cmd_snapshot::run(rest),
         ["inspect", obj] => handover::inspect::run(obj, false),
         ["inspect", obj, "--json"] | ["inspect", "--json", obj] => {
             handover::inspect::run(obj, true)

@@ -1,0 +1,26 @@
+// Seed 000, safe change: a new map is added; the existing one is unchanged.
+// New version; built into programs/build/diff/add_map.new.o.
+#include "common.h"
+
+struct flow_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 port;
+	__u8 proto;
+};
+struct stats {
+	__u64 packets;
+	__u32 bytes;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct flow_key);
+	__type(value, struct stats);
+	__uint(max_entries, 1024);
+} conns SEC(".maps");
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 256);
+} backends SEC(".maps");

@@ -1,0 +1,15 @@
+// Seed 000, breaking change: a value field is deleted; migrate reports it dropped.
+// Old version; built into programs/build/diff/delete_field.old.o.
+#include "common.h"
+
+struct v {
+	__u64 packets;
+	__u64 bytes;
+	__u64 legacy;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct v);
+	__uint(max_entries, 1024);
+} m SEC(".maps");

@@ -1,0 +1,7 @@
+// Global data: .bss variables are matched by name like struct fields; .rodata is always new.
+// Old version; built into programs/build/diff/global_data.old.o.
+#include "common.h"
+
+__u64 packets_seen = 0;
+__u32 errors = 0;
+volatile const __u32 mode = 1;

@@ -1,0 +1,14 @@
+// Kernel adjustments: a ring buffer of 4000 bytes is created as 4096, a perf event array of 0 entries gets one per CPU; neither looks changed.
+// New version; built into programs/build/diff/kernel_adjusted.new.o.
+#include "common.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} events SEC(".maps");
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, 4);
+	__uint(value_size, 4);
+	__uint(max_entries, 4);
+} perf SEC(".maps");

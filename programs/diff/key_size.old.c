@@ -1,0 +1,14 @@
+// Seed 000, breaking change: the key size changes from 4 to 16 bytes (IPv4 to IPv6 address).
+// Old version; built into programs/build/diff/key_size.old.o.
+#include "common.h"
+
+struct stats {
+	__u64 packets;
+	__u32 bytes;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct stats);
+	__uint(max_entries, 1024);
+} by_addr SEC(".maps");

@@ -1,0 +1,19 @@
+// Seed 000, breaking change: a struct nested in the value changes; under migrate fields are matched by name through the nesting.
+// New version; built into programs/build/diff/nested_value.new.o.
+#include "common.h"
+
+struct endpoint {
+	__u32 ip;
+	__u32 port;
+	__u32 zone;
+};
+struct backend {
+	struct endpoint ep;
+	__u32 weight;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct backend);
+	__uint(max_entries, 1024);
+} backends SEC(".maps");

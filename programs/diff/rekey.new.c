@@ -1,0 +1,20 @@
+// Migrate: a key field is widened; every old key maps to exactly one new key (rekey).
+// New version; built into programs/build/diff/rekey.new.o.
+#include "common.h"
+
+struct flow_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u32 port;
+	__u8 proto;
+};
+struct stats {
+	__u64 packets;
+	__u32 bytes;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct flow_key);
+	__type(value, struct stats);
+	__uint(max_entries, 1024);
+} conns SEC(".maps");

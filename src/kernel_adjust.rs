@@ -1,0 +1,341 @@
+//! The attributes the kernel (or the loader, on the kernel's behalf) changes when it
+//! creates a map, gathered in one table.
+//!
+//! Both sides of a comparison are passed through [`kernel_view`] first, so that a
+//! spec and the live map created from it (or two specs the kernel turns into the same
+//! map) never look different. Each row of [`ADJUSTMENTS`] has its own test.
+
+use crate::spec_model::MapModel;
+
+/// `BPF_F_RDONLY_PROG`: programs may only read the map.
+pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+/// `BPF_F_NO_PREALLOC`: elements are allocated on update.
+pub const BPF_F_NO_PREALLOC: u32 = 1 << 0;
+/// Longest map name the kernel keeps (`BPF_OBJ_NAME_LEN` less the terminating NUL).
+pub const KERNEL_NAME_LEN: usize = 15;
+
+/// Facts about the running machine that some adjustments depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelEnv {
+    /// Page size in bytes (a power of two).
+    pub page_size: u32,
+    /// Number of possible CPUs.
+    pub possible_cpus: u32,
+}
+
+impl KernelEnv {
+    /// Reads the page size from the auxiliary vector (`AT_PAGESZ` in
+    /// `/proc/self/auxv`) and the possible CPUs from `/sys/devices/system/cpu/possible`;
+    /// falls back to 4096 and the available parallelism when either cannot be read.
+    #[must_use]
+    pub fn detect() -> KernelEnv {
+        let page_size = std::fs::read("/proc/self/auxv")
+            .ok()
+            .and_then(|b| auxv_page_size(&b))
+            .unwrap_or(4096);
+        let possible_cpus = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+            .ok()
+            .and_then(|s| parse_cpu_list(&s))
+            .or_else(|| {
+                std::thread::available_parallelism()
+                    .ok()
+                    .and_then(|n| u32::try_from(n.get()).ok())
+            })
+            .unwrap_or(1);
+        KernelEnv {
+            page_size,
+            possible_cpus,
+        }
+    }
+}
+
+/// `AT_PAGESZ` from a 64-bit little-endian auxiliary vector: (type, value) pairs of u64.
+fn auxv_page_size(auxv: &[u8]) -> Option<u32> {
+    const AT_PAGESZ: u64 = 6;
+    auxv.chunks_exact(16).find_map(|pair| {
+        let (k, v) = pair.split_at(8);
+        let k = u64::from_ne_bytes(k.try_into().ok()?);
+        let v = u64::from_ne_bytes(v.try_into().ok()?);
+        (k == AT_PAGESZ).then(|| u32::try_from(v).ok()).flatten()
+    })
+}
+
+/// Counts the CPUs in a kernel CPU list such as `0-3,8-11` or `0`.
+pub(crate) fn parse_cpu_list(s: &str) -> Option<u32> {
+    let mut n = 0u32;
+    for part in s.trim().split(',') {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+            None => {
+                let a = part.parse::<u32>().ok()?;
+                (a, a)
+            }
+        };
+        n = n.checked_add(hi.checked_sub(lo)?.checked_add(1)?)?;
+    }
+    (n > 0).then_some(n)
+}
+
+/// One attribute the kernel adjusts.
+#[derive(Debug, Clone, Copy)]
+pub struct Adjustment {
+    /// Which map types the row applies to (empty: all).
+    pub map_types: &'static [&'static str],
+    /// Attribute changed.
+    pub field: &'static str,
+    /// What happens, in one sentence.
+    pub rule: &'static str,
+    apply: fn(&mut MapModel, &KernelEnv),
+}
+
+/// Every adjustment, in the order it is applied.
+pub const ADJUSTMENTS: &[Adjustment] = &[
+    Adjustment {
+        map_types: &[],
+        field: "name",
+        rule: "the kernel keeps the first 15 bytes of a map name",
+        apply: |m, _| {
+            if m.name.len() > KERNEL_NAME_LEN {
+                let mut end = KERNEL_NAME_LEN;
+                while !m.name.is_char_boundary(end) {
+                    end -= 1;
+                }
+                m.name.truncate(end);
+            }
+        },
+    },
+    Adjustment {
+        map_types: &["ringbuf", "user_ringbuf"],
+        field: "max_entries",
+        rule: "the ring size is rounded up to a power of two that is at least one page",
+        apply: |m, env| {
+            let rounded = m.max_entries.max(1).checked_next_power_of_two();
+            m.max_entries = rounded.map_or(m.max_entries, |r| r.max(env.page_size));
+        },
+    },
+    Adjustment {
+        map_types: &["ringbuf", "user_ringbuf"],
+        field: "key_size/value_size",
+        rule: "ring buffers have neither key nor value",
+        apply: |m, _| {
+            m.key_size = 0;
+            m.value_size = 0;
+            m.key = None;
+            m.value = None;
+        },
+    },
+    Adjustment {
+        map_types: &["perf_event_array"],
+        field: "max_entries",
+        rule: "0, or more than the possible CPUs, becomes the number of possible CPUs",
+        apply: |m, env| {
+            if m.max_entries == 0 || m.max_entries > env.possible_cpus {
+                m.max_entries = env.possible_cpus;
+            }
+        },
+    },
+    Adjustment {
+        map_types: &[
+            "perf_event_array",
+            "prog_array",
+            "cgroup_array",
+            "array_of_maps",
+            "hash_of_maps",
+        ],
+        field: "value_size",
+        rule: "a value is a 4-byte file descriptor, whatever type the source declared",
+        apply: |m, _| {
+            m.value_size = 4;
+            m.value = None;
+        },
+    },
+    Adjustment {
+        map_types: &["devmap", "devmap_hash"],
+        field: "flags",
+        rule: "the kernel sets BPF_F_RDONLY_PROG on device maps",
+        apply: |m, _| m.flags |= BPF_F_RDONLY_PROG,
+    },
+    Adjustment {
+        map_types: &["lpm_trie"],
+        field: "flags",
+        rule: "an LPM trie is always created with BPF_F_NO_PREALLOC",
+        apply: |m, _| m.flags |= BPF_F_NO_PREALLOC,
+    },
+    Adjustment {
+        map_types: &[
+            "sk_storage",
+            "inode_storage",
+            "task_storage",
+            "cgrp_storage",
+            "cgroup_storage",
+            "percpu_cgroup_storage",
+        ],
+        field: "max_entries",
+        rule: "local storage has no capacity: max_entries is 0",
+        apply: |m, _| m.max_entries = 0,
+    },
+    Adjustment {
+        map_types: &["bloom_filter"],
+        field: "map_extra",
+        rule: "the hash count is the low 4 bits of map_extra; 0 means 5",
+        apply: |m, _| {
+            m.map_extra &= 0xf;
+            if m.map_extra == 0 {
+                m.map_extra = 5;
+            }
+        },
+    },
+];
+
+/// The map as the kernel will report it once created: every row of [`ADJUSTMENTS`]
+/// applied, recursively to an inner map.
+#[must_use]
+pub fn kernel_view(map: &MapModel, env: &KernelEnv) -> MapModel {
+    let mut m = map.clone();
+    for row in ADJUSTMENTS {
+        if row.map_types.is_empty() || row.map_types.contains(&m.map_type.as_str()) {
+            (row.apply)(&mut m, env);
+        }
+    }
+    if let Some(inner) = m.inner.take() {
+        m.inner = Some(Box::new(kernel_view(&inner, env)));
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENV: KernelEnv = KernelEnv {
+        page_size: 4096,
+        possible_cpus: 4,
+    };
+
+    fn map(map_type: &str) -> MapModel {
+        MapModel {
+            name: "m".into(),
+            map_type: map_type.into(),
+            key_size: 4,
+            value_size: 8,
+            max_entries: 16,
+            flags: 0,
+            map_extra: 0,
+            pinning: 0,
+            key: None,
+            value: None,
+            inner: None,
+        }
+    }
+
+    fn row(field: &str, map_type: &str) -> &'static Adjustment {
+        ADJUSTMENTS
+            .iter()
+            .find(|r| {
+                r.field == field && (r.map_types.is_empty() || r.map_types.contains(&map_type))
+            })
+            .expect("row exists")
+    }
+
+    #[test]
+    fn every_row_is_tested() {
+        // One test below per row; this count fails when a row is added without one.
+        assert_eq!(ADJUSTMENTS.len(), 9);
+    }
+
+    #[test]
+    fn name_is_truncated_to_15_bytes() {
+        let _ = row("name", "hash");
+        let mut m = map("hash");
+        m.name = "a_very_long_map_name".into();
+        assert_eq!(kernel_view(&m, &ENV).name, "a_very_long_map");
+        let mut other = m.clone();
+        other.name = "a_very_long_map_name_too".into();
+        assert_eq!(kernel_view(&m, &ENV), kernel_view(&other, &ENV));
+    }
+
+    #[test]
+    fn ringbuf_size_rounds_to_page_power_of_two() {
+        let _ = row("max_entries", "ringbuf");
+        let mut m = map("ringbuf");
+        for (given, kernel) in [(1, 4096), (4000, 4096), (4097, 8192), (262_144, 262_144)] {
+            m.max_entries = given;
+            assert_eq!(kernel_view(&m, &ENV).max_entries, kernel, "{given}");
+        }
+    }
+
+    #[test]
+    fn ringbuf_has_no_key_or_value() {
+        let _ = row("key_size/value_size", "ringbuf");
+        let v = kernel_view(&map("user_ringbuf"), &ENV);
+        assert_eq!((v.key_size, v.value_size), (0, 0));
+    }
+
+    #[test]
+    fn perf_event_array_is_clamped_to_cpus() {
+        let _ = row("max_entries", "perf_event_array");
+        let mut m = map("perf_event_array");
+        for (given, kernel) in [(0, 4), (2, 2), (4, 4), (128, 4)] {
+            m.max_entries = given;
+            assert_eq!(kernel_view(&m, &ENV).max_entries, kernel, "{given}");
+        }
+    }
+
+    #[test]
+    fn fd_maps_have_four_byte_values() {
+        let _ = row("value_size", "hash_of_maps");
+        for t in [
+            "array_of_maps",
+            "hash_of_maps",
+            "prog_array",
+            "cgroup_array",
+        ] {
+            let mut m = map(t);
+            m.value_size = 0;
+            assert_eq!(kernel_view(&m, &ENV).value_size, 4, "{t}");
+        }
+    }
+
+    #[test]
+    fn devmaps_are_read_only_for_programs() {
+        let _ = row("flags", "devmap");
+        for t in ["devmap", "devmap_hash"] {
+            assert_eq!(kernel_view(&map(t), &ENV).flags, BPF_F_RDONLY_PROG);
+        }
+        assert_eq!(kernel_view(&map("cpumap"), &ENV).flags, 0);
+    }
+
+    #[test]
+    fn lpm_trie_is_never_preallocated() {
+        let _ = row("flags", "lpm_trie");
+        assert_eq!(kernel_view(&map("lpm_trie"), &ENV).flags, BPF_F_NO_PREALLOC);
+    }
+
+    #[test]
+    fn local_storage_has_no_capacity() {
+        let _ = row("max_entries", "sk_storage");
+        assert_eq!(kernel_view(&map("sk_storage"), &ENV).max_entries, 0);
+    }
+
+    #[test]
+    fn bloom_filter_hash_count_defaults_to_five() {
+        let _ = row("map_extra", "bloom_filter");
+        let mut m = map("bloom_filter");
+        assert_eq!(kernel_view(&m, &ENV).map_extra, 5);
+        m.map_extra = 3;
+        assert_eq!(kernel_view(&m, &ENV).map_extra, 3);
+    }
+
+    #[test]
+    fn cpu_list_and_auxv_parse() {
+        assert_eq!(parse_cpu_list("0-3\n"), Some(4));
+        assert_eq!(parse_cpu_list("0,2-3"), Some(3));
+        assert_eq!(parse_cpu_list("x"), None);
+        let mut auxv = Vec::new();
+        for (k, v) in [(3u64, 77u64), (6, 16384), (0, 0)] {
+            auxv.extend_from_slice(&k.to_ne_bytes());
+            auxv.extend_from_slice(&v.to_ne_bytes());
+        }
+        assert_eq!(auxv_page_size(&auxv), Some(16384));
+    }
+}
