@@ -350,3 +350,48 @@ fn the_verifier_log_explains_a_rejected_program() {
         "{err}"
     );
 }
+
+#[test]
+fn programs_load_with_btf_func_and_line_info() {
+    if !testenv::privileged("programs_load_with_btf_func_and_line_info") {
+        return;
+    }
+    let bpf = Bpf::kernel();
+    let mut b = testenv::BtfBuilder::new();
+    let int = b.int("int", 4);
+    let proto = b.func_proto(int, &[]);
+    let func = b.func("pass", proto);
+    let file = b.string("pass.c");
+    let line = b.string("return 2;");
+    let btf = bpf
+        .btf_load(&b.build(), handover_loader::sys::LogLevel::OnFailure)
+        .unwrap();
+    let btf_id = bpf.btf_info(&btf).unwrap().id;
+    let insns = [Insn::new(0xb7, 0, 0, 0, 2), Insn::new(0x95, 0, 0, 0, 0)];
+    // struct bpf_func_info { insn_off, type_id }
+    let func_info: Vec<u8> = [0u32, func].iter().flat_map(|w| w.to_ne_bytes()).collect();
+    // struct bpf_line_info { insn_off, file_name_off, line_off, line_col (line << 10 | col) }
+    let line_info: Vec<u8> = [0u32, file, line, (3 << 10) | 5]
+        .iter()
+        .flat_map(|w| w.to_ne_bytes())
+        .collect();
+    let mut spec = ProgLoad::new(ProgramType::Xdp, &insns, "Dual BSD/GPL");
+    spec.name = "pass";
+    spec.prog_btf_fd = Some(btf.as_fd());
+    spec.func_info = &func_info;
+    spec.func_info_rec_size = 8;
+    spec.line_info = &line_info;
+    spec.line_info_rec_size = 16;
+    let prog = bpf.prog_load(&spec).unwrap();
+    let info = bpf.prog_info(&prog).unwrap();
+    assert_eq!(info.btf_id, btf_id);
+    assert_eq!(info.name, "pass");
+    assert!(info.gpl_compatible);
+    assert_eq!(info.prog_type, Some(ProgramType::Xdp));
+    // A func_info naming a type that is not a function is refused, with a log.
+    let bad: Vec<u8> = [0u32, int].iter().flat_map(|w| w.to_ne_bytes()).collect();
+    spec.func_info = &bad;
+    let err = bpf.prog_load(&spec).unwrap_err();
+    assert_eq!(err.errno(), Some(libc::EINVAL), "{err}");
+    assert!(!err.log().unwrap_or_default().is_empty(), "{err}");
+}

@@ -289,6 +289,28 @@ impl BtfBuilder {
         id
     }
 
+    /// Adds a string to the string section; returns its offset.
+    pub fn string(&mut self, s: &str) -> u32 {
+        self.name(s)
+    }
+
+    /// `BTF_KIND_FUNC_PROTO` returning `ret` with `(name, type)` parameters.
+    pub fn func_proto(&mut self, ret: u32, params: &[(&str, u32)]) -> u32 {
+        let vlen = u32::try_from(params.len()).unwrap();
+        let id = self.head("", 13, vlen, ret);
+        for &(p, ty) in params {
+            let off = self.name(p);
+            self.word(off);
+            self.word(ty);
+        }
+        id
+    }
+
+    /// `BTF_KIND_FUNC` named `name` of prototype `proto`, global linkage.
+    pub fn func(&mut self, name: &str, proto: u32) -> u32 {
+        self.head(name, 12, 1, proto)
+    }
+
     pub fn build(&self) -> Vec<u8> {
         let type_len = u32::try_from(self.types.len()).unwrap();
         let str_len = u32::try_from(self.strings.len()).unwrap();
