@@ -47,7 +47,7 @@ impl Insn {
         if big_endian {
             Self {
                 code,
-                regs: (regs >> 4) | (regs << 4),
+                regs: regs.rotate_left(4),
                 off: i16::from_be_bytes([o0, o1]),
                 imm: i32::from_be_bytes([i0, i1, i2, i3]),
             }
