@@ -286,7 +286,10 @@ fn xdp_and_tcx_links_attach_to_loopback_of_a_private_netns() {
         drop(link);
 
         if !bpf.has(handover_loader::sys::Feature::TcxLink) {
-            eprintln!("!!!!!!!! this kernel has no tcx links: tcx part NOT TESTED !!!!!!!!");
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                b"!!!!!!!! this kernel has no tcx links: tcx part NOT TESTED !!!!!!!!\n",
+            );
             return;
         }
         let tc = bpf

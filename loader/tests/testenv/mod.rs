@@ -12,7 +12,7 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 use std::ffi::CString;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,7 +38,10 @@ pub fn privileged(test: &str) -> bool {
     if unsafe { libc::geteuid() } == 0 {
         true
     } else {
-        eprintln!(
+        // Straight to the stderr stream: the test harness captures eprintln! output
+        // of passing tests, and a skip must not be silent.
+        let _ = writeln!(
+            io::stderr(),
             "\n!!!!!!!! SKIPPED {test}: needs root (CAP_BPF, CAP_SYS_ADMIN, CAP_NET_ADMIN); \
              NOTHING WAS TESTED !!!!!!!!\n"
         );
