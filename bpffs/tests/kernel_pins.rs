@@ -308,3 +308,47 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn private_mounts_are_fresh_instances_found_by_magic() {
+    if !testenv::privileged("private_mounts_are_fresh_instances_found_by_magic") {
+        return;
+    }
+    let dir = testenv::TempDir::new("handover-mount");
+    assert!(!handover_bpffs::is_bpffs(dir.path()).unwrap());
+    // Refuses to unmount what is not a bpffs.
+    let err = handover_bpffs::unmount_bpffs(dir.path()).unwrap_err();
+    assert!(matches!(err, Error::NotBpffs { .. }), "{err}");
+    handover_bpffs::mount_bpffs(dir.path()).unwrap();
+    let guard = Unmount(dir.path().to_owned());
+    assert!(handover_bpffs::is_bpffs(dir.path()).unwrap());
+    assert!(
+        handover_bpffs::find_mounts()
+            .unwrap()
+            .iter()
+            .any(|m| m.mount_point == dir.path())
+    );
+    // Fresh: nothing but the kernel's own preload entries.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.contains('.'))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    let mode = std::fs::metadata(dir.path()).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o700
+    );
+    drop(guard);
+    assert!(!handover_bpffs::is_bpffs(dir.path()).unwrap());
+}
+
+/// Unmounts on drop, also after a failed assertion.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = handover_bpffs::unmount_bpffs(&self.0);
+    }
+}

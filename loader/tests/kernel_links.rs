@@ -118,6 +118,15 @@ fn connect4_link_update_swaps_the_program_seen_by_the_next_connect() {
             attach_type: Some(AttachType::CgroupInet4Connect)
         }
     );
+    let by_id = bpf
+        .fd_by_id(
+            handover_loader::sys::ObjectKind::Link,
+            info.id,
+            Default::default(),
+        )
+        .unwrap();
+    assert_eq!(bpf.link_info(&by_id).unwrap().prog_id, id(&to_a));
+    drop(by_id);
     // The link outlives this descriptor in the test's bpffs.
     bpf.obj_pin(&link, &fs.path().join("connect4")).unwrap();
     assert_eq!(connect_in_cgroup(&cgroup), format!("port={PORT_A}"));
@@ -389,6 +398,25 @@ fn programs_load_with_btf_func_and_line_info() {
     let info = bpf.prog_info(&prog).unwrap();
     assert_eq!(info.btf_id, btf_id);
     assert_eq!(info.name, "pass");
+    // Objects reopen by id.
+    use handover_loader::sys::{ObjectKind, OpenFlags};
+    let by_id = bpf
+        .fd_by_id(ObjectKind::Program, info.id, OpenFlags::READ_WRITE)
+        .unwrap();
+    assert_eq!(bpf.prog_info(&by_id).unwrap().id, info.id);
+    let by_id = bpf
+        .fd_by_id(ObjectKind::Btf, btf_id, OpenFlags::READ_WRITE)
+        .unwrap();
+    assert_eq!(bpf.btf_info(&by_id).unwrap().id, btf_id);
+    let err = bpf
+        .fd_by_id(ObjectKind::Program, u32::MAX, OpenFlags::READ_WRITE)
+        .unwrap_err();
+    assert_eq!(err.errno(), Some(libc::ENOENT));
+    assert!(
+        err.to_string()
+            .contains("BPF_PROG_GET_FD_BY_ID on program id 4294967295"),
+        "{err}"
+    );
     assert!(info.gpl_compatible);
     assert_eq!(info.prog_type, Some(ProgramType::Xdp));
     // A func_info naming a type that is not a function is refused, with a log.
