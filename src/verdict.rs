@@ -31,11 +31,16 @@
 //!   which user space reads back as cookies and cannot insert again from them; local
 //!   storage (`sk_storage`, `inode_storage`, `task_storage`, `cgrp_storage`,
 //!   `cgroup_storage`, `percpu_cgroup_storage`) is attached to kernel objects and
-//!   cannot be enumerated; `devmap`, `devmap_hash`, `cpumap`, `cgroup_array` and
-//!   map-in-map entries name kernel objects that lookups return as ids; `queue`,
+//!   cannot be enumerated; `devmap`, `devmap_hash`, `cpumap`, `cgroup_array`
+//!   entries name kernel objects that lookups return as ids; `queue`,
 //!   `stack` reads are destructive and `bloom_filter` cannot be read at all. For all
 //!   of these: reused when unchanged; a capacity grow keeps the live map (its old
 //!   capacity, stated in a note); any other change is `recreate`, a loss.
+//! - `array_of_maps`, `hash_of_maps`: a lookup returns the inner map's id, which
+//!   reopens it (`BPF_MAP_GET_FD_BY_ID`), so a capacity change alone is `grow` or
+//!   `shrink` with every inner map carried into the new outer map. A change of the key,
+//!   of the inner definition or of flags is `recreate`, a loss: the live inner maps
+//!   were made for the old inner definition.
 //! - Maps without BTF for the key or value: only sizes are known; equal sizes are
 //!   taken as the same encoding (stated in a note), a size change cannot be mapped
 //!   and is `recreate`.
@@ -178,6 +183,9 @@ enum Class {
     ReadOnlyData,
     /// Records in flight, not state.
     Events,
+    /// Map-in-map: values are inner maps, which user space reads back as ids and
+    /// reopens by id (`BPF_MAP_GET_FD_BY_ID`) to insert them into a new outer map.
+    MapRefs,
     /// Entries cannot be copied by user space.
     NoCopy,
 }
@@ -189,6 +197,7 @@ fn class_of(m: &MapModel) -> Class {
         | "lpm_trie" => Class::Data,
         "prog_array" => Class::ProgArray,
         "ringbuf" | "user_ringbuf" | "perf_event_array" | "stack_trace" => Class::Events,
+        "array_of_maps" | "hash_of_maps" => Class::MapRefs,
         _ => Class::NoCopy,
     }
 }
@@ -223,8 +232,11 @@ fn no_copy_reason(map_type: &str) -> &'static str {
         | "percpu_cgroup_storage" => {
             "local storage is attached to kernel objects and cannot be copied"
         }
-        "devmap" | "devmap_hash" | "cpumap" | "cgroup_array" | "array_of_maps" | "hash_of_maps" => {
+        "devmap" | "devmap_hash" | "cpumap" | "cgroup_array" => {
             "entries name kernel objects that lookups return only as ids"
+        }
+        "array_of_maps" | "hash_of_maps" => {
+            "the inner maps were made for the old inner definition and cannot be converted in place"
         }
         "queue" | "stack" => "reading a queue or stack removes its entries",
         "bloom_filter" => "a bloom filter cannot be read back",
@@ -584,7 +596,9 @@ pub fn diff_map(
         }
     };
 
-    if only_grows && (policy == Policy::Strict || !matches!(old_class, Class::Data | Class::Events))
+    if only_grows
+        && (policy == Policy::Strict
+            || !matches!(old_class, Class::Data | Class::Events | Class::MapRefs))
     {
         d.notes.push(format!(
             "capacity grows: the live map is reused and keeps its {} entries of capacity",
@@ -612,6 +626,27 @@ pub fn diff_map(
         return d;
     }
 
+    let only_capacity = d
+        .changes
+        .iter()
+        .all(|c| c.cosmetic || c.attribute == "max_entries");
+    if old_class == Class::MapRefs && new_class == Class::MapRefs && !type_changed && only_capacity
+    {
+        d.notes.push(
+            "values are inner maps: each is reopened by the id a lookup returns and inserted into the new outer map".into(),
+        );
+        d.verdict = if shrinks {
+            d.loses_entries = true;
+            d.notes.push(format!(
+                "capacity shrinks from {} to {}: entries are copied when the live map holds at most {} (checked when executed)",
+                o.max_entries, n.max_entries, n.max_entries
+            ));
+            Verdict::Shrink
+        } else {
+            Verdict::Grow
+        };
+        return d;
+    }
     if old_class != Class::Data || new_class != Class::Data {
         let why = if old_class == Class::Events {
             "changed; records in flight are not carried".to_owned()
