@@ -16,13 +16,15 @@
 )]
 
 mod common;
+#[path = "testenv/mod.rs"]
+mod testenv;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use handover_loader::{MapOrigin, MapSpec, Object, Pinning};
+use testenv::Bpffs;
 
 /// Fixtures not loaded, and why.
 const NOT_LOADED: &[(&str, &str)] = &[
@@ -57,56 +59,6 @@ const ADJUSTMENTS: &[&str] = &[
     "inner map definitions of map-in-maps are templates libbpf destroys after creating the outer map",
     "the kernel reports frozen = 1 for .rodata maps, which libbpf freezes after writing them",
 ];
-
-fn is_root() -> bool {
-    // /proc/self/status carries the real, effective, saved and filesystem uids.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// A bpffs instance mounted at a fresh temporary directory, unmounted and removed on drop
-/// (also when the test panics).
-struct Bpffs {
-    dir: PathBuf,
-}
-
-impl Bpffs {
-    fn mount() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "handover-loader-kernel-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir(&dir).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount -t bpf failed");
-        Self { dir }
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
 
 fn bpftool_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new("bpftool")
@@ -146,13 +98,12 @@ fn expected_name(obj_file: &str, spec: &MapSpec) -> String {
 
 #[test]
 fn kernel_maps_equal_specs() {
-    if !is_root() {
-        eprintln!("SKIPPED kernel_maps_equal_specs: needs root (CAP_BPF, CAP_SYS_ADMIN, mount)");
+    if !testenv::privileged("kernel_maps_equal_specs") {
         return;
     }
     eprintln!("adjustments applied: {ADJUSTMENTS:#?}");
     let fs = Bpffs::mount();
-    let auto = fs.dir.join("by_name");
+    let auto = fs.path().join("by_name");
     std::fs::create_dir(&auto).unwrap();
     let mut compared = 0;
     for path in common::fixtures() {
@@ -163,7 +114,7 @@ fn kernel_maps_equal_specs() {
         }
         let data = common::read(&path);
         let obj = Object::parse(&data).unwrap();
-        let dir = fs.dir.join(file.replace('.', "_"));
+        let dir = fs.path().join(file.replace('.', "_"));
         std::fs::create_dir(&dir).unwrap();
         let by_name = obj.maps().iter().any(|m| m.pinning == Pinning::ByName);
         let mut script = String::from(
@@ -252,13 +203,12 @@ fn kernel_maps_equal_specs() {
 
 #[test]
 fn bpffs_guard_unmounts_on_panic() {
-    if !is_root() {
-        eprintln!("SKIPPED bpffs_guard_unmounts_on_panic: needs root");
+    if !testenv::privileged("bpffs_guard_unmounts_on_panic") {
         return;
     }
     let dir = std::panic::catch_unwind(|| {
         let fs = Bpffs::mount();
-        let d = fs.dir.clone();
+        let d = fs.path().to_path_buf();
         assert!(is_mounted(&d));
         std::panic::resume_unwind(Box::new(d));
     })
