@@ -117,6 +117,14 @@ fn every_common_map_type_is_created_with_its_btf() {
     bpf.obj_pin(pinned.fd(), &path).unwrap();
     let again = bpf.obj_get(&path, OpenFlags::READ_ONLY).unwrap();
     assert_eq!(bpf.map_info(&again).unwrap().id, pinned.info().id);
+    // A read-only descriptor refuses writes.
+    let read_only = Map::new(&bpf, again).unwrap();
+    let err = read_only
+        .update(&[0; 4], &[0; 4], UpdateFlags::ANY)
+        .unwrap_err();
+    assert_eq!(err.errno(), Some(libc::EPERM), "{err}");
+    let mut v = [0u8; 4];
+    assert!(!read_only.lookup(&[0; 4], &mut v, UpdateFlags::ANY).unwrap());
 }
 
 #[test]

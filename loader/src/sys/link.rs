@@ -160,7 +160,12 @@ impl Bpf {
 
     /// Attaches `prog` to `target` without a link (`sk_msg`/`sk_skb` on a sockmap, or
     /// a cgroup hook in the legacy way). With `replace`, the attachment of that
-    /// program is replaced (`BPF_F_REPLACE`, cgroup hooks with [`ALLOW_MULTI`]).
+    /// program is replaced (`BPF_F_REPLACE`, cgroup hooks with [`ALLOW_MULTI`]): the
+    /// call fails with `ENOENT` and changes nothing if it is not attached.
+    ///
+    /// A sockmap hook holds one program per attach type and a new attach replaces
+    /// it whatever it is; the kernel has no compare-and-swap there, so detach with the
+    /// expected program ([`Bpf::prog_detach`] fails with `ENOENT` on another one).
     ///
     /// # Errors
     /// The kernel refuses.

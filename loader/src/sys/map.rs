@@ -608,8 +608,12 @@ impl Map {
                 Ok(_) => {}
                 Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(out),
                 // A hash bucket holds more entries than the chunk: retry bigger.
-                Err(e) if e.errno() == Some(libc::ENOSPC) && got == 0 => {
-                    chunk = chunk.saturating_mul(2);
+                Err(e)
+                    if e.errno() == Some(libc::ENOSPC)
+                        && got == 0
+                        && chunk < self.info.max_entries as usize =>
+                {
+                    chunk = chunk.saturating_mul(2).min(self.info.max_entries as usize);
                     continue;
                 }
                 Err(e) => return Err(e),

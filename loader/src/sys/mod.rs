@@ -15,6 +15,8 @@
 //! See the [`bpf(2)` man page](https://man7.org/linux/man-pages/man2/bpf.2.html) and
 //! the kernel's `include/uapi/linux/bpf.h` for the commands.
 
+#![deny(missing_docs)]
+
 mod attr;
 mod error;
 mod info;

@@ -38,6 +38,44 @@ impl Insn {
         }
     }
 
+    /// Decodes one 8-byte instruction of an object file of the given byte order into
+    /// host order. In big-endian objects the register nibbles are swapped (`dst` in
+    /// the high nibble) and `off`/`imm` are big-endian.
+    #[must_use]
+    pub fn decode(bytes: [u8; 8], big_endian: bool) -> Self {
+        let [code, regs, o0, o1, i0, i1, i2, i3] = bytes;
+        if big_endian {
+            Self {
+                code,
+                regs: regs.rotate_left(4),
+                off: i16::from_be_bytes([o0, o1]),
+                imm: i32::from_be_bytes([i0, i1, i2, i3]),
+            }
+        } else {
+            Self {
+                code,
+                regs,
+                off: i16::from_le_bytes([o0, o1]),
+                imm: i32::from_le_bytes([i0, i1, i2, i3]),
+            }
+        }
+    }
+
+    /// Decodes a section of instructions; `None` if its length is not a multiple of 8.
+    #[must_use]
+    pub fn decode_all(bytes: &[u8], big_endian: bool) -> Option<Vec<Self>> {
+        let chunks = bytes.chunks_exact(8);
+        if !chunks.remainder().is_empty() {
+            return None;
+        }
+        Some(
+            chunks
+                .filter_map(|c| <[u8; 8]>::try_from(c).ok())
+                .map(|c| Self::decode(c, big_endian))
+                .collect(),
+        )
+    }
+
     /// The destination register.
     #[must_use]
     pub const fn dst(self) -> u8 {
@@ -307,5 +345,26 @@ impl Bpf {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Insn;
+
+    #[test]
+    fn both_byte_orders_decode_to_the_same_instruction() {
+        // r1 = *(u32 *)(r2 - 8) ... with imm 0x01020304 for the sake of the test
+        let le = [0x61, 0x21, 0xf8, 0xff, 0x04, 0x03, 0x02, 0x01];
+        let be = [0x61, 0x12, 0xff, 0xf8, 0x01, 0x02, 0x03, 0x04];
+        let want = Insn::new(0x61, 1, 2, -8, 0x0102_0304);
+        assert_eq!(Insn::decode(le, false), want);
+        assert_eq!(Insn::decode(be, true), want);
+        assert_eq!((want.dst(), want.src()), (1, 2));
+        assert_eq!(
+            Insn::decode_all(&[le, le].concat(), false),
+            Some(vec![want; 2])
+        );
+        assert_eq!(Insn::decode_all(&le[..7], false), None);
     }
 }
