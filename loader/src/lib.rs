@@ -25,5 +25,5 @@ pub use error::ObjectError;
 pub use file::ObjectFile;
 pub use insn::{INSN_SIZE, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
 pub use maps::{MapOrigin, MapSlot, MapSpec, Pinning, SlotTarget};
-pub use object::{Object, ObjectOptions};
+pub use object::{Object, ObjectOptions, Variable};
 pub use program::{FunctionSpan, ProgramSpec, RefTarget, Reference};
