@@ -13,6 +13,7 @@ mod btf_ext;
 mod error;
 mod file;
 mod insn;
+mod load;
 mod maps;
 mod object;
 mod program;
@@ -24,6 +25,10 @@ pub use btf_ext::{CoreRelocation, FuncInfo, LineInfo};
 pub use error::ObjectError;
 pub use file::ObjectFile;
 pub use insn::{INSN_SIZE, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
+pub use load::{
+    BtfFeatures, KERNEL_NAME_LEN, LoadError, LoadOptions, LoadedMap, LoadedObject, LoadedProgram,
+    func_info_bytes, kernel_name, line_info_bytes, load, map_btf_ids, prepare_btf, relocate,
+};
 pub use maps::{MapOrigin, MapSlot, MapSpec, Pinning, SlotTarget};
 pub use object::{Object, ObjectOptions, Variable};
 pub use program::{FunctionSpan, ProgramSpec, RefTarget, Reference};
