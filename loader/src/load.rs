@@ -6,15 +6,17 @@
 //! gives the name the kernel keeps. [`load`] runs them and is the only part that talks
 //! to the kernel, through [`Bpf`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use handover_btf::{Btf, Builder, Detail, Endian, Kind, Linkage, StrOffset, TypeId};
 
-use crate::maps::{MapSpec, SlotTarget};
+use crate::maps::{MapOrigin, MapSpec, SlotTarget};
 use crate::object::Object;
 use crate::program::{ProgramSpec, RefTarget};
-use crate::sys::{self, Bpf, Insn, LogLevel, MapBtf, MapCreate, MapType, ProgLoad, UpdateFlags};
+use crate::sys::{
+    self, Bpf, Insn, LogLevel, MapBtf, MapCreate, MapType, ProgLoad, ProgramType, UpdateFlags,
+};
 
 /// Bytes of an object name the kernel keeps (`BPF_OBJ_NAME_LEN` without the NUL).
 pub const KERNEL_NAME_LEN: usize = 15;
@@ -217,6 +219,9 @@ pub struct LoadOptions {
     pub btf_features: Option<BtfFeatures>,
     /// Verifier log level for program loads.
     pub log_level: LogLevel,
+    /// Load only the programs with these names (`None`: every program). A static
+    /// prog array slot that refers to a program left out is an error.
+    pub programs: Option<BTreeSet<String>>,
 }
 
 /// A map of a loaded object.
@@ -311,10 +316,8 @@ pub fn relocate(
                 r.insn
             ))
         })?;
-        let ok = insns
-            .get(r.insn)
-            .is_some_and(|i| crate::insn::is_ld_imm64(i))
-            && r.insn + 1 < insns.len();
+        let ok =
+            insns.get(r.insn).is_some_and(crate::insn::is_ld_imm64) && r.insn + 1 < insns.len();
         if !ok {
             return Err(err(format!(
                 "reference to map {map} at instruction {} is not on a 16-byte ld_imm64",
@@ -594,7 +597,8 @@ fn rewrite_type(
                 // A struct whose members are the (now INT) variables at their offsets;
                 // the kernel refuses dots in struct names.
                 let vlen16 = t.vlen();
-                set(&mut rw.types, at + 4, info(Kind::Struct, false, vlen16)).ok_or_else(|| bad(t))?;
+                set(&mut rw.types, at + 4, info(Kind::Struct, false, vlen16))
+                    .ok_or_else(|| bad(t))?;
                 let name_off = t.name_off().0 as usize;
                 if let Some(bytes) = rw.strings.get_mut(name_off..name_off + name.len()) {
                     for b in bytes.iter_mut().filter(|b| **b == b'.') {
@@ -619,7 +623,7 @@ fn rewrite_type(
             }
         }
         Detail::Var(_) if !f.datasec => {
-            set(&mut rw.types, at, 0).ok_or_else(|| bad(t))?;
+            // The name stays: it names the struct member that replaces the variable.
             set(&mut rw.types, at + 4, info(Kind::Int, false, 0)).ok_or_else(|| bad(t))?;
             set(&mut rw.types, at + 8, 1).ok_or_else(|| bad(t))?;
             set(&mut rw.types, at + 12, 8).ok_or_else(|| bad(t))?;
@@ -633,7 +637,8 @@ fn rewrite_type(
                 // Extern functions are resolved by the loader; the kernel knows only
                 // static and global ones.
                 let linkage = if f.func_global { 1 } else { 0 };
-                set(&mut rw.types, at + 4, info(Kind::Func, false, linkage)).ok_or_else(|| bad(t))?;
+                set(&mut rw.types, at + 4, info(Kind::Func, false, linkage))
+                    .ok_or_else(|| bad(t))?;
             }
         }
         Detail::FuncProto(_) if !f.func => {
@@ -717,9 +722,17 @@ fn takes_btf(map_type: MapType) -> bool {
 }
 
 /// The BTF type ids a map is created with: `(key, value)`, or `None` for no BTF.
+///
+/// Map types whose kernel code refuses BTF get none, and so do global data maps when
+/// the kernel lacks `DATASEC`: the kernel accepts a map without key type only when its
+/// value is a `DATASEC`.
 #[must_use]
-pub fn map_btf_ids(spec: &MapSpec) -> Option<(u32, u32)> {
-    if !takes_btf(spec.map_type) || spec.value_type.is_none() && spec.key_type.is_none() {
+pub fn map_btf_ids(spec: &MapSpec, features: &BtfFeatures) -> Option<(u32, u32)> {
+    let global_data = matches!(spec.origin, MapOrigin::GlobalData { .. });
+    if !takes_btf(spec.map_type)
+        || spec.value_type.is_none() && spec.key_type.is_none()
+        || global_data && !features.datasec
+    {
         return None;
     }
     Some((
@@ -728,25 +741,80 @@ pub fn map_btf_ids(spec: &MapSpec) -> Option<(u32, u32)> {
     ))
 }
 
+/// The capacity a map is created with: as libbpf does, a ring buffer's size is
+/// rounded up to a power-of-two multiple of the page size, and a perf event array
+/// without `max_entries` gets one slot per possible CPU.
+#[must_use]
+pub fn created_max_entries(spec: &MapSpec, page_size: u32, possible_cpus: u32) -> u32 {
+    let n = spec.max_entries;
+    match spec.map_type {
+        MapType::Ringbuf | MapType::UserRingbuf if n != 0 && page_size != 0 => {
+            if n.is_multiple_of(page_size) && (n / page_size).is_power_of_two() {
+                return n;
+            }
+            let mut size = page_size;
+            while size <= n {
+                match size.checked_mul(2) {
+                    Some(s) => size = s,
+                    // No power-of-two multiple fits: let the kernel refuse the size.
+                    None => return n,
+                }
+            }
+            size
+        }
+        MapType::PerfEventArray if n == 0 => possible_cpus,
+        _ => n,
+    }
+}
+
+/// The page size from the auxiliary vector (`AT_PAGESZ`), 4096 if unreadable.
+fn page_size() -> u32 {
+    const AT_PAGESZ: u64 = 6;
+    let auxv = std::fs::read("/proc/self/auxv").unwrap_or_default();
+    auxv.chunks_exact(16)
+        .filter_map(|c| {
+            let (k, v) = c.split_at(8);
+            Some((
+                u64::from_ne_bytes(k.try_into().ok()?),
+                u64::from_ne_bytes(v.try_into().ok()?),
+            ))
+        })
+        .find(|&(k, _)| k == AT_PAGESZ)
+        .and_then(|(_, v)| u32::try_from(v).ok())
+        .unwrap_or(4096)
+}
+
 fn create_map(
     bpf: &Bpf,
     spec: &MapSpec,
+    features: &BtfFeatures,
     btf: Option<BorrowedFd<'_>>,
     inner: Option<BorrowedFd<'_>>,
 ) -> Result<(OwnedFd, Option<(u32, u32)>), LoadError> {
     let name = kernel_name(&spec.name);
-    let mut args = MapCreate::new(
-        spec.map_type,
-        spec.key_size,
-        spec.value_size,
-        spec.max_entries,
-    );
+    let cpus = match spec.map_type {
+        MapType::PerfEventArray if spec.max_entries == 0 => {
+            bpf.possible_cpus().map_err(|source| LoadError::MapCreate {
+                map: spec.name.clone(),
+                source,
+            })?
+        }
+        _ => 0,
+    };
+    let max_entries =
+        created_max_entries(spec, page_size(), u32::try_from(cpus).unwrap_or(u32::MAX));
+    let mut args = MapCreate::new(spec.map_type, spec.key_size, spec.value_size, max_entries);
     args.flags = spec.flags;
     args.name = &name;
-    args.numa_node = spec.numa_node;
+    // As libbpf: the node applies only when the definition also sets BPF_F_NUMA_NODE
+    // (per-CPU maps refuse a node, and `numa_node` alone is a hint clang always emits
+    // as written).
+    args.numa_node = spec
+        .numa_node
+        .filter(|_| spec.flags & sys::map_flags::NUMA_NODE != 0);
     args.map_extra = spec.map_extra;
     args.inner_map_fd = inner;
-    let ids = btf.and(map_btf_ids(spec));
+    let ids = btf.and(map_btf_ids(spec, features));
     if let (Some(fd), Some((key, value))) = (btf, ids) {
         args.btf = Some(MapBtf {
             fd,
@@ -764,7 +832,9 @@ fn create_map(
         // As libbpf: a map type that turns out to refuse BTF is created without it.
         Err(e) if args.btf.is_some() && e.errno() != Some(libc::EPERM) => {
             args.btf = None;
-            bpf.map_create(&args).map(|fd| (fd, None)).map_err(|_| err(e))
+            bpf.map_create(&args)
+                .map(|fd| (fd, None))
+                .map_err(|_| err(e))
         }
         Err(e) => Err(err(e)),
     }
@@ -828,6 +898,7 @@ pub fn load(
         mut reuse_maps,
         btf_features,
         log_level,
+        programs: only,
     } = options;
     if object.endian() != Endian::native() {
         return Err(LoadError::ByteOrder {
@@ -867,10 +938,16 @@ pub fn load(
         // The inner map is a template for the outer map's values; the kernel keeps
         // only its geometry, so it is closed once the outer map exists.
         let template = match &spec.inner {
-            Some(inner) => Some(create_map(bpf, inner, btf, None)?.0),
+            Some(inner) => Some(create_map(bpf, inner, &features, btf, None)?.0),
             None => None,
         };
-        let (fd, ids) = create_map(bpf, spec, btf, template.as_ref().map(AsFd::as_fd))?;
+        let (fd, ids) = create_map(
+            bpf,
+            spec,
+            &features,
+            btf,
+            template.as_ref().map(AsFd::as_fd),
+        )?;
         drop(template);
         if let Some(data) = &spec.initial_data {
             init_data(bpf, spec, &fd, data)?;
@@ -907,8 +984,21 @@ pub fn load(
         .collect();
     let license = object.license().unwrap_or("");
     let mut programs = BTreeMap::new();
+    let mut vmlinux = Vmlinux::default();
     for spec in object.programs() {
-        let fd = load_program(bpf, object, spec, &fds, btf, &features, license, log_level)?;
+        if only.as_ref().is_some_and(|o| !o.contains(&spec.name)) {
+            continue;
+        }
+        let ctx = ProgContext {
+            bpf,
+            object,
+            fds: &fds,
+            btf,
+            features: &features,
+            license,
+            log_level,
+        };
+        let fd = load_program(&ctx, spec, &mut vmlinux)?;
         programs.insert(
             spec.name.clone(),
             LoadedProgram {
@@ -938,14 +1028,17 @@ fn init_data(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd, data: &[u8]) -> Result<(),
         let what = what.to_owned();
         move |source| LoadError::MapInit { map, what, source }
     };
-    let map = sys::Map::new(bpf, fd.try_clone().map_err(|e| LoadError::MapInit {
-        map: spec.name.clone(),
-        what: "duplicating its descriptor".into(),
-        source: sys::Error::Config {
-            what: "dup".into(),
-            reason: e.to_string(),
-        },
-    })?)
+    let map = sys::Map::new(
+        bpf,
+        fd.try_clone().map_err(|e| LoadError::MapInit {
+            map: spec.name.clone(),
+            what: "duplicating its descriptor".into(),
+            source: sys::Error::Config {
+                what: "dup".into(),
+                reason: e.to_string(),
+            },
+        })?,
+    )
     .map_err(init_err("reading its info"))?;
     map.update(&0u32.to_ne_bytes(), data, UpdateFlags::ANY)
         .map_err(init_err("writing the section's initial contents"))?;
@@ -967,14 +1060,17 @@ fn fill_slot(
         reason: format!("slot {index} refers to {target}, which was not loaded"),
     })?;
     let value = u32::try_from(fd).unwrap_or(u32::MAX).to_ne_bytes();
-    let handle = sys::Map::new(bpf, map.fd.try_clone().map_err(|e| LoadError::MapInit {
-        map: map.spec.name.clone(),
-        what: "duplicating its descriptor".into(),
-        source: sys::Error::Config {
-            what: "dup".into(),
-            reason: e.to_string(),
-        },
-    })?)
+    let handle = sys::Map::new(
+        bpf,
+        map.fd.try_clone().map_err(|e| LoadError::MapInit {
+            map: map.spec.name.clone(),
+            what: "duplicating its descriptor".into(),
+            source: sys::Error::Config {
+                what: "dup".into(),
+                reason: e.to_string(),
+            },
+        })?,
+    )
     .map_err(|source| LoadError::MapInit {
         map: map.spec.name.clone(),
         what: "reading its info".into(),
@@ -989,24 +1085,84 @@ fn fill_slot(
         })
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the shared state of one object load"
-)]
-fn load_program(
-    bpf: &Bpf,
-    object: &Object<'_>,
-    spec: &ProgramSpec,
-    fds: &HashMap<&str, i32>,
-    btf: Option<BorrowedFd<'_>>,
-    features: &BtfFeatures,
-    license: &str,
+/// What the programs of one object share while loading.
+struct ProgContext<'a> {
+    bpf: &'a Bpf,
+    object: &'a Object<'a>,
+    fds: &'a HashMap<&'a str, i32>,
+    btf: Option<BorrowedFd<'a>>,
+    features: &'a BtfFeatures,
+    license: &'a str,
     log_level: LogLevel,
+}
+
+/// The kernel's BTF, read on first need.
+#[derive(Default)]
+struct Vmlinux {
+    data: Option<Result<Vec<u8>, String>>,
+}
+
+/// Where the kernel publishes its own BTF.
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+impl Vmlinux {
+    fn find(&mut self, name: &str, kind: Kind) -> Result<Option<u32>, String> {
+        let data = self.data.get_or_insert_with(|| {
+            std::fs::read(VMLINUX_BTF).map_err(|e| format!("cannot read {VMLINUX_BTF}: {e}"))
+        });
+        let data = data.as_ref().map_err(Clone::clone)?;
+        let btf = Btf::parse(data).map_err(|e| format!("{VMLINUX_BTF}: {e}"))?;
+        Ok(btf.id_by_name(name, kind).map(|t| t.0))
+    }
+}
+
+/// The kernel BTF type a tracing or LSM program attaches to, as libbpf names it:
+/// the function for `fentry`/`fexit`/`fmod_ret`, `bpf_lsm_NAME` for `lsm`,
+/// `btf_trace_NAME` (a typedef) for `tp_btf`, `bpf_iter_NAME` for `iter`. `None` for
+/// programs that need no attach type id.
+#[must_use]
+pub fn attach_btf_name(program: &ProgramSpec) -> Option<(String, Kind)> {
+    use crate::sys::AttachType as A;
+    let target = program.attach_target.as_deref()?;
+    match (program.prog_type, program.expected_attach_type?) {
+        (ProgramType::Tracing, A::TraceFentry | A::TraceFexit | A::ModifyReturn) => {
+            Some((target.to_owned(), Kind::Func))
+        }
+        (ProgramType::Tracing, A::TraceRawTp) => {
+            Some((format!("btf_trace_{target}"), Kind::Typedef))
+        }
+        (ProgramType::Tracing, A::TraceIter) => Some((format!("bpf_iter_{target}"), Kind::Func)),
+        (ProgramType::Lsm, A::LsmMac | A::LsmCgroup) => {
+            Some((format!("bpf_lsm_{target}"), Kind::Func))
+        }
+        _ => None,
+    }
+}
+
+fn load_program(
+    ctx: &ProgContext<'_>,
+    spec: &ProgramSpec,
+    vmlinux: &mut Vmlinux,
 ) -> Result<OwnedFd, LoadError> {
+    let ProgContext {
+        bpf,
+        object,
+        fds,
+        btf,
+        features,
+        license,
+        log_level,
+    } = *ctx;
     let perr = |reason: String| LoadError::Program {
         program: spec.name.clone(),
         reason,
     };
+    if spec.prog_type == ProgramType::Ext {
+        return Err(perr(
+            "freplace programs need the program they replace, which an object load does not know"
+                .into(),
+        ));
+    }
     if spec.needs_core() {
         return Err(perr(format!(
             "needs {} CO-RE relocations against the running kernel's BTF, which this loader does not apply",
@@ -1022,6 +1178,13 @@ fn load_program(
     args.expected_attach_type = spec.expected_attach_type;
     args.kern_version = object.kernel_version().unwrap_or(0);
     args.log_level = log_level;
+    if let Some((target, kind)) = attach_btf_name(spec) {
+        args.attach_btf_id = vmlinux.find(&target, kind).map_err(&perr)?.ok_or_else(|| {
+            perr(format!(
+                "attaches to {target}, which the kernel's BTF ({VMLINUX_BTF}) does not have"
+            ))
+        })?;
+    }
     if spec.sleepable {
         args.flags |= 1 << 4; // BPF_F_SLEEPABLE
     }
