@@ -27,8 +27,8 @@ pub use file::ObjectFile;
 pub use insn::{INSN_SIZE, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
 pub use load::{
     BtfFeatures, KERNEL_NAME_LEN, LoadError, LoadOptions, LoadedMap, LoadedObject, LoadedProgram,
-    attach_btf_name, created_max_entries, func_info_bytes, kernel_name, line_info_bytes, load,
-    map_btf_ids, prepare_btf, relocate,
+    SectionLayout, attach_btf_name, created_max_entries, func_info_bytes, kernel_name,
+    line_info_bytes, load, map_btf_ids, prepare_btf, prepare_btf_with, relocate,
 };
 pub use maps::{MapOrigin, MapSlot, MapSpec, Pinning, SlotTarget};
 pub use object::{Object, ObjectOptions, Variable};

@@ -427,34 +427,73 @@ fn btf_err(reason: impl Into<String>) -> LoadError {
     }
 }
 
-/// The object's BTF as the kernel will take it: the sizes of `DATASEC`s and offsets of
-/// their `VAR`s filled in from the ELF section sizes and symbol table (clang leaves them
-/// zero), hidden globals made static, extern sections (`.kconfig`, `.ksyms`) given a
-/// placeholder layout, and every kind the kernel lacks rewritten the way libbpf does:
-/// `VAR` -> `INT`, `DATASEC` -> `STRUCT`, `FUNC` -> `TYPEDEF`, `FUNC_PROTO` -> `ENUM`,
-/// global `FUNC` -> static, `FLOAT` -> empty `STRUCT`, `DECL_TAG` -> `INT`,
-/// `TYPE_TAG` -> `CONST`, `ENUM64` -> `UNION` of a placeholder, signed `ENUM` ->
-/// unsigned. Type ids and string offsets are kept, so `func_info` and `line_info`
-/// records stay valid.
-///
-/// Returns `None` when the object has no BTF.
+/// Where the data of an object's sections lies: what [`prepare_btf_with`] needs from
+/// the ELF file besides the BTF.
+pub trait SectionLayout {
+    /// The size of the ELF section `section`.
+    fn section_size(&self, section: &str) -> Option<u64>;
+    /// The offset of variable `name` in `section`, and whether its visibility is
+    /// hidden (so that it is static for user space).
+    fn variable(&self, section: &str, name: &str) -> Option<(u64, bool)>;
+}
+
+impl SectionLayout for Object<'_> {
+    fn section_size(&self, section: &str) -> Option<u64> {
+        Object::section_size(self, section)
+    }
+
+    fn variable(&self, section: &str, name: &str) -> Option<(u64, bool)> {
+        Object::variable(self, section, name).map(|v| (v.offset, v.hidden))
+    }
+}
+
+/// The object's BTF as the kernel will take it ([`prepare_btf_with`] over the object's
+/// own sections), or `None` when the object has no BTF.
 ///
 /// # Errors
-/// The object is not in host byte order, a `DATASEC` has no ELF section or a `VAR` no
-/// symbol, or the blob is malformed.
+/// As [`prepare_btf_with`].
 pub fn prepare_btf(
     object: &Object<'_>,
     features: &BtfFeatures,
 ) -> Result<Option<Vec<u8>>, LoadError> {
-    let Some(btf) = object.btf() else {
-        return Ok(None);
-    };
+    object
+        .btf()
+        .map(|btf| prepare_btf_with(btf, object, features))
+        .transpose()
+}
+
+/// An object's BTF as the kernel will take it: the sizes of `DATASEC`s and offsets of
+/// their `VAR`s filled in from the ELF section sizes and symbol table (clang leaves them
+/// zero), hidden globals made static, extern sections (`.kconfig`, `.ksyms`) given a
+/// placeholder layout of ints, and every kind the kernel lacks rewritten the way
+/// libbpf does: `VAR` -> `INT`, `DATASEC` -> `STRUCT`, `FUNC` -> `TYPEDEF`,
+/// `FUNC_PROTO` -> `ENUM`, global `FUNC` -> static, `FLOAT` -> empty `STRUCT`,
+/// `DECL_TAG` -> `INT`, `TYPE_TAG` -> `CONST`, `ENUM64` -> `UNION` of a placeholder,
+/// signed `ENUM` -> unsigned. Records are rewritten in place and new ones only
+/// appended, so type ids and string offsets are kept and `func_info` and `line_info`
+/// records stay valid.
+///
+/// # Errors
+/// The BTF is not in host byte order, a `DATASEC` has no ELF section or a `VAR` no
+/// symbol, or the blob is malformed.
+pub fn prepare_btf_with(
+    btf: &Btf<'_>,
+    layout: &dyn SectionLayout,
+    features: &BtfFeatures,
+) -> Result<Vec<u8>, LoadError> {
     if btf.endian() != Endian::native() {
         return Err(LoadError::ByteOrder {
             object: btf.endian(),
             host: Endian::native(),
         });
     }
+    // A DECL_TAG may tag a FUNC parameter or a VAR; once those are rewritten, the tag
+    // has nothing valid to point at. (Kernels with DECL_TAG have both anyway.)
+    let features = &BtfFeatures {
+        decl_tag: features.decl_tag && features.func && features.datasec,
+        func_global: features.func_global && features.func,
+        ..*features
+    };
     let raw = btf.raw();
     let word = |at: usize| get(raw, at).map(|w| w as usize);
     let (Some(hdr_len), Some(type_off), Some(type_len), Some(str_off), Some(str_len)) =
@@ -483,7 +522,7 @@ pub fn prepare_btf(
     }
     for (id, t) in btf.types() {
         let at = rw.offsets.get(id.0 as usize).copied().unwrap_or(0);
-        rewrite_type(object, btf, &t, at, features, &mut rw)?;
+        rewrite_type(layout, btf, &t, at, features, &mut rw)?;
     }
     let mut out = Vec::with_capacity(24 + rw.types.len() + rw.strings.len());
     out.extend_from_slice(&handover_btf::MAGIC.to_ne_bytes());
@@ -495,7 +534,7 @@ pub fn prepare_btf(
     }
     out.extend_from_slice(&rw.types);
     out.extend_from_slice(&rw.strings);
-    Ok(Some(out))
+    Ok(out)
 }
 
 fn bad(t: &handover_btf::Type<'_>) -> LoadError {
@@ -507,7 +546,7 @@ fn bad(t: &handover_btf::Type<'_>) -> LoadError {
     reason = "one arm per kind, in the order libbpf applies them"
 )]
 fn rewrite_type(
-    object: &Object<'_>,
+    layout: &dyn SectionLayout,
     btf: &Btf<'_>,
     t: &handover_btf::Type<'_>,
     at: usize,
@@ -552,7 +591,7 @@ fn rewrite_type(
             } else {
                 let fixup = ds.size == 0;
                 if fixup {
-                    let size = object
+                    let size = layout
                         .section_size(name)
                         .filter(|&s| s > 0)
                         .ok_or_else(|| {
@@ -568,19 +607,19 @@ fn rewrite_type(
                 for v in ds.vars {
                     let var = btf.type_by_id(v.ty).map_err(name_err)?;
                     let var_name = var.name().map_err(name_err)?;
-                    let sym = object.variable(name, var_name).ok_or_else(|| {
+                    let (sym_offset, hidden) = layout.variable(name, var_name).ok_or_else(|| {
                         btf_err(format!(
                             "variable {var_name} of DATASEC {name} has no symbol in section {name}"
                         ))
                     })?;
                     let offset = if fixup {
-                        u32::try_from(sym.offset).map_err(|_| {
+                        u32::try_from(sym_offset).map_err(|_| {
                             btf_err(format!("variable {var_name} lies beyond 4 GiB"))
                         })?
                     } else {
                         v.offset
                     };
-                    if sym.hidden && var.kind() == Kind::Var {
+                    if hidden && var.kind() == Kind::Var {
                         let var_at = rw.offsets.get(v.ty.0 as usize).copied().unwrap_or(0);
                         set(&mut rw.types, var_at + 12, Linkage::STATIC.0).ok_or_else(|| bad(t))?;
                     }

@@ -554,3 +554,104 @@ fn verifier_log_is_in_the_error() {
     assert!(!log.is_empty(), "empty verifier log");
     assert!(chain(&err).contains("verifier log"), "{}", chain(&err));
 }
+
+/// Section sizes and variable offsets read straight from an ELF file, for an object
+/// that [`Object::parse`] refuses.
+struct ElfLayout {
+    sizes: HashMap<String, u64>,
+    vars: HashMap<(String, String), u64>,
+}
+
+impl handover_loader::SectionLayout for ElfLayout {
+    fn section_size(&self, section: &str) -> Option<u64> {
+        self.sizes.get(section).copied()
+    }
+
+    fn variable(&self, section: &str, name: &str) -> Option<(u64, bool)> {
+        self.vars
+            .get(&(section.to_owned(), name.to_owned()))
+            .map(|&o| (o, false))
+    }
+}
+
+#[test]
+fn btf_of_every_kind_is_accepted_for_every_feature_set() {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+    if !testenv::privileged("btf_of_every_kind_is_accepted_for_every_feature_set") {
+        return;
+    }
+    let _fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/btf_kinds.c: every kind clang emits, a __ksym extern, hidden and static
+    // variables. Its programs cannot load (the extern), its BTF can.
+    let data = common::read(&common::fixture("btf_kinds"));
+    let elf = object::read::elf::ElfFile64::<object::Endianness>::parse(&*data).unwrap();
+    let mut layout = ElfLayout {
+        sizes: HashMap::new(),
+        vars: HashMap::new(),
+    };
+    for s in elf.sections() {
+        layout.sizes.insert(s.name().unwrap().to_owned(), s.size());
+    }
+    for sym in elf.symbols() {
+        if let Some(index) = sym.section_index() {
+            let sec = elf
+                .section_by_index(index)
+                .unwrap()
+                .name()
+                .unwrap()
+                .to_owned();
+            layout
+                .vars
+                .insert((sec, sym.name().unwrap().to_owned()), sym.address());
+        }
+    }
+    let raw = elf.section_by_name(".BTF").unwrap().data().unwrap();
+    let btf = handover_btf::Btf::parse(raw).unwrap();
+    // The unprepared blob is refused (DATASEC sizes 0, extern VARs).
+    let err = bpf
+        .btf_load(raw, handover_loader::sys::LogLevel::OnFailure)
+        .unwrap_err();
+    eprintln!("raw .BTF refused as expected: {err}");
+
+    // With FLOAT kept, the kernel refuses `struct point` (packed: a double at byte 4),
+    // whose float member is not aligned to its size; libbpf sends it the same way.
+    let blob = handover_loader::prepare_btf_with(&btf, &layout, &BtfFeatures::ALL).unwrap();
+    let err = bpf
+        .btf_load(&blob, handover_loader::sys::LogLevel::OnFailure)
+        .unwrap_err();
+    assert!(
+        err.log()
+            .unwrap_or_default()
+            .contains("not properly aligned"),
+        "{err}"
+    );
+    // Every other feature set, starting from "all but FLOAT", is accepted.
+    let all = BtfFeatures {
+        float: false,
+        ..BtfFeatures::ALL
+    };
+    let mut sets = vec![("float", all), ("basic", BtfFeatures::BASIC)];
+    type Flag = fn(&mut BtfFeatures) -> &mut bool;
+    let flags: [(&str, Flag); 6] = [
+        ("func", |f| &mut f.func),
+        ("func_global", |f| &mut f.func_global),
+        ("datasec", |f| &mut f.datasec),
+        ("decl_tag", |f| &mut f.decl_tag),
+        ("type_tag", |f| &mut f.type_tag),
+        ("enum64", |f| &mut f.enum64),
+    ];
+    for (name, flag) in flags {
+        let mut f = all;
+        *flag(&mut f) = false;
+        sets.push((name, f));
+    }
+    for (name, features) in sets {
+        let blob = handover_loader::prepare_btf_with(&btf, &layout, &features).unwrap();
+        let fd = bpf
+            .btf_load(&blob, handover_loader::sys::LogLevel::OnFailure)
+            .unwrap_or_else(|e| panic!("BTF prepared without float and {name}: {e}"));
+        let info = bpf.btf_info(&fd).unwrap();
+        assert_eq!(info.size as usize, blob.len(), "{name}");
+    }
+}
