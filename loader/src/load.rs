@@ -177,6 +177,27 @@ pub enum LoadError {
         #[source]
         source: sys::Error,
     },
+    /// A map descriptor could not be duplicated.
+    #[error("duplicating the descriptor of map {map}")]
+    Descriptor {
+        /// The map's name in the object.
+        map: String,
+        /// The error of `dup`.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A static slot refers to a program or map that was not loaded.
+    #[error(
+        "slot {index} of map {map} refers to {target}, which was not loaded: load it too (LoadOptions::programs)"
+    )]
+    SlotTarget {
+        /// The prog array or map-in-map.
+        map: String,
+        /// The slot.
+        index: u32,
+        /// The program or map it refers to.
+        target: String,
+    },
     /// A map passed for reuse does not match the object's definition.
     #[error("map {map} given for reuse does not match the object's definition: {reason}")]
     ReusedMap {
@@ -1061,24 +1082,27 @@ pub fn load(
     })
 }
 
+/// A [`sys::Map`] over a duplicate of `fd`, for element updates checked against the
+/// map's geometry.
+fn map_handle(bpf: &Bpf, name: &str, fd: &OwnedFd) -> Result<sys::Map, LoadError> {
+    let dup = fd.try_clone().map_err(|source| LoadError::Descriptor {
+        map: name.to_owned(),
+        source,
+    })?;
+    sys::Map::new(bpf, dup).map_err(|source| LoadError::MapInit {
+        map: name.to_owned(),
+        what: "reading its info".into(),
+        source,
+    })
+}
+
 fn init_data(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd, data: &[u8]) -> Result<(), LoadError> {
     let init_err = |what: &str| {
         let map = spec.name.clone();
         let what = what.to_owned();
         move |source| LoadError::MapInit { map, what, source }
     };
-    let map = sys::Map::new(
-        bpf,
-        fd.try_clone().map_err(|e| LoadError::MapInit {
-            map: spec.name.clone(),
-            what: "duplicating its descriptor".into(),
-            source: sys::Error::Config {
-                what: "dup".into(),
-                reason: e.to_string(),
-            },
-        })?,
-    )
-    .map_err(init_err("reading its info"))?;
+    let map = map_handle(bpf, &spec.name, fd)?;
     map.update(&0u32.to_ne_bytes(), data, UpdateFlags::ANY)
         .map_err(init_err("writing the section's initial contents"))?;
     if spec.frozen {
@@ -1094,28 +1118,13 @@ fn fill_slot(
     target: &str,
     fd: Option<i32>,
 ) -> Result<(), LoadError> {
-    let fd = fd.ok_or_else(|| LoadError::ReusedMap {
+    let fd = fd.ok_or_else(|| LoadError::SlotTarget {
         map: map.spec.name.clone(),
-        reason: format!("slot {index} refers to {target}, which was not loaded"),
+        index,
+        target: target.to_owned(),
     })?;
     let value = u32::try_from(fd).unwrap_or(u32::MAX).to_ne_bytes();
-    let handle = sys::Map::new(
-        bpf,
-        map.fd.try_clone().map_err(|e| LoadError::MapInit {
-            map: map.spec.name.clone(),
-            what: "duplicating its descriptor".into(),
-            source: sys::Error::Config {
-                what: "dup".into(),
-                reason: e.to_string(),
-            },
-        })?,
-    )
-    .map_err(|source| LoadError::MapInit {
-        map: map.spec.name.clone(),
-        what: "reading its info".into(),
-        source,
-    })?;
-    handle
+    map_handle(bpf, &map.spec.name, &map.fd)?
         .update(&index.to_ne_bytes(), &value, UpdateFlags::ANY)
         .map_err(|source| LoadError::MapInit {
             map: map.spec.name.clone(),

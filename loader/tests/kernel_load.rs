@@ -17,7 +17,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use handover_loader::sys::{Bpf, Map, MapType, UpdateFlags};
+use handover_loader::sys::{Bpf, Map, MapType, OpenFlags, UpdateFlags};
 use handover_loader::{
     BtfFeatures, LoadError, LoadOptions, LoadedObject, MapOrigin, Object, kernel_name, load,
 };
@@ -222,6 +222,7 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
         assert_eq!(loaded.programs.len(), wanted.len(), "{file}");
         assert_eq!(loaded.maps.len(), obj.maps().len(), "{file}");
         let (m, p) = check_info(&bpf, &file, &loaded, BtfFeatures::ALL);
+        pin_and_reopen(&bpf, fs.path(), &file, &loaded);
         maps += m;
         progs += p;
         objects += 1;
@@ -232,6 +233,33 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
         objects >= 55 && maps >= 100 && progs >= 10,
         "too few loaded: {objects} objects, {maps} maps, {progs} programs"
     );
+}
+
+/// Pins every map and program of `loaded` in the test's bpffs and checks that the pins
+/// open the same kernel objects.
+fn pin_and_reopen(bpf: &Bpf, bpffs: &Path, file: &str, loaded: &LoadedObject) {
+    let dir = bpffs.join(file.replace(['.', '-'], "_"));
+    std::fs::create_dir(&dir).unwrap();
+    for (name, m) in &loaded.maps {
+        let path = dir.join(format!("map_{}", name.replace('.', "_")));
+        bpf.obj_pin(&m.fd, &path).unwrap();
+        let again = bpf.obj_get(&path, OpenFlags::READ_WRITE).unwrap();
+        assert_eq!(
+            bpf.map_info(&again).unwrap().id,
+            bpf.map_info(&m.fd).unwrap().id,
+            "{file}: pinned map {name}"
+        );
+    }
+    for (name, p) in &loaded.programs {
+        let path = dir.join(format!("prog_{name}"));
+        bpf.obj_pin(&p.fd, &path).unwrap();
+        let again = bpf.obj_get(&path, OpenFlags::READ_WRITE).unwrap();
+        assert_eq!(
+            bpf.prog_info(&again).unwrap().id,
+            bpf.prog_info(&p.fd).unwrap().id,
+            "{file}: pinned program {name}"
+        );
+    }
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
