@@ -393,3 +393,149 @@ fn probe_blobs_parse() {
         assert_eq!(btf.id_by_name("int", Kind::Int), Some(TypeId(1)));
     }
 }
+
+/// Every command a fake backend saw, with its attr bytes.
+type Calls = std::sync::Arc<std::sync::Mutex<Vec<(sys::Command, Vec<u8>)>>>;
+
+/// A backend standing in for the kernel: creates succeed with a descriptor of
+/// /dev/null, `BPF_PROG_LOAD` fails with `EACCES` and a verifier log, and every
+/// `BPF_MAP_CREATE` and `BPF_PROG_LOAD` attr is recorded.
+fn refusing_backend(calls: Calls, refuse_btf: bool) -> Bpf {
+    use std::os::fd::IntoRawFd;
+    Bpf::with_backend(
+        move |c: sys::Command, attr: &mut [u8], log: Option<&mut [u8]>| {
+            calls.lock().unwrap().push((c, attr.to_vec()));
+            let refuse = |text: &[u8], log: Option<&mut [u8]>| {
+                if let Some(log) = log {
+                    log[..text.len()].copy_from_slice(text);
+                }
+                Err(std::io::Error::from_raw_os_error(libc::EACCES))
+            };
+            match c {
+                sys::Command::BtfLoad if refuse_btf => refuse(b"[3] STRUCT x: bad size\0", log),
+                sys::Command::ProgLoad => refuse(b"0: R1 invalid mem access 'scalar'\0", log),
+                _ => {
+                    let fd = std::fs::File::open("/dev/null").unwrap().into_raw_fd();
+                    Ok(i64::from(fd))
+                }
+            }
+        },
+    )
+}
+
+fn word(attr: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes(attr[at..at + 4].try_into().unwrap())
+}
+
+#[test]
+fn a_refused_program_is_named_with_its_verifier_log() {
+    // programs/sockops.c: two BTF-defined maps (sockhash, hash) and three programs.
+    let data = fixture("sockops");
+    let obj = Object::parse(&data).unwrap();
+    let calls = Calls::default();
+    let bpf = refusing_backend(calls.clone(), false);
+    let options = LoadOptions {
+        btf_features: Some(BtfFeatures::ALL),
+        ..LoadOptions::default()
+    };
+    let err = load(&bpf, &obj, options).unwrap_err();
+    let first = &obj.programs()[0];
+    let LoadError::ProgramLoad {
+        program, source, ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!(program, &first.name);
+    assert!(source.log().unwrap().contains("invalid mem access"));
+
+    let calls = calls.lock().unwrap();
+    let creates: Vec<&Vec<u8>> = calls
+        .iter()
+        .filter(|(c, _)| *c == sys::Command::MapCreate)
+        .map(|(_, a)| a)
+        .collect();
+    assert_eq!(creates.len(), obj.maps().len());
+    for (attr, spec) in creates.iter().zip(obj.maps()) {
+        // map_type, key_size, value_size, max_entries, then btf_fd and type ids.
+        assert_eq!(word(attr, 0), u32::from(spec.map_type), "{}", spec.name);
+        assert_eq!(word(attr, 4), spec.key_size);
+        assert_eq!(word(attr, 8), spec.value_size);
+        assert_eq!(word(attr, 12), spec.max_entries);
+        let name_end = 28 + kernel_name(&spec.name).len();
+        assert_eq!(&attr[28..name_end], kernel_name(&spec.name).as_bytes());
+        let typed = map_btf_ids(spec, &BtfFeatures::ALL);
+        assert_eq!(
+            word(attr, 48) != 0,
+            typed.is_some(),
+            "{}: btf_fd",
+            spec.name
+        );
+        if let Some((key, value)) = typed {
+            assert_eq!((word(attr, 52), word(attr, 56)), (key, value));
+        }
+    }
+    // The program went with its BTF, func_info and line_info, and its attach type.
+    let (_, prog) = calls
+        .iter()
+        .find(|(c, _)| *c == sys::Command::ProgLoad)
+        .unwrap();
+    assert_eq!(word(prog, 0), u32::from(first.prog_type));
+    assert_eq!(
+        word(prog, 68),
+        first.expected_attach_type.map_or(0, u32::from)
+    );
+    assert_ne!(word(prog, 72), 0, "prog_btf_fd");
+    assert_eq!(word(prog, 76), 8, "func_info_rec_size");
+    assert_eq!(word(prog, 88) as usize, first.func_info.len());
+    assert_eq!(word(prog, 92), 16, "line_info_rec_size");
+    assert_eq!(word(prog, 104) as usize, first.line_info.len());
+}
+
+#[test]
+fn a_refused_btf_stops_the_load_with_the_kernel_log() {
+    let data = fixture("sockops");
+    let obj = Object::parse(&data).unwrap();
+    let calls = Calls::default();
+    let bpf = refusing_backend(calls.clone(), true);
+    let options = LoadOptions {
+        btf_features: Some(BtfFeatures::ALL),
+        ..LoadOptions::default()
+    };
+    let err = load(&bpf, &obj, options).unwrap_err();
+    let LoadError::BtfLoad { source } = &err else {
+        panic!("{err}")
+    };
+    assert!(source.log().unwrap().contains("bad size"));
+    assert!(
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(c, _)| *c == sys::Command::BtfLoad),
+        "nothing is created after the BTF is refused"
+    );
+}
+
+#[test]
+fn a_map_given_for_reuse_must_exist_in_the_object() {
+    let data = fixture("sockops");
+    let obj = Object::parse(&data).unwrap();
+    let calls = Calls::default();
+    let bpf = refusing_backend(calls, false);
+    let mut reuse = HashMap::new();
+    reuse.insert(
+        "no_such_map".to_owned(),
+        OwnedFd::from(std::fs::File::open("/dev/null").unwrap()),
+    );
+    let options = LoadOptions {
+        btf_features: Some(BtfFeatures::ALL),
+        reuse_maps: reuse,
+        ..LoadOptions::default()
+    };
+    let err = load(&bpf, &obj, options).unwrap_err();
+    assert!(
+        matches!(&err, LoadError::ReusedMap { map, .. } if map == "no_such_map"),
+        "{err}"
+    );
+}
