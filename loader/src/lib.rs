@@ -5,6 +5,10 @@
 //! global data sections) and a [`ProgramSpec`] for every program, with subprograms
 //! appended, map and global data references resolved to names, and `.BTF.ext` records
 //! attached. [`ObjectFile`] maps a file and parses it.
+//!
+//! [`load`] puts a parsed object into the kernel: its BTF (fixed up and sanitised for
+//! the kernel's [`BtfFeatures`]), its maps (or maps given for reuse), its programs; the
+//! result, a [`LoadedObject`], owns every descriptor by name.
 
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
