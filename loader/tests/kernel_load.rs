@@ -451,6 +451,14 @@ fn static_slots_of_prog_arrays_and_map_in_maps_are_filled() {
     );
     // The inner map templates are not part of the result.
     assert!(loaded.maps.keys().all(|k| !k.ends_with(".inner")));
+
+    // A slot whose program is left out of the load is an error naming both.
+    let err = load(&bpf, &obj, only(["xdp_dispatch".to_owned()])).unwrap_err();
+    assert!(
+        matches!(&err, LoadError::SlotTarget { map, index: 2, target }
+            if map == "jump_table" && target == "tail_target"),
+        "{err}"
+    );
 }
 
 #[test]
