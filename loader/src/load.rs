@@ -79,46 +79,42 @@ impl BtfFeatures {
             btf: accepts(probe_blob(|_, _| {})),
             func: accepts(probe_blob(|b, int| {
                 let proto = b.add(StrOffset(0), Kind::FuncProto, false, 0, int.0, &[]);
-                let name = n(b, "f");
+                let name = b.string("f");
                 b.add(name, Kind::Func, false, 0, proto.0, &[]);
             })),
             func_global: accepts(probe_blob(|b, int| {
                 let proto = b.add(StrOffset(0), Kind::FuncProto, false, 0, int.0, &[]);
-                let name = n(b, "f");
+                let name = b.string("f");
                 b.add(name, Kind::Func, false, 1, proto.0, &[]);
             })),
             datasec: accepts(probe_blob(|b, int| {
-                let name = n(b, "x");
+                let name = b.string("x");
                 let var = b.add(name, Kind::Var, false, 0, int.0, &[Linkage::GLOBAL.0]);
-                let sec = n(b, ".data");
+                let sec = b.string(".data");
                 b.add(sec, Kind::Datasec, false, 1, 4, &[var.0, 0, 4]);
             })),
             float: accepts(probe_blob(|b, _| {
-                let name = n(b, "float");
+                let name = b.string("float");
                 b.add(name, Kind::Float, false, 0, 4, &[]);
             })),
             decl_tag: accepts(probe_blob(|b, int| {
-                let name = n(b, "x");
+                let name = b.string("x");
                 let var = b.add(name, Kind::Var, false, 0, int.0, &[Linkage::GLOBAL.0]);
-                let tag = n(b, "tag");
+                let tag = b.string("tag");
                 b.add(tag, Kind::DeclTag, false, 0, var.0, &[u32::MAX]);
             })),
             type_tag: accepts(probe_blob(|b, int| {
-                let tag = n(b, "tag");
+                let tag = b.string("tag");
                 let t = b.add(tag, Kind::TypeTag, false, 0, int.0, &[]);
                 b.add(StrOffset(0), Kind::Ptr, false, 0, t.0, &[]);
             })),
             enum64: accepts(probe_blob(|b, _| {
-                let name = n(b, "e");
-                let v = n(b, "v");
+                let name = b.string("e");
+                let v = b.string("v");
                 b.add(name, Kind::Enum64, false, 1, 8, &[v.0, 0, 1]);
             })),
         }
     }
-}
-
-fn n(b: &mut Builder, s: &str) -> StrOffset {
-    b.string(s)
 }
 
 /// A native-endian blob with `int` as type 1 and whatever `more` adds.

@@ -383,8 +383,8 @@ fn probe_blobs_parse() {
     for blob in [
         probe_blob(|_, _| {}),
         probe_blob(|b, int| {
-            let name = n(b, "e");
-            let v = n(b, "v");
+            let name = b.string("e");
+            let v = b.string("v");
             b.add(name, Kind::Enum64, false, 1, 8, &[v.0, 0, 1]);
             let _ = int;
         }),
