@@ -5,6 +5,10 @@
 //! global data sections) and a [`ProgramSpec`] for every program, with subprograms
 //! appended, map and global data references resolved to names, and `.BTF.ext` records
 //! attached. [`ObjectFile`] maps a file and parses it.
+//!
+//! [`load`] puts a parsed object into the kernel: its BTF (fixed up and sanitised for
+//! the kernel's [`BtfFeatures`]), its maps (or maps given for reuse), its programs; the
+//! result, a [`LoadedObject`], owns every descriptor by name.
 
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
@@ -13,6 +17,7 @@ mod btf_ext;
 mod error;
 mod file;
 mod insn;
+mod load;
 mod maps;
 mod object;
 mod program;
@@ -24,6 +29,11 @@ pub use btf_ext::{CoreRelocation, FuncInfo, LineInfo};
 pub use error::ObjectError;
 pub use file::ObjectFile;
 pub use insn::{INSN_SIZE, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
+pub use load::{
+    BtfFeatures, KERNEL_NAME_LEN, LoadError, LoadOptions, LoadedMap, LoadedObject, LoadedProgram,
+    SectionLayout, attach_btf_name, created_max_entries, func_info_bytes, kernel_name,
+    line_info_bytes, load, map_btf_ids, prepare_btf, prepare_btf_with, relocate,
+};
 pub use maps::{MapOrigin, MapSlot, MapSpec, Pinning, SlotTarget};
-pub use object::{Object, ObjectOptions};
+pub use object::{Object, ObjectOptions, Variable};
 pub use program::{FunctionSpan, ProgramSpec, RefTarget, Reference};

@@ -60,6 +60,26 @@ pub struct Object<'data> {
     btf: Option<Btf<'data>>,
     maps: Vec<MapSpec>,
     programs: Vec<ProgramSpec>,
+    section_sizes: BTreeMap<String, u64>,
+    variables: Vec<Variable>,
+}
+
+/// A data symbol (a global or static variable) of the ELF symbol table: where the
+/// variable lies in its section. Clang leaves the offsets of `VAR`s and the sizes of
+/// `DATASEC`s at zero in `.BTF`; a loader takes them from here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variable {
+    /// The symbol name (the BTF `VAR` name).
+    pub name: String,
+    /// The section holding it.
+    pub section: String,
+    /// Byte offset in that section.
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Whether its visibility is hidden or internal (`STV_HIDDEN`, `STV_INTERNAL`):
+    /// such globals are static as far as user space is concerned.
+    pub hidden: bool,
 }
 
 impl std::fmt::Debug for Object<'_> {
@@ -90,6 +110,7 @@ struct SymInfo<'data> {
     value: u64,
     size: u64,
     kind: u8,
+    visibility: u8,
 }
 
 /// One relocation: offset in its target section and symbol index.
@@ -275,6 +296,7 @@ impl<'data> Object<'data> {
                 value: sym.st_value(e),
                 size: sym.st_size(e),
                 kind: sym.st_type().0,
+                visibility: sym.st_other().0 & 0x3,
             });
         }
 
@@ -366,6 +388,27 @@ impl<'data> Object<'data> {
             _ => BtfExt::default(),
         };
 
+        let section_sizes: BTreeMap<String, u64> = sections
+            .iter()
+            .filter(|s| !s.name.is_empty())
+            .map(|s| (s.name.to_owned(), s.size))
+            .collect();
+        // STT_OBJECT symbols with a name, in a section: the variables of data sections.
+        let variables = symbols
+            .iter()
+            .filter(|s| s.kind == object::elf::STT_OBJECT.0 && !s.name.is_empty())
+            .filter_map(|s| {
+                let sec = sections.get(s.section?)?;
+                Some(Variable {
+                    name: s.name.to_owned(),
+                    section: sec.name.to_owned(),
+                    offset: s.value,
+                    size: s.size,
+                    hidden: s.visibility == object::elf::STV_HIDDEN.0
+                        || s.visibility == object::elf::STV_INTERNAL.0,
+                })
+            })
+            .collect();
         let parser = Parser {
             order,
             sections,
@@ -390,7 +433,23 @@ impl<'data> Object<'data> {
             btf,
             maps,
             programs,
+            section_sizes,
+            variables,
         })
+    }
+
+    /// The size of the ELF section named `name`.
+    #[must_use]
+    pub fn section_size(&self, name: &str) -> Option<u64> {
+        self.section_sizes.get(name).copied()
+    }
+
+    /// The variable `name` defined in section `section`, from the symbol table.
+    #[must_use]
+    pub fn variable(&self, section: &str, name: &str) -> Option<&Variable> {
+        self.variables
+            .iter()
+            .find(|v| v.section == section && v.name == name)
     }
 
     /// Byte order of the object.

@@ -40,7 +40,7 @@ pub use link::{AttachTarget, LinkCreate};
 pub use map::{BatchSupport, Map, MapBtf, MapCreate, MapEntries, UpdateFlags, map_flags};
 pub use obj::{ObjectKind, OpenFlags};
 pub use probe::Feature;
-pub use prog::{Insn, LogLevel, ProgLoad};
+pub use prog::{Insn, LogLevel, ProgLoad, TestRun};
 pub use syscall::KernelBackend;
 pub use types::{AttachType, LinkType, MapType, ProgramType, UnknownName, UnknownValue};
 
@@ -63,6 +63,7 @@ pub enum Command {
     ObjGet = 7,
     ProgAttach = 8,
     ProgDetach = 9,
+    ProgTestRun = 10,
     ProgGetNextId = 11,
     MapGetNextId = 12,
     ProgGetFdById = 13,
@@ -99,6 +100,7 @@ impl Command {
             Command::ObjGet => "BPF_OBJ_GET",
             Command::ProgAttach => "BPF_PROG_ATTACH",
             Command::ProgDetach => "BPF_PROG_DETACH",
+            Command::ProgTestRun => "BPF_PROG_TEST_RUN",
             Command::ProgGetNextId => "BPF_PROG_GET_NEXT_ID",
             Command::MapGetNextId => "BPF_MAP_GET_NEXT_ID",
             Command::ProgGetFdById => "BPF_PROG_GET_FD_BY_ID",

@@ -2,11 +2,11 @@
 //! verifier's whole log fits, and the log in the error.
 
 use std::ffi::CString;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
-use super::attr::{BtfLoadAttr, ProgLoadAttr};
+use super::attr::{BtfLoadAttr, ProgLoadAttr, TestRunAttr};
 use super::map::{object_name, raw_fd};
 use super::{AttachType, Bpf, Command, Error, ProgramType};
 
@@ -218,7 +218,58 @@ fn records(command: Command, what: &str, bytes: &[u8], rec_size: u32) -> Result<
     })
 }
 
+/// What one `BPF_PROG_TEST_RUN` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestRun {
+    /// The program's return value.
+    pub retval: u32,
+    /// Bytes of packet data the program left (written to the output buffer).
+    pub data_size_out: u32,
+    /// Mean run time in nanoseconds.
+    pub duration_ns: u32,
+}
+
 impl Bpf {
+    /// Runs a program once per `repeat` on a copy of the packet `data_in`, without
+    /// attaching it (XDP, tc, socket filter, flow dissector, ... programs). The packet
+    /// as the program left it goes to `data_out` when given.
+    ///
+    /// # Errors
+    /// The program type cannot be test-run, the packet is too short for it, or the
+    /// output buffer is too small (`ENOSPC`).
+    #[doc(alias = "BPF_PROG_TEST_RUN")]
+    pub fn prog_test_run(
+        &self,
+        prog: impl AsFd,
+        data_in: &[u8],
+        data_out: Option<&mut [u8]>,
+        repeat: u32,
+    ) -> Result<TestRun, Error> {
+        let c = Command::ProgTestRun;
+        let prog = prog.as_fd();
+        let object = || format!("program fd {}", prog.as_raw_fd());
+        let too_big = || Error::Argument {
+            command: c.name(),
+            object: object(),
+            reason: "buffer larger than 4 GiB".to_owned(),
+        };
+        let mut attr = TestRunAttr::new_zeroed();
+        attr.prog_fd = raw_fd(prog);
+        attr.data_in = data_in.as_ptr() as u64;
+        attr.data_size_in = u32::try_from(data_in.len()).map_err(|_| too_big())?;
+        if let Some(out) = data_out {
+            attr.data_out = out.as_mut_ptr() as u64;
+            attr.data_size_out = u32::try_from(out.len()).map_err(|_| too_big())?;
+        }
+        attr.repeat = repeat;
+        self.raw(c, &mut attr, None, object)?;
+        Ok(TestRun {
+            retval: attr.retval,
+            data_size_out: attr.data_size_out,
+            duration_ns: attr.duration,
+        })
+    }
+
     /// Loads a program.
     ///
     /// # Errors

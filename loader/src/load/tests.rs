@@ -1,0 +1,541 @@
+#![expect(clippy::indexing_slicing, reason = "tests index buffers they built")]
+
+use std::collections::HashMap;
+
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+
+use super::*;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/../programs/build/{name}.o", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}: run programs/build.sh"))
+}
+
+/// Section sizes and variables read straight from an ELF file, for objects that
+/// [`Object::parse`] refuses (programs/btf_kinds.c reads a `__ksym` extern).
+struct ElfLayout {
+    sizes: HashMap<String, u64>,
+    vars: HashMap<(String, String), (u64, bool)>,
+}
+
+impl ElfLayout {
+    fn read(data: &[u8]) -> Self {
+        let elf = object::read::elf::ElfFile64::<object::Endianness>::parse(data).unwrap();
+        let mut sizes = HashMap::new();
+        for s in elf.sections() {
+            sizes.insert(s.name().unwrap().to_owned(), s.size());
+        }
+        let mut vars = HashMap::new();
+        for sym in elf.symbols() {
+            let Some(index) = sym.section_index() else {
+                continue;
+            };
+            let sec = elf.section_by_index(index).unwrap();
+            vars.insert(
+                (
+                    sec.name().unwrap().to_owned(),
+                    sym.name().unwrap().to_owned(),
+                ),
+                (sym.address(), false),
+            );
+        }
+        Self { sizes, vars }
+    }
+}
+
+impl SectionLayout for ElfLayout {
+    fn section_size(&self, section: &str) -> Option<u64> {
+        self.sizes.get(section).copied()
+    }
+
+    fn variable(&self, section: &str, name: &str) -> Option<(u64, bool)> {
+        self.vars
+            .get(&(section.to_owned(), name.to_owned()))
+            .copied()
+    }
+}
+
+fn btf_kinds() -> Vec<u8> {
+    let data = fixture("btf_kinds");
+    let elf = object::read::elf::ElfFile64::<object::Endianness>::parse(&*data).unwrap();
+    elf.section_by_name(".BTF")
+        .unwrap()
+        .data()
+        .unwrap()
+        .to_vec()
+}
+
+fn kinds(btf: &Btf<'_>) -> Vec<Kind> {
+    btf.types().map(|(_, t)| t.kind()).collect()
+}
+
+#[test]
+fn kernel_names_keep_fifteen_bytes_of_allowed_characters() {
+    assert_eq!(kernel_name("tc_account"), "tc_account");
+    assert_eq!(kernel_name("a_rather_long_program_name"), "a_rather_long_p");
+    assert_eq!(kernel_name(".data.config"), ".data.config");
+    assert_eq!(kernel_name("x-y z"), "x_y_z");
+    assert_eq!(kernel_name(""), "");
+}
+
+#[test]
+fn relocation_writes_map_fds_and_keeps_value_offsets() {
+    // programs/global_data.c: loads of .data, .rodata, .bss and .data.config values.
+    let data = fixture("global_data");
+    let obj = Object::parse(&data).unwrap();
+    let fds: HashMap<&str, i32> = obj
+        .maps()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.name.as_str(), 100 + i32::try_from(i).unwrap()))
+        .collect();
+    let mut value_refs = 0;
+    for p in obj.programs() {
+        let insns = relocate(p, &|m| fds.get(m).copied()).unwrap();
+        assert_eq!(insns.len(), p.insns.len());
+        for r in &p.references {
+            let (first, second) = (insns[r.insn], insns[r.insn + 1]);
+            match &r.target {
+                RefTarget::MapValue { map, offset } => {
+                    assert_eq!(first.src(), crate::PSEUDO_MAP_VALUE);
+                    assert_eq!(first.imm, fds[map.as_str()]);
+                    assert_eq!(second.imm, i32::try_from(*offset).unwrap());
+                    value_refs += 1;
+                }
+                RefTarget::Map { map } => {
+                    assert_eq!(first.src(), crate::PSEUDO_MAP_FD);
+                    assert_eq!(first.imm, fds[map.as_str()]);
+                    assert_eq!(second.imm, 0);
+                }
+                _ => assert_eq!(first, p.insns[r.insn], "calls are already resolved"),
+            }
+        }
+        // Everything but the referencing instructions is unchanged.
+        for (i, (a, b)) in insns.iter().zip(&p.insns).enumerate() {
+            if !p.references.iter().any(|r| r.insn == i || r.insn + 1 == i) {
+                assert_eq!(a, b, "{}: instruction {i}", p.name);
+            }
+        }
+    }
+    assert!(value_refs >= 5, "{value_refs}");
+
+    let p = obj.program("tc_account").unwrap();
+    let err = relocate(p, &|m| (m != ".bss").then_some(3)).unwrap_err();
+    assert!(err.to_string().contains("map .bss"), "{err}");
+}
+
+#[test]
+fn relocation_refuses_a_reference_off_an_ld_imm64() {
+    let data = fixture("global_data");
+    let obj = Object::parse(&data).unwrap();
+    let mut p = obj.program("tc_second").unwrap().clone();
+    let r = p.references.first().unwrap().insn;
+    p.insns[r] = Insn::new(0xb7, 0, 0, 0, 0); // r0 = 0
+    let err = relocate(&p, &|_| Some(3)).unwrap_err();
+    assert!(err.to_string().contains("ld_imm64"), "{err}");
+}
+
+#[test]
+fn btf_info_records_are_packed_as_the_kernel_reads_them() {
+    let data = fixture("global_data");
+    let obj = Object::parse(&data).unwrap();
+    let p = obj.program("tc_account").unwrap();
+    let f = func_info_bytes(p);
+    assert_eq!(f.len(), p.func_info.len() * 8);
+    assert_eq!(
+        f[..4],
+        0u32.to_ne_bytes(),
+        "the program's own function at 0"
+    );
+    assert_eq!(f[4..8], p.func_info[0].type_id.0.to_ne_bytes());
+    let l = line_info_bytes(p);
+    assert_eq!(l.len(), p.line_info.len() * 16);
+    let li = p.line_info[1];
+    let word = |i: usize| u32::from_ne_bytes(l[16 + i * 4..20 + i * 4].try_into().unwrap());
+    assert_eq!(word(0), li.insn);
+    assert_eq!(word(1), li.file_name.0);
+    assert_eq!(word(2), li.line.0);
+    assert_eq!(word(3) >> 10, li.line_number);
+    assert_eq!(word(3) & 0x3ff, li.column);
+}
+
+#[test]
+fn datasec_sizes_and_offsets_come_from_the_elf_file() {
+    // programs/global_data.c: clang leaves every DATASEC size and VAR offset zero.
+    let data = fixture("global_data");
+    let obj = Object::parse(&data).unwrap();
+    let orig = obj.btf().unwrap();
+    let blob = prepare_btf(&obj, &BtfFeatures::ALL).unwrap().unwrap();
+    let btf = Btf::parse(&blob).unwrap();
+    assert_eq!(
+        kinds(&btf),
+        kinds(orig),
+        "no kind changes with every feature"
+    );
+    // String offsets stay valid: the original string section is a prefix.
+    assert!(btf.string_section().starts_with(orig.string_section()));
+    let mut checked = 0;
+    for sec in [".data", ".rodata", ".bss", ".data.config", "license"] {
+        let id = btf.id_by_name(sec, Kind::Datasec).unwrap();
+        let Detail::Datasec(ds) = btf.type_by_id(id).unwrap().detail() else {
+            panic!("{sec}");
+        };
+        assert_eq!(u64::from(ds.size), obj.section_size(sec).unwrap(), "{sec}");
+        let mut last = 0;
+        for v in ds.vars {
+            let name = btf.type_by_id(v.ty).unwrap().name().unwrap();
+            let sym = obj.variable(sec, name).unwrap();
+            assert_eq!(u64::from(v.offset), sym.offset, "{sec} {name}");
+            assert!(v.offset >= last, "{sec}: variables sorted by offset");
+            last = v.offset;
+            checked += 1;
+        }
+    }
+    // .rodata: drop_mark and greeting; .bss: bytes_seen and zero_counter at distinct
+    // offsets, which the original BTF had both at 0.
+    assert!(checked >= 7, "{checked}");
+}
+
+#[test]
+fn every_optional_kind_is_rewritten_for_a_basic_kernel() {
+    // programs/btf_kinds.c: one of every kind clang emits, and a __ksym extern.
+    let raw = btf_kinds();
+    let orig = Btf::parse(&raw).unwrap();
+    let layout = ElfLayout::read(&fixture("btf_kinds"));
+    for k in [
+        Kind::Var,
+        Kind::Datasec,
+        Kind::Func,
+        Kind::FuncProto,
+        Kind::Float,
+        Kind::DeclTag,
+        Kind::TypeTag,
+    ] {
+        assert!(kinds(&orig).contains(&k), "fixture lacks {k:?}");
+    }
+    let blob = prepare_btf_with(&orig, &layout, &BtfFeatures::BASIC).unwrap();
+    let btf = Btf::parse(&blob).unwrap();
+    // String offsets stay valid: the strings are the same but for the dots of the
+    // DATASEC names, which struct names may not hold.
+    let (new, old) = (btf.string_section(), orig.string_section());
+    assert!(new.len() >= old.len());
+    for (i, (a, b)) in new.iter().zip(old).enumerate() {
+        assert!(a == b || (*b, *a) == (b'.', b'_'), "string byte {i}");
+    }
+    // Original ids keep their place; new types only come after them.
+    assert!(btf.type_count() >= orig.type_count());
+    for (id, t) in orig.types() {
+        let new = btf.type_by_id(id).unwrap();
+        let want = match t.kind() {
+            Kind::Var | Kind::DeclTag => Kind::Int,
+            Kind::Datasec | Kind::Float => Kind::Struct,
+            Kind::Func => Kind::Typedef,
+            Kind::FuncProto => Kind::Enum,
+            Kind::TypeTag => Kind::Const,
+            Kind::Enum64 => Kind::Union,
+            k => k,
+        };
+        assert_eq!(new.kind(), want, "type {}", id.0);
+        if want == Kind::Enum {
+            assert!(!new.kind_flag(), "type {}: signed enum left", id.0);
+        }
+        if t.kind() == Kind::Datasec {
+            assert!(
+                !new.name().unwrap().contains('.'),
+                "struct named with a dot"
+            );
+            assert_eq!(new.vlen(), t.vlen());
+        }
+        if t.kind() == Kind::Enum64 {
+            assert_eq!(new.size_or_type(), t.size_or_type(), "union keeps the size");
+        }
+    }
+}
+
+#[test]
+fn enum64_becomes_a_union_and_signed_enums_unsigned() {
+    // Clang of this toolchain encodes the 64-bit enums of btf_kinds.c as 8-byte ENUMs,
+    // so the ENUM64 input is built here: int, ENUM64 {a = 1 << 32, b = 2}, signed
+    // ENUM {n = -1}.
+    let mut b = Builder::new(Endian::native());
+    let int = b.string("int");
+    b.add(int, Kind::Int, false, 0, 4, &[(1 << 24) | 32]);
+    let (e, a, bb) = (b.string("wide"), b.string("a"), b.string("b"));
+    let wide = b.add(e, Kind::Enum64, false, 2, 8, &[a.0, 0, 1, bb.0, 2, 0]);
+    let (s, neg) = (b.string("signed"), b.string("n"));
+    let signed = b.add(s, Kind::Enum, true, 1, 4, &[neg.0, u32::MAX]);
+    let blob = b.finish();
+    let orig = Btf::parse(&blob).unwrap();
+    let none = ElfLayout {
+        sizes: HashMap::new(),
+        vars: HashMap::new(),
+    };
+    let out = prepare_btf_with(&orig, &none, &BtfFeatures::BASIC).unwrap();
+    let btf = Btf::parse(&out).unwrap();
+    let u = btf.type_by_id(wide).unwrap();
+    assert_eq!((u.kind(), u.size_or_type(), u.vlen()), (Kind::Union, 8, 2));
+    let Detail::Union(c) = u.detail() else {
+        panic!()
+    };
+    let placeholder = btf.id_by_name("enum64_placeholder", Kind::Int).unwrap();
+    for m in c.members {
+        assert_eq!((m.ty, m.bit_offset), (placeholder, 0));
+    }
+    let e = btf.type_by_id(signed).unwrap();
+    assert_eq!((e.kind(), e.kind_flag()), (Kind::Enum, false));
+    // With ENUM64 support nothing changes.
+    let same = prepare_btf_with(&orig, &none, &BtfFeatures::ALL).unwrap();
+    assert_eq!(same, blob);
+}
+
+#[test]
+fn extern_and_global_linkage_are_fixed_for_the_kernel() {
+    let raw = btf_kinds();
+    let orig = Btf::parse(&raw).unwrap();
+    let layout = ElfLayout::read(&fixture("btf_kinds"));
+    let blob = prepare_btf_with(&orig, &layout, &BtfFeatures::ALL).unwrap();
+    let btf = Btf::parse(&blob).unwrap();
+    let ksyms = btf.id_by_name(".ksyms", Kind::Datasec).unwrap();
+    let Detail::Datasec(ds) = btf.type_by_id(ksyms).unwrap().detail() else {
+        panic!()
+    };
+    assert_eq!(ds.size, 4 * u32::try_from(ds.vars.len()).unwrap());
+    for (_, t) in btf.types() {
+        match t.detail() {
+            Detail::Var(v) => assert_ne!(v.linkage, Linkage::EXTERN, "{:?}", t.name()),
+            Detail::Func(f) => assert_ne!(f.linkage, Linkage::EXTERN, "{:?}", t.name()),
+            _ => {}
+        }
+    }
+    // Without global functions, global ones become static.
+    let no_global = BtfFeatures {
+        func_global: false,
+        ..BtfFeatures::ALL
+    };
+    let blob = prepare_btf_with(&orig, &layout, &no_global).unwrap();
+    let btf = Btf::parse(&blob).unwrap();
+    let sum = btf.id_by_name("sum_flags", Kind::Func).unwrap();
+    let Detail::Func(f) = btf.type_by_id(sum).unwrap().detail() else {
+        panic!()
+    };
+    assert_eq!(f.linkage, Linkage::STATIC);
+}
+
+#[test]
+fn a_datasec_without_its_section_is_an_error_naming_it() {
+    let raw = btf_kinds();
+    let orig = Btf::parse(&raw).unwrap();
+    let mut layout = ElfLayout::read(&fixture("btf_kinds"));
+    layout.sizes.remove(".rodata");
+    let err = prepare_btf_with(&orig, &layout, &BtfFeatures::ALL).unwrap_err();
+    assert!(err.to_string().contains("DATASEC .rodata"), "{err}");
+}
+
+#[test]
+fn ring_buffers_round_up_and_perf_arrays_get_a_slot_per_cpu() {
+    let data = fixture("diff/kernel_adjusted.old");
+    let obj = Object::parse(&data).unwrap();
+    let events = obj.map("events").unwrap();
+    assert_eq!(created_max_entries(events, 4096, 8), 4096);
+    assert_eq!(created_max_entries(events, 1024, 8), 4096);
+    let mut exact = events.clone();
+    exact.max_entries = 8192;
+    assert_eq!(created_max_entries(&exact, 4096, 8), 8192);
+    exact.max_entries = 3 * 4096;
+    assert_eq!(created_max_entries(&exact, 4096, 8), 16384);
+    let perf = obj.map("perf").unwrap();
+    assert_eq!(created_max_entries(perf, 4096, 8), 8);
+}
+
+#[test]
+fn global_data_maps_are_typed_only_with_datasec() {
+    let data = fixture("global_data");
+    let obj = Object::parse(&data).unwrap();
+    let d = obj.map(".data").unwrap();
+    let (key, value) = map_btf_ids(d, &BtfFeatures::ALL).unwrap();
+    assert_eq!(key, 0, "global data has no key type");
+    assert_eq!(Some(TypeId(value)), d.value_type);
+    assert_eq!(map_btf_ids(d, &BtfFeatures::BASIC), None);
+    let data = fixture("map_in_map");
+    let obj = Object::parse(&data).unwrap();
+    assert_eq!(
+        map_btf_ids(obj.map("outer_hash").unwrap(), &BtfFeatures::ALL),
+        None
+    );
+    let inner = obj.map("inner_a").unwrap();
+    assert!(map_btf_ids(inner, &BtfFeatures::BASIC).is_some());
+}
+
+#[test]
+fn tracing_programs_name_their_kernel_btf_target() {
+    let data = fixture("core_reloc");
+    let obj = Object::parse(&data).unwrap();
+    let fentry = obj.program("fentry_sleep").unwrap();
+    assert_eq!(
+        attach_btf_name(fentry),
+        Some(("do_nanosleep".to_owned(), Kind::Func))
+    );
+    assert_eq!(attach_btf_name(obj.program("trace_sleep").unwrap()), None);
+}
+
+#[test]
+fn probe_blobs_parse() {
+    for blob in [
+        probe_blob(|_, _| {}),
+        probe_blob(|b, int| {
+            let name = b.string("e");
+            let v = b.string("v");
+            b.add(name, Kind::Enum64, false, 1, 8, &[v.0, 0, 1]);
+            let _ = int;
+        }),
+    ] {
+        let btf = Btf::parse(&blob).unwrap();
+        assert_eq!(btf.id_by_name("int", Kind::Int), Some(TypeId(1)));
+    }
+}
+
+/// Every command a fake backend saw, with its attr bytes.
+type Calls = std::sync::Arc<std::sync::Mutex<Vec<(sys::Command, Vec<u8>)>>>;
+
+/// A backend standing in for the kernel: creates succeed with a descriptor of
+/// /dev/null, `BPF_PROG_LOAD` fails with `EACCES` and a verifier log, and every
+/// `BPF_MAP_CREATE` and `BPF_PROG_LOAD` attr is recorded.
+fn refusing_backend(calls: Calls, refuse_btf: bool) -> Bpf {
+    use std::os::fd::IntoRawFd;
+    Bpf::with_backend(
+        move |c: sys::Command, attr: &mut [u8], log: Option<&mut [u8]>| {
+            calls.lock().unwrap().push((c, attr.to_vec()));
+            let refuse = |text: &[u8], log: Option<&mut [u8]>| {
+                if let Some(log) = log {
+                    log[..text.len()].copy_from_slice(text);
+                }
+                Err(std::io::Error::from_raw_os_error(libc::EACCES))
+            };
+            match c {
+                sys::Command::BtfLoad if refuse_btf => refuse(b"[3] STRUCT x: bad size\0", log),
+                sys::Command::ProgLoad => refuse(b"0: R1 invalid mem access 'scalar'\0", log),
+                _ => {
+                    let fd = std::fs::File::open("/dev/null").unwrap().into_raw_fd();
+                    Ok(i64::from(fd))
+                }
+            }
+        },
+    )
+}
+
+fn word(attr: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes(attr[at..at + 4].try_into().unwrap())
+}
+
+#[test]
+fn a_refused_program_is_named_with_its_verifier_log() {
+    // programs/sockops.c: two BTF-defined maps (sockhash, hash) and three programs.
+    let data = fixture("sockops");
+    let obj = Object::parse(&data).unwrap();
+    let calls = Calls::default();
+    let bpf = refusing_backend(calls.clone(), false);
+    let options = LoadOptions {
+        btf_features: Some(BtfFeatures::ALL),
+        ..LoadOptions::default()
+    };
+    let err = load(&bpf, &obj, options).unwrap_err();
+    let first = &obj.programs()[0];
+    let LoadError::ProgramLoad {
+        program, source, ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!(program, &first.name);
+    assert!(source.log().unwrap().contains("invalid mem access"));
+
+    let calls = calls.lock().unwrap();
+    let creates: Vec<&Vec<u8>> = calls
+        .iter()
+        .filter(|(c, _)| *c == sys::Command::MapCreate)
+        .map(|(_, a)| a)
+        .collect();
+    assert_eq!(creates.len(), obj.maps().len());
+    for (attr, spec) in creates.iter().zip(obj.maps()) {
+        // map_type, key_size, value_size, max_entries, then btf_fd and type ids.
+        assert_eq!(word(attr, 0), u32::from(spec.map_type), "{}", spec.name);
+        assert_eq!(word(attr, 4), spec.key_size);
+        assert_eq!(word(attr, 8), spec.value_size);
+        assert_eq!(word(attr, 12), spec.max_entries);
+        let name_end = 28 + kernel_name(&spec.name).len();
+        assert_eq!(&attr[28..name_end], kernel_name(&spec.name).as_bytes());
+        let typed = map_btf_ids(spec, &BtfFeatures::ALL);
+        assert_eq!(
+            word(attr, 48) != 0,
+            typed.is_some(),
+            "{}: btf_fd",
+            spec.name
+        );
+        if let Some((key, value)) = typed {
+            assert_eq!((word(attr, 52), word(attr, 56)), (key, value));
+        }
+    }
+    // The program went with its BTF, func_info and line_info, and its attach type.
+    let (_, prog) = calls
+        .iter()
+        .find(|(c, _)| *c == sys::Command::ProgLoad)
+        .unwrap();
+    assert_eq!(word(prog, 0), u32::from(first.prog_type));
+    assert_eq!(
+        word(prog, 68),
+        first.expected_attach_type.map_or(0, u32::from)
+    );
+    assert_ne!(word(prog, 72), 0, "prog_btf_fd");
+    assert_eq!(word(prog, 76), 8, "func_info_rec_size");
+    assert_eq!(word(prog, 88) as usize, first.func_info.len());
+    assert_eq!(word(prog, 92), 16, "line_info_rec_size");
+    assert_eq!(word(prog, 104) as usize, first.line_info.len());
+}
+
+#[test]
+fn a_refused_btf_stops_the_load_with_the_kernel_log() {
+    let data = fixture("sockops");
+    let obj = Object::parse(&data).unwrap();
+    let calls = Calls::default();
+    let bpf = refusing_backend(calls.clone(), true);
+    let options = LoadOptions {
+        btf_features: Some(BtfFeatures::ALL),
+        ..LoadOptions::default()
+    };
+    let err = load(&bpf, &obj, options).unwrap_err();
+    let LoadError::BtfLoad { source } = &err else {
+        panic!("{err}")
+    };
+    assert!(source.log().unwrap().contains("bad size"));
+    assert!(
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(c, _)| *c == sys::Command::BtfLoad),
+        "nothing is created after the BTF is refused"
+    );
+}
+
+#[test]
+fn a_map_given_for_reuse_must_exist_in_the_object() {
+    let data = fixture("sockops");
+    let obj = Object::parse(&data).unwrap();
+    let calls = Calls::default();
+    let bpf = refusing_backend(calls, false);
+    let mut reuse = HashMap::new();
+    reuse.insert(
+        "no_such_map".to_owned(),
+        OwnedFd::from(std::fs::File::open("/dev/null").unwrap()),
+    );
+    let options = LoadOptions {
+        btf_features: Some(BtfFeatures::ALL),
+        reuse_maps: reuse,
+        ..LoadOptions::default()
+    };
+    let err = load(&bpf, &obj, options).unwrap_err();
+    assert!(
+        matches!(&err, LoadError::ReusedMap { map, .. } if map == "no_such_map"),
+        "{err}"
+    );
+}
