@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::error_chain;
 use handover::{KernelEnv, Policy, diff_objects, load_side, render_json, render_text};
 
 /// Exit status when the upgrade would lose map entries.
@@ -89,16 +90,4 @@ pub fn run(args: &[&str]) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
-}
-
-/// An error and its sources, joined by `: `.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

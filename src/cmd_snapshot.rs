@@ -52,7 +52,7 @@ pub fn run(args: &[&str]) -> ExitCode {
         match object_model(&name, &data) {
             Ok(m) => models.push(m),
             Err(e) => {
-                eprintln!("handover snapshot: {}", crate::cmd_diff::error_chain(&e));
+                eprintln!("handover snapshot: {}", crate::error_chain(&e));
                 return ExitCode::FAILURE;
             }
         }
@@ -60,7 +60,7 @@ pub fn run(args: &[&str]) -> ExitCode {
     match write_snapshot(Path::new(out), &Snapshot::new(models)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("handover snapshot: {}", crate::cmd_diff::error_chain(&e));
+            eprintln!("handover snapshot: {}", crate::error_chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use handover_btf::{Btf, Detail, TypeId};
-use handover_loader::{MapOrigin, MapSpec, Object, ObjectFile, ProgramSpec, RefTarget, SlotTarget};
+use handover_loader::{MapOrigin, MapSpec, Object, ProgramSpec, RefTarget, SlotTarget};
 use serde::Serialize;
 
 /// A BTF type as shown in a report: id, C-like name and size.
@@ -416,24 +416,4 @@ pub fn render(name: &str, r: &Report) -> String {
         }
     }
     out
-}
-
-/// Runs `handover inspect FILE [--json]`, printing to stdout.
-///
-/// # Errors
-/// A message naming the file and what went wrong.
-pub fn run(path: &str, json: bool) -> Result<(), String> {
-    let file = ObjectFile::open(path).map_err(|e| format!("{e}"))?;
-    let obj = file
-        .parse()
-        .map_err(|e| format!("cannot inspect {path}: {e}"))?;
-    let r = report(&obj);
-    if json {
-        let text =
-            serde_json::to_string_pretty(&r).map_err(|e| format!("cannot encode JSON: {e}"))?;
-        println!("{text}");
-    } else {
-        print!("{}", render(path, &r));
-    }
-    Ok(())
 }

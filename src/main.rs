@@ -3,100 +3,64 @@
 //! Exit codes: 0 success, 1 failure, 2 usage error; `diff` exits 3 when map entries
 //! would be lost.
 
+mod cmd_btf;
 mod cmd_diff;
+mod cmd_inspect;
 mod cmd_snapshot;
 
-use std::io::Write;
 use std::process::ExitCode;
 
-use handover::btf_file::btf_bytes;
-use handover_btf::{Btf, DumpError, write_raw_dump};
-
-const USAGE: &str =
-    "usage: handover btf dump FILE [--base BASE_FILE]\n       handover inspect OBJ [--json]";
+const USAGE: &str = "usage: handover <command> [args]
+  handover btf dump FILE [--base BASE_FILE]    print BTF like `bpftool btf dump file`
+  handover inspect OBJ [--json]                maps and programs of a BPF object
+  handover snapshot OBJ... -o FILE             write the map specs of objects to a snapshot
+  handover diff OLD NEW [--policy strict|migrate] [--json]
+                                               what an upgrade does with every map
+exit status: 0 ok, 1 failed, 2 usage; diff: 3 when map entries would be lost
+`handover COMMAND --help` tells more about one command";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let result = match args.as_slice() {
-        ["btf", "dump", rest @ ..] => match parse_btf_dump(rest) {
-            Some((file, base)) => btf_dump(file, base),
-            None => return usage(),
-        },
-        ["diff", rest @ ..] => return cmd_diff::run(rest),
-        ["snapshot", rest @ ..] => return cmd_snapshot::run(rest),
-        ["inspect", obj] => handover::inspect::run(obj, false),
-        ["inspect", obj, "--json"] | ["inspect", "--json", obj] => {
-            handover::inspect::run(obj, true)
-        }
+    match args.as_slice() {
+        ["btf", rest @ ..] => cmd_btf::run(rest),
+        ["inspect", rest @ ..] => cmd_inspect::run(rest),
+        ["snapshot", rest @ ..] => cmd_snapshot::run(rest),
+        ["diff", rest @ ..] => cmd_diff::run(rest),
         ["-h" | "--help" | "help"] => {
             println!("{USAGE}");
-            return ExitCode::SUCCESS;
+            ExitCode::SUCCESS
         }
-        _ => return usage(),
-    };
+        _ => usage(USAGE),
+    }
+}
+
+/// Prints `usage` and exits 2.
+pub(crate) fn usage(usage: &str) -> ExitCode {
+    eprintln!("{usage}");
+    ExitCode::from(2)
+}
+
+/// Exits 0, or prints the failure of `command` and exits 1.
+pub(crate) fn finish(command: &str, result: Result<(), String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("handover: {message}");
+            eprintln!("handover {command}: {message}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn usage() -> ExitCode {
-    eprintln!("{USAGE}");
-    ExitCode::from(2)
-}
-
-/// `FILE [--base BASE_FILE]`, in either order.
-fn parse_btf_dump<'a>(args: &[&'a str]) -> Option<(&'a str, Option<&'a str>)> {
-    let (mut file, mut base) = (None, None);
-    let mut iter = args.iter();
-    while let Some(&arg) = iter.next() {
-        match arg {
-            "--base" if base.is_none() => base = Some(*iter.next()?),
-            _ if arg.starts_with('-') || file.is_some() => return None,
-            _ => file = Some(arg),
-        }
+/// An error and its sources, joined by `: `, so the cause (an errno, an offset) is
+/// never hidden behind the outer message.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
     }
-    Some((file?, base))
-}
-
-/// Prints every type of `file` (split on top of `base` if given) like
-/// `bpftool btf dump file FILE [base BASE]`.
-fn btf_dump(file: &str, base: Option<&str>) -> Result<(), String> {
-    let data = read(file)?;
-    let base_data = base
-        .map(|path| Ok::<_, String>((path, read(path)?)))
-        .transpose()?;
-    let btf = match &base_data {
-        Some((base_path, base_data)) => {
-            let base_btf = parse(base_path, base_data, None)?;
-            parse(file, &data, Some(base_btf))?
-        }
-        None => parse(file, &data, None)?,
-    };
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    write_raw_dump(&btf, &mut out).map_err(|e| match e {
-        DumpError::Btf(e) => format!("cannot dump BTF of {file}: {e}"),
-        DumpError::Io(e) => format!("cannot write the dump: {e}"),
-        e => format!("cannot dump BTF of {file}: {e}"),
-    })?;
-    out.flush()
-        .map_err(|e| format!("cannot write the dump: {e}"))
-}
-
-fn read(path: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))
-}
-
-/// Parses the BTF of `data` (a raw blob or an ELF object), split on `base` if given.
-fn parse<'a>(path: &str, data: &'a [u8], base: Option<Btf<'a>>) -> Result<Btf<'a>, String> {
-    let bytes = btf_bytes(data).map_err(|e| format!("cannot find BTF in {path}: {e}"))?;
-    match base {
-        Some(base) => Btf::parse_split(bytes, base),
-        None => Btf::parse(bytes),
-    }
-    .map_err(|e| format!("cannot parse BTF of {path}: {e}"))
+    s
 }

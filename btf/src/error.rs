@@ -168,7 +168,8 @@ impl fmt::Display for ErrorKind {
             ),
             Self::BadMagic { found } => write!(
                 f,
-                "bad BTF magic {:02x}{:02x}, expected 0xeb9f",
+                "bad BTF magic: first bytes {:02x} {:02x}, expected 9f eb (magic 0xeb9f \
+                 little-endian) or eb 9f (big-endian)",
                 found[0], found[1]
             ),
             Self::BadVersion { found } => {
