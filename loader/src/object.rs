@@ -157,6 +157,59 @@ impl<'data> Parser<'data, '_> {
             })
     }
 
+    /// How a relocation's symbol is named in errors: section symbols have no name of
+    /// their own, so they are named after their section.
+    fn sym_label(&self, sym: &SymInfo<'_>) -> String {
+        match sym.section {
+            Some(sec) if sym.kind == STT_SECTION.0 || sym.name.is_empty() => {
+                format!("section symbol of {}", self.sec_name(sec))
+            }
+            _ => sym.name.to_owned(),
+        }
+    }
+
+    /// The name of the type of variable `var` in DATASEC `section`, if the BTF says.
+    fn var_type_name(&self, section: &str, var: &str) -> Option<String> {
+        let btf = self.btf?;
+        let t = btf
+            .type_by_id(btf.id_by_name(section, Kind::Datasec)?)
+            .ok()?;
+        let Detail::Datasec(ds) = t.detail() else {
+            return None;
+        };
+        for v in ds.vars {
+            let vt = btf.type_by_id(v.ty).ok()?;
+            if vt.name().ok()? != var {
+                continue;
+            }
+            let Detail::Var(detail) = vt.detail() else {
+                return None;
+            };
+            return btf
+                .type_by_id(btf.resolve(detail.ty).ok()?)
+                .ok()?
+                .name()
+                .ok()
+                .map(str::to_owned);
+        }
+        None
+    }
+
+    /// The error for a reference to `name`, a symbol defined in no section: a kernel
+    /// extern (`__kconfig`, `__ksym`) this loader does not resolve, or a symbol another
+    /// object defines, which only a static link resolves.
+    fn extern_error(&self, name: &str) -> ObjectError {
+        match self.extern_kind(name) {
+            "extern" => ObjectError::UndefinedSymbol {
+                symbol: name.to_owned(),
+            },
+            kind => ObjectError::UnsupportedExtern {
+                symbol: name.to_owned(),
+                kind,
+            },
+        }
+    }
+
     fn extern_kind(&self, name: &str) -> &'static str {
         let Some(btf) = self.btf else { return "extern" };
         for sec in [".kconfig", ".ksyms"] {
@@ -473,9 +526,16 @@ impl<'data> Parser<'data, '_> {
                     .object_symbols(index)
                     .first()
                     .map_or_else(|| sec.name.to_owned(), |s| s.name.to_owned());
+                let ops = self
+                    .var_type_name(sec.name, &sym)
+                    .map_or_else(String::new, |t| format!(", struct {t}"));
                 return Err(ObjectError::map(
                     sym,
-                    format!("struct_ops maps (section {}) are not supported", sec.name),
+                    format!(
+                        "struct_ops maps (section {}{ops}) are not supported: this loader \
+                         does not match ops structs against the kernel's BTF",
+                        sec.name
+                    ),
                 ));
             } else if let Some(kind) = maps::data_kind(sec.name) {
                 if sec.size == 0 || self.is_exec(index) {
@@ -667,10 +727,7 @@ impl<'data> Parser<'data, '_> {
             let index =
                 u32::try_from(slot_off / 8).map_err(|_| err("slot index overflows".into()))?;
             let sym = self.symbol(r.symbol, maps_sec, r.offset)?;
-            let target_sec = sym.section.ok_or_else(|| ObjectError::UnsupportedExtern {
-                symbol: sym.name.to_owned(),
-                kind: self.extern_kind(sym.name),
-            })?;
+            let target_sec = sym.section.ok_or_else(|| self.extern_error(sym.name))?;
             let target = if target_sec == maps_sec {
                 let t = Self::site_at(sites, maps_sec, sym.value)
                     .ok_or_else(|| err(format!("symbol {} is not a map", sym.name)))?;
@@ -779,11 +836,21 @@ impl<'data> Parser<'data, '_> {
 
         let mut programs = Vec::new();
         for (fid, f) in funcs.iter().enumerate() {
-            let sec = self.sections.get(f.section).map_or("", |s| s.name);
-            if sec == ".text" {
+            let elf_sec = self.sections.get(f.section).map_or("", |s| s.name);
+            if elf_sec == ".text" {
                 continue;
             }
-            let (prog_type, attach_type, kind) = match options.program_types.get(sec) {
+            // A leading `?` (libbpf's `SEC("?xdp")`) only says the program is not loaded
+            // unless asked for; the rest of the name is classified as usual.
+            let (sec, autoload) = match elf_sec.strip_prefix('?') {
+                Some(rest) => (rest, false),
+                None => (elf_sec, true),
+            };
+            let (prog_type, attach_type, kind) = match options
+                .program_types
+                .get(elf_sec)
+                .or_else(|| options.program_types.get(sec))
+            {
                 Some(&(p, a)) => (p, a, section::classify(sec)),
                 None => {
                     let k = section::classify(sec).ok_or_else(|| ObjectError::UnknownSection {
@@ -798,6 +865,8 @@ impl<'data> Parser<'data, '_> {
             spec.attach_target = section::attach_target(sec).map(str::to_owned);
             spec.sleepable = kind.is_some_and(|k| k.sleepable);
             spec.xdp_frags = kind.is_some_and(|k| k.xdp_frags);
+            spec.section = sec.to_owned();
+            spec.autoload = autoload;
             programs.push(spec);
         }
         Ok(programs)
@@ -890,12 +959,12 @@ impl<'data> Parser<'data, '_> {
                         reason,
                     };
                     let Some(target_sec) = s.section else {
-                        return Err(ObjectError::UnsupportedExtern {
-                            symbol: s.name.to_owned(),
-                            kind: self.extern_kind(s.name),
-                        });
+                        return Err(self.extern_error(s.name));
                     };
-                    if wide && insn.src() != PSEUDO_FUNC && !self.is_exec(target_sec) {
+                    // clang emits a callback's address as a plain `ld_imm64` (src 0)
+                    // relocated against code; only the loader marks it BPF_PSEUDO_FUNC.
+                    let func_addr = wide && (insn.src() == PSEUDO_FUNC || self.is_exec(target_sec));
+                    if wide && !func_addr {
                         let addend = u64::try_from(i64::from(insn.imm))
                             .map_err(|_| rerr("negative addend".into()))?;
                         let offset = s
@@ -905,7 +974,7 @@ impl<'data> Parser<'data, '_> {
                         let site = Self::site_at(sites, target_sec, offset).ok_or_else(|| {
                             rerr(format!(
                                 "symbol {} in section {} is not a map or global data",
-                                s.name,
+                                self.sym_label(s),
                                 section_name_of(self, target_sec)
                             ))
                         })?;
@@ -943,9 +1012,12 @@ impl<'data> Parser<'data, '_> {
                                 target: RefTarget::Map { map },
                             });
                         }
-                    } else if (wide && insn.src() == PSEUDO_FUNC) || is_pseudo_call(&insn) {
+                    } else if func_addr || is_pseudo_call(&insn) {
                         if !self.is_exec(target_sec) {
-                            return Err(rerr(format!("call target {} is not code", s.name)));
+                            return Err(rerr(format!(
+                                "call target {} is not code",
+                                self.sym_label(s)
+                            )));
                         }
                         let target = if wide {
                             // Function address: the addend is a byte offset.
@@ -958,7 +1030,8 @@ impl<'data> Parser<'data, '_> {
                     } else {
                         return Err(rerr(format!(
                             "relocation against {} on instruction with opcode {:#04x} is not supported",
-                            s.name, insn.code
+                            self.sym_label(s),
+                            insn.code
                         )));
                     }
                 } else if is_pseudo_call(&insn) {
@@ -980,6 +1053,9 @@ impl<'data> Parser<'data, '_> {
                         .get_mut(pc)
                         .ok_or_else(|| prog_err("instruction index out of range".into()))?;
                     slot.imm = rel;
+                    if wide {
+                        *slot = Insn::new(slot.code, slot.dst(), PSEUDO_FUNC, slot.off, rel);
+                    }
                     let name = funcs.get(cfid).map_or("", |c| c.name).to_owned();
                     let target = if wide {
                         RefTarget::FuncAddr { function: name }
