@@ -39,6 +39,8 @@ variant() {
 for cpu in v1 v2 v3; do
     variant "subprogs.$cpu.o" subprogs.c -O2 -g -target bpf -mcpu="$cpu"
 done
+# Unoptimised: every local on the stack, no inlining.
+variant map_types_edge.O0.o map_types_edge.c -O0 -g -target bpf
 # Big-endian build of the call, callback and tail call fixture.
 variant subprogs.bpfeb.o subprogs.c -O2 -g -target bpfeb
 # No debug info at all, so no .BTF: legacy maps still parse, BTF-defined maps cannot.

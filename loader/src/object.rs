@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use handover_btf::{Btf, Detail, Endian, Kind};
 use object::elf::{
-    EM_BPF, FileHeader64, SHF_EXECINSTR, SHT_NOBITS, SHT_REL, SHT_RELA, SHT_SYMTAB, STT_FUNC,
-    STT_SECTION,
+    EM_BPF, FileHeader64, SHF_EXECINSTR, SHT_NOBITS, SHT_REL, SHT_RELA, SHT_SYMTAB, STB_LOCAL,
+    STT_FUNC, STT_SECTION,
 };
 use object::read::elf::{FileHeader, Rel, SectionHeader, Sym};
 use object::{Endianness, SectionIndex};
@@ -90,6 +90,7 @@ struct SymInfo<'data> {
     value: u64,
     size: u64,
     kind: u8,
+    bind: u8,
 }
 
 /// One relocation: offset in its target section and symbol index.
@@ -102,6 +103,7 @@ struct Reloc {
 /// A function: a code range of one executable section.
 struct Func<'data> {
     name: &'data str,
+    is_static: bool,
     section: usize,
     start: usize,
     len: usize,
@@ -328,6 +330,7 @@ impl<'data> Object<'data> {
                 value: sym.st_value(e),
                 size: sym.st_size(e),
                 kind: sym.st_type().0,
+                bind: sym.st_bind().0,
             });
         }
 
@@ -821,6 +824,7 @@ impl<'data> Parser<'data, '_> {
                 }
                 funcs.push(Func {
                     name: s.name,
+                    is_static: s.bind == STB_LOCAL.0,
                     section: index,
                     start: usize::try_from(start).unwrap_or(usize::MAX),
                     len: usize::try_from(len).unwrap_or(usize::MAX),
@@ -839,6 +843,18 @@ impl<'data> Parser<'data, '_> {
             let elf_sec = self.sections.get(f.section).map_or("", |s| s.name);
             if elf_sec == ".text" {
                 continue;
+            }
+            // Every function of a program section is an entry point, which libbpf only
+            // accepts from global functions.
+            if f.is_static {
+                return Err(ObjectError::Program {
+                    program: f.name.to_owned(),
+                    section: elf_sec.to_owned(),
+                    reason: "static function in a program section: entry points must be \
+                             global (drop `static`), or move the function to .text (no \
+                             SEC()) to call it as a subprogram"
+                        .into(),
+                });
             }
             // A leading `?` (libbpf's `SEC("?xdp")`) only says the program is not loaded
             // unless asked for; the rest of the name is classified as usual.

@@ -58,6 +58,11 @@ const NOT_LOADED: &[(&str, &str)] = &[
         "legacy_maps.o built with -g0, same reason",
     ),
     (
+        "map_types_edge.O0.o",
+        "built with -O0, clang calls helpers through pointers kept in .data (callx, opcode \
+         0x8d), which the verifier rejects; parsing it is the point",
+    ),
+    (
         "sections.o",
         "defines no maps; libbpf 1.1 (bpftool's) predates the tc/ingress, tc/egress and netfilter section names",
     ),

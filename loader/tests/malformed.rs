@@ -289,3 +289,31 @@ fn every_single_byte_change_and_truncation_is_survived() {
         }
     }
 }
+
+#[test]
+fn static_function_in_a_program_section_is_refused_like_libbpf() {
+    // programs/sections.c with xdp_multi_buffer's binding turned from GLOBAL to LOCAL, as
+    // `static` would have made it: it was taken as an entry program, which libbpf refuses.
+    const ST_INFO: usize = 4;
+    let mut data = fixture("sections");
+    let at = symbol_entry(&data, "xdp_multi_buffer") + ST_INFO;
+    assert_eq!(data[at], 0x12, "GLOBAL FUNC");
+    data[at] = 0x02;
+    match parse_err(&data) {
+        ObjectError::Program {
+            program,
+            section,
+            reason,
+        } => {
+            assert_eq!(
+                (program.as_str(), section.as_str()),
+                ("xdp_multi_buffer", "xdp.frags")
+            );
+            assert!(
+                reason.contains("static function in a program section"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a static entry point error, got {other}"),
+    }
+}

@@ -749,6 +749,30 @@ fn compiler_variants_give_the_same_specs() {
             assert_eq!(shape(&obj), want, "{v} against {base}");
         }
     }
+    // programs/map_types_edge.c at -O0: the same BTF-defined maps, plus a .data map
+    // holding the helper pointers clang calls through when it does not optimise.
+    let o2 = common::read(&common::fixture("map_types_edge"));
+    let o0 = common::read(&common::fixture("map_types_edge.O0"));
+    let (o2, o0) = (Object::parse(&o2).unwrap(), Object::parse(&o0).unwrap());
+    let btf_maps = |o: &Object<'_>| -> Vec<MapSpecShape> {
+        shape(o)
+            .0
+            .into_iter()
+            .filter(|m| !m.0.starts_with('.'))
+            .collect()
+    };
+    let mut a = btf_maps(&o2);
+    let mut b = btf_maps(&o0);
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    assert!(o2.map(".data").is_none());
+    assert_eq!(
+        o0.map(".data").unwrap().origin,
+        MapOrigin::GlobalData {
+            section: ".data".into()
+        }
+    );
     let be = common::read(&common::fixture("subprogs.bpfeb"));
     assert_eq!(
         Object::parse(&be).unwrap().endian(),
