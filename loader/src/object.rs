@@ -736,6 +736,19 @@ impl<'data> Parser<'data, '_> {
                     .ok_or_else(|| err(format!("symbol {} is not a map", sym.name)))?;
                 SlotTarget::Map(maps.get(t.map).map(|m| m.name.clone()).unwrap_or_default())
             } else if self.is_exec(target_sec) && sym.kind == STT_FUNC.0 {
+                // Only entry programs have an fd to store; functions in .text are
+                // subprograms, copied into the programs that call them.
+                if self
+                    .sections
+                    .get(target_sec)
+                    .is_some_and(|s| s.name == ".text")
+                {
+                    return Err(err(format!(
+                        "slot {index} holds {}, a function in .text, which is a subprogram \
+                         and not a program: put it in a program section with SEC(...)",
+                        sym.name
+                    )));
+                }
                 SlotTarget::Program(sym.name.to_owned())
             } else {
                 return Err(err(format!(

@@ -317,3 +317,39 @@ fn static_function_in_a_program_section_is_refused_like_libbpf() {
         other => panic!("expected a static entry point error, got {other}"),
     }
 }
+
+#[test]
+fn prog_array_slot_holding_a_text_subprogram_is_refused() {
+    // programs/subprogs.c with jump_table_init's slot 1 pointed at count_packet, a global
+    // function in .text, instead of the program xdp_second: it was reported as a slot
+    // holding "program count_packet", a program that does not exist.
+    const REL_SIZE: usize = 16;
+    const R_INFO: usize = 8;
+    let mut data = fixture("subprogs");
+    let file = object::File::parse(&*data).unwrap();
+    let index = |name: &str| u64::try_from(file.symbol_by_name(name).unwrap().index().0).unwrap();
+    let (from, to) = (index("xdp_second"), index("count_packet"));
+    drop(file);
+    let (rel, len) = common::section_range(&data, ".rel.maps");
+    let mut patched = 0;
+    for at in (rel..rel + len).step_by(REL_SIZE) {
+        let info = u64::from_le_bytes(data[at + R_INFO..at + R_INFO + 8].try_into().unwrap());
+        if info >> 32 == from {
+            put_u64(&mut data, at + R_INFO, (to << 32) | (info & 0xffff_ffff));
+            patched += 1;
+        }
+    }
+    assert_eq!(patched, 1);
+    match parse_err(&data) {
+        ObjectError::Relocation {
+            section, reason, ..
+        } => {
+            assert_eq!(section, ".maps");
+            assert!(
+                reason.contains("count_packet") && reason.contains("not a program"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a .maps relocation error, got {other}"),
+    }
+}
