@@ -41,6 +41,8 @@ for cpu in v1 v2 v3; do
 done
 # Unoptimised: every local on the stack, no inlining.
 variant map_types_edge.O0.o map_types_edge.c -O0 -g -target bpf
+# One section per function: subprograms in .text.NAME instead of .text.
+variant subprogs.fsections.o subprogs.c -O2 -g -target bpf -ffunction-sections
 # Big-endian build of the call, callback and tail call fixture.
 variant subprogs.bpfeb.o subprogs.c -O2 -g -target bpfeb
 # No debug info at all, so no .BTF: legacy maps still parse, BTF-defined maps cannot.

@@ -741,12 +741,13 @@ impl<'data> Parser<'data, '_> {
                 if self
                     .sections
                     .get(target_sec)
-                    .is_some_and(|s| s.name == ".text")
+                    .is_some_and(|s| is_text(s.name))
                 {
                     return Err(err(format!(
-                        "slot {index} holds {}, a function in .text, which is a subprogram \
+                        "slot {index} holds {}, a function in {}, which is a subprogram \
                          and not a program: put it in a program section with SEC(...)",
-                        sym.name
+                        sym.name,
+                        self.sec_name(target_sec)
                     )));
                 }
                 SlotTarget::Program(sym.name.to_owned())
@@ -813,7 +814,7 @@ impl<'data> Parser<'data, '_> {
                 .filter(|s| s.section == Some(index) && s.kind == STT_FUNC.0)
                 .collect();
             syms.sort_by_key(|s| s.value);
-            if syms.is_empty() && sec.name != ".text" {
+            if syms.is_empty() && !is_text(sec.name) {
                 return Err(ObjectError::section(
                     sec.name,
                     "code section without function symbols",
@@ -854,7 +855,7 @@ impl<'data> Parser<'data, '_> {
         let mut programs = Vec::new();
         for (fid, f) in funcs.iter().enumerate() {
             let elf_sec = self.sections.get(f.section).map_or("", |s| s.name);
-            if elf_sec == ".text" {
+            if is_text(elf_sec) {
                 continue;
             }
             // Every function of a program section is an entry point, which libbpf only
@@ -1140,6 +1141,12 @@ impl<'data> Parser<'data, '_> {
         spec.insns = image;
         Ok(spec)
     }
+}
+
+/// Whether an executable section holds subprograms rather than programs: `.text`, and
+/// the `.text.NAME` sections `-ffunction-sections` gives each function.
+fn is_text(section: &str) -> bool {
+    section == ".text" || section.starts_with(".text.")
 }
 
 fn section_name_of(p: &Parser<'_, '_>, index: usize) -> String {

@@ -48,6 +48,11 @@ const AYA_REJECTS: &[(&str, &str, &str)] = &[
         "big-endian BTF, as for big_endian.bpfeb.o",
     ),
     (
+        "subprogs.fsections.o",
+        "UnexpectedBtfType",
+        "subprogs.o built with -ffunction-sections",
+    ),
+    (
         "subprogs.o",
         "UnexpectedBtfType",
         "`__array(values, int (void *))` prog arrays, as for map_in_map.o",

@@ -75,6 +75,12 @@ const NOT_LOADED: &[(&str, &str)] = &[
         "BTF-defined maps without .BTF, which this loader and libbpf both reject",
     ),
     (
+        "subprogs.fsections.o",
+        "built with -ffunction-sections: libbpf takes the functions in .text.NAME sections for \
+         programs and refuses the static ones, where this loader reads .text.NAME as .text; \
+         subprogs.o is its twin",
+    ),
+    (
         "subprogs.bpfeb.o",
         "big-endian object; this kernel is little-endian (subprogs.o is its twin)",
     ),
