@@ -1051,7 +1051,15 @@ impl<'data> Parser<'data, '_> {
                         }
                         let target = if wide {
                             // Function address: the addend is a byte offset.
-                            (s.value.wrapping_add_signed(i64::from(insn.imm))) / INSN_SIZE as u64
+                            let byte = s.value.wrapping_add_signed(i64::from(insn.imm));
+                            if byte % INSN_SIZE as u64 != 0 {
+                                return Err(rerr(format!(
+                                    "address of {} + {} is not at an instruction boundary",
+                                    self.sym_label(s),
+                                    insn.imm
+                                )));
+                            }
+                            byte / INSN_SIZE as u64
                         } else {
                             (s.value / INSN_SIZE as u64)
                                 .wrapping_add_signed(i64::from(insn.imm) + 1)

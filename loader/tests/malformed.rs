@@ -353,3 +353,43 @@ fn prog_array_slot_holding_a_text_subprogram_is_refused() {
         other => panic!("expected a .maps relocation error, got {other}"),
     }
 }
+
+#[test]
+fn callback_address_between_instructions_is_refused() {
+    // programs/subprogs.c: the ld_imm64 loading loop_step's address (relocated against
+    // the .text section symbol, byte offset in imm) moved by 4 bytes, into the middle of
+    // an instruction: it was rounded down to the instruction holding it.
+    use object::{ObjectSection as _, RelocationTarget, SymbolKind};
+    let mut data = fixture("subprogs");
+    let file = object::File::parse(&*data).unwrap();
+    let xdp = file.section_by_name("xdp").unwrap();
+    let (code_at, _) = common::section_range(&data, "xdp");
+    let mut sites = Vec::new();
+    for (offset, rel) in xdp.relocations() {
+        let RelocationTarget::Symbol(si) = rel.target() else {
+            continue;
+        };
+        let sym = file.symbol_by_index(si).unwrap();
+        let at = code_at + usize::try_from(offset).unwrap();
+        if sym.kind() == SymbolKind::Section && data[at] == 0x18 {
+            sites.push(at);
+        }
+    }
+    drop(file);
+    assert_eq!(sites.len(), 2, "loop_step and sum_entry addresses");
+    let imm = sites[0] + 4;
+    let v = u32::from_le_bytes(data[imm..imm + 4].try_into().unwrap()) + 4;
+    data[imm..imm + 4].copy_from_slice(&v.to_le_bytes());
+    match parse_err(&data) {
+        ObjectError::Relocation {
+            section, reason, ..
+        } => {
+            assert_eq!(section, "xdp");
+            assert!(
+                reason.contains("not at an instruction boundary"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a relocation error, got {other}"),
+    }
+}

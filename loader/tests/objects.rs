@@ -1249,3 +1249,30 @@ fn struct_ops_map_is_refused_naming_map_section_and_type() {
         other => panic!("expected a struct_ops map error, got {other:?}"),
     }
 }
+
+#[test]
+fn function_sections_hold_subprograms_not_programs() {
+    // programs/subprogs.c built with -ffunction-sections: each subprogram in its own
+    // .text.NAME section was taken for a program whose section names no type.
+    let data = common::read(&common::fixture("subprogs.fsections"));
+    let obj = Object::parse(&data).unwrap();
+    let names: Vec<&str> = obj.programs().iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["xdp_first", "xdp_second", "xdp_third", "xdp_dispatch"]
+    );
+    assert_eq!(
+        placed(&obj, "xdp_second"),
+        ["xdp_second", "loop_step", "count_packet", "add_bytes"]
+    );
+    // func_info and line_info of subprograms come from their own .text.NAME sections.
+    let p = obj.program("xdp_second").unwrap();
+    assert_eq!(p.func_info.len(), 4);
+    for f in &p.functions {
+        assert!(
+            p.line_info.iter().any(|l| l.insn as usize == f.start),
+            "{} has no line info at its start",
+            f.name
+        );
+    }
+}
