@@ -273,7 +273,15 @@ fn survives(data: &[u8]) {
 
 #[test]
 fn every_single_byte_change_and_truncation_is_survived() {
-    for name in ["sockops", "global_data", "legacy_maps"] {
+    // subprogs (callbacks, tail call slots) and linked (bpftool gen object output) from
+    // programs/subprogs.c and programs/link/linked_{a,b}.c.
+    for name in [
+        "sockops",
+        "global_data",
+        "legacy_maps",
+        "subprogs",
+        "linked",
+    ] {
         let original = fixture(name);
         let mut data = original.clone();
         for i in 0..data.len() {
