@@ -1076,6 +1076,11 @@ impl<'data> Parser<'data, '_> {
                     let target =
                         ((f.start + j) as u64).wrapping_add_signed(i64::from(insn.imm) + 1);
                     callee = Some((f.section, target));
+                } else if wide && insn.src() == PSEUDO_FUNC {
+                    // Only a relocation says which function an address load means.
+                    return Err(prog_err(format!(
+                        "function address load (BPF_PSEUDO_FUNC) at instruction {pc} has no relocation"
+                    )));
                 }
                 if let Some((csec, cinsn)) = callee {
                     let cfid = find_func(csec, cinsn).ok_or_else(|| {

@@ -401,3 +401,45 @@ fn callback_address_between_instructions_is_refused() {
         other => panic!("expected a relocation error, got {other}"),
     }
 }
+
+#[test]
+fn function_address_load_without_relocation_is_refused() {
+    // programs/subprogs.c: the ld_imm64 of loop_step's address marked BPF_PSEUDO_FUNC and
+    // its relocation moved to the next instruction. Its immediate, a section offset,
+    // was left in place as if it were already resolved.
+    use object::{ObjectSection as _, RelocationTarget, SymbolKind};
+    const REL_SIZE: usize = 16;
+    let mut data = fixture("subprogs");
+    let file = object::File::parse(&*data).unwrap();
+    let xdp = file.section_by_name("xdp").unwrap();
+    let (code_at, _) = common::section_range(&data, "xdp");
+    let offset = xdp
+        .relocations()
+        .find_map(|(offset, rel)| {
+            let RelocationTarget::Symbol(si) = rel.target() else {
+                return None;
+            };
+            let at = code_at + usize::try_from(offset).unwrap();
+            (file.symbol_by_index(si).unwrap().kind() == SymbolKind::Section && data[at] == 0x18)
+                .then_some(offset)
+        })
+        .unwrap();
+    drop(file);
+    let at = code_at + usize::try_from(offset).unwrap();
+    data[at + 1] = (4 << 4) | (data[at + 1] & 0x0f); // src_reg = BPF_PSEUDO_FUNC
+    let (rel, len) = common::section_range(&data, ".relxdp");
+    let entry = (rel..rel + len)
+        .step_by(REL_SIZE)
+        .find(|&e| u64::from_le_bytes(data[e..e + 8].try_into().unwrap()) == offset)
+        .unwrap();
+    put_u64(&mut data, entry, offset + 16);
+    match parse_err(&data) {
+        ObjectError::Program {
+            section, reason, ..
+        } => {
+            assert_eq!(section, "xdp");
+            assert!(reason.contains("has no relocation"), "{reason}");
+        }
+        other => panic!("expected a program error, got {other}"),
+    }
+}
