@@ -50,6 +50,10 @@ const NOT_LOADED: &[(&str, &str)] = &[
         "its fentry program needs tracing privileges some kernels refuse (lockdown); the map types it uses are covered by the others",
     ),
     (
+        "core_kinds.o",
+        "defines no maps; its CO-RE relocations name fields and an enum the kernel lacks on purpose",
+    ),
+    (
         "bss_named.o",
         "libbpf 1.1 (bpftool's) predates .bss.NAME sections; newer libbpf maps them like .data.NAME",
     ),

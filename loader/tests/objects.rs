@@ -1276,3 +1276,78 @@ fn function_sections_hold_subprograms_not_programs() {
         );
     }
 }
+
+#[test]
+fn every_core_relocation_kind_and_one_in_a_subprogram() {
+    // programs/core_kinds.c
+    let data = common::read(&common::fixture("core_kinds"));
+    let obj = Object::parse(&data).unwrap();
+    let btf = obj.btf().unwrap();
+    let p = obj.program("core_all").unwrap();
+    let kinds: std::collections::BTreeSet<&str> =
+        p.core_relocations.iter().map(|c| c.kind_name()).collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        [
+            "enumval_exists",
+            "enumval_value",
+            "field_byte_offset",
+            "field_byte_size",
+            "field_exists",
+            "field_lshift_u64",
+            "field_rshift_u64",
+            "field_signed",
+            "type_exists",
+            "type_id_local",
+            "type_id_target",
+            "type_size",
+        ]
+    );
+    let named = |c: &handover_loader::CoreRelocation| -> (String, String, &'static str) {
+        (
+            btf.type_by_id(c.type_id)
+                .unwrap()
+                .name()
+                .unwrap()
+                .to_owned(),
+            c.access.clone(),
+            c.kind_name(),
+        )
+    };
+    // The relocation of read_pid (BPF_CORE_READ(t, pid): member 0) moved with it: the
+    // last record, inside the appended subprogram.
+    let sub = &p.functions[1];
+    assert_eq!(sub.name, "read_pid");
+    let last = p.core_relocations.last().unwrap();
+    assert!((sub.start..sub.start + sub.len).contains(&(last.insn as usize)));
+    assert_eq!(
+        named(last),
+        ("task_struct".into(), "0:0".into(), "field_byte_offset")
+    );
+    // Enum value relocations name the enumerator by index: EDGE_BUSY is 1, EDGE_IDLE 0.
+    let enums: Vec<_> = p
+        .core_relocations
+        .iter()
+        .filter(|c| c.kind_name().starts_with("enumval"))
+        .map(named)
+        .collect();
+    assert_eq!(
+        enums,
+        [
+            ("edge_state".into(), "1".into(), "enumval_exists"),
+            ("edge_state".into(), "0".into(), "enumval_value")
+        ]
+    );
+    assert!(
+        p.core_relocations
+            .iter()
+            .map(named)
+            .any(|n| n == ("sized_t".into(), "0".into(), "type_size")),
+        "typedef root"
+    );
+    assert!(
+        p.core_relocations
+            .windows(2)
+            .all(|w| w[0].insn <= w[1].insn)
+    );
+}
