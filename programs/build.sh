@@ -26,3 +26,39 @@ for src in diff/*.c; do
             -I/usr/include/x86_64-linux-gnu -c "$src" -o "$out"
     fi
 done
+# Variants of the sources above, for object shapes a compiler or linker produces from the
+# same code: programs/build/NAME.VARIANT.o.
+variant() {
+    local out="build/$1" src="$2"
+    shift 2
+    if [ ! -e "$out" ] || [ "$src" -nt "$out" ]; then
+        clang "$@" -Wall -Werror -I/usr/include/x86_64-linux-gnu -I. -c "$src" -o "$out"
+    fi
+}
+# Instruction set versions (clang 14 knows v1 to v3).
+for cpu in v1 v2 v3; do
+    variant "subprogs.$cpu.o" subprogs.c -O2 -g -target bpf -mcpu="$cpu"
+done
+# Unoptimised: every local on the stack, no inlining.
+variant map_types_edge.O0.o map_types_edge.c -O0 -g -target bpf
+# One section per function: subprograms in .text.NAME instead of .text.
+variant subprogs.fsections.o subprogs.c -O2 -g -target bpf -ffunction-sections
+# Big-endian build of the call, callback and tail call fixture.
+variant subprogs.bpfeb.o subprogs.c -O2 -g -target bpfeb
+# No debug info at all, so no .BTF: legacy maps still parse, BTF-defined maps cannot.
+variant legacy_maps.g0.o legacy_maps.c -O2 -g0 -target bpf
+variant subprogs.g0.o subprogs.c -O2 -g0 -target bpf
+# BTF kept, DWARF removed.
+if [ ! -e build/data_sections.stripped.o ] || [ data_sections.c -nt build/data_sections.stripped.o ]; then
+    variant data_sections.stripped.o data_sections.c -O2 -g -target bpf
+    llvm-strip -g build/data_sections.stripped.o
+fi
+# Statically linked object: programs/link/linked_{a,b}.c -> programs/build/link/linked_{a,b}.o
+# (each with an unresolved extern) -> programs/build/linked.o (bpftool gen object).
+mkdir -p build/link
+for half in a b; do
+    variant "link/linked_$half.o" "link/linked_$half.c" -O2 -g -target bpf
+done
+if [ ! -e build/linked.o ] || [ build/link/linked_a.o -nt build/linked.o ] || [ build/link/linked_b.o -nt build/linked.o ]; then
+    bpftool gen object build/linked.o build/link/linked_a.o build/link/linked_b.o
+fi

@@ -120,6 +120,10 @@ pub struct ProgramReport {
     pub attach_target: Option<String>,
     /// Sleepable program.
     pub sleepable: bool,
+    /// Accepts multi-buffer XDP packets (`xdp.frags`).
+    pub xdp_frags: bool,
+    /// Loaded with the object by default (`false` for `SEC("?...")`).
+    pub autoload: bool,
     /// Instruction count, subprograms included.
     pub insn_count: usize,
     /// Functions making up the instructions.
@@ -241,6 +245,8 @@ fn program_report(btf: Option<&Btf<'_>>, p: &ProgramSpec) -> ProgramReport {
         attach_type: p.attach_type_name(),
         attach_target: p.attach_target.clone(),
         sleepable: p.sleepable,
+        xdp_frags: p.xdp_frags,
+        autoload: p.autoload,
         insn_count: p.insns.len(),
         functions: p
             .functions
@@ -380,6 +386,17 @@ pub fn render(name: &str, r: &Report) -> String {
         );
         if let Some(t) = &p.attach_target {
             let _ = writeln!(out, "    attach target {t}");
+        }
+        let flags: Vec<&str> = [
+            (p.sleepable, "sleepable"),
+            (p.xdp_frags, "xdp frags"),
+            (!p.autoload, "not loaded by default"),
+        ]
+        .into_iter()
+        .filter_map(|(on, what)| on.then_some(what))
+        .collect();
+        if !flags.is_empty() {
+            let _ = writeln!(out, "    {}", flags.join(", "));
         }
         let funcs: Vec<String> = p
             .functions

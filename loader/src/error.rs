@@ -67,6 +67,15 @@ pub enum ObjectError {
         /// Where it comes from (`.kconfig`, `.ksyms`, or `extern`).
         kind: &'static str,
     },
+    /// The object refers to a symbol it declares `extern` but does not define, and that
+    /// is neither a `__kconfig` nor a `__ksym` extern: it lives in another object.
+    #[error(
+        "symbol {symbol} is declared extern and defined in no section of this object: link it with the object that defines it first (bpftool gen object OUT.o A.o B.o)"
+    )]
+    UndefinedSymbol {
+        /// The symbol's name.
+        symbol: String,
+    },
     /// A map definition is invalid.
     #[error("map {map}: {reason}")]
     Map {

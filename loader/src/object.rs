@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use handover_btf::{Btf, Detail, Endian, Kind};
 use object::elf::{
-    EM_BPF, FileHeader64, SHF_EXECINSTR, SHT_NOBITS, SHT_REL, SHT_RELA, SHT_SYMTAB, STT_FUNC,
-    STT_SECTION,
+    EM_BPF, FileHeader64, SHF_EXECINSTR, SHT_NOBITS, SHT_REL, SHT_RELA, SHT_SYMTAB, STB_LOCAL,
+    STT_FUNC, STT_SECTION,
 };
 use object::read::elf::{FileHeader, Rel, SectionHeader, Sym};
 use object::{Endianness, SectionIndex};
@@ -111,6 +111,7 @@ struct SymInfo<'data> {
     size: u64,
     kind: u8,
     visibility: u8,
+    bind: u8,
 }
 
 /// One relocation: offset in its target section and symbol index.
@@ -123,6 +124,7 @@ struct Reloc {
 /// A function: a code range of one executable section.
 struct Func<'data> {
     name: &'data str,
+    is_static: bool,
     section: usize,
     start: usize,
     len: usize,
@@ -176,6 +178,59 @@ impl<'data> Parser<'data, '_> {
                     self.symbols.len()
                 ),
             })
+    }
+
+    /// How a relocation's symbol is named in errors: section symbols have no name of
+    /// their own, so they are named after their section.
+    fn sym_label(&self, sym: &SymInfo<'_>) -> String {
+        match sym.section {
+            Some(sec) if sym.kind == STT_SECTION.0 || sym.name.is_empty() => {
+                format!("section symbol of {}", self.sec_name(sec))
+            }
+            _ => sym.name.to_owned(),
+        }
+    }
+
+    /// The name of the type of variable `var` in DATASEC `section`, if the BTF says.
+    fn var_type_name(&self, section: &str, var: &str) -> Option<String> {
+        let btf = self.btf?;
+        let t = btf
+            .type_by_id(btf.id_by_name(section, Kind::Datasec)?)
+            .ok()?;
+        let Detail::Datasec(ds) = t.detail() else {
+            return None;
+        };
+        for v in ds.vars {
+            let vt = btf.type_by_id(v.ty).ok()?;
+            if vt.name().ok()? != var {
+                continue;
+            }
+            let Detail::Var(detail) = vt.detail() else {
+                return None;
+            };
+            return btf
+                .type_by_id(btf.resolve(detail.ty).ok()?)
+                .ok()?
+                .name()
+                .ok()
+                .map(str::to_owned);
+        }
+        None
+    }
+
+    /// The error for a reference to `name`, a symbol defined in no section: a kernel
+    /// extern (`__kconfig`, `__ksym`) this loader does not resolve, or a symbol another
+    /// object defines, which only a static link resolves.
+    fn extern_error(&self, name: &str) -> ObjectError {
+        match self.extern_kind(name) {
+            "extern" => ObjectError::UndefinedSymbol {
+                symbol: name.to_owned(),
+            },
+            kind => ObjectError::UnsupportedExtern {
+                symbol: name.to_owned(),
+                kind,
+            },
+        }
     }
 
     fn extern_kind(&self, name: &str) -> &'static str {
@@ -297,6 +352,7 @@ impl<'data> Object<'data> {
                 size: sym.st_size(e),
                 kind: sym.st_type().0,
                 visibility: sym.st_other().0 & 0x3,
+                bind: sym.st_bind().0,
             });
         }
 
@@ -532,9 +588,16 @@ impl<'data> Parser<'data, '_> {
                     .object_symbols(index)
                     .first()
                     .map_or_else(|| sec.name.to_owned(), |s| s.name.to_owned());
+                let ops = self
+                    .var_type_name(sec.name, &sym)
+                    .map_or_else(String::new, |t| format!(", struct {t}"));
                 return Err(ObjectError::map(
                     sym,
-                    format!("struct_ops maps (section {}) are not supported", sec.name),
+                    format!(
+                        "struct_ops maps (section {}{ops}) are not supported: this loader \
+                         does not match ops structs against the kernel's BTF",
+                        sec.name
+                    ),
                 ));
             } else if let Some(kind) = maps::data_kind(sec.name) {
                 if sec.size == 0 || self.is_exec(index) {
@@ -726,15 +789,26 @@ impl<'data> Parser<'data, '_> {
             let index =
                 u32::try_from(slot_off / 8).map_err(|_| err("slot index overflows".into()))?;
             let sym = self.symbol(r.symbol, maps_sec, r.offset)?;
-            let target_sec = sym.section.ok_or_else(|| ObjectError::UnsupportedExtern {
-                symbol: sym.name.to_owned(),
-                kind: self.extern_kind(sym.name),
-            })?;
+            let target_sec = sym.section.ok_or_else(|| self.extern_error(sym.name))?;
             let target = if target_sec == maps_sec {
                 let t = Self::site_at(sites, maps_sec, sym.value)
                     .ok_or_else(|| err(format!("symbol {} is not a map", sym.name)))?;
                 SlotTarget::Map(maps.get(t.map).map(|m| m.name.clone()).unwrap_or_default())
             } else if self.is_exec(target_sec) && sym.kind == STT_FUNC.0 {
+                // Only entry programs have an fd to store; functions in .text are
+                // subprograms, copied into the programs that call them.
+                if self
+                    .sections
+                    .get(target_sec)
+                    .is_some_and(|s| is_text(s.name))
+                {
+                    return Err(err(format!(
+                        "slot {index} holds {}, a function in {}, which is a subprogram \
+                         and not a program: put it in a program section with SEC(...)",
+                        sym.name,
+                        self.sec_name(target_sec)
+                    )));
+                }
                 SlotTarget::Program(sym.name.to_owned())
             } else {
                 return Err(err(format!(
@@ -799,7 +873,7 @@ impl<'data> Parser<'data, '_> {
                 .filter(|s| s.section == Some(index) && s.kind == STT_FUNC.0)
                 .collect();
             syms.sort_by_key(|s| s.value);
-            if syms.is_empty() && sec.name != ".text" {
+            if syms.is_empty() && !is_text(sec.name) {
                 return Err(ObjectError::section(
                     sec.name,
                     "code section without function symbols",
@@ -823,6 +897,7 @@ impl<'data> Parser<'data, '_> {
                 }
                 funcs.push(Func {
                     name: s.name,
+                    is_static: s.bind == STB_LOCAL.0,
                     section: index,
                     start: usize::try_from(start).unwrap_or(usize::MAX),
                     len: usize::try_from(len).unwrap_or(usize::MAX),
@@ -838,11 +913,33 @@ impl<'data> Parser<'data, '_> {
 
         let mut programs = Vec::new();
         for (fid, f) in funcs.iter().enumerate() {
-            let sec = self.sections.get(f.section).map_or("", |s| s.name);
-            if sec == ".text" {
+            let elf_sec = self.sections.get(f.section).map_or("", |s| s.name);
+            if is_text(elf_sec) {
                 continue;
             }
-            let (prog_type, attach_type, kind) = match options.program_types.get(sec) {
+            // Every function of a program section is an entry point, which libbpf only
+            // accepts from global functions.
+            if f.is_static {
+                return Err(ObjectError::Program {
+                    program: f.name.to_owned(),
+                    section: elf_sec.to_owned(),
+                    reason: "static function in a program section: entry points must be \
+                             global (drop `static`), or move the function to .text (no \
+                             SEC()) to call it as a subprogram"
+                        .into(),
+                });
+            }
+            // A leading `?` (libbpf's `SEC("?xdp")`) only says the program is not loaded
+            // unless asked for; the rest of the name is classified as usual.
+            let (sec, autoload) = match elf_sec.strip_prefix('?') {
+                Some(rest) => (rest, false),
+                None => (elf_sec, true),
+            };
+            let (prog_type, attach_type, kind) = match options
+                .program_types
+                .get(elf_sec)
+                .or_else(|| options.program_types.get(sec))
+            {
                 Some(&(p, a)) => (p, a, section::classify(sec)),
                 None => {
                     let k = section::classify(sec).ok_or_else(|| ObjectError::UnknownSection {
@@ -857,6 +954,8 @@ impl<'data> Parser<'data, '_> {
             spec.attach_target = section::attach_target(sec).map(str::to_owned);
             spec.sleepable = kind.is_some_and(|k| k.sleepable);
             spec.xdp_frags = kind.is_some_and(|k| k.xdp_frags);
+            spec.section = sec.to_owned();
+            spec.autoload = autoload;
             programs.push(spec);
         }
         Ok(programs)
@@ -949,12 +1048,12 @@ impl<'data> Parser<'data, '_> {
                         reason,
                     };
                     let Some(target_sec) = s.section else {
-                        return Err(ObjectError::UnsupportedExtern {
-                            symbol: s.name.to_owned(),
-                            kind: self.extern_kind(s.name),
-                        });
+                        return Err(self.extern_error(s.name));
                     };
-                    if wide && insn.src() != PSEUDO_FUNC && !self.is_exec(target_sec) {
+                    // clang emits a callback's address as a plain `ld_imm64` (src 0)
+                    // relocated against code; only the loader marks it BPF_PSEUDO_FUNC.
+                    let func_addr = wide && (insn.src() == PSEUDO_FUNC || self.is_exec(target_sec));
+                    if wide && !func_addr {
                         let addend = u64::try_from(i64::from(insn.imm))
                             .map_err(|_| rerr("negative addend".into()))?;
                         let offset = s
@@ -964,7 +1063,7 @@ impl<'data> Parser<'data, '_> {
                         let site = Self::site_at(sites, target_sec, offset).ok_or_else(|| {
                             rerr(format!(
                                 "symbol {} in section {} is not a map or global data",
-                                s.name,
+                                self.sym_label(s),
                                 section_name_of(self, target_sec)
                             ))
                         })?;
@@ -1002,13 +1101,24 @@ impl<'data> Parser<'data, '_> {
                                 target: RefTarget::Map { map },
                             });
                         }
-                    } else if (wide && insn.src() == PSEUDO_FUNC) || is_pseudo_call(&insn) {
+                    } else if func_addr || is_pseudo_call(&insn) {
                         if !self.is_exec(target_sec) {
-                            return Err(rerr(format!("call target {} is not code", s.name)));
+                            return Err(rerr(format!(
+                                "call target {} is not code",
+                                self.sym_label(s)
+                            )));
                         }
                         let target = if wide {
                             // Function address: the addend is a byte offset.
-                            (s.value.wrapping_add_signed(i64::from(insn.imm))) / INSN_SIZE as u64
+                            let byte = s.value.wrapping_add_signed(i64::from(insn.imm));
+                            if byte % INSN_SIZE as u64 != 0 {
+                                return Err(rerr(format!(
+                                    "address of {} + {} is not at an instruction boundary",
+                                    self.sym_label(s),
+                                    insn.imm
+                                )));
+                            }
+                            byte / INSN_SIZE as u64
                         } else {
                             (s.value / INSN_SIZE as u64)
                                 .wrapping_add_signed(i64::from(insn.imm) + 1)
@@ -1017,13 +1127,19 @@ impl<'data> Parser<'data, '_> {
                     } else {
                         return Err(rerr(format!(
                             "relocation against {} on instruction with opcode {:#04x} is not supported",
-                            s.name, insn.code
+                            self.sym_label(s),
+                            insn.code
                         )));
                     }
                 } else if is_pseudo_call(&insn) {
                     let target =
                         ((f.start + j) as u64).wrapping_add_signed(i64::from(insn.imm) + 1);
                     callee = Some((f.section, target));
+                } else if wide && insn.src() == PSEUDO_FUNC {
+                    // Only a relocation says which function an address load means.
+                    return Err(prog_err(format!(
+                        "function address load (BPF_PSEUDO_FUNC) at instruction {pc} has no relocation"
+                    )));
                 }
                 if let Some((csec, cinsn)) = callee {
                     let cfid = find_func(csec, cinsn).ok_or_else(|| {
@@ -1039,6 +1155,9 @@ impl<'data> Parser<'data, '_> {
                         .get_mut(pc)
                         .ok_or_else(|| prog_err("instruction index out of range".into()))?;
                     slot.imm = rel;
+                    if wide {
+                        *slot = Insn::new(slot.code, slot.dst(), PSEUDO_FUNC, slot.off, rel);
+                    }
                     let name = funcs.get(cfid).map_or("", |c| c.name).to_owned();
                     let target = if wide {
                         RefTarget::FuncAddr { function: name }
@@ -1094,6 +1213,12 @@ impl<'data> Parser<'data, '_> {
         spec.insns = image;
         Ok(spec)
     }
+}
+
+/// Whether an executable section holds subprograms rather than programs: `.text`, and
+/// the `.text.NAME` sections `-ffunction-sections` gives each function.
+fn is_text(section: &str) -> bool {
+    section == ".text" || section.starts_with(".text.")
 }
 
 fn section_name_of(p: &Parser<'_, '_>, index: usize) -> String {

@@ -60,8 +60,12 @@ pub struct FunctionSpan {
 pub struct ProgramSpec {
     /// The function's name.
     pub name: String,
-    /// The ELF section it came from (`xdp`, `cgroup/connect4`, ...).
+    /// The ELF section it came from (`xdp`, `cgroup/connect4`, ...), without the `?`
+    /// that marks a program not loaded by default (see [`ProgramSpec::autoload`]).
     pub section: String,
+    /// Whether the program is loaded with its object by default: `false` when its
+    /// section name starts with `?` (`SEC("?xdp")`), as libbpf does.
+    pub autoload: bool,
     /// The program type.
     pub prog_type: ProgramType,
     /// The attach type to pass as `expected_attach_type`, if the section name implies one.
@@ -91,6 +95,7 @@ impl ProgramSpec {
         Self {
             name: name.to_owned(),
             section: section.to_owned(),
+            autoload: true,
             prog_type: ProgramType::Unspec,
             expected_attach_type: None,
             attach_target: None,

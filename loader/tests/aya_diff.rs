@@ -36,6 +36,42 @@ const AYA_REJECTS: &[(&str, &str, &str)] = &[
         "aya-obj 0.3 cannot read `__array(values, ...)` members (map-in-map inner \
          definitions and prog-array initialisers)",
     ),
+    (
+        "sections.o",
+        "InvalidProgramSection { section: \"tc/ingress\" }",
+        "aya-obj 0.3 knows neither the tcx section names nor `?` (not loaded by default), \
+         `netfilter`, `raw_tp.w`, `iter/`, `uprobe.s`, `flow_dissector`",
+    ),
+    (
+        "subprogs.bpfeb.o",
+        "InvalidHeader",
+        "big-endian BTF, as for big_endian.bpfeb.o",
+    ),
+    (
+        "subprogs.fsections.o",
+        "UnexpectedBtfType",
+        "subprogs.o built with -ffunction-sections",
+    ),
+    (
+        "subprogs.o",
+        "UnexpectedBtfType",
+        "`__array(values, int (void *))` prog arrays, as for map_in_map.o",
+    ),
+    (
+        "subprogs.v1.o",
+        "UnexpectedBtfType",
+        "subprogs.o built with -mcpu=v1",
+    ),
+    (
+        "subprogs.v2.o",
+        "UnexpectedBtfType",
+        "subprogs.o built with -mcpu=v2",
+    ),
+    (
+        "subprogs.v3.o",
+        "UnexpectedBtfType",
+        "subprogs.o built with -mcpu=v3",
+    ),
 ];
 
 /// Objects this loader rejects on purpose (see `common::REJECTED`).

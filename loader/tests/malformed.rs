@@ -273,7 +273,15 @@ fn survives(data: &[u8]) {
 
 #[test]
 fn every_single_byte_change_and_truncation_is_survived() {
-    for name in ["sockops", "global_data", "legacy_maps"] {
+    // subprogs (callbacks, tail call slots) and linked (bpftool gen object output) from
+    // programs/subprogs.c and programs/link/linked_{a,b}.c.
+    for name in [
+        "sockops",
+        "global_data",
+        "legacy_maps",
+        "subprogs",
+        "linked",
+    ] {
         let original = fixture(name);
         let mut data = original.clone();
         for i in 0..data.len() {
@@ -287,5 +295,151 @@ fn every_single_byte_change_and_truncation_is_survived() {
         for len in (0..original.len()).step_by(3) {
             survives(&original[..len]);
         }
+    }
+}
+
+#[test]
+fn static_function_in_a_program_section_is_refused_like_libbpf() {
+    // programs/sections.c with xdp_multi_buffer's binding turned from GLOBAL to LOCAL, as
+    // `static` would have made it: it was taken as an entry program, which libbpf refuses.
+    const ST_INFO: usize = 4;
+    let mut data = fixture("sections");
+    let at = symbol_entry(&data, "xdp_multi_buffer") + ST_INFO;
+    assert_eq!(data[at], 0x12, "GLOBAL FUNC");
+    data[at] = 0x02;
+    match parse_err(&data) {
+        ObjectError::Program {
+            program,
+            section,
+            reason,
+        } => {
+            assert_eq!(
+                (program.as_str(), section.as_str()),
+                ("xdp_multi_buffer", "xdp.frags")
+            );
+            assert!(
+                reason.contains("static function in a program section"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a static entry point error, got {other}"),
+    }
+}
+
+#[test]
+fn prog_array_slot_holding_a_text_subprogram_is_refused() {
+    // programs/subprogs.c with jump_table_init's slot 1 pointed at count_packet, a global
+    // function in .text, instead of the program xdp_second: it was reported as a slot
+    // holding "program count_packet", a program that does not exist.
+    const REL_SIZE: usize = 16;
+    const R_INFO: usize = 8;
+    let mut data = fixture("subprogs");
+    let file = object::File::parse(&*data).unwrap();
+    let index = |name: &str| u64::try_from(file.symbol_by_name(name).unwrap().index().0).unwrap();
+    let (from, to) = (index("xdp_second"), index("count_packet"));
+    drop(file);
+    let (rel, len) = common::section_range(&data, ".rel.maps");
+    let mut patched = 0;
+    for at in (rel..rel + len).step_by(REL_SIZE) {
+        let info = u64::from_le_bytes(data[at + R_INFO..at + R_INFO + 8].try_into().unwrap());
+        if info >> 32 == from {
+            put_u64(&mut data, at + R_INFO, (to << 32) | (info & 0xffff_ffff));
+            patched += 1;
+        }
+    }
+    assert_eq!(patched, 1);
+    match parse_err(&data) {
+        ObjectError::Relocation {
+            section, reason, ..
+        } => {
+            assert_eq!(section, ".maps");
+            assert!(
+                reason.contains("count_packet") && reason.contains("not a program"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a .maps relocation error, got {other}"),
+    }
+}
+
+#[test]
+fn callback_address_between_instructions_is_refused() {
+    // programs/subprogs.c: the ld_imm64 loading loop_step's address (relocated against
+    // the .text section symbol, byte offset in imm) moved by 4 bytes, into the middle of
+    // an instruction: it was rounded down to the instruction holding it.
+    use object::{ObjectSection as _, RelocationTarget, SymbolKind};
+    let mut data = fixture("subprogs");
+    let file = object::File::parse(&*data).unwrap();
+    let xdp = file.section_by_name("xdp").unwrap();
+    let (code_at, _) = common::section_range(&data, "xdp");
+    let mut sites = Vec::new();
+    for (offset, rel) in xdp.relocations() {
+        let RelocationTarget::Symbol(si) = rel.target() else {
+            continue;
+        };
+        let sym = file.symbol_by_index(si).unwrap();
+        let at = code_at + usize::try_from(offset).unwrap();
+        if sym.kind() == SymbolKind::Section && data[at] == 0x18 {
+            sites.push(at);
+        }
+    }
+    drop(file);
+    assert_eq!(sites.len(), 2, "loop_step and sum_entry addresses");
+    let imm = sites[0] + 4;
+    let v = u32::from_le_bytes(data[imm..imm + 4].try_into().unwrap()) + 4;
+    data[imm..imm + 4].copy_from_slice(&v.to_le_bytes());
+    match parse_err(&data) {
+        ObjectError::Relocation {
+            section, reason, ..
+        } => {
+            assert_eq!(section, "xdp");
+            assert!(
+                reason.contains("not at an instruction boundary"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a relocation error, got {other}"),
+    }
+}
+
+#[test]
+fn function_address_load_without_relocation_is_refused() {
+    // programs/subprogs.c: the ld_imm64 of loop_step's address marked BPF_PSEUDO_FUNC and
+    // its relocation moved to the next instruction. Its immediate, a section offset,
+    // was left in place as if it were already resolved.
+    use object::{ObjectSection as _, RelocationTarget, SymbolKind};
+    const REL_SIZE: usize = 16;
+    let mut data = fixture("subprogs");
+    let file = object::File::parse(&*data).unwrap();
+    let xdp = file.section_by_name("xdp").unwrap();
+    let (code_at, _) = common::section_range(&data, "xdp");
+    let offset = xdp
+        .relocations()
+        .find_map(|(offset, rel)| {
+            let RelocationTarget::Symbol(si) = rel.target() else {
+                return None;
+            };
+            let at = code_at + usize::try_from(offset).unwrap();
+            (file.symbol_by_index(si).unwrap().kind() == SymbolKind::Section && data[at] == 0x18)
+                .then_some(offset)
+        })
+        .unwrap();
+    drop(file);
+    let at = code_at + usize::try_from(offset).unwrap();
+    data[at + 1] = (4 << 4) | (data[at + 1] & 0x0f); // src_reg = BPF_PSEUDO_FUNC
+    let (rel, len) = common::section_range(&data, ".relxdp");
+    let entry = (rel..rel + len)
+        .step_by(REL_SIZE)
+        .find(|&e| u64::from_le_bytes(data[e..e + 8].try_into().unwrap()) == offset)
+        .unwrap();
+    put_u64(&mut data, entry, offset + 16);
+    match parse_err(&data) {
+        ObjectError::Program {
+            section, reason, ..
+        } => {
+            assert_eq!(section, "xdp");
+            assert!(reason.contains("has no relocation"), "{reason}");
+        }
+        other => panic!("expected a program error, got {other}"),
     }
 }

@@ -70,12 +70,25 @@ pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-/// Fixtures the loader rejects on purpose, with the symbol its error must name:
+/// Fixtures the loader rejects on purpose, with a piece of the error it must give:
 /// programs/btf_kinds.c uses a `__ksym` extern and programs/kconfig_extern.c a `__kconfig`
-/// one; both need the running kernel to resolve.
+/// one, both needing the running kernel to resolve (the error names the symbol);
+/// programs/struct_ops.c defines a struct_ops map, which this loader does not create;
+/// programs/subprogs.c built with -g0 has BTF-defined maps but no `.BTF` to read them from.
 pub const REJECTED: &[(&str, &str)] = &[
-    ("btf_kinds.o", "extern_ksym"),
-    ("kconfig_extern.o", "LINUX_KERNEL_VERSION"),
+    ("btf_kinds.o", "symbol extern_ksym is an extern (.ksyms)"),
+    (
+        "kconfig_extern.o",
+        "symbol LINUX_KERNEL_VERSION is an extern (.kconfig)",
+    ),
+    (
+        "struct_ops.o",
+        "map edge_cc: struct_ops maps (section .struct_ops.link",
+    ),
+    (
+        "subprogs.g0.o",
+        "section .maps: BTF-defined maps need a .BTF section",
+    ),
 ];
 
 /// The expected rejection of `path`, if it is one of [`REJECTED`].
