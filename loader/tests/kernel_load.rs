@@ -19,47 +19,26 @@ use std::process::Command;
 
 use handover_loader::sys::{Bpf, Map, MapType, OpenFlags, UpdateFlags};
 use handover_loader::{
-    BtfFeatures, LoadError, LoadOptions, LoadedObject, MapOrigin, Object, kernel_name, load,
+    BtfFeatures, LoadError, LoadOptions, LoadedObject, MapOrigin, Object, RefTarget, kernel_name,
+    load,
 };
 
-/// Fixtures that must not load, with the reason and a fragment of the error that
-/// shows it is that reason.
-const REFUSED_FIXTURES: &[(&str, &str, &str)] = &[
-    (
-        "big_endian.bpfeb.o",
-        "built with -target bpfeb: a big-endian object cannot run on this little-endian \
-         kernel (programs/big_endian_le.c is its little-endian twin and loads)",
+/// Why a fixture is refused before any program is loaded, by rule rather than by name:
+/// objects the parser refuses (listed with their error in `common::REJECTED`), and
+/// big-endian objects, which cannot run on this little-endian kernel.
+fn refused_fixture(file: &str) -> Option<(&'static str, &'static str)> {
+    if let Some((_, needle)) = common::REJECTED.iter().find(|r| r.0 == file) {
+        return Some(("the parser refuses it (see common::REJECTED)", needle));
+    }
+    (file.contains("bpfeb")).then_some((
+        "built with -target bpfeb: a big-endian object cannot run on this little-endian kernel",
         "-endian",
-    ),
-    (
-        "btf_kinds.o",
-        "reads a __ksym extern (extern_ksym); the parser refuses externs, which need the \
-         running kernel to resolve",
-        "extern_ksym",
-    ),
-    (
-        "kconfig_extern.o",
-        "reads a __kconfig extern (LINUX_KERNEL_VERSION); the parser refuses externs",
-        "LINUX_KERNEL_VERSION",
-    ),
-];
+    ))
+}
 
-/// Programs of loadable fixtures that must not load, with the reason.
-const REFUSED_PROGRAMS: &[(&str, &str, &str, &str)] = &[(
-    "core_reloc.o",
-    "trace_sleep",
-    "reads task_struct fields through CO-RE relocations, which this loader reports but \
-     does not apply against the kernel's BTF",
-    "CO-RE",
-)];
-
-/// Programs whose loading depends on the kernel's configuration: when the kernel
-/// refuses one, libbpf (bpftool loadall) must be refused on its object as well.
-const KERNEL_DEPENDENT: &[(&str, &str, &str)] = &[(
-    "core_reloc.o",
-    "fentry_sleep",
-    "fentry needs BPF trampolines; kernels without them (or under lockdown) answer EPERM",
-)];
+/// Programs that need CO-RE relocations: the loader reports them and refuses to load
+/// them (it does not apply CO-RE yet), with an error that says so.
+const CORE_REFUSAL: &str = "CO-RE";
 
 fn fixture_objects() -> Vec<PathBuf> {
     let mut v = common::fixtures();
@@ -174,7 +153,7 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
     for path in fixture_objects() {
         let file = file_name(&path);
         let data = common::read(&path);
-        if let Some((_, why, needle)) = REFUSED_FIXTURES.iter().find(|f| f.0 == file) {
+        if let Some((why, needle)) = refused_fixture(&file) {
             let err = match Object::parse(&data) {
                 Err(e) => e.to_string(),
                 Ok(obj) => load(&bpf, &obj, LoadOptions::default())
@@ -186,36 +165,69 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
             eprintln!("{file}: refused as expected ({why}): {err}");
             continue;
         }
-        let mut skip: Vec<&str> = REFUSED_PROGRAMS
-            .iter()
-            .filter(|r| r.0 == file)
-            .map(|r| r.1)
-            .collect();
-        let obj = Object::parse(&data).unwrap();
-        for &(_, prog, why) in KERNEL_DEPENDENT.iter().filter(|r| r.0 == file) {
-            if let Err(e) = load(&bpf, &obj, only([prog.to_owned()])) {
-                let libbpf = bpftool_loads(&path, fs.path());
-                assert!(
-                    libbpf.is_err(),
-                    "{file}: {prog} refused ({}) but bpftool loads the object",
-                    chain(&e)
-                );
-                eprintln!("{file}: {prog} refused by this kernel ({why}); bpftool: {libbpf:?}");
-                skip.push(prog);
+        let obj = Object::parse(&data).unwrap_or_else(|e| panic!("{file}: {}", chain(&e)));
+        let mut skip: Vec<String> = Vec::new();
+        for spec in obj.programs().iter().filter(|p| p.needs_core()) {
+            let prog = spec.name.clone();
+            let err = load(&bpf, &obj, only([prog.clone()]))
+                .map(|_| ())
+                .expect_err(&format!("{file}: {prog} needs CO-RE, yet it loaded"));
+            assert!(
+                err.to_string().contains(CORE_REFUSAL),
+                "{file}: {prog}: {err}"
+            );
+            eprintln!("{file}: {prog} refused as expected (needs CO-RE)");
+            skip.push(prog);
+        }
+        // Programs this kernel refuses are acceptable only where libbpf is refused too.
+        let mut libbpf: Option<Result<(), String>> = None;
+        let mut refused_whole = false;
+        loop {
+            let wanted = obj
+                .programs()
+                .iter()
+                .map(|p| p.name.clone())
+                .filter(|n| !skip.contains(n));
+            match load(&bpf, &obj, only(wanted)) {
+                Err(LoadError::ProgramLoad {
+                    program, source, ..
+                }) => {
+                    let bpftool = libbpf.get_or_insert_with(|| bpftool_loads(&path, fs.path()));
+                    assert!(
+                        bpftool.is_err(),
+                        "{file}: {program} refused ({source}) but bpftool loads the object"
+                    );
+                    eprintln!(
+                        "{file}: {program} refused by this kernel ({source}); bpftool: {bpftool:?}"
+                    );
+                    skip.push(program);
+                }
+                Err(e) => {
+                    // The object as a whole is refused (e.g. its BTF): libbpf must be too.
+                    let bpftool = libbpf.get_or_insert_with(|| bpftool_loads(&path, fs.path()));
+                    assert!(
+                        bpftool.is_err(),
+                        "{file}: refused ({}) but bpftool loads it",
+                        chain(&e)
+                    );
+                    eprintln!(
+                        "{file}: refused by this kernel ({}); bpftool: {bpftool:?}",
+                        chain(&e)
+                    );
+                    refused_whole = true;
+                    break;
+                }
+                Ok(_) => break,
             }
         }
-        for &(_, prog, why, needle) in REFUSED_PROGRAMS.iter().filter(|r| r.0 == file) {
-            let err = load(&bpf, &obj, only([prog.to_owned()]))
-                .map(|_| ())
-                .expect_err(&format!("{file}: {prog} loaded, but: {why}"));
-            assert!(err.to_string().contains(needle), "{file}: {prog}: {err}");
-            eprintln!("{file}: {prog} refused as expected ({why})");
+        if refused_whole {
+            continue;
         }
         let wanted: Vec<String> = obj
             .programs()
             .iter()
             .map(|p| p.name.clone())
-            .filter(|n| !skip.contains(&n.as_str()))
+            .filter(|n| !skip.contains(n))
             .collect();
         let loaded = load(&bpf, &obj, only(wanted.clone()))
             .unwrap_or_else(|e| panic!("{file}: {}", chain(&e)));
@@ -475,7 +487,7 @@ fn btf_sanitised_for_an_old_kernel_is_accepted() {
     let mut checked = 0;
     for path in fixture_objects() {
         let file = file_name(&path);
-        if REFUSED_FIXTURES.iter().any(|f| f.0 == file) || file == "core_reloc.o" {
+        if refused_fixture(&file).is_some() {
             continue;
         }
         let data = common::read(&path);
@@ -483,9 +495,34 @@ fn btf_sanitised_for_an_old_kernel_is_accepted() {
         if obj.btf().is_none() {
             continue;
         }
+        // Programs that load with full BTF (the test above covers the others).
+        // Without BTF FUNC there is no func_info, and the kernel accepts a callback
+        // passed by address (bpf_loop, for_each_map_elem) only with func_info: such
+        // programs cannot exist on a kernel that lacks FUNC.
+        let mut loadable: Vec<String> = obj
+            .programs()
+            .iter()
+            .filter(|p| !p.needs_core())
+            .filter(|p| {
+                !p.references
+                    .iter()
+                    .any(|r| matches!(r.target, RefTarget::FuncAddr { .. }))
+            })
+            .map(|p| p.name.clone())
+            .collect();
+        let whole = loop {
+            match load(&bpf, &obj, only(loadable.clone())) {
+                Err(LoadError::ProgramLoad { program, .. }) => loadable.retain(|p| *p != program),
+                other => break other,
+            }
+        };
+        if whole.is_err() {
+            // Refused as a whole with full BTF too (checked against libbpf above).
+            continue;
+        }
         let options = LoadOptions {
             btf_features: Some(BtfFeatures::BASIC),
-            ..LoadOptions::default()
+            ..only(loadable)
         };
         let loaded = load(&bpf, &obj, options)
             .unwrap_or_else(|e| panic!("{file} with basic BTF: {}", chain(&e)));
