@@ -3,9 +3,19 @@
 //! [`Bpf`] is a cheap, cloneable handle over a [`Backend`]. Each command builds its
 //! `union bpf_attr` variant (see `attr.rs`), hands the bytes to [`Bpf::raw`], the one
 //! choke point, which asks the backend to run the command and turns a failure into an
-//! [`Error`] naming the command and the object it was applied to. The real backend,
-//! [`KernelBackend`], calls `syscall(SYS_bpf, cmd, &attr, size)`; tests substitute a
-//! backend that fails with chosen errnos to exercise error paths without privileges.
+//! [`Error`] naming the command and the object it was applied to. The real backend
+//! calls `syscall(SYS_bpf, cmd, &attr, size)`; tests substitute a backend that fails
+//! with chosen errnos to exercise error paths without privileges.
+//!
+//! The kernel backend is private on purpose: [`Backend::bpf`] is a safe function
+//! taking arbitrary attr bytes, and attr bytes carry user pointers the kernel writes
+//! through. Only the commands of this module, which point into buffers they keep
+//! borrowed for the call, may reach the kernel:
+//!
+//! ```compile_fail
+//! // The kernel backend cannot be named outside this module.
+//! let _ = handover_loader::sys::KernelBackend;
+//! ```
 //!
 //! File descriptors come in as [`BorrowedFd`](std::os::fd::BorrowedFd) (any
 //! `impl AsFd`) and go out as [`OwnedFd`]; the only conversion of a raw descriptor into
@@ -41,7 +51,7 @@ pub use map::{BatchSupport, Map, MapBtf, MapCreate, MapEntries, UpdateFlags, map
 pub use obj::{ObjectKind, OpenFlags};
 pub use probe::Feature;
 pub use prog::{Insn, LogLevel, ProgLoad, TestRun};
-pub use syscall::KernelBackend;
+use syscall::KernelBackend;
 pub use types::{AttachType, LinkType, MapType, ProgramType, UnknownName, UnknownValue};
 
 /// A bpf(2) command (`enum bpf_cmd`).
@@ -130,7 +140,8 @@ impl fmt::Display for Command {
     }
 }
 
-/// What runs a bpf(2) command: the kernel ([`KernelBackend`]) or a substitute in tests.
+/// What runs a bpf(2) command: the kernel (the backend of [`Bpf::kernel`]) or a
+/// substitute in tests.
 pub trait Backend: Send + Sync {
     /// Runs `command` with `attr`, the bytes of its `union bpf_attr` variant, which the
     /// backend may update in place as the kernel does (batch counts, log sizes).
