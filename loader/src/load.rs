@@ -902,6 +902,43 @@ fn check_reused(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd) -> Result<(), LoadError
         what: "reading the reused map's info".into(),
         source,
     })?;
+    let cpus = match spec.map_type {
+        MapType::PerfEventArray if spec.max_entries == 0 => {
+            bpf.possible_cpus().map_err(|source| LoadError::MapInit {
+                map: spec.name.clone(),
+                what: "counting the possible CPUs".into(),
+                source,
+            })?
+        }
+        _ => 0,
+    };
+    let cpus = u32::try_from(cpus).unwrap_or(u32::MAX);
+    let diffs = reused_map_differences(&info, spec, page_size(), cpus);
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadError::ReusedMap {
+            map: spec.name.clone(),
+            reason: diffs.join(", "),
+        })
+    }
+}
+
+/// `BPF_F_RDONLY` and `BPF_F_WRONLY`: access modes of the descriptor that creates a
+/// map, which the kernel clears from the map's own `map_flags`.
+const FD_ACCESS_FLAGS: u32 = sys::map_flags::RDONLY | sys::map_flags::WRONLY;
+
+/// How the map the kernel describes in `info` differs from the one [`load`] would
+/// create for `spec`: compared with what creation gives (the capacity of
+/// [`created_max_entries`], the flags less [`FD_ACCESS_FLAGS`]), not with the
+/// definition as written.
+#[must_use]
+fn reused_map_differences(
+    info: &sys::MapInfo,
+    spec: &MapSpec,
+    page_size: u32,
+    possible_cpus: u32,
+) -> Vec<String> {
     let mut diffs = Vec::new();
     if info.map_type != Some(spec.map_type) {
         diffs.push(format!(
@@ -913,8 +950,16 @@ fn check_reused(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd) -> Result<(), LoadError
     for (what, have, want) in [
         ("key size", info.key_size, spec.key_size),
         ("value size", info.value_size, spec.value_size),
-        ("max_entries", info.max_entries, spec.max_entries),
-        ("flags", info.flags, spec.flags),
+        (
+            "max_entries",
+            info.max_entries,
+            created_max_entries(spec, page_size, possible_cpus),
+        ),
+        (
+            "flags",
+            info.flags & !FD_ACCESS_FLAGS,
+            spec.flags & !FD_ACCESS_FLAGS,
+        ),
     ] {
         if have != want {
             diffs.push(format!("{what} {have} (object: {want})"));
@@ -926,14 +971,7 @@ fn check_reused(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd) -> Result<(), LoadError
             info.map_extra, spec.map_extra
         ));
     }
-    if diffs.is_empty() {
-        Ok(())
-    } else {
-        Err(LoadError::ReusedMap {
-            map: spec.name.clone(),
-            reason: diffs.join(", "),
-        })
-    }
+    diffs
 }
 
 /// Loads `object` into the kernel: its BTF (prepared by [`prepare_btf`] for the

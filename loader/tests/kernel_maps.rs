@@ -351,3 +351,23 @@ fn bad_btf_is_rejected_with_the_kernel_log() {
     assert_eq!(err.errno(), Some(libc::EINVAL));
     assert!(!err.log().unwrap_or_default().is_empty(), "{err}");
 }
+
+#[test]
+fn map_info_clears_the_descriptor_access_flags() {
+    // The loader compares a reused map's flags without BPF_F_RDONLY/BPF_F_WRONLY
+    // because the kernel keeps them on the creating descriptor, not in map_flags.
+    if !testenv::privileged("map_info_clears_the_descriptor_access_flags") {
+        return;
+    }
+    let bpf = Bpf::kernel();
+    for access in [map_flags::RDONLY, map_flags::WRONLY] {
+        let mut spec = MapCreate::new(MapType::Hash, 4, 4, 8);
+        spec.flags = access | map_flags::NO_PREALLOC;
+        let map = Map::create(&bpf, &spec).expect("create map");
+        assert_eq!(
+            map.info().flags,
+            map_flags::NO_PREALLOC,
+            "access {access:#x}"
+        );
+    }
+}
