@@ -145,13 +145,13 @@ impl Manifest {
         &self.entries
     }
 
-    /// Records `entry` (if new) and writes the manifest.
-    pub(crate) fn add(&mut self, entry: Entry) -> Result<(), Error> {
+    /// Records `entry` (if new) and writes the manifest; whether it was new.
+    pub(crate) fn add(&mut self, entry: Entry) -> Result<bool, Error> {
         if self.entries.contains(&entry) {
-            return Ok(());
+            return Ok(false);
         }
         self.entries.push(entry);
-        self.save()
+        self.save().map(|()| true)
     }
 
     /// Forgets the entry of `path` and writes the manifest.

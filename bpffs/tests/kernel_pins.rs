@@ -352,3 +352,32 @@ impl Drop for Unmount {
         let _ = handover_bpffs::unmount_bpffs(&self.0);
     }
 }
+
+#[test]
+fn a_failed_pin_over_a_foreign_pin_is_not_recorded_as_ours() {
+    if !testenv::privileged("a_failed_pin_over_a_foreign_pin_is_not_recorded_as_ours") {
+        return;
+    }
+    let env = Env::new();
+    let root = env.root();
+    let (a, id_a) = env.map();
+    let (b, _) = env.map();
+    root.pin(&a, &p("app/ours")).unwrap();
+    env.bpf
+        .obj_pin(&a, &env.fs.path().join("app/theirs"))
+        .unwrap();
+    let err = root.pin(&b, &p("app/theirs")).unwrap_err();
+    assert_eq!(err.errno(), Some(libc::EEXIST), "{err}");
+    assert_eq!(env.id_at(&root, &p("app/theirs")), id_a);
+    assert!(!env.fs.path().join("app/theirs__handover_tmp").exists());
+    let paths: Vec<_> = env.root().entries().into_iter().map(|e| e.path).collect();
+    assert_eq!(paths, ["app", "app/ours"]);
+
+    // So neither unpin nor uninstall touches it.
+    let err = root.unpin(&p("app/theirs")).unwrap_err();
+    assert!(matches!(err, Error::Manifest { .. }), "{err}");
+    root.uninstall().unwrap();
+    let mut left = walk(env.fs.path());
+    left.sort();
+    assert_eq!(left, ["app", "app/theirs"]);
+}
