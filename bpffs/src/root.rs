@@ -343,9 +343,17 @@ impl PinRoot {
     ///
     /// # Errors
     /// `ENOENT` when nothing is pinned there; a directory on the way is a symlink or
-    /// not on bpffs.
+    /// not on bpffs; the pin itself is a symlink.
     pub fn get(&self, path: &PinPath, flags: OpenFlags) -> Result<OwnedFd, Error> {
         let dir = self.parent(path, None)?;
+        // BPF_OBJ_GET follows a symlink in the last component; pins never are one.
+        if fsys::is_symlink_at(dir.as_fd(), &cname(path.name()))
+            .map_err(Self::io("inspect", &path.to_string()))?
+        {
+            return Err(Error::Symlink {
+                path: path.to_string(),
+            });
+        }
         self.bpf
             .obj_get_at(dir.as_fd(), path.name(), flags)
             .map_err(Self::bpf_err("open pin", path))

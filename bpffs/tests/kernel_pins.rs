@@ -381,3 +381,27 @@ fn a_failed_pin_over_a_foreign_pin_is_not_recorded_as_ours() {
     left.sort();
     assert_eq!(left, ["app", "app/theirs"]);
 }
+
+#[test]
+fn a_pin_that_is_a_symlink_is_not_followed() {
+    if !testenv::privileged("a_pin_that_is_a_symlink_is_not_followed") {
+        return;
+    }
+    let env = Env::new();
+    let root = env.root();
+    let (a, id_a) = env.map();
+    root.pin(&a, &p("real/pin")).unwrap();
+    std::os::unix::fs::symlink("pin", env.fs.path().join("real/alias")).unwrap();
+    // The kernel itself follows it ...
+    let fd = env
+        .bpf
+        .obj_get(&env.fs.path().join("real/alias"), OpenFlags::READ_ONLY)
+        .unwrap();
+    assert_eq!(env.bpf.map_info(&fd).unwrap().id, id_a);
+    // ... the pin root does not.
+    let err = root
+        .get(&p("real/alias"), OpenFlags::READ_ONLY)
+        .unwrap_err();
+    assert!(matches!(err, Error::Symlink { .. }), "{err}");
+    assert_eq!(env.id_at(&root, &p("real/pin")), id_a);
+}
