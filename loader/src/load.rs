@@ -692,7 +692,7 @@ fn rewrite_type(
             {
                 // Extern functions are resolved by the loader; the kernel knows only
                 // static and global ones.
-                let linkage = if f.func_global { 1 } else { 0 };
+                let linkage = u16::from(f.func_global);
                 set(&mut rw.types, at + 4, info(Kind::Func, false, linkage))
                     .ok_or_else(|| bad(t))?;
             }
@@ -823,23 +823,6 @@ pub fn created_max_entries(spec: &MapSpec, page_size: u32, possible_cpus: u32) -
     }
 }
 
-/// The page size from the auxiliary vector (`AT_PAGESZ`), 4096 if unreadable.
-fn page_size() -> u32 {
-    const AT_PAGESZ: u64 = 6;
-    let auxv = std::fs::read("/proc/self/auxv").unwrap_or_default();
-    auxv.chunks_exact(16)
-        .filter_map(|c| {
-            let (k, v) = c.split_at(8);
-            Some((
-                u64::from_ne_bytes(k.try_into().ok()?),
-                u64::from_ne_bytes(v.try_into().ok()?),
-            ))
-        })
-        .find(|&(k, _)| k == AT_PAGESZ)
-        .and_then(|(_, v)| u32::try_from(v).ok())
-        .unwrap_or(4096)
-}
-
 fn create_map(
     bpf: &Bpf,
     spec: &MapSpec,
@@ -857,8 +840,11 @@ fn create_map(
         }
         _ => 0,
     };
-    let max_entries =
-        created_max_entries(spec, page_size(), u32::try_from(cpus).unwrap_or(u32::MAX));
+    let max_entries = created_max_entries(
+        spec,
+        sys::page_size(),
+        u32::try_from(cpus).unwrap_or(u32::MAX),
+    );
     let mut args = MapCreate::new(spec.map_type, spec.key_size, spec.value_size, max_entries);
     args.flags = spec.flags;
     args.name = &name;
@@ -913,7 +899,7 @@ fn check_reused(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd) -> Result<(), LoadError
         _ => 0,
     };
     let cpus = u32::try_from(cpus).unwrap_or(u32::MAX);
-    let diffs = reused_map_differences(&info, spec, page_size(), cpus);
+    let diffs = reused_map_differences(&info, spec, sys::page_size(), cpus);
     if diffs.is_empty() {
         Ok(())
     } else {

@@ -277,20 +277,22 @@ pub(crate) fn parse_cpu_list(text: &str) -> Result<usize, String> {
     let mut count = 0usize;
     for part in text.trim().split(',').filter(|p| !p.is_empty()) {
         let bad = || format!("{part:?} is not a CPU number or range");
-        let (first, last) = match part.split_once('-') {
-            Some((a, b)) => (
+        let (first, last) = if let Some((a, b)) = part.split_once('-') {
+            (
                 a.parse::<usize>().map_err(|_| bad())?,
                 b.parse::<usize>().map_err(|_| bad())?,
-            ),
-            None => {
-                let n = part.parse::<usize>().map_err(|_| bad())?;
-                (n, n)
-            }
+            )
+        } else {
+            let n = part.parse::<usize>().map_err(|_| bad())?;
+            (n, n)
         };
         if last < first {
             return Err(bad());
         }
-        count += last - first + 1;
+        count = (last - first)
+            .checked_add(1)
+            .and_then(|n| count.checked_add(n))
+            .ok_or_else(|| format!("{text:?} counts more CPUs than fit a usize"))?;
     }
     if count == 0 {
         return Err(format!("no CPU in {text:?}"));
@@ -298,20 +300,57 @@ pub(crate) fn parse_cpu_list(text: &str) -> Result<usize, String> {
     Ok(count)
 }
 
+/// The page size of this machine, from the auxiliary vector (`AT_PAGESZ` in
+/// `/proc/self/auxv`); 4096 when it cannot be read. Ring buffer sizes are multiples
+/// of it.
+#[must_use]
+pub fn page_size() -> u32 {
+    std::fs::read("/proc/self/auxv")
+        .ok()
+        .and_then(|auxv| auxv_page_size(&auxv))
+        .unwrap_or(4096)
+}
+
+/// `AT_PAGESZ` of an auxiliary vector: native-endian (type, value) pairs of `u64`.
+fn auxv_page_size(auxv: &[u8]) -> Option<u32> {
+    const AT_PAGESZ: u64 = 6;
+    auxv.chunks_exact(16).find_map(|pair| {
+        let (k, v) = pair.split_at(8);
+        let k = u64::from_ne_bytes(k.try_into().ok()?);
+        let v = u64::from_ne_bytes(v.try_into().ok()?);
+        (k == AT_PAGESZ).then(|| u32::try_from(v).ok()).flatten()
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod fake;
 
 #[cfg(test)]
 mod tests {
-    use super::parse_cpu_list;
+    use super::{auxv_page_size, parse_cpu_list};
 
     #[test]
     fn cpu_lists_count_every_range() {
         assert_eq!(parse_cpu_list("0-1\n"), Ok(2));
         assert_eq!(parse_cpu_list("0"), Ok(1));
         assert_eq!(parse_cpu_list("0-3,8,10-11"), Ok(7));
+        assert_eq!(parse_cpu_list("0-3\n"), Ok(4));
+        assert_eq!(parse_cpu_list("0,2-3"), Ok(3));
         assert!(parse_cpu_list("").is_err());
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("x").is_err());
+        assert!(parse_cpu_list(&format!("0-{}", usize::MAX)).is_err());
+    }
+
+    #[test]
+    fn the_page_size_is_read_from_the_auxiliary_vector() {
+        let mut auxv = Vec::new();
+        for (k, v) in [(3u64, 77u64), (6, 16384), (0, 0)] {
+            auxv.extend_from_slice(&k.to_ne_bytes());
+            auxv.extend_from_slice(&v.to_ne_bytes());
+        }
+        assert_eq!(auxv_page_size(&auxv), Some(16384));
+        assert_eq!(auxv_page_size(auxv.get(..16).unwrap()), None);
+        assert!(super::page_size().is_power_of_two());
     }
 }
