@@ -99,9 +99,9 @@ pub const ADJUSTMENTS: &[Adjustment] = &[
     Adjustment {
         map_types: &["perf_event_array"],
         field: "max_entries",
-        rule: "0, or more than the possible CPUs, becomes the number of possible CPUs",
+        rule: "0 becomes the number of possible CPUs (the loader sizes it; the kernel keeps any other capacity)",
         apply: |m, env| {
-            if m.max_entries == 0 || m.max_entries > env.possible_cpus {
+            if m.max_entries == 0 {
                 m.max_entries = env.possible_cpus;
             }
         },
@@ -244,10 +244,22 @@ mod tests {
     }
 
     #[test]
-    fn perf_event_array_is_clamped_to_cpus() {
+    fn perf_event_array_without_capacity_gets_one_slot_per_cpu() {
         let _ = row("max_entries", "perf_event_array");
         let mut m = map("perf_event_array");
-        for (given, kernel) in [(0, 4), (2, 2), (4, 4), (128, 4)] {
+        for (given, kernel) in [(0, 4), (2, 2), (4, 4)] {
+            m.max_entries = given;
+            assert_eq!(kernel_view(&m, &ENV).max_entries, kernel, "{given}");
+        }
+    }
+
+    #[test]
+    fn perf_event_array_above_the_cpu_count_is_not_clamped() {
+        // The kernel keeps it as given (loader/tests/kernel_maps.rs,
+        // perf_event_arrays_keep_a_capacity_above_the_cpu_count), so a change from
+        // 128 to 64 is a change.
+        let mut m = map("perf_event_array");
+        for (given, kernel) in [(128, 128), (5, 5)] {
             m.max_entries = given;
             assert_eq!(kernel_view(&m, &ENV).max_entries, kernel, "{given}");
         }

@@ -371,3 +371,17 @@ fn map_info_clears_the_descriptor_access_flags() {
         );
     }
 }
+
+#[test]
+fn perf_event_arrays_keep_a_capacity_above_the_cpu_count() {
+    // Only a perf event array defined without max_entries is sized by the loader
+    // (one slot per possible CPU); the kernel keeps any other capacity as given.
+    if !testenv::privileged("perf_event_arrays_keep_a_capacity_above_the_cpu_count") {
+        return;
+    }
+    let bpf = Bpf::kernel();
+    let cpus = u32::try_from(bpf.possible_cpus().unwrap()).unwrap();
+    let spec = MapCreate::new(MapType::PerfEventArray, 4, 4, cpus + 8);
+    let map = Map::create(&bpf, &spec).expect("create perf event array");
+    assert_eq!(map.info().max_entries, cpus + 8);
+}
