@@ -121,7 +121,7 @@ pub fn object_model(name: &str, data: &[u8]) -> Result<ObjectModel, ModelError> 
         sha256: sha256_hex(data),
         endian: match object.endian() {
             handover_btf::Endian::Big => ByteOrder::Big,
-            _ => ByteOrder::Little,
+            handover_btf::Endian::Little => ByteOrder::Little,
         },
         maps,
     })

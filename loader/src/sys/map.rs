@@ -51,7 +51,7 @@ pub struct MapCreate<'a> {
     pub btf: Option<MapBtf<'a>>,
 }
 
-impl<'a> MapCreate<'a> {
+impl MapCreate<'_> {
     /// A map of `map_type` with the given geometry and every optional field unset.
     #[must_use]
     pub fn new(map_type: MapType, key_size: u32, value_size: u32, max_entries: u32) -> Self {
