@@ -1254,10 +1254,10 @@ fn load_program(
         })?;
     }
     if spec.sleepable {
-        args.flags |= 1 << 4; // BPF_F_SLEEPABLE
+        args.flags |= sys::prog_flags::SLEEPABLE;
     }
     if spec.xdp_frags {
-        args.flags |= 1 << 5; // BPF_F_XDP_HAS_FRAGS
+        args.flags |= sys::prog_flags::XDP_HAS_FRAGS;
     }
     if let Some(fd) = btf
         && features.func

@@ -50,7 +50,7 @@ pub use link::{AttachTarget, LinkCreate};
 pub use map::{BatchSupport, Map, MapBtf, MapCreate, MapEntries, UpdateFlags, map_flags};
 pub use obj::{ObjectKind, OpenFlags};
 pub use probe::Feature;
-pub use prog::{Insn, LogLevel, ProgLoad, TestRun};
+pub use prog::{Insn, LogLevel, ProgLoad, TestRun, prog_flags};
 use syscall::KernelBackend;
 pub use types::{AttachType, LinkType, MapType, ProgramType, UnknownName, UnknownValue};
 
@@ -340,6 +340,45 @@ mod tests {
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("x").is_err());
         assert!(parse_cpu_list(&format!("0-{}", usize::MAX)).is_err());
+    }
+
+    #[test]
+    fn public_flag_values_match_the_uapi_header() {
+        use super::{ALLOW_MULTI, ALLOW_OVERRIDE, OpenFlags, REPLACE, UpdateFlags, map_flags};
+        // BPF_F_* of BPF_MAP_CREATE.
+        assert_eq!(
+            [
+                map_flags::NO_PREALLOC,
+                map_flags::NO_COMMON_LRU,
+                map_flags::NUMA_NODE,
+                map_flags::RDONLY,
+                map_flags::WRONLY,
+                map_flags::ZERO_SEED,
+                map_flags::RDONLY_PROG,
+                map_flags::WRONLY_PROG,
+                map_flags::MMAPABLE,
+                map_flags::INNER_MAP,
+            ],
+            [1, 2, 4, 8, 16, 64, 128, 256, 1024, 4096]
+        );
+        // BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK.
+        assert_eq!(
+            [
+                UpdateFlags::ANY,
+                UpdateFlags::NOEXIST,
+                UpdateFlags::EXIST,
+                UpdateFlags::LOCK
+            ]
+            .map(|f| f.0),
+            [0, 1, 2, 4]
+        );
+        // BPF_F_RDONLY, BPF_F_WRONLY as open flags.
+        assert_eq!(
+            [OpenFlags::READ_ONLY.0, OpenFlags::WRITE_ONLY.0],
+            [map_flags::RDONLY, map_flags::WRONLY]
+        );
+        // BPF_F_ALLOW_OVERRIDE, BPF_F_ALLOW_MULTI, BPF_F_REPLACE.
+        assert_eq!([ALLOW_OVERRIDE, ALLOW_MULTI, REPLACE], [1, 2, 4]);
     }
 
     #[test]

@@ -89,6 +89,20 @@ impl Insn {
     }
 }
 
+/// Flags of `BPF_PROG_LOAD` (`prog_flags`).
+pub mod prog_flags {
+    /// `BPF_F_STRICT_ALIGNMENT`: the verifier checks alignment as on strict CPUs.
+    pub const STRICT_ALIGNMENT: u32 = 1 << 0;
+    /// `BPF_F_ANY_ALIGNMENT`: the verifier accepts any alignment.
+    pub const ANY_ALIGNMENT: u32 = 1 << 1;
+    /// `BPF_F_SLEEPABLE`: the program may sleep (`fentry.s`, `lsm.s`, ...).
+    pub const SLEEPABLE: u32 = 1 << 4;
+    /// `BPF_F_XDP_HAS_FRAGS`: the XDP program handles multi-buffer packets.
+    pub const XDP_HAS_FRAGS: u32 = 1 << 5;
+    /// `BPF_F_XDP_DEV_BOUND_ONLY`: the XDP program is bound to its offload device.
+    pub const XDP_DEV_BOUND_ONLY: u32 = 1 << 6;
+}
+
 /// When to ask the kernel for a verifier log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogLevel {
@@ -401,7 +415,16 @@ impl Bpf {
 
 #[cfg(test)]
 mod tests {
-    use super::Insn;
+    use super::{Insn, prog_flags};
+
+    #[test]
+    fn program_flags_match_the_uapi_header() {
+        assert_eq!(prog_flags::STRICT_ALIGNMENT, 1);
+        assert_eq!(prog_flags::ANY_ALIGNMENT, 2);
+        assert_eq!(prog_flags::SLEEPABLE, 16);
+        assert_eq!(prog_flags::XDP_HAS_FRAGS, 32);
+        assert_eq!(prog_flags::XDP_DEV_BOUND_ONLY, 64);
+    }
 
     #[test]
     fn both_byte_orders_decode_to_the_same_instruction() {
