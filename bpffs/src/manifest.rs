@@ -155,10 +155,12 @@ impl Manifest {
         self.save().map(|()| true)
     }
 
-    /// Forgets the entry of `path` and writes the manifest.
-    pub(crate) fn remove(&mut self, path: &str) -> Result<(), Error> {
+    /// Forgets the entry of `kind` at `path` and writes the manifest. A directory
+    /// and a pin may be recorded at one path (a pin that failed on our directory);
+    /// each is forgotten on its own.
+    pub(crate) fn remove(&mut self, kind: EntryKind, path: &str) -> Result<(), Error> {
         let before = self.entries.len();
-        self.entries.retain(|e| e.path != path);
+        self.entries.retain(|e| e.kind != kind || e.path != path);
         if self.entries.len() == before {
             Ok(())
         } else {

@@ -122,7 +122,7 @@ impl PinRoot {
                         // Not created by us (it appeared meanwhile, or mkdir failed):
                         // not ours to remove later.
                         if added {
-                            m.remove(&walked)?;
+                            m.remove(EntryKind::Dir, &walked)?;
                         }
                         if e.raw_os_error() != Some(libc::EEXIST) {
                             return Err(Error::Io {
@@ -252,7 +252,7 @@ impl PinRoot {
         if added && temp_gone {
             // Best effort: a record too many only makes cleanup look for a pin that
             // is not there; the failure of the pin is what the caller reports.
-            let _ = m.remove(&path.to_string());
+            let _ = m.remove(EntryKind::Pin, &path.to_string());
         }
     }
 
@@ -378,7 +378,7 @@ impl PinRoot {
             });
         }
         self.remove_pin(path)?;
-        m.remove(&key)
+        m.remove(EntryKind::Pin, &key)
     }
 
     fn remove_pin(&self, path: &PinPath) -> Result<(), Error> {
@@ -432,7 +432,7 @@ impl PinRoot {
         let entries = m.entries().to_vec();
         for e in entries.iter().filter(|e| e.kind == EntryKind::Pin) {
             self.remove_pin(&PinPath::new(&e.path)?)?;
-            m.remove(&e.path)?;
+            m.remove(EntryKind::Pin, &e.path)?;
         }
         // Deepest directories first.
         let mut dirs: Vec<&Entry> = entries
@@ -445,14 +445,16 @@ impl PinRoot {
             let parent = match self.parent(&path, None) {
                 Ok(dir) => dir,
                 Err(err) if err.errno() == Some(libc::ENOENT) => {
-                    m.remove(&e.path)?;
+                    m.remove(EntryKind::Dir, &e.path)?;
                     continue;
                 }
                 Err(err) => return Err(err),
             };
             match fsys::unlink_at(parent.as_fd(), &cname(path.name()), true) {
-                Ok(()) => m.remove(&e.path)?,
-                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => m.remove(&e.path)?,
+                Ok(()) => m.remove(EntryKind::Dir, &e.path)?,
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
+                    m.remove(EntryKind::Dir, &e.path)?;
+                }
                 Err(err) if err.raw_os_error() == Some(libc::ENOTEMPTY) => {}
                 Err(err) => {
                     return Err(Error::Io {

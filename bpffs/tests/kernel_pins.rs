@@ -405,3 +405,33 @@ fn a_pin_that_is_a_symlink_is_not_followed() {
     assert!(matches!(err, Error::Symlink { .. }), "{err}");
     assert_eq!(env.id_at(&root, &p("real/pin")), id_a);
 }
+
+#[test]
+fn a_failed_pin_over_our_directory_keeps_the_directory_recorded() {
+    if !testenv::privileged("a_failed_pin_over_our_directory_keeps_the_directory_recorded") {
+        return;
+    }
+    let env = Env::new();
+    let root = env.root();
+    let (a, _) = env.map();
+    root.pin(&a, &p("app/one")).unwrap();
+    // `app` is our directory: a pin cannot take its name, and forgetting that pin
+    // must not forget the directory.
+    let err = root.pin(&a, &p("app")).unwrap_err();
+    assert!(err.errno().is_some(), "{err}");
+    let entries: Vec<_> = env
+        .root()
+        .entries()
+        .into_iter()
+        .map(|e| (e.kind, e.path))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (EntryKind::Dir, "app".to_owned()),
+            (EntryKind::Pin, "app/one".to_owned())
+        ]
+    );
+    root.uninstall().unwrap();
+    assert!(walk(env.fs.path()).is_empty(), "{:?}", walk(env.fs.path()));
+}
