@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use zerocopy::FromBytes;
 
-use super::attr::{ObjAttr, ProgLoadAttr};
+use super::attr::{MapCreateAttr, ObjAttr, ProgLoadAttr};
 use super::{
     Bpf, Command, Error, Feature, Insn, LogLevel, MapCreate, MapType, OpenFlags, ProgLoad,
     ProgramType,
@@ -183,4 +183,22 @@ fn pins_fall_back_to_proc_self_fd_on_older_kernels() {
     let attr = pin_at_with_probe(libc::EINVAL);
     assert_eq!(attr.file_flags, 0);
     assert_eq!(attr.path_fd, 0);
+}
+
+#[test]
+fn the_ring_buffer_probe_asks_for_one_page_of_this_machine() {
+    use std::os::fd::IntoRawFd;
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let bpf = Bpf::with_backend(move |c: Command, attr: &mut [u8], _: Option<&mut [u8]>| {
+        assert_eq!(c, Command::MapCreate);
+        let a = MapCreateAttr::read_from_prefix(attr).unwrap().0;
+        seen.lock().unwrap().push((a.map_type, a.max_entries));
+        Ok(i64::from(devnull().into_raw_fd()))
+    });
+    assert!(bpf.has(Feature::Ringbuf));
+    assert_eq!(
+        *asked.lock().unwrap(),
+        [(u32::from(MapType::Ringbuf), super::page_size())]
+    );
 }
