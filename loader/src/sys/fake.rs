@@ -202,3 +202,17 @@ fn the_ring_buffer_probe_asks_for_one_page_of_this_machine() {
         [(u32::from(MapType::Ringbuf), super::page_size())]
     );
 }
+
+#[test]
+fn a_load_with_log_level_zero_is_tried_once_without_a_log() {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let bpf = Bpf::with_backend(move |_: Command, _: &mut [u8], log: Option<&mut [u8]>| {
+        seen.lock().unwrap().push(log.is_some());
+        errno(libc::EINVAL)
+    });
+    let err = bpf.btf_load(&[0u8; 24], LogLevel::Always(0)).unwrap_err();
+    assert_eq!(err.errno(), Some(libc::EINVAL));
+    assert!(err.log().is_none());
+    assert_eq!(*calls.lock().unwrap(), [false], "one call, no log buffer");
+}

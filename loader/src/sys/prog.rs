@@ -109,7 +109,8 @@ pub enum LogLevel {
     /// Load without a log; if that fails, load again with level 1 to explain why.
     #[default]
     OnFailure,
-    /// Always log at this level (1: instructions of failing path, 2: everything).
+    /// Always log at this level (1: instructions of failing path, 2: everything);
+    /// `Always(0)` never logs, not even to explain a failure (feature probes).
     Always(u32),
 }
 
@@ -356,8 +357,13 @@ impl Bpf {
         object: &dyn Fn() -> String,
     ) -> Result<OwnedFd, Error> {
         let level = match level {
-            LogLevel::Always(l) if l > 0 => l,
-            _ => {
+            LogLevel::Always(0) => {
+                let mut a = attr;
+                let ret = self.raw(command, &mut a, None, object)?;
+                return super::syscall::owned_fd(command, ret);
+            }
+            LogLevel::Always(l) => l,
+            LogLevel::OnFailure => {
                 let mut tries = 0;
                 loop {
                     let mut a = attr;
