@@ -563,10 +563,14 @@ impl Map {
                     self.used_batch(true);
                     return Ok(entries);
                 }
-                // Only a refusal of the first call means the command is missing; a
-                // later failure comes after entries were read (and, when draining,
-                // deleted), which a per-element pass would no longer see.
-                Err((true, e)) if is_unsupported(&e) => self.refuse_batch(command),
+                // A drain refused after its first call has deleted entries already,
+                // which a per-element pass would no longer see: only a refusal of the
+                // first call falls back. A plain dump reads again from the start.
+                Err((first, e))
+                    if is_unsupported(&e) && (first || command == Command::MapLookupBatch) =>
+                {
+                    self.refuse_batch(command);
+                }
                 Err((_, e)) => return Err(e),
             }
         }
@@ -797,20 +801,27 @@ mod tests {
         batches: Vec<Result<u32, i32>>,
         calls: Arc<Mutex<Vec<Command>>>,
     ) -> impl Backend + 'static {
+        batch_backend(Command::MapLookupAndDeleteBatch, batches, calls)
+    }
+
+    /// As [`drain_backend`], for the batch command `batch`.
+    fn batch_backend(
+        batch: Command,
+        batches: Vec<Result<u32, i32>>,
+        calls: Arc<Mutex<Vec<Command>>>,
+    ) -> impl Backend + 'static {
         move |c: Command, attr: &mut [u8], _: Option<&mut [u8]>| {
             let mut calls = calls.lock().unwrap();
             let n = calls.iter().filter(|&&k| k == c).count();
             calls.push(c);
-            match (c, batches.get(n)) {
-                (Command::MapLookupAndDeleteBatch, Some(&Ok(count))) => {
+            match (c == batch, batches.get(n)) {
+                (true, Some(&Ok(count))) => {
                     let mut a = MapBatchAttr::read_from_prefix(attr).unwrap().0;
                     a.count = count;
                     attr[..size_of::<MapBatchAttr>()].copy_from_slice(a.as_bytes());
                     Ok(0)
                 }
-                (Command::MapLookupAndDeleteBatch, Some(&Err(e))) => {
-                    Err(std::io::Error::from_raw_os_error(e))
-                }
+                (true, Some(&Err(e))) => Err(std::io::Error::from_raw_os_error(e)),
                 _ => Err(std::io::Error::from_raw_os_error(libc::ENOENT)),
             }
         }
@@ -846,6 +857,30 @@ mod tests {
             [Command::MapLookupAndDeleteBatch, Command::MapGetNextKey]
         );
         assert_eq!(map.batch_support(), BatchSupport::PerElement);
+    }
+
+    #[test]
+    fn a_dump_refused_after_its_first_batch_reads_again_per_element() {
+        // Reading deletes nothing, so starting over key by key loses nothing.
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let map = fake_map(
+            batch_backend(
+                Command::MapLookupBatch,
+                vec![Ok(2), Err(libc::EINVAL)],
+                calls.clone(),
+            ),
+            4,
+            4,
+        );
+        assert!(map.dump().unwrap().is_empty());
+        assert_eq!(
+            *calls.lock().unwrap(),
+            [
+                Command::MapLookupBatch,
+                Command::MapLookupBatch,
+                Command::MapGetNextKey
+            ]
+        );
     }
 
     #[test]
