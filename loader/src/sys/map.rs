@@ -486,17 +486,45 @@ impl Map {
         self.bpf.map_freeze(&self.fd)
     }
 
-    /// Every key, by `BPF_MAP_GET_NEXT_KEY`.
+    /// Every key, by `BPF_MAP_GET_NEXT_KEY`, each once.
+    ///
+    /// When the key a step starts from is deleted meanwhile (by a program), hash
+    /// maps and LPM tries start over at their first key: keys already listed are
+    /// skipped, and a listing that keeps starting over gives up after a few times the
+    /// map's capacity in steps.
     ///
     /// # Errors
-    /// The kernel refuses.
+    /// The kernel refuses, or (an error of kind `WouldBlock`) the keys changed
+    /// faster than they could be listed.
     pub fn keys(&self) -> Result<Vec<u8>, Error> {
+        let c = Command::MapGetNextKey;
         let size = self.key_size();
+        let limit = (self.info.max_entries as usize)
+            .saturating_mul(4)
+            .saturating_add(16);
         let mut keys = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut next = vec![0u8; size];
         let mut prev: Option<Vec<u8>> = None;
+        let mut steps = 0usize;
         while self.next_key(prev.as_deref(), &mut next)? {
-            keys.extend_from_slice(&next);
+            steps += 1;
+            if steps > limit {
+                return Err(Error::Syscall {
+                    command: c.name(),
+                    object: self.object(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::WouldBlock,
+                        format!(
+                            "the keys changed while they were listed ({steps} steps for a capacity of {}): retry when the map's writers are quieter",
+                            self.info.max_entries
+                        ),
+                    ),
+                });
+            }
+            if seen.insert(next.clone()) {
+                keys.extend_from_slice(&next);
+            }
             prev = Some(next.clone());
         }
         Ok(keys)
@@ -881,6 +909,26 @@ mod tests {
                 Command::MapGetNextKey
             ]
         );
+    }
+
+    #[test]
+    fn listing_the_keys_of_a_map_that_keeps_starting_over_ends() {
+        // A backend whose GET_NEXT_KEY never reaches the end, as a hash map does
+        // when the key each step starts from is deleted before the step.
+        let bpf_calls = Arc::new(Mutex::new(0usize));
+        let seen = bpf_calls.clone();
+        let map = fake_map(
+            move |c: Command, _: &mut [u8], _: Option<&mut [u8]>| {
+                assert_eq!(c, Command::MapGetNextKey);
+                *seen.lock().unwrap() += 1;
+                Ok(0)
+            },
+            4,
+            4,
+        );
+        let err = map.keys().unwrap_err();
+        assert!(err.to_string().contains("keys changed"), "{err}");
+        assert_eq!(*bpf_calls.lock().unwrap(), 64 * 4 + 16 + 1);
     }
 
     #[test]
