@@ -216,3 +216,17 @@ fn a_load_with_log_level_zero_is_tried_once_without_a_log() {
     assert!(err.log().is_none());
     assert_eq!(*calls.lock().unwrap(), [false], "one call, no log buffer");
 }
+
+#[test]
+fn a_program_given_both_attach_descriptors_is_refused_before_the_kernel() {
+    let bpf = Bpf::with_backend(|_: Command, _: &mut [u8], _: Option<&mut [u8]>| {
+        panic!("the kernel must not be asked")
+    });
+    let (prog, btf) = (devnull(), devnull());
+    let mut spec = ProgLoad::new(ProgramType::Tracing, &EXIT, "GPL");
+    spec.attach_prog_fd = Some(prog.as_fd());
+    spec.attach_btf_obj_fd = Some(btf.as_fd());
+    let err = bpf.prog_load(&spec).unwrap_err();
+    assert!(matches!(err, Error::Argument { .. }), "{err}");
+    assert!(err.to_string().contains("share one field"), "{err}");
+}

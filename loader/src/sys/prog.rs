@@ -325,9 +325,19 @@ impl Bpf {
             attr.line_info = spec.line_info.as_ptr() as u64;
         }
         attr.attach_btf_id = spec.attach_btf_id;
-        if let Some(fd) = spec.attach_prog_fd.or(spec.attach_btf_obj_fd) {
-            attr.attach_fd = raw_fd(fd);
-        }
+        // One field of the attr holds either descriptor.
+        attr.attach_fd = match (spec.attach_prog_fd, spec.attach_btf_obj_fd) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Argument {
+                    command: c.name(),
+                    object: object(),
+                    reason: "attach_prog_fd and attach_btf_obj_fd share one field: give one"
+                        .to_owned(),
+                });
+            }
+            (Some(fd), None) | (None, Some(fd)) => raw_fd(fd),
+            (None, None) => 0,
+        };
         self.load_logged(c, attr, spec.log_level, &object)
     }
 
