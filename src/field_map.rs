@@ -378,7 +378,7 @@ impl Mapper {
         }
         match (old.ty.peel(), new.ty.peel()) {
             (TypeLayout::Struct { members: om, .. }, TypeLayout::Struct { members: nm, .. }) => {
-                self.walk_struct(om, nm, old.bit, new.bit, path, depth)
+                self.walk_struct(om, nm, old.bit, new.bit, path, depth);
             }
             (
                 TypeLayout::Union {
@@ -419,7 +419,7 @@ impl Mapper {
                 }
             }
             (TypeLayout::Array { elem: oe, len: ol }, TypeLayout::Array { elem: ne, len: nl }) => {
-                self.walk_array(old, new, (oe, *ol), (ne, *nl), path, depth)
+                self.walk_array(old, new, (oe, *ol), (ne, *nl), path, depth);
             }
             (TypeLayout::Float { size: a, .. }, TypeLayout::Float { size: b, .. })
             | (TypeLayout::Ptr { size: a, .. }, TypeLayout::Ptr { size: b, .. })

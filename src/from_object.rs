@@ -114,14 +114,14 @@ pub fn object_model(name: &str, data: &[u8]) -> Result<ObjectModel, ModelError> 
         .map(|spec| map_model(name, &object, spec))
         .collect::<Result<_, _>>()?;
     for m in &mut maps {
-        place_section_variables(m, data);
+        place_section_variables(m, &object);
     }
     Ok(ObjectModel {
         name: name.to_owned(),
         sha256: sha256_hex(data),
         endian: match object.endian() {
             handover_btf::Endian::Big => ByteOrder::Big,
-            _ => ByteOrder::Little,
+            handover_btf::Endian::Little => ByteOrder::Little,
         },
         maps,
     })
@@ -130,11 +130,11 @@ pub fn object_model(name: &str, data: &[u8]) -> Result<ObjectModel, ModelError> 
 /// Gives the variables of a global data map their offsets.
 ///
 /// In an object file the compiler leaves every `DATASEC` with size 0 and every
-/// variable at offset 0; the real places are the symbols' values in the section
-/// (loaders fill them in before loading). The section size is the map's value size.
-/// When a variable has no symbol, the value layout is dropped and only sizes compare.
-fn place_section_variables(map: &mut MapModel, data: &[u8]) {
-    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+/// variable at offset 0; the real places are the symbols' values in the section,
+/// which the loader reads from the symbol table ([`Object::variable`]) for the same
+/// fixup before loading. The section size is the map's value size. When a variable
+/// has no symbol, the value layout is dropped and only sizes compare.
+fn place_section_variables(map: &mut MapModel, object: &Object<'_>) {
     let Some(TypeLayout::Struct {
         name: Some(section),
         size,
@@ -146,19 +146,13 @@ fn place_section_variables(map: &mut MapModel, data: &[u8]) {
     if !section.starts_with('.') || members.iter().all(|m| m.bit_offset != 0) {
         return;
     }
-    let placed = (|| {
-        let file = object::File::parse(data).ok()?;
-        let index = file.section_by_name(section)?.index();
-        let mut offsets = Vec::with_capacity(members.len());
-        for m in members.iter() {
-            let name = m.name.as_deref()?;
-            let sym = file
-                .symbols()
-                .find(|s| s.section_index() == Some(index) && s.name() == Ok(name))?;
-            offsets.push(sym.address().checked_mul(8)?);
-        }
-        Some(offsets)
-    })();
+    let placed: Option<Vec<u64>> = members
+        .iter()
+        .map(|m| {
+            let var = object.variable(section, m.name.as_deref()?)?;
+            var.offset.checked_mul(8)
+        })
+        .collect();
     match placed {
         Some(offsets) => {
             for (m, off) in members.iter_mut().zip(offsets) {

@@ -130,9 +130,9 @@ pub struct ProgramReport {
     pub functions: Vec<FunctionReport>,
     /// Map, global data and call references.
     pub relocations: Vec<ReferenceReport>,
-    /// Number of `.BTF.ext` func_info records.
+    /// Number of `.BTF.ext` `func_info` records.
     pub func_info: usize,
-    /// Number of `.BTF.ext` line_info records.
+    /// Number of `.BTF.ext` `line_info` records.
     pub line_info: usize,
     /// CO-RE relocations that must be applied before loading.
     pub core_relocations: Vec<CoreReport>,
@@ -300,7 +300,7 @@ pub fn report(obj: &Object<'_>) -> Report {
     Report {
         endian: match obj.endian() {
             handover_btf::Endian::Little => "little",
-            _ => "big",
+            handover_btf::Endian::Big => "big",
         },
         license: obj.license().map(str::to_owned),
         kernel_version: obj.kernel_version(),

@@ -5,6 +5,8 @@
 //! spec and the live map created from it (or two specs the kernel turns into the same
 //! map) never look different. Each row of [`ADJUSTMENTS`] has its own test.
 
+use handover_loader::sys::Bpf;
+
 use crate::spec_model::MapModel;
 
 /// `BPF_F_RDONLY_PROG`: programs may only read the map.
@@ -24,18 +26,15 @@ pub struct KernelEnv {
 }
 
 impl KernelEnv {
-    /// Reads the page size from the auxiliary vector (`AT_PAGESZ` in
-    /// `/proc/self/auxv`) and the possible CPUs from `/sys/devices/system/cpu/possible`;
-    /// falls back to 4096 and the available parallelism when either cannot be read.
+    /// Reads the page size and the possible CPUs the way the loader does
+    /// ([`handover_loader::sys::page_size`], [`Bpf::possible_cpus`]); falls back to
+    /// the available parallelism when the CPU list cannot be read.
     #[must_use]
     pub fn detect() -> KernelEnv {
-        let page_size = std::fs::read("/proc/self/auxv")
+        let possible_cpus = Bpf::kernel()
+            .possible_cpus()
             .ok()
-            .and_then(|b| auxv_page_size(&b))
-            .unwrap_or(4096);
-        let possible_cpus = std::fs::read_to_string("/sys/devices/system/cpu/possible")
-            .ok()
-            .and_then(|s| parse_cpu_list(&s))
+            .and_then(|n| u32::try_from(n).ok())
             .or_else(|| {
                 std::thread::available_parallelism()
                     .ok()
@@ -43,37 +42,10 @@ impl KernelEnv {
             })
             .unwrap_or(1);
         KernelEnv {
-            page_size,
+            page_size: handover_loader::sys::page_size(),
             possible_cpus,
         }
     }
-}
-
-/// `AT_PAGESZ` from a 64-bit little-endian auxiliary vector: (type, value) pairs of u64.
-fn auxv_page_size(auxv: &[u8]) -> Option<u32> {
-    const AT_PAGESZ: u64 = 6;
-    auxv.chunks_exact(16).find_map(|pair| {
-        let (k, v) = pair.split_at(8);
-        let k = u64::from_ne_bytes(k.try_into().ok()?);
-        let v = u64::from_ne_bytes(v.try_into().ok()?);
-        (k == AT_PAGESZ).then(|| u32::try_from(v).ok()).flatten()
-    })
-}
-
-/// Counts the CPUs in a kernel CPU list such as `0-3,8-11` or `0`.
-pub(crate) fn parse_cpu_list(s: &str) -> Option<u32> {
-    let mut n = 0u32;
-    for part in s.trim().split(',') {
-        let (lo, hi) = match part.split_once('-') {
-            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
-            None => {
-                let a = part.parse::<u32>().ok()?;
-                (a, a)
-            }
-        };
-        n = n.checked_add(hi.checked_sub(lo)?.checked_add(1)?)?;
-    }
-    (n > 0).then_some(n)
 }
 
 /// One attribute the kernel adjusts.
@@ -127,9 +99,9 @@ pub const ADJUSTMENTS: &[Adjustment] = &[
     Adjustment {
         map_types: &["perf_event_array"],
         field: "max_entries",
-        rule: "0, or more than the possible CPUs, becomes the number of possible CPUs",
+        rule: "0 becomes the number of possible CPUs (the loader sizes it; the kernel keeps any other capacity)",
         apply: |m, env| {
-            if m.max_entries == 0 || m.max_entries > env.possible_cpus {
+            if m.max_entries == 0 {
                 m.max_entries = env.possible_cpus;
             }
         },
@@ -272,10 +244,22 @@ mod tests {
     }
 
     #[test]
-    fn perf_event_array_is_clamped_to_cpus() {
+    fn perf_event_array_without_capacity_gets_one_slot_per_cpu() {
         let _ = row("max_entries", "perf_event_array");
         let mut m = map("perf_event_array");
-        for (given, kernel) in [(0, 4), (2, 2), (4, 4), (128, 4)] {
+        for (given, kernel) in [(0, 4), (2, 2), (4, 4)] {
+            m.max_entries = given;
+            assert_eq!(kernel_view(&m, &ENV).max_entries, kernel, "{given}");
+        }
+    }
+
+    #[test]
+    fn perf_event_array_above_the_cpu_count_is_not_clamped() {
+        // The kernel keeps it as given (loader/tests/kernel_maps.rs,
+        // perf_event_arrays_keep_a_capacity_above_the_cpu_count), so a change from
+        // 128 to 64 is a change.
+        let mut m = map("perf_event_array");
+        for (given, kernel) in [(128, 128), (5, 5)] {
             m.max_entries = given;
             assert_eq!(kernel_view(&m, &ENV).max_entries, kernel, "{given}");
         }
@@ -327,15 +311,12 @@ mod tests {
     }
 
     #[test]
-    fn cpu_list_and_auxv_parse() {
-        assert_eq!(parse_cpu_list("0-3\n"), Some(4));
-        assert_eq!(parse_cpu_list("0,2-3"), Some(3));
-        assert_eq!(parse_cpu_list("x"), None);
-        let mut auxv = Vec::new();
-        for (k, v) in [(3u64, 77u64), (6, 16384), (0, 0)] {
-            auxv.extend_from_slice(&k.to_ne_bytes());
-            auxv.extend_from_slice(&v.to_ne_bytes());
+    fn the_detected_environment_is_the_loaders() {
+        let env = KernelEnv::detect();
+        assert_eq!(env.page_size, handover_loader::sys::page_size());
+        if let Ok(cpus) = Bpf::kernel().possible_cpus() {
+            assert_eq!(env.possible_cpus as usize, cpus);
         }
-        assert_eq!(auxv_page_size(&auxv), Some(16384));
+        assert!(env.possible_cpus >= 1);
     }
 }

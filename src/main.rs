@@ -53,14 +53,65 @@ pub(crate) fn finish(command: &str, result: Result<(), String>) -> ExitCode {
 }
 
 /// An error and its sources, joined by `: `, so the cause (an errno, an offset) is
-/// never hidden behind the outer message.
+/// never hidden behind the outer message. A source whose text a message already
+/// shows (`"...failed: {source}"`) is not repeated.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{what}")]
+    struct Layer {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    }
+
+    #[test]
+    fn a_source_already_in_its_message_is_printed_once() {
+        let errno = std::io::Error::from(std::io::ErrorKind::AlreadyExists);
+        let errno_text = errno.to_string();
+        // A bpf(2) error shows its errno and also returns it as its source.
+        let syscall = Layer {
+            what: format!("BPF_OBJ_PIN on x failed: {errno_text}"),
+            source: Box::new(errno),
+        };
+        let outer = Layer {
+            what: "pinning map x".to_owned(),
+            source: Box::new(syscall),
+        };
+        let chain = error_chain(&outer);
+        assert_eq!(
+            chain,
+            format!("pinning map x: BPF_OBJ_PIN on x failed: {errno_text}")
+        );
+        assert_eq!(chain.matches(&errno_text).count(), 1, "{chain}");
+    }
+
+    #[test]
+    fn every_new_source_is_appended() {
+        let inner = std::io::Error::other("truncated at byte 7");
+        let outer = Layer {
+            what: "reading snapshot s.json".to_owned(),
+            source: Box::new(inner),
+        };
+        assert_eq!(
+            error_chain(&outer),
+            "reading snapshot s.json: truncated at byte 7"
+        );
+    }
 }

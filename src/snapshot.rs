@@ -172,6 +172,18 @@ pub enum SnapshotError {
         #[source]
         source: FormatError,
     },
+    /// The snapshot would not be readable once written (two objects of one name:
+    /// give the objects distinct file names).
+    #[error(
+        "writing snapshot {path}: refused, it could not be read back (objects are told apart by file name: give each a distinct one)"
+    )]
+    Unreadable {
+        /// The file, left as it was.
+        path: PathBuf,
+        /// What the reader would refuse.
+        #[source]
+        source: FormatError,
+    },
 }
 
 #[derive(Deserialize)]
@@ -310,8 +322,13 @@ pub fn read_snapshot(path: &Path) -> Result<Snapshot, SnapshotError> {
 /// whole new snapshot, even across a crash.
 ///
 /// # Errors
-/// [`SnapshotError::Io`] naming the step that failed.
+/// [`SnapshotError::Unreadable`] for a snapshot [`read_snapshot`] would refuse
+/// (nothing is written); [`SnapshotError::Io`] naming the step that failed.
 pub fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), SnapshotError> {
+    check_names(snapshot).map_err(|source| SnapshotError::Unreadable {
+        path: path.to_owned(),
+        source,
+    })?;
     let bytes = encode(snapshot);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),

@@ -185,8 +185,9 @@ impl TypeLayout {
     #[must_use]
     pub fn describe(&self) -> String {
         match self {
-            TypeLayout::Int { name, .. } | TypeLayout::Float { name, .. } => name.clone(),
-            TypeLayout::Typedef { name, .. } => name.clone(),
+            TypeLayout::Int { name, .. }
+            | TypeLayout::Float { name, .. }
+            | TypeLayout::Typedef { name, .. } => name.clone(),
             TypeLayout::Ptr { target, .. } => {
                 format!("{} *", target.as_deref().unwrap_or("void"))
             }

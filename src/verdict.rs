@@ -636,12 +636,7 @@ pub fn diff_map(
             "values are inner maps: each is reopened by the id a lookup returns and inserted into the new outer map".into(),
         );
         d.verdict = if shrinks {
-            d.loses_entries = true;
-            d.notes.push(format!(
-                "capacity shrinks from {} to {}: entries are copied when the live map holds at most {} (checked when executed)",
-                o.max_entries, n.max_entries, n.max_entries
-            ));
-            Verdict::Shrink
+            shrink(&mut d, &o, &n)
         } else {
             Verdict::Grow
         };
@@ -710,12 +705,7 @@ pub fn diff_map(
     let copies =
         type_changed || o.flags != n.flags || o.map_extra != n.map_extra || d.value_plan.is_some();
     d.verdict = if shrinks {
-        d.loses_entries = true;
-        d.notes.push(format!(
-            "capacity shrinks from {} to {}: entries are copied when the live map holds at most {} (checked when executed)",
-            o.max_entries, n.max_entries, n.max_entries
-        ));
-        Verdict::Shrink
+        shrink(&mut d, &o, &n)
     } else if d.key_plan.is_some() {
         Verdict::Rekey
     } else if copies {
@@ -736,6 +726,16 @@ pub fn diff_map(
             .get_or_insert_with(|| ConversionPlan::identity(n.value_size));
     }
     d
+}
+
+/// Marks `d` as a shrink from `o`'s capacity to `n`'s, which may not fit.
+fn shrink(d: &mut MapDiff, o: &MapModel, n: &MapModel) -> Verdict {
+    d.loses_entries = true;
+    d.notes.push(format!(
+        "capacity shrinks from {} to {}: entries are copied when the live map holds at most {} (checked when executed)",
+        o.max_entries, n.max_entries, n.max_entries
+    ));
+    Verdict::Shrink
 }
 
 fn simple(name: &str, verdict: Verdict, loses_entries: bool, note: &str) -> MapDiff {

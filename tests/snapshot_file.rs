@@ -212,3 +212,28 @@ fn errors_name_the_file() {
     assert_eq!(read_snapshot(&dir.join("state.json")).unwrap(), sample());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_snapshot_with_two_objects_of_one_name_is_not_written() {
+    // `handover snapshot a/prog.o b/prog.o` names both objects `prog.o`; the reader
+    // refuses that, so the writer must not leave such a file behind.
+    let dir = tempdir();
+    let path = dir.join("twice.json");
+    let mut twice = sample();
+    twice.objects.push(twice.objects[0].clone());
+    let err = write_snapshot(&path, &twice).unwrap_err();
+    let exists = path.exists();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        matches!(
+            &err,
+            SnapshotError::Unreadable {
+                source: FormatError::Duplicate { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("twice.json"), "{err}");
+    assert!(!exists, "nothing written");
+}

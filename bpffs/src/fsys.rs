@@ -1,10 +1,10 @@
 //! The file system calls bpffs work needs and std lacks: `openat`, `mkdirat`,
-//! `renameat2`, `unlinkat`, `fstatfs`, `statfs`, `mount`, `umount2`.
+//! `renameat2`, `unlinkat`, `fstatat`, `fstatfs`, `statfs`, `mount`, `umount2`.
 //!
 //! # Safety
 //! Every call passes NUL-terminated strings that live across the call, descriptors
 //! borrowed for the call, and out-parameters that are local, zero-initialised
-//! `statfs` structs. A descriptor returned by `openat` is fresh and owned by nobody
+//! `stat`/`statfs` structs. A descriptor returned by `openat` is fresh and owned by nobody
 //! else, so it is wrapped into an `OwnedFd` right away.
 #![allow(unsafe_code)]
 
@@ -79,6 +79,27 @@ pub(crate) fn rename_at(
         Err(io::Error::last_os_error())
     } else {
         Ok(())
+    }
+}
+
+/// Whether `name` under `dir` is a symlink (`fstatat` with `AT_SYMLINK_NOFOLLOW`);
+/// `false` when it does not exist.
+pub(crate) fn is_symlink_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<bool> {
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: see the module header.
+    let ret = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &raw mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    match check(ret) {
+        Ok(()) => Ok(st.st_mode & libc::S_IFMT == libc::S_IFLNK),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

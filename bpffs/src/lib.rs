@@ -61,6 +61,12 @@ pub enum Error {
         /// The path under the pin root.
         path: String,
     },
+    /// A pin path names a symlink.
+    #[error("{path} is a symlink; pins are opened without following symlinks")]
+    Symlink {
+        /// The path under the pin root.
+        path: String,
+    },
     /// The manifest cannot be used.
     #[error("manifest {path}: {reason}")]
     Manifest {

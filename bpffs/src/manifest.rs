@@ -12,6 +12,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -145,19 +146,21 @@ impl Manifest {
         &self.entries
     }
 
-    /// Records `entry` (if new) and writes the manifest.
-    pub(crate) fn add(&mut self, entry: Entry) -> Result<(), Error> {
+    /// Records `entry` (if new) and writes the manifest; whether it was new.
+    pub(crate) fn add(&mut self, entry: Entry) -> Result<bool, Error> {
         if self.entries.contains(&entry) {
-            return Ok(());
+            return Ok(false);
         }
         self.entries.push(entry);
-        self.save()
+        self.save().map(|()| true)
     }
 
-    /// Forgets the entry of `path` and writes the manifest.
-    pub(crate) fn remove(&mut self, path: &str) -> Result<(), Error> {
+    /// Forgets the entry of `kind` at `path` and writes the manifest. A directory
+    /// and a pin may be recorded at one path (a pin that failed on our directory);
+    /// each is forgotten on its own.
+    pub(crate) fn remove(&mut self, kind: EntryKind, path: &str) -> Result<(), Error> {
         let before = self.entries.len();
-        self.entries.retain(|e| e.path != path);
+        self.entries.retain(|e| e.kind != kind || e.path != path);
         if self.entries.len() == before {
             Ok(())
         } else {
@@ -184,7 +187,15 @@ impl Manifest {
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
-        let mut f = fs::File::create(&tmp).map_err(io("create", &tmp))?;
+        // Owner-only, and never through a symlink planted at the temporary name.
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
         f.write_all(&text).map_err(io("write", &tmp))?;
         f.sync_all().map_err(io("fsync", &tmp))?;
         fs::rename(&tmp, &self.path).map_err(io("rename into place", &self.path))?;
@@ -194,5 +205,44 @@ impl Manifest {
                 .map_err(io("fsync", dir))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symlink_at_the_temporary_manifest_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("handover-manifest-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, "keep").unwrap();
+        let path = dir.join("pins.json");
+        std::os::unix::fs::symlink(&victim, dir.join("pins.json.tmp")).unwrap();
+        let mut m = Manifest::load(&path, Path::new("/sys/fs/bpf/x")).unwrap();
+        let err = m.add(Entry::dir("a")).unwrap_err();
+        let text = err.to_string();
+        let victim_after = fs::read_to_string(&victim).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(text.contains("pins.json.tmp"), "{text}");
+        assert_eq!(victim_after, "keep");
+    }
+
+    #[test]
+    fn the_manifest_is_written_owner_only_and_read_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("handover-manifest-rw-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pins.json");
+        let root = Path::new("/sys/fs/bpf/x");
+        let mut m = Manifest::load(&path, root).unwrap();
+        assert!(m.add(Entry::pin(&PinPath::new("a/b").unwrap())).unwrap());
+        assert!(!m.add(Entry::pin(&PinPath::new("a/b").unwrap())).unwrap());
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        let again = Manifest::load(&path, root).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(mode, 0o600);
+        assert_eq!(again.entries(), m.entries());
     }
 }

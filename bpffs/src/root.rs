@@ -117,16 +117,20 @@ impl PinRoot {
                             source: e,
                         });
                     };
-                    m.add(Entry::dir(&walked))?;
-                    match fsys::mkdir_at(dir.as_fd(), &c, 0o700) {
-                        Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
+                    let added = m.add(Entry::dir(&walked))?;
+                    if let Err(e) = fsys::mkdir_at(dir.as_fd(), &c, 0o700) {
+                        // Not created by us (it appeared meanwhile, or mkdir failed):
+                        // not ours to remove later.
+                        if added {
+                            m.remove(EntryKind::Dir, &walked)?;
+                        }
+                        if e.raw_os_error() != Some(libc::EEXIST) {
                             return Err(Error::Io {
                                 op: "mkdir",
                                 path: walked,
                                 source: e,
                             });
                         }
-                        _ => {}
                     }
                     fsys::open_dir(Some(dir.as_fd()), &c).map_err(Self::io("open", &walked))?
                 }
@@ -184,19 +188,12 @@ impl PinRoot {
     /// `EEXIST` ([`Error::errno`]) if `path` is pinned already; bpf or file system
     /// errors otherwise.
     pub fn pin(&self, object: impl AsFd, path: &PinPath) -> Result<(), Error> {
-        let mut m = self.lock();
-        let dir = self.parent(path, Some(&mut m))?;
-        m.add(Entry::pin(path))?;
-        let temp = self.pin_temp(dir.as_fd(), object.as_fd(), path)?;
-        if let Err(e) = Self::rename(dir.as_fd(), &temp, path.name(), RENAME_NOREPLACE) {
-            let _ = fsys::unlink_at(dir.as_fd(), &temp, false);
-            return Err(Error::Io {
-                op: "pin (rename without replace) at",
-                path: path.to_string(),
-                source: e,
-            });
-        }
-        Ok(())
+        self.place(
+            object.as_fd(),
+            path,
+            RENAME_NOREPLACE,
+            "pin (rename without replace) at",
+        )
     }
 
     /// Pins `object` at `path`, atomically replacing what is pinned there: readers
@@ -205,19 +202,58 @@ impl PinRoot {
     /// # Errors
     /// bpf or file system errors; `path` is left as it was.
     pub fn replace(&self, object: impl AsFd, path: &PinPath) -> Result<(), Error> {
+        self.place(object.as_fd(), path, 0, "replace (rename over)")
+    }
+
+    /// Pins `object` at its temporary name and renames it to `path` with `flags`.
+    ///
+    /// `path` is recorded before anything is created; if the rename fails, the record
+    /// is dropped again when it is new, since what is at `path` then (a pin somebody
+    /// else made, or nothing) is not ours to remove later.
+    fn place(
+        &self,
+        object: BorrowedFd<'_>,
+        path: &PinPath,
+        flags: u32,
+        op: &'static str,
+    ) -> Result<(), Error> {
         let mut m = self.lock();
         let dir = self.parent(path, Some(&mut m))?;
-        m.add(Entry::pin(path))?;
-        let temp = self.pin_temp(dir.as_fd(), object.as_fd(), path)?;
-        if let Err(e) = Self::rename(dir.as_fd(), &temp, path.name(), 0) {
-            let _ = fsys::unlink_at(dir.as_fd(), &temp, false);
-            return Err(Error::Io {
-                op: "replace (rename over)",
-                path: path.to_string(),
-                source: e,
-            });
+        let added = m.add(Entry::pin(path))?;
+        let result = self.pin_temp(dir.as_fd(), object, path).and_then(|temp| {
+            Self::rename(dir.as_fd(), &temp, path.name(), flags).map_err(|source| {
+                Self::discard_temp(dir.as_fd(), &temp);
+                Error::Io {
+                    op,
+                    path: path.to_string(),
+                    source,
+                }
+            })
+        });
+        if result.is_err() {
+            Self::forget_new(&mut m, added, dir.as_fd(), path);
         }
-        Ok(())
+        result
+    }
+
+    /// Removes a temporary pin after a failed rename, as well as it can: the error
+    /// of the rename is what the caller reports.
+    fn discard_temp(dir: BorrowedFd<'_>, temp: &CString) {
+        let _ = fsys::unlink_at(dir, temp, false);
+    }
+
+    /// Drops the record of `path` made by a pin that failed, if the record is new
+    /// and no temporary of ours is left under it.
+    fn forget_new(m: &mut Manifest, added: bool, dir: BorrowedFd<'_>, path: &PinPath) {
+        let temp_gone = match fsys::unlink_at(dir, &cname(&path.temp_name()), false) {
+            Ok(()) => true,
+            Err(e) => e.raw_os_error() == Some(libc::ENOENT),
+        };
+        if added && temp_gone {
+            // Best effort: a record too many only makes cleanup look for a pin that
+            // is not there; the failure of the pin is what the caller reports.
+            let _ = m.remove(EntryKind::Pin, &path.to_string());
+        }
     }
 
     /// Pins `object` at `path` atomically (`RENAME_EXCHANGE`) and keeps the object
@@ -229,8 +265,23 @@ impl PinRoot {
     pub fn exchange(&self, object: impl AsFd, path: &PinPath) -> Result<(), Error> {
         let mut m = self.lock();
         let dir = self.parent(path, Some(&mut m))?;
-        m.add(Entry::pin(path))?;
-        let temp = self.pin_temp(dir.as_fd(), object.as_fd(), path)?;
+        let added = m.add(Entry::pin(path))?;
+        let temp = match self.pin_temp(dir.as_fd(), object.as_fd(), path) {
+            Ok(temp) => temp,
+            Err(e) => {
+                Self::forget_new(&mut m, added, dir.as_fd(), path);
+                return Err(e);
+            }
+        };
+        let failed = |m: &mut Manifest, op: &'static str, source: io::Error| {
+            Self::discard_temp(dir.as_fd(), &temp);
+            Self::forget_new(m, added, dir.as_fd(), path);
+            Error::Io {
+                op,
+                path: path.to_string(),
+                source,
+            }
+        };
         match Self::rename(dir.as_fd(), &temp, path.name(), RENAME_EXCHANGE) {
             Ok(()) => {
                 // The temporary name now holds the old object: keep it for rollback.
@@ -244,24 +295,10 @@ impl PinRoot {
                 .map_err(Self::io("keep rollback of", &path.to_string()))
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                let r = Self::rename(dir.as_fd(), &temp, path.name(), RENAME_NOREPLACE);
-                r.map_err(|e| {
-                    let _ = fsys::unlink_at(dir.as_fd(), &temp, false);
-                    Error::Io {
-                        op: "pin (rename without replace) at",
-                        path: path.to_string(),
-                        source: e,
-                    }
-                })
+                Self::rename(dir.as_fd(), &temp, path.name(), RENAME_NOREPLACE)
+                    .map_err(|e| failed(&mut m, "pin (rename without replace) at", e))
             }
-            Err(e) => {
-                let _ = fsys::unlink_at(dir.as_fd(), &temp, false);
-                Err(Error::Io {
-                    op: "exchange",
-                    path: path.to_string(),
-                    source: e,
-                })
-            }
+            Err(e) => Err(failed(&mut m, "exchange", e)),
         }
     }
 
@@ -306,9 +343,17 @@ impl PinRoot {
     ///
     /// # Errors
     /// `ENOENT` when nothing is pinned there; a directory on the way is a symlink or
-    /// not on bpffs.
+    /// not on bpffs; the pin itself is a symlink.
     pub fn get(&self, path: &PinPath, flags: OpenFlags) -> Result<OwnedFd, Error> {
         let dir = self.parent(path, None)?;
+        // BPF_OBJ_GET follows a symlink in the last component; pins never are one.
+        if fsys::is_symlink_at(dir.as_fd(), &cname(path.name()))
+            .map_err(Self::io("inspect", &path.to_string()))?
+        {
+            return Err(Error::Symlink {
+                path: path.to_string(),
+            });
+        }
         self.bpf
             .obj_get_at(dir.as_fd(), path.name(), flags)
             .map_err(Self::bpf_err("open pin", path))
@@ -333,7 +378,7 @@ impl PinRoot {
             });
         }
         self.remove_pin(path)?;
-        m.remove(&key)
+        m.remove(EntryKind::Pin, &key)
     }
 
     fn remove_pin(&self, path: &PinPath) -> Result<(), Error> {
@@ -387,7 +432,7 @@ impl PinRoot {
         let entries = m.entries().to_vec();
         for e in entries.iter().filter(|e| e.kind == EntryKind::Pin) {
             self.remove_pin(&PinPath::new(&e.path)?)?;
-            m.remove(&e.path)?;
+            m.remove(EntryKind::Pin, &e.path)?;
         }
         // Deepest directories first.
         let mut dirs: Vec<&Entry> = entries
@@ -400,14 +445,16 @@ impl PinRoot {
             let parent = match self.parent(&path, None) {
                 Ok(dir) => dir,
                 Err(err) if err.errno() == Some(libc::ENOENT) => {
-                    m.remove(&e.path)?;
+                    m.remove(EntryKind::Dir, &e.path)?;
                     continue;
                 }
                 Err(err) => return Err(err),
             };
             match fsys::unlink_at(parent.as_fd(), &cname(path.name()), true) {
-                Ok(()) => m.remove(&e.path)?,
-                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => m.remove(&e.path)?,
+                Ok(()) => m.remove(EntryKind::Dir, &e.path)?,
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
+                    m.remove(EntryKind::Dir, &e.path)?;
+                }
                 Err(err) if err.raw_os_error() == Some(libc::ENOTEMPTY) => {}
                 Err(err) => {
                     return Err(Error::Io {

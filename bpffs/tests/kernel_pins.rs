@@ -352,3 +352,86 @@ impl Drop for Unmount {
         let _ = handover_bpffs::unmount_bpffs(&self.0);
     }
 }
+
+#[test]
+fn a_failed_pin_over_a_foreign_pin_is_not_recorded_as_ours() {
+    if !testenv::privileged("a_failed_pin_over_a_foreign_pin_is_not_recorded_as_ours") {
+        return;
+    }
+    let env = Env::new();
+    let root = env.root();
+    let (a, id_a) = env.map();
+    let (b, _) = env.map();
+    root.pin(&a, &p("app/ours")).unwrap();
+    env.bpf
+        .obj_pin(&a, &env.fs.path().join("app/theirs"))
+        .unwrap();
+    let err = root.pin(&b, &p("app/theirs")).unwrap_err();
+    assert_eq!(err.errno(), Some(libc::EEXIST), "{err}");
+    assert_eq!(env.id_at(&root, &p("app/theirs")), id_a);
+    assert!(!env.fs.path().join("app/theirs__handover_tmp").exists());
+    let paths: Vec<_> = env.root().entries().into_iter().map(|e| e.path).collect();
+    assert_eq!(paths, ["app", "app/ours"]);
+
+    // So neither unpin nor uninstall touches it.
+    let err = root.unpin(&p("app/theirs")).unwrap_err();
+    assert!(matches!(err, Error::Manifest { .. }), "{err}");
+    root.uninstall().unwrap();
+    let mut left = walk(env.fs.path());
+    left.sort();
+    assert_eq!(left, ["app", "app/theirs"]);
+}
+
+#[test]
+fn a_pin_that_is_a_symlink_is_not_followed() {
+    if !testenv::privileged("a_pin_that_is_a_symlink_is_not_followed") {
+        return;
+    }
+    let env = Env::new();
+    let root = env.root();
+    let (a, id_a) = env.map();
+    root.pin(&a, &p("real/pin")).unwrap();
+    std::os::unix::fs::symlink("pin", env.fs.path().join("real/alias")).unwrap();
+    // The kernel itself follows it ...
+    let fd = env
+        .bpf
+        .obj_get(&env.fs.path().join("real/alias"), OpenFlags::READ_ONLY)
+        .unwrap();
+    assert_eq!(env.bpf.map_info(&fd).unwrap().id, id_a);
+    // ... the pin root does not.
+    let err = root
+        .get(&p("real/alias"), OpenFlags::READ_ONLY)
+        .unwrap_err();
+    assert!(matches!(err, Error::Symlink { .. }), "{err}");
+    assert_eq!(env.id_at(&root, &p("real/pin")), id_a);
+}
+
+#[test]
+fn a_failed_pin_over_our_directory_keeps_the_directory_recorded() {
+    if !testenv::privileged("a_failed_pin_over_our_directory_keeps_the_directory_recorded") {
+        return;
+    }
+    let env = Env::new();
+    let root = env.root();
+    let (a, _) = env.map();
+    root.pin(&a, &p("app/one")).unwrap();
+    // `app` is our directory: a pin cannot take its name, and forgetting that pin
+    // must not forget the directory.
+    let err = root.pin(&a, &p("app")).unwrap_err();
+    assert!(err.errno().is_some(), "{err}");
+    let entries: Vec<_> = env
+        .root()
+        .entries()
+        .into_iter()
+        .map(|e| (e.kind, e.path))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (EntryKind::Dir, "app".to_owned()),
+            (EntryKind::Pin, "app/one".to_owned())
+        ]
+    );
+    root.uninstall().unwrap();
+    assert!(walk(env.fs.path()).is_empty(), "{:?}", walk(env.fs.path()));
+}

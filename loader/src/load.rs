@@ -692,7 +692,7 @@ fn rewrite_type(
             {
                 // Extern functions are resolved by the loader; the kernel knows only
                 // static and global ones.
-                let linkage = if f.func_global { 1 } else { 0 };
+                let linkage = u16::from(f.func_global);
                 set(&mut rw.types, at + 4, info(Kind::Func, false, linkage))
                     .ok_or_else(|| bad(t))?;
             }
@@ -823,23 +823,6 @@ pub fn created_max_entries(spec: &MapSpec, page_size: u32, possible_cpus: u32) -
     }
 }
 
-/// The page size from the auxiliary vector (`AT_PAGESZ`), 4096 if unreadable.
-fn page_size() -> u32 {
-    const AT_PAGESZ: u64 = 6;
-    let auxv = std::fs::read("/proc/self/auxv").unwrap_or_default();
-    auxv.chunks_exact(16)
-        .filter_map(|c| {
-            let (k, v) = c.split_at(8);
-            Some((
-                u64::from_ne_bytes(k.try_into().ok()?),
-                u64::from_ne_bytes(v.try_into().ok()?),
-            ))
-        })
-        .find(|&(k, _)| k == AT_PAGESZ)
-        .and_then(|(_, v)| u32::try_from(v).ok())
-        .unwrap_or(4096)
-}
-
 fn create_map(
     bpf: &Bpf,
     spec: &MapSpec,
@@ -857,8 +840,11 @@ fn create_map(
         }
         _ => 0,
     };
-    let max_entries =
-        created_max_entries(spec, page_size(), u32::try_from(cpus).unwrap_or(u32::MAX));
+    let max_entries = created_max_entries(
+        spec,
+        sys::page_size(),
+        u32::try_from(cpus).unwrap_or(u32::MAX),
+    );
     let mut args = MapCreate::new(spec.map_type, spec.key_size, spec.value_size, max_entries);
     args.flags = spec.flags;
     args.name = &name;
@@ -902,6 +888,43 @@ fn check_reused(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd) -> Result<(), LoadError
         what: "reading the reused map's info".into(),
         source,
     })?;
+    let cpus = match spec.map_type {
+        MapType::PerfEventArray if spec.max_entries == 0 => {
+            bpf.possible_cpus().map_err(|source| LoadError::MapInit {
+                map: spec.name.clone(),
+                what: "counting the possible CPUs".into(),
+                source,
+            })?
+        }
+        _ => 0,
+    };
+    let cpus = u32::try_from(cpus).unwrap_or(u32::MAX);
+    let diffs = reused_map_differences(&info, spec, sys::page_size(), cpus);
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadError::ReusedMap {
+            map: spec.name.clone(),
+            reason: diffs.join(", "),
+        })
+    }
+}
+
+/// `BPF_F_RDONLY` and `BPF_F_WRONLY`: access modes of the descriptor that creates a
+/// map, which the kernel clears from the map's own `map_flags`.
+const FD_ACCESS_FLAGS: u32 = sys::map_flags::RDONLY | sys::map_flags::WRONLY;
+
+/// How the map the kernel describes in `info` differs from the one [`load`] would
+/// create for `spec`: compared with what creation gives (the capacity of
+/// [`created_max_entries`], the flags less [`FD_ACCESS_FLAGS`]), not with the
+/// definition as written.
+#[must_use]
+fn reused_map_differences(
+    info: &sys::MapInfo,
+    spec: &MapSpec,
+    page_size: u32,
+    possible_cpus: u32,
+) -> Vec<String> {
     let mut diffs = Vec::new();
     if info.map_type != Some(spec.map_type) {
         diffs.push(format!(
@@ -913,8 +936,16 @@ fn check_reused(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd) -> Result<(), LoadError
     for (what, have, want) in [
         ("key size", info.key_size, spec.key_size),
         ("value size", info.value_size, spec.value_size),
-        ("max_entries", info.max_entries, spec.max_entries),
-        ("flags", info.flags, spec.flags),
+        (
+            "max_entries",
+            info.max_entries,
+            created_max_entries(spec, page_size, possible_cpus),
+        ),
+        (
+            "flags",
+            info.flags & !FD_ACCESS_FLAGS,
+            spec.flags & !FD_ACCESS_FLAGS,
+        ),
     ] {
         if have != want {
             diffs.push(format!("{what} {have} (object: {want})"));
@@ -926,14 +957,7 @@ fn check_reused(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd) -> Result<(), LoadError
             info.map_extra, spec.map_extra
         ));
     }
-    if diffs.is_empty() {
-        Ok(())
-    } else {
-        Err(LoadError::ReusedMap {
-            map: spec.name.clone(),
-            reason: diffs.join(", "),
-        })
-    }
+    diffs
 }
 
 /// Loads `object` into the kernel: its BTF (prepared by [`prepare_btf`] for the
@@ -1230,10 +1254,10 @@ fn load_program(
         })?;
     }
     if spec.sleepable {
-        args.flags |= 1 << 4; // BPF_F_SLEEPABLE
+        args.flags |= sys::prog_flags::SLEEPABLE;
     }
     if spec.xdp_frags {
-        args.flags |= 1 << 5; // BPF_F_XDP_HAS_FRAGS
+        args.flags |= sys::prog_flags::XDP_HAS_FRAGS;
     }
     if let Some(fd) = btf
         && features.func

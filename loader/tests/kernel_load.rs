@@ -728,3 +728,40 @@ fn btf_of_every_kind_is_accepted_for_every_feature_set() {
         assert_eq!(info.size as usize, blob.len(), "{name}");
     }
 }
+
+#[test]
+fn maps_sized_at_creation_are_reused_as_created() {
+    if !testenv::privileged("maps_sized_at_creation_are_reused_as_created") {
+        return;
+    }
+    let _fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/diff/kernel_adjusted.old.c: a ring buffer of 4000 bytes (created as
+    // one page) and a perf event array without max_entries (one slot per CPU).
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../programs/build/diff/kernel_adjusted.old.o");
+    let data = common::read(&path);
+    let obj = Object::parse(&data).unwrap();
+    let first = load(&bpf, &obj, LoadOptions::default()).unwrap();
+    let mut reuse = HashMap::new();
+    for name in ["events", "perf"] {
+        reuse.insert(
+            name.to_owned(),
+            first.map(name).unwrap().fd.try_clone().unwrap(),
+        );
+    }
+    let second = load(
+        &bpf,
+        &obj,
+        LoadOptions {
+            reuse_maps: reuse,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    for name in ["events", "perf"] {
+        let id = |l: &LoadedObject| bpf.map_info(&l.map(name).unwrap().fd).unwrap().id;
+        assert!(second.map(name).unwrap().reused, "{name}");
+        assert_eq!(id(&first), id(&second), "{name}");
+    }
+}

@@ -351,3 +351,37 @@ fn bad_btf_is_rejected_with_the_kernel_log() {
     assert_eq!(err.errno(), Some(libc::EINVAL));
     assert!(!err.log().unwrap_or_default().is_empty(), "{err}");
 }
+
+#[test]
+fn map_info_clears_the_descriptor_access_flags() {
+    // The loader compares a reused map's flags without BPF_F_RDONLY/BPF_F_WRONLY
+    // because the kernel keeps them on the creating descriptor, not in map_flags.
+    if !testenv::privileged("map_info_clears_the_descriptor_access_flags") {
+        return;
+    }
+    let bpf = Bpf::kernel();
+    for access in [map_flags::RDONLY, map_flags::WRONLY] {
+        let mut spec = MapCreate::new(MapType::Hash, 4, 4, 8);
+        spec.flags = access | map_flags::NO_PREALLOC;
+        let map = Map::create(&bpf, &spec).expect("create map");
+        assert_eq!(
+            map.info().flags,
+            map_flags::NO_PREALLOC,
+            "access {access:#x}"
+        );
+    }
+}
+
+#[test]
+fn perf_event_arrays_keep_a_capacity_above_the_cpu_count() {
+    // Only a perf event array defined without max_entries is sized by the loader
+    // (one slot per possible CPU); the kernel keeps any other capacity as given.
+    if !testenv::privileged("perf_event_arrays_keep_a_capacity_above_the_cpu_count") {
+        return;
+    }
+    let bpf = Bpf::kernel();
+    let cpus = u32::try_from(bpf.possible_cpus().unwrap()).unwrap();
+    let spec = MapCreate::new(MapType::PerfEventArray, 4, 4, cpus + 8);
+    let map = Map::create(&bpf, &spec).expect("create perf event array");
+    assert_eq!(map.info().max_entries, cpus + 8);
+}

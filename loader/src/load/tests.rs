@@ -539,3 +539,65 @@ fn a_map_given_for_reuse_must_exist_in_the_object() {
         "{err}"
     );
 }
+
+/// What the kernel would report for a map created from `spec` with these two values.
+fn info_of(spec: &MapSpec, max_entries: u32, flags: u32) -> sys::MapInfo {
+    sys::MapInfo {
+        map_type: Some(spec.map_type),
+        map_type_raw: spec.map_type.into(),
+        id: 1,
+        key_size: spec.key_size,
+        value_size: spec.value_size,
+        max_entries,
+        flags,
+        name: String::new(),
+        ifindex: 0,
+        btf_id: 0,
+        btf_key_type_id: 0,
+        btf_value_type_id: 0,
+        btf_vmlinux_value_type_id: 0,
+        map_extra: spec.map_extra,
+    }
+}
+
+#[test]
+fn reused_maps_are_compared_with_what_creation_gives_not_with_the_definition() {
+    let data = fixture("diff/kernel_adjusted.old");
+    let obj = Object::parse(&data).unwrap();
+    // A perf event array defined without max_entries has one slot per CPU.
+    let perf = obj.map("perf").unwrap();
+    assert_eq!(perf.max_entries, 0);
+    assert_eq!(
+        reused_map_differences(&info_of(perf, 8, perf.flags), perf, 4096, 8),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        reused_map_differences(&info_of(perf, 4, perf.flags), perf, 4096, 8),
+        ["max_entries 4 (object: 8)"]
+    );
+    // A ring buffer is created with its size rounded up to a page multiple.
+    let events = obj.map("events").unwrap();
+    assert_eq!(events.max_entries, 4000);
+    assert!(
+        reused_map_differences(&info_of(events, 4096, events.flags), events, 4096, 8).is_empty()
+    );
+}
+
+#[test]
+fn reused_maps_ignore_the_descriptor_access_flags_the_kernel_clears() {
+    let data = fixture("diff/kernel_adjusted.old");
+    let obj = Object::parse(&data).unwrap();
+    let mut spec = obj.map("perf").unwrap().clone();
+    spec.max_entries = 8;
+    let kernel_flags = spec.flags;
+    spec.flags |= sys::map_flags::RDONLY;
+    assert!(reused_map_differences(&info_of(&spec, 8, kernel_flags), &spec, 4096, 8).is_empty());
+    spec.flags = kernel_flags | sys::map_flags::WRONLY;
+    assert!(reused_map_differences(&info_of(&spec, 8, kernel_flags), &spec, 4096, 8).is_empty());
+    // Flags the map itself keeps still count.
+    let other = kernel_flags | sys::map_flags::NO_PREALLOC;
+    assert_eq!(
+        reused_map_differences(&info_of(&spec, 8, other), &spec, 4096, 8),
+        [format!("flags {other} (object: {kernel_flags})")]
+    );
+}

@@ -91,7 +91,8 @@ pub(crate) struct ProgLoadAttr {
     pub core_relo_rec_size: u32,
     pub log_true_size: u32,
     pub prog_token_fd: i32,
-    pub _pad: u32,
+    /// Entries of `fd_array` (6.14); 0: the kernel reads it as it needs.
+    pub fd_array_cnt: u32,
 }
 
 /// `BPF_PROG_TEST_RUN`.
@@ -329,5 +330,47 @@ mod tests {
         assert_eq!(offset_of!(RawProgInfo, verified_insns), 216);
         assert_eq!(offset_of!(RawLinkInfo, union), 16);
         assert_eq!(size_of::<RawBtfInfo>(), 32);
+    }
+
+    #[test]
+    fn the_remaining_fields_sit_where_the_uapi_header_puts_them() {
+        assert_eq!(offset_of!(MapCreateAttr, numa_node), 24);
+        assert_eq!(offset_of!(MapCreateAttr, map_ifindex), 44);
+        assert_eq!(offset_of!(MapCreateAttr, btf_vmlinux_value_type_id), 60);
+        assert_eq!(offset_of!(MapCreateAttr, value_type_btf_obj_fd), 72);
+        assert_eq!(offset_of!(MapCreateAttr, map_token_fd), 76);
+        assert_eq!(offset_of!(MapElemAttr, key), 8);
+        assert_eq!(offset_of!(MapElemAttr, flags), 24);
+        assert_eq!(offset_of!(MapBatchAttr, map_fd), 36);
+        assert_eq!(offset_of!(MapBatchAttr, flags), 48);
+        assert_eq!(offset_of!(ProgLoadAttr, log_buf), 32);
+        assert_eq!(offset_of!(ProgLoadAttr, kern_version), 40);
+        assert_eq!(offset_of!(ProgLoadAttr, attach_btf_id), 108);
+        assert_eq!(offset_of!(ProgLoadAttr, attach_fd), 112);
+        assert_eq!(offset_of!(ProgLoadAttr, core_relos), 128);
+        assert_eq!(offset_of!(ProgLoadAttr, fd_array_cnt), 148);
+        assert_eq!(offset_of!(TestRunAttr, data_in), 16);
+        assert_eq!(offset_of!(TestRunAttr, repeat), 32);
+        assert_eq!(offset_of!(TestRunAttr, ctx_out), 56);
+        assert_eq!(offset_of!(TestRunAttr, flags), 64);
+        assert_eq!(offset_of!(TestRunAttr, batch_size), 72);
+        assert_eq!(offset_of!(InfoAttr, info), 8);
+        assert_eq!(offset_of!(IdAttr, open_flags), 8);
+        assert_eq!(offset_of!(BtfLoadAttr, btf_flags), 32);
+        assert_eq!(offset_of!(ProgAttachAttr, replace_bpf_fd), 16);
+        assert_eq!(offset_of!(LinkCreateAttr, relative_fd), 16);
+        assert_eq!(offset_of!(LinkUpdateAttr, old_prog_fd), 12);
+        assert_eq!(offset_of!(RawMapInfo, btf_vmlinux_value_type_id), 44);
+        assert_eq!(offset_of!(RawMapInfo, netns_dev), 48);
+        assert_eq!(offset_of!(RawMapInfo, map_extra), 80);
+        assert_eq!(offset_of!(RawProgInfo, load_time), 40);
+        assert_eq!(offset_of!(RawProgInfo, nr_map_ids), 52);
+        assert_eq!(offset_of!(RawProgInfo, map_ids), 56);
+        assert_eq!(offset_of!(RawProgInfo, flags), 84);
+        assert_eq!(offset_of!(RawProgInfo, run_time_ns), 192);
+        assert_eq!(offset_of!(RawProgInfo, attach_btf_id), 224);
+        assert_eq!(size_of::<RawProgInfo>(), 232);
+        assert_eq!(offset_of!(RawBtfInfo, name), 16);
+        assert_eq!(offset_of!(RawBtfInfo, kernel_btf), 28);
     }
 }

@@ -22,7 +22,10 @@ pub enum Error {
     },
     /// The verifier (or the BTF checker) rejected a program (or a BTF blob); its log
     /// says why.
-    #[error("{command} on {object} failed: {source}\nverifier log:\n{log}")]
+    #[error(
+        "{command} on {object} failed: {source}\n{}:\n{log}",
+        log_title(command)
+    )]
     Rejected {
         /// `BPF_PROG_LOAD` or `BPF_BTF_LOAD`.
         command: &'static str,
@@ -54,6 +57,16 @@ pub enum Error {
     },
 }
 
+/// What the log of a logged command is called: the BTF checker writes the log of
+/// `BPF_BTF_LOAD`, the verifier that of `BPF_PROG_LOAD`.
+fn log_title(command: &str) -> &'static str {
+    if command == super::Command::BtfLoad.name() {
+        "BTF log"
+    } else {
+        "verifier log"
+    }
+}
+
 impl Error {
     /// The errno of a failed command, if the kernel returned one.
     #[must_use]
@@ -71,5 +84,25 @@ impl Error {
             Error::Rejected { log, .. } => Some(log),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_btf_blob_shows_a_btf_log_not_a_verifier_log() {
+        let rejected = |command| Error::Rejected {
+            command,
+            object: "x".to_owned(),
+            source: io::Error::from_raw_os_error(libc::EINVAL),
+            log: "magic: 0xeb9f".to_owned(),
+        };
+        let btf = rejected("BPF_BTF_LOAD").to_string();
+        assert!(btf.contains("\nBTF log:\nmagic"), "{btf}");
+        assert!(!btf.contains("verifier"), "{btf}");
+        let prog = rejected("BPF_PROG_LOAD").to_string();
+        assert!(prog.contains("\nverifier log:\nmagic"), "{prog}");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use zerocopy::FromBytes;
 
-use super::attr::{ObjAttr, ProgLoadAttr};
+use super::attr::{MapCreateAttr, ObjAttr, ProgLoadAttr};
 use super::{
     Bpf, Command, Error, Feature, Insn, LogLevel, MapCreate, MapType, OpenFlags, ProgLoad,
     ProgramType,
@@ -183,4 +183,50 @@ fn pins_fall_back_to_proc_self_fd_on_older_kernels() {
     let attr = pin_at_with_probe(libc::EINVAL);
     assert_eq!(attr.file_flags, 0);
     assert_eq!(attr.path_fd, 0);
+}
+
+#[test]
+fn the_ring_buffer_probe_asks_for_one_page_of_this_machine() {
+    use std::os::fd::IntoRawFd;
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let bpf = Bpf::with_backend(move |c: Command, attr: &mut [u8], _: Option<&mut [u8]>| {
+        assert_eq!(c, Command::MapCreate);
+        let a = MapCreateAttr::read_from_prefix(attr).unwrap().0;
+        seen.lock().unwrap().push((a.map_type, a.max_entries));
+        Ok(i64::from(devnull().into_raw_fd()))
+    });
+    assert!(bpf.has(Feature::Ringbuf));
+    assert_eq!(
+        *asked.lock().unwrap(),
+        [(u32::from(MapType::Ringbuf), super::page_size())]
+    );
+}
+
+#[test]
+fn a_load_with_log_level_zero_is_tried_once_without_a_log() {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let bpf = Bpf::with_backend(move |_: Command, _: &mut [u8], log: Option<&mut [u8]>| {
+        seen.lock().unwrap().push(log.is_some());
+        errno(libc::EINVAL)
+    });
+    let err = bpf.btf_load(&[0u8; 24], LogLevel::Always(0)).unwrap_err();
+    assert_eq!(err.errno(), Some(libc::EINVAL));
+    assert!(err.log().is_none());
+    assert_eq!(*calls.lock().unwrap(), [false], "one call, no log buffer");
+}
+
+#[test]
+fn a_program_given_both_attach_descriptors_is_refused_before_the_kernel() {
+    let bpf = Bpf::with_backend(|_: Command, _: &mut [u8], _: Option<&mut [u8]>| {
+        panic!("the kernel must not be asked")
+    });
+    let (prog, btf) = (devnull(), devnull());
+    let mut spec = ProgLoad::new(ProgramType::Tracing, &EXIT, "GPL");
+    spec.attach_prog_fd = Some(prog.as_fd());
+    spec.attach_btf_obj_fd = Some(btf.as_fd());
+    let err = bpf.prog_load(&spec).unwrap_err();
+    assert!(matches!(err, Error::Argument { .. }), "{err}");
+    assert!(err.to_string().contains("share one field"), "{err}");
 }

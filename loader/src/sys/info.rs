@@ -147,6 +147,56 @@ fn c_name(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes.get(..end).unwrap_or_default()).into_owned()
 }
 
+/// The typed view of a `struct bpf_link_info` the kernel filled in.
+///
+/// The per-type union is read as native-endian bytes at the offsets of its C members
+/// (`cgroup.cgroup_id` is a `__u64` at offset 0 of the union), not as pairs of `u32`
+/// words, whose order within a `u64` depends on the host's byte order.
+fn decode_link_info(raw: &RawLinkInfo) -> LinkInfo {
+    let union = raw.union.as_bytes();
+    let u32_at = |at: usize| {
+        union
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, u32::from_ne_bytes)
+    };
+    let u64_at = |at: usize| {
+        union
+            .get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_ne_bytes)
+    };
+    let link_type = LinkType::try_from(raw.link_type).ok();
+    let attach = |v: u32| AttachType::try_from(v).ok();
+    let target = match link_type {
+        // struct { __u64 cgroup_id; __u32 attach_type; }
+        Some(LinkType::Cgroup) => LinkTarget::Cgroup {
+            cgroup_id: u64_at(0),
+            attach_type: attach(u32_at(8)),
+        },
+        // struct { __u32 ifindex; }
+        Some(LinkType::Xdp) => LinkTarget::Xdp { ifindex: u32_at(0) },
+        // struct { __u32 ifindex; __u32 attach_type; }
+        Some(LinkType::Tcx) => LinkTarget::Tcx {
+            ifindex: u32_at(0),
+            attach_type: attach(u32_at(4)),
+        },
+        // struct { __u32 netns_ino; __u32 attach_type; }
+        Some(LinkType::Netns) => LinkTarget::Netns {
+            netns_ino: u32_at(0),
+            attach_type: attach(u32_at(4)),
+        },
+        _ => LinkTarget::Other,
+    };
+    LinkInfo {
+        link_type,
+        link_type_raw: raw.link_type,
+        id: raw.id,
+        prog_id: raw.prog_id,
+        target,
+    }
+}
+
 impl Bpf {
     fn info<T: IntoBytes + FromBytes>(
         &self,
@@ -235,32 +285,7 @@ impl Bpf {
     pub fn link_info(&self, link: impl AsFd) -> Result<LinkInfo, Error> {
         let mut raw = RawLinkInfo::new_zeroed();
         self.info(link.as_fd(), &mut raw, "link")?;
-        let link_type = LinkType::try_from(raw.link_type).ok();
-        let w = raw.union;
-        let attach = |v: u32| AttachType::try_from(v).ok();
-        let target = match link_type {
-            Some(LinkType::Cgroup) => LinkTarget::Cgroup {
-                cgroup_id: u64::from(w[0]) | (u64::from(w[1]) << 32),
-                attach_type: attach(w[2]),
-            },
-            Some(LinkType::Xdp) => LinkTarget::Xdp { ifindex: w[0] },
-            Some(LinkType::Tcx) => LinkTarget::Tcx {
-                ifindex: w[0],
-                attach_type: attach(w[1]),
-            },
-            Some(LinkType::Netns) => LinkTarget::Netns {
-                netns_ino: w[0],
-                attach_type: attach(w[1]),
-            },
-            _ => LinkTarget::Other,
-        };
-        Ok(LinkInfo {
-            link_type,
-            link_type_raw: raw.link_type,
-            id: raw.id,
-            prog_id: raw.prog_id,
-            target,
-        })
+        Ok(decode_link_info(&raw))
     }
 
     /// Describes a BTF object.
@@ -294,5 +319,52 @@ impl Bpf {
         } else {
             Ok(size)
         }
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::indexing_slicing, reason = "tests fill fixed buffers")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_link_ids_are_read_as_native_u64_not_as_little_endian_word_pairs() {
+        let mut raw = RawLinkInfo::new_zeroed();
+        raw.link_type = u32::from(LinkType::Cgroup);
+        raw.id = 7;
+        raw.prog_id = 9;
+        // The kernel writes `cgroup_id` as one native-endian u64 at union offset 0,
+        // then `attach_type` at offset 8.
+        let id: u64 = 0x0000_0001_0000_1234;
+        let bytes = raw.union.as_mut_bytes();
+        bytes[..8].copy_from_slice(&id.to_ne_bytes());
+        bytes[8..12].copy_from_slice(&u32::from(AttachType::CgroupInet4Connect).to_ne_bytes());
+        let info = decode_link_info(&raw);
+        assert_eq!(
+            info.target,
+            LinkTarget::Cgroup {
+                cgroup_id: id,
+                attach_type: Some(AttachType::CgroupInet4Connect),
+            }
+        );
+        assert_eq!((info.id, info.prog_id), (7, 9));
+    }
+
+    #[test]
+    fn tcx_and_netns_links_decode_their_two_words() {
+        let mut raw = RawLinkInfo::new_zeroed();
+        raw.link_type = u32::from(LinkType::Tcx);
+        raw.union[0] = 3;
+        raw.union[1] = u32::from(AttachType::TcxEgress);
+        assert_eq!(
+            decode_link_info(&raw).target,
+            LinkTarget::Tcx {
+                ifindex: 3,
+                attach_type: Some(AttachType::TcxEgress),
+            }
+        );
+        raw.link_type = 999;
+        let info = decode_link_info(&raw);
+        assert_eq!((info.link_type, info.target), (None, LinkTarget::Other));
     }
 }

@@ -51,7 +51,7 @@ pub struct MapCreate<'a> {
     pub btf: Option<MapBtf<'a>>,
 }
 
-impl<'a> MapCreate<'a> {
+impl MapCreate<'_> {
     /// A map of `map_type` with the given geometry and every optional field unset.
     #[must_use]
     pub fn new(map_type: MapType, key_size: u32, value_size: u32, max_entries: u32) -> Self {
@@ -372,6 +372,22 @@ impl Map {
         }
     }
 
+    /// Checks that a packed key array of `len` bytes holds whole keys.
+    fn check_whole(&self, command: Command, len: usize) -> Result<(), Error> {
+        let size = self.key_size();
+        if len.checked_rem(size).unwrap_or(len) == 0 {
+            Ok(())
+        } else {
+            Err(Error::Argument {
+                command: command.name(),
+                object: self.object(),
+                reason: format!(
+                    "the key array of {len} bytes is not a whole number of {size}-byte keys"
+                ),
+            })
+        }
+    }
+
     fn elem(
         &self,
         command: Command,
@@ -470,17 +486,45 @@ impl Map {
         self.bpf.map_freeze(&self.fd)
     }
 
-    /// Every key, by `BPF_MAP_GET_NEXT_KEY`.
+    /// Every key, by `BPF_MAP_GET_NEXT_KEY`, each once.
+    ///
+    /// When the key a step starts from is deleted meanwhile (by a program), hash
+    /// maps and LPM tries start over at their first key: keys already listed are
+    /// skipped, and a listing that keeps starting over gives up after a few times the
+    /// map's capacity in steps.
     ///
     /// # Errors
-    /// The kernel refuses.
+    /// The kernel refuses, or (an error of kind `WouldBlock`) the keys changed
+    /// faster than they could be listed.
     pub fn keys(&self) -> Result<Vec<u8>, Error> {
+        let c = Command::MapGetNextKey;
         let size = self.key_size();
+        let limit = (self.info.max_entries as usize)
+            .saturating_mul(4)
+            .saturating_add(16);
         let mut keys = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut next = vec![0u8; size];
         let mut prev: Option<Vec<u8>> = None;
+        let mut steps = 0usize;
         while self.next_key(prev.as_deref(), &mut next)? {
-            keys.extend_from_slice(&next);
+            steps += 1;
+            if steps > limit {
+                return Err(Error::Syscall {
+                    command: c.name(),
+                    object: self.object(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::WouldBlock,
+                        format!(
+                            "the keys changed while they were listed ({steps} steps for a capacity of {}): retry when the map's writers are quieter",
+                            self.info.max_entries
+                        ),
+                    ),
+                });
+            }
+            if seen.insert(next.clone()) {
+                keys.extend_from_slice(&next);
+            }
             prev = Some(next.clone());
         }
         Ok(keys)
@@ -547,8 +591,15 @@ impl Map {
                     self.used_batch(true);
                     return Ok(entries);
                 }
-                Err(e) if is_unsupported(&e) => self.refuse_batch(command),
-                Err(e) => return Err(e),
+                // A drain refused after its first call has deleted entries already,
+                // which a per-element pass would no longer see: only a refusal of the
+                // first call falls back. A plain dump reads again from the start.
+                Err((first, e))
+                    if is_unsupported(&e) && (first || command == Command::MapLookupBatch) =>
+                {
+                    self.refuse_batch(command);
+                }
+                Err((_, e)) => return Err(e),
             }
         }
         self.used_batch(false);
@@ -576,7 +627,8 @@ impl Map {
         Ok(out)
     }
 
-    fn dump_batch(&self, command: Command) -> Result<MapEntries, Error> {
+    /// Batched reads; on failure, whether it was the first call that failed.
+    fn dump_batch(&self, command: Command) -> Result<MapEntries, (bool, Error)> {
         let key_size = self.key_size();
         let mut out = MapEntries::new(key_size, self.value_len);
         let token_len = key_size.max(8);
@@ -616,7 +668,7 @@ impl Map {
                     chunk = chunk.saturating_mul(2).min(self.info.max_entries as usize);
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err((first, e)),
             }
             first = false;
             std::mem::swap(&mut token_in, &mut token_out);
@@ -633,6 +685,7 @@ impl Map {
         let c = Command::MapUpdateBatch;
         self.check(c, "key", entries.key_size, self.key_size())?;
         self.check(c, "value", entries.value_len, self.value_len)?;
+        self.check_whole(c, entries.keys.len())?;
         self.check(
             c,
             "the value array",
@@ -694,7 +747,7 @@ impl Map {
     pub fn delete_all(&self, keys: &[u8]) -> Result<(), Error> {
         let ks = self.key_size().max(1);
         let c = Command::MapDeleteBatch;
-        self.check(c, "the key array", keys.len() % ks, 0)?;
+        self.check_whole(c, keys.len())?;
         if !self.batch_refused(c) {
             let mut done = 0;
             let mut result = Ok(());
@@ -735,6 +788,170 @@ impl Map {
 #[expect(clippy::indexing_slicing, reason = "tests index fixed results")]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    use zerocopy::{FromBytes, IntoBytes};
+
+    use crate::sys::Backend;
+
+    /// A map over /dev/null whose commands go to `backend`.
+    fn fake_map(backend: impl Backend + 'static, key_size: u32, value_size: u32) -> Map {
+        let fd = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let info = MapInfo {
+            map_type: Some(MapType::Hash),
+            map_type_raw: MapType::Hash.into(),
+            id: 1,
+            key_size,
+            value_size,
+            max_entries: 64,
+            flags: 0,
+            name: "m".into(),
+            ifindex: 0,
+            btf_id: 0,
+            btf_key_type_id: 0,
+            btf_value_type_id: 0,
+            btf_vmlinux_value_type_id: 0,
+            map_extra: 0,
+        };
+        Map {
+            bpf: Bpf::with_backend(backend),
+            fd,
+            info,
+            value_len: value_size as usize,
+            no_batch: Default::default(),
+            last_batch: AtomicBool::new(false),
+        }
+    }
+
+    /// A backend that answers the `n`th `BPF_MAP_LOOKUP_AND_DELETE_BATCH` with
+    /// `batches[n]` (a count of entries, or an errno) and records every command.
+    fn drain_backend(
+        batches: Vec<Result<u32, i32>>,
+        calls: Arc<Mutex<Vec<Command>>>,
+    ) -> impl Backend + 'static {
+        batch_backend(Command::MapLookupAndDeleteBatch, batches, calls)
+    }
+
+    /// As [`drain_backend`], for the batch command `batch`.
+    fn batch_backend(
+        batch: Command,
+        batches: Vec<Result<u32, i32>>,
+        calls: Arc<Mutex<Vec<Command>>>,
+    ) -> impl Backend + 'static {
+        move |c: Command, attr: &mut [u8], _: Option<&mut [u8]>| {
+            let mut calls = calls.lock().unwrap();
+            let n = calls.iter().filter(|&&k| k == c).count();
+            calls.push(c);
+            match (c == batch, batches.get(n)) {
+                (true, Some(&Ok(count))) => {
+                    let mut a = MapBatchAttr::read_from_prefix(attr).unwrap().0;
+                    a.count = count;
+                    attr[..size_of::<MapBatchAttr>()].copy_from_slice(a.as_bytes());
+                    Ok(0)
+                }
+                (true, Some(&Err(e))) => Err(std::io::Error::from_raw_os_error(e)),
+                _ => Err(std::io::Error::from_raw_os_error(libc::ENOENT)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_drain_refused_after_its_first_batch_is_an_error_not_a_per_element_pass() {
+        // The first batch deleted two entries; falling back to key-by-key draining
+        // then would return without them, and they would be lost.
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let map = fake_map(
+            drain_backend(vec![Ok(2), Err(libc::EINVAL)], calls.clone()),
+            4,
+            4,
+        );
+        let err = map.drain().unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EINVAL));
+        assert_eq!(
+            *calls.lock().unwrap(),
+            [Command::MapLookupAndDeleteBatch; 2],
+            "no per-element fallback after entries were drained"
+        );
+        assert!(!map.batch_refused(Command::MapLookupAndDeleteBatch));
+    }
+
+    #[test]
+    fn a_drain_refused_on_its_first_batch_falls_back_to_per_element() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let map = fake_map(drain_backend(vec![Err(libc::EINVAL)], calls.clone()), 4, 4);
+        assert!(map.drain().unwrap().is_empty());
+        assert_eq!(
+            *calls.lock().unwrap(),
+            [Command::MapLookupAndDeleteBatch, Command::MapGetNextKey]
+        );
+        assert_eq!(map.batch_support(), BatchSupport::PerElement);
+    }
+
+    #[test]
+    fn a_dump_refused_after_its_first_batch_reads_again_per_element() {
+        // Reading deletes nothing, so starting over key by key loses nothing.
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let map = fake_map(
+            batch_backend(
+                Command::MapLookupBatch,
+                vec![Ok(2), Err(libc::EINVAL)],
+                calls.clone(),
+            ),
+            4,
+            4,
+        );
+        assert!(map.dump().unwrap().is_empty());
+        assert_eq!(
+            *calls.lock().unwrap(),
+            [
+                Command::MapLookupBatch,
+                Command::MapLookupBatch,
+                Command::MapGetNextKey
+            ]
+        );
+    }
+
+    #[test]
+    fn listing_the_keys_of_a_map_that_keeps_starting_over_ends() {
+        // A backend whose GET_NEXT_KEY never reaches the end, as a hash map does
+        // when the key each step starts from is deleted before the step.
+        let bpf_calls = Arc::new(Mutex::new(0usize));
+        let seen = bpf_calls.clone();
+        let map = fake_map(
+            move |c: Command, _: &mut [u8], _: Option<&mut [u8]>| {
+                assert_eq!(c, Command::MapGetNextKey);
+                *seen.lock().unwrap() += 1;
+                Ok(0)
+            },
+            4,
+            4,
+        );
+        let err = map.keys().unwrap_err();
+        assert!(err.to_string().contains("keys changed"), "{err}");
+        assert_eq!(*bpf_calls.lock().unwrap(), 64 * 4 + 16 + 1);
+    }
+
+    #[test]
+    fn update_all_refuses_a_key_array_of_partial_keys() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let map = fake_map(drain_backend(Vec::new(), calls.clone()), 4, 4);
+        let entries = MapEntries {
+            key_size: 4,
+            value_len: 4,
+            keys: vec![0; 5],
+            values: vec![0; 4],
+        };
+        let err = map.update_all(&entries, UpdateFlags::ANY).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("5 bytes is not a whole number of 4-byte keys"),
+            "{err}"
+        );
+        assert!(
+            calls.lock().unwrap().is_empty(),
+            "nothing reached the kernel"
+        );
+    }
 
     #[test]
     fn names_are_truncated_to_fifteen_bytes_and_checked() {

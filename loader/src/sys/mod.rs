@@ -3,9 +3,19 @@
 //! [`Bpf`] is a cheap, cloneable handle over a [`Backend`]. Each command builds its
 //! `union bpf_attr` variant (see `attr.rs`), hands the bytes to [`Bpf::raw`], the one
 //! choke point, which asks the backend to run the command and turns a failure into an
-//! [`Error`] naming the command and the object it was applied to. The real backend,
-//! [`KernelBackend`], calls `syscall(SYS_bpf, cmd, &attr, size)`; tests substitute a
-//! backend that fails with chosen errnos to exercise error paths without privileges.
+//! [`Error`] naming the command and the object it was applied to. The real backend
+//! calls `syscall(SYS_bpf, cmd, &attr, size)`; tests substitute a backend that fails
+//! with chosen errnos to exercise error paths without privileges.
+//!
+//! The kernel backend is private on purpose: [`Backend::bpf`] is a safe function
+//! taking arbitrary attr bytes, and attr bytes carry user pointers the kernel writes
+//! through. Only the commands of this module, which point into buffers they keep
+//! borrowed for the call, may reach the kernel:
+//!
+//! ```compile_fail
+//! // The kernel backend cannot be named outside this module.
+//! let _ = handover_loader::sys::KernelBackend;
+//! ```
 //!
 //! File descriptors come in as [`BorrowedFd`](std::os::fd::BorrowedFd) (any
 //! `impl AsFd`) and go out as [`OwnedFd`]; the only conversion of a raw descriptor into
@@ -40,8 +50,8 @@ pub use link::{AttachTarget, LinkCreate};
 pub use map::{BatchSupport, Map, MapBtf, MapCreate, MapEntries, UpdateFlags, map_flags};
 pub use obj::{ObjectKind, OpenFlags};
 pub use probe::Feature;
-pub use prog::{Insn, LogLevel, ProgLoad, TestRun};
-pub use syscall::KernelBackend;
+pub use prog::{Insn, LogLevel, ProgLoad, TestRun, prog_flags};
+use syscall::KernelBackend;
 pub use types::{AttachType, LinkType, MapType, ProgramType, UnknownName, UnknownValue};
 
 /// A bpf(2) command (`enum bpf_cmd`).
@@ -130,7 +140,8 @@ impl fmt::Display for Command {
     }
 }
 
-/// What runs a bpf(2) command: the kernel ([`KernelBackend`]) or a substitute in tests.
+/// What runs a bpf(2) command: the kernel (the backend of [`Bpf::kernel`]) or a
+/// substitute in tests.
 pub trait Backend: Send + Sync {
     /// Runs `command` with `attr`, the bytes of its `union bpf_attr` variant, which the
     /// backend may update in place as the kernel does (batch counts, log sizes).
@@ -266,20 +277,22 @@ pub(crate) fn parse_cpu_list(text: &str) -> Result<usize, String> {
     let mut count = 0usize;
     for part in text.trim().split(',').filter(|p| !p.is_empty()) {
         let bad = || format!("{part:?} is not a CPU number or range");
-        let (first, last) = match part.split_once('-') {
-            Some((a, b)) => (
+        let (first, last) = if let Some((a, b)) = part.split_once('-') {
+            (
                 a.parse::<usize>().map_err(|_| bad())?,
                 b.parse::<usize>().map_err(|_| bad())?,
-            ),
-            None => {
-                let n = part.parse::<usize>().map_err(|_| bad())?;
-                (n, n)
-            }
+            )
+        } else {
+            let n = part.parse::<usize>().map_err(|_| bad())?;
+            (n, n)
         };
         if last < first {
             return Err(bad());
         }
-        count += last - first + 1;
+        count = (last - first)
+            .checked_add(1)
+            .and_then(|n| count.checked_add(n))
+            .ok_or_else(|| format!("{text:?} counts more CPUs than fit a usize"))?;
     }
     if count == 0 {
         return Err(format!("no CPU in {text:?}"));
@@ -287,20 +300,96 @@ pub(crate) fn parse_cpu_list(text: &str) -> Result<usize, String> {
     Ok(count)
 }
 
+/// The page size of this machine, from the auxiliary vector (`AT_PAGESZ` in
+/// `/proc/self/auxv`); 4096 when it cannot be read. Ring buffer sizes are multiples
+/// of it.
+#[must_use]
+pub fn page_size() -> u32 {
+    std::fs::read("/proc/self/auxv")
+        .ok()
+        .and_then(|auxv| auxv_page_size(&auxv))
+        .unwrap_or(4096)
+}
+
+/// `AT_PAGESZ` of an auxiliary vector: native-endian (type, value) pairs of `u64`.
+fn auxv_page_size(auxv: &[u8]) -> Option<u32> {
+    const AT_PAGESZ: u64 = 6;
+    auxv.chunks_exact(16).find_map(|pair| {
+        let (k, v) = pair.split_at(8);
+        let k = u64::from_ne_bytes(k.try_into().ok()?);
+        let v = u64::from_ne_bytes(v.try_into().ok()?);
+        (k == AT_PAGESZ).then(|| u32::try_from(v).ok()).flatten()
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod fake;
 
 #[cfg(test)]
 mod tests {
-    use super::parse_cpu_list;
+    use super::{auxv_page_size, parse_cpu_list};
 
     #[test]
     fn cpu_lists_count_every_range() {
         assert_eq!(parse_cpu_list("0-1\n"), Ok(2));
         assert_eq!(parse_cpu_list("0"), Ok(1));
         assert_eq!(parse_cpu_list("0-3,8,10-11"), Ok(7));
+        assert_eq!(parse_cpu_list("0-3\n"), Ok(4));
+        assert_eq!(parse_cpu_list("0,2-3"), Ok(3));
         assert!(parse_cpu_list("").is_err());
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("x").is_err());
+        assert!(parse_cpu_list(&format!("0-{}", usize::MAX)).is_err());
+    }
+
+    #[test]
+    fn public_flag_values_match_the_uapi_header() {
+        use super::{ALLOW_MULTI, ALLOW_OVERRIDE, OpenFlags, REPLACE, UpdateFlags, map_flags};
+        // BPF_F_* of BPF_MAP_CREATE.
+        assert_eq!(
+            [
+                map_flags::NO_PREALLOC,
+                map_flags::NO_COMMON_LRU,
+                map_flags::NUMA_NODE,
+                map_flags::RDONLY,
+                map_flags::WRONLY,
+                map_flags::ZERO_SEED,
+                map_flags::RDONLY_PROG,
+                map_flags::WRONLY_PROG,
+                map_flags::MMAPABLE,
+                map_flags::INNER_MAP,
+            ],
+            [1, 2, 4, 8, 16, 64, 128, 256, 1024, 4096]
+        );
+        // BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK.
+        assert_eq!(
+            [
+                UpdateFlags::ANY,
+                UpdateFlags::NOEXIST,
+                UpdateFlags::EXIST,
+                UpdateFlags::LOCK
+            ]
+            .map(|f| f.0),
+            [0, 1, 2, 4]
+        );
+        // BPF_F_RDONLY, BPF_F_WRONLY as open flags.
+        assert_eq!(
+            [OpenFlags::READ_ONLY.0, OpenFlags::WRITE_ONLY.0],
+            [map_flags::RDONLY, map_flags::WRONLY]
+        );
+        // BPF_F_ALLOW_OVERRIDE, BPF_F_ALLOW_MULTI, BPF_F_REPLACE.
+        assert_eq!([ALLOW_OVERRIDE, ALLOW_MULTI, REPLACE], [1, 2, 4]);
+    }
+
+    #[test]
+    fn the_page_size_is_read_from_the_auxiliary_vector() {
+        let mut auxv = Vec::new();
+        for (k, v) in [(3u64, 77u64), (6, 16384), (0, 0)] {
+            auxv.extend_from_slice(&k.to_ne_bytes());
+            auxv.extend_from_slice(&v.to_ne_bytes());
+        }
+        assert_eq!(auxv_page_size(&auxv), Some(16384));
+        assert_eq!(auxv_page_size(auxv.get(..16).unwrap()), None);
+        assert!(super::page_size().is_power_of_two());
     }
 }

@@ -80,8 +80,10 @@ impl Bpf {
 
     fn probe(&self, feature: Feature) -> bool {
         match feature {
+            // The ring must be a power-of-two number of pages; one page is the
+            // smallest, whatever the page size.
             Feature::Ringbuf => self
-                .map_create(&MapCreate::new(MapType::Ringbuf, 0, 0, 4096))
+                .map_create(&MapCreate::new(MapType::Ringbuf, 0, 0, super::page_size()))
                 .is_ok(),
             Feature::BatchOps => {
                 let Ok(map) = self.map_create(&MapCreate::new(MapType::Hash, 4, 4, 1)) else {

@@ -89,13 +89,28 @@ impl Insn {
     }
 }
 
+/// Flags of `BPF_PROG_LOAD` (`prog_flags`).
+pub mod prog_flags {
+    /// `BPF_F_STRICT_ALIGNMENT`: the verifier checks alignment as on strict CPUs.
+    pub const STRICT_ALIGNMENT: u32 = 1 << 0;
+    /// `BPF_F_ANY_ALIGNMENT`: the verifier accepts any alignment.
+    pub const ANY_ALIGNMENT: u32 = 1 << 1;
+    /// `BPF_F_SLEEPABLE`: the program may sleep (`fentry.s`, `lsm.s`, ...).
+    pub const SLEEPABLE: u32 = 1 << 4;
+    /// `BPF_F_XDP_HAS_FRAGS`: the XDP program handles multi-buffer packets.
+    pub const XDP_HAS_FRAGS: u32 = 1 << 5;
+    /// `BPF_F_XDP_DEV_BOUND_ONLY`: the XDP program is bound to its offload device.
+    pub const XDP_DEV_BOUND_ONLY: u32 = 1 << 6;
+}
+
 /// When to ask the kernel for a verifier log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogLevel {
     /// Load without a log; if that fails, load again with level 1 to explain why.
     #[default]
     OnFailure,
-    /// Always log at this level (1: instructions of failing path, 2: everything).
+    /// Always log at this level (1: instructions of failing path, 2: everything);
+    /// `Always(0)` never logs, not even to explain a failure (feature probes).
     Always(u32),
 }
 
@@ -310,9 +325,19 @@ impl Bpf {
             attr.line_info = spec.line_info.as_ptr() as u64;
         }
         attr.attach_btf_id = spec.attach_btf_id;
-        if let Some(fd) = spec.attach_prog_fd.or(spec.attach_btf_obj_fd) {
-            attr.attach_fd = raw_fd(fd);
-        }
+        // One field of the attr holds either descriptor.
+        attr.attach_fd = match (spec.attach_prog_fd, spec.attach_btf_obj_fd) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Argument {
+                    command: c.name(),
+                    object: object(),
+                    reason: "attach_prog_fd and attach_btf_obj_fd share one field: give one"
+                        .to_owned(),
+                });
+            }
+            (Some(fd), None) | (None, Some(fd)) => raw_fd(fd),
+            (None, None) => 0,
+        };
         self.load_logged(c, attr, spec.log_level, &object)
     }
 
@@ -342,8 +367,13 @@ impl Bpf {
         object: &dyn Fn() -> String,
     ) -> Result<OwnedFd, Error> {
         let level = match level {
-            LogLevel::Always(l) if l > 0 => l,
-            _ => {
+            LogLevel::Always(0) => {
+                let mut a = attr;
+                let ret = self.raw(command, &mut a, None, object)?;
+                return super::syscall::owned_fd(command, ret);
+            }
+            LogLevel::Always(l) => l,
+            LogLevel::OnFailure => {
                 let mut tries = 0;
                 loop {
                     let mut a = attr;
@@ -401,7 +431,16 @@ impl Bpf {
 
 #[cfg(test)]
 mod tests {
-    use super::Insn;
+    use super::{Insn, prog_flags};
+
+    #[test]
+    fn program_flags_match_the_uapi_header() {
+        assert_eq!(prog_flags::STRICT_ALIGNMENT, 1);
+        assert_eq!(prog_flags::ANY_ALIGNMENT, 2);
+        assert_eq!(prog_flags::SLEEPABLE, 16);
+        assert_eq!(prog_flags::XDP_HAS_FRAGS, 32);
+        assert_eq!(prog_flags::XDP_DEV_BOUND_ONLY, 64);
+    }
 
     #[test]
     fn both_byte_orders_decode_to_the_same_instruction() {

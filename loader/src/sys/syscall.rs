@@ -16,8 +16,11 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use super::{Backend, Command, Error};
 
 /// Runs commands in the running kernel with `syscall(SYS_bpf, ...)`.
+///
+/// Crate-private: its safe [`Backend::bpf`] trusts the pointers inside `attr`, which
+/// only the command builders of this module guarantee (see the module header).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct KernelBackend;
+pub(crate) struct KernelBackend;
 
 impl Backend for KernelBackend {
     fn bpf(&self, command: Command, attr: &mut [u8], _log: Option<&mut [u8]>) -> io::Result<i64> {

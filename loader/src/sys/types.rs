@@ -141,8 +141,14 @@ impl MapType {
         )
     }
 
-    /// Whether the values of this map are file descriptors of other kernel objects
-    /// when written and object ids when read.
+    /// Whether user space writes each value of this map as the file descriptor of
+    /// another kernel object (a program, map, perf event, cgroup or socket).
+    ///
+    /// What a lookup from user space returns then depends on the type: the object's id
+    /// for `prog_array` and the map-in-map types, a socket cookie for `sockmap`,
+    /// `sockhash` and `reuseport_sockarray`, and an error for the others. `devmap`,
+    /// `devmap_hash` and `cpumap` are not among them: their values are an ifindex or a
+    /// queue size, which user space writes and reads as it is.
     #[must_use]
     pub const fn holds_fds(self) -> bool {
         matches!(
@@ -155,9 +161,6 @@ impl MapType {
                 | MapType::Sockmap
                 | MapType::Sockhash
                 | MapType::ReuseportSockarray
-                | MapType::Devmap
-                | MapType::DevmapHash
-                | MapType::Cpumap
                 | MapType::Xskmap
         )
     }
@@ -319,6 +322,16 @@ mod tests {
         assert_eq!(u32::from(AttachType::TcxIngress), 46);
         assert_eq!(MapType::ALL.len(), 34);
         assert_eq!(AttachType::ALL.len(), 58);
+    }
+
+    #[test]
+    fn device_and_cpu_maps_hold_plain_values_not_descriptors() {
+        for t in [MapType::Devmap, MapType::DevmapHash, MapType::Cpumap] {
+            assert!(!t.holds_fds(), "{t}");
+        }
+        for t in [MapType::ProgArray, MapType::HashOfMaps, MapType::Sockhash] {
+            assert!(t.holds_fds(), "{t}");
+        }
     }
 
     #[test]

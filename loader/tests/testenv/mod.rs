@@ -7,7 +7,8 @@
 //!
 //! # Safety
 //! The libc calls here take NUL-terminated strings that outlive the call, integer
-//! flags, and a zero-initialised `ifreq` owned by the caller.
+//! flags, live descriptors owned by the caller, and a zero-initialised `ifreq` owned
+//! by the caller.
 #![allow(unsafe_code)]
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
@@ -176,25 +177,27 @@ pub fn enter_new_netns() {
         "unshare(CLONE_NEWNET): {}",
         io::Error::last_os_error()
     );
-    // SAFETY: see the module header.
-    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(sock >= 0, "socket: {}", io::Error::last_os_error());
+    // A socket to send the interface ioctls through; owned, so it is closed even
+    // when an assertion below fails.
+    // (Bound to no address: `lo` is still down.)
+    let sock = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        .expect("socket for interface ioctls");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
     // SAFETY: an all-zero ifreq is valid.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
+        *dst = libc::c_char::from_ne_bytes([*src]);
     }
-    // SAFETY: see the module header.
+    // SAFETY: `fd` is the live socket above; `ifr` is a local ifreq naming `lo`.
     unsafe {
-        assert_eq!(libc::ioctl(sock, libc::SIOCGIFFLAGS, &raw mut ifr), 0);
+        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &raw mut ifr), 0);
         ifr.ifr_ifru.ifru_flags |= libc::c_short::try_from(libc::IFF_UP).expect("IFF_UP fits");
         assert_eq!(
-            libc::ioctl(sock, libc::SIOCSIFFLAGS, &raw mut ifr),
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &raw mut ifr),
             0,
             "bring lo up: {}",
             io::Error::last_os_error()
         );
-        libc::close(sock);
     }
 }
 
