@@ -31,8 +31,10 @@
 //!   which user space reads back as cookies and cannot insert again from them; local
 //!   storage (`sk_storage`, `inode_storage`, `task_storage`, `cgrp_storage`,
 //!   `cgroup_storage`, `percpu_cgroup_storage`) is attached to kernel objects and
-//!   cannot be enumerated; `devmap`, `devmap_hash`, `cpumap`, `cgroup_array`
-//!   entries name kernel objects that lookups return as ids; `queue`,
+//!   cannot be enumerated; `devmap`, `devmap_hash` and `cpumap` values carry an
+//!   optional program that a lookup returns as an id, not as the descriptor an update
+//!   needs, and `cgroup_array` entries (cgroup descriptors) cannot be read back from
+//!   user space; `queue`,
 //!   `stack` reads are destructive and `bloom_filter` cannot be read at all. For all
 //!   of these: reused when unchanged; a capacity grow keeps the live map (its old
 //!   capacity, stated in a note); any other change is `recreate`, a loss.
@@ -232,9 +234,10 @@ fn no_copy_reason(map_type: &str) -> &'static str {
         | "percpu_cgroup_storage" => {
             "local storage is attached to kernel objects and cannot be copied"
         }
-        "devmap" | "devmap_hash" | "cpumap" | "cgroup_array" => {
-            "entries name kernel objects that lookups return only as ids"
+        "devmap" | "devmap_hash" | "cpumap" => {
+            "values name their program by id, which is not translated back to a descriptor on copy"
         }
+        "cgroup_array" => "entries are cgroup descriptors, which user space cannot read back",
         "array_of_maps" | "hash_of_maps" => {
             "the inner maps were made for the old inner definition and cannot be converted in place"
         }
