@@ -157,3 +157,124 @@ fn usage_errors_exit_2() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/x.o"));
 }
+
+/// The JSON form of programs/build/maps_btf.o (from programs/maps_btf.c), checked against
+/// the values written in the source: the shape `{"maps":[{"name","type","key_size",
+/// "value_size","max_entries","flags",...}],"programs":[{"name","section","type",...}]}`
+/// with map and program types spelled as the kernel's enum, lower case, without prefix.
+#[test]
+fn json_shape_and_kernel_enum_names_of_maps_btf() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/build/maps_btf.o");
+    let out = run(&["inspect", path.to_str().unwrap(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut maps: Vec<(String, String, u64, u64, u64, u64)> = v["maps"]
+        .as_array()
+        .expect("maps array")
+        .iter()
+        .map(|m| {
+            let m_keys = m.as_object().unwrap();
+            for k in [
+                "name",
+                "type",
+                "key_size",
+                "value_size",
+                "max_entries",
+                "flags",
+            ] {
+                assert!(m_keys.contains_key(k), "map lacks {k}: {m}");
+            }
+            (
+                m["name"].as_str().unwrap().to_owned(),
+                m["type"].as_str().unwrap().to_owned(),
+                m["key_size"].as_u64().unwrap(),
+                m["value_size"].as_u64().unwrap(),
+                m["max_entries"].as_u64().unwrap(),
+                m["flags"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    maps.sort();
+    let s = |x: &str| x.to_owned();
+    // BPF_F_NO_PREALLOC is 1; struct flow_key is 16 bytes, struct flow_stats 24.
+    assert_eq!(
+        maps,
+        [
+            (s("counters"), s("array"), 4, 8, 16, 0),
+            (s("events"), s("ringbuf"), 0, 0, 256 * 1024, 0),
+            (s("flows"), s("hash"), 16, 24, 1024, 1),
+            (s("lru_sizes_only"), s("lru_hash"), 8, 16, 4096, 0),
+            (s("percpu_counters"), s("percpu_array"), 4, 8, 4, 0),
+            (s("percpu_stats"), s("percpu_hash"), 4, 24, 128, 0),
+            (s("prefixes"), s("lpm_trie"), 8, 4, 256, 1),
+        ]
+    );
+    let progs = v["programs"].as_array().expect("programs array");
+    assert_eq!(progs.len(), 1);
+    assert_eq!(
+        v.as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k == "maps" || *k == "programs")
+            .count(),
+        2
+    );
+    assert_eq!(
+        (&progs[0]["name"], &progs[0]["section"], &progs[0]["type"]),
+        (
+            &serde_json::json!("xdp_count"),
+            &serde_json::json!("xdp"),
+            &serde_json::json!("xdp")
+        )
+    );
+    assert_eq!(progs[0]["attach_type"], "xdp");
+}
+
+/// Every map and program type name over all fixtures and xdp-tools objects is a kernel
+/// enum name as the JSON report spells it: lower case, no `bpf_map_type_`/`bpf_prog_type_`
+/// prefix, never `unspec`.
+#[test]
+fn json_type_names_are_lower_case_kernel_enum_names() {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s != "unspec"
+            && !s.starts_with("bpf_")
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    for path in fixtures().into_iter().chain(xdp_tools()) {
+        let Ok(obj) = ObjectFile::open(&path).unwrap().parse().map(|o| report(&o)) else {
+            continue;
+        };
+        for m in &obj.maps {
+            assert!(
+                ok(m.map_type),
+                "{}: map {} type {}",
+                path.display(),
+                m.name,
+                m.map_type
+            );
+        }
+        for p in &obj.programs {
+            assert!(
+                ok(p.prog_type),
+                "{}: program {} type {}",
+                path.display(),
+                p.name,
+                p.prog_type
+            );
+            if let Some(a) = p.attach_type {
+                assert!(
+                    ok(a),
+                    "{}: program {} attach type {a}",
+                    path.display(),
+                    p.name
+                );
+            }
+        }
+    }
+}
