@@ -822,3 +822,39 @@ fn fuzz_seeds_are_current() {
         );
     }
 }
+
+/// Every name the parser hands out is a slice of the input blob, not a copy: type,
+/// member, enum value and parameter names, and `string_at`, in both byte orders.
+#[test]
+fn names_are_slices_of_the_input() {
+    for endian in [Endian::Little, Endian::Big] {
+        let blob = every_kind(endian);
+        let range = blob.as_ptr_range();
+        let inside = |s: &str| {
+            let r = s.as_bytes().as_ptr_range();
+            range.start <= r.start && r.end <= range.end
+        };
+        let btf = Btf::parse(&blob).expect("parse");
+        let mut named = 0;
+        let mut check = |s: &str| {
+            assert!(inside(s), "{s:?} is not a slice of the input");
+            named += usize::from(!s.is_empty());
+        };
+        for (_, t) in btf.types() {
+            check(t.name().expect("name"));
+            match t.detail() {
+                Detail::Struct(c) | Detail::Union(c) => {
+                    c.members.for_each(|m| check(m.name().expect("member")));
+                }
+                Detail::Enum(e) | Detail::Enum64(e) => {
+                    e.values.for_each(|v| check(v.name().expect("value")));
+                }
+                Detail::FuncProto(p) => p.params.for_each(|p| check(p.name().expect("param"))),
+                _ => {}
+            }
+        }
+        check(btf.string_at(StrOffset(1)).expect("string"));
+        assert!(named >= 39, "only {named} names checked");
+        assert!(std::ptr::eq(btf.raw(), blob.as_slice()));
+    }
+}
