@@ -294,11 +294,10 @@ impl<'data> Btf<'data> {
             return base.type_by_id(id);
         }
         let out_of_range = Error::new(ErrorKind::TypeIdOutOfRange { id }, self.types_start);
-        let index = id
-            .0
-            .checked_sub(self.first_id)
-            .and_then(|i| usize::try_from(i).ok())
-            .ok_or(out_of_range)?;
+        let index =
+            id.0.checked_sub(self.first_id)
+                .and_then(|i| usize::try_from(i).ok())
+                .ok_or(out_of_range)?;
         let offset = *self.offsets.get(index).ok_or(out_of_range)?;
         self.record(id, offset).ok_or(out_of_range)
     }

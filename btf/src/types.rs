@@ -5,7 +5,7 @@ use core::fmt;
 use zerocopy::FromBytes;
 
 use crate::raw::{self, Endian};
-use crate::{Btf, Error, StrOffset, TypeId};
+use crate::{Btf, Error, ErrorKind, StrOffset, TypeId};
 
 /// The kind of a type record (`BTF_KIND_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -213,7 +213,13 @@ impl<'a> Type<'a> {
     /// # Errors
     /// The name offset is out of range or the string is malformed.
     pub fn name(&self) -> Result<&'a str, Error> {
-        self.btf.string_at(self.name_off)
+        // An offset past the strings is a fault of this record: report it here.
+        self.btf
+            .string_at(self.name_off)
+            .map_err(|e| match e.kind() {
+                ErrorKind::StringOffsetOutOfRange { .. } => Error::new(e.kind(), self.offset),
+                _ => e,
+            })
     }
 
     /// The raw `info` word: kind, kind flag and vlen.
