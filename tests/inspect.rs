@@ -278,3 +278,80 @@ fn json_type_names_are_lower_case_kernel_enum_names() {
         }
     }
 }
+
+/// programs/build/sockops.o with its `sockops` section renamed to `sockopz` (in .strtab,
+/// where `.relsockops` shares the name and is renamed with it): the refusal names the
+/// section and the option that gives the type, and that option works.
+#[test]
+fn unknown_section_is_refused_with_the_way_out_and_the_way_out_works() {
+    let mut data =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/build/sockops.o"))
+            .unwrap();
+    // The section name string table: ELF64 header e_shoff at 0x28, e_shstrndx at 0x3e;
+    // a section header's sh_offset at 0x18 and sh_size at 0x20 (64-byte headers).
+    let u64_at = |d: &[u8], at: usize| u64::from_le_bytes(d[at..at + 8].try_into().unwrap());
+    let shoff = usize::try_from(u64_at(&data, 0x28)).unwrap();
+    let shstrndx = usize::from(u16::from_le_bytes([data[0x3e], data[0x3f]]));
+    let hdr = shoff + 64 * shstrndx;
+    let start = usize::try_from(u64_at(&data, hdr + 0x18)).unwrap();
+    let len = usize::try_from(u64_at(&data, hdr + 0x20)).unwrap();
+    let at = start
+        + data[start..start + len]
+            .windows(8)
+            .position(|w| w == b"sockops\0")
+            .expect("section name in the string table");
+    data[at + 6] = b'z';
+    let path =
+        std::env::temp_dir().join(format!("handover-inspect-sockopz-{}.o", std::process::id()));
+    std::fs::write(&path, &data).unwrap();
+    let p = path.to_str().unwrap();
+
+    let refused = run(&["inspect", p]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("section sockopz") && stderr.contains("--program-type 'sockopz=TYPE"),
+        "{stderr}"
+    );
+
+    let given = run(&[
+        "inspect",
+        p,
+        "--program-type",
+        "sockopz=sock_ops:cgroup_sock_ops",
+        "--json",
+    ]);
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        given.status.success(),
+        "{}",
+        String::from_utf8_lossy(&given.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&given.stdout).unwrap();
+    let prog = v["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["section"] == "sockopz")
+        .expect("the program of the renamed section");
+    assert_eq!(
+        (&prog["type"], &prog["attach_type"]),
+        (
+            &serde_json::json!("sock_ops"),
+            &serde_json::json!("cgroup_sock_ops")
+        )
+    );
+
+    for bad in [
+        "sockopz",
+        "sockopz=no_such_type",
+        "sockopz=sock_ops:no_such_attach",
+    ] {
+        let out = run(&["inspect", "x.o", "--program-type", bad]);
+        assert_eq!(out.status.code(), Some(2), "--program-type {bad}");
+    }
+    assert_eq!(
+        run(&["inspect", "x.o", "--program-type"]).status.code(),
+        Some(2)
+    );
+}
