@@ -45,6 +45,8 @@ variant map_types_edge.O0.o map_types_edge.c -O0 -g -target bpf
 variant subprogs.fsections.o subprogs.c -O2 -g -target bpf -ffunction-sections
 # Big-endian build of the call, callback and tail call fixture.
 variant subprogs.bpfeb.o subprogs.c -O2 -g -target bpfeb
+# Legacy map records of 20 bytes (struct bpf_map_def) instead of 28.
+variant legacy_maps.short.o legacy_maps.c -O2 -g -target bpf -DLEGACY_DEF_SHORT
 # No debug info at all, so no .BTF: legacy maps still parse, BTF-defined maps cannot.
 variant legacy_maps.g0.o legacy_maps.c -O2 -g0 -target bpf
 variant subprogs.g0.o subprogs.c -O2 -g0 -target bpf

@@ -5,15 +5,19 @@
 
 // The historic definition; records may be longer than the kernel's five fields (iproute2
 // and older libbpf appended id/pinning/inner_id), which is why the loader divides the
-// section size by the number of map symbols.
+// section size by the number of map symbols. Built with -DLEGACY_DEF_SHORT (the
+// legacy_maps.short.o variant) the records are the five-field, 20-byte struct bpf_map_def
+// of libbpf before 1.0.
 struct bpf_map_def_legacy {
 	unsigned int type;
 	unsigned int key_size;
 	unsigned int value_size;
 	unsigned int max_entries;
 	unsigned int map_flags;
+#ifndef LEGACY_DEF_SHORT
 	unsigned int id;
 	unsigned int pinning;
+#endif
 };
 
 struct bpf_map_def_legacy SEC("maps") legacy_hash = {

@@ -294,7 +294,10 @@ impl<'data> Btf<'data> {
             return base.type_by_id(id);
         }
         let out_of_range = Error::new(ErrorKind::TypeIdOutOfRange { id }, self.types_start);
-        let index = usize::try_from(id.0 - self.first_id).map_err(|_| out_of_range)?;
+        let index =
+            id.0.checked_sub(self.first_id)
+                .and_then(|i| usize::try_from(i).ok())
+                .ok_or(out_of_range)?;
         let offset = *self.offsets.get(index).ok_or(out_of_range)?;
         self.record(id, offset).ok_or(out_of_range)
     }
@@ -342,7 +345,8 @@ impl<'data> Btf<'data> {
             return base.string_at(off);
         }
         let bytes = self.string_bytes(off)?;
-        let at = self.strings_start + (off.0 - self.str_base) as usize;
+        // `string_bytes` succeeded, so `off` lies in this blob's string section.
+        let at = self.strings_start + off.0.saturating_sub(self.str_base) as usize;
         let cstr = CStr::from_bytes_until_nul(bytes)
             .map_err(|_| Error::new(ErrorKind::UnterminatedString { off }, at))?;
         cstr.to_str()
@@ -356,8 +360,8 @@ impl<'data> Btf<'data> {
         {
             return base.string_bytes(off);
         }
-        let rel = (off.0 - self.str_base) as usize;
-        match self.strings.get(rel..) {
+        let rel = off.0.checked_sub(self.str_base).map(|r| r as usize);
+        match rel.and_then(|r| self.strings.get(r..)) {
             Some(bytes) if !bytes.is_empty() => Ok(bytes),
             _ => Err(Error::new(
                 ErrorKind::StringOffsetOutOfRange { off },

@@ -49,8 +49,19 @@ struct Walk<'a, 'b> {
 }
 
 impl<'a> Btf<'a> {
+    /// A cycle or too deep a chain, reported at the record the walk started from.
     fn depth_error(&self, id: TypeId) -> Error {
-        Error::new(ErrorKind::ReferenceDepth { id }, self.raw().len())
+        let at = self.type_by_id(id).map_or(self.raw().len(), |t| t.offset());
+        Error::new(ErrorKind::ReferenceDepth { id }, at)
+    }
+
+    /// Looks up `id`, a reference read from the record at byte offset `from` (if any):
+    /// an id out of range is reported at that record, where the bad reference is.
+    fn referenced(&self, id: TypeId, from: Option<usize>) -> Result<Type<'_>, Error> {
+        self.type_by_id(id).map_err(|e| match (e.kind(), from) {
+            (ErrorKind::TypeIdOutOfRange { .. }, Some(at)) => Error::new(e.kind(), at),
+            _ => e,
+        })
     }
 
     /// Follows typedef, const, volatile, restrict and type-tag references from `id` to
@@ -59,15 +70,21 @@ impl<'a> Btf<'a> {
     /// # Errors
     /// A dangling reference, or [`ErrorKind::ReferenceDepth`] for a cycle.
     pub fn resolve(&self, id: TypeId) -> Result<TypeId, Error> {
+        self.resolve_from(id, None)
+    }
+
+    /// [`Btf::resolve`] of a reference read from the record at `from`.
+    fn resolve_from(&self, id: TypeId, mut from: Option<usize>) -> Result<TypeId, Error> {
         let mut cur = id;
         for _ in 0..MAX_DEPTH {
             if cur.0 == 0 {
                 return Ok(cur);
             }
-            let t = self.type_by_id(cur)?;
+            let t = self.referenced(cur, from)?;
             if !t.kind().is_modifier() {
                 return Ok(cur);
             }
+            from = Some(t.offset());
             cur = TypeId(t.size_or_type());
         }
         Err(self.depth_error(id))
@@ -79,10 +96,15 @@ impl<'a> Btf<'a> {
     /// [`ErrorKind::NoSize`] for void, forward declarations, functions and tags,
     /// [`ErrorKind::Overflow`] past `u32::MAX`, or a reference error.
     pub fn size_of(&self, id: TypeId) -> Result<u32, Error> {
+        self.size_of_from(id, None)
+    }
+
+    /// [`Btf::size_of`] of a reference read from the record at `from`.
+    fn size_of_from(&self, id: TypeId, mut from: Option<usize>) -> Result<u32, Error> {
         let mut count: u32 = 1;
         let mut cur = id;
         for _ in 0..MAX_DEPTH {
-            let t = self.type_by_id(cur).map_err(|e| match e.kind() {
+            let t = self.referenced(cur, from).map_err(|e| match e.kind() {
                 ErrorKind::Void => Error::new(ErrorKind::NoSize { id }, e.offset()),
                 _ => e,
             })?;
@@ -102,11 +124,13 @@ impl<'a> Btf<'a> {
                 | Detail::Restrict(next)
                 | Detail::TypeTag(next)
                 | Detail::Var(crate::Var { ty: next, .. }) => {
+                    from = Some(t.offset());
                     cur = next;
                     continue;
                 }
                 Detail::Array(a) => {
                     count = count.checked_mul(a.nelems).ok_or_else(overflow)?;
+                    from = Some(t.offset());
                     cur = a.elem;
                     continue;
                 }
@@ -129,13 +153,14 @@ impl<'a> Btf<'a> {
     /// As [`Btf::size_of`].
     pub fn align_of(&self, id: TypeId) -> Result<u32, Error> {
         let mut steps = 0;
-        self.align_inner(id, id, 0, &mut steps)
+        self.align_inner(id, id, None, 0, &mut steps)
     }
 
     fn align_inner(
         &self,
         root: TypeId,
         id: TypeId,
+        from: Option<usize>,
         depth: usize,
         steps: &mut usize,
     ) -> Result<u32, Error> {
@@ -143,7 +168,7 @@ impl<'a> Btf<'a> {
         if depth >= MAX_DEPTH || *steps > MAX_STEPS {
             return Err(self.depth_error(root));
         }
-        let t = self.type_by_id(id).map_err(|e| match e.kind() {
+        let t = self.referenced(id, from).map_err(|e| match e.kind() {
             ErrorKind::Void => Error::new(ErrorKind::NoSize { id: root }, e.offset()),
             _ => e,
         })?;
@@ -159,13 +184,13 @@ impl<'a> Btf<'a> {
             | Detail::Restrict(next)
             | Detail::TypeTag(next)
             | Detail::Var(crate::Var { ty: next, .. }) => {
-                self.align_inner(root, next, depth + 1, steps)
+                self.align_inner(root, next, Some(t.offset()), depth + 1, steps)
             }
-            Detail::Array(a) => self.align_inner(root, a.elem, depth + 1, steps),
+            Detail::Array(a) => self.align_inner(root, a.elem, Some(t.offset()), depth + 1, steps),
             Detail::Struct(c) | Detail::Union(c) => {
                 let mut max = 1;
                 for m in c.members {
-                    let align = self.align_inner(root, m.ty, depth + 1, steps)?;
+                    let align = self.align_inner(root, m.ty, Some(t.offset()), depth + 1, steps)?;
                     max = max.max(align);
                     if m.bitfield_size == 0 && u64::from(m.bit_offset) % (8 * u64::from(align)) != 0
                     {
@@ -238,7 +263,7 @@ impl<'a> Walk<'a, '_> {
             let offset = base
                 .checked_add(u64::from(m.bit_offset))
                 .ok_or_else(|| self.overflow(t.offset()))?;
-            let resolved = self.btf.resolve(m.ty)?;
+            let resolved = self.btf.resolve_from(m.ty, Some(t.offset()))?;
             let is_aggregate = resolved.0 != 0
                 && matches!(
                     self.btf.type_by_id(resolved)?.kind(),
@@ -255,21 +280,30 @@ impl<'a> Walk<'a, '_> {
                 self.path.push_str(name);
                 self.components.push(PathComponent::Member(name));
             }
-            self.value(m.ty, offset, m.bitfield_size, depth + 1)?;
+            self.value(m.ty, t.offset(), offset, m.bitfield_size, depth + 1)?;
             self.path.truncate(path_len);
             self.components.truncate(comp_len);
         }
         Ok(())
     }
 
-    fn value(&mut self, ty: TypeId, offset: u64, bitfield: u32, depth: usize) -> Result<(), Error> {
+    /// Adds the fields of a value of type `ty` (a reference read from the record at byte
+    /// `from`) placed at bit `offset`.
+    fn value(
+        &mut self,
+        ty: TypeId,
+        from: usize,
+        offset: u64,
+        bitfield: u32,
+        depth: usize,
+    ) -> Result<(), Error> {
         self.step(depth)?;
-        let resolved = self.btf.resolve(ty)?;
+        let resolved = self.btf.resolve_from(ty, Some(from))?;
         let t = self.btf.type_by_id(resolved)?;
         match t.detail() {
             Detail::Struct(_) | Detail::Union(_) => return self.aggregate(t, offset, depth + 1),
             Detail::Array(a) => {
-                let elem_bits = u64::from(self.btf.size_of(a.elem)?) * 8;
+                let elem_bits = u64::from(self.btf.size_of_from(a.elem, Some(t.offset()))?) * 8;
                 let path_len = self.path.len();
                 for i in 0..a.nelems {
                     self.step(depth)?;
@@ -280,7 +314,7 @@ impl<'a> Walk<'a, '_> {
                         .checked_mul(elem_bits)
                         .and_then(|o| o.checked_add(offset))
                         .ok_or_else(|| self.overflow(t.offset()))?;
-                    self.value(a.elem, at, 0, depth + 1)?;
+                    self.value(a.elem, t.offset(), at, 0, depth + 1)?;
                     self.path.truncate(path_len);
                     self.components.pop();
                 }
@@ -297,7 +331,10 @@ impl<'a> Walk<'a, '_> {
                     .ok_or_else(|| self.overflow(t.offset()))?;
                 (at, u64::from(int.bits))
             }
-            (0, _) => (offset, u64::from(self.btf.size_of(ty)?) * 8),
+            (0, _) => (
+                offset,
+                u64::from(self.btf.size_of_from(ty, Some(from))?) * 8,
+            ),
             (bits, _) => (offset, u64::from(bits)),
         };
         if self.fields.len() >= MAX_LAYOUT_FIELDS {

@@ -822,3 +822,112 @@ fn fuzz_seeds_are_current() {
         );
     }
 }
+
+/// Every name the parser hands out is a slice of the input blob, not a copy: type,
+/// member, enum value and parameter names, and `string_at`, in both byte orders.
+#[test]
+fn names_are_slices_of_the_input() {
+    for endian in [Endian::Little, Endian::Big] {
+        let blob = every_kind(endian);
+        let range = blob.as_ptr_range();
+        let inside = |s: &str| {
+            let r = s.as_bytes().as_ptr_range();
+            range.start <= r.start && r.end <= range.end
+        };
+        let btf = Btf::parse(&blob).expect("parse");
+        let mut named = 0;
+        let mut check = |s: &str| {
+            assert!(inside(s), "{s:?} is not a slice of the input");
+            named += usize::from(!s.is_empty());
+        };
+        for (_, t) in btf.types() {
+            check(t.name().expect("name"));
+            match t.detail() {
+                Detail::Struct(c) | Detail::Union(c) => {
+                    c.members.for_each(|m| check(m.name().expect("member")));
+                }
+                Detail::Enum(e) | Detail::Enum64(e) => {
+                    e.values.for_each(|v| check(v.name().expect("value")));
+                }
+                Detail::FuncProto(p) => p.params.for_each(|p| check(p.name().expect("param"))),
+                _ => {}
+            }
+        }
+        check(btf.string_at(StrOffset(1)).expect("string"));
+        assert!(named >= 39, "only {named} names checked");
+        assert!(std::ptr::eq(btf.raw(), blob.as_slice()));
+    }
+}
+
+/// Faults that parse but show when a reference is followed: each gives its specific error
+/// at the byte offset of the record holding the bad reference (or, for a cycle, of the
+/// record the walk started from).
+#[test]
+fn dangling_references_and_cycles_give_their_error_at_the_faulty_record() {
+    let info = |kind: u32, vlen: u32| kind << 24 | vlen;
+    let mut b = Builder::new(Endian::Little);
+    let (int, lp, s, f) = (
+        b.string("int"),
+        b.string("loop"),
+        b.string("s"),
+        b.string("f"),
+    );
+    b.add(int, Kind::Int, false, 0, 4, &[int_word(1, 0, 32)]); // 1: at 24, 16 bytes
+    b.add_raw(0, info(8, 0), 99, &[]); // 2: typedef -> 99, at 40
+    b.add_raw(lp.0, info(8, 0), 3, &[]); // 3: typedef loop loop; at 52
+    b.add_raw(s.0, info(4, 1), 4, &[f.0, 99, 0]); // 4: struct s { <99> f; }, at 64
+    b.add_raw(0, info(3, 0), 0, &[99, 1, 2]); // 5: <99>[2], at 88
+    b.add_raw(1000, info(8, 0), 1, &[]); // 6: typedef named at 1000, at 112
+    b.add_raw(0, info(10, 0), 8, &[]); // 7: const -> 8, at 124
+    b.add_raw(0, info(9, 0), 7, &[]); // 8: volatile -> 7, at 136
+    let blob = b.finish();
+    let btf = Btf::parse(&blob).expect("references are checked when followed");
+    let at = |id: u32| btf.type_by_id(TypeId(id)).expect("record").offset();
+    assert_eq!(
+        (1..=8).map(at).collect::<Vec<_>>(),
+        [24, 40, 52, 64, 88, 112, 124, 136]
+    );
+    let out = ErrorKind::TypeIdOutOfRange { id: TypeId(99) };
+    let cycle = |id| ErrorKind::ReferenceDepth { id: TypeId(id) };
+    let size = |id| btf.size_of(TypeId(id)).map(|_| ());
+    let align = |id| btf.align_of(TypeId(id)).map(|_| ());
+    let resolve = |id| btf.resolve(TypeId(id)).map(|_| ());
+    let layout = |id| btf.layout(TypeId(id)).map(|_| ());
+    let cases: Vec<(&str, Result<(), crate::Error>, ErrorKind, usize)> = vec![
+        ("typedef to id 99: resolve", resolve(2), out, 40),
+        ("typedef to id 99: size", size(2), out, 40),
+        ("typedef to id 99: align", align(2), out, 40),
+        ("member of type 99: layout", layout(4), out, 64),
+        ("member of type 99: align", align(4), out, 64),
+        ("array of type 99: size", size(5), out, 88),
+        ("array of type 99: align", align(5), out, 88),
+        (
+            "self-referencing typedef: resolve",
+            resolve(3),
+            cycle(3),
+            52,
+        ),
+        ("self-referencing typedef: size", size(3), cycle(3), 52),
+        ("self-referencing typedef: align", align(3), cycle(3), 52),
+        ("const/volatile cycle: resolve", resolve(7), cycle(7), 124),
+        ("const/volatile cycle: size", size(8), cycle(8), 136),
+        (
+            "name offset past the strings",
+            btf.type_by_id(TypeId(6)).and_then(|t| t.name()).map(|_| ()),
+            ErrorKind::StringOffsetOutOfRange {
+                off: StrOffset(1000),
+            },
+            112,
+        ),
+        (
+            "id 99 asked for directly: the type section",
+            btf.type_by_id(TypeId(99)).map(|_| ()),
+            out,
+            24,
+        ),
+    ];
+    for (what, result, kind, offset) in cases {
+        let err = result.expect_err(what);
+        assert_eq!((err.kind(), err.offset()), (kind, offset), "{what}: {err}");
+    }
+}

@@ -5,7 +5,7 @@ use core::fmt;
 use zerocopy::FromBytes;
 
 use crate::raw::{self, Endian};
-use crate::{Btf, Error, StrOffset, TypeId};
+use crate::{Btf, Error, ErrorKind, StrOffset, TypeId};
 
 /// The kind of a type record (`BTF_KIND_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -139,7 +139,7 @@ pub struct Type<'a> {
     kind: Kind,
     kind_flag: bool,
     vlen: u16,
-    name_off: u32,
+    name_off: StrOffset,
     info: u32,
     size_or_type: u32,
     tail: &'a [u8],
@@ -177,7 +177,7 @@ impl<'a> Type<'a> {
             kind,
             kind_flag,
             vlen,
-            name_off: e.u32(hdr.name_off),
+            name_off: StrOffset(e.u32(hdr.name_off)),
             info: e.u32(hdr.info),
             size_or_type: e.u32(hdr.size_or_type),
             tail,
@@ -205,7 +205,7 @@ impl<'a> Type<'a> {
     /// Offset of the type's name; 0 for anonymous types.
     #[must_use]
     pub const fn name_off(&self) -> StrOffset {
-        StrOffset(self.name_off)
+        self.name_off
     }
 
     /// The type's name; empty for anonymous types.
@@ -213,7 +213,13 @@ impl<'a> Type<'a> {
     /// # Errors
     /// The name offset is out of range or the string is malformed.
     pub fn name(&self) -> Result<&'a str, Error> {
-        self.btf.string_at(StrOffset(self.name_off))
+        // An offset past the strings is a fault of this record: report it here.
+        self.btf
+            .string_at(self.name_off)
+            .map_err(|e| match e.kind() {
+                ErrorKind::StringOffsetOutOfRange { .. } => Error::new(e.kind(), self.offset),
+                _ => e,
+            })
     }
 
     /// The raw `info` word: kind, kind flag and vlen.

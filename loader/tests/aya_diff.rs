@@ -1,5 +1,10 @@
 //! Differential test against aya-obj 0.3: for every object both parsers accept, map
-//! definitions and program types agree, except where noted below with the reason.
+//! definitions and program types agree, except where noted below with the reason, and
+//! every program's instructions agree byte for byte once both sides have linked it:
+//! aya-obj through its own `relocate_maps` and `relocate_calls` (with made-up map fds,
+//! so no kernel is needed), this loader through [`relocate`] with the same fds. Its
+//! `.BTF.ext` func_info and line_info records agree after linking as well. No
+//! instruction difference is known, so none is allowed.
 
 #![expect(
     clippy::indexing_slicing,
@@ -8,13 +13,14 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use aya_obj::ProgramSection;
 use aya_obj::generated::bpf_attach_type;
 use aya_obj::maps::PinningType;
+use handover_loader::sys::Insn;
 use handover_loader::sys::{MapType, ProgramType, map_flags};
-use handover_loader::{MapOrigin, Object, Pinning};
+use handover_loader::{MapOrigin, Object, Pinning, RefTarget, relocate};
 
 /// Objects aya-obj 0.3 rejects while this loader accepts them: file, a piece of aya-obj's
 /// error, and why. A change in either parser that alters this list fails the test.
@@ -124,10 +130,39 @@ fn aya_kind(s: &ProgramSection) -> (ProgramType, Option<Option<u32>>) {
     }
 }
 
+/// One instruction as its 8 bytes on a little-endian host.
+fn bytes(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
+    let [o0, o1] = off.to_le_bytes();
+    let [i0, i1, i2, i3] = imm.to_le_bytes();
+    [code, dst | src << 4, o0, o1, i0, i1, i2, i3]
+}
+
+/// Compares two programs instruction by instruction; a failure names the first
+/// instruction that differs and shows both encodings.
+fn compare_insns(ctx: &str, ours: &[Insn], theirs: &[aya_obj::generated::bpf_insn]) {
+    let ours: Vec<[u8; 8]> = ours
+        .iter()
+        .map(|i| bytes(i.code, i.dst(), i.src(), i.off, i.imm))
+        .collect();
+    let theirs: Vec<[u8; 8]> = theirs
+        .iter()
+        .map(|i| bytes(i.code, i.dst_reg(), i.src_reg(), i.off, i.imm))
+        .collect();
+    if let Some(at) = (0..ours.len().min(theirs.len())).find(|&k| ours[k] != theirs[k]) {
+        panic!(
+            "{ctx}: instruction {at} differs: ours {:02x?}, aya-obj {:02x?}",
+            ours[at], theirs[at]
+        );
+    }
+    assert_eq!(ours.len(), theirs.len(), "{ctx}: instruction count");
+}
+
 #[test]
 fn aya_obj_agrees_on_maps_and_program_sections() {
     let mut compared = 0;
     let mut aya_rejected = Vec::new();
+    let mut insns_compared = 0;
+    let (mut with_subprogs, mut with_data_refs, mut with_map_refs) = (0, 0, 0);
     for path in common::all_objects() {
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
         let data = common::read(&path);
@@ -138,7 +173,7 @@ fn aya_obj_agrees_on_maps_and_program_sections() {
                 continue;
             }
         };
-        let theirs = match aya_obj::Object::parse(&data) {
+        let mut theirs = match aya_obj::Object::parse(&data) {
             Ok(o) => o,
             Err(e) => {
                 aya_rejected.push((name.clone(), format!("{e:?}")));
@@ -210,6 +245,30 @@ fn aya_obj_agrees_on_maps_and_program_sections() {
             assert_ne!(m.map_type, MapType::Unspec);
         }
 
+        // Link as aya does before a load: every function section counts as text; each
+        // map gets a made-up fd, the same number on both sides.
+        let map_names: Vec<String> = their_names.iter().map(|n| (*n).to_owned()).collect();
+        let fd_of = |n: &str| {
+            map_names
+                .iter()
+                .position(|m| m == n)
+                .and_then(|i| i32::try_from(i).ok())
+                .map(|i| 100 + i)
+        };
+        let text_sections: HashSet<usize> = theirs.functions.keys().map(|k| k.0).collect();
+        let their_maps = theirs.maps.clone();
+        theirs
+            .relocate_maps(
+                their_maps
+                    .iter()
+                    .map(|(n, m)| (n.as_str(), fd_of(n).expect("known map"), m)),
+                &text_sections,
+            )
+            .unwrap_or_else(|e| panic!("{name}: aya-obj relocate_maps: {e}"));
+        theirs
+            .relocate_calls(&text_sections)
+            .unwrap_or_else(|e| panic!("{name}: aya-obj relocate_calls: {e}"));
+
         let our_progs: BTreeSet<&str> = ours.programs().iter().map(|p| p.name.as_str()).collect();
         let their_progs: BTreeSet<&str> = theirs.programs.keys().map(String::as_str).collect();
         assert_eq!(our_progs, their_progs, "{name}: program names");
@@ -225,23 +284,51 @@ fn aya_obj_agrees_on_maps_and_program_sections() {
                     "{ctx}: attach type"
                 );
             }
-            // The program's own instructions, before subprograms are appended.
-            let f = &theirs.functions[&t.function_key()];
-            assert_eq!(
-                p.functions[0].len,
-                f.instructions.len(),
-                "{ctx}: instruction count"
-            );
-            // aya-obj carries per-function BTF.ext records; the program's own must match.
-            let ours_fi = p
+            // Each program's instructions, byte for byte, after both sides have linked
+            // subprograms and put a map's fd into each map reference.
+            let linked = &theirs.functions[&t.function_key()];
+            let ours_insns = relocate(p, &fd_of).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            compare_insns(&ctx, &ours_insns, &linked.instructions);
+            // BTF.ext records of the linked program, subprograms included.
+            let their_fi: Vec<(u32, u32)> = linked
+                .func_info
                 .func_info
                 .iter()
-                .filter(|r| (r.insn as usize) < p.functions[0].len)
-                .count();
-            assert_eq!(
-                ours_fi,
-                f.func_info.func_info.len(),
-                "{ctx}: func_info count"
+                .map(|r| (r.insn_off, r.type_id))
+                .collect();
+            let ours_fi: Vec<(u32, u32)> =
+                p.func_info.iter().map(|r| (r.insn, r.type_id.0)).collect();
+            assert_eq!(ours_fi, their_fi, "{ctx}: func_info");
+            let their_li: Vec<(u32, u32, u32, u32)> = linked
+                .line_info
+                .line_info
+                .iter()
+                .map(|r| (r.insn_off, r.file_name_off, r.line_off, r.line_col))
+                .collect();
+            let ours_li: Vec<(u32, u32, u32, u32)> = p
+                .line_info
+                .iter()
+                .map(|r| {
+                    (
+                        r.insn,
+                        r.file_name.0,
+                        r.line.0,
+                        r.line_number << 10 | r.column,
+                    )
+                })
+                .collect();
+            assert_eq!(ours_li, their_li, "{ctx}: line_info");
+            insns_compared += 1;
+            with_subprogs += usize::from(p.functions.len() > 1);
+            with_data_refs += usize::from(
+                p.references
+                    .iter()
+                    .any(|r| matches!(r.target, RefTarget::MapValue { .. })),
+            );
+            with_map_refs += usize::from(
+                p.references
+                    .iter()
+                    .any(|r| matches!(r.target, RefTarget::Map { .. })),
             );
         }
     }
@@ -258,4 +345,15 @@ fn aya_obj_agrees_on_maps_and_program_sections() {
         );
     }
     assert!(compared >= 15, "only {compared} objects compared");
+    assert!(
+        insns_compared >= 30,
+        "only {insns_compared} programs compared instruction by instruction"
+    );
+    // The comparison covers each kind of rewrite: appended subprograms with fixed call
+    // offsets, global data references with their offsets, map fd references.
+    assert!(
+        with_subprogs >= 1 && with_data_refs >= 1 && with_map_refs >= 1,
+        "programs compared with subprograms {with_subprogs}, global data references \
+         {with_data_refs}, map references {with_map_refs}"
+    );
 }

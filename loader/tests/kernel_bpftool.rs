@@ -62,6 +62,10 @@ const NOT_LOADED: &[(&str, &str)] = &[
         "legacy_maps.o built with -g0, same reason",
     ),
     (
+        "legacy_maps.short.o",
+        "legacy_maps.o with 20-byte records, same reason",
+    ),
+    (
         "map_types_edge.O0.o",
         "built with -O0, clang calls helpers through pointers kept in .data (callx, opcode \
          0x8d), which the verifier rejects; parsing it is the point",

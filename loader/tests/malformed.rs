@@ -145,6 +145,28 @@ const CASES: &[Case] = &[
         &[".maps", "outside the file"],
     ),
     (
+        "absurd symbol table size",
+        || {
+            let mut d = fixture("maps_btf");
+            let at = section_header(&d, ".symtab") + SHDR_SH_SIZE;
+            put_u64(&mut d, at, u64::MAX - 7);
+            d
+        },
+        |e| matches!(e, ObjectError::Section { section, .. } if section == ".symtab"),
+        &[".symtab", "outside the file"],
+    ),
+    (
+        "absurd relocation count",
+        || {
+            let mut d = fixture("maps_btf");
+            let at = section_header(&d, ".relxdp") + SHDR_SH_SIZE;
+            put_u64(&mut d, at, 16 << 40);
+            d
+        },
+        |e| matches!(e, ObjectError::Section { section, .. } if section == ".relxdp"),
+        &[".relxdp"],
+    ),
+    (
         "relocation against a missing symbol",
         || {
             let mut d = fixture("maps_btf");

@@ -324,6 +324,13 @@ fn legacy_maps_section() {
         (p.prog_type, p.expected_attach_type),
         (ProgramType::SocketFilter, None)
     );
+    // The same source built with -DLEGACY_DEF_SHORT (programs/build/legacy_maps.short.o):
+    // 20-byte records, the same maps.
+    assert_eq!(common::section_range(&data, "maps").1, 2 * 28);
+    let short = common::read(&common::fixture("legacy_maps.short"));
+    assert_eq!(common::section_range(&short, "maps").1, 2 * 20);
+    let short = Object::parse(&short).unwrap();
+    assert_eq!(short.maps(), obj.maps());
 }
 
 #[test]
