@@ -12,7 +12,8 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: handover <command> [args]
   handover btf dump FILE [--base BASE_FILE]    print BTF like `bpftool btf dump file`
-  handover inspect OBJ [--json]                maps and programs of a BPF object
+  handover inspect OBJ [--json] [--program-type SECTION=TYPE[:ATTACH]]
+                                               maps and programs of a BPF object
   handover snapshot OBJ... -o FILE             write the map specs of objects to a snapshot
   handover diff OLD NEW [--policy strict|migrate] [--json]
                                                what an upgrade does with every map
