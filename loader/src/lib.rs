@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 mod btf_ext;
+mod core;
 mod error;
 mod file;
 mod insn;
@@ -25,6 +26,7 @@ mod raw;
 mod section;
 pub mod sys;
 
+pub use crate::core::{CoreError, CoreKind, CoreOutcome, CoreTarget, POISON_HELPER, apply_core};
 pub use btf_ext::{CoreRelocation, FuncInfo, LineInfo};
 pub use error::ObjectError;
 pub use file::ObjectFile;

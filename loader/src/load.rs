@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use handover_btf::{Btf, Builder, Detail, Endian, Kind, Linkage, StrOffset, TypeId};
 
+use crate::core::{CoreOutcome, CoreTarget, apply_core};
 use crate::maps::{MapOrigin, MapSpec, SlotTarget};
 use crate::object::Object;
 use crate::program::{ProgramSpec, RefTarget};
@@ -210,6 +211,9 @@ pub enum LoadError {
         /// What is missing and what to do.
         reason: String,
     },
+    /// A CO-RE relocation cannot be applied (libbpf refuses it too).
+    #[error(transparent)]
+    Core(crate::core::CoreError),
     /// The kernel refused a program.
     #[error("loading program {program} (section {section})")]
     ProgramLoad {
@@ -239,6 +243,10 @@ pub struct LoadOptions {
     /// Load only the programs with these names (`None`: every program). A static
     /// prog array slot that refers to a program left out is an error.
     pub programs: Option<BTreeSet<String>>,
+    /// Raw BTF to resolve CO-RE relocations against (`None`: the running kernel's,
+    /// read from `/sys/kernel/btf/vmlinux` once per load, and only if a program has
+    /// CO-RE relocations).
+    pub core_btf: Option<Vec<u8>>,
 }
 
 /// A map of a loaded object.
@@ -261,6 +269,9 @@ pub struct LoadedProgram {
     pub fd: OwnedFd,
     /// Its definition in the object.
     pub spec: ProgramSpec,
+    /// What each of its CO-RE relocations wrote (a `None` target: the instruction was
+    /// poisoned, as the relocation has no value on the target kernel).
+    pub core: Vec<CoreOutcome>,
 }
 
 /// An object in the kernel: its BTF and owned handles to its maps and programs.
@@ -979,6 +990,7 @@ pub fn load(
         btf_features,
         log_level,
         programs: only,
+        core_btf,
     } = options;
     if object.endian() != Endian::native() {
         return Err(LoadError::ByteOrder {
@@ -1065,6 +1077,32 @@ pub fn load(
     let license = object.license().unwrap_or("");
     let mut programs = BTreeMap::new();
     let mut vmlinux = Vmlinux::default();
+    let wanted = |spec: &&ProgramSpec| only.as_ref().is_none_or(|o| o.contains(&spec.name));
+    let core_blob = if object
+        .programs()
+        .iter()
+        .filter(wanted)
+        .any(|p| p.needs_core())
+    {
+        Some(match core_btf {
+            Some(blob) => blob,
+            None => std::fs::read(VMLINUX_BTF).map_err(|e| LoadError::Btf {
+                reason: format!(
+                    "reading the kernel's BTF ({VMLINUX_BTF}) to apply CO-RE relocations: {e}"
+                ),
+            })?,
+        })
+    } else {
+        None
+    };
+    let core_btf = core_blob
+        .as_deref()
+        .map(Btf::parse)
+        .transpose()
+        .map_err(|e| LoadError::Btf {
+            reason: format!("parsing the target BTF of CO-RE relocations: {e}"),
+        })?;
+    let core_target = core_btf.as_ref().map(CoreTarget::new);
     for spec in object.programs() {
         if only.as_ref().is_some_and(|o| !o.contains(&spec.name)) {
             continue;
@@ -1078,12 +1116,13 @@ pub fn load(
             license,
             log_level,
         };
-        let fd = load_program(&ctx, spec, &mut vmlinux)?;
+        let (fd, core) = load_program(&ctx, spec, &mut vmlinux, core_target.as_ref())?;
         programs.insert(
             spec.name.clone(),
             LoadedProgram {
                 fd,
                 spec: spec.clone(),
+                core,
             },
         );
     }
@@ -1211,7 +1250,8 @@ fn load_program(
     ctx: &ProgContext<'_>,
     spec: &ProgramSpec,
     vmlinux: &mut Vmlinux,
-) -> Result<OwnedFd, LoadError> {
+    core: Option<&CoreTarget<'_>>,
+) -> Result<(OwnedFd, Vec<CoreOutcome>), LoadError> {
     let ProgContext {
         bpf,
         object,
@@ -1231,13 +1271,22 @@ fn load_program(
                 .into(),
         ));
     }
-    if spec.needs_core() {
-        return Err(perr(format!(
-            "needs {} CO-RE relocations against the running kernel's BTF, which this loader does not apply",
-            spec.core_relocations.len()
-        )));
-    }
-    let insns = relocate(spec, &|m| fds.get(m).copied())?;
+    let mut outcomes = Vec::new();
+    let insns = if spec.needs_core() {
+        let (Some(local), Some(target)) = (object.btf(), core) else {
+            return Err(perr(format!(
+                "has {} CO-RE relocations but the object has no BTF to resolve them",
+                spec.core_relocations.len()
+            )));
+        };
+        let (patched, done) = apply_core(spec, local, target).map_err(LoadError::Core)?;
+        outcomes = done;
+        let mut relocated = spec.clone();
+        relocated.insns = patched;
+        relocate(&relocated, &|m| fds.get(m).copied())?
+    } else {
+        relocate(spec, &|m| fds.get(m).copied())?
+    };
     let name = kernel_name(&spec.name);
     let func_info = func_info_bytes(spec);
     let line_info = line_info_bytes(spec);
@@ -1272,12 +1321,14 @@ fn load_program(
             args.line_info_rec_size = 16;
         }
     }
-    bpf.prog_load(&args)
+    let fd = bpf
+        .prog_load(&args)
         .map_err(|source| LoadError::ProgramLoad {
             program: spec.name.clone(),
             section: spec.section.clone(),
             source,
-        })
+        })?;
+    Ok((fd, outcomes))
 }
 
 #[cfg(test)]
