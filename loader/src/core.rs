@@ -512,6 +512,139 @@ fn types_compatible(
     Err("types nest too deeply".into())
 }
 
+/// Whether two names are equal once flavors are dropped; an anonymous target only
+/// matches an anonymous local.
+fn names_match(local: &str, target: &str) -> bool {
+    if target.is_empty() {
+        return local.is_empty();
+    }
+    essential(local) == essential(target)
+}
+
+fn name_of(t: &Type<'_>) -> Result<String, String> {
+    t.name().map(str::to_owned).map_err(|e| e.to_string())
+}
+
+/// Whether a local type matches a target type in layout (`bpf_core_type_matches`):
+/// same names (flavors dropped) and kinds all the way down; integers of equal width and
+/// signedness; enums whose every local enumerator is named in the target; structs and
+/// unions whose every local member has a same-named matching member in the target
+/// (behind a pointer, a forward declaration of the same kind is enough); arrays of the
+/// same length; function prototypes with matching parameters and return types.
+fn types_match(
+    lbtf: &Btf<'_>,
+    lid: TypeId,
+    tbtf: &Btf<'_>,
+    tid: TypeId,
+    behind_ptr: bool,
+    level: u32,
+) -> Result<bool, String> {
+    if level == 0 {
+        return Err("types nest too deeply".into());
+    }
+    let (mut lid, mut tid, mut behind_ptr) = (lid, tid, behind_ptr);
+    for _ in 0..MAX_COMPAT_DEPTH {
+        let (_, l) = skip_mods(lbtf, lid)?;
+        let (_, t) = skip_mods(tbtf, tid)?;
+        let (l, t) = match (l, t) {
+            (None, None) => return Ok(true),
+            (Some(l), Some(t)) => (l, t),
+            (None, Some(_)) | (Some(_), None) => return Ok(false),
+        };
+        if !names_match(&name_of(&l)?, &name_of(&t)?) {
+            return Ok(false);
+        }
+        let (lk, tk) = (l.kind(), t.kind());
+        match (l.detail(), t.detail()) {
+            (Detail::Fwd { is_union }, _) => {
+                return Ok(match t.detail() {
+                    Detail::Fwd { is_union: other } => is_union == other,
+                    Detail::Struct(_) if behind_ptr => !is_union,
+                    Detail::Union(_) if behind_ptr => is_union,
+                    _ => false,
+                });
+            }
+            (Detail::Enum(le) | Detail::Enum64(le), Detail::Enum(te) | Detail::Enum64(te)) => {
+                if le.size != te.size || le.values.len() > te.values.len() {
+                    return Ok(false);
+                }
+                for lv in le.values.clone() {
+                    let ln = lv.name().map_err(|e| e.to_string())?;
+                    let found = te
+                        .values
+                        .clone()
+                        .any(|tv| tv.name().is_ok_and(|tn| names_match(ln, tn)));
+                    if !found {
+                        return Ok(false);
+                    }
+                }
+                return Ok(true);
+            }
+            (Detail::Struct(lc) | Detail::Union(lc), _) => {
+                if behind_ptr {
+                    return Ok(match t.detail() {
+                        _ if lk == tk => true,
+                        Detail::Fwd { is_union } => is_union == (lk == Kind::Union),
+                        _ => false,
+                    });
+                }
+                let (Detail::Struct(tc) | Detail::Union(tc)) = t.detail() else {
+                    return Ok(false);
+                };
+                if lk != tk || lc.members.len() > tc.members.len() {
+                    return Ok(false);
+                }
+                for lm in lc.members.clone() {
+                    let ln = lm.name().map_err(|e| e.to_string())?;
+                    let mut matched = false;
+                    for tm in tc.members.clone() {
+                        let tn = tm.name().map_err(|e| e.to_string())?;
+                        if names_match(ln, tn)
+                            && types_match(lbtf, lm.ty, tbtf, tm.ty, behind_ptr, level - 1)?
+                        {
+                            matched = true;
+                            break;
+                        }
+                    }
+                    if !matched {
+                        return Ok(false);
+                    }
+                }
+                return Ok(true);
+            }
+            (Detail::Int(a), Detail::Int(b)) => {
+                return Ok(a.bits == b.bits && a.encoding.is_signed() == b.encoding.is_signed());
+            }
+            (Detail::Ptr(a), Detail::Ptr(b)) => {
+                behind_ptr = true;
+                lid = a;
+                tid = b;
+            }
+            (Detail::Array(a), Detail::Array(b)) => {
+                if a.nelems != b.nelems {
+                    return Ok(false);
+                }
+                lid = a.elem;
+                tid = b.elem;
+            }
+            (Detail::FuncProto(a), Detail::FuncProto(b)) => {
+                if a.params.len() != b.params.len() {
+                    return Ok(false);
+                }
+                for (p, q) in a.params.clone().zip(b.params.clone()) {
+                    if !types_match(lbtf, p.ty, tbtf, q.ty, behind_ptr, level - 1)? {
+                        return Ok(false);
+                    }
+                }
+                lid = TypeId(l.size_or_type());
+                tid = TypeId(t.size_or_type());
+            }
+            _ => return Ok(false),
+        }
+    }
+    Err("types nest too deeply".into())
+}
+
 /// Finds the member named like local accessor `acc` in target composite `tid`, looking
 /// through anonymous members; records the path in `spec`. `Ok(Some(next))` gives the
 /// member's type.
@@ -568,7 +701,10 @@ fn match_spec<'t>(
     let mut spec = Spec::new(tbtf, cand);
     if kind.is_type() {
         if kind == CoreKind::TypeMatches {
-            return Err("type_matches relocations are not supported".into());
+            return Ok(
+                types_match(local.btf, local.root, tbtf, cand, false, MAX_COMPAT_DEPTH)?
+                    .then_some(spec),
+            );
         }
         return Ok(
             types_compatible(local.btf, local.root, tbtf, cand, MAX_COMPAT_DEPTH)?.then_some(spec),

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::Object;
-use handover_btf::{Builder, Endian};
+use handover_btf::{Builder, Endian, StrOffset};
 
 const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
@@ -278,4 +278,143 @@ fn malformed_access_strings_are_refused() {
         let err = apply_core(&spec, &btf, &CoreTarget::new(&btf)).expect_err(access);
         assert!(err.to_string().contains("CO-RE relocation #0"), "{err}");
     }
+}
+
+/// `struct s { FIELD_TYPE x; }` with `int` as type 1, `unsigned int` 2, `long` 3,
+/// `unsigned long` 4, and the struct as type 5 whose member has type `field`.
+fn struct_with_field(field: u32) -> Vec<u8> {
+    let mut b = Builder::new(Endian::native());
+    for (name, size, enc) in [
+        ("int", 4, 1),
+        ("unsigned int", 4, 0),
+        ("long", 8, 1),
+        ("unsigned long", 8, 0),
+    ] {
+        let n = b.string(name);
+        b.add(n, Kind::Int, false, 0, size, &[(enc << 24) | (size * 8)]);
+    }
+    let s = b.string("s");
+    let x = b.string("x");
+    b.add(s, Kind::Struct, false, 1, 8, &[x.0, field, 0]);
+    b.finish()
+}
+
+fn ldx_program(local_btf_root: u32) -> ProgramSpec {
+    let mut spec = ProgramSpec::new("p", "kprobe/x");
+    // r0 = *(u32 *)(r1 + 0); exit
+    spec.insns = vec![Insn::new(0x61, 0, 1, 0, 0), Insn::new(0x95, 0, 0, 0, 0)];
+    spec.core_relocations = vec![CoreRelocation {
+        insn: 0,
+        type_id: TypeId(local_btf_root),
+        access: "0:0".into(),
+        kind: 0,
+    }];
+    spec
+}
+
+#[test]
+fn unsigned_field_that_grows_widens_the_load() {
+    let local_blob = struct_with_field(2);
+    let target_blob = struct_with_field(4);
+    let local = Btf::parse(&local_blob).expect("local");
+    let kernel = Btf::parse(&target_blob).expect("target");
+    let (insns, _) =
+        apply_core(&ldx_program(5), &local, &CoreTarget::new(&kernel)).expect("applies");
+    // BPF_LDX | BPF_MEM | BPF_DW.
+    assert_eq!(insns.first().map(|i| i.code), Some(0x79));
+}
+
+#[test]
+fn signed_field_that_changes_size_is_poisoned() {
+    let local_blob = struct_with_field(1);
+    let target_blob = struct_with_field(3);
+    let local = Btf::parse(&local_blob).expect("local");
+    let kernel = Btf::parse(&target_blob).expect("target");
+    let (insns, out) =
+        apply_core(&ldx_program(5), &local, &CoreTarget::new(&kernel)).expect("applies");
+    assert_eq!(
+        insns.first().map(|i| (i.code, i.imm)),
+        Some((0x85, POISON_HELPER))
+    );
+    assert_eq!(out.first().map(|o| o.target), Some(None));
+}
+
+/// `r0 = imm` for one type relocation of `kind` on the struct (type 5).
+fn type_relocation_value(kind: u32, local: &[u8], target: &[u8]) -> i32 {
+    let local = Btf::parse(local).expect("local");
+    let kernel = Btf::parse(target).expect("target");
+    let mut spec = ProgramSpec::new("p", "kprobe/x");
+    spec.insns = vec![Insn::new(0xb7, 0, 0, 0, 1), Insn::new(0x95, 0, 0, 0, 0)];
+    spec.core_relocations = vec![CoreRelocation {
+        insn: 0,
+        type_id: TypeId(5),
+        access: "0".into(),
+        kind,
+    }];
+    let (insns, _) = apply_core(&spec, &local, &CoreTarget::new(&kernel)).expect("applies");
+    insns.first().map_or(-1, |i| i.imm)
+}
+
+#[test]
+fn type_matches_is_stricter_than_type_exists() {
+    let int_field = struct_with_field(1);
+    let uint_field = struct_with_field(2);
+    let long_field = struct_with_field(3);
+    // Same layout: both hold.
+    assert_eq!(type_relocation_value(12, &int_field, &int_field), 1);
+    assert_eq!(type_relocation_value(8, &int_field, &int_field), 1);
+    // Signedness or width differs: the struct still exists, but does not match.
+    assert_eq!(type_relocation_value(8, &int_field, &uint_field), 1);
+    assert_eq!(type_relocation_value(12, &int_field, &uint_field), 0);
+    assert_eq!(type_relocation_value(12, &int_field, &long_field), 0);
+}
+
+/// Target BTF: `int` (1), then for each `(name, offset)` a struct `name { int a; }`
+/// with `a` at that byte offset.
+fn targets(structs: &[(&str, u32)]) -> Vec<u8> {
+    let mut b = Builder::new(Endian::native());
+    let int = b.string("int");
+    b.add(int, Kind::Int, false, 0, 4, &[(1 << 24) | 32]);
+    let a = b.string("a");
+    for &(name, off) in structs {
+        let n = b.string(name);
+        b.add(n, Kind::Struct, false, 1, 32, &[a.0, 1, off * 8]);
+    }
+    b.finish()
+}
+
+fn field_a_offset(local_name: &str, target: &[u8]) -> Result<Vec<Insn>, CoreError> {
+    let local_blob = two_member_struct(local_name, 0, 32, 4);
+    let local = Btf::parse(&local_blob).expect("local");
+    let kernel = Btf::parse(target).expect("target");
+    let spec = program_of(vec![relocation(0, "0:0", 0)], &[0]);
+    apply_core(&spec, &local, &CoreTarget::new(&kernel)).map(|(insns, _)| insns)
+}
+
+#[test]
+fn candidates_that_agree_are_accepted() {
+    let insns = field_a_offset("s", &targets(&[("s___x", 8), ("s", 8)])).expect("applies");
+    assert_eq!(insns.first().map(|i| i.imm), Some(8));
+}
+
+#[test]
+fn candidates_that_disagree_are_refused() {
+    let err = field_a_offset("s", &targets(&[("s___x", 8), ("s___y", 16)])).expect_err("refused");
+    assert!(err.to_string().contains("different field offsets"), "{err}");
+}
+
+#[test]
+fn fields_are_found_inside_anonymous_members() {
+    // struct s { int pad[3]; union { int a; }; } with the union at byte 12.
+    let mut b = Builder::new(Endian::native());
+    let int = b.string("int");
+    b.add(int, Kind::Int, false, 0, 4, &[(1 << 24) | 32]);
+    b.add(StrOffset(0), Kind::Array, false, 0, 0, &[1, 1, 3]);
+    let a = b.string("a");
+    b.add(StrOffset(0), Kind::Union, false, 1, 4, &[a.0, 1, 0]);
+    let s = b.string("s");
+    let pad = b.string("pad");
+    b.add(s, Kind::Struct, false, 2, 16, &[pad.0, 2, 0, 0, 3, 96]);
+    let insns = field_a_offset("s", &b.finish()).expect("applies");
+    assert_eq!(insns.first().map(|i| i.imm), Some(12));
 }
