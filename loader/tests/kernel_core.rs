@@ -1,8 +1,9 @@
 //! CO-RE relocations checked against libbpf on the real kernel (needs root).
 //!
 //! Objects: `programs/core_reloc.c` (`core_reloc.o`), `programs/core_kinds.c`
-//! (`core_kinds.o`, every relocation kind clang emits, one in a `.text` subprogram) and
-//! xdp-tools' `xdpdump_bpf.o`.
+//! (`core_kinds.o`, every relocation kind clang emits, one in a `.text` subprogram),
+//! `programs/core_load.c` (`core_load.o`, the same kinds in a program the verifier
+//! accepts, with poisoned instructions in dead code) and xdp-tools' `xdpdump_bpf.o`.
 //!
 //! Two oracles, both from bpftool (libbpf) in a private bpffs mount:
 //! - the value of every relocation: libbpf's debug log (`bpftool -d prog loadall`)
@@ -34,6 +35,7 @@ fn objects() -> Vec<PathBuf> {
     vec![
         build.join("core_reloc.o"),
         build.join("core_kinds.o"),
+        build.join("core_load.o"),
         PathBuf::from("/usr/lib/x86_64-linux-gnu/bpf/xdpdump_bpf.o"),
     ]
 }
