@@ -974,7 +974,9 @@ fn reused_map_differences(
 /// Loads `object` into the kernel: its BTF (prepared by [`prepare_btf`] for the
 /// kernel's [`BtfFeatures`]), every map (created, or taken from
 /// [`LoadOptions::reuse_maps`]), global data written and `.rodata` frozen, map-in-map
-/// slots filled, then every program (relocated by [`relocate`]), then the static slots
+/// slots filled, then every program (CO-RE relocations applied by
+/// [`apply_core`](crate::apply_core) against [`LoadOptions::core_btf`] or the kernel's
+/// BTF, map references by [`relocate`]), then the static slots
 /// of prog arrays. Everything created is closed again if a later step fails.
 ///
 /// # Errors

@@ -175,8 +175,9 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
                     let p = loaded.program(&prog).expect("loaded");
                     assert_eq!(p.core.len(), spec.core_relocations.len(), "{file}: {prog}");
                     eprintln!(
-                        "{file}: {prog} loaded with {} CO-RE relocations applied",
-                        p.core.len()
+                        "{file}: {prog} loaded with {} CO-RE relocations applied, {} poisoned",
+                        p.core.len(),
+                        p.core.iter().filter(|o| o.target.is_none()).count()
                     );
                 }
                 Err(e @ LoadError::ProgramLoad { .. }) => {

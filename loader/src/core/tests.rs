@@ -418,3 +418,54 @@ fn fields_are_found_inside_anonymous_members() {
     let insns = field_a_offset("s", &b.finish()).expect("applies");
     assert_eq!(insns.first().map(|i| i.imm), Some(12));
 }
+
+/// `struct s { PAD; int arr[4]; }`: `int` is 1, `long` 2, the array 3, the struct 4;
+/// `pad` bytes of padding members (longs) come first.
+fn struct_with_array(pads: u32) -> Vec<u8> {
+    let mut b = Builder::new(Endian::native());
+    let int = b.string("int");
+    b.add(int, Kind::Int, false, 0, 4, &[(1 << 24) | 32]);
+    let long = b.string("long");
+    b.add(long, Kind::Int, false, 0, 8, &[(1 << 24) | 64]);
+    b.add(StrOffset(0), Kind::Array, false, 0, 0, &[1, 1, 4]);
+    let s = b.string("s");
+    let arr = b.string("arr");
+    let pad = b.string("pad");
+    let mut members = Vec::new();
+    for i in 0..pads {
+        members.extend([pad.0, 2, i * 64]);
+    }
+    members.extend([arr.0, 3, pads * 64]);
+    let vlen = u16::try_from(pads + 1).expect("few members");
+    b.add(s, Kind::Struct, false, vlen, pads * 8 + 16, &members);
+    b.finish()
+}
+
+#[test]
+fn array_elements_move_with_their_array() {
+    let local_blob = struct_with_array(0);
+    let target_blob = struct_with_array(2);
+    let local = Btf::parse(&local_blob).expect("local");
+    let kernel = Btf::parse(&target_blob).expect("target");
+    let relo = |kind, insn| CoreRelocation {
+        insn,
+        type_id: TypeId(4),
+        access: "0:0:2".into(),
+        kind,
+    };
+    // arr[2]: byte 8 locally, byte 24 behind two longs; 4 bytes either way.
+    let spec = program_of(vec![relo(0, 0), relo(1, 1)], &[8, 4]);
+    let (insns, _) = apply_core(&spec, &local, &CoreTarget::new(&kernel)).expect("applies");
+    let imms: Vec<i32> = insns.iter().map(|i| i.imm).collect();
+    assert_eq!(imms, [24, 4, 0]);
+    // An index past the local array is refused.
+    let spec = program_of(
+        vec![CoreRelocation {
+            access: "0:0:4".into(),
+            ..relo(0, 0)
+        }],
+        &[16],
+    );
+    let err = apply_core(&spec, &local, &CoreTarget::new(&kernel)).expect_err("refused");
+    assert!(err.to_string().contains("out of range"), "{err}");
+}
