@@ -142,7 +142,11 @@ fn core_kinds_resolve_against_the_kernel() {
 /// no instruction (each relocation's target value equals its local value).
 #[test]
 fn relocating_against_the_own_btf_is_the_identity() {
-    for (object, program) in [("core_kinds", "core_all"), ("core_reloc", "trace_sleep")] {
+    for (object, program) in [
+        ("core_kinds", "core_all"),
+        ("core_reloc", "trace_sleep"),
+        ("core_load", "core_load"),
+    ] {
         let data = fixture(object);
         let obj = Object::parse(&data).expect("fixture parses");
         let spec = obj.program(program).expect("program");
@@ -468,4 +472,39 @@ fn array_elements_move_with_their_array() {
     );
     let err = apply_core(&spec, &local, &CoreTarget::new(&kernel)).expect_err("refused");
     assert!(err.to_string().contains("out of range"), "{err}");
+}
+
+proptest::proptest! {
+    /// Any access string, kind, root type and instruction on the fixture's own BTF and
+    /// the kernel-like target gives a result or an error naming the relocation, never a
+    /// panic; an applied relocation keeps the program's length.
+    #[test]
+    fn arbitrary_relocations_never_panic(
+        access in "[0-9]{1,3}(:[0-9]{1,3}){0,4}",
+        kind in 0u32..14,
+        root in 0u32..40,
+        code in proptest::sample::select(vec![0x07u8, 0x61, 0x79, 0x18, 0xb7, 0x63, 0x85]),
+        imm in proptest::prelude::any::<i32>(),
+    ) {
+        let data = fixture("core_load");
+        let obj = Object::parse(&data).expect("fixture parses");
+        let local = obj.btf().expect("BTF");
+        let target_blob = two_member_struct("task_struct", 0, 32, 4);
+        let target = Btf::parse(&target_blob).expect("target");
+        let mut spec = ProgramSpec::new("p", "kprobe/x");
+        spec.insns = vec![Insn::new(code, 1, 0, 0, imm), Insn::new(0, 0, 0, 0, 0)];
+        spec.core_relocations = vec![CoreRelocation {
+            insn: 0,
+            type_id: TypeId(root),
+            access,
+            kind,
+        }];
+        match apply_core(&spec, local, &CoreTarget::new(&target)) {
+            Ok((insns, out)) => {
+                proptest::prop_assert_eq!(insns.len(), 2);
+                proptest::prop_assert_eq!(out.len(), 1);
+            }
+            Err(e) => proptest::prop_assert!(e.to_string().contains("CO-RE relocation #0")),
+        }
+    }
 }
