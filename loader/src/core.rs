@@ -148,6 +148,9 @@ pub struct CoreOutcome {
     pub local: u64,
     /// The value written for the target, or `None` when the instruction was poisoned.
     pub target: Option<u64>,
+    /// Why the instruction was poisoned (a call to [`POISON_HELPER`]): the relocation
+    /// has no value on the target.
+    pub poisoned: Option<String>,
 }
 
 /// A target BTF with the index of its named types by essential name (the name without
@@ -1080,12 +1083,12 @@ fn mem_size_bits(bytes: u64) -> Option<u8> {
 }
 
 /// Writes a resolution into instruction `at` (libbpf's `bpf_core_patch_insn`);
-/// `Ok(false)` when the instruction was poisoned.
-fn patch(insns: &mut [Insn], at: usize, res: &Resolution) -> Result<bool, String> {
+/// `Ok(Some(why))` when the instruction was poisoned instead.
+fn patch(insns: &mut [Insn], at: usize, res: &Resolution) -> Result<Option<String>, String> {
     let insn = *insns.get(at).ok_or("instruction out of range")?;
-    if res.poison.is_some() {
+    if let Some(why) = &res.poison {
         poison(insns, at);
-        return Ok(false);
+        return Ok(Some(why.clone()));
     }
     let sext = |v: i64| u64::from_ne_bytes(v.to_ne_bytes());
     let (orig, new) = (res.orig, res.new);
@@ -1119,7 +1122,10 @@ fn patch(insns: &mut [Insn], at: usize, res: &Resolution) -> Result<bool, String
                 .map_err(|_| format!("field offset {new} does not fit an instruction offset"))?;
             if res.fail_size_adjust {
                 poison(insns, at);
-                return Ok(false);
+                return Ok(Some(format!(
+                    "the field is {} bytes in the target, {} in the object, and only pointers and unsigned integers can be read at another size",
+                    res.new_size, res.orig_size
+                )));
             }
             let mut code = insn.code;
             if res.new_size != res.orig_size {
@@ -1170,7 +1176,7 @@ fn patch(insns: &mut [Insn], at: usize, res: &Resolution) -> Result<bool, String
             ));
         }
     }
-    Ok(true)
+    Ok(None)
 }
 
 /// The instructions of `program` with every CO-RE relocation applied against `target`,
@@ -1201,13 +1207,14 @@ pub fn apply_core(
             .ok_or_else(|| err(format!("unknown relocation kind {}", relo.kind)))?;
         let res = resolve(relo, kind, local, target).map_err(&err)?;
         let at = relo.insn as usize;
-        let applied = patch(&mut insns, at, &res).map_err(&err)?;
+        let poisoned = patch(&mut insns, at, &res).map_err(&err)?;
         outcomes.push(CoreOutcome {
             index,
             insn: relo.insn,
             kind,
             local: res.orig,
-            target: applied.then_some(res.new),
+            target: poisoned.is_none().then_some(res.new),
+            poisoned,
         });
     }
     Ok((insns, outcomes))

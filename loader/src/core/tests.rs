@@ -47,6 +47,7 @@ fn outcomes(object: &str, program: &str, kernel: &Btf<'_>) -> (ProgramSpec, Vec<
         let insn = insns.get(o.insn as usize).expect("in range");
         if o.target.is_none() {
             assert_eq!((insn.code, insn.imm), (0x85, POISON_HELPER), "{o:?}");
+            assert!(o.poisoned.is_some(), "{o:?}");
         }
     }
     (spec, out)
@@ -341,6 +342,14 @@ fn signed_field_that_changes_size_is_poisoned() {
         Some((0x85, POISON_HELPER))
     );
     assert_eq!(out.first().map(|o| o.target), Some(None));
+    let why = out
+        .first()
+        .and_then(|o| o.poisoned.clone())
+        .unwrap_or_default();
+    assert!(
+        why.contains("8 bytes in the target, 4 in the object"),
+        "{why}"
+    );
 }
 
 /// `r0 = imm` for one type relocation of `kind` on the struct (type 5).
