@@ -275,3 +275,53 @@ fn core_programs_translate_like_libbpfs() {
     eprintln!("byte for byte: {same:?}; refused by the kernel for both: {refused:?}");
     assert!(!same.is_empty(), "no CO-RE program loaded to compare");
 }
+
+#[test]
+fn core_target_btf_can_be_given() {
+    if !testenv::privileged("core_target_btf_can_be_given") {
+        return;
+    }
+    let bpf = Bpf::kernel();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../programs/build/core_reloc.o");
+    let data = std::fs::read(&path).expect("core_reloc.o");
+    let obj = Object::parse(&data).expect("object parses");
+    let only = || Some(["trace_sleep".to_owned()].into());
+    let default = load(
+        &bpf,
+        &obj,
+        LoadOptions {
+            programs: only(),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("default target: {}", chain(&e)));
+    let given = load(
+        &bpf,
+        &obj,
+        LoadOptions {
+            programs: only(),
+            core_btf: Some(std::fs::read(VMLINUX).expect("kernel BTF")),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("given target: {}", chain(&e)));
+    let core = |l: &handover_loader::LoadedObject| l.program("trace_sleep").unwrap().core.clone();
+    assert_eq!(core(&default), core(&given));
+    assert!(core(&given).iter().all(|o| o.target.is_some()));
+    let err = load(
+        &bpf,
+        &obj,
+        LoadOptions {
+            programs: only(),
+            core_btf: Some(b"not BTF".to_vec()),
+            ..LoadOptions::default()
+        },
+    )
+    .map(drop)
+    .expect_err("garbage target BTF");
+    assert!(
+        chain(&err).contains("parsing the target BTF of CO-RE relocations"),
+        "{}",
+        chain(&err)
+    );
+}
