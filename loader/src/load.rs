@@ -228,7 +228,7 @@ pub enum LoadError {
 }
 
 /// Options of [`load`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct LoadOptions {
     /// Maps to use instead of creating them, by name in the object (pinned maps of a
     /// running version). Each must match its definition (type, key and value size,
@@ -247,6 +247,22 @@ pub struct LoadOptions {
     /// read from `/sys/kernel/btf/vmlinux` once per load, and only if a program has
     /// CO-RE relocations).
     pub core_btf: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The target BTF is megabytes of bytes: show its size only.
+        f.debug_struct("LoadOptions")
+            .field("reuse_maps", &self.reuse_maps)
+            .field("btf_features", &self.btf_features)
+            .field("log_level", &self.log_level)
+            .field("programs", &self.programs)
+            .field(
+                "core_btf",
+                &self.core_btf.as_ref().map(|b| format!("{} bytes", b.len())),
+            )
+            .finish()
+    }
 }
 
 /// A map of a loaded object.
