@@ -420,7 +420,7 @@ pub fn render(name: &str, r: &Report) -> String {
         if !p.core_relocations.is_empty() {
             let _ = writeln!(
                 out,
-                "    needs CO-RE ({} relocations, not applied by this loader):",
+                "    needs CO-RE ({} relocations, applied against the kernel's BTF at load):",
                 p.core_relocations.len()
             );
             for c in &p.core_relocations {

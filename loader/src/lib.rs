@@ -7,13 +7,15 @@
 //! attached. [`ObjectFile`] maps a file and parses it.
 //!
 //! [`load`] puts a parsed object into the kernel: its BTF (fixed up and sanitised for
-//! the kernel's [`BtfFeatures`]), its maps (or maps given for reuse), its programs; the
-//! result, a [`LoadedObject`], owns every descriptor by name.
+//! the kernel's [`BtfFeatures`]), its maps (or maps given for reuse), its programs, with
+//! their CO-RE relocations applied against the kernel's BTF by libbpf's rules
+//! ([`apply_core`]); the result, a [`LoadedObject`], owns every descriptor by name.
 
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 mod btf_ext;
+mod core;
 mod error;
 mod file;
 mod insn;
@@ -25,6 +27,7 @@ mod raw;
 mod section;
 pub mod sys;
 
+pub use crate::core::{CoreError, CoreKind, CoreOutcome, CoreTarget, POISON_HELPER, apply_core};
 pub use btf_ext::{CoreRelocation, FuncInfo, LineInfo};
 pub use error::ObjectError;
 pub use file::ObjectFile;

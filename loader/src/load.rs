@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use handover_btf::{Btf, Builder, Detail, Endian, Kind, Linkage, StrOffset, TypeId};
 
+use crate::core::{CoreOutcome, CoreTarget, apply_core};
 use crate::maps::{MapOrigin, MapSpec, SlotTarget};
 use crate::object::Object;
 use crate::program::{ProgramSpec, RefTarget};
@@ -210,6 +211,9 @@ pub enum LoadError {
         /// What is missing and what to do.
         reason: String,
     },
+    /// A CO-RE relocation cannot be applied (libbpf refuses it too).
+    #[error(transparent)]
+    Core(crate::core::CoreError),
     /// The kernel refused a program.
     #[error("loading program {program} (section {section})")]
     ProgramLoad {
@@ -224,7 +228,7 @@ pub enum LoadError {
 }
 
 /// Options of [`load`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct LoadOptions {
     /// Maps to use instead of creating them, by name in the object (pinned maps of a
     /// running version). Each must match its definition (type, key and value size,
@@ -239,6 +243,26 @@ pub struct LoadOptions {
     /// Load only the programs with these names (`None`: every program). A static
     /// prog array slot that refers to a program left out is an error.
     pub programs: Option<BTreeSet<String>>,
+    /// Raw BTF to resolve CO-RE relocations against (`None`: the running kernel's,
+    /// read from `/sys/kernel/btf/vmlinux` once per load, and only if a program has
+    /// CO-RE relocations).
+    pub core_btf: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The target BTF is megabytes of bytes: show its size only.
+        f.debug_struct("LoadOptions")
+            .field("reuse_maps", &self.reuse_maps)
+            .field("btf_features", &self.btf_features)
+            .field("log_level", &self.log_level)
+            .field("programs", &self.programs)
+            .field(
+                "core_btf",
+                &self.core_btf.as_ref().map(|b| format!("{} bytes", b.len())),
+            )
+            .finish()
+    }
 }
 
 /// A map of a loaded object.
@@ -261,6 +285,9 @@ pub struct LoadedProgram {
     pub fd: OwnedFd,
     /// Its definition in the object.
     pub spec: ProgramSpec,
+    /// What each of its CO-RE relocations wrote (a `None` target: the instruction was
+    /// poisoned, as the relocation has no value on the target kernel).
+    pub core: Vec<CoreOutcome>,
 }
 
 /// An object in the kernel: its BTF and owned handles to its maps and programs.
@@ -963,7 +990,9 @@ fn reused_map_differences(
 /// Loads `object` into the kernel: its BTF (prepared by [`prepare_btf`] for the
 /// kernel's [`BtfFeatures`]), every map (created, or taken from
 /// [`LoadOptions::reuse_maps`]), global data written and `.rodata` frozen, map-in-map
-/// slots filled, then every program (relocated by [`relocate`]), then the static slots
+/// slots filled, then every program (CO-RE relocations applied by
+/// [`apply_core`](crate::apply_core) against [`LoadOptions::core_btf`] or the kernel's
+/// BTF, map references by [`relocate`]), then the static slots
 /// of prog arrays. Everything created is closed again if a later step fails.
 ///
 /// # Errors
@@ -979,6 +1008,7 @@ pub fn load(
         btf_features,
         log_level,
         programs: only,
+        core_btf,
     } = options;
     if object.endian() != Endian::native() {
         return Err(LoadError::ByteOrder {
@@ -1065,6 +1095,32 @@ pub fn load(
     let license = object.license().unwrap_or("");
     let mut programs = BTreeMap::new();
     let mut vmlinux = Vmlinux::default();
+    let wanted = |spec: &&ProgramSpec| only.as_ref().is_none_or(|o| o.contains(&spec.name));
+    let core_blob = if object
+        .programs()
+        .iter()
+        .filter(wanted)
+        .any(|p| p.needs_core())
+    {
+        Some(match core_btf {
+            Some(blob) => blob,
+            None => std::fs::read(VMLINUX_BTF).map_err(|e| LoadError::Btf {
+                reason: format!(
+                    "reading the kernel's BTF ({VMLINUX_BTF}) to apply CO-RE relocations: {e}"
+                ),
+            })?,
+        })
+    } else {
+        None
+    };
+    let core_btf = core_blob
+        .as_deref()
+        .map(Btf::parse)
+        .transpose()
+        .map_err(|e| LoadError::Btf {
+            reason: format!("parsing the target BTF of CO-RE relocations: {e}"),
+        })?;
+    let core_target = core_btf.as_ref().map(CoreTarget::new);
     for spec in object.programs() {
         if only.as_ref().is_some_and(|o| !o.contains(&spec.name)) {
             continue;
@@ -1078,12 +1134,13 @@ pub fn load(
             license,
             log_level,
         };
-        let fd = load_program(&ctx, spec, &mut vmlinux)?;
+        let (fd, core) = load_program(&ctx, spec, &mut vmlinux, core_target.as_ref())?;
         programs.insert(
             spec.name.clone(),
             LoadedProgram {
                 fd,
                 spec: spec.clone(),
+                core,
             },
         );
     }
@@ -1211,7 +1268,8 @@ fn load_program(
     ctx: &ProgContext<'_>,
     spec: &ProgramSpec,
     vmlinux: &mut Vmlinux,
-) -> Result<OwnedFd, LoadError> {
+    core: Option<&CoreTarget<'_>>,
+) -> Result<(OwnedFd, Vec<CoreOutcome>), LoadError> {
     let ProgContext {
         bpf,
         object,
@@ -1231,13 +1289,22 @@ fn load_program(
                 .into(),
         ));
     }
-    if spec.needs_core() {
-        return Err(perr(format!(
-            "needs {} CO-RE relocations against the running kernel's BTF, which this loader does not apply",
-            spec.core_relocations.len()
-        )));
-    }
-    let insns = relocate(spec, &|m| fds.get(m).copied())?;
+    let mut outcomes = Vec::new();
+    let insns = if spec.needs_core() {
+        let (Some(local), Some(target)) = (object.btf(), core) else {
+            return Err(perr(format!(
+                "has {} CO-RE relocations but the object has no BTF to resolve them",
+                spec.core_relocations.len()
+            )));
+        };
+        let (patched, done) = apply_core(spec, local, target).map_err(LoadError::Core)?;
+        outcomes = done;
+        let mut relocated = spec.clone();
+        relocated.insns = patched;
+        relocate(&relocated, &|m| fds.get(m).copied())?
+    } else {
+        relocate(spec, &|m| fds.get(m).copied())?
+    };
     let name = kernel_name(&spec.name);
     let func_info = func_info_bytes(spec);
     let line_info = line_info_bytes(spec);
@@ -1272,12 +1339,14 @@ fn load_program(
             args.line_info_rec_size = 16;
         }
     }
-    bpf.prog_load(&args)
+    let fd = bpf
+        .prog_load(&args)
         .map_err(|source| LoadError::ProgramLoad {
             program: spec.name.clone(),
             section: spec.section.clone(),
             source,
-        })
+        })?;
+    Ok((fd, outcomes))
 }
 
 #[cfg(test)]

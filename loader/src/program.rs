@@ -123,7 +123,7 @@ impl ProgramSpec {
     }
 
     /// Whether loading needs CO-RE relocations applied against the running kernel's BTF
-    /// first (this crate reports them but does not apply them).
+    /// first ([`load`](crate::load) applies them, see [`apply_core`](crate::apply_core)).
     #[must_use]
     pub fn needs_core(&self) -> bool {
         !self.core_relocations.is_empty()

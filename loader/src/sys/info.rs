@@ -277,6 +277,28 @@ impl Bpf {
         })
     }
 
+    /// The program's instructions as the kernel keeps them after verification
+    /// (`xlated_prog_insns`), in host byte order; map descriptors in `ld_imm64` appear
+    /// as map ids.
+    ///
+    /// # Errors
+    /// `prog` is not a program descriptor, or the kernel withholds the instructions.
+    #[doc(alias = "BPF_OBJ_GET_INFO_BY_FD")]
+    pub fn prog_xlated(&self, prog: impl AsFd) -> Result<Vec<u8>, Error> {
+        let fd = prog.as_fd();
+        let mut raw = RawProgInfo::new_zeroed();
+        self.info(fd, &mut raw, "program")?;
+        let mut insns = vec![0u8; raw.xlated_prog_len as usize];
+        if !insns.is_empty() {
+            let mut again = RawProgInfo::new_zeroed();
+            again.xlated_prog_len = raw.xlated_prog_len;
+            again.xlated_prog_insns = insns.as_mut_ptr() as u64;
+            self.info(fd, &mut again, "program")?;
+            insns.truncate(again.xlated_prog_len.min(raw.xlated_prog_len) as usize);
+        }
+        Ok(insns)
+    }
+
     /// Describes a link.
     ///
     /// # Errors
