@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use handover_btf::{Btf, Detail, TypeId};
-use handover_loader::{MapOrigin, MapSpec, Object, ProgramSpec, RefTarget, SlotTarget};
+use handover_loader::{KsymKind, MapOrigin, MapSpec, Object, ProgramSpec, RefTarget, SlotTarget};
 use serde::Serialize;
 
 /// A BTF type as shown in a report: id, C-like name and size.
@@ -268,6 +268,15 @@ fn program_report(btf: Option<&Btf<'_>>, p: &ProgramSpec) -> ProgramReport {
                     }
                     RefTarget::Call { function } => ("call", function.clone(), None),
                     RefTarget::FuncAddr { function } => ("func_addr", function.clone(), None),
+                    RefTarget::Ksym { name, kind, weak } => {
+                        let kind = match (kind, weak) {
+                            (KsymKind::Var, false) => "ksym",
+                            (KsymKind::Var, true) => "ksym_weak",
+                            (KsymKind::Func, false) => "kfunc",
+                            (KsymKind::Func, true) => "kfunc_weak",
+                        };
+                        (kind, name.clone(), None)
+                    }
                 };
                 ReferenceReport {
                     insn: r.insn,

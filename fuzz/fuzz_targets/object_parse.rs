@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use handover_loader::{Object, RefTarget};
+use handover_loader::{KsymKind, Object, RefTarget};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -41,6 +41,19 @@ fuzz_target!(|data: &[u8]| {
                 RefTarget::MapValue { map, offset } => {
                     let m = obj.map(map).expect("global data map exists");
                     assert!(*offset < m.value_size.max(1));
+                }
+                RefTarget::Ksym { name, kind, .. } => {
+                    assert!(!name.is_empty());
+                    // An address load, or a call already marked as a kfunc call.
+                    assert!(
+                        insn.code == 0x18
+                            || (*kind == KsymKind::Func
+                                && insn.code == 0x85
+                                && insn.src() == handover_loader::PSEUDO_KFUNC_CALL),
+                        "ksym reference at {} on opcode {:#x}",
+                        r.insn,
+                        insn.code
+                    );
                 }
                 RefTarget::Call { function } | RefTarget::FuncAddr { function } => {
                     let target = r.insn as i64 + 1 + i64::from(insn.imm);

@@ -456,6 +456,17 @@ fn fields_compatible(
     Err("types nest too deeply".into())
 }
 
+/// Whether a local type and a kernel type are compatible (`bpf_core_types_are_compat`):
+/// the test a `__ksym` extern's type passes against the kernel's.
+pub(crate) fn types_are_compat(
+    lbtf: &Btf<'_>,
+    lid: TypeId,
+    tbtf: &Btf<'_>,
+    tid: TypeId,
+) -> Result<bool, String> {
+    types_compatible(lbtf, lid, tbtf, tid, MAX_COMPAT_DEPTH)
+}
+
 /// Whether a local type and a target type are compatible for a type relocation.
 fn types_compatible(
     lbtf: &Btf<'_>,

@@ -59,7 +59,7 @@ pub enum ObjectError {
     /// The object refers to an external symbol (`.kconfig`, `.ksyms`, `extern`) that
     /// this loader does not resolve.
     #[error(
-        "symbol {symbol} is an extern ({kind}); this loader does not resolve externs against the running kernel, so define the value in the object instead"
+        "symbol {symbol} is an extern ({kind}) this loader does not resolve (of the kernel's symbols it resolves typed __ksym variables and kfuncs only); define the value in the object instead"
     )]
     UnsupportedExtern {
         /// The extern's name.

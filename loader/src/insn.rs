@@ -16,6 +16,12 @@ pub(crate) const PSEUDO_CALL: u8 = 1;
 pub const PSEUDO_MAP_FD: u8 = 1;
 /// `src_reg` of an `ld_imm64` that loads the address of a map value plus offset.
 pub const PSEUDO_MAP_VALUE: u8 = 2;
+/// `src_reg` of an `ld_imm64` that loads the address of a kernel variable or function
+/// by its BTF id (`imm`) in the BTF object whose fd index is the second `imm`.
+pub const PSEUDO_BTF_ID: u8 = 3;
+/// `src_reg` of a call to a kernel function (kfunc) by its BTF id (`imm`) in the BTF
+/// object whose fd index is `off` (0: vmlinux).
+pub const PSEUDO_KFUNC_CALL: u8 = 2;
 /// `src_reg` of an `ld_imm64` that loads the address of a bpf-to-bpf function.
 pub(crate) const PSEUDO_FUNC: u8 = 4;
 

@@ -31,12 +31,13 @@ pub use crate::core::{CoreError, CoreKind, CoreOutcome, CoreTarget, POISON_HELPE
 pub use btf_ext::{CoreRelocation, FuncInfo, LineInfo};
 pub use error::ObjectError;
 pub use file::ObjectFile;
-pub use insn::{INSN_SIZE, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
+pub use insn::{INSN_SIZE, PSEUDO_BTF_ID, PSEUDO_KFUNC_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
 pub use load::{
-    BtfFeatures, KERNEL_NAME_LEN, LoadError, LoadOptions, LoadedMap, LoadedObject, LoadedProgram,
-    SectionLayout, attach_btf_name, created_max_entries, func_info_bytes, kernel_name,
-    line_info_bytes, load, map_btf_ids, prepare_btf, prepare_btf_with, relocate,
+    BtfFeatures, KERNEL_NAME_LEN, KsymResolution, LoadError, LoadOptions, LoadedMap, LoadedObject,
+    LoadedProgram, POISON_CALL_KFUNC_BASE, SectionLayout, attach_btf_name, created_max_entries,
+    func_info_bytes, kernel_name, line_info_bytes, load, map_btf_ids, prepare_btf,
+    prepare_btf_with, relocate, resolve_ksyms,
 };
 pub use maps::{MapOrigin, MapSlot, MapSpec, Pinning, SlotTarget};
 pub use object::{Object, ObjectOptions, Variable};
-pub use program::{FunctionSpan, ProgramSpec, RefTarget, Reference};
+pub use program::{FunctionSpan, KsymKind, ProgramSpec, RefTarget, Reference};

@@ -14,7 +14,7 @@ use handover_btf::{Btf, Builder, Detail, Endian, Kind, Linkage, StrOffset, TypeI
 use crate::core::{CoreOutcome, CoreTarget, apply_core};
 use crate::maps::{MapOrigin, MapSpec, SlotTarget};
 use crate::object::Object;
-use crate::program::{ProgramSpec, RefTarget};
+use crate::program::{KsymKind, ProgramSpec, RefTarget};
 use crate::sys::{
     self, Bpf, Insn, LogLevel, MapBtf, MapCreate, MapType, ProgLoad, ProgramType, UpdateFlags,
 };
@@ -348,7 +348,9 @@ pub fn relocate(
         let (map, src, offset) = match &r.target {
             RefTarget::Map { map } => (map, crate::PSEUDO_MAP_FD, 0),
             RefTarget::MapValue { map, offset } => (map, crate::PSEUDO_MAP_VALUE, *offset),
-            RefTarget::Call { .. } | RefTarget::FuncAddr { .. } => continue,
+            RefTarget::Call { .. } | RefTarget::FuncAddr { .. } | RefTarget::Ksym { .. } => {
+                continue;
+            }
         };
         let err = |reason: String| LoadError::Program {
             program: program.name.clone(),
@@ -376,6 +378,163 @@ pub fn relocate(
         }
     }
     Ok(insns)
+}
+
+/// The immediate an unresolved weak kfunc call gets, plus the extern's index: the call
+/// becomes one to a helper that does not exist, which the verifier accepts only in dead
+/// code (the number libbpf uses, so verifier logs read the same).
+pub const POISON_CALL_KFUNC_BASE: i32 = 2_002_000_000;
+
+/// What a `__ksym` extern resolved to in the kernel's BTF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KsymResolution {
+    /// The kernel's `VAR` or `FUNC` with this id (in vmlinux).
+    BtfId(u32),
+    /// A weak extern the kernel lacks (or, for a kfunc, has with another prototype).
+    Missing,
+}
+
+/// Resolves the `__ksym` externs of `program` against `kernel` (the running kernel's
+/// BTF) and writes them into `insns`: a variable's or kfunc's address load becomes a
+/// `BPF_PSEUDO_BTF_ID` `ld_imm64` of its BTF id, a kfunc call a `BPF_PSEUDO_KFUNC_CALL`
+/// to it (both in vmlinux, BTF object 0). The local type (`local`, the object's BTF)
+/// must be compatible with the kernel's, as for a CO-RE type relocation. A weak extern
+/// the kernel lacks loads 0, and a call to it becomes a call to helper
+/// [`POISON_CALL_KFUNC_BASE`] + its index, valid in dead code only. Returns what each
+/// extern resolved to, by name.
+///
+/// # Errors
+/// A non-weak extern the kernel's BTF lacks, a variable of an incompatible type, a
+/// non-weak kfunc of an incompatible prototype, or a reference not on an `ld_imm64` or
+/// a call.
+pub fn resolve_ksyms(
+    program: &ProgramSpec,
+    insns: &mut [Insn],
+    local: Option<&Btf<'_>>,
+    kernel: &Btf<'_>,
+) -> Result<BTreeMap<String, KsymResolution>, LoadError> {
+    let err = |reason: String| LoadError::Program {
+        program: program.name.clone(),
+        reason,
+    };
+    let mut resolved: BTreeMap<String, KsymResolution> = BTreeMap::new();
+    let mut order: Vec<&str> = Vec::new();
+    for r in &program.references {
+        let RefTarget::Ksym { name, kind, weak } = &r.target else {
+            continue;
+        };
+        let what = match kind {
+            KsymKind::Var => "variable",
+            KsymKind::Func => "function",
+        };
+        let res = if let Some(res) = resolved.get(name) {
+            *res
+        } else {
+            let res = resolve_ksym(name, *kind, *weak, local, kernel)
+                .map_err(|e| err(format!("extern {what} {name} (__ksym): {e}")))?;
+            resolved.insert(name.clone(), res);
+            order.push(name);
+            res
+        };
+        let index = order.iter().position(|n| n == name).unwrap_or(0);
+        let insn = insns.get(r.insn).copied().ok_or_else(|| {
+            err(format!(
+                "reference to {name} at instruction {} lies outside the program",
+                r.insn
+            ))
+        })?;
+        if crate::insn::is_ld_imm64(&insn) && r.insn + 1 < insns.len() {
+            let (src, imm) = match res {
+                KsymResolution::BtfId(id) => {
+                    (crate::PSEUDO_BTF_ID, i32::from_ne_bytes(id.to_ne_bytes()))
+                }
+                KsymResolution::Missing => (0, 0),
+            };
+            if let Some(first) = insns.get_mut(r.insn) {
+                *first = Insn::new(first.code, first.dst(), src, first.off, imm);
+            }
+            if let Some(second) = insns.get_mut(r.insn + 1) {
+                second.imm = 0;
+            }
+        } else if insn.code == crate::insn::CALL && *kind == KsymKind::Func {
+            let new = match res {
+                KsymResolution::BtfId(id) => Insn::new(
+                    insn.code,
+                    0,
+                    crate::PSEUDO_KFUNC_CALL,
+                    0,
+                    i32::from_ne_bytes(id.to_ne_bytes()),
+                ),
+                KsymResolution::Missing => {
+                    let index = i32::try_from(index).unwrap_or(0);
+                    Insn::new(
+                        insn.code,
+                        0,
+                        0,
+                        0,
+                        POISON_CALL_KFUNC_BASE.saturating_add(index),
+                    )
+                }
+            };
+            if let Some(slot) = insns.get_mut(r.insn) {
+                *slot = new;
+            }
+        } else {
+            return Err(err(format!(
+                "reference to {name} at instruction {} is neither an ld_imm64 nor a kfunc call",
+                r.insn
+            )));
+        }
+    }
+    Ok(resolved)
+}
+
+/// Looks one extern up in the kernel's BTF and checks its type against the local one.
+fn resolve_ksym(
+    name: &str,
+    kind: KsymKind,
+    weak: bool,
+    local: Option<&Btf<'_>>,
+    kernel: &Btf<'_>,
+) -> Result<KsymResolution, String> {
+    let btf_kind = match kind {
+        KsymKind::Var => Kind::Var,
+        KsymKind::Func => Kind::Func,
+    };
+    let Some(kid) = kernel.id_by_name(name, btf_kind) else {
+        if weak {
+            return Ok(KsymResolution::Missing);
+        }
+        return Err(format!(
+            "the kernel's BTF has no {} named {name}; declare it __weak if the program can do without it",
+            btf_kind.name()
+        ));
+    };
+    let local = local.ok_or("the object has no BTF to check its type against the kernel's")?;
+    let lid = local
+        .id_by_name(name, btf_kind)
+        .ok_or_else(|| format!("the object's BTF has no {} named {name}", btf_kind.name()))?;
+    // Both a VAR and a FUNC name their type (the variable's, the prototype) in
+    // `size_or_type`.
+    let type_of = |btf: &Btf<'_>, id: TypeId| {
+        btf.type_by_id(id)
+            .map(|t| TypeId(t.size_or_type()))
+            .map_err(|e| e.to_string())
+    };
+    let (lty, kty) = (type_of(local, lid)?, type_of(kernel, kid)?);
+    if crate::core::types_are_compat(local, lty, kernel, kty)? {
+        return Ok(KsymResolution::BtfId(kid.0));
+    }
+    if weak && kind == KsymKind::Func {
+        return Ok(KsymResolution::Missing);
+    }
+    Err(format!(
+        "its type (local type [{}]) is not compatible with the kernel's (type [{}] of {} [{}])",
+        lty.0,
+        kty.0,
+        btf_kind.name(),
+        kid.0
+    ))
 }
 
 /// `struct bpf_func_info` records of `program` (instruction index, `FUNC` type id).
@@ -432,6 +591,8 @@ struct Rewrite {
     offsets: Vec<usize>,
     int_id: Option<u32>,
     dummy_var: Option<u32>,
+    /// String offset of the placeholder variable's name.
+    dummy_name: Option<u32>,
     enum64_placeholder: Option<u32>,
     param_name: Option<u32>,
 }
@@ -445,6 +606,10 @@ impl Rewrite {
     }
 
     fn append(&mut self, words: &[u32]) -> u32 {
+        // Appended records are indexed like the original ones (ids follow on).
+        if self.offsets.len() == self.next_id as usize {
+            self.offsets.push(self.types.len());
+        }
         for w in words {
             self.types.extend_from_slice(&w.to_ne_bytes());
         }
@@ -558,6 +723,7 @@ pub fn prepare_btf_with(
         offsets: vec![0],
         int_id: None,
         dummy_var: None,
+        dummy_name: None,
         enum64_placeholder: None,
         param_name: None,
     };
@@ -621,11 +787,34 @@ fn rewrite_type(
                         } else {
                             let int = rw.int();
                             let name = rw.string("dummy_ksym");
-                            let d = rw.append(&[name, info(Kind::Var, false, 0), int, 1]);
+                            rw.dummy_name = Some(name);
+                            // Without DATASEC the variables become INTs, this one too.
+                            let d = if f.datasec {
+                                rw.append(&[name, info(Kind::Var, false, 0), int, 1])
+                            } else {
+                                rw.append(&[name, info(Kind::Int, false, 0), 1, 8])
+                            };
                             rw.dummy_var = Some(d);
                             d
                         };
                         set(&mut rw.types, slot, dummy).ok_or_else(|| bad(t))?;
+                        // The kernel wants every parameter of a FUNC's prototype named;
+                        // clang leaves those of extern declarations unnamed. They take
+                        // the placeholder variable's name, as libbpf does.
+                        if let Detail::Func(func) = target.detail()
+                            && let Ok(proto) = btf.type_by_id(func.proto)
+                            && let Detail::FuncProto(fp) = proto.detail()
+                        {
+                            let proto_at = rw.offsets.get(func.proto.0 as usize).copied();
+                            if let (Some(proto_at), Some(name)) = (proto_at, rw.dummy_name) {
+                                for (k, p) in fp.params.enumerate() {
+                                    if p.ty.0 != 0 && p.name_off.0 == 0 {
+                                        set(&mut rw.types, proto_at + 12 + k * 8, name)
+                                            .ok_or_else(|| bad(t))?;
+                                    }
+                                }
+                            }
+                        }
                     }
                     set(&mut rw.types, slot + 4, off).ok_or_else(|| bad(t))?;
                     set(&mut rw.types, slot + 8, 4).ok_or_else(|| bad(t))?;
@@ -1232,12 +1421,17 @@ const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 impl Vmlinux {
     fn find(&mut self, name: &str, kind: Kind) -> Result<Option<u32>, String> {
+        self.with_btf(|btf| btf.id_by_name(name, kind).map(|t| t.0))
+    }
+
+    /// Runs `f` over the kernel's BTF.
+    fn with_btf<R>(&mut self, f: impl FnOnce(&Btf<'_>) -> R) -> Result<R, String> {
         let data = self.data.get_or_insert_with(|| {
             std::fs::read(VMLINUX_BTF).map_err(|e| format!("cannot read {VMLINUX_BTF}: {e}"))
         });
         let data = data.as_ref().map_err(Clone::clone)?;
         let btf = Btf::parse(data).map_err(|e| format!("{VMLINUX_BTF}: {e}"))?;
-        Ok(btf.id_by_name(name, kind).map(|t| t.0))
+        Ok(f(&btf))
     }
 }
 
@@ -1305,6 +1499,16 @@ fn load_program(
     } else {
         relocate(spec, &|m| fds.get(m).copied())?
     };
+    let mut insns = insns;
+    if spec
+        .references
+        .iter()
+        .any(|r| matches!(r.target, RefTarget::Ksym { .. }))
+    {
+        vmlinux
+            .with_btf(|kernel| resolve_ksyms(spec, &mut insns, object.btf(), kernel))
+            .map_err(&perr)??;
+    }
     let name = kernel_name(&spec.name);
     let func_info = func_info_bytes(spec);
     let line_info = line_info_bytes(spec);

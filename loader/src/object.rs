@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use handover_btf::{Btf, Detail, Endian, Kind};
 use object::elf::{
     EM_BPF, FileHeader64, SHF_EXECINSTR, SHT_NOBITS, SHT_REL, SHT_RELA, SHT_SYMTAB, STB_LOCAL,
-    STT_FUNC, STT_SECTION,
+    STB_WEAK, STT_FUNC, STT_SECTION,
 };
 use object::read::elf::{FileHeader, Rel, SectionHeader, Sym};
 use object::{Endianness, SectionIndex};
@@ -13,10 +13,11 @@ use object::{Endianness, SectionIndex};
 use crate::btf_ext::{BtfExt, SectionExt};
 use crate::error::ObjectError;
 use crate::insn::{
-    self, INSN_SIZE, PSEUDO_FUNC, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, is_ld_imm64, is_pseudo_call,
+    self, INSN_SIZE, PSEUDO_FUNC, PSEUDO_KFUNC_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, is_ld_imm64,
+    is_pseudo_call,
 };
 use crate::maps::{self, MapSlot, MapSpec, SlotTarget};
-use crate::program::{FunctionSpan, ProgramSpec, RefTarget, Reference};
+use crate::program::{FunctionSpan, KsymKind, ProgramSpec, RefTarget, Reference};
 use crate::raw::{Order, RawInsn, read_at};
 use crate::section;
 use crate::sys::{AttachType, Insn, ProgramType};
@@ -231,6 +232,60 @@ impl<'data> Parser<'data, '_> {
                 kind,
             },
         }
+    }
+
+    /// The reference an instruction relocated against the undefined symbol `sym` makes:
+    /// a `__ksym` extern the BTF types (a `VAR` of a known type, or a `FUNC`), read by
+    /// an `ld_imm64` or, for a function, called. Anything else is an error.
+    fn ksym_ref(
+        &self,
+        sym: &SymInfo<'_>,
+        insn: &Insn,
+        wide: bool,
+    ) -> Result<RefTarget, ObjectError> {
+        let kind = self
+            .ksym_kind(sym.name)
+            .ok_or_else(|| self.extern_error(sym.name))?;
+        let kfunc_call = insn.code == insn::CALL && kind == KsymKind::Func;
+        if !(wide || kfunc_call) {
+            return Err(ObjectError::symbol(
+                sym.name,
+                format!(
+                    "__ksym extern used by an instruction with opcode {:#04x}; only ld_imm64 and (for a kfunc) call may refer to it",
+                    insn.code
+                ),
+            ));
+        }
+        Ok(RefTarget::Ksym {
+            name: sym.name.to_owned(),
+            kind,
+            weak: sym.bind == STB_WEAK.0,
+        })
+    }
+
+    /// What the `.ksyms` `DATASEC` says `name` is: a function, or a variable with a type
+    /// (`None` for a typeless one, `extern const void x __ksym`, whose address only
+    /// `/proc/kallsyms` knows, and for a name it does not list).
+    fn ksym_kind(&self, name: &str) -> Option<KsymKind> {
+        let btf = self.btf?;
+        let t = btf
+            .type_by_id(btf.id_by_name(".ksyms", Kind::Datasec)?)
+            .ok()?;
+        let Detail::Datasec(ds) = t.detail() else {
+            return None;
+        };
+        for v in ds.vars {
+            let vt = btf.type_by_id(v.ty).ok()?;
+            if vt.name().ok()? != name {
+                continue;
+            }
+            return match vt.detail() {
+                Detail::Func(_) => Some(KsymKind::Func),
+                Detail::Var(var) if btf.resolve(var.ty).ok()?.0 != 0 => Some(KsymKind::Var),
+                _ => None,
+            };
+        }
+        None
     }
 
     fn extern_kind(&self, name: &str) -> &'static str {
@@ -1048,7 +1103,16 @@ impl<'data> Parser<'data, '_> {
                         reason,
                     };
                     let Some(target_sec) = s.section else {
-                        return Err(self.extern_error(s.name));
+                        let target = self.ksym_ref(s, &insn, wide)?;
+                        if !wide {
+                            let slot = image
+                                .get_mut(pc)
+                                .ok_or_else(|| prog_err("instruction index out of range".into()))?;
+                            *slot = Insn::new(slot.code, slot.dst(), PSEUDO_KFUNC_CALL, 0, 0);
+                        }
+                        references.push(Reference { insn: pc, target });
+                        j += if wide { 2 } else { 1 };
+                        continue;
                     };
                     // clang emits a callback's address as a plain `ld_imm64` (src 0)
                     // relocated against code; only the loader marks it BPF_PSEUDO_FUNC.

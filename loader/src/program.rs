@@ -31,6 +31,27 @@ pub enum RefTarget {
         /// The referenced function.
         function: String,
     },
+    /// A `__ksym` extern, resolved against the kernel's BTF at load time: an `ld_imm64`
+    /// of a kernel variable's address (`BPF_PSEUDO_BTF_ID`), or a kfunc call
+    /// (`BPF_PSEUDO_KFUNC_CALL`) or the address of one.
+    Ksym {
+        /// The extern's name, which is also its name in the kernel.
+        name: String,
+        /// Whether it is a variable or a function.
+        kind: KsymKind,
+        /// Declared `__weak`: a kernel without it is not an error (the load gets 0,
+        /// a call is made invalid so that only dead code may hold it).
+        weak: bool,
+    },
+}
+
+/// What a `__ksym` extern names in the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KsymKind {
+    /// A kernel variable (a BTF `VAR`).
+    Var,
+    /// A kernel function callable from BPF (a kfunc, a BTF `FUNC`).
+    Func,
 }
 
 /// A reference from one instruction of a program.

@@ -37,6 +37,16 @@ const AYA_REJECTS: &[(&str, &str, &str)] = &[
         "aya-obj 0.3 knows `classifier` but not libbpf's `tc` section name",
     ),
     (
+        "ksym_vars.o",
+        "InvalidProgramSection { section: \"tc\" }",
+        "aya-obj 0.3 knows `classifier` but not libbpf's `tc` section name",
+    ),
+    (
+        "ksyms.o",
+        "InvalidProgramSection { section: \"tc\" }",
+        "aya-obj 0.3 knows `classifier` but not libbpf's `tc` section name",
+    ),
+    (
         "map_in_map.o",
         "UnexpectedBtfType",
         "aya-obj 0.3 cannot read `__array(values, ...)` members (map-in-map inner \

@@ -38,8 +38,8 @@ const NOT_LOADED: &[(&str, &str)] = &[
         "big-endian object; this kernel is little-endian (big_endian_le.o is its twin)",
     ),
     (
-        "btf_kinds.o",
-        "uses a __ksym extern, which this loader rejects, so there is no spec to compare",
+        "ksym_vars.o",
+        "its typed __ksym variables need kallsyms addresses of per-CPU variables, which a kernel without CONFIG_KALLSYMS_ALL lacks; it has no maps, and kernel_ksyms.rs covers it",
     ),
     (
         "kconfig_extern.o",

@@ -262,12 +262,6 @@ const CASES: &[Case] = &[
         &["bad magic"],
     ),
     (
-        "ksym extern",
-        || fixture("btf_kinds"),
-        |e| matches!(e, ObjectError::UnsupportedExtern { symbol, kind: ".ksyms" } if symbol == "extern_ksym"),
-        &["extern_ksym", ".ksyms"],
-    ),
-    (
         "kconfig extern",
         || fixture("kconfig_extern"),
         |e| matches!(e, ObjectError::UnsupportedExtern { symbol, kind: ".kconfig" } if symbol == "LINUX_KERNEL_VERSION"),

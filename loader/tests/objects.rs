@@ -59,6 +59,27 @@ fn check_invariants(path: &std::path::Path, obj: &Object<'_>) {
                         Some(i32::try_from(*offset).unwrap())
                     );
                 }
+                RefTarget::Ksym { name, kind, .. } => {
+                    // An address load keeps clang's plain ld_imm64 until load time; a
+                    // kfunc call is marked BPF_PSEUDO_KFUNC_CALL.
+                    let expected = if insn.code == 0x85 {
+                        assert_eq!(
+                            *kind,
+                            handover_loader::KsymKind::Func,
+                            "{ctx}: call of {name}"
+                        );
+                        (0x85, 2)
+                    } else {
+                        (0x18, 0)
+                    };
+                    assert_eq!(
+                        (insn.code, insn.src()),
+                        expected,
+                        "{ctx}: {} reference to ksym {name} at {}",
+                        p.name,
+                        r.insn
+                    );
+                }
                 RefTarget::Call { function } | RefTarget::FuncAddr { function } => {
                     // A call is `call` with BPF_PSEUDO_CALL; a function address is an
                     // ld_imm64 the loader marks BPF_PSEUDO_FUNC (clang leaves src 0).

@@ -1,0 +1,178 @@
+//! `__ksym` externs resolved against the running kernel's BTF, checked against libbpf
+//! (needs root).
+//!
+//! Object: `programs/ksyms.c` (`ksyms.o`): typed kernel variables, kfunc calls, and a
+//! weak variable and a weak kfunc that no kernel has. The oracle is bpftool (libbpf):
+//! the object loaded with `bpftool prog load` in a private bpffs mount, whose kernel
+//! translated instructions must equal those of our load byte for byte once map ids are
+//! set aside.
+
+#[path = "testenv/mod.rs"]
+mod testenv;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use handover_loader::sys::{Bpf, OpenFlags};
+use handover_loader::{LoadOptions, Object, RefTarget, load};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../programs/build")
+        .join(name)
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Runs bpftool in a private mount namespace whose /sys/fs/bpf is `bpffs`; returns
+/// (success, stderr).
+fn bpftool(bpffs: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"dir="$1"; shift; mount --bind "$dir" /sys/fs/bpf && exec bpftool "$@""#)
+        .arg("sh")
+        .arg(bpffs)
+        .args(args)
+        .output()
+        .expect("run unshare/bpftool");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Instructions with the map ids the kernel put in `ld_imm64` map loads zeroed.
+fn normalised(xlated: &[u8]) -> Vec<[u8; 8]> {
+    let mut insns: Vec<[u8; 8]> = xlated
+        .chunks_exact(8)
+        .map(|c| c.try_into().unwrap())
+        .collect();
+    for insn in &mut insns {
+        // code 0x18 is ld_imm64; src_reg (high nibble of byte 1) 1, 2, 5, 6 name maps.
+        if let [0x18, regs, _, _, imm @ ..] = insn
+            && matches!(*regs >> 4, 1 | 2 | 5 | 6)
+        {
+            imm.fill(0);
+        }
+    }
+    insns
+}
+
+#[test]
+fn ksyms_translate_like_libbpfs() {
+    if !testenv::privileged("ksyms_translate_like_libbpfs") {
+        return;
+    }
+    let fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    let path = fixture("ksyms.o");
+    let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let obj = Object::parse(&data).expect("ksyms.o parses");
+    let spec = obj.program("ksyms").expect("program ksyms");
+    let ksyms = spec
+        .references
+        .iter()
+        .filter(|r| matches!(r.target, RefTarget::Ksym { .. }))
+        .count();
+    assert_eq!(ksyms, 7, "ksyms.o: every extern use is a ksym reference");
+
+    let pin = fs.path().join("ksyms");
+    let (ok, log) = bpftool(
+        fs.path(),
+        &[
+            "prog",
+            "load",
+            path.to_str().unwrap(),
+            pin.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "libbpf does not load ksyms.o:\n{log}");
+    let ours = load(&bpf, &obj, LoadOptions::default())
+        .unwrap_or_else(|e| panic!("ksyms.o: libbpf loads it, we do not: {}", chain(&e)));
+    let theirs = bpf
+        .obj_get(&pin, OpenFlags::READ_WRITE)
+        .expect("pinned program");
+    let theirs = bpf.prog_xlated(&theirs).expect("libbpf's instructions");
+    let mine = bpf
+        .prog_xlated(&ours.program("ksyms").expect("loaded").fd)
+        .expect("our instructions");
+    assert!(!mine.is_empty(), "the kernel withholds instructions");
+    assert_eq!(normalised(&mine), normalised(&theirs));
+    let _ = std::fs::remove_file(&pin);
+    eprintln!("ksyms.o: {} instructions equal libbpf's", mine.len() / 8);
+}
+
+/// Typed kernel variables resolve to their vmlinux BTF ids; the kernel then looks
+/// their addresses up in kallsyms. Both loaders must end the same way: loaded with
+/// equal instructions, or (on a kernel built without `CONFIG_KALLSYMS_ALL`, which lists
+/// no per-CPU variables) refused by the kernel for the same reason.
+#[test]
+fn ksym_vars_load_like_libbpf() {
+    if !testenv::privileged("ksym_vars_load_like_libbpf") {
+        return;
+    }
+    let fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    let path = fixture("ksym_vars.o");
+    let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let obj = Object::parse(&data).expect("ksym_vars.o parses");
+    let pin = fs.path().join("ksym_vars");
+    let (ok, log) = bpftool(
+        fs.path(),
+        &[
+            "prog",
+            "load",
+            path.to_str().unwrap(),
+            pin.to_str().unwrap(),
+        ],
+    );
+    let ours = load(
+        &bpf,
+        &obj,
+        LoadOptions {
+            log_level: handover_loader::sys::LogLevel::OnFailure,
+            ..LoadOptions::default()
+        },
+    );
+    if ok {
+        let ours =
+            ours.unwrap_or_else(|e| panic!("libbpf loads ksym_vars.o, we do not: {}", chain(&e)));
+        let theirs = bpf
+            .obj_get(&pin, OpenFlags::READ_WRITE)
+            .expect("pinned program");
+        let theirs = bpf.prog_xlated(&theirs).expect("libbpf's instructions");
+        let mine = bpf
+            .prog_xlated(&ours.program("ksym_vars").expect("loaded").fd)
+            .expect("our instructions");
+        assert_eq!(normalised(&mine), normalised(&theirs));
+        let _ = std::fs::remove_file(&pin);
+        eprintln!(
+            "ksym_vars.o: {} instructions equal libbpf's",
+            mine.len() / 8
+        );
+    } else {
+        let needle = "failed to find the address for kernel symbol 'bpf_prog_active'";
+        assert!(
+            log.contains(needle),
+            "libbpf refused ksym_vars.o otherwise:\n{log}"
+        );
+        let err = match ours {
+            Ok(_) => panic!("libbpf is refused but we load ksym_vars.o:\n{log}"),
+            Err(e) => chain(&e),
+        };
+        assert!(
+            err.contains(needle),
+            "we are refused for another reason than libbpf: {err}"
+        );
+        eprintln!("ksym_vars.o: refused by the kernel for both loaders: {needle}");
+    }
+}
