@@ -683,7 +683,7 @@ fn btf_of_every_kind_is_accepted_for_every_feature_set() {
     let _fs = testenv::Bpffs::mount();
     let bpf = Bpf::kernel();
     // programs/btf_kinds.c: every kind clang emits, a __ksym extern, hidden and static
-    // variables. Its programs cannot load (the extern), its BTF can.
+    // variables.
     let data = common::read(&common::fixture("btf_kinds"));
     let elf = object::read::elf::ElfFile64::<object::Endianness>::parse(&*data).unwrap();
     let mut layout = ElfLayout {

@@ -11,8 +11,8 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}: run programs/build.sh"))
 }
 
-/// Section sizes and variables read straight from an ELF file, for objects that
-/// [`Object::parse`] refuses (programs/btf_kinds.c reads a `__ksym` extern).
+/// Section sizes and variables read straight from an ELF file, independently of
+/// [`Object::parse`].
 struct ElfLayout {
     sizes: HashMap<String, u64>,
     vars: HashMap<(String, String), (u64, bool)>,
@@ -600,4 +600,223 @@ fn reused_maps_ignore_the_descriptor_access_flags_the_kernel_clears() {
         reused_map_differences(&info_of(&spec, 8, other), &spec, 4096, 8),
         [format!("flags {other} (object: {kernel_flags})")]
     );
+}
+
+/// A kernel BTF with what programs/ksyms.c and programs/ksym_vars.c use, less the
+/// functions named in `without`; `bpf_prog_active` is a `VAR` of type `var_kind`
+/// (`Int` as in the kernel, or `Struct` to be incompatible with the object's `int`).
+fn kernel_btf(without: &[&str], var_kind: Kind) -> Vec<u8> {
+    let mut b = Builder::new(Endian::native());
+    let int_name = b.string("int");
+    let int = b.add(int_name, Kind::Int, false, 0, 4, &[(1 << 24) | 32]);
+    let task = b.string("task_struct");
+    let pid = b.string("pid");
+    let task = b.add(task, Kind::Struct, false, 1, 4, &[pid.0, int.0, 0]);
+    let task_ptr = b.add(StrOffset(0), Kind::Ptr, false, 0, task.0, &[]);
+    let p = b.string("p");
+    let from_pid = b.add(
+        StrOffset(0),
+        Kind::FuncProto,
+        false,
+        1,
+        task_ptr.0,
+        &[pid.0, int.0],
+    );
+    let release = b.add(
+        StrOffset(0),
+        Kind::FuncProto,
+        false,
+        1,
+        0,
+        &[p.0, task_ptr.0],
+    );
+    let void = b.add(StrOffset(0), Kind::FuncProto, false, 0, 0, &[]);
+    for (name, proto) in [
+        ("bpf_task_from_pid", from_pid),
+        ("bpf_task_release", release),
+        ("bpf_rcu_read_lock", void),
+        ("bpf_rcu_read_unlock", void),
+    ] {
+        if !without.contains(&name) {
+            let n = b.string(name);
+            b.add(n, Kind::Func, false, 0, proto.0, &[]);
+        }
+    }
+    let var_type = if var_kind == Kind::Int {
+        int
+    } else {
+        let s = b.string("not_an_int");
+        b.add(s, Kind::Struct, false, 0, 4, &[])
+    };
+    let active = b.string("bpf_prog_active");
+    b.add(
+        active,
+        Kind::Var,
+        false,
+        0,
+        var_type.0,
+        &[Linkage::GLOBAL.0],
+    );
+    let rq = b.string("rq");
+    let cpu = b.string("cpu");
+    let rq = b.add(rq, Kind::Struct, false, 1, 4, &[cpu.0, int.0, 0]);
+    let runqueues = b.string("runqueues");
+    b.add(runqueues, Kind::Var, false, 0, rq.0, &[Linkage::GLOBAL.0]);
+    b.finish()
+}
+
+fn ksym_refs(spec: &ProgramSpec) -> Vec<(usize, String)> {
+    spec.references
+        .iter()
+        .filter_map(|r| match &r.target {
+            RefTarget::Ksym { name, .. } => Some((r.insn, name.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn kfunc_calls_get_kernel_btf_ids_and_weak_misses_are_dead_ends() {
+    // programs/ksyms.c: four kfuncs, a weak variable and a weak kfunc no kernel has.
+    let data = fixture("ksyms");
+    let obj = Object::parse(&data).unwrap();
+    let spec = obj.program("ksyms").unwrap();
+    let raw = kernel_btf(&[], Kind::Int);
+    let kernel = Btf::parse(&raw).unwrap();
+    let mut insns = spec.insns.clone();
+    let resolved = resolve_ksyms(spec, &mut insns, obj.btf(), &kernel).unwrap();
+    assert_eq!(resolved.len(), 6, "{resolved:?}");
+    let mut calls = 0;
+    for (at, name) in ksym_refs(spec) {
+        let insn = insns[at];
+        match kernel.id_by_name(&name, Kind::Func) {
+            Some(id) => {
+                assert_eq!(resolved[&name], KsymResolution::BtfId(id.0));
+                assert_eq!((insn.code, insn.src(), insn.off), (0x85, 2, 0), "{name}");
+                assert_eq!(insn.imm, i32::try_from(id.0).unwrap(), "{name}");
+                calls += 1;
+            }
+            None => {
+                assert_eq!(resolved[&name], KsymResolution::Missing, "{name}");
+                if insn.code == 0x85 {
+                    // A call to a helper that does not exist: valid only as dead code.
+                    assert_eq!((insn.src(), insn.off), (0, 0), "{name}");
+                    assert!(insn.imm >= POISON_CALL_KFUNC_BASE, "{name}");
+                } else {
+                    assert_eq!((insn.code, insn.src(), insn.imm), (0x18, 0, 0), "{name}");
+                    assert_eq!(insns[at + 1].imm, 0, "{name}");
+                }
+            }
+        }
+    }
+    assert_eq!(calls, 4);
+}
+
+#[test]
+fn a_missing_kfunc_that_is_not_weak_is_an_error_naming_it() {
+    let data = fixture("ksyms");
+    let obj = Object::parse(&data).unwrap();
+    let spec = obj.program("ksyms").unwrap();
+    let raw = kernel_btf(&["bpf_task_release"], Kind::Int);
+    let kernel = Btf::parse(&raw).unwrap();
+    let mut insns = spec.insns.clone();
+    let err = resolve_ksyms(spec, &mut insns, obj.btf(), &kernel)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bpf_task_release"), "{err}");
+    assert!(err.contains("no FUNC named"), "{err}");
+}
+
+#[test]
+fn kernel_variables_load_by_btf_id_when_their_types_agree() {
+    // programs/ksym_vars.c: an int and a struct rq per-CPU variable.
+    let data = fixture("ksym_vars");
+    let obj = Object::parse(&data).unwrap();
+    let spec = obj.program("ksym_vars").unwrap();
+    let raw = kernel_btf(&[], Kind::Int);
+    let kernel = Btf::parse(&raw).unwrap();
+    let mut insns = spec.insns.clone();
+    resolve_ksyms(spec, &mut insns, obj.btf(), &kernel).unwrap();
+    let refs = ksym_refs(spec);
+    assert_eq!(refs.len(), 2);
+    for (at, name) in refs {
+        let id = kernel.id_by_name(&name, Kind::Var).unwrap();
+        assert_eq!((insns[at].code, insns[at].src()), (0x18, 3), "{name}");
+        assert_eq!(insns[at].imm, i32::try_from(id.0).unwrap(), "{name}");
+        assert_eq!(insns[at + 1].imm, 0, "{name}: BTF object 0 is vmlinux");
+    }
+
+    // The object says int, the kernel a struct: refused, naming the variable.
+    let raw = kernel_btf(&[], Kind::Struct);
+    let kernel = Btf::parse(&raw).unwrap();
+    let mut insns = spec.insns.clone();
+    let err = resolve_ksyms(spec, &mut insns, obj.btf(), &kernel)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bpf_prog_active"), "{err}");
+    assert!(err.contains("not compatible"), "{err}");
+}
+
+#[test]
+fn the_weak_ksym_of_btf_kinds_loads_zero_or_its_btf_id() {
+    // programs/btf_kinds.c reads `extern int extern_ksym __ksym __weak`.
+    let data = fixture("btf_kinds");
+    let obj = Object::parse(&data).unwrap();
+    let spec = obj.program("btf_kinds").unwrap();
+    let refs = ksym_refs(spec);
+    assert_eq!(refs.len(), 1);
+    let (at, _) = refs[0];
+    assert!(spec.references.iter().any(|r| r.target
+        == RefTarget::Ksym {
+            name: "extern_ksym".into(),
+            kind: KsymKind::Var,
+            weak: true
+        }));
+
+    let raw = kernel_btf(&[], Kind::Int);
+    let kernel = Btf::parse(&raw).unwrap();
+    let mut insns = spec.insns.clone();
+    resolve_ksyms(spec, &mut insns, obj.btf(), &kernel).unwrap();
+    assert_eq!((insns[at].src(), insns[at].imm), (0, 0));
+
+    let mut b = Builder::new(Endian::native());
+    let int_name = b.string("int");
+    let int = b.add(int_name, Kind::Int, false, 0, 4, &[(1 << 24) | 32]);
+    let name = b.string("extern_ksym");
+    let var = b.add(name, Kind::Var, false, 0, int.0, &[Linkage::GLOBAL.0]);
+    let raw = b.finish();
+    let kernel = Btf::parse(&raw).unwrap();
+    let mut insns = spec.insns.clone();
+    resolve_ksyms(spec, &mut insns, obj.btf(), &kernel).unwrap();
+    assert_eq!(
+        (insns[at].src(), insns[at].imm),
+        (3, i32::try_from(var.0).unwrap())
+    );
+}
+
+#[test]
+fn ksyms_resolve_against_the_running_kernel_btf() {
+    let Ok(raw) = std::fs::read(VMLINUX_BTF) else {
+        eprintln!("SKIPPED ksyms_resolve_against_the_running_kernel_btf: no {VMLINUX_BTF}");
+        return;
+    };
+    let kernel = Btf::parse(&raw).unwrap();
+    for (file, program) in [("ksyms", "ksyms"), ("ksym_vars", "ksym_vars")] {
+        let data = fixture(file);
+        let obj = Object::parse(&data).unwrap();
+        let spec = obj.program(program).unwrap();
+        let mut insns = spec.insns.clone();
+        let resolved = resolve_ksyms(spec, &mut insns, obj.btf(), &kernel).unwrap();
+        for (name, res) in resolved {
+            if name.starts_with("handover_missing") {
+                assert_eq!(res, KsymResolution::Missing, "{name}");
+            } else {
+                let id = kernel
+                    .id_by_name(&name, Kind::Var)
+                    .or_else(|| kernel.id_by_name(&name, Kind::Func))
+                    .unwrap();
+                assert_eq!(res, KsymResolution::BtfId(id.0), "{name}");
+            }
+        }
+    }
 }
