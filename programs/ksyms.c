@@ -1,7 +1,8 @@
 // __ksym externs resolved against the running kernel's BTF: kfunc calls
 // (bpf_task_from_pid and bpf_task_release, bpf_rcu_read_lock and bpf_rcu_read_unlock,
 // all callable from a tc program), and a weak variable and a weak kfunc that no kernel
-// has, whose uses are guarded so that they are dead code once they resolve to 0.
+// has, whose uses are guarded so that they are dead code once they resolve to 0, and a
+// typeless kernel symbol whose address comes from /proc/kallsyms.
 // Typed kernel variables are in ksym_vars.c. Built into programs/build/ksyms.o.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -17,6 +18,7 @@ extern void bpf_task_release(struct task_struct *p) __ksym;
 extern void bpf_rcu_read_lock(void) __ksym;
 extern void bpf_rcu_read_unlock(void) __ksym;
 extern int handover_missing_kfunc(int x) __ksym __weak;
+extern const void bpf_prog_put __ksym;
 
 SEC("tc")
 int ksyms(struct __sk_buff *skb)
@@ -28,6 +30,8 @@ int ksyms(struct __sk_buff *skb)
 		x += handover_missing_ksym;
 	if (handover_missing_kfunc)
 		x += handover_missing_kfunc(x);
+	if ((unsigned long)&bpf_prog_put & 1)
+		x++;
 	bpf_rcu_read_lock();
 	bpf_rcu_read_unlock();
 	task = bpf_task_from_pid(1);

@@ -274,6 +274,8 @@ fn program_report(btf: Option<&Btf<'_>>, p: &ProgramSpec) -> ProgramReport {
                             (KsymKind::Var, true) => "ksym_weak",
                             (KsymKind::Func, false) => "kfunc",
                             (KsymKind::Func, true) => "kfunc_weak",
+                            (KsymKind::Typeless, false) => "ksym_addr",
+                            (KsymKind::Typeless, true) => "ksym_addr_weak",
                         };
                         (kind, name.clone(), None)
                     }

@@ -35,8 +35,8 @@ pub use insn::{INSN_SIZE, PSEUDO_BTF_ID, PSEUDO_KFUNC_CALL, PSEUDO_MAP_FD, PSEUD
 pub use load::{
     BtfFeatures, KERNEL_NAME_LEN, KsymResolution, LoadError, LoadOptions, LoadedMap, LoadedObject,
     LoadedProgram, POISON_CALL_KFUNC_BASE, SectionLayout, attach_btf_name, created_max_entries,
-    func_info_bytes, kernel_name, line_info_bytes, load, map_btf_ids, prepare_btf,
-    prepare_btf_with, relocate, resolve_ksyms,
+    func_info_bytes, kallsyms_address, kernel_name, line_info_bytes, load, map_btf_ids,
+    prepare_btf, prepare_btf_with, relocate, resolve_ksyms,
 };
 pub use maps::{MapOrigin, MapSlot, MapSpec, Pinning, SlotTarget};
 pub use object::{Object, ObjectOptions, Variable};

@@ -390,8 +390,48 @@ pub const POISON_CALL_KFUNC_BASE: i32 = 2_002_000_000;
 pub enum KsymResolution {
     /// The kernel's `VAR` or `FUNC` with this id (in vmlinux).
     BtfId(u32),
+    /// A typeless extern's address, from `/proc/kallsyms`.
+    Address(u64),
     /// A weak extern the kernel lacks (or, for a kfunc, has with another prototype).
     Missing,
+}
+
+/// Where the kernel lists its symbols' addresses.
+const KALLSYMS: &str = "/proc/kallsyms";
+
+/// The address of kernel symbol `name` in `kallsyms` (the text of `/proc/kallsyms`:
+/// `ADDRESS TYPE NAME [MODULE]` lines), `Ok(None)` if it is not listed.
+///
+/// # Errors
+/// The name is listed at two different addresses, or at address 0 (addresses hidden
+/// by `kernel.kptr_restrict` from a reader without the privilege to see them).
+pub fn kallsyms_address(kallsyms: &str, name: &str) -> Result<Option<u64>, String> {
+    let mut found = None;
+    for line in kallsyms.lines() {
+        let mut words = line.split_ascii_whitespace();
+        let (Some(addr), Some(_), Some(sym)) = (words.next(), words.next(), words.next()) else {
+            continue;
+        };
+        if sym != name {
+            continue;
+        }
+        let addr = u64::from_str_radix(addr, 16)
+            .map_err(|_| format!("{KALLSYMS}: bad address {addr:?} for {name}"))?;
+        if addr == 0 {
+            return Err(format!(
+                "{KALLSYMS} lists {name} at address 0: addresses are hidden (kernel.kptr_restrict)"
+            ));
+        }
+        match found {
+            Some(prev) if prev != addr => {
+                return Err(format!(
+                    "{KALLSYMS} lists {name} at both {prev:#x} and {addr:#x}"
+                ));
+            }
+            _ => found = Some(addr),
+        }
+    }
+    Ok(found)
 }
 
 /// Resolves the `__ksym` externs of `program` against `kernel` (the running kernel's
@@ -412,6 +452,7 @@ pub fn resolve_ksyms(
     insns: &mut [Insn],
     local: Option<&Btf<'_>>,
     kernel: &Btf<'_>,
+    kallsyms: &dyn Fn(&str) -> Result<Option<u64>, String>,
 ) -> Result<BTreeMap<String, KsymResolution>, LoadError> {
     let err = |reason: String| LoadError::Program {
         program: program.name.clone(),
@@ -426,12 +467,24 @@ pub fn resolve_ksyms(
         let what = match kind {
             KsymKind::Var => "variable",
             KsymKind::Func => "function",
+            KsymKind::Typeless => "symbol",
         };
         let res = if let Some(res) = resolved.get(name) {
             *res
         } else {
-            let res = resolve_ksym(name, *kind, *weak, local, kernel)
-                .map_err(|e| err(format!("extern {what} {name} (__ksym): {e}")))?;
+            let res = if *kind == KsymKind::Typeless {
+                match kallsyms(name) {
+                    Ok(Some(addr)) => Ok(KsymResolution::Address(addr)),
+                    Ok(None) if *weak => Ok(KsymResolution::Missing),
+                    Ok(None) => Err(format!(
+                        "{KALLSYMS} does not list it; declare it __weak if the program can do without it"
+                    )),
+                    Err(e) => Err(e),
+                }
+            } else {
+                resolve_ksym(name, *kind, *weak, local, kernel)
+            }
+            .map_err(|e| err(format!("extern {what} {name} (__ksym): {e}")))?;
             resolved.insert(name.clone(), res);
             order.push(name);
             res
@@ -444,17 +497,28 @@ pub fn resolve_ksyms(
             ))
         })?;
         if crate::insn::is_ld_imm64(&insn) && r.insn + 1 < insns.len() {
-            let (src, imm) = match res {
-                KsymResolution::BtfId(id) => {
-                    (crate::PSEUDO_BTF_ID, i32::from_ne_bytes(id.to_ne_bytes()))
+            let (src, imm, high) = match res {
+                KsymResolution::BtfId(id) => (
+                    crate::PSEUDO_BTF_ID,
+                    i32::from_ne_bytes(id.to_ne_bytes()),
+                    0,
+                ),
+                KsymResolution::Address(addr) => {
+                    // The low half in the first immediate, the high half in the second.
+                    let b = addr.to_le_bytes();
+                    (
+                        0,
+                        i32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                        i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+                    )
                 }
-                KsymResolution::Missing => (0, 0),
+                KsymResolution::Missing => (0, 0, 0),
             };
             if let Some(first) = insns.get_mut(r.insn) {
                 *first = Insn::new(first.code, first.dst(), src, first.off, imm);
             }
             if let Some(second) = insns.get_mut(r.insn + 1) {
-                second.imm = 0;
+                second.imm = high;
             }
         } else if insn.code == crate::insn::CALL && *kind == KsymKind::Func {
             let new = match res {
@@ -465,7 +529,7 @@ pub fn resolve_ksyms(
                     0,
                     i32::from_ne_bytes(id.to_ne_bytes()),
                 ),
-                KsymResolution::Missing => {
+                KsymResolution::Missing | KsymResolution::Address(_) => {
                     let index = i32::try_from(index).unwrap_or(0);
                     Insn::new(
                         insn.code,
@@ -498,7 +562,7 @@ fn resolve_ksym(
     kernel: &Btf<'_>,
 ) -> Result<KsymResolution, String> {
     let btf_kind = match kind {
-        KsymKind::Var => Kind::Var,
+        KsymKind::Var | KsymKind::Typeless => Kind::Var,
         KsymKind::Func => Kind::Func,
     };
     let Some(kid) = kernel.id_by_name(name, btf_kind) else {
@@ -1284,6 +1348,7 @@ pub fn load(
     let license = object.license().unwrap_or("");
     let mut programs = BTreeMap::new();
     let mut vmlinux = Vmlinux::default();
+    let kallsyms = std::sync::OnceLock::new();
     let wanted = |spec: &&ProgramSpec| only.as_ref().is_none_or(|o| o.contains(&spec.name));
     let core_blob = if object
         .programs()
@@ -1322,6 +1387,7 @@ pub fn load(
             features: &features,
             license,
             log_level,
+            kallsyms: &kallsyms,
         };
         let (fd, core) = load_program(&ctx, spec, &mut vmlinux, core_target.as_ref())?;
         programs.insert(
@@ -1408,6 +1474,8 @@ struct ProgContext<'a> {
     features: &'a BtfFeatures,
     license: &'a str,
     log_level: LogLevel,
+    /// The text of `/proc/kallsyms`, read on first need.
+    kallsyms: &'a std::sync::OnceLock<Result<String, String>>,
 }
 
 /// The kernel's BTF, read on first need.
@@ -1472,6 +1540,7 @@ fn load_program(
         features,
         license,
         log_level,
+        kallsyms,
     } = *ctx;
     let perr = |reason: String| LoadError::Program {
         program: spec.name.clone(),
@@ -1505,8 +1574,18 @@ fn load_program(
         .iter()
         .any(|r| matches!(r.target, RefTarget::Ksym { .. }))
     {
+        let kallsyms = |name: &str| {
+            let text = kallsyms
+                .get_or_init(|| {
+                    std::fs::read_to_string(KALLSYMS)
+                        .map_err(|e| format!("cannot read {KALLSYMS}: {e}"))
+                })
+                .as_ref()
+                .map_err(Clone::clone)?;
+            kallsyms_address(text, name)
+        };
         vmlinux
-            .with_btf(|kernel| resolve_ksyms(spec, &mut insns, object.btf(), kernel))
+            .with_btf(|kernel| resolve_ksyms(spec, &mut insns, object.btf(), kernel, &kallsyms))
             .map_err(&perr)??;
     }
     let name = kernel_name(&spec.name);

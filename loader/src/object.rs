@@ -263,9 +263,9 @@ impl<'data> Parser<'data, '_> {
         })
     }
 
-    /// What the `.ksyms` `DATASEC` says `name` is: a function, or a variable with a type
-    /// (`None` for a typeless one, `extern const void x __ksym`, whose address only
-    /// `/proc/kallsyms` knows, and for a name it does not list).
+    /// What the `.ksyms` `DATASEC` says `name` is: a function, a variable with a type,
+    /// or one without (`extern const void x __ksym`); `None` for a name it does not
+    /// list.
     fn ksym_kind(&self, name: &str) -> Option<KsymKind> {
         let btf = self.btf?;
         let t = btf
@@ -282,6 +282,7 @@ impl<'data> Parser<'data, '_> {
             return match vt.detail() {
                 Detail::Func(_) => Some(KsymKind::Func),
                 Detail::Var(var) if btf.resolve(var.ty).ok()?.0 != 0 => Some(KsymKind::Var),
+                Detail::Var(_) => Some(KsymKind::Typeless),
                 _ => None,
             };
         }

@@ -52,6 +52,9 @@ pub enum KsymKind {
     Var,
     /// A kernel function callable from BPF (a kfunc, a BTF `FUNC`).
     Func,
+    /// A kernel symbol declared without a type (`extern const void sym __ksym`): its
+    /// address, from `/proc/kallsyms`, is loaded as a plain 64-bit constant.
+    Typeless,
 }
 
 /// A reference from one instruction of a program.

@@ -665,6 +665,37 @@ fn kernel_btf(without: &[&str], var_kind: Kind) -> Vec<u8> {
     b.finish()
 }
 
+/// A `/proc/kallsyms` with the typeless symbol of programs/ksyms.c.
+const KALLSYMS_TEXT: &str = "ffffffff81000000 T _text\nffffffff814d38f0 T bpf_prog_put\n";
+
+fn fake_kallsyms(name: &str) -> Result<Option<u64>, String> {
+    kallsyms_address(KALLSYMS_TEXT, name)
+}
+
+#[test]
+fn kallsyms_lines_give_one_address_per_name() {
+    let text = "ffffffff814d38f0 T bpf_prog_put\n\
+                ffffffffc0001000 t helper\t[some_module]\n\
+                ffffffffc0002000 t helper\t[other_module]\n\
+                ffffffff81000010 t twice\n\
+                ffffffff81000010 t twice\n\
+                0000000000000000 T hidden\n\
+                not a line\n";
+    assert_eq!(
+        kallsyms_address(text, "bpf_prog_put"),
+        Ok(Some(0xffff_ffff_814d_38f0))
+    );
+    assert_eq!(
+        kallsyms_address(text, "twice"),
+        Ok(Some(0xffff_ffff_8100_0010))
+    );
+    assert_eq!(kallsyms_address(text, "absent"), Ok(None));
+    let err = kallsyms_address(text, "helper").unwrap_err();
+    assert!(err.contains("both"), "{err}");
+    let err = kallsyms_address(text, "hidden").unwrap_err();
+    assert!(err.contains("kptr_restrict"), "{err}");
+}
+
 fn ksym_refs(spec: &ProgramSpec) -> Vec<(usize, String)> {
     spec.references
         .iter()
@@ -684,8 +715,8 @@ fn kfunc_calls_get_kernel_btf_ids_and_weak_misses_are_dead_ends() {
     let raw = kernel_btf(&[], Kind::Int);
     let kernel = Btf::parse(&raw).unwrap();
     let mut insns = spec.insns.clone();
-    let resolved = resolve_ksyms(spec, &mut insns, obj.btf(), &kernel).unwrap();
-    assert_eq!(resolved.len(), 6, "{resolved:?}");
+    let resolved = resolve_ksyms(spec, &mut insns, obj.btf(), &kernel, &fake_kallsyms).unwrap();
+    assert_eq!(resolved.len(), 7, "{resolved:?}");
     let mut calls = 0;
     for (at, name) in ksym_refs(spec) {
         let insn = insns[at];
@@ -695,6 +726,16 @@ fn kfunc_calls_get_kernel_btf_ids_and_weak_misses_are_dead_ends() {
                 assert_eq!((insn.code, insn.src(), insn.off), (0x85, 2, 0), "{name}");
                 assert_eq!(insn.imm, i32::try_from(id.0).unwrap(), "{name}");
                 calls += 1;
+            }
+            None if name == "bpf_prog_put" => {
+                // Typeless: its address from kallsyms, as a plain 64-bit constant.
+                assert_eq!(
+                    resolved[&name],
+                    KsymResolution::Address(0xffff_ffff_814d_38f0)
+                );
+                assert_eq!((insn.code, insn.src()), (0x18, 0));
+                assert_eq!(insn.imm as u32, 0x814d_38f0);
+                assert_eq!(insns[at + 1].imm as u32, 0xffff_ffff);
             }
             None => {
                 assert_eq!(resolved[&name], KsymResolution::Missing, "{name}");
@@ -720,7 +761,7 @@ fn a_missing_kfunc_that_is_not_weak_is_an_error_naming_it() {
     let raw = kernel_btf(&["bpf_task_release"], Kind::Int);
     let kernel = Btf::parse(&raw).unwrap();
     let mut insns = spec.insns.clone();
-    let err = resolve_ksyms(spec, &mut insns, obj.btf(), &kernel)
+    let err = resolve_ksyms(spec, &mut insns, obj.btf(), &kernel, &fake_kallsyms)
         .unwrap_err()
         .to_string();
     assert!(err.contains("bpf_task_release"), "{err}");
@@ -736,7 +777,7 @@ fn kernel_variables_load_by_btf_id_when_their_types_agree() {
     let raw = kernel_btf(&[], Kind::Int);
     let kernel = Btf::parse(&raw).unwrap();
     let mut insns = spec.insns.clone();
-    resolve_ksyms(spec, &mut insns, obj.btf(), &kernel).unwrap();
+    resolve_ksyms(spec, &mut insns, obj.btf(), &kernel, &fake_kallsyms).unwrap();
     let refs = ksym_refs(spec);
     assert_eq!(refs.len(), 2);
     for (at, name) in refs {
@@ -750,7 +791,7 @@ fn kernel_variables_load_by_btf_id_when_their_types_agree() {
     let raw = kernel_btf(&[], Kind::Struct);
     let kernel = Btf::parse(&raw).unwrap();
     let mut insns = spec.insns.clone();
-    let err = resolve_ksyms(spec, &mut insns, obj.btf(), &kernel)
+    let err = resolve_ksyms(spec, &mut insns, obj.btf(), &kernel, &fake_kallsyms)
         .unwrap_err()
         .to_string();
     assert!(err.contains("bpf_prog_active"), "{err}");
@@ -776,7 +817,7 @@ fn the_weak_ksym_of_btf_kinds_loads_zero_or_its_btf_id() {
     let raw = kernel_btf(&[], Kind::Int);
     let kernel = Btf::parse(&raw).unwrap();
     let mut insns = spec.insns.clone();
-    resolve_ksyms(spec, &mut insns, obj.btf(), &kernel).unwrap();
+    resolve_ksyms(spec, &mut insns, obj.btf(), &kernel, &fake_kallsyms).unwrap();
     assert_eq!((insns[at].src(), insns[at].imm), (0, 0));
 
     let mut b = Builder::new(Endian::native());
@@ -787,7 +828,7 @@ fn the_weak_ksym_of_btf_kinds_loads_zero_or_its_btf_id() {
     let raw = b.finish();
     let kernel = Btf::parse(&raw).unwrap();
     let mut insns = spec.insns.clone();
-    resolve_ksyms(spec, &mut insns, obj.btf(), &kernel).unwrap();
+    resolve_ksyms(spec, &mut insns, obj.btf(), &kernel, &fake_kallsyms).unwrap();
     assert_eq!(
         (insns[at].src(), insns[at].imm),
         (3, i32::try_from(var.0).unwrap())
@@ -801,14 +842,21 @@ fn ksyms_resolve_against_the_running_kernel_btf() {
         return;
     };
     let kernel = Btf::parse(&raw).unwrap();
+    let Ok(kallsyms) = std::fs::read_to_string(KALLSYMS) else {
+        eprintln!("SKIPPED ksyms_resolve_against_the_running_kernel_btf: no {KALLSYMS}");
+        return;
+    };
+    let lookup = |name: &str| kallsyms_address(&kallsyms, name);
     for (file, program) in [("ksyms", "ksyms"), ("ksym_vars", "ksym_vars")] {
         let data = fixture(file);
         let obj = Object::parse(&data).unwrap();
         let spec = obj.program(program).unwrap();
         let mut insns = spec.insns.clone();
-        let resolved = resolve_ksyms(spec, &mut insns, obj.btf(), &kernel).unwrap();
+        let resolved = resolve_ksyms(spec, &mut insns, obj.btf(), &kernel, &lookup).unwrap();
         for (name, res) in resolved {
-            if name.starts_with("handover_missing") {
+            if let KsymResolution::Address(addr) = res {
+                assert_eq!(lookup(&name), Ok(Some(addr)), "{name}");
+            } else if name.starts_with("handover_missing") {
                 assert_eq!(res, KsymResolution::Missing, "{name}");
             } else {
                 let id = kernel
