@@ -247,6 +247,10 @@ pub struct LoadOptions {
     /// read from `/sys/kernel/btf/vmlinux` once per load, and only if a program has
     /// CO-RE relocations).
     pub core_btf: Option<Vec<u8>>,
+    /// Fail when the kernel refuses the object's BTF, instead of loading without it
+    /// (libbpf's default, kept here: the refusal is then in
+    /// [`LoadedObject::btf_error`]).
+    pub require_btf: bool,
 }
 
 impl std::fmt::Debug for LoadOptions {
@@ -257,6 +261,7 @@ impl std::fmt::Debug for LoadOptions {
             .field("btf_features", &self.btf_features)
             .field("log_level", &self.log_level)
             .field("programs", &self.programs)
+            .field("require_btf", &self.require_btf)
             .field(
                 "core_btf",
                 &self.core_btf.as_ref().map(|b| format!("{} bytes", b.len())),
@@ -295,6 +300,9 @@ pub struct LoadedProgram {
 pub struct LoadedObject {
     /// The object's BTF as loaded (fixed up and sanitised), if the kernel took it.
     pub btf: Option<OwnedFd>,
+    /// The kernel's refusal of the object's BTF (with its BTF log), when the object was
+    /// loaded without it; see [`LoadOptions::require_btf`].
+    pub btf_error: Option<sys::Error>,
     /// Every map by name in the object (inner map templates excluded: they only serve
     /// to create their outer map).
     pub maps: BTreeMap<String, LoadedMap>,
@@ -1262,6 +1270,7 @@ pub fn load(
         log_level,
         programs: only,
         core_btf,
+        require_btf,
     } = options;
     if object.endian() != Endian::native() {
         return Err(LoadError::ByteOrder {
@@ -1270,12 +1279,20 @@ pub fn load(
         });
     }
     let features = btf_features.unwrap_or_else(|| BtfFeatures::probe(bpf));
+    // As libbpf does, BTF is optional for everything this loader creates: when the
+    // kernel refuses the object's BTF, maps are created and programs loaded without it
+    // (no BTF key/value ids, no func/line info) and the refusal is kept in the result.
+    let mut btf_error = None;
     let btf_fd = if features.btf {
         match prepare_btf(object, &features)? {
-            Some(blob) => Some(
-                bpf.btf_load(&blob, LogLevel::OnFailure)
-                    .map_err(|source| LoadError::BtfLoad { source })?,
-            ),
+            Some(blob) => match bpf.btf_load(&blob, LogLevel::OnFailure) {
+                Ok(fd) => Some(fd),
+                Err(source) if require_btf => return Err(LoadError::BtfLoad { source }),
+                Err(source) => {
+                    btf_error = Some(source);
+                    None
+                }
+            },
             None => None,
         }
     } else {
@@ -1409,6 +1426,7 @@ pub fn load(
     }
     Ok(LoadedObject {
         btf: btf_fd,
+        btf_error,
         maps,
         programs,
     })

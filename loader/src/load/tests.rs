@@ -493,13 +493,47 @@ fn a_refused_program_is_named_with_its_verifier_log() {
 }
 
 #[test]
-fn a_refused_btf_stops_the_load_with_the_kernel_log() {
+fn a_refused_btf_is_optional_by_default_and_maps_are_created_without_it() {
+    // programs/sockops.c: two BTF-defined maps, then programs the fake kernel refuses.
     let data = fixture("sockops");
     let obj = Object::parse(&data).unwrap();
     let calls = Calls::default();
     let bpf = refusing_backend(calls.clone(), true);
     let options = LoadOptions {
         btf_features: Some(BtfFeatures::ALL),
+        ..LoadOptions::default()
+    };
+    let err = load(&bpf, &obj, options).unwrap_err();
+    assert!(
+        matches!(err, LoadError::ProgramLoad { .. }),
+        "the load goes on past the BTF refusal: {err}"
+    );
+    let calls = calls.lock().unwrap();
+    let creates: Vec<&Vec<u8>> = calls
+        .iter()
+        .filter(|(c, _)| *c == sys::Command::MapCreate)
+        .map(|(_, a)| a)
+        .collect();
+    assert_eq!(creates.len(), obj.maps().len());
+    for attr in creates {
+        // bpf_attr.btf_fd, btf_key_type_id, btf_value_type_id
+        assert_eq!(
+            (word(attr, 48), word(attr, 52), word(attr, 56)),
+            (0, 0, 0),
+            "a map created with BTF after the kernel refused it"
+        );
+    }
+}
+
+#[test]
+fn a_refused_btf_stops_a_load_that_requires_it_with_the_kernel_log() {
+    let data = fixture("sockops");
+    let obj = Object::parse(&data).unwrap();
+    let calls = Calls::default();
+    let bpf = refusing_backend(calls.clone(), true);
+    let options = LoadOptions {
+        btf_features: Some(BtfFeatures::ALL),
+        require_btf: true,
         ..LoadOptions::default()
     };
     let err = load(&bpf, &obj, options).unwrap_err();
