@@ -204,7 +204,7 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
                 .iter()
                 .map(|p| p.name.clone())
                 .filter(|n| !skip.contains(n));
-            match load(&bpf, &obj, only(wanted.collect())) {
+            match load(&bpf, &obj, only(wanted.collect::<Vec<_>>())) {
                 Err(LoadError::ProgramLoad {
                     program, source, ..
                 }) => {
