@@ -20,6 +20,7 @@ mod common;
 mod testenv;
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -164,33 +165,18 @@ fn kernel_maps_equal_specs() {
         let dir = fs.path().join(file.replace('.', "_"));
         std::fs::create_dir(&dir).unwrap();
         let by_name = obj.maps().iter().any(|m| m.pinning == Pinning::ByName);
-        let mut script = String::from(
-            r#"mount --bind "$1" /sys/fs/bpf && exec bpftool prog loadall "$2" "$3/progs""#,
-        );
+        let (progs, maps) = (dir.join("progs"), dir.join("maps"));
+        let mut args = vec![
+            OsStr::new("prog"),
+            OsStr::new("loadall"),
+            path.as_os_str(),
+            progs.as_os_str(),
+        ];
         if !by_name {
-            script.push_str(r#" pinmaps "$3/maps""#);
+            args.extend([OsStr::new("pinmaps"), maps.as_os_str()]);
         }
-        let out = Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "sh",
-                "-c",
-                &script,
-                "sh",
-            ])
-            .arg(&auto)
-            .arg(&path)
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{file}: bpftool loadall failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (ok, err) = common::bpftool_in(&auto, &args);
+        assert!(ok, "{file}: bpftool loadall failed: {err}");
 
         // Every map the kernel holds for this object, by kernel name.
         let mut kernel: HashMap<String, serde_json::Value> = HashMap::new();

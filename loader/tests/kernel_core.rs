@@ -17,6 +17,7 @@
 //!   the original object, byte for byte once map ids are set aside. Programs the kernel
 //!   refuses for both loaders are listed.
 
+mod common;
 #[path = "testenv/mod.rs"]
 mod testenv;
 
@@ -38,34 +39,6 @@ fn objects() -> Vec<PathBuf> {
         build.join("core_load.o"),
         PathBuf::from("/usr/lib/x86_64-linux-gnu/bpf/xdpdump_bpf.o"),
     ]
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
-/// Runs bpftool in a private mount namespace whose /sys/fs/bpf is `bpffs` (so maps
-/// pinned by name land in the test's mount); returns (success, stderr).
-fn bpftool(bpffs: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        .arg(r#"dir="$1"; shift; mount --bind "$dir" /sys/fs/bpf && exec bpftool "$@""#)
-        .arg("sh")
-        .arg(bpffs)
-        .args(args)
-        .output()
-        .expect("run unshare/bpftool");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// What libbpf did to each relocation: (program, relocation number) to (instruction,
@@ -128,7 +101,7 @@ fn core_relocation_values_equal_libbpfs() {
         let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let obj = Object::parse(&data).expect("object parses");
         let pins = fs.path().join(format!("all{n}"));
-        let (_, log) = bpftool(
+        let (_, log) = common::bpftool_in(
             fs.path(),
             &[
                 "-d",
@@ -175,23 +148,6 @@ fn core_relocation_values_equal_libbpfs() {
     assert!(compared > 0);
 }
 
-/// Instructions with the map ids the kernel put in `ld_imm64` map loads zeroed.
-fn normalised(xlated: &[u8]) -> Vec<[u8; 8]> {
-    let mut insns: Vec<[u8; 8]> = xlated
-        .chunks_exact(8)
-        .map(|c| c.try_into().unwrap())
-        .collect();
-    for insn in &mut insns {
-        // code 0x18 is ld_imm64; src_reg (high nibble of byte 1) 1, 2, 5, 6 name maps.
-        if let [0x18, regs, _, _, imm @ ..] = insn
-            && matches!(*regs >> 4, 1 | 2 | 5 | 6)
-        {
-            imm.fill(0);
-        }
-    }
-    insns
-}
-
 #[test]
 fn core_programs_translate_like_libbpfs() {
     if !testenv::privileged("core_programs_translate_like_libbpfs") {
@@ -222,7 +178,7 @@ fn core_programs_translate_like_libbpfs() {
                 .expect("llvm-objcopy");
             assert!(st.success(), "{name}: llvm-objcopy failed");
             let pin = fs.path().join(format!("p{n}_{}", spec.name));
-            let (ok, log) = bpftool(
+            let (ok, log) = common::bpftool_in(
                 fs.path(),
                 &[
                     "prog",
@@ -243,7 +199,7 @@ fn core_programs_translate_like_libbpfs() {
                 );
                 let err = match ours {
                     Ok(_) => panic!("{name}: libbpf is refused but we load it:\n{log}"),
-                    Err(e) => chain(&e),
+                    Err(e) => common::chain(&e),
                 };
                 let why = log
                     .lines()
@@ -253,8 +209,9 @@ fn core_programs_translate_like_libbpfs() {
                 refused.push(name);
                 continue;
             }
-            let ours = ours
-                .unwrap_or_else(|e| panic!("{name}: libbpf loads it, we do not: {}", chain(&e)));
+            let ours = ours.unwrap_or_else(|e| {
+                panic!("{name}: libbpf loads it, we do not: {}", common::chain(&e))
+            });
             let theirs = bpf
                 .obj_get(&pin, OpenFlags::READ_WRITE)
                 .expect("pinned program");
@@ -266,7 +223,11 @@ fn core_programs_translate_like_libbpfs() {
                 !mine.is_empty(),
                 "{name}: the kernel withholds instructions"
             );
-            assert_eq!(normalised(&mine), normalised(&theirs), "{name}");
+            assert_eq!(
+                common::normalised_xlated(&mine),
+                common::normalised_xlated(&theirs),
+                "{name}"
+            );
             let _ = std::fs::remove_file(&pin);
             eprintln!("{name}: {} instructions equal libbpf's", mine.len() / 8);
             same.push(name);
@@ -294,7 +255,7 @@ fn core_target_btf_can_be_given() {
             ..LoadOptions::default()
         },
     )
-    .unwrap_or_else(|e| panic!("default target: {}", chain(&e)));
+    .unwrap_or_else(|e| panic!("default target: {}", common::chain(&e)));
     let given = load(
         &bpf,
         &obj,
@@ -304,7 +265,7 @@ fn core_target_btf_can_be_given() {
             ..LoadOptions::default()
         },
     )
-    .unwrap_or_else(|e| panic!("given target: {}", chain(&e)));
+    .unwrap_or_else(|e| panic!("given target: {}", common::chain(&e)));
     let core = |l: &handover_loader::LoadedObject| l.program("trace_sleep").unwrap().core.clone();
     assert_eq!(core(&default), core(&given));
     assert!(core(&given).iter().all(|o| o.target.is_some()));
@@ -320,8 +281,8 @@ fn core_target_btf_can_be_given() {
     .map(drop)
     .expect_err("garbage target BTF");
     assert!(
-        chain(&err).contains("parsing the target BTF of CO-RE relocations"),
+        common::chain(&err).contains("parsing the target BTF of CO-RE relocations"),
         "{}",
-        chain(&err)
+        common::chain(&err)
     );
 }

@@ -7,65 +7,12 @@
 //! translated instructions must equal those of our load byte for byte once map ids are
 //! set aside.
 
+mod common;
 #[path = "testenv/mod.rs"]
 mod testenv;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use handover_loader::sys::{Bpf, OpenFlags};
 use handover_loader::{LoadOptions, Object, RefTarget, load};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../programs/build")
-        .join(name)
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
-/// Runs bpftool in a private mount namespace whose /sys/fs/bpf is `bpffs`; returns
-/// (success, stderr).
-fn bpftool(bpffs: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        .arg(r#"dir="$1"; shift; mount --bind "$dir" /sys/fs/bpf && exec bpftool "$@""#)
-        .arg("sh")
-        .arg(bpffs)
-        .args(args)
-        .output()
-        .expect("run unshare/bpftool");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Instructions with the map ids the kernel put in `ld_imm64` map loads zeroed.
-fn normalised(xlated: &[u8]) -> Vec<[u8; 8]> {
-    let mut insns: Vec<[u8; 8]> = xlated
-        .chunks_exact(8)
-        .map(|c| c.try_into().unwrap())
-        .collect();
-    for insn in &mut insns {
-        // code 0x18 is ld_imm64; src_reg (high nibble of byte 1) 1, 2, 5, 6 name maps.
-        if let [0x18, regs, _, _, imm @ ..] = insn
-            && matches!(*regs >> 4, 1 | 2 | 5 | 6)
-        {
-            imm.fill(0);
-        }
-    }
-    insns
-}
 
 #[test]
 fn ksyms_translate_like_libbpfs() {
@@ -74,7 +21,7 @@ fn ksyms_translate_like_libbpfs() {
     }
     let fs = testenv::Bpffs::mount();
     let bpf = Bpf::kernel();
-    let path = fixture("ksyms.o");
+    let path = common::fixture("ksyms");
     let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let obj = Object::parse(&data).expect("ksyms.o parses");
     let spec = obj.program("ksyms").expect("program ksyms");
@@ -86,7 +33,7 @@ fn ksyms_translate_like_libbpfs() {
     assert_eq!(ksyms, 8, "ksyms.o: every extern use is a ksym reference");
 
     let pin = fs.path().join("ksyms");
-    let (ok, log) = bpftool(
+    let (ok, log) = common::bpftool_in(
         fs.path(),
         &[
             "prog",
@@ -97,7 +44,7 @@ fn ksyms_translate_like_libbpfs() {
     );
     assert!(ok, "libbpf does not load ksyms.o:\n{log}");
     let ours = load(&bpf, &obj, LoadOptions::default())
-        .unwrap_or_else(|e| panic!("ksyms.o: libbpf loads it, we do not: {}", chain(&e)));
+        .unwrap_or_else(|e| panic!("ksyms.o: libbpf loads it, we do not: {}", common::chain(&e)));
     let theirs = bpf
         .obj_get(&pin, OpenFlags::READ_WRITE)
         .expect("pinned program");
@@ -106,7 +53,10 @@ fn ksyms_translate_like_libbpfs() {
         .prog_xlated(&ours.program("ksyms").expect("loaded").fd)
         .expect("our instructions");
     assert!(!mine.is_empty(), "the kernel withholds instructions");
-    assert_eq!(normalised(&mine), normalised(&theirs));
+    assert_eq!(
+        common::normalised_xlated(&mine),
+        common::normalised_xlated(&theirs)
+    );
     let _ = std::fs::remove_file(&pin);
     eprintln!("ksyms.o: {} instructions equal libbpf's", mine.len() / 8);
 }
@@ -122,11 +72,11 @@ fn ksym_vars_load_like_libbpf() {
     }
     let fs = testenv::Bpffs::mount();
     let bpf = Bpf::kernel();
-    let path = fixture("ksym_vars.o");
+    let path = common::fixture("ksym_vars");
     let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let obj = Object::parse(&data).expect("ksym_vars.o parses");
     let pin = fs.path().join("ksym_vars");
-    let (ok, log) = bpftool(
+    let (ok, log) = common::bpftool_in(
         fs.path(),
         &[
             "prog",
@@ -144,8 +94,9 @@ fn ksym_vars_load_like_libbpf() {
         },
     );
     if ok {
-        let ours =
-            ours.unwrap_or_else(|e| panic!("libbpf loads ksym_vars.o, we do not: {}", chain(&e)));
+        let ours = ours.unwrap_or_else(|e| {
+            panic!("libbpf loads ksym_vars.o, we do not: {}", common::chain(&e))
+        });
         let theirs = bpf
             .obj_get(&pin, OpenFlags::READ_WRITE)
             .expect("pinned program");
@@ -153,7 +104,10 @@ fn ksym_vars_load_like_libbpf() {
         let mine = bpf
             .prog_xlated(&ours.program("ksym_vars").expect("loaded").fd)
             .expect("our instructions");
-        assert_eq!(normalised(&mine), normalised(&theirs));
+        assert_eq!(
+            common::normalised_xlated(&mine),
+            common::normalised_xlated(&theirs)
+        );
         let _ = std::fs::remove_file(&pin);
         eprintln!(
             "ksym_vars.o: {} instructions equal libbpf's",
@@ -167,7 +121,7 @@ fn ksym_vars_load_like_libbpf() {
         );
         let err = match ours {
             Ok(_) => panic!("libbpf is refused but we load ksym_vars.o:\n{log}"),
-            Err(e) => chain(&e),
+            Err(e) => common::chain(&e),
         };
         assert!(
             err.contains(needle),

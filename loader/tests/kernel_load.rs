@@ -13,9 +13,9 @@ mod common;
 mod testenv;
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use handover_loader::sys::{Bpf, Map, MapType, OpenFlags, UpdateFlags};
 use handover_loader::{
@@ -163,7 +163,7 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
             eprintln!("{file}: refused as expected ({why}): {err}");
             continue;
         }
-        let obj = Object::parse(&data).unwrap_or_else(|e| panic!("{file}: {}", chain(&e)));
+        let obj = Object::parse(&data).unwrap_or_else(|e| panic!("{file}: {}", common::chain(&e)));
         let mut skip: Vec<String> = Vec::new();
         // Programs this kernel refuses are acceptable only where libbpf is refused too.
         let mut libbpf: Option<Result<(), String>> = None;
@@ -183,7 +183,7 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
                     );
                 }
                 Err(e @ LoadError::ProgramLoad { .. }) => {
-                    let err = chain(&e);
+                    let err = common::chain(&e);
                     let bpftool = libbpf.get_or_insert_with(|| bpftool_loads(&path, fs.path()));
                     assert!(
                         bpftool.is_err(),
@@ -194,7 +194,7 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
                     );
                     skip.push(prog);
                 }
-                Err(e) => panic!("{file}: {prog}: {}", chain(&e)),
+                Err(e) => panic!("{file}: {prog}: {}", common::chain(&e)),
             }
         }
         let mut refused_whole = false;
@@ -224,11 +224,11 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
                     assert!(
                         bpftool.is_err(),
                         "{file}: refused ({}) but bpftool loads it",
-                        chain(&e)
+                        common::chain(&e)
                     );
                     eprintln!(
                         "{file}: refused by this kernel ({}); bpftool: {bpftool:?}",
-                        chain(&e)
+                        common::chain(&e)
                     );
                     refused_whole = true;
                     break;
@@ -246,7 +246,7 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
             .filter(|n| !skip.contains(n))
             .collect();
         let loaded = load(&bpf, &obj, only(wanted.clone()))
-            .unwrap_or_else(|e| panic!("{file}: {}", chain(&e)));
+            .unwrap_or_else(|e| panic!("{file}: {}", common::chain(&e)));
         assert_eq!(loaded.programs.len(), wanted.len(), "{file}");
         assert_eq!(loaded.maps.len(), obj.maps().len(), "{file}");
         // programs/btf_kinds.c has a packed struct with a double at byte 4, which the
@@ -309,38 +309,26 @@ fn pin_and_reopen(bpf: &Bpf, bpffs: &Path, file: &str, loaded: &LoadedObject) {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 /// Whether libbpf (through bpftool) loads `obj`: `bpftool prog loadall` in a private
 /// mount namespace whose /sys/fs/bpf is the test's bpffs (for maps pinned by name).
 fn bpftool_loads(obj: &Path, bpffs: &Path) -> Result<(), String> {
     let auto = bpffs.join(format!("auto{}", file_name(obj).replace(['.', '-'], "_")));
     let pins = bpffs.join(format!("pins{}", file_name(obj).replace(['.', '-'], "_")));
     std::fs::create_dir(&auto).unwrap();
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        .arg(r#"mount --bind "$1" /sys/fs/bpf && exec bpftool prog loadall "$2" "$3""#)
-        .args(["sh"])
-        .arg(&auto)
-        .arg(obj)
-        .arg(&pins)
-        .output()
-        .expect("run unshare/bpftool");
+    let (ok, err) = common::bpftool_in(
+        &auto,
+        &[
+            OsStr::new("prog"),
+            OsStr::new("loadall"),
+            obj.as_os_str(),
+            pins.as_os_str(),
+        ],
+    );
     let _ = std::fs::remove_dir_all(&pins);
     let _ = std::fs::remove_dir_all(&auto);
-    if out.status.success() {
+    if ok {
         Ok(())
     } else {
-        let err = String::from_utf8_lossy(&out.stderr);
         // The reason is on libbpf's last line before bpftool's own summary.
         let reason = err
             .lines()
@@ -362,14 +350,16 @@ fn xdp_tools_objects_load_where_libbpf_loads_them() {
     for path in common::xdp_tools() {
         let file = file_name(&path);
         let data = common::read(&path);
-        let ours = Object::parse(&data).map_err(|e| chain(&e)).and_then(|obj| {
-            load(&bpf, &obj, LoadOptions::default())
-                .map_err(|e| chain(&e))
-                .map(|l| {
-                    check_info(&bpf, &file, &l, BtfFeatures::ALL);
-                    l.programs.len()
-                })
-        });
+        let ours = Object::parse(&data)
+            .map_err(|e| common::chain(&e))
+            .and_then(|obj| {
+                load(&bpf, &obj, LoadOptions::default())
+                    .map_err(|e| common::chain(&e))
+                    .map(|l| {
+                        check_info(&bpf, &file, &l, BtfFeatures::ALL);
+                        l.programs.len()
+                    })
+            });
         let libbpf = bpftool_loads(&path, fs.path());
         match (&ours, &libbpf) {
             (Ok(n), _) => {
@@ -559,7 +549,7 @@ fn btf_sanitised_for_an_old_kernel_is_accepted() {
             ..only(loadable)
         };
         let loaded = load(&bpf, &obj, options)
-            .unwrap_or_else(|e| panic!("{file} with basic BTF: {}", chain(&e)));
+            .unwrap_or_else(|e| panic!("{file} with basic BTF: {}", common::chain(&e)));
         assert!(loaded.btf.is_some(), "{file}");
         check_info(&bpf, &file, &loaded, BtfFeatures::BASIC);
         checked += 1;
@@ -654,12 +644,16 @@ fn verifier_log_is_in_the_error() {
         program, source, ..
     } = &err
     else {
-        panic!("{}", chain(&err));
+        panic!("{}", common::chain(&err));
     };
     assert_eq!(program, "tc_account");
     let log = source.log().expect("verifier log");
     assert!(!log.is_empty(), "empty verifier log");
-    assert!(chain(&err).contains("verifier log"), "{}", chain(&err));
+    assert!(
+        common::chain(&err).contains("verifier log"),
+        "{}",
+        common::chain(&err)
+    );
 }
 
 /// Section sizes and variable offsets read straight from an ELF file, for an object
@@ -792,7 +786,7 @@ fn maps_sized_at_creation_are_reused_as_created() {
             ..LoadOptions::default()
         },
     )
-    .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
     for name in ["events", "perf"] {
         let id = |l: &LoadedObject| bpf.map_info(&l.map(name).unwrap().fd).unwrap().id;
         assert!(second.map(name).unwrap().reused, "{name}");

@@ -5,6 +5,7 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Directory of the xdp-tools objects.
 pub const XDP_TOOLS_DIR: &str = "/usr/lib/x86_64-linux-gnu/bpf";
@@ -110,4 +111,51 @@ pub fn section_range(data: &[u8], name: &str) -> (usize, usize) {
         usize::try_from(off).unwrap(),
         usize::try_from(size).unwrap(),
     )
+}
+
+/// An error and its sources, joined by `: `.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Runs bpftool in a private mount namespace whose /sys/fs/bpf is `bpffs` (so maps
+/// libbpf pins by name land in the test's own bpffs); returns (success, stderr).
+pub fn bpftool_in<S: AsRef<std::ffi::OsStr>>(bpffs: &Path, args: &[S]) -> (bool, String) {
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"dir="$1"; shift; mount --bind "$dir" /sys/fs/bpf && exec bpftool "$@""#)
+        .arg("sh")
+        .arg(bpffs)
+        .args(args)
+        .output()
+        .expect("run unshare/bpftool");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Translated instructions with the map ids the kernel put in `ld_imm64` map loads
+/// zeroed, so two loads of one program compare equal.
+pub fn normalised_xlated(xlated: &[u8]) -> Vec<[u8; 8]> {
+    let mut insns: Vec<[u8; 8]> = xlated
+        .chunks_exact(8)
+        .map(|c| c.try_into().unwrap())
+        .collect();
+    for insn in &mut insns {
+        // code 0x18 is ld_imm64; src_reg (high nibble of byte 1) 1, 2, 5, 6 name maps.
+        if let [0x18, regs, _, _, imm @ ..] = insn
+            && matches!(*regs >> 4, 1 | 2 | 5 | 6)
+        {
+            imm.fill(0);
+        }
+    }
+    insns
 }
