@@ -5,16 +5,17 @@
 //! spec and the live map created from it (or two specs the kernel turns into the same
 //! map) never look different. Each row of [`ADJUSTMENTS`] has its own test.
 
-use handover_loader::sys::Bpf;
+use handover_loader::ringbuf_size;
+use handover_loader::sys::{Bpf, map_flags};
 
 use crate::spec_model::MapModel;
 
 /// `BPF_F_RDONLY_PROG`: programs may only read the map.
-pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+pub const BPF_F_RDONLY_PROG: u32 = map_flags::RDONLY_PROG;
 /// `BPF_F_NO_PREALLOC`: elements are allocated on update.
-pub const BPF_F_NO_PREALLOC: u32 = 1 << 0;
+pub const BPF_F_NO_PREALLOC: u32 = map_flags::NO_PREALLOC;
 /// Longest map name the kernel keeps (`BPF_OBJ_NAME_LEN` less the terminating NUL).
-pub const KERNEL_NAME_LEN: usize = 15;
+pub use handover_loader::KERNEL_NAME_LEN;
 
 /// Facts about the running machine that some adjustments depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,10 +81,7 @@ pub const ADJUSTMENTS: &[Adjustment] = &[
         map_types: &["ringbuf", "user_ringbuf"],
         field: "max_entries",
         rule: "the ring size is rounded up to a power of two that is at least one page",
-        apply: |m, env| {
-            let rounded = m.max_entries.max(1).checked_next_power_of_two();
-            m.max_entries = rounded.map_or(m.max_entries, |r| r.max(env.page_size));
-        },
+        apply: |m, env| m.max_entries = ringbuf_size(m.max_entries.max(1), env.page_size),
     },
     Adjustment {
         map_types: &["ringbuf", "user_ringbuf"],

@@ -36,7 +36,7 @@ pub use load::{
     BtfFeatures, KERNEL_NAME_LEN, KsymResolution, LoadError, LoadOptions, LoadedMap, LoadedObject,
     LoadedProgram, POISON_CALL_KFUNC_BASE, SectionLayout, attach_btf_name, created_max_entries,
     func_info_bytes, kallsyms_address, kernel_name, line_info_bytes, load, map_btf_ids,
-    prepare_btf, prepare_btf_with, relocate, resolve_ksyms,
+    prepare_btf, prepare_btf_with, relocate, resolve_ksyms, ringbuf_size,
 };
 pub use maps::{MapOrigin, MapSlot, MapSpec, Pinning, SlotTarget};
 pub use object::{Object, ObjectOptions, Variable};

@@ -1085,6 +1085,24 @@ pub fn map_btf_ids(spec: &MapSpec, features: &BtfFeatures) -> Option<(u32, u32)>
     ))
 }
 
+/// The size a ring buffer of `n` bytes is created with: the smallest power-of-two
+/// multiple of the page size that holds `n` (`n` itself when it already is one, or when
+/// none fits in a `u32` and the kernel is left to refuse it).
+#[must_use]
+pub fn ringbuf_size(n: u32, page_size: u32) -> u32 {
+    if page_size == 0 || n.is_multiple_of(page_size) && (n / page_size).is_power_of_two() {
+        return n;
+    }
+    let mut size = page_size;
+    while size <= n {
+        match size.checked_mul(2) {
+            Some(s) => size = s,
+            None => return n,
+        }
+    }
+    size
+}
+
 /// The capacity a map is created with: as libbpf does, a ring buffer's size is
 /// rounded up to a power-of-two multiple of the page size, and a perf event array
 /// without `max_entries` gets one slot per possible CPU.
@@ -1092,20 +1110,7 @@ pub fn map_btf_ids(spec: &MapSpec, features: &BtfFeatures) -> Option<(u32, u32)>
 pub fn created_max_entries(spec: &MapSpec, page_size: u32, possible_cpus: u32) -> u32 {
     let n = spec.max_entries;
     match spec.map_type {
-        MapType::Ringbuf | MapType::UserRingbuf if n != 0 && page_size != 0 => {
-            if n.is_multiple_of(page_size) && (n / page_size).is_power_of_two() {
-                return n;
-            }
-            let mut size = page_size;
-            while size <= n {
-                match size.checked_mul(2) {
-                    Some(s) => size = s,
-                    // No power-of-two multiple fits: let the kernel refuse the size.
-                    None => return n,
-                }
-            }
-            size
-        }
+        MapType::Ringbuf | MapType::UserRingbuf if n != 0 => ringbuf_size(n, page_size),
         MapType::PerfEventArray if n == 0 => possible_cpus,
         _ => n,
     }
