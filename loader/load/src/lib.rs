@@ -81,22 +81,10 @@ fn probe_blob(more: impl FnOnce(&mut Builder, TypeId)) -> Vec<u8> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
-    /// The object's byte order is not the kernel's.
-    #[error(
-        "the object is {object:?}-endian but this kernel is {host:?}-endian: compile it with -target bpf (host order)"
-    )]
-    ByteOrder {
-        /// The object's byte order.
-        object: Endian,
-        /// The host's.
-        host: Endian,
-    },
-    /// The object's BTF cannot be prepared for the kernel.
-    #[error("preparing the object's BTF for the kernel: {reason}")]
-    Btf {
-        /// What is wrong, naming the type or section.
-        reason: String,
-    },
+    /// The object cannot be prepared for the kernel (byte order, BTF, a program's
+    /// references, CO-RE).
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
     /// The kernel refused the prepared BTF.
     #[error("loading the object's BTF into the kernel")]
     BtfLoad {
@@ -153,17 +141,6 @@ pub enum LoadError {
         /// Which property differs, with both values.
         reason: String,
     },
-    /// A program refers to something this loader cannot provide.
-    #[error("program {program}: {reason}")]
-    Program {
-        /// The program's name.
-        program: String,
-        /// What is missing and what to do.
-        reason: String,
-    },
-    /// A CO-RE relocation cannot be applied (libbpf refuses it too).
-    #[error(transparent)]
-    Core(handover_loader::CoreError),
     /// The kernel refused a program.
     #[error("loading program {program} (section {section})")]
     ProgramLoad {
@@ -175,20 +152,6 @@ pub enum LoadError {
         #[source]
         source: sys::Error,
     },
-}
-
-impl From<PrepareError> for LoadError {
-    fn from(e: PrepareError) -> Self {
-        match e {
-            PrepareError::ByteOrder { object, host } => LoadError::ByteOrder { object, host },
-            PrepareError::Btf { reason } => LoadError::Btf { reason },
-            PrepareError::Program { program, reason } => LoadError::Program { program, reason },
-            PrepareError::Core(e) => LoadError::Core(e),
-            other => LoadError::Btf {
-                reason: other.to_string(),
-            },
-        }
-    }
 }
 
 /// Options of [`load`].
@@ -479,10 +442,10 @@ pub fn load(
         require_btf,
     } = options;
     if object.endian() != Endian::native() {
-        return Err(LoadError::ByteOrder {
+        return Err(LoadError::Prepare(PrepareError::ByteOrder {
             object: object.endian(),
             host: Endian::native(),
-        });
+        }));
     }
     let features = btf_features.unwrap_or_else(|| probe_btf_features(bpf));
     // As libbpf does, BTF is optional for everything this loader creates: when the
@@ -591,29 +554,32 @@ pub fn load(
     let mut vmlinux = Vmlinux::default();
     let kallsyms = std::sync::OnceLock::new();
     let wanted = |spec: &&ProgramSpec| only.as_ref().is_none_or(|o| o.contains(&spec.name));
-    let core_blob = if object
-        .programs()
-        .iter()
-        .filter(wanted)
-        .any(|p| p.needs_core())
-    {
-        Some(match core_btf {
+    let core_blob =
+        if object
+            .programs()
+            .iter()
+            .filter(wanted)
+            .any(|p| p.needs_core())
+        {
+            Some(match core_btf {
             Some(blob) => blob,
-            None => sys::vmlinux_btf().map_err(|e| LoadError::Btf {
+            None => sys::vmlinux_btf().map_err(|e| LoadError::Prepare(PrepareError::Btf {
                 reason: format!(
                     "reading the kernel's BTF ({VMLINUX_BTF}) to apply CO-RE relocations: {e}"
                 ),
-            })?,
+            }))?,
         })
-    } else {
-        None
-    };
+        } else {
+            None
+        };
     let core_btf = core_blob
         .as_deref()
         .map(Btf::parse)
         .transpose()
-        .map_err(|e| LoadError::Btf {
-            reason: format!("parsing the target BTF of CO-RE relocations: {e}"),
+        .map_err(|e| {
+            LoadError::Prepare(PrepareError::Btf {
+                reason: format!("parsing the target BTF of CO-RE relocations: {e}"),
+            })
         })?;
     let core_target = core_btf.as_ref().map(CoreTarget::new);
     for spec in object.programs() {
@@ -740,9 +706,11 @@ fn load_program(
         log_level,
         kallsyms,
     } = *ctx;
-    let perr = |reason: String| LoadError::Program {
-        program: spec.name.clone(),
-        reason,
+    let perr = |reason: String| {
+        LoadError::Prepare(PrepareError::Program {
+            program: spec.name.clone(),
+            reason,
+        })
     };
     if spec.prog_type == ProgramType::Ext {
         return Err(perr(
@@ -758,7 +726,8 @@ fn load_program(
                 spec.core_relocations.len()
             )));
         };
-        let (patched, done) = apply_core(spec, local, target).map_err(LoadError::Core)?;
+        let (patched, done) = apply_core(spec, local, target)
+            .map_err(|e| LoadError::Prepare(PrepareError::Core(e)))?;
         outcomes = done;
         let mut relocated = spec.clone();
         relocated.insns = patched;

@@ -384,6 +384,27 @@ fn map_of(bpf: &Bpf, loaded: &LoadedObject, name: &str) -> Map {
     Map::new(bpf, m.fd().try_clone_to_owned().unwrap()).unwrap()
 }
 
+/// Loads `obj` again, reusing the maps `names` of `first`.
+fn reload_reusing(
+    bpf: &Bpf,
+    obj: &Object<'_>,
+    first: &LoadedObject,
+    names: &[&str],
+) -> LoadedObject {
+    let reuse = names
+        .iter()
+        .map(|&name| {
+            let fd = first.map(name).unwrap().fd().try_clone_to_owned().unwrap();
+            (name.to_owned(), fd)
+        })
+        .collect();
+    let options = LoadOptions {
+        reuse_maps: reuse,
+        ..LoadOptions::default()
+    };
+    load(bpf, obj, options).unwrap_or_else(|e| panic!("{}", common::chain(&e)))
+}
+
 fn value(map: &Map, key: u32) -> Vec<u8> {
     let mut v = vec![0; map.value_len()];
     assert!(
@@ -578,22 +599,7 @@ fn a_reused_prog_array_is_never_written() {
         .id;
     assert_eq!(value(jump, 2), old_target.to_ne_bytes());
 
-    let mut reuse = HashMap::new();
-    for name in ["jump_table", "outer_static"] {
-        reuse.insert(
-            name.to_owned(),
-            first.map(name).unwrap().fd().try_clone_to_owned().unwrap(),
-        );
-    }
-    let second = load(
-        &bpf,
-        &obj,
-        LoadOptions {
-            reuse_maps: reuse,
-            ..LoadOptions::default()
-        },
-    )
-    .unwrap();
+    let second = reload_reusing(&bpf, &obj, &first, &["jump_table", "outer_static"]);
     // The live array still points at the first load's program, not the second's.
     let new_target = bpf
         .prog_info(&second.program("tail_target").unwrap().fd)
@@ -851,22 +857,7 @@ fn maps_sized_at_creation_are_reused_as_created() {
     let data = common::read(&path);
     let obj = Object::parse(&data).unwrap();
     let first = load(&bpf, &obj, LoadOptions::default()).unwrap();
-    let mut reuse = HashMap::new();
-    for name in ["events", "perf"] {
-        reuse.insert(
-            name.to_owned(),
-            first.map(name).unwrap().fd().try_clone_to_owned().unwrap(),
-        );
-    }
-    let second = load(
-        &bpf,
-        &obj,
-        LoadOptions {
-            reuse_maps: reuse,
-            ..LoadOptions::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    let second = reload_reusing(&bpf, &obj, &first, &["events", "perf"]);
     for name in ["events", "perf"] {
         let id = |l: &LoadedObject| bpf.map_info(l.map(name).unwrap().fd()).unwrap().id;
         assert!(second.map(name).unwrap().reused, "{name}");
