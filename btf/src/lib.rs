@@ -28,6 +28,7 @@ mod builder;
 mod dump;
 mod error;
 mod layout;
+mod printable;
 mod raw;
 mod types;
 
@@ -35,6 +36,7 @@ pub use crate::btf::{Btf, StrOffset, TypeId};
 pub use builder::Builder;
 pub use dump::{DumpError, write_raw_dump};
 pub use error::{Error, ErrorKind};
+pub use printable::printable;
 pub use layout::{Field, MAX_DEPTH, MAX_LAYOUT_FIELDS, PathComponent};
 pub use raw::{Endian, MAGIC};
 pub use types::{

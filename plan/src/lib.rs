@@ -34,6 +34,6 @@ pub use spec::model::{
     EnumValue, MapModel, Member, TypeLayout, is_percpu, map_type_name, map_type_number, same_layout,
 };
 pub use spec::snapshot::{
-    ByteOrder, FORMAT_NAME, FORMAT_VERSION, FormatError, ObjectModel, Snapshot, SnapshotError,
+    ByteOrder, FORMAT_NAME, FORMAT_VERSION, FormatError, MAX_SNAPSHOT_SIZE, ObjectModel, Snapshot, SnapshotError,
     decode, encode, read_snapshot, write_snapshot,
 };

@@ -3,25 +3,31 @@
 
 use std::path::Path;
 
-use handover_loader::{MapSpec, Object, ObjectError, Pinning};
+use handover_loader::{
+    MAX_OBJECT_SIZE, MapSpec, Object, ObjectError, Pinning, ReadError, read_regular,
+};
 
 use crate::spec::digest::sha256_hex;
 use crate::spec::layout::{LayoutError, layout_of};
 use crate::spec::model::{MapModel, TypeLayout};
-use crate::spec::snapshot::{ByteOrder, FormatError, ObjectModel, decode};
+use crate::spec::snapshot::{ByteOrder, FormatError, MAX_SNAPSHOT_SIZE, ObjectModel, decode};
 
 /// An object whose maps could not be modelled.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ModelError {
-    /// The file could not be read.
-    #[error("reading {path}")]
-    Io {
+    /// The file could not be read: missing, not a regular file, or over its limit.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A snapshot file is larger than [`MAX_SNAPSHOT_SIZE`].
+    #[error(
+        "{path}: {size} bytes is larger than the {MAX_SNAPSHOT_SIZE}-byte limit on snapshot files (MAX_SNAPSHOT_SIZE)"
+    )]
+    SnapshotTooLarge {
         /// The file.
         path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Its size.
+        size: u64,
     },
     /// The ELF object is malformed.
     #[error("parsing BPF object {object}")]
@@ -179,15 +185,17 @@ pub fn is_elf(data: &[u8]) -> bool {
 /// [`ModelError`] naming the file and what failed.
 pub fn load_side(path: &Path) -> Result<Vec<ObjectModel>, ModelError> {
     let shown = path.display().to_string();
-    let data = std::fs::read(path).map_err(|source| ModelError::Io {
-        path: shown.clone(),
-        source,
-    })?;
+    let data = read_regular(path, MAX_OBJECT_SIZE, "BPF object files (MAX_OBJECT_SIZE)")?;
     if is_elf(&data) {
         let name = path
             .file_name()
             .map_or_else(|| shown.clone(), |n| n.to_string_lossy().into_owned());
         Ok(vec![object_model(&name, &data)?])
+    } else if data.len() as u64 > MAX_SNAPSHOT_SIZE {
+        Err(ModelError::SnapshotTooLarge {
+            path: shown,
+            size: data.len() as u64,
+        })
     } else {
         decode(&data)
             .map(|s| s.objects)
