@@ -205,14 +205,14 @@ fn cases() -> Vec<Case> {
         },
         Case {
             rule: "hash to lru_hash (one family)",
-            new: with(|m| m.map_type = "lru_hash".into()),
+            new: with(|m| m.map_type = handover::MapType::LruHash),
             strict: (Recreate, true),
             migrate: (Migrate, false),
         },
         Case {
             rule: "hash to array (map type change)",
             new: with(|m| {
-                m.map_type = "array".into();
+                m.map_type = handover::MapType::Array;
                 set_key(m, u32_());
             }),
             strict: (Recreate, true),
@@ -226,7 +226,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             rule: "pinning change only",
-            new: with(|m| m.pinning = 0),
+            new: with(|m| m.pinning = handover::Pinning::None),
             strict: (Reuse, false),
             migrate: (Reuse, false),
         },

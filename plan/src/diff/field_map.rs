@@ -59,7 +59,7 @@ impl FieldAction {
 }
 
 /// Whether a field belongs to the key or to the value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     /// The map key.

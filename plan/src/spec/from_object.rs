@@ -3,9 +3,7 @@
 
 use std::path::Path;
 
-use handover_loader::{
-    MAX_OBJECT_SIZE, MapSpec, Object, ObjectError, Pinning, ReadError, read_regular,
-};
+use handover_loader::{MAX_OBJECT_SIZE, MapSpec, Object, ObjectError, ReadError, read_regular};
 
 use crate::spec::digest::sha256_hex;
 use crate::spec::layout::{LayoutError, layout_of};
@@ -91,13 +89,13 @@ pub fn map_model(
     };
     Ok(MapModel {
         name: spec.name.clone(),
-        map_type: spec.type_name().to_owned(),
+        map_type: spec.map_type,
         key_size: spec.key_size,
         value_size: spec.value_size,
         max_entries: spec.max_entries,
         flags: spec.flags,
         map_extra: spec.map_extra,
-        pinning: u32::from(matches!(spec.pinning, Pinning::ByName)),
+        pinning: spec.pinning,
         key: layout(spec.key_type, "key")?,
         value: layout(spec.value_type, "value")?,
         inner,
