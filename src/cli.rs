@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use handover::Policy;
+use handover::{LayoutHint, Policy};
 use handover_uapi::{AttachType, ProgramType};
 
 /// Restart and upgrade eBPF daemons without losing traffic or map state.
@@ -194,14 +194,6 @@ fn parse_program_type(value: &str) -> Result<ProgramTypeRule, String> {
         program_type,
         attach_type,
     })
-}
-
-/// One `--layout MAP=key:STRUCT,value:STRUCT`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LayoutHint {
-    pub map: String,
-    pub key: Option<String>,
-    pub value: Option<String>,
 }
 
 fn parse_layout(value: &str) -> Result<LayoutHint, String> {

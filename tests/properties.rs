@@ -84,6 +84,8 @@ fn build(fields: &[(String, Gen)]) -> TypeLayout {
             bit_offset: off * 8 + shift,
             bitfield_size: bitfield,
             ty,
+            renamed_from: None,
+            merge: None,
         });
         off += size;
     }
@@ -344,7 +346,7 @@ proptest! {
                     let (v, obits, signed) = values[path.as_str()];
                     prop_assert_eq!(got, extend(v, obits, signed) & mask(*bits), "{} {:?}", path, row);
                 }
-                FieldAction::ZeroFill => prop_assert_eq!(got, 0, "{}", path),
+                FieldAction::ZeroFill | FieldAction::Initial => prop_assert_eq!(got, 0, "{}", path),
                 FieldAction::Drop => unreachable!(),
             }
         }

@@ -2,7 +2,7 @@
 
 use handover_btf::{Btf, Detail, TypeId};
 
-use crate::spec::model::{EnumValue, MAX_DEPTH, Member, TypeLayout};
+use crate::spec::model::{EnumValue, MAX_DEPTH, Member, MergeRule, TypeLayout};
 
 /// A BTF type that cannot be turned into a layout.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -23,6 +23,18 @@ pub enum LayoutError {
         /// Type at which the limit was hit.
         id: u32,
     },
+    /// A `handover:` declaration tag on a member that cannot be read.
+    #[error("BTF type {id}, member `{member}`: tag \"{tag}\": {reason}")]
+    BadTag {
+        /// The struct or union.
+        id: u32,
+        /// The tagged member.
+        member: String,
+        /// The whole tag.
+        tag: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A kind that has no data layout (a function).
     #[error("BTF type {id} is a {kind}, which has no data layout")]
     NotData {
@@ -40,7 +52,44 @@ pub enum LayoutError {
 /// # Errors
 /// [`LayoutError`] when the BTF is malformed, nests too deep, or names a function.
 pub fn layout_of(btf: &Btf<'_>, id: TypeId) -> Result<TypeLayout, LayoutError> {
-    walk(btf, id, 0)
+    let tags = member_tags(btf)?;
+    Walker { btf, tags: &tags }.walk(id, 0)
+}
+
+/// The prefix of every declaration tag handover reads.
+pub const TAG_PREFIX: &str = "handover:";
+
+/// One `handover:` declaration tag: the tagged type (a struct, a variable), the
+/// member index (-1 for the declaration itself) and the text after the prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tag {
+    pub target: TypeId,
+    pub component: i32,
+    pub text: String,
+}
+
+/// Every `handover:` declaration tag of `btf` (an object has few types; this is one
+/// pass over them).
+pub(crate) fn member_tags(btf: &Btf<'_>) -> Result<Vec<Tag>, LayoutError> {
+    let mut out = Vec::new();
+    for (id, ty) in btf.types() {
+        if let Detail::DeclTag(tag) = ty.detail() {
+            let name = ty.name().map_err(err(id))?;
+            if let Some(text) = name.strip_prefix(TAG_PREFIX) {
+                out.push(Tag {
+                    target: tag.target,
+                    component: tag.component_idx,
+                    text: text.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct Walker<'a, 'b> {
+    btf: &'a Btf<'b>,
+    tags: &'a [Tag],
 }
 
 fn err(id: TypeId) -> impl Fn(handover_btf::Error) -> LayoutError {
@@ -51,7 +100,42 @@ fn opt_name(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
-fn walk(btf: &Btf<'_>, id: TypeId, depth: usize) -> Result<TypeLayout, LayoutError> {
+impl Walker<'_, '_> {
+    /// `renamed_from` and `merge` of member `index` of struct `id`.
+    fn member_tags(
+        &self,
+        id: TypeId,
+        index: usize,
+        member: Option<&str>,
+    ) -> Result<(Option<String>, Option<MergeRule>), LayoutError> {
+        let (mut renamed_from, mut merge) = (None, None);
+        for t in self.tags.iter().filter(|t| {
+            t.target == id && usize::try_from(t.component).is_ok_and(|c| c == index)
+        }) {
+            let bad = |reason: String| LayoutError::BadTag {
+                id: id.0,
+                member: member.unwrap_or("<anon>").to_owned(),
+                tag: format!("{TAG_PREFIX}{}", t.text),
+                reason,
+            };
+            if let Some(old) = t.text.strip_prefix("renamed_from:") {
+                if old.is_empty() {
+                    return Err(bad("no old name after `renamed_from:`".to_owned()));
+                }
+                renamed_from = Some(old.to_owned());
+            } else if let Some(rule) = t.text.strip_prefix("merge:") {
+                merge = Some(rule.parse().map_err(bad)?);
+            } else {
+                return Err(bad(
+                    "unknown tag; accepted on a member: handover:renamed_from:OLDNAME, handover:merge:sum|max|new".to_owned(),
+                ));
+            }
+        }
+        Ok((renamed_from, merge))
+    }
+
+fn walk(&self, id: TypeId, depth: usize) -> Result<TypeLayout, LayoutError> {
+    let btf = self.btf;
     if depth > MAX_DEPTH {
         return Err(LayoutError::TooDeep { id: id.0 });
     }
@@ -77,18 +161,22 @@ fn walk(btf: &Btf<'_>, id: TypeId, depth: usize) -> Result<TypeLayout, LayoutErr
             target: pointee_name(btf, target),
         },
         Detail::Array(a) => TypeLayout::Array {
-            elem: Box::new(walk(btf, a.elem, depth + 1)?),
+            elem: Box::new(self.walk(a.elem, depth + 1)?),
             len: a.nelems,
         },
         Detail::Struct(c) | Detail::Union(c) => {
             let is_union = matches!(ty.detail(), Detail::Union(_));
             let mut members = Vec::with_capacity(c.members.len());
-            for m in c.members {
+            for (index, m) in c.members.enumerate() {
+                let name = opt_name(m.name().map_err(err(id))?);
+                let (renamed_from, merge) = self.member_tags(id, index, name.as_deref())?;
                 members.push(Member {
-                    name: opt_name(m.name().map_err(err(id))?),
+                    name,
                     bit_offset: u64::from(m.bit_offset),
                     bitfield_size: m.bitfield_size,
-                    ty: walk(btf, m.ty, depth + 1)?,
+                    ty: self.walk(m.ty, depth + 1)?,
+                    renamed_from,
+                    merge,
                 });
             }
             if is_union {
@@ -125,12 +213,12 @@ fn walk(btf: &Btf<'_>, id: TypeId, depth: usize) -> Result<TypeLayout, LayoutErr
         },
         Detail::Typedef(target) => TypeLayout::Typedef {
             name: name.to_owned(),
-            target: Box::new(walk(btf, target, depth + 1)?),
+            target: Box::new(self.walk(target, depth + 1)?),
         },
         Detail::Volatile(t) | Detail::Const(t) | Detail::Restrict(t) | Detail::TypeTag(t) => {
-            walk(btf, t, depth + 1)?
+            self.walk(t, depth + 1)?
         }
-        Detail::Var(v) => walk(btf, v.ty, depth + 1)?,
+        Detail::Var(v) => self.walk(v.ty, depth + 1)?,
         Detail::Datasec(d) => {
             let mut members = Vec::with_capacity(d.vars.len());
             for v in d.vars {
@@ -139,7 +227,9 @@ fn walk(btf: &Btf<'_>, id: TypeId, depth: usize) -> Result<TypeLayout, LayoutErr
                     name: opt_name(var.name().map_err(err(v.ty))?),
                     bit_offset: u64::from(v.offset) * 8,
                     bitfield_size: 0,
-                    ty: walk(btf, v.ty, depth + 1)?,
+                    ty: self.walk(v.ty, depth + 1)?,
+                    renamed_from: None,
+                    merge: None,
                 });
             }
             TypeLayout::Struct {
@@ -155,6 +245,8 @@ fn walk(btf: &Btf<'_>, id: TypeId, depth: usize) -> Result<TypeLayout, LayoutErr
             });
         }
     })
+}
+
 }
 
 /// Name of a pointer's target, looking through modifiers, for display only.
