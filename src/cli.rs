@@ -14,13 +14,14 @@ use handover_uapi::{AttachType, ProgramType};
     name = "handover",
     version,
     about,
-    after_help = crate::EXIT_CODES,
+    after_help = crate::exit_codes!(),
     after_long_help = concat!(
         "Examples:\n",
         "  handover btf dump /sys/kernel/btf/vmlinux\n",
         "  handover inspect daemon.bpf.o\n",
         "  handover snapshot daemon.bpf.o -o maps.json\n",
         "  handover diff maps.json daemon-next.bpf.o\n\n",
+        crate::exit_codes!(),
     )
 )]
 pub(crate) struct Cli {
@@ -291,4 +292,21 @@ mod tests {
             assert!(parse_layout(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// Refuses a `--layout` naming a map that none of the loaded objects has: a typo
+/// would otherwise change nothing, silently.
+pub(crate) fn check_layout_maps(
+    hints: &[LayoutHint],
+    objects: &[&handover::ObjectModel],
+) -> Result<(), String> {
+    for h in hints {
+        if !objects.iter().any(|o| o.maps.iter().any(|m| m.name == h.map)) {
+            return Err(format!(
+                "--layout names map `{}`, which no object given has",
+                handover::btf::printable(&h.map)
+            ));
+        }
+    }
+    Ok(())
 }

@@ -19,6 +19,7 @@ pub(crate) fn run(args: &DiffArgs) -> Result<ExitCode, String> {
     let load = |p: &std::path::Path| load_side_with(p, &options).map_err(|e| crate::error_chain(&e));
     let old = load(&args.old)?;
     let new = load(&args.new)?;
+    crate::cli::check_layout_maps(&args.layout, &old.iter().chain(&new).collect::<Vec<_>>())?;
     let missing = missing_objects(&old, &new);
     if !missing.is_empty() && !args.allow_missing_objects {
         return Err(format!(

@@ -16,6 +16,7 @@ pub(crate) fn run(args: &SnapshotArgs) -> Result<ExitCode, String> {
         .iter()
         .map(|o| read_object_model(o, &options).map_err(|e| crate::error_chain(&e)))
         .collect::<Result<Vec<_>, _>>()?;
+    crate::cli::check_layout_maps(&args.layout, &models.iter().collect::<Vec<_>>())?;
     write_snapshot(&args.output, &Snapshot::new(models)).map_err(|e| crate::error_chain(&e))?;
     Ok(ExitCode::SUCCESS)
 }

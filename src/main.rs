@@ -2,7 +2,7 @@
 //! lives in its `cmd_*` module, and rendering in `report` and `inspect_render`. All of
 //! it is binary-only; the library holds none of it.
 //!
-//! Exit codes are listed in [`EXIT_CODES`] (and in `handover --help`).
+//! Exit codes are listed in `exit_codes!` (and in `handover --help`).
 
 mod cli;
 mod cmd_btf;
@@ -19,14 +19,19 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-/// The table of exit codes, shown by `handover --help` and kept equal to README's.
-pub(crate) const EXIT_CODES: &str = "\
-Exit codes:
+/// The table of exit codes, shown by `handover --help` and kept equal to README's
+/// (a macro, so that help texts can `concat!` it).
+macro_rules! exit_codes {
+    () => {
+        "Exit codes:
   0  success (diff: every entry is carried with every field value)
   1  the command failed (unreadable or malformed input, refused output path)
   2  usage error (unknown command, option or value)
   3  diff: map entries would be lost (a recreate of a map holding state, or a shrink)
-  4  diff: every entry is carried, but some field values are dropped";
+  4  diff: every entry is carried, but some field values are dropped"
+    };
+}
+pub(crate) use exit_codes;
 
 /// `diff`: entries would be lost.
 pub(crate) const EXIT_LOSES_ENTRIES: u8 = 3;
@@ -62,8 +67,14 @@ fn main() -> ExitCode {
 
 /// An error and its sources, joined by `: `, so the cause (an errno, an offset) is
 /// never hidden behind the outer message. A source whose text a message already
-/// shows (`"...failed: {source}"`) is not repeated.
+/// shows (`"...failed: {source}"`) is not repeated. Names from the input inside the
+/// messages are escaped ([`printable`](handover::btf::printable)) like every text
+/// the command prints.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    handover::btf::printable(&raw_chain(e)).into_owned()
+}
+
+fn raw_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -102,7 +113,7 @@ mod tests {
             what: "pinning map x".to_owned(),
             source: Box::new(syscall),
         };
-        let chain = error_chain(&outer);
+        let chain = super::raw_chain(&outer);
         assert_eq!(
             chain,
             format!("pinning map x: BPF_OBJ_PIN on x failed: {errno_text}")
