@@ -14,7 +14,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::ENV;
+use common::{ENV, PAIRS};
 use handover::inspect::report;
 use handover::loader::ObjectFile;
 use handover::{DiffReport, Policy, diff_objects, load_side};
@@ -22,35 +22,6 @@ use handover::{DiffReport, Policy, diff_objects, load_side};
 use crate::inspect_render::render;
 use crate::report::{render_json, render_text};
 
-/// Pair name, then whether entries would be lost under strict and under migrate.
-const PAIRS: &[(&str, bool, bool)] = &[
-    ("add_map", false, false),
-    ("grow", false, false),
-    ("shrink", true, true),
-    ("key_type", true, true),
-    ("key_size", true, true),
-    ("value_size", true, false),
-    ("nested_value", true, false),
-    ("reorder", true, false),
-    ("delete_field", true, false),
-    ("rename_field", true, false),
-    ("map_type", true, true),
-    ("same_size_layout", true, false),
-    ("widen", true, false),
-    ("rekey", true, false),
-    ("key_dropped", true, true),
-    ("family", true, true),
-    ("flags", true, false),
-    ("type_names", false, false),
-    ("nested_array_union", true, false),
-    ("bitfields", true, false),
-    ("prog_array", false, false),
-    ("special_maps", true, true),
-    ("no_btf", true, true),
-    ("global_data", true, false),
-    ("map_in_map", true, true),
-    ("kernel_adjusted", false, false),
-];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

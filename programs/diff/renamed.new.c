@@ -1,4 +1,5 @@
-// Renamed fields: `pkts` is renamed `packets` with a declaration tag naming the old
+// Renamed fields: a declared rename carries values, an undeclared one is flagged; merge rules.
+// `pkts` is renamed `packets` with a declaration tag naming the old
 // field, so its values are carried; `errs` renamed `errors` without one is dropped and
 // zero-filled, flagged as a likely rename. Merge rules are declared on counters.
 // New version; built into programs/build/diff/renamed.new.o.

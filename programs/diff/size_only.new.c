@@ -1,5 +1,6 @@
-// Size-only maps (key_size/value_size, no BTF key/value type) given a layout: `endpoints`
-// by declaration tags on the map, `backends` only by `--layout backends=value:be_val`.
+// Size-only maps given a layout: `endpoints` by declaration tags, `backends` by --layout only.
+// Maps declared with key_size/value_size (no BTF key/value type); `backends` is
+// migrated with `--layout backends=value:be_val`, recreated without it.
 // New version; built into programs/build/diff/size_only.new.o.
 #include "common.h"
 

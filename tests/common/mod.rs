@@ -3,6 +3,39 @@
 
 use handover::{EnumValue, KernelEnv, MapModel, Member, Pinning, TypeLayout};
 
+/// The map-diff fixture pairs of programs/diff/ (NAME.old.c, NAME.new.c): pair name, then whether entries would be lost under strict and under migrate.
+pub const PAIRS: &[(&str, bool, bool)] = &[
+    ("add_map", false, false),
+    ("grow", false, false),
+    ("shrink", true, true),
+    ("key_type", true, true),
+    ("key_size", true, true),
+    ("value_size", true, false),
+    ("nested_value", true, false),
+    ("reorder", true, false),
+    ("delete_field", true, false),
+    ("rename_field", true, false),
+    ("map_type", true, true),
+    ("same_size_layout", true, false),
+    ("widen", true, false),
+    ("rekey", true, false),
+    ("key_dropped", true, true),
+    ("family", true, true),
+    ("flags", true, false),
+    ("type_names", false, false),
+    ("nested_array_union", true, false),
+    ("bitfields", true, false),
+    ("prog_array", false, false),
+    ("special_maps", true, true),
+    ("no_btf", true, true),
+    ("global_data", true, false),
+    ("map_in_map", true, true),
+    ("kernel_adjusted", false, false),
+    ("size_only", true, true),
+    ("renamed", true, false),
+    ("global_initial", true, false),
+];
+
 pub const ENV: KernelEnv = KernelEnv {
     page_size: 4096,
     possible_cpus: 4,
