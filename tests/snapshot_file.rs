@@ -32,7 +32,7 @@ fn sample() -> Snapshot {
     Snapshot::new(vec![ObjectModel {
         name: "prog.o".into(),
         sha256: handover::sha256_hex(b"object bytes"),
-        endian: handover::ByteOrder::Big,
+        endian: handover::Endian::Big,
         maps: vec![
             map(
                 "conns",

@@ -22,7 +22,7 @@ pub use diff::field_map::{
 pub use diff::verdict::{
     Attribute, Change, DiffReport, MapDiff, Policy, Verdict, diff_map, diff_maps, diff_objects,
 };
-pub use handover_uapi::{MapType, Pinning};
+pub use handover_uapi::{Endian, MapType, Pinning};
 pub use plan::Plan;
 pub use spec::digest::{sha256, sha256_hex};
 pub use spec::from_object::{
@@ -37,6 +37,6 @@ pub use spec::kernel_view::{
 pub use spec::layout::{LayoutError, TAG_PREFIX, layout_of};
 pub use spec::model::{EnumValue, MapModel, Member, MergeRule, TypeLayout, same_layout};
 pub use spec::snapshot::{
-    ByteOrder, FORMAT_NAME, FORMAT_VERSION, FormatError, MAX_SNAPSHOT_SIZE, ObjectModel, Snapshot, SnapshotError,
-    decode, encode, read_snapshot, write_snapshot,
+    FORMAT_NAME, FORMAT_VERSION, FormatError, MAX_SNAPSHOT_SIZE, ObjectModel, Snapshot,
+    SnapshotError, decode, encode, read_snapshot, write_snapshot,
 };

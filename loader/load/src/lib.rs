@@ -19,7 +19,7 @@ use handover_loader::{
     resolve_ksyms,
 };
 use handover_sys::{
-    self as sys, Bpf, LogLevel, MapBtf, MapCreate, MapType, ProgLoad, ProgramType, UpdateFlags,
+    self as sys, Bpf, LogLevel, Map, MapBtf, MapCreate, MapType, ProgLoad, ProgramType, UpdateFlags,
 };
 
 /// Asks the kernel which BTF kinds it accepts, by loading a minimal BTF blob that
@@ -196,9 +196,10 @@ impl From<PrepareError> for LoadError {
 pub struct LoadOptions {
     /// Maps to use instead of creating them, by name in the object (pinned maps of a
     /// running version). Each must match its definition (type, key and value size,
-    /// capacity, flags); it is used as it is: no initial contents are written to it and
-    /// it is not frozen, but the static slots of a prog array are still filled with the
-    /// programs of this object.
+    /// capacity, flags); it is used as it is: no initial contents are written to it, it
+    /// is not frozen, and its static slots (a prog array's programs, a map-in-map's
+    /// maps) are not written: a reused map is live, and writing a slot switches
+    /// traffic. They are returned in [`LoadedObject::unwritten_slots`] for the caller.
     pub reuse_maps: HashMap<String, OwnedFd>,
     /// BTF features to assume instead of probing the kernel.
     pub btf_features: Option<BtfFeatures>,
@@ -237,14 +238,36 @@ impl std::fmt::Debug for LoadOptions {
 /// A map of a loaded object.
 #[derive(Debug)]
 pub struct LoadedMap {
-    /// The map.
-    pub fd: OwnedFd,
+    /// The map: a typed handle with its type, key and value sizes and name, read when
+    /// it was loaded, so element commands need no further syscall to check sizes.
+    pub map: Map,
     /// Its definition in the object.
     pub spec: MapSpec,
     /// Whether it came from [`LoadOptions::reuse_maps`] rather than being created.
     pub reused: bool,
     /// The BTF key and value type ids it was created with (`None`: without BTF).
     pub btf_type_ids: Option<(u32, u32)>,
+}
+
+impl LoadedMap {
+    /// The map's descriptor.
+    #[must_use]
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.map.fd()
+    }
+}
+
+/// A static slot of a map given for reuse that [`load`] left as it is: writing a live
+/// prog array (or map-in-map) switches traffic, which the caller must own. The
+/// caller writes `index` -> `target` itself when it switches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnwrittenSlot {
+    /// The reused map, by name in the object.
+    pub map: String,
+    /// The slot.
+    pub index: u32,
+    /// What the object puts there: a program or map of this load, by name.
+    pub target: SlotTarget,
 }
 
 /// A program of a loaded object.
@@ -272,6 +295,8 @@ pub struct LoadedObject {
     pub maps: BTreeMap<String, LoadedMap>,
     /// Every program by name.
     pub programs: BTreeMap<String, LoadedProgram>,
+    /// The static slots of reused maps, which loading does not write.
+    pub unwritten_slots: Vec<UnwrittenSlot>,
 }
 
 impl LoadedObject {
@@ -347,12 +372,14 @@ fn create_map(
     }
 }
 
-fn check_reused(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd) -> Result<(), LoadError> {
-    let info = bpf.map_info(fd).map_err(|source| LoadError::MapInit {
+/// The handle of a map given for reuse, checked against its definition.
+fn check_reused(bpf: &Bpf, spec: &MapSpec, fd: OwnedFd) -> Result<Map, LoadError> {
+    let map = Map::new(bpf, fd).map_err(|source| LoadError::MapInit {
         map: spec.name.clone(),
         what: "reading the reused map's info".into(),
         source,
     })?;
+    let info = map.info();
     let cpus = match spec.map_type {
         MapType::PerfEventArray if spec.max_entries == 0 => {
             bpf.possible_cpus().map_err(|source| LoadError::MapInit {
@@ -364,9 +391,9 @@ fn check_reused(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd) -> Result<(), LoadError
         _ => 0,
     };
     let cpus = u32::try_from(cpus).unwrap_or(u32::MAX);
-    let diffs = reused_map_differences(&info, spec, sys::page_size(), cpus);
+    let diffs = reused_map_differences(info, spec, sys::page_size(), cpus);
     if diffs.is_empty() {
-        Ok(())
+        Ok(map)
     } else {
         Err(LoadError::ReusedMap {
             map: spec.name.clone(),
@@ -431,7 +458,9 @@ fn reused_map_differences(
 /// slots filled, then every program (CO-RE relocations applied by
 /// [`apply_core`] against [`LoadOptions::core_btf`] or the kernel's
 /// BTF, map references by [`relocate`]), then the static slots
-/// of prog arrays. Everything created is closed again if a later step fails.
+/// of prog arrays created by this load (those of reused maps are returned in
+/// [`LoadedObject::unwritten_slots`], not written). Everything created is closed again
+/// if a later step fails.
 ///
 /// # Errors
 /// The first step that fails, naming the map or program, with the kernel's log where
@@ -480,11 +509,11 @@ pub fn load(
     let mut maps = BTreeMap::new();
     for spec in object.maps() {
         if let Some(fd) = reuse_maps.remove(&spec.name) {
-            check_reused(bpf, spec, &fd)?;
+            let map = check_reused(bpf, spec, fd)?;
             maps.insert(
                 spec.name.clone(),
                 LoadedMap {
-                    fd,
+                    map,
                     spec: spec.clone(),
                     reused: true,
                     btf_type_ids: None,
@@ -506,13 +535,18 @@ pub fn load(
             template.as_ref().map(AsFd::as_fd),
         )?;
         drop(template);
+        let map = Map::new(bpf, fd).map_err(|source| LoadError::MapInit {
+            map: spec.name.clone(),
+            what: "reading its info".into(),
+            source,
+        })?;
         if let Some(data) = &spec.initial_data {
-            init_data(bpf, spec, &fd, data)?;
+            init_data(spec, &map, data)?;
         }
         maps.insert(
             spec.name.clone(),
             LoadedMap {
-                fd,
+                map,
                 spec: spec.clone(),
                 reused: false,
                 btf_type_ids: ids,
@@ -525,19 +559,32 @@ pub fn load(
             reason: "the object has no map of that name".into(),
         });
     }
+    // Static slots of reused maps are left to the caller: a reused prog array or
+    // map-in-map is live, and writing it switches traffic.
+    let unwritten_slots: Vec<UnwrittenSlot> = maps
+        .values()
+        .filter(|m| m.reused)
+        .flat_map(|m| {
+            m.spec.initial_slots.iter().map(|slot| UnwrittenSlot {
+                map: m.spec.name.clone(),
+                index: slot.index,
+                target: slot.target.clone(),
+            })
+        })
+        .collect();
     // Map-in-map slots refer to maps only, so they can be filled now.
     for m in maps.values().filter(|m| !m.reused) {
         for slot in &m.spec.initial_slots {
             if let SlotTarget::Map(target) = &slot.target {
-                let fd = maps.get(target).map(|t| t.fd.as_raw_fd());
-                fill_slot(bpf, m, slot.index, target, fd)?;
+                let fd = maps.get(target).map(|t| t.fd().as_raw_fd());
+                fill_slot(m, slot.index, target, fd)?;
             }
         }
     }
 
     let fds: HashMap<&str, i32> = maps
         .iter()
-        .map(|(k, m)| (k.as_str(), m.fd.as_raw_fd()))
+        .map(|(k, m)| (k.as_str(), m.fd().as_raw_fd()))
         .collect();
     let license = object.license().unwrap_or("");
     let mut programs = BTreeMap::new();
@@ -593,11 +640,11 @@ pub fn load(
             },
         );
     }
-    for m in maps.values() {
+    for m in maps.values().filter(|m| !m.reused) {
         for slot in &m.spec.initial_slots {
             if let SlotTarget::Program(target) = &slot.target {
                 let fd = programs.get(target).map(|p| p.fd.as_raw_fd());
-                fill_slot(bpf, m, slot.index, target, fd)?;
+                fill_slot(m, slot.index, target, fd)?;
             }
         }
     }
@@ -606,30 +653,16 @@ pub fn load(
         btf_error,
         maps,
         programs,
+        unwritten_slots,
     })
 }
 
-/// A [`sys::Map`] over a duplicate of `fd`, for element updates checked against the
-/// map's geometry.
-fn map_handle(bpf: &Bpf, name: &str, fd: &OwnedFd) -> Result<sys::Map, LoadError> {
-    let dup = fd.try_clone().map_err(|source| LoadError::Descriptor {
-        map: name.to_owned(),
-        source,
-    })?;
-    sys::Map::new(bpf, dup).map_err(|source| LoadError::MapInit {
-        map: name.to_owned(),
-        what: "reading its info".into(),
-        source,
-    })
-}
-
-fn init_data(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd, data: &[u8]) -> Result<(), LoadError> {
+fn init_data(spec: &MapSpec, map: &Map, data: &[u8]) -> Result<(), LoadError> {
     let init_err = |what: &str| {
         let map = spec.name.clone();
         let what = what.to_owned();
         move |source| LoadError::MapInit { map, what, source }
     };
-    let map = map_handle(bpf, &spec.name, fd)?;
     map.update(&0u32.to_ne_bytes(), data, UpdateFlags::ANY)
         .map_err(init_err("writing the section's initial contents"))?;
     if spec.frozen {
@@ -638,20 +671,14 @@ fn init_data(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd, data: &[u8]) -> Result<(),
     Ok(())
 }
 
-fn fill_slot(
-    bpf: &Bpf,
-    map: &LoadedMap,
-    index: u32,
-    target: &str,
-    fd: Option<i32>,
-) -> Result<(), LoadError> {
+fn fill_slot(map: &LoadedMap, index: u32, target: &str, fd: Option<i32>) -> Result<(), LoadError> {
     let fd = fd.ok_or_else(|| LoadError::SlotTarget {
         map: map.spec.name.clone(),
         index,
         target: target.to_owned(),
     })?;
     let value = u32::try_from(fd).unwrap_or(u32::MAX).to_ne_bytes();
-    map_handle(bpf, &map.spec.name, &map.fd)?
+    map.map
         .update(&index.to_ne_bytes(), &value, UpdateFlags::ANY)
         .map_err(|source| LoadError::MapInit {
             map: map.spec.name.clone(),

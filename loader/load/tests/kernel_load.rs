@@ -90,7 +90,7 @@ fn check_info(
     features: BtfFeatures,
 ) -> (usize, usize) {
     for (name, m) in &loaded.maps {
-        let info = bpf.map_info(&m.fd).unwrap();
+        let info = bpf.map_info(m.fd()).unwrap();
         let s = &m.spec;
         let ctx = format!("{file}: map {name}");
         assert_eq!(info.map_type, Some(s.map_type), "{ctx}: type");
@@ -288,11 +288,11 @@ fn pin_and_reopen(bpf: &Bpf, bpffs: &Path, file: &str, loaded: &LoadedObject) {
     std::fs::create_dir(&dir).unwrap();
     for (name, m) in &loaded.maps {
         let path = dir.join(format!("map_{}", name.replace('.', "_")));
-        bpf.obj_pin(&m.fd, &path).unwrap();
+        bpf.obj_pin(m.fd(), &path).unwrap();
         let again = bpf.obj_get(&path, OpenFlags::READ_WRITE).unwrap();
         assert_eq!(
             bpf.map_info(&again).unwrap().id,
-            bpf.map_info(&m.fd).unwrap().id,
+            bpf.map_info(m.fd()).unwrap().id,
             "{file}: pinned map {name}"
         );
     }
@@ -381,7 +381,7 @@ fn xdp_tools_objects_load_where_libbpf_loads_them() {
 
 fn map_of(bpf: &Bpf, loaded: &LoadedObject, name: &str) -> Map {
     let m = loaded.map(name).unwrap_or_else(|| panic!("no map {name}"));
-    Map::new(bpf, m.fd.try_clone().unwrap()).unwrap()
+    Map::new(bpf, m.fd().try_clone_to_owned().unwrap()).unwrap()
 }
 
 fn value(map: &Map, key: u32) -> Vec<u8> {
@@ -479,7 +479,7 @@ fn static_slots_of_prog_arrays_and_map_in_maps_are_filled() {
         );
     }
     let outer = map_of(&bpf, &loaded, "outer_static");
-    let inner_b = bpf.map_info(&loaded.map("inner_b").unwrap().fd).unwrap();
+    let inner_b = bpf.map_info(loaded.map("inner_b").unwrap().fd()).unwrap();
     assert_eq!(
         value(&outer, 1),
         inner_b.id.to_ne_bytes(),
@@ -556,6 +556,79 @@ fn btf_sanitised_for_an_old_kernel_is_accepted() {
     assert!(checked >= 50, "only {checked} objects");
 }
 
+/// A prog array given for reuse is live: the load leaves its slots alone, returns them
+/// as unwritten for the caller to switch, and hands out typed map handles.
+#[test]
+fn a_reused_prog_array_is_never_written() {
+    if !testenv::privileged("a_reused_prog_array_is_never_written") {
+        return;
+    }
+    let _fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/map_in_map.c: jump_table[2] = tail_target, outer_static[1] = inner_b.
+    let data = common::read(&common::fixture("map_in_map"));
+    let obj = Object::parse(&data).unwrap();
+    let first = load(&bpf, &obj, LoadOptions::default()).unwrap();
+    let jump = &first.map("jump_table").unwrap().map;
+    assert_eq!(jump.info().map_type, Some(MapType::ProgArray));
+    assert_eq!((jump.key_size(), jump.value_len()), (4, 4));
+    let old_target = bpf
+        .prog_info(&first.program("tail_target").unwrap().fd)
+        .unwrap()
+        .id;
+    assert_eq!(value(jump, 2), old_target.to_ne_bytes());
+
+    let mut reuse = HashMap::new();
+    for name in ["jump_table", "outer_static"] {
+        reuse.insert(
+            name.to_owned(),
+            first.map(name).unwrap().fd().try_clone_to_owned().unwrap(),
+        );
+    }
+    let second = load(
+        &bpf,
+        &obj,
+        LoadOptions {
+            reuse_maps: reuse,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    // The live array still points at the first load's program, not the second's.
+    let new_target = bpf
+        .prog_info(&second.program("tail_target").unwrap().fd)
+        .unwrap()
+        .id;
+    assert_ne!(new_target, old_target);
+    assert_eq!(
+        value(jump, 2),
+        old_target.to_ne_bytes(),
+        "jump_table[2] was rewritten"
+    );
+    let slots: Vec<(&str, u32, &handover_loader::SlotTarget)> = second
+        .unwritten_slots
+        .iter()
+        .map(|s| (s.map.as_str(), s.index, &s.target))
+        .collect();
+    assert_eq!(
+        slots,
+        [
+            (
+                "jump_table",
+                2,
+                &handover_loader::SlotTarget::Program("tail_target".into())
+            ),
+            (
+                "outer_static",
+                1,
+                &handover_loader::SlotTarget::Map("inner_b".into())
+            ),
+        ]
+    );
+    // A fresh load writes its own arrays and leaves nothing to the caller.
+    assert!(first.unwritten_slots.is_empty());
+}
+
 #[test]
 fn reused_maps_are_shared_and_checked() {
     if !testenv::privileged("reused_maps_are_shared_and_checked") {
@@ -576,7 +649,10 @@ fn reused_maps_are_shared_and_checked() {
         .unwrap();
 
     let mut reuse = HashMap::new();
-    reuse.insert(".data".to_owned(), first_data.fd.try_clone().unwrap());
+    reuse.insert(
+        ".data".to_owned(),
+        first_data.fd().try_clone_to_owned().unwrap(),
+    );
     let second = load(
         &bpf,
         &obj,
@@ -586,7 +662,7 @@ fn reused_maps_are_shared_and_checked() {
         },
     )
     .unwrap();
-    let id = |l: &LoadedObject, n: &str| bpf.map_info(&l.map(n).unwrap().fd).unwrap().id;
+    let id = |l: &LoadedObject, n: &str| bpf.map_info(l.map(n).unwrap().fd()).unwrap().id;
     assert!(second.map(".data").unwrap().reused);
     assert_eq!(id(&first, ".data"), id(&second, ".data"));
     assert_ne!(id(&first, ".bss"), id(&second, ".bss"));
@@ -603,7 +679,12 @@ fn reused_maps_are_shared_and_checked() {
     let mut reuse = HashMap::new();
     reuse.insert(
         ".data".to_owned(),
-        first.map(".bss").unwrap().fd.try_clone().unwrap(),
+        first
+            .map(".bss")
+            .unwrap()
+            .fd()
+            .try_clone_to_owned()
+            .unwrap(),
     );
     let err = load(
         &bpf,
@@ -774,7 +855,7 @@ fn maps_sized_at_creation_are_reused_as_created() {
     for name in ["events", "perf"] {
         reuse.insert(
             name.to_owned(),
-            first.map(name).unwrap().fd.try_clone().unwrap(),
+            first.map(name).unwrap().fd().try_clone_to_owned().unwrap(),
         );
     }
     let second = load(
@@ -787,7 +868,7 @@ fn maps_sized_at_creation_are_reused_as_created() {
     )
     .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
     for name in ["events", "perf"] {
-        let id = |l: &LoadedObject| bpf.map_info(&l.map(name).unwrap().fd).unwrap().id;
+        let id = |l: &LoadedObject| bpf.map_info(l.map(name).unwrap().fd()).unwrap().id;
         assert!(second.map(name).unwrap().reused, "{name}");
         assert_eq!(id(&first), id(&second), "{name}");
     }

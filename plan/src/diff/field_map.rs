@@ -381,7 +381,7 @@ impl Mapper {
     }
 
     fn walk(&mut self, old: Field<'_>, new: Field<'_>, path: &str, depth: usize) {
-        if depth > MAX_DEPTH {
+        if depth >= MAX_DEPTH {
             self.incompatible(old, new, path, "nesting too deep to compare".to_owned());
             return;
         }

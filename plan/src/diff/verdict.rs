@@ -53,7 +53,8 @@ use serde::{Deserialize, Serialize};
 use crate::diff::field_map::{ConversionPlan, FieldAction, FieldMapping, LayoutMapping, Op, Side, map_layout};
 use crate::spec::kernel_view::{KernelEnv, kernel_view};
 use crate::spec::model::{MapModel, TypeLayout, same_layout};
-use crate::spec::snapshot::{ByteOrder, ObjectModel};
+use crate::spec::snapshot::ObjectModel;
+use handover_uapi::Endian;
 
 /// How far an upgrade goes to keep entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -426,7 +427,7 @@ pub fn diff_objects(
     env: &KernelEnv,
 ) -> DiffReport {
     let mut report = diff_paired_objects(old, new, policy, env);
-    if old.iter().chain(new).any(|o| o.endian != ByteOrder::Little) {
+    if old.iter().chain(new).any(|o| o.endian != Endian::Little) {
         for d in &mut report.maps {
             refuse_big_endian_conversion(d);
         }

@@ -6,7 +6,7 @@
 //! map) never look different. Each row of [`ADJUSTMENTS`] has its own test.
 
 use handover_loader::ringbuf_size;
-use handover_uapi::{MapType, map_flags};
+use handover_uapi::{MapType, kernel_name, map_flags};
 
 use crate::spec::model::MapModel;
 
@@ -15,7 +15,7 @@ pub const BPF_F_RDONLY_PROG: u32 = map_flags::RDONLY_PROG;
 /// `BPF_F_NO_PREALLOC`: elements are allocated on update.
 pub const BPF_F_NO_PREALLOC: u32 = map_flags::NO_PREALLOC;
 /// Longest map name the kernel keeps (`BPF_OBJ_NAME_LEN` less the terminating NUL).
-pub use handover_loader::KERNEL_NAME_LEN;
+pub use handover_uapi::KERNEL_NAME_LEN;
 
 /// Facts about the running machine that some adjustments depend on (read by
 /// `handover::kernel_env`; given as a value here).
@@ -44,16 +44,8 @@ pub const ADJUSTMENTS: &[Adjustment] = &[
     Adjustment {
         map_types: &[],
         field: "name",
-        rule: "the kernel keeps the first 15 bytes of a map name",
-        apply: |m, _| {
-            if m.name.len() > KERNEL_NAME_LEN {
-                let mut end = KERNEL_NAME_LEN;
-                while !m.name.is_char_boundary(end) {
-                    end -= 1;
-                }
-                m.name.truncate(end);
-            }
-        },
+        rule: "the loader gives the kernel the first 15 bytes of a map name, every byte the kernel refuses as '_'",
+        apply: |m, _| m.name = kernel_name(&m.name),
     },
     Adjustment {
         map_types: &[MapType::Ringbuf, MapType::UserRingbuf],
@@ -203,6 +195,16 @@ mod tests {
         let mut other = m.clone();
         other.name = "a_very_long_map_name_too".into();
         assert_eq!(kernel_view(&m, &ENV), kernel_view(&other, &ENV));
+        // The one object-name rule (handover-uapi), as the loader names the map: a byte
+        // outside [A-Za-z0-9_.] becomes '_', a character cut at byte 15 too.
+        m.name = "my-map.v2".into();
+        assert_eq!(kernel_view(&m, &ENV).name, "my_map.v2");
+        m.name = "abcdefghijklmné".into();
+        assert_eq!(kernel_view(&m, &ENV).name, "abcdefghijklmn_");
+        assert_eq!(
+            kernel_view(&m, &ENV).name,
+            handover_uapi::kernel_name(&m.name)
+        );
     }
 
     #[test]

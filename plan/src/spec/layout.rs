@@ -23,6 +23,12 @@ pub enum LayoutError {
         /// Type at which the limit was hit.
         id: u32,
     },
+    /// The layout would have more nodes than [`handover_btf::MAX_STEPS`].
+    #[error("BTF type {id} expands to more than {} types", handover_btf::MAX_STEPS)]
+    TooLarge {
+        /// Type at which the budget ran out.
+        id: u32,
+    },
     /// A `handover:` declaration tag on a member that cannot be read.
     #[error("BTF type {id}, member `{member}`: tag \"{tag}\": {reason}")]
     BadTag {
@@ -53,7 +59,8 @@ pub enum LayoutError {
 /// [`LayoutError`] when the BTF is malformed, nests too deep, or names a function.
 pub fn layout_of(btf: &Btf<'_>, id: TypeId) -> Result<TypeLayout, LayoutError> {
     let tags = member_tags(btf)?;
-    Walker { btf, tags: &tags }.walk(id, 0)
+    let mut budget = handover_btf::MAX_STEPS;
+    walk(btf, &tags, id, 0, &mut budget)
 }
 
 /// The prefix of every declaration tag handover reads.
@@ -87,9 +94,38 @@ pub(crate) fn member_tags(btf: &Btf<'_>) -> Result<Vec<Tag>, LayoutError> {
     Ok(out)
 }
 
-struct Walker<'a, 'b> {
-    btf: &'a Btf<'b>,
-    tags: &'a [Tag],
+/// `renamed_from` and `merge` of member `index` of struct `id`, from its tags.
+fn tags_of(
+    tags: &[Tag],
+    id: TypeId,
+    index: usize,
+    member: Option<&str>,
+) -> Result<(Option<String>, Option<MergeRule>), LayoutError> {
+    let (mut renamed_from, mut merge) = (None, None);
+    for t in tags
+        .iter()
+        .filter(|t| t.target == id && usize::try_from(t.component).is_ok_and(|c| c == index))
+    {
+        let bad = |reason: String| LayoutError::BadTag {
+            id: id.0,
+            member: member.unwrap_or("<anon>").to_owned(),
+            tag: format!("{TAG_PREFIX}{}", t.text),
+            reason,
+        };
+        if let Some(old) = t.text.strip_prefix("renamed_from:") {
+            if old.is_empty() {
+                return Err(bad("no old name after `renamed_from:`".to_owned()));
+            }
+            renamed_from = Some(old.to_owned());
+        } else if let Some(rule) = t.text.strip_prefix("merge:") {
+            merge = Some(rule.parse().map_err(bad)?);
+        } else {
+            return Err(bad(
+                "unknown tag; accepted on a member: handover:renamed_from:OLDNAME, handover:merge:sum|max|new".to_owned(),
+            ));
+        }
+    }
+    Ok((renamed_from, merge))
 }
 
 fn err(id: TypeId) -> impl Fn(handover_btf::Error) -> LayoutError {
@@ -100,45 +136,22 @@ fn opt_name(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
-impl Walker<'_, '_> {
-    /// `renamed_from` and `merge` of member `index` of struct `id`.
-    fn member_tags(
-        &self,
-        id: TypeId,
-        index: usize,
-        member: Option<&str>,
-    ) -> Result<(Option<String>, Option<MergeRule>), LayoutError> {
-        let (mut renamed_from, mut merge) = (None, None);
-        for t in self.tags.iter().filter(|t| {
-            t.target == id && usize::try_from(t.component).is_ok_and(|c| c == index)
-        }) {
-            let bad = |reason: String| LayoutError::BadTag {
-                id: id.0,
-                member: member.unwrap_or("<anon>").to_owned(),
-                tag: format!("{TAG_PREFIX}{}", t.text),
-                reason,
-            };
-            if let Some(old) = t.text.strip_prefix("renamed_from:") {
-                if old.is_empty() {
-                    return Err(bad("no old name after `renamed_from:`".to_owned()));
-                }
-                renamed_from = Some(old.to_owned());
-            } else if let Some(rule) = t.text.strip_prefix("merge:") {
-                merge = Some(rule.parse().map_err(bad)?);
-            } else {
-                return Err(bad(
-                    "unknown tag; accepted on a member: handover:renamed_from:OLDNAME, handover:merge:sum|max|new".to_owned(),
-                ));
-            }
-        }
-        Ok((renamed_from, merge))
-    }
-
-fn walk(&self, id: TypeId, depth: usize) -> Result<TypeLayout, LayoutError> {
-    let btf = self.btf;
-    if depth > MAX_DEPTH {
+/// Builds the layout of `id` at nesting `depth`; `budget` is the number of types the
+/// whole walk may still visit, so a type that fans out exponentially (a struct of two
+/// arrays of structs of two arrays ...) ends in an error instead of filling memory.
+fn walk(
+    btf: &Btf<'_>,
+    tags: &[Tag],
+    id: TypeId,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<TypeLayout, LayoutError> {
+    if depth >= MAX_DEPTH {
         return Err(LayoutError::TooDeep { id: id.0 });
     }
+    *budget = budget
+        .checked_sub(1)
+        .ok_or(LayoutError::TooLarge { id: id.0 })?;
     if id.0 == 0 {
         return Ok(TypeLayout::Void);
     }
@@ -161,7 +174,7 @@ fn walk(&self, id: TypeId, depth: usize) -> Result<TypeLayout, LayoutError> {
             target: pointee_name(btf, target),
         },
         Detail::Array(a) => TypeLayout::Array {
-            elem: Box::new(self.walk(a.elem, depth + 1)?),
+            elem: Box::new(walk(btf, tags, a.elem, depth + 1, budget)?),
             len: a.nelems,
         },
         Detail::Struct(c) | Detail::Union(c) => {
@@ -169,12 +182,12 @@ fn walk(&self, id: TypeId, depth: usize) -> Result<TypeLayout, LayoutError> {
             let mut members = Vec::with_capacity(c.members.len());
             for (index, m) in c.members.enumerate() {
                 let name = opt_name(m.name().map_err(err(id))?);
-                let (renamed_from, merge) = self.member_tags(id, index, name.as_deref())?;
+                let (renamed_from, merge) = tags_of(tags, id, index, name.as_deref())?;
                 members.push(Member {
                     name,
                     bit_offset: u64::from(m.bit_offset),
                     bitfield_size: m.bitfield_size,
-                    ty: self.walk(m.ty, depth + 1)?,
+                    ty: walk(btf, tags, m.ty, depth + 1, budget)?,
                     renamed_from,
                     merge,
                 });
@@ -213,12 +226,12 @@ fn walk(&self, id: TypeId, depth: usize) -> Result<TypeLayout, LayoutError> {
         },
         Detail::Typedef(target) => TypeLayout::Typedef {
             name: name.to_owned(),
-            target: Box::new(self.walk(target, depth + 1)?),
+            target: Box::new(walk(btf, tags, target, depth + 1, budget)?),
         },
         Detail::Volatile(t) | Detail::Const(t) | Detail::Restrict(t) | Detail::TypeTag(t) => {
-            self.walk(t, depth + 1)?
+            walk(btf, tags, t, depth + 1, budget)?
         }
-        Detail::Var(v) => self.walk(v.ty, depth + 1)?,
+        Detail::Var(v) => walk(btf, tags, v.ty, depth + 1, budget)?,
         Detail::Datasec(d) => {
             let mut members = Vec::with_capacity(d.vars.len());
             for v in d.vars {
@@ -227,7 +240,7 @@ fn walk(&self, id: TypeId, depth: usize) -> Result<TypeLayout, LayoutError> {
                     name: opt_name(var.name().map_err(err(v.ty))?),
                     bit_offset: u64::from(v.offset) * 8,
                     bitfield_size: 0,
-                    ty: self.walk(v.ty, depth + 1)?,
+                    ty: walk(btf, tags, v.ty, depth + 1, budget)?,
                     renamed_from: None,
                     merge: None,
                 });
@@ -245,8 +258,6 @@ fn walk(&self, id: TypeId, depth: usize) -> Result<TypeLayout, LayoutError> {
             });
         }
     })
-}
-
 }
 
 /// Name of a pointer's target, looking through modifiers, for display only.
@@ -270,4 +281,66 @@ fn pointee_name(btf: &Btf<'_>, mut id: TypeId) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use handover_btf::{Btf, Builder, Endian, Kind, TypeId};
+
+    use super::layout_of;
+
+    /// `int` wrapped in `n` structs, each holding the previous one as its only member.
+    fn nested(n: usize) -> (Vec<u8>, TypeId) {
+        let mut b = Builder::new(Endian::Little);
+        let name = b.string("int");
+        let mut top = b.add(name, Kind::Int, false, 0, 4, &[(1 << 24) | 32]);
+        for i in 0..n {
+            let s = b.string(&format!("s{i}"));
+            let m = b.string("m");
+            top = b.add(s, Kind::Struct, false, 1, 4, &[m.0, top.0, 0]);
+        }
+        (b.finish(), top)
+    }
+
+    /// The layout builder and the BTF parser's own layout walk refuse the same depth.
+    #[test]
+    fn the_builder_and_the_parser_share_one_depth_limit() {
+        for n in 1..(handover_btf::MAX_DEPTH + 4) {
+            let (blob, top) = nested(n);
+            let btf = Btf::parse(&blob).unwrap();
+            assert_eq!(
+                layout_of(&btf, top).is_ok(),
+                btf.layout(top).is_ok(),
+                "{n} nested structs"
+            );
+        }
+    }
+
+    /// A type that fans out exponentially stops at the step budget.
+    #[test]
+    fn exponential_fan_out_is_refused() {
+        let mut b = Builder::new(Endian::Little);
+        let name = b.string("int");
+        let mut top = b.add(name, Kind::Int, false, 0, 4, &[(1 << 24) | 32]);
+        let mut size = 4u32;
+        for i in 0..24 {
+            let s = b.string(&format!("s{i}"));
+            let (x, y) = (b.string("x"), b.string("y"));
+            size *= 2;
+            top = b.add(
+                s,
+                Kind::Struct,
+                false,
+                2,
+                size,
+                &[x.0, top.0, 0, y.0, top.0, size * 4],
+            );
+        }
+        let blob = b.finish();
+        let btf = Btf::parse(&blob).unwrap();
+        assert!(matches!(
+            layout_of(&btf, top),
+            Err(super::LayoutError::TooLarge { .. })
+        ));
+    }
 }

@@ -299,11 +299,13 @@ pub fn same_layout(old: &TypeLayout, new: &TypeLayout) -> bool {
     same_layout_depth(old, new, 0)
 }
 
-/// Nesting beyond this is refused by the builder; the comparison stops there too.
-pub(crate) const MAX_DEPTH: usize = 64;
+/// Nesting from this depth on is refused by the builder; the comparison and the field
+/// mapping stop there too. The BTF parser's limit ([`handover_btf::MAX_DEPTH`], the
+/// kernel's), so every walk over types has the one limit.
+pub(crate) const MAX_DEPTH: usize = handover_btf::MAX_DEPTH;
 
 fn same_layout_depth(old: &TypeLayout, new: &TypeLayout, depth: usize) -> bool {
-    if depth > MAX_DEPTH {
+    if depth >= MAX_DEPTH {
         return false;
     }
     match (old.peel(), new.peel()) {
