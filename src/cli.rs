@@ -42,9 +42,11 @@ pub(crate) enum Command {
         handover inspect daemon.bpf.o --program-type my_hook=sock_ops:cgroup_sock_ops")]
     Inspect(InspectArgs),
     /// Writes the map specs of BPF objects to a snapshot file, kept for the next upgrade.
-    #[command(after_help = "Examples:\n  handover snapshot daemon.bpf.o -o maps.json\n  \
+    #[command(
+        after_help = "Examples:\n  handover snapshot daemon.bpf.o -o maps.json\n  \
         handover snapshot a.bpf.o b.bpf.o -o maps.json\n  \
-        handover snapshot daemon.bpf.o --layout endpoints=key:ep_key,value:ep_value -o maps.json")]
+        handover snapshot daemon.bpf.o --layout endpoints=key:ep_key,value:ep_value -o maps.json"
+    )]
     Snapshot(SnapshotArgs),
     /// What an upgrade from OLD to NEW does with every map.
     #[command(after_help = concat!(
@@ -65,9 +67,11 @@ pub(crate) enum Command {
 #[derive(Debug, Subcommand)]
 pub(crate) enum BtfCommand {
     /// Prints every type like `bpftool btf dump file FILE` (raw format).
-    #[command(after_help = "Examples:\n  handover btf dump /sys/kernel/btf/vmlinux\n  \
+    #[command(
+        after_help = "Examples:\n  handover btf dump /sys/kernel/btf/vmlinux\n  \
         handover btf dump daemon.bpf.o\n  \
-        handover btf dump /sys/kernel/btf/nf_tables --base /sys/kernel/btf/vmlinux")]
+        handover btf dump /sys/kernel/btf/nf_tables --base /sys/kernel/btf/vmlinux"
+    )]
     Dump(BtfDumpArgs),
 }
 
@@ -229,6 +233,26 @@ fn parse_layout(value: &str) -> Result<LayoutHint, String> {
     Ok(hint)
 }
 
+/// Refuses a `--layout` naming a map that none of the loaded objects has: a typo
+/// would otherwise change nothing, silently.
+pub(crate) fn check_layout_maps(
+    hints: &[LayoutHint],
+    objects: &[&handover::ObjectModel],
+) -> Result<(), String> {
+    for h in hints {
+        if !objects
+            .iter()
+            .any(|o| o.maps.iter().any(|m| m.name == h.map))
+        {
+            return Err(format!(
+                "--layout names map `{}`, which no object given has",
+                handover::btf::printable(&h.map)
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,14 +284,21 @@ mod tests {
                     }
                 }
             }
-            stack.extend(c.get_subcommands().filter(|s| s.get_name() != "help").cloned());
+            stack.extend(
+                c.get_subcommands()
+                    .filter(|s| s.get_name() != "help")
+                    .cloned(),
+            );
         }
     }
 
     #[test]
     fn an_unknown_program_type_names_the_value_and_what_is_accepted() {
         let e = parse_program_type("x=xdpp").unwrap_err();
-        assert!(e.contains("`xdpp`") && e.contains("xdp") && e.contains("sched_cls"), "{e}");
+        assert!(
+            e.contains("`xdpp`") && e.contains("xdp") && e.contains("sched_cls"),
+            "{e}"
+        );
         let e = parse_program_type("x=xdp:nope").unwrap_err();
         assert!(e.contains("`nope`") && e.contains("cgroup_sock_ops"), "{e}");
         let r = parse_program_type("a=b=sock_ops:cgroup_sock_ops").unwrap();
@@ -292,21 +323,4 @@ mod tests {
             assert!(parse_layout(bad).is_err(), "{bad}");
         }
     }
-}
-
-/// Refuses a `--layout` naming a map that none of the loaded objects has: a typo
-/// would otherwise change nothing, silently.
-pub(crate) fn check_layout_maps(
-    hints: &[LayoutHint],
-    objects: &[&handover::ObjectModel],
-) -> Result<(), String> {
-    for h in hints {
-        if !objects.iter().any(|o| o.maps.iter().any(|m| m.name == h.map)) {
-            return Err(format!(
-                "--layout names map `{}`, which no object given has",
-                handover::btf::printable(&h.map)
-            ));
-        }
-    }
-    Ok(())
 }

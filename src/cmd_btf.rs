@@ -42,8 +42,12 @@ pub(crate) fn dump(args: &BtfDumpArgs) -> Result<ExitCode, String> {
 
 /// A BTF file is a raw blob or an object holding one: the object limit bounds both.
 fn read(path: &Path) -> Result<Vec<u8>, String> {
-    read_regular(path, MAX_OBJECT_SIZE, "BTF and object files (MAX_OBJECT_SIZE)")
-        .map_err(|e| crate::error_chain(&e))
+    read_regular(
+        path,
+        MAX_OBJECT_SIZE,
+        "BTF and object files (MAX_OBJECT_SIZE)",
+    )
+    .map_err(|e| crate::error_chain(&e))
 }
 
 /// Parses the BTF of `data` (a raw blob or an ELF object), split on `base` if given.

@@ -16,7 +16,8 @@ pub(crate) fn run(args: &DiffArgs) -> Result<ExitCode, String> {
     let options = ModelOptions {
         layouts: args.layout.clone(),
     };
-    let load = |p: &std::path::Path| load_side_with(p, &options).map_err(|e| crate::error_chain(&e));
+    let load =
+        |p: &std::path::Path| load_side_with(p, &options).map_err(|e| crate::error_chain(&e));
     let old = load(&args.old)?;
     let new = load(&args.new)?;
     crate::cli::check_layout_maps(&args.layout, &old.iter().chain(&new).collect::<Vec<_>>())?;

@@ -18,9 +18,7 @@ pub(crate) fn print(text: &str) -> Result<(), String> {
 /// Maps a write result: a closed pipe is the end of the output, not a failure.
 pub(crate) fn quiet_on_closed_pipe(r: std::io::Result<()>) -> Result<(), String> {
     match r {
-        Err(e) if e.kind() != ErrorKind::BrokenPipe => {
-            Err(format!("cannot write the output: {e}"))
-        }
+        Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(format!("cannot write the output: {e}")),
         _ => Ok(()),
     }
 }

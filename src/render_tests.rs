@@ -22,7 +22,6 @@ use handover::{DiffReport, Policy, diff_objects, load_side};
 use crate::inspect_render::render;
 use crate::report::{render_json, render_text};
 
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -28,7 +28,11 @@ fn root() -> PathBuf {
 
 fn fixture(rel: &str) -> PathBuf {
     let p = root().join("programs/build").join(rel);
-    assert!(p.exists(), "{} is missing: run programs/build.sh", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run programs/build.sh",
+        p.display()
+    );
     p
 }
 
@@ -81,7 +85,10 @@ fn version_and_help_with_examples() {
         assert!(text.contains("Examples:\n  handover "), "{cmd:?}: {text}");
     }
     let top = String::from_utf8(run(&["--help"]).stdout).unwrap();
-    assert!(top.contains("4  diff: every entry is carried, but some field values are dropped"), "{top}");
+    assert!(
+        top.contains("4  diff: every entry is carried, but some field values are dropped"),
+        "{top}"
+    );
     assert_eq!(run::<&str>(&[]).status.code(), Some(2));
     assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
 }
@@ -91,11 +98,17 @@ fn an_unknown_value_names_the_value_and_what_is_accepted() {
     let o = run(&["inspect", "x.o", "--program-type", "x=xdpp"]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(e.contains("x=xdpp") && e.contains("`xdpp`") && e.contains("sched_cls"), "{e}");
+    assert!(
+        e.contains("x=xdpp") && e.contains("`xdpp`") && e.contains("sched_cls"),
+        "{e}"
+    );
     let o = run(&["diff", "a", "b", "--policy", "lenient"]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(e.contains("lenient") && e.contains("strict") && e.contains("migrate"), "{e}");
+    assert!(
+        e.contains("lenient") && e.contains("strict") && e.contains("migrate"),
+        "{e}"
+    );
     let o = run(&["diff", "a", "b", "--layout", "m=kee:x"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("`kee`"), "{}", stderr(&o));
@@ -115,9 +128,19 @@ fn non_utf8_file_names_work() {
     for args in [
         vec![OsStr::new("inspect"), old.as_os_str()],
         vec![OsStr::new("btf"), OsStr::new("dump"), old.as_os_str()],
-        vec![OsStr::new("snapshot"), old.as_os_str(), OsStr::new("-o"), snap.as_os_str()],
+        vec![
+            OsStr::new("snapshot"),
+            old.as_os_str(),
+            OsStr::new("-o"),
+            snap.as_os_str(),
+        ],
         vec![OsStr::new("diff"), snap.as_os_str(), new.as_os_str()],
-        vec![OsStr::new("diff"), old.as_os_str(), new.as_os_str(), OsStr::new("--json")],
+        vec![
+            OsStr::new("diff"),
+            old.as_os_str(),
+            new.as_os_str(),
+            OsStr::new("--json"),
+        ],
     ] {
         let o = run(&args);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
@@ -141,7 +164,10 @@ fn a_closed_stdout_pipe_ends_every_command_quietly() {
         (vec!["inspect".into(), p(&obj)], 0),
         (vec!["inspect".into(), p(&obj), "--json".into()], 0),
         (vec!["diff".into(), p(&grow_old), p(&grow_new)], 0),
-        (vec!["diff".into(), p(&grow_old), p(&grow_new), "--json".into()], 0),
+        (
+            vec!["diff".into(), p(&grow_old), p(&grow_new), "--json".into()],
+            0,
+        ),
         (vec!["diff".into(), p(&shrink_old), p(&shrink_new)], 3),
         (vec!["btf".into(), "dump".into(), p(&obj)], 0),
         (vec!["--help".into()], 0),
@@ -149,7 +175,14 @@ fn a_closed_stdout_pipe_ends_every_command_quietly() {
     let mut cases = cases;
     if Path::new("/sys/kernel/btf/vmlinux").exists() {
         // Far more than a pipe buffer: the write fails part way.
-        cases.push((vec!["btf".into(), "dump".into(), "/sys/kernel/btf/vmlinux".into()], 0));
+        cases.push((
+            vec![
+                "btf".into(),
+                "dump".into(),
+                "/sys/kernel/btf/vmlinux".into(),
+            ],
+            0,
+        ));
     }
     for (args, code) in cases {
         let (reader, writer) = std::io::pipe().unwrap();
@@ -173,7 +206,13 @@ fn snapshot_output_must_be_a_regular_file_or_missing() {
     let dir = TempDir::new("output");
     let obj = fixture("maps_btf.o");
     let fifo = dir.0.join("fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
     let target = dir.0.join("kept.json");
     std::fs::write(&target, "kept").unwrap();
     let link = dir.0.join("link.json");
@@ -184,16 +223,44 @@ fn snapshot_output_must_be_a_regular_file_or_missing() {
         (link.as_path(), "a symbolic link"),
         (dir.0.as_path(), "a directory"),
     ] {
-        let o = run(&[OsStr::new("snapshot"), obj.as_os_str(), OsStr::new("-o"), out.as_os_str()]);
+        let o = run(&[
+            OsStr::new("snapshot"),
+            obj.as_os_str(),
+            OsStr::new("-o"),
+            out.as_os_str(),
+        ]);
         assert_eq!(o.status.code(), Some(1), "{}", out.display());
         let e = stderr(&o);
-        assert!(e.contains(&out.display().to_string()) && e.contains(kind), "{e}");
+        assert!(
+            e.contains(&out.display().to_string()) && e.contains(kind),
+            "{e}"
+        );
     }
-    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
-    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "kept");
-    let o = run(&[OsStr::new("snapshot"), obj.as_os_str(), OsStr::new("-o"), target.as_os_str()]);
+    let o = run(&[
+        OsStr::new("snapshot"),
+        obj.as_os_str(),
+        OsStr::new("-o"),
+        target.as_os_str(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -203,7 +270,13 @@ fn snapshot_output_must_be_a_regular_file_or_missing() {
 fn inputs_are_regular_files_within_a_limit() {
     let dir = TempDir::new("inputs");
     let fifo = dir.0.join("fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
     let obj = fixture("maps_btf.o");
     let big = dir.0.join("big.o");
     std::fs::File::create(&big)
@@ -220,7 +293,12 @@ fn inputs_are_regular_files_within_a_limit() {
             vec![OsStr::new("inspect"), bad],
             vec![OsStr::new("btf"), OsStr::new("dump"), bad],
             vec![OsStr::new("diff"), bad, obj.as_os_str()],
-            vec![OsStr::new("snapshot"), bad, OsStr::new("-o"), out.as_os_str()],
+            vec![
+                OsStr::new("snapshot"),
+                bad,
+                OsStr::new("-o"),
+                out.as_os_str(),
+            ],
         ] {
             let o = run(&args);
             assert_eq!(o.status.code(), Some(1), "{args:?}");
@@ -269,13 +347,19 @@ fn names_with_control_characters_are_escaped_in_text() {
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
         let text = String::from_utf8(o.stdout).unwrap();
         assert!(
-            !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t'),
+            !text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
             "{args:?}: {text:?}"
         );
         assert!(!text.lines().any(|l| l.starts_with("map x:")), "{text}");
         assert!(text.contains("c\\nmap x:"), "{args:?}: {text}");
     }
-    let o = run(&[OsStr::new("inspect"), crafted.as_os_str(), OsStr::new("--json")]);
+    let o = run(&[
+        OsStr::new("inspect"),
+        crafted.as_os_str(),
+        OsStr::new("--json"),
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["maps"][0]["name"], "c\nmap x:");
 }
@@ -297,7 +381,10 @@ fn diff_exit_codes_tell_lost_entries_from_dropped_values() {
     assert_eq!(code(pair("delete_field"), &["--policy", "strict"]), Some(3));
     // A size-only map: lost without a layout, migrated with one.
     assert_eq!(code(pair("size_only"), &[]), Some(3));
-    assert_eq!(code(pair("size_only"), &["--layout", "backends=value:be_val"]), Some(0));
+    assert_eq!(
+        code(pair("size_only"), &["--layout", "backends=value:be_val"]),
+        Some(0)
+    );
     let o = run(&[
         OsStr::new("diff"),
         pair("size_only").0.as_os_str(),
@@ -320,12 +407,21 @@ fn objects_missing_from_new_are_named_and_required() {
     std::fs::copy(pair("grow").0, &a).unwrap();
     std::fs::copy(pair("rekey").0, &b).unwrap();
     let snap = dir.0.join("both.json");
-    let o = run(&[OsStr::new("snapshot"), a.as_os_str(), b.as_os_str(), OsStr::new("-o"), snap.as_os_str()]);
+    let o = run(&[
+        OsStr::new("snapshot"),
+        a.as_os_str(),
+        b.as_os_str(),
+        OsStr::new("-o"),
+        snap.as_os_str(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = run(&[OsStr::new("diff"), snap.as_os_str(), a.as_os_str()]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
-    assert!(e.contains("b.o") && e.contains("--allow-missing-objects") && !e.contains("a.o,"), "{e}");
+    assert!(
+        e.contains("b.o") && e.contains("--allow-missing-objects") && !e.contains("a.o,"),
+        "{e}"
+    );
     let o = run(&[
         OsStr::new("diff"),
         snap.as_os_str(),

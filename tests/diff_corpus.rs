@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use common::{ENV, PAIRS};
 use handover::{DiffReport, Policy, Verdict, diff_objects, load_side};
 
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -181,8 +180,16 @@ fn plans_of_every_pair_are_values() {
                     m.verdict,
                     Verdict::Grow | Verdict::Shrink | Verdict::Migrate | Verdict::Rekey
                 );
-                let by_id = m.notes.iter().any(|n| n.starts_with("values are inner maps"));
-                assert_eq!(m.key_plan.is_some(), m.value_plan.is_some(), "{name}: {}", m.name);
+                let by_id = m
+                    .notes
+                    .iter()
+                    .any(|n| n.starts_with("values are inner maps"));
+                assert_eq!(
+                    m.key_plan.is_some(),
+                    m.value_plan.is_some(),
+                    "{name}: {}",
+                    m.name
+                );
                 assert_eq!(
                     copies && !by_id,
                     m.value_plan.is_some(),
@@ -224,7 +231,11 @@ fn global_data_new_fields_start_with_the_new_initial_value() {
             && c.new == "7"),
         "{cfg:?}"
     );
-    assert!(cfg.notes.iter().any(|n| n.contains("keeps the running value")));
+    assert!(
+        cfg.notes
+            .iter()
+            .any(|n| n.contains("keeps the running value"))
+    );
 }
 
 /// Declared renames carry values; an undeclared one is flagged; merge rules reach
@@ -238,7 +249,13 @@ fn renamed_fields_are_carried_or_flagged() {
     assert_eq!(packets.merge, Some(handover::MergeRule::Sum));
     let errors = m.fields.iter().find(|f| f.path == "errors").unwrap();
     assert_eq!(errors.action, handover::FieldAction::ZeroFill);
-    assert!(errors.note.as_deref().unwrap().contains("likely renamed from `errs`"));
+    assert!(
+        errors
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("likely renamed from `errs`")
+    );
     let mut old = Vec::new();
     for v in [10u64, 20, 30] {
         old.extend_from_slice(&v.to_le_bytes());

@@ -9,11 +9,10 @@
 mod common;
 
 use common::*;
+use handover::loader::ReadError;
 use handover::{
     FormatError, ObjectModel, Snapshot, SnapshotError, decode, encode, read_snapshot,
     write_snapshot,
-};
-use handover::loader::{ReadError
 };
 
 fn sample() -> Snapshot {
@@ -274,12 +273,25 @@ fn a_snapshot_never_replaces_what_is_not_a_regular_file() {
             "{e:?}"
         );
         let text = e.to_string();
-        assert!(text.contains(&path.display().to_string()) && text.contains(kind), "{text}");
+        assert!(
+            text.contains(&path.display().to_string()) && text.contains(kind),
+            "{text}"
+        );
     }
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert_eq!(std::fs::read(&target).unwrap(), b"kept");
-    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+    assert!(
+        std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
     // A regular file and a missing path are written.
     write_snapshot(&target, &sample()).unwrap();
     write_snapshot(&dir.join("new.json"), &sample()).unwrap();
@@ -316,7 +328,8 @@ fn snapshot_inputs_are_regular_and_bounded() {
     let e = read_snapshot(&big).unwrap_err();
     assert!(
         e.to_string().contains("MAX_SNAPSHOT_SIZE")
-            && e.to_string().contains(&handover::MAX_SNAPSHOT_SIZE.to_string()),
+            && e.to_string()
+                .contains(&handover::MAX_SNAPSHOT_SIZE.to_string()),
         "{e}"
     );
     let e = handover::load_side(&big).unwrap_err();

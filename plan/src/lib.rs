@@ -29,7 +29,6 @@ pub use spec::from_object::{
     LayoutHint, ModelError, ModelOptions, is_elf, load_side, load_side_with, map_model,
     map_model_with, missing_objects, object_model, object_model_with, read_object_model,
 };
-pub use spec::validate::{InvalidLayout, MAX_ENCODING_SIZE, check_layouts};
 pub use spec::kernel_view::{
     ADJUSTMENTS, Adjustment, BPF_F_NO_PREALLOC, BPF_F_RDONLY_PROG, KERNEL_NAME_LEN, KernelEnv,
     kernel_view,
@@ -40,3 +39,4 @@ pub use spec::snapshot::{
     FORMAT_NAME, FORMAT_VERSION, FormatError, MAX_SNAPSHOT_SIZE, ObjectModel, Snapshot,
     SnapshotError, decode, encode, read_snapshot, write_snapshot,
 };
+pub use spec::validate::{InvalidLayout, MAX_ENCODING_SIZE, check_layouts};

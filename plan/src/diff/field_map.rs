@@ -25,9 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::model::{
-    MAX_DEPTH, Member, MergeRule, TypeLayout, enum_values_kept, same_layout,
-};
+use crate::spec::model::{MAX_DEPTH, Member, MergeRule, TypeLayout, enum_values_kept, same_layout};
 
 /// Most conversion steps an array may expand into; a key or value is at most a few
 /// kilobytes in practice, so only a layout that contradicts its map's size gets here.

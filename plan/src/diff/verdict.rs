@@ -50,7 +50,9 @@
 use handover_uapi::MapType;
 use serde::{Deserialize, Serialize};
 
-use crate::diff::field_map::{ConversionPlan, FieldAction, FieldMapping, LayoutMapping, Op, Side, map_layout};
+use crate::diff::field_map::{
+    ConversionPlan, FieldAction, FieldMapping, LayoutMapping, Op, Side, map_layout,
+};
 use crate::spec::kernel_view::{KernelEnv, kernel_view};
 use crate::spec::model::{MapModel, TypeLayout, same_layout};
 use crate::spec::snapshot::ObjectModel;
@@ -677,8 +679,13 @@ fn show_bytes(bytes: &[u8]) -> String {
 /// value changed: the upgrade keeps the running value, a fresh install would start
 /// with the new one.
 fn initial_value_changes(o: &MapModel, n: &MapModel) -> Vec<Change> {
-    let (Some(TypeLayout::Struct { members: om, .. }), Some(TypeLayout::Struct { members: nm, .. })) =
-        (o.value.as_ref().map(TypeLayout::peel), n.value.as_ref().map(TypeLayout::peel))
+    let (
+        Some(TypeLayout::Struct { members: om, .. }),
+        Some(TypeLayout::Struct { members: nm, .. }),
+    ) = (
+        o.value.as_ref().map(TypeLayout::peel),
+        n.value.as_ref().map(TypeLayout::peel),
+    )
     else {
         return Vec::new();
     };

@@ -157,7 +157,13 @@ fn hinted_type(
         .layouts
         .iter()
         .filter(|h| h.map == spec.name)
-        .find_map(|h| if side == "key" { h.key.clone() } else { h.value.clone() });
+        .find_map(|h| {
+            if side == "key" {
+                h.key.clone()
+            } else {
+                h.value.clone()
+            }
+        });
     let from_tag = || -> Result<Option<String>, ModelError> {
         let Some(var) = btf.id_by_name(&spec.name, Kind::Var) else {
             return Ok(None);
@@ -191,7 +197,9 @@ fn hinted_type(
     let id = [Kind::Struct, Kind::Union, Kind::Typedef]
         .into_iter()
         .find_map(|k| btf.id_by_name(&name, k))
-        .ok_or_else(|| bad("no struct, union or typedef of that name in the object's BTF".into()))?;
+        .ok_or_else(|| {
+            bad("no struct, union or typedef of that name in the object's BTF".into())
+        })?;
     let size = btf.size_of(id).map_err(|e| bad(e.to_string()))?;
     let expected = if side == "key" {
         spec.key_size
@@ -394,10 +402,7 @@ fn file_name(path: &Path) -> String {
 ///
 /// # Errors
 /// [`ModelError`] naming the file and what failed.
-pub fn load_side_with(
-    path: &Path,
-    options: &ModelOptions,
-) -> Result<Vec<ObjectModel>, ModelError> {
+pub fn load_side_with(path: &Path, options: &ModelOptions) -> Result<Vec<ObjectModel>, ModelError> {
     let shown = path.display().to_string();
     let data = read_regular(path, MAX_OBJECT_SIZE, "BPF object files (MAX_OBJECT_SIZE)")?;
     if is_elf(&data) {

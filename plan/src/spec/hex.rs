@@ -29,7 +29,9 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<
         char::from(c)
             .to_digit(16)
             .and_then(|v| u8::try_from(v).ok())
-            .ok_or_else(|| serde::de::Error::custom(format!("`{}` is not a hex digit", char::from(c))))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("`{}` is not a hex digit", char::from(c)))
+            })
     };
     let bytes = text.as_bytes();
     if bytes.len() % 2 != 0 {

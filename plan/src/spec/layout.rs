@@ -30,16 +30,12 @@ pub enum LayoutError {
         id: u32,
     },
     /// A `handover:` declaration tag on a member that cannot be read.
-    #[error("BTF type {id}, member `{member}`: tag \"{tag}\": {reason}")]
+    #[error("BTF type {id}, {what}")]
     BadTag {
         /// The struct or union.
         id: u32,
-        /// The tagged member.
-        member: String,
-        /// The whole tag.
-        tag: String,
-        /// What is wrong with it.
-        reason: String,
+        /// The member, the tag and what is wrong with it.
+        what: String,
     },
     /// A kind that has no data layout (a function).
     #[error("BTF type {id} is a {kind}, which has no data layout")]
@@ -108,9 +104,11 @@ fn tags_of(
     {
         let bad = |reason: String| LayoutError::BadTag {
             id: id.0,
-            member: member.unwrap_or("<anon>").to_owned(),
-            tag: format!("{TAG_PREFIX}{}", t.text),
-            reason,
+            what: format!(
+                "member `{}`: tag \"{TAG_PREFIX}{}\": {reason}",
+                member.unwrap_or("<anon>"),
+                t.text
+            ),
         };
         if let Some(old) = t.text.strip_prefix("renamed_from:") {
             if old.is_empty() {

@@ -321,7 +321,11 @@ fn check_names(snapshot: &Snapshot) -> Result<(), FormatError> {
 /// [`SnapshotError::Io`] when the file cannot be read, [`SnapshotError::Format`] when
 /// its contents are not a valid snapshot.
 pub fn read_snapshot(path: &Path) -> Result<Snapshot, SnapshotError> {
-    let bytes = read_regular(path, MAX_SNAPSHOT_SIZE, "snapshot files (MAX_SNAPSHOT_SIZE)")?;
+    let bytes = read_regular(
+        path,
+        MAX_SNAPSHOT_SIZE,
+        "snapshot files (MAX_SNAPSHOT_SIZE)",
+    )?;
     decode(&bytes).map_err(|source| SnapshotError::Format {
         path: path.to_owned(),
         source,

@@ -84,7 +84,10 @@ fn join(path: &str, name: &str) -> String {
 
 fn check_type(t: &TypeLayout, path: &str, depth: usize) -> Result<(), (String, String)> {
     if depth > MAX_DEPTH {
-        return Err((path.to_owned(), format!("nests deeper than {MAX_DEPTH} levels")));
+        return Err((
+            path.to_owned(),
+            format!("nests deeper than {MAX_DEPTH} levels"),
+        ));
     }
     match t.peel() {
         TypeLayout::Struct { size, members, .. } | TypeLayout::Union { size, members, .. } => {
@@ -107,7 +110,12 @@ fn check_type(t: &TypeLayout, path: &str, depth: usize) -> Result<(), (String, S
     }
 }
 
-fn check_member(m: &Member, parent_end: u64, path: &str, parent: &TypeLayout) -> Result<(), (String, String)> {
+fn check_member(
+    m: &Member,
+    parent_end: u64,
+    path: &str,
+    parent: &TypeLayout,
+) -> Result<(), (String, String)> {
     let width = if m.bitfield_size > 0 {
         let type_bits = m.ty.size().unwrap_or(0).saturating_mul(8);
         if u64::from(m.bitfield_size) > type_bits {
