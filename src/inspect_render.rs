@@ -2,14 +2,15 @@
 
 use std::fmt::Write as _;
 
+use handover::btf::printable as p;
 use handover::inspect::{MapReport, Report, TypeReport};
 
 fn type_suffix(t: Option<&TypeReport>) -> String {
-    t.map(|t| format!(" ({})", t.name)).unwrap_or_default()
+    t.map(|t| format!(" ({})", p(&t.name))).unwrap_or_default()
 }
 
 fn write_map(out: &mut String, m: &MapReport, indent: &str) {
-    let _ = writeln!(out, "{indent}{}: {} [{}]", m.name, m.map_type, m.origin);
+    let _ = writeln!(out, "{indent}{}: {} [{}]", p(&m.name), m.map_type, m.origin);
     let _ = writeln!(
         out,
         "{indent}  key {} bytes{}",
@@ -41,7 +42,13 @@ fn write_map(out: &mut String, m: &MapReport, indent: &str) {
         let _ = writeln!(out, "{indent}  initial data {len} bytes");
     }
     for s in &m.initial_slots {
-        let _ = writeln!(out, "{indent}  slot {} = {} {}", s.index, s.kind, s.target);
+        let _ = writeln!(
+            out,
+            "{indent}  slot {} = {} {}",
+            s.index,
+            s.kind,
+            p(&s.target)
+        );
     }
     if let Some(inner) = &m.inner {
         let _ = writeln!(out, "{indent}  inner map:");
@@ -55,9 +62,10 @@ pub fn render(name: &str, r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "object {name}: {}-endian, license {}, kernel version {}",
+        "object {}: {}-endian, license {}, kernel version {}",
+        p(name),
         r.endian,
-        r.license.as_deref().unwrap_or("none"),
+        p(r.license.as_deref().unwrap_or("none")),
         r.kernel_version
             .map_or_else(|| "none".to_owned(), |v| format!("{v:#x}"))
     );
@@ -66,22 +74,22 @@ pub fn render(name: &str, r: &Report) -> String {
         write_map(&mut out, m, "  ");
     }
     let _ = writeln!(out, "programs ({}):", r.programs.len());
-    for p in &r.programs {
+    for prog in &r.programs {
         let _ = writeln!(
             out,
             "  {}: section {}, type {}, attach {}",
-            p.name,
-            p.section,
-            p.prog_type,
-            p.attach_type.unwrap_or("none")
+            p(&prog.name),
+            p(&prog.section),
+            prog.prog_type,
+            prog.attach_type.unwrap_or("none")
         );
-        if let Some(t) = &p.attach_target {
-            let _ = writeln!(out, "    attach target {t}");
+        if let Some(t) = &prog.attach_target {
+            let _ = writeln!(out, "    attach target {}", p(t));
         }
         let flags: Vec<&str> = [
-            (p.sleepable, "sleepable"),
-            (p.xdp_frags, "xdp frags"),
-            (!p.autoload, "not loaded by default"),
+            (prog.sleepable, "sleepable"),
+            (prog.xdp_frags, "xdp frags"),
+            (!prog.autoload, "not loaded by default"),
         ]
         .into_iter()
         .filter_map(|(on, what)| on.then_some(what))
@@ -89,36 +97,41 @@ pub fn render(name: &str, r: &Report) -> String {
         if !flags.is_empty() {
             let _ = writeln!(out, "    {}", flags.join(", "));
         }
-        let funcs: Vec<String> = p
+        let funcs: Vec<String> = prog
             .functions
             .iter()
-            .map(|f| format!("{}@{}+{}", f.name, f.start, f.len))
+            .map(|f| format!("{}@{}+{}", p(&f.name), f.start, f.len))
             .collect();
-        let _ = writeln!(out, "    {} insns: {}", p.insn_count, funcs.join(", "));
+        let _ = writeln!(out, "    {} insns: {}", prog.insn_count, funcs.join(", "));
         let _ = writeln!(
             out,
             "    btf.ext: {} func_info, {} line_info",
-            p.func_info, p.line_info
+            prog.func_info, prog.line_info
         );
-        for rel in &p.relocations {
+        for rel in &prog.relocations {
             let off = rel.offset.map(|o| format!(" + {o}")).unwrap_or_default();
             let _ = writeln!(
                 out,
                 "    insn {}: {} {}{off}",
-                rel.insn, rel.kind, rel.target
+                rel.insn,
+                rel.kind,
+                p(&rel.target)
             );
         }
-        if !p.core_relocations.is_empty() {
+        if !prog.core_relocations.is_empty() {
             let _ = writeln!(
                 out,
                 "    needs CO-RE ({} relocations, applied against the kernel's BTF at load):",
-                p.core_relocations.len()
+                prog.core_relocations.len()
             );
-            for c in &p.core_relocations {
+            for c in &prog.core_relocations {
                 let _ = writeln!(
                     out,
                     "      insn {}: {} {} access {}",
-                    c.insn, c.kind, c.type_name, c.access
+                    c.insn,
+                    c.kind,
+                    p(&c.type_name),
+                    p(&c.access)
                 );
             }
         }

@@ -1,57 +1,65 @@
-//! The `handover` command line.
+//! The `handover` command line: arguments are parsed by `clap` (`cli`), each command
+//! lives in its `cmd_*` module, and rendering in `report` and `inspect_render`. All of
+//! it is binary-only; the library holds none of it.
 //!
-//! Exit codes: 0 success, 1 failure, 2 usage error; `diff` exits 3 when map entries
-//! would be lost.
+//! Exit codes are listed in `exit_codes!` (and in `handover --help`).
 
+mod cli;
 mod cmd_btf;
 mod cmd_diff;
 mod cmd_inspect;
 mod cmd_snapshot;
 mod inspect_render;
+mod output;
 #[cfg(test)]
 mod render_tests;
 mod report;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: handover <command> [args]
-  handover btf dump FILE [--base BASE_FILE]    print BTF like `bpftool btf dump file`
-  handover inspect OBJ [--json] [--program-type SECTION=TYPE[:ATTACH]]
-                                               maps and programs of a BPF object
-  handover snapshot OBJ... -o FILE             write the map specs of objects to a snapshot
-  handover diff OLD NEW [--policy strict|migrate] [--json]
-                                               what an upgrade does with every map
-exit status: 0 ok, 1 failed, 2 usage; diff: 3 when map entries would be lost
-`handover COMMAND --help` tells more about one command";
+use clap::Parser as _;
+
+/// The table of exit codes, shown by `handover --help` and kept equal to README's
+/// (a macro, so that help texts can `concat!` it).
+macro_rules! exit_codes {
+    () => {
+        "Exit codes:
+  0  success (diff: every entry is carried with every field value)
+  1  the command failed (unreadable or malformed input, refused output path)
+  2  usage error (unknown command, option or value)
+  3  diff: map entries would be lost (a recreate of a map holding state, or a shrink)
+  4  diff: every entry is carried, but some field values are dropped"
+    };
+}
+pub(crate) use exit_codes;
+
+/// `diff`: entries would be lost.
+pub(crate) const EXIT_LOSES_ENTRIES: u8 = 3;
+/// `diff`: every entry is carried, some field values are dropped.
+pub(crate) const EXIT_DROPS_FIELDS: u8 = 4;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        ["btf", rest @ ..] => cmd_btf::run(rest),
-        ["inspect", rest @ ..] => cmd_inspect::run(rest),
-        ["snapshot", rest @ ..] => cmd_snapshot::run(rest),
-        ["diff", rest @ ..] => cmd_diff::run(rest),
-        ["-h" | "--help" | "help"] => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are "errors" that print to stdout and exit 0; a
+            // closed stdout is not worth a message there either.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
-        _ => usage(USAGE),
-    }
-}
-
-/// Prints `usage` and exits 2.
-pub(crate) fn usage(usage: &str) -> ExitCode {
-    eprintln!("{usage}");
-    ExitCode::from(2)
-}
-
-/// Exits 0, or prints the failure of `command` and exits 1.
-pub(crate) fn finish(command: &str, result: Result<(), String>) -> ExitCode {
+    };
+    let (command, result) = match cli.command {
+        cli::Command::Btf {
+            command: cli::BtfCommand::Dump(args),
+        } => ("btf dump", cmd_btf::dump(&args)),
+        cli::Command::Inspect(args) => ("inspect", cmd_inspect::run(&args)),
+        cli::Command::Snapshot(args) => ("snapshot", cmd_snapshot::run(&args)),
+        cli::Command::Diff(args) => ("diff", cmd_diff::run(&args)),
+    };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(message) => {
-            eprintln!("handover {command}: {message}");
+            output::error(&format!("handover {command}: {message}"));
             ExitCode::FAILURE
         }
     }
@@ -59,8 +67,14 @@ pub(crate) fn finish(command: &str, result: Result<(), String>) -> ExitCode {
 
 /// An error and its sources, joined by `: `, so the cause (an errno, an offset) is
 /// never hidden behind the outer message. A source whose text a message already
-/// shows (`"...failed: {source}"`) is not repeated.
+/// shows (`"...failed: {source}"`) is not repeated. Names from the input inside the
+/// messages are escaped ([`printable`](handover::btf::printable)) like every text
+/// the command prints.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    handover::btf::printable(&raw_chain(e)).into_owned()
+}
+
+fn raw_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -99,7 +113,7 @@ mod tests {
             what: "pinning map x".to_owned(),
             source: Box::new(syscall),
         };
-        let chain = error_chain(&outer);
+        let chain = super::raw_chain(&outer);
         assert_eq!(
             chain,
             format!("pinning map x: BPF_OBJ_PIN on x failed: {errno_text}")

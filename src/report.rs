@@ -2,11 +2,12 @@
 
 use std::fmt::Write as _;
 
-use handover::{DiffReport, FieldLoc, FieldMapping, Side, Verdict};
+use handover::btf::printable as p;
+use handover::{Attribute, DiffReport, FieldLoc, FieldMapping, Side, Verdict};
 
 fn loc(l: Option<&FieldLoc>) -> String {
     l.map_or_else(String::new, |l| {
-        format!("{} @{}:{}", l.ty, l.bit_offset, l.bits)
+        format!("{} @{}:{}", p(&l.ty), l.bit_offset, l.bits)
     })
 }
 
@@ -16,9 +17,9 @@ fn field_line(f: &FieldMapping) -> String {
         Side::Value => "value",
     };
     let path = if f.path.is_empty() {
-        "(whole)"
+        "(whole)".into()
     } else {
-        &f.path
+        p(&f.path)
     };
     let mut s = format!(
         "    {side:<5} {path:<24} {:<9} {:<28} -> {}",
@@ -27,7 +28,10 @@ fn field_line(f: &FieldMapping) -> String {
         loc(f.new.as_ref())
     );
     if let Some(n) = &f.note {
-        let _ = write!(s, "  ({n})");
+        let _ = write!(s, "  ({})", p(n));
+    }
+    if let Some(rule) = f.merge {
+        let _ = write!(s, "  [merge: {}]", rule.as_str());
     }
     s.trim_end().to_owned()
 }
@@ -45,13 +49,25 @@ pub fn render_text(report: &DiffReport) -> String {
     for m in &report.maps {
         let loss = if m.loses_entries {
             "  [entries lost]"
+        } else if m.drops_values() {
+            "  [field values dropped]"
         } else {
             ""
         };
-        let _ = writeln!(out, "map {}: {}{loss}", m.name, m.verdict.as_str());
+        let _ = writeln!(out, "map {}: {}{loss}", p(&m.name), m.verdict.as_str());
         for c in &m.changes {
-            let tag = if c.cosmetic { " (same layout)" } else { "" };
-            let _ = writeln!(out, "  {}: {} -> {}{tag}", c.attribute, c.old, c.new);
+            let tag = match (&c.attribute, c.cosmetic) {
+                (Attribute::InitialValue(_), _) => " (the running value is kept)",
+                (_, true) => " (same layout)",
+                (_, false) => "",
+            };
+            let _ = writeln!(
+                out,
+                "  {}: {} -> {}{tag}",
+                p(&c.attribute.to_string()),
+                p(&c.old),
+                p(&c.new)
+            );
         }
         if !m.fields.is_empty() {
             let _ = writeln!(out, "  fields:");
@@ -60,7 +76,7 @@ pub fn render_text(report: &DiffReport) -> String {
             }
         }
         for n in &m.notes {
-            let _ = writeln!(out, "  note: {n}");
+            let _ = writeln!(out, "  note: {}", p(n));
         }
     }
     let mut counts: Vec<(Verdict, usize)> = Vec::new();
@@ -84,6 +100,8 @@ pub fn render_text(report: &DiffReport) -> String {
         },
         if report.loses_entries() {
             "entries would be lost"
+        } else if report.drops_values() {
+            "every entry is carried, some field values are dropped"
         } else {
             "every entry is carried"
         }

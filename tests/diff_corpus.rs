@@ -138,3 +138,135 @@ fn widen_pair_converts_a_real_value() {
     assert_eq!(&out[..32], &new[..]);
     assert_eq!(&out[32..], &new[..]);
 }
+
+/// The plan of every pair under `migrate`, as JSON with every field mapping and
+/// conversion plan (what `handover diff --json` prints), is an insta snapshot, and
+/// reads back equal to the plan written: a stored plan is executed exactly as
+/// reviewed.
+#[test]
+fn plans_of_every_pair_are_values() {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(root().join("snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    for &(name, ..) in PAIRS {
+        for policy in [Policy::Migrate, Policy::Strict] {
+            let plan = handover::Plan::new(diff(name, policy));
+            let json = serde_json::to_string_pretty(&plan).unwrap();
+            let back: handover::Plan = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, plan, "{name}");
+            // A map whose entries are copied carries both conversion plans, except a
+            // map-in-map, whose inner maps are carried by id; no other map has one.
+            for m in &plan.diff.maps {
+                let copies = matches!(
+                    m.verdict,
+                    Verdict::Grow | Verdict::Shrink | Verdict::Migrate | Verdict::Rekey
+                );
+                let by_id = m
+                    .notes
+                    .iter()
+                    .any(|n| n.starts_with("values are inner maps"));
+                assert_eq!(
+                    m.key_plan.is_some(),
+                    m.value_plan.is_some(),
+                    "{name}: {}",
+                    m.name
+                );
+                assert_eq!(
+                    copies && !by_id,
+                    m.value_plan.is_some(),
+                    "{name}: {}",
+                    m.name
+                );
+            }
+            if policy == Policy::Migrate {
+                settings.bind(|| insta::assert_snapshot!(format!("plan_{name}"), json));
+            }
+        }
+    }
+}
+
+/// Global data: a new field takes the new object's initial value, not zero, when the
+/// plan converts a real value; a changed initial value of an unchanged variable is
+/// named with the value the upgrade keeps.
+#[test]
+fn global_data_new_fields_start_with_the_new_initial_value() {
+    let report = diff("global_initial", Policy::Migrate);
+    let data = report.maps.iter().find(|m| m.name == ".data").unwrap();
+    let plan = data.value_plan.as_ref().unwrap();
+    // Running .data: limit = 33 (changed at run time).
+    let new = handover::convert(plan, &33u32.to_le_bytes()).unwrap();
+    assert_eq!(u32::from_le_bytes(new[0..4].try_into().unwrap()), 33);
+    assert_eq!(
+        u32::from_le_bytes(new[4..8].try_into().unwrap()),
+        1,
+        "enabled starts as the new object initialises it"
+    );
+    let enabled = data.fields.iter().find(|f| f.path == "enabled").unwrap();
+    assert_eq!(enabled.action, handover::FieldAction::Initial);
+    let cfg = report.maps.iter().find(|m| m.name == ".data.cfg").unwrap();
+    assert_eq!(cfg.verdict, Verdict::Reuse);
+    assert!(
+        cfg.changes.iter().any(|c| c.attribute
+            == handover::Attribute::InitialValue("threshold".into())
+            && c.old == "5"
+            && c.new == "7"),
+        "{cfg:?}"
+    );
+    assert!(
+        cfg.notes
+            .iter()
+            .any(|n| n.contains("keeps the running value"))
+    );
+}
+
+/// Declared renames carry values; an undeclared one is flagged; merge rules reach
+/// the plan.
+#[test]
+fn renamed_fields_are_carried_or_flagged() {
+    let report = diff("renamed", Policy::Migrate);
+    let m = &report.maps[0];
+    let packets = m.fields.iter().find(|f| f.path == "packets").unwrap();
+    assert_eq!(packets.action, handover::FieldAction::Copy);
+    assert_eq!(packets.merge, Some(handover::MergeRule::Sum));
+    let errors = m.fields.iter().find(|f| f.path == "errors").unwrap();
+    assert_eq!(errors.action, handover::FieldAction::ZeroFill);
+    assert!(
+        errors
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("likely renamed from `errs`")
+    );
+    let mut old = Vec::new();
+    for v in [10u64, 20, 30] {
+        old.extend_from_slice(&v.to_le_bytes());
+    }
+    let new = handover::convert(m.value_plan.as_ref().unwrap(), &old).unwrap();
+    assert_eq!(u64::from_le_bytes(new[0..8].try_into().unwrap()), 10);
+    assert_eq!(u64::from_le_bytes(new[16..24].try_into().unwrap()), 0);
+    assert!(report.drops_values() && !report.loses_entries());
+}
+
+/// A size-only map tagged in the C source with its key and value types diffs like a
+/// typed map; one named with a layout hint too.
+#[test]
+fn size_only_maps_with_a_layout_diff_like_typed_maps() {
+    let report = diff("size_only", Policy::Migrate);
+    let eps = report.maps.iter().find(|m| m.name == "endpoints").unwrap();
+    assert_eq!(eps.verdict, Verdict::Migrate);
+    let backends = report.maps.iter().find(|m| m.name == "backends").unwrap();
+    assert_eq!(backends.verdict, Verdict::Recreate);
+    let options = handover::ModelOptions {
+        layouts: vec![handover::LayoutHint {
+            map: "backends".into(),
+            key: None,
+            value: Some("be_val".into()),
+        }],
+    };
+    let old = handover::load_side_with(&object("size_only", "old"), &options).unwrap();
+    let new = handover::load_side_with(&object("size_only", "new"), &options).unwrap();
+    let r = diff_objects(&old, &new, Policy::Migrate, &ENV);
+    let backends = r.maps.iter().find(|m| m.name == "backends").unwrap();
+    assert_eq!(backends.verdict, Verdict::Migrate);
+    assert!(!r.loses_entries());
+}

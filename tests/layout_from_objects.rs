@@ -45,6 +45,7 @@ fn members_fit(t: &TypeLayout, what: &str) {
                 bit_offset,
                 bitfield_size,
                 ty,
+                ..
             } in members
             {
                 let bits = if *bitfield_size > 0 {

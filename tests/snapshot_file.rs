@@ -9,6 +9,7 @@
 mod common;
 
 use common::*;
+use handover::loader::ReadError;
 use handover::{
     FormatError, ObjectModel, Snapshot, SnapshotError, decode, encode, read_snapshot,
     write_snapshot,
@@ -198,7 +199,8 @@ fn errors_name_the_file() {
         "{msg}"
     );
     let missing = read_snapshot(&dir.join("missing.json")).unwrap_err();
-    assert!(matches!(missing, SnapshotError::Io { .. }));
+    assert!(matches!(missing, SnapshotError::Read(ReadError::Io { .. })));
+    assert!(missing.to_string().contains("missing.json"), "{missing}");
     let unwritable = write_snapshot(&dir.join("no/such/dir/s.json"), &sample()).unwrap_err();
     assert!(
         matches!(&unwritable, SnapshotError::Io { path, .. } if path.ends_with("no/such/dir/.s.json.tmp.".to_owned() + &std::process::id().to_string())),
@@ -236,4 +238,101 @@ fn a_snapshot_with_two_objects_of_one_name_is_not_written() {
     );
     assert!(err.to_string().contains("twice.json"), "{err}");
     assert!(!exists, "nothing written");
+}
+
+/// The rename that puts a snapshot in place would replace whatever has the name: a
+/// device node, a FIFO, a symbolic link or a directory is refused, named, and left
+/// as it was.
+#[test]
+fn a_snapshot_never_replaces_what_is_not_a_regular_file() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempdir();
+    let fifo = dir.join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let target = dir.join("real.json");
+    std::fs::write(&target, b"kept").unwrap();
+    let link = dir.join("link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let sub = dir.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    for (path, kind) in [
+        (fifo.as_path(), "a FIFO"),
+        (link.as_path(), "a symbolic link"),
+        (sub.as_path(), "a directory"),
+        (std::path::Path::new("/dev/null"), "a character device"),
+    ] {
+        let e = write_snapshot(path, &sample()).unwrap_err();
+        assert!(
+            matches!(&e, SnapshotError::NotRegular { path: p, kind: k } if p == path && *k == kind),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains(&path.display().to_string()) && text.contains(kind),
+            "{text}"
+        );
+    }
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), b"kept");
+    assert!(
+        std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    // A regular file and a missing path are written.
+    write_snapshot(&target, &sample()).unwrap();
+    write_snapshot(&dir.join("new.json"), &sample()).unwrap();
+    // No temporary file is left by the refusals.
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains(".tmp."))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Inputs: a FIFO without a writer is refused at once (not waited on), a device is
+/// refused, and a snapshot over MAX_SNAPSHOT_SIZE is refused naming the limit.
+#[test]
+fn snapshot_inputs_are_regular_and_bounded() {
+    let dir = tempdir();
+    let fifo = dir.join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let e = read_snapshot(&fifo).unwrap_err();
+    assert!(e.to_string().contains("a FIFO"), "{e}");
+    let e = read_snapshot(std::path::Path::new("/dev/zero")).unwrap_err();
+    assert!(e.to_string().contains("a character device"), "{e}");
+    let big = dir.join("big.json");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(handover::MAX_SNAPSHOT_SIZE + 1).unwrap(); // sparse: no disk used
+    let e = read_snapshot(&big).unwrap_err();
+    assert!(
+        e.to_string().contains("MAX_SNAPSHOT_SIZE")
+            && e.to_string()
+                .contains(&handover::MAX_SNAPSHOT_SIZE.to_string()),
+        "{e}"
+    );
+    let e = handover::load_side(&big).unwrap_err();
+    assert!(e.to_string().contains("MAX_SNAPSHOT_SIZE"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,8 +1,10 @@
 //! The text dump of every type, in the format of `bpftool btf dump file FILE`.
 
 use core::fmt;
+use std::borrow::Cow;
 use std::io::{self, Write};
 
+use crate::printable::printable;
 use crate::{Btf, Detail, Error, ErrorKind, StrOffset};
 
 /// Failure to dump: a malformed blob or a failed write.
@@ -45,12 +47,13 @@ impl From<io::Error> for DumpError {
     }
 }
 
-/// A name as `bpftool` prints it: `(anon)` for offset 0.
-fn name<'a>(btf: &'a Btf<'_>, off: StrOffset) -> Result<&'a str, Error> {
+/// A name as `bpftool` prints it: `(anon)` for offset 0; a name holding control
+/// characters is escaped ([`printable`]) so it cannot spoof lines of the dump.
+fn name<'a>(btf: &'a Btf<'_>, off: StrOffset) -> Result<Cow<'a, str>, Error> {
     if off.0 == 0 {
-        Ok("(anon)")
+        Ok(Cow::Borrowed("(anon)"))
     } else {
-        btf.string_at(off)
+        btf.string_at(off).map(printable)
     }
 }
 

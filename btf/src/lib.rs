@@ -28,6 +28,7 @@ mod builder;
 mod dump;
 mod error;
 mod layout;
+mod printable;
 mod raw;
 mod types;
 
@@ -36,6 +37,7 @@ pub use builder::Builder;
 pub use dump::{DumpError, write_raw_dump};
 pub use error::{Error, ErrorKind};
 pub use layout::{Field, MAX_DEPTH, MAX_LAYOUT_FIELDS, MAX_STEPS, PathComponent};
+pub use printable::printable;
 pub use raw::{Endian, MAGIC};
 pub use types::{
     Array, Composite, Datasec, DeclTag, Detail, Enum, EnumValue, EnumValues, Func, FuncProto, Int,

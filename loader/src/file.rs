@@ -38,55 +38,15 @@ impl ObjectFile {
 
     fn open_limited(path: impl AsRef<Path>, limit: u64) -> Result<Self, ObjectError> {
         let path = path.as_ref().to_path_buf();
-        let io = |source| ObjectError::Io {
-            path: path.clone(),
-            source,
-        };
-        // The type is checked before opening: opening a FIFO for reading blocks until a
-        // writer comes.
-        let kind = std::fs::metadata(&path).map_err(io)?.file_type();
-        if !kind.is_file() {
-            let kind = if kind.is_fifo() {
-                "a FIFO"
-            } else if kind.is_char_device() {
-                "a character device"
-            } else if kind.is_block_device() {
-                "a block device"
-            } else if kind.is_socket() {
-                "a socket"
-            } else if kind.is_dir() {
-                "a directory"
-            } else {
-                "not a file"
-            };
-            return Err(ObjectError::NotRegular { path, kind });
-        }
-        let file = File::open(&path).map_err(io)?;
-        // The file may have been replaced between the check and the open.
-        let meta = file.metadata().map_err(io)?;
-        if !meta.file_type().is_file() {
-            return Err(ObjectError::NotRegular {
-                path,
-                kind: "not a regular file",
-            });
-        }
-        let too_large = |size| ObjectError::TooLarge {
-            path: path.clone(),
-            size,
-            limit,
-        };
-        if meta.len() > limit {
-            return Err(too_large(meta.len()));
-        }
-        let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        // Read one byte past the limit, so that a file that grew is refused too.
-        file.take(limit.saturating_add(1))
-            .read_to_end(&mut data)
-            .map_err(io)?;
-        let read = u64::try_from(data.len()).unwrap_or(u64::MAX);
-        if read > limit {
-            return Err(too_large(read));
-        }
+        let data = read_regular(&path, limit, "BPF object files (MAX_OBJECT_SIZE)").map_err(
+            |e| match e {
+                ReadError::Io { path, source } => ObjectError::Io { path, source },
+                ReadError::NotRegular { path, kind } => ObjectError::NotRegular { path, kind },
+                ReadError::TooLarge {
+                    path, size, limit, ..
+                } => ObjectError::TooLarge { path, size, limit },
+            },
+        )?;
         Ok(Self { path, data })
     }
 
@@ -117,6 +77,113 @@ impl ObjectFile {
     pub fn parse_with(&self, options: &ObjectOptions) -> Result<Object<'_>, ObjectError> {
         Object::parse_with(&self.data, options)
     }
+}
+
+/// A file that [`read_regular`] did not read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The file could not be opened or read.
+    #[error("cannot read {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The path names a FIFO, a device, a socket or a directory.
+    #[error("{path}: not a regular file ({kind})")]
+    NotRegular {
+        /// The path given.
+        path: PathBuf,
+        /// What it is instead ([`file_kind`]).
+        kind: &'static str,
+    },
+    /// The file is larger than the limit for its kind.
+    #[error("{path}: {size} bytes is larger than the {limit}-byte limit on {what}")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size, or the bytes read before the limit was passed.
+        size: u64,
+        /// The limit.
+        limit: u64,
+        /// What the limit is for, with its constant's name.
+        what: &'static str,
+    },
+}
+
+/// What a file type is, in words: `a regular file`, `a FIFO`, `a symbolic link`...
+#[must_use]
+pub fn file_kind(kind: std::fs::FileType) -> &'static str {
+    if kind.is_file() {
+        "a regular file"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    }
+}
+
+/// Reads the regular file at `path` whole, refusing anything else and anything larger
+/// than `limit` bytes; `what` names the limit in the error (`snapshot files
+/// (MAX_SNAPSHOT_SIZE)`). Every untrusted file the workspace reads goes through here.
+///
+/// # Errors
+/// [`ReadError`] naming the path: unreadable, not a regular file, or over the limit.
+pub fn read_regular(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>, ReadError> {
+    let io = |source| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    // The type is checked before opening: opening a FIFO for reading blocks until a
+    // writer comes.
+    let kind = std::fs::metadata(path).map_err(io)?.file_type();
+    if !kind.is_file() {
+        return Err(ReadError::NotRegular {
+            path: path.to_path_buf(),
+            kind: file_kind(kind),
+        });
+    }
+    let file = File::open(path).map_err(io)?;
+    // The file may have been replaced between the check and the open.
+    let meta = file.metadata().map_err(io)?;
+    if !meta.file_type().is_file() {
+        return Err(ReadError::NotRegular {
+            path: path.to_path_buf(),
+            kind: file_kind(meta.file_type()),
+        });
+    }
+    let too_large = |size| ReadError::TooLarge {
+        path: path.to_path_buf(),
+        size,
+        limit,
+        what,
+    };
+    if meta.len() > limit {
+        return Err(too_large(meta.len()));
+    }
+    let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // Read one byte past the limit, so that a file that grew is refused too.
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut data)
+        .map_err(io)?;
+    let read = u64::try_from(data.len()).unwrap_or(u64::MAX);
+    if read > limit {
+        return Err(too_large(read));
+    }
+    Ok(data)
 }
 
 #[cfg(test)]

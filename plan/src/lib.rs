@@ -14,7 +14,7 @@ mod plan;
 mod spec;
 
 pub use diff::convert::{
-    ConvertError, convert, convert_percpu, percpu_stride, read_bits, write_bits,
+    ConvertError, convert, convert_percpu, percpu_stride, read_bits, reverse, write_bits,
 };
 pub use diff::field_map::{
     ConversionPlan, FieldAction, FieldLoc, FieldMapping, LayoutMapping, Op, Side, map_layout,
@@ -25,14 +25,18 @@ pub use diff::verdict::{
 pub use handover_uapi::{Endian, MapType, Pinning};
 pub use plan::Plan;
 pub use spec::digest::{sha256, sha256_hex};
-pub use spec::from_object::{ModelError, is_elf, load_side, map_model, object_model};
+pub use spec::from_object::{
+    LayoutHint, ModelError, ModelOptions, is_elf, load_side, load_side_with, map_model,
+    map_model_with, missing_objects, object_model, object_model_with, read_object_model,
+};
 pub use spec::kernel_view::{
     ADJUSTMENTS, Adjustment, BPF_F_NO_PREALLOC, BPF_F_RDONLY_PROG, KERNEL_NAME_LEN, KernelEnv,
     kernel_view,
 };
-pub use spec::layout::{LayoutError, layout_of};
-pub use spec::model::{EnumValue, MapModel, Member, TypeLayout, same_layout};
+pub use spec::layout::{LayoutError, TAG_PREFIX, layout_of};
+pub use spec::model::{EnumValue, MapModel, Member, MergeRule, TypeLayout, same_layout};
 pub use spec::snapshot::{
-    FORMAT_NAME, FORMAT_VERSION, FormatError, ObjectModel, Snapshot, SnapshotError, decode, encode,
-    read_snapshot, write_snapshot,
+    FORMAT_NAME, FORMAT_VERSION, FormatError, MAX_SNAPSHOT_SIZE, ObjectModel, Snapshot,
+    SnapshotError, decode, encode, read_snapshot, write_snapshot,
 };
+pub use spec::validate::{InvalidLayout, MAX_ENCODING_SIZE, check_layouts};

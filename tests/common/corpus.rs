@@ -35,6 +35,9 @@ pub const PAIRS: &[(&str, bool, bool)] = &[
     ("global_data", true, false),
     ("map_in_map", true, true),
     ("kernel_adjusted", false, false),
+    ("size_only", true, true),
+    ("renamed", true, false),
+    ("global_initial", true, false),
 ];
 
 pub fn root() -> PathBuf {

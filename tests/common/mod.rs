@@ -93,6 +93,8 @@ pub fn cstruct(name: Option<&str>, fields: Vec<(&str, TypeLayout)>) -> TypeLayou
             bit_offset: off * 8,
             bitfield_size: 0,
             ty: t,
+            renamed_from: None,
+            merge: None,
         });
         off += size;
     }
@@ -117,5 +119,6 @@ pub fn map(name: &str, map_type: &str, key: TypeLayout, value: TypeLayout, max: 
         key: Some(key),
         value: Some(value),
         inner: None,
+        initial_data: None,
     }
 }

@@ -22,6 +22,14 @@ pub enum ConvertError {
         /// Bytes given.
         found: u64,
     },
+    /// The plan's initial bytes do not have the new size.
+    #[error("the plan's initial bytes are {found} long, the new encoding {expected}")]
+    WrongInitial {
+        /// The new size.
+        expected: u64,
+        /// Bytes given.
+        found: u64,
+    },
     /// A step reaches outside the old or new encoding (the plan came from a layout
     /// whose offsets do not fit its size).
     #[error("conversion step {index} reaches outside the {side} encoding")]
@@ -46,8 +54,85 @@ pub fn convert(plan: &ConversionPlan, old: &[u8]) -> Result<Vec<u8>, ConvertErro
             found: old.len() as u64,
         });
     }
-    let mut out = vec![0u8; plan.new_size as usize];
+    let mut out = start(plan)?;
     apply(plan, old, &mut out)?;
+    Ok(out)
+}
+
+/// The bytes a new encoding starts from: the plan's initial bytes, or zeroes.
+fn start(plan: &ConversionPlan) -> Result<Vec<u8>, ConvertError> {
+    match &plan.initial {
+        Some(bytes) if bytes.len() as u64 == u64::from(plan.new_size) => Ok(bytes.clone()),
+        Some(bytes) => Err(ConvertError::WrongInitial {
+            expected: u64::from(plan.new_size),
+            found: bytes.len() as u64,
+        }),
+        None => Ok(vec![0u8; plan.new_size as usize]),
+    }
+}
+
+/// Converts one new key or value back into the old encoding, for a new version that
+/// writes both layouts while the old one still runs (dual writes): every field the
+/// plan carries is carried back (a widened integer narrowed to its old width), fields
+/// the old layout does not have are dropped, and old fields the new layout lacks are
+/// taken from `old_base` (the entry's current old value), or zero without it.
+///
+/// For every plan [`map_layout`](crate::map_layout) makes,
+/// `reverse(plan, &convert(plan, old)?, Some(old))` gives `old` back.
+///
+/// # Errors
+/// [`ConvertError::WrongSize`] when `new` is not `plan.new_size` bytes or `old_base`
+/// not `plan.old_size`, [`ConvertError::OutOfRange`] when a step does not fit.
+pub fn reverse(
+    plan: &ConversionPlan,
+    new: &[u8],
+    old_base: Option<&[u8]>,
+) -> Result<Vec<u8>, ConvertError> {
+    let size_check = |expected: u32, found: usize| {
+        if found as u64 == u64::from(expected) {
+            Ok(())
+        } else {
+            Err(ConvertError::WrongSize {
+                expected: u64::from(expected),
+                found: found as u64,
+            })
+        }
+    };
+    size_check(plan.new_size, new.len())?;
+    let mut out = match old_base {
+        Some(base) => {
+            size_check(plan.old_size, base.len())?;
+            base.to_vec()
+        }
+        None => vec![0u8; plan.old_size as usize],
+    };
+    for (index, op) in plan.ops.iter().enumerate() {
+        match *op {
+            Op::Bytes { src, dst, len } => {
+                let from = range(dst, len)
+                    .and_then(|r| new.get(r))
+                    .ok_or(ConvertError::OutOfRange { index, side: "new" })?;
+                range(src, len)
+                    .and_then(|r| out.get_mut(r))
+                    .ok_or(ConvertError::OutOfRange { index, side: "old" })?
+                    .copy_from_slice(from);
+            }
+            Op::Int {
+                src_bit,
+                src_bits,
+                dst_bit,
+                dst_bits,
+                ..
+            } => {
+                // The old field is at most as wide: its low bits are the value, as
+                // the widening that made the new field kept them.
+                let v = read_bits(new, dst_bit, dst_bits)
+                    .ok_or(ConvertError::OutOfRange { index, side: "new" })?;
+                write_bits(&mut out, src_bit, src_bits, v)
+                    .ok_or(ConvertError::OutOfRange { index, side: "old" })?;
+            }
+        }
+    }
     Ok(out)
 }
 
@@ -86,7 +171,13 @@ pub fn convert_percpu(
             side: "old",
         });
     };
+    let initial = start(plan)?;
     let mut out = vec![0u8; new_stride.saturating_mul(nr_cpus)];
+    for dst in out.chunks_exact_mut(new_stride.max(1)) {
+        if let Some(d) = dst.get_mut(..initial.len()) {
+            d.copy_from_slice(&initial);
+        }
+    }
     for (src, dst) in old
         .chunks_exact(old_stride.max(1))
         .zip(out.chunks_exact_mut(new_stride.max(1)))
@@ -207,6 +298,7 @@ mod tests {
                 dst_bits: 64,
                 signed: true,
             }],
+            initial: None,
         };
         let out = convert(&plan, &(-3i16).to_le_bytes()).unwrap();
         assert_eq!(i64::from_le_bytes(out.try_into().unwrap()), -3);
@@ -225,6 +317,7 @@ mod tests {
                 dst_bits: 64,
                 signed: false,
             }],
+            initial: None,
         };
         let mut old = Vec::new();
         for v in [1u32, 0xffff_ffff, 7] {
@@ -253,6 +346,7 @@ mod tests {
                 dst: 0,
                 len: 4,
             }],
+            initial: None,
         };
         assert_eq!(
             convert(&plan, &[0; 4]),

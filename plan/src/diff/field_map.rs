@@ -25,7 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::model::{MAX_DEPTH, Member, TypeLayout, enum_values_kept, same_layout};
+use crate::spec::model::{MAX_DEPTH, Member, MergeRule, TypeLayout, enum_values_kept, same_layout};
 
 /// Most conversion steps an array may expand into; a key or value is at most a few
 /// kilobytes in practice, so only a layout that contradicts its map's size gets here.
@@ -41,6 +41,9 @@ pub enum FieldAction {
     Widen,
     /// New field, starts as zero.
     ZeroFill,
+    /// New field of a global data map, starts with the new object's initial value
+    /// (as a fresh load would).
+    Initial,
     /// Old field, discarded.
     Drop,
 }
@@ -53,6 +56,7 @@ impl FieldAction {
             FieldAction::Copy => "copy",
             FieldAction::Widen => "widen",
             FieldAction::ZeroFill => "zero-fill",
+            FieldAction::Initial => "initial",
             FieldAction::Drop => "drop",
         }
     }
@@ -94,9 +98,13 @@ pub struct FieldMapping {
     pub old: Option<FieldLoc>,
     /// Place in the new layout (absent for `drop`).
     pub new: Option<FieldLoc>,
-    /// Why, when the action follows from a type change.
+    /// Why, when the action follows from a type change, a rename or initial data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// How the engine reconciles the field while both versions run, as declared on
+    /// the new member (`handover:merge:RULE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<MergeRule>,
 }
 
 /// One step of a conversion; the output starts as zeroes, so zero-filled fields need
@@ -136,8 +144,18 @@ pub struct ConversionPlan {
     pub old_size: u32,
     /// Size of a new key or value in bytes.
     pub new_size: u32,
-    /// Steps, applied in order to a zeroed output.
+    /// Steps, applied in order to an output that starts as [`initial`](Self::initial)
+    /// or, without it, as zeroes.
     pub ops: Vec<Op>,
+    /// The bytes a new encoding starts from (`new_size` long; hex in JSON): the new
+    /// object's initial contents of a global data map, so that fields the old
+    /// version did not have start as a fresh load would start them.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::spec::hex"
+    )]
+    pub initial: Option<Vec<u8>>,
 }
 
 impl ConversionPlan {
@@ -152,6 +170,7 @@ impl ConversionPlan {
                 dst: 0,
                 len: u64::from(size),
             }],
+            initial: None,
         }
     }
 }
@@ -213,6 +232,7 @@ pub fn map_layout(
             old_size,
             new_size,
             ops: m.ops,
+            initial: None,
         },
         fields,
     }
@@ -281,7 +301,8 @@ fn join(path: &str, name: &str) -> String {
 
 /// A member as seen for matching: anonymous structs are looked through.
 enum Slot<'a> {
-    Named(&'a str, Field<'a>),
+    /// A named field, with its member when it is one (not a looked-through one).
+    Named(&'a str, Field<'a>, Option<&'a Member>),
     AnonUnion(Field<'a>, &'a [Member]),
 }
 
@@ -293,7 +314,7 @@ fn slots<'a>(members: &'a [Member], base: u64, out: &mut Vec<Slot<'a>>, depth: u
             bitfield: m.bitfield_size,
         };
         match (&m.name, m.ty.peel()) {
-            (Some(name), _) if !name.is_empty() => out.push(Slot::Named(name, f)),
+            (Some(name), _) if !name.is_empty() => out.push(Slot::Named(name, f, Some(m))),
             (_, TypeLayout::Struct { members, .. }) if depth < MAX_DEPTH => {
                 slots(members, f.bit, out, depth + 1);
             }
@@ -329,6 +350,7 @@ impl Mapper {
             old: old.map(loc),
             new: new.map(loc),
             note,
+            merge: None,
         };
         if action == FieldAction::Drop {
             self.dropped.push(r);
@@ -502,21 +524,59 @@ impl Mapper {
         let mut news = Vec::new();
         slots(new_members, new_base, &mut news, depth);
         let mut used = vec![false; olds.len()];
-        for n in &news {
+        let find_named = |used: &[bool], wanted: &str| {
+            olds.iter().enumerate().position(|(i, o)| {
+                !used.get(i).copied().unwrap_or(true)
+                    && matches!(o, Slot::Named(on, _, _) if *on == wanted)
+            })
+        };
+        // Declared renames claim their old field first, so that a new field taking
+        // the old name does not take its value too.
+        let mut claims: Vec<Option<usize>> = vec![None; news.len()];
+        for (claim, n) in claims.iter_mut().zip(&news) {
+            if let Slot::Named(_, _, Some(m)) = n
+                && let Some(old) = m.renamed_from.as_deref()
+                && let Some(i) = find_named(&used, old)
+            {
+                *claim = Some(i);
+                if let Some(u) = used.get_mut(i) {
+                    *u = true;
+                }
+            }
+        }
+        // New fields left without a source, for the likely-rename check.
+        let mut fresh = Vec::new();
+        for (n, claim) in news.iter().zip(&claims) {
             match n {
-                Slot::Named(name, nf) => {
-                    let found = olds.iter().enumerate().find(|(i, o)| {
-                        !used.get(*i).copied().unwrap_or(true)
-                            && matches!(o, Slot::Named(on, _) if on == name)
-                    });
+                Slot::Named(name, nf, member) => {
                     let child = join(path, name);
-                    if let Some((i, Slot::Named(_, of))) = found {
+                    let found = claim.or_else(|| {
+                        let i = find_named(&used, name)?;
                         if let Some(u) = used.get_mut(i) {
                             *u = true;
                         }
-                        self.walk(*of, *nf, &child, depth + 1);
-                    } else {
-                        self.row(&child, FieldAction::ZeroFill, None, Some(*nf), None);
+                        Some(i)
+                    });
+                    let start = self.fields.len();
+                    match found.and_then(|i| olds.get(i)) {
+                        Some(Slot::Named(old_name, of, _)) => {
+                            self.walk(*of, *nf, &child, depth + 1);
+                            if claim.is_some() {
+                                let note = format!("renamed from `{}`", join(path, old_name));
+                                for r in self.fields.iter_mut().skip(start) {
+                                    r.note.get_or_insert_with(|| note.clone());
+                                }
+                            }
+                        }
+                        _ => {
+                            fresh.push((self.fields.len(), *nf));
+                            self.row(&child, FieldAction::ZeroFill, None, Some(*nf), None);
+                        }
+                    }
+                    if let Some(rule) = member.and_then(|m| m.merge) {
+                        for r in self.fields.iter_mut().skip(start) {
+                            r.merge = Some(rule);
+                        }
                     }
                 }
                 Slot::AnonUnion(nf, nm) => {
@@ -541,8 +601,23 @@ impl Mapper {
                 continue;
             }
             match o {
-                Slot::Named(name, of) => {
-                    self.row(&join(path, name), FieldAction::Drop, Some(*of), None, None);
+                Slot::Named(name, of, _) => {
+                    let old_path = join(path, name);
+                    // A dropped field and a new one of the same type at the same
+                    // offset are most likely one field renamed: say so on both.
+                    let twin = fresh.iter().find(|(_, nf)| {
+                        nf.bit.wrapping_sub(new_base) == of.bit.wrapping_sub(old_base)
+                            && nf.bitfield == of.bitfield
+                            && same_layout(nf.ty, of.ty)
+                    });
+                    let note = twin.and_then(|(index, _)| {
+                        let new_row = self.fields.get_mut(*index)?;
+                        new_row.note = Some(format!(
+                            "likely renamed from `{old_path}` (same type and offset): declare it with btf_decl_tag(\"handover:renamed_from:{name}\") on the new field to carry its value"
+                        ));
+                        Some(format!("likely renamed to `{}`", new_row.path))
+                    });
+                    self.row(&old_path, FieldAction::Drop, Some(*of), None, note);
                 }
                 Slot::AnonUnion(of, _) => {
                     self.row(

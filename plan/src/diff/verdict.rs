@@ -50,7 +50,9 @@
 use handover_uapi::MapType;
 use serde::{Deserialize, Serialize};
 
-use crate::diff::field_map::{ConversionPlan, FieldMapping, LayoutMapping, Op, Side, map_layout};
+use crate::diff::field_map::{
+    ConversionPlan, FieldAction, FieldMapping, LayoutMapping, Op, Side, map_layout,
+};
 use crate::spec::kernel_view::{KernelEnv, kernel_view};
 use crate::spec::model::{MapModel, TypeLayout, same_layout};
 use crate::spec::snapshot::ObjectModel;
@@ -150,6 +152,9 @@ pub enum Attribute {
     Layout(Side),
     /// `inner ATTRIBUTE`: an attribute of the inner map definition.
     OfInner(Box<Attribute>),
+    /// `initial value of VARIABLE`: a global data variable whose initial value in the
+    /// object changed while its layout did not.
+    InitialValue(String),
 }
 
 impl Attribute {
@@ -176,6 +181,7 @@ impl std::fmt::Display for Attribute {
             Attribute::LayoutName(s) => write!(f, "{} type name", Attribute::side(*s)),
             Attribute::Layout(s) => write!(f, "{} layout", Attribute::side(*s)),
             Attribute::OfInner(a) => write!(f, "inner {a}"),
+            Attribute::InitialValue(v) => write!(f, "initial value of {v}"),
         }
     }
 }
@@ -183,6 +189,9 @@ impl std::fmt::Display for Attribute {
 impl std::str::FromStr for Attribute {
     type Err = String;
     fn from_str(label: &str) -> Result<Self, String> {
+        if let Some(var) = label.strip_prefix("initial value of ") {
+            return Ok(Attribute::InitialValue(var.to_owned()));
+        }
         if let Some(rest) = label.strip_prefix("inner ") {
             return rest.parse().map(|a| Attribute::OfInner(Box::new(a)));
         }
@@ -262,10 +271,10 @@ pub struct MapDiff {
     /// The rules that decided the verdict, in words.
     pub notes: Vec<String>,
     /// Conversion of each old key, when keys are converted.
-    #[serde(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_plan: Option<ConversionPlan>,
     /// Conversion of each old value, when values are converted.
-    #[serde(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_plan: Option<ConversionPlan>,
 }
 
@@ -283,6 +292,26 @@ impl DiffReport {
     #[must_use]
     pub fn loses_entries(&self) -> bool {
         self.maps.iter().any(|m| m.loses_entries)
+    }
+
+    /// Whether some map carries every entry but drops field values of them.
+    #[must_use]
+    pub fn drops_values(&self) -> bool {
+        self.maps.iter().any(MapDiff::drops_values)
+    }
+}
+
+impl MapDiff {
+    /// Every entry is carried, but a field of the old values has no place in the new
+    /// ones (`drop`): its values are discarded.
+    #[must_use]
+    pub fn drops_values(&self) -> bool {
+        !self.loses_entries
+            && self.value_plan.is_some()
+            && self
+                .fields
+                .iter()
+                .any(|f| f.side == Side::Value && f.action == FieldAction::Drop)
     }
 }
 
@@ -617,7 +646,103 @@ fn attribute_changes(o: &MapModel, n: &MapModel) -> Vec<Change> {
             cosmetic: true,
         });
     }
+    if o.is_writable_global_data() && n.is_writable_global_data() {
+        out.extend(initial_value_changes(o, n));
+    }
     out
+}
+
+/// The initial bytes of a global data map (zeroes when the object stores none).
+fn initial_bytes(m: &MapModel, bit_offset: u64, len: u64) -> Option<Vec<u8>> {
+    let start = usize::try_from(bit_offset / 8).ok()?;
+    let len = usize::try_from(len).ok()?;
+    match &m.initial_data {
+        Some(data) => data.get(start..start.checked_add(len)?).map(<[u8]>::to_vec),
+        None => Some(vec![0; len]),
+    }
+}
+
+/// Initial bytes for display: a little-endian integer when they fit one, else hex.
+fn show_bytes(bytes: &[u8]) -> String {
+    if bytes.len() <= 8 {
+        let mut v = 0u64;
+        for (i, b) in bytes.iter().enumerate() {
+            v |= u64::from(*b) << (8 * i);
+        }
+        v.to_string()
+    } else {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Global data variables present on both sides with the same layout whose initial
+/// value changed: the upgrade keeps the running value, a fresh install would start
+/// with the new one.
+fn initial_value_changes(o: &MapModel, n: &MapModel) -> Vec<Change> {
+    let (
+        Some(TypeLayout::Struct { members: om, .. }),
+        Some(TypeLayout::Struct { members: nm, .. }),
+    ) = (
+        o.value.as_ref().map(TypeLayout::peel),
+        n.value.as_ref().map(TypeLayout::peel),
+    )
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for nv in nm {
+        let Some(name) = nv.name.as_deref() else {
+            continue;
+        };
+        let old_name = nv.renamed_from.as_deref().unwrap_or(name);
+        let Some(ov) = om.iter().find(|m| m.name.as_deref() == Some(old_name)) else {
+            continue;
+        };
+        let Some(size) = nv.ty.size() else { continue };
+        if !same_layout(&ov.ty, &nv.ty) {
+            continue;
+        }
+        if let (Some(a), Some(b)) = (
+            initial_bytes(o, ov.bit_offset, size),
+            initial_bytes(n, nv.bit_offset, size),
+        ) && a != b
+        {
+            out.push(Change {
+                attribute: Attribute::InitialValue(name.to_owned()),
+                old: show_bytes(&a),
+                new: show_bytes(&b),
+                // The running value is kept: the bytes of the map do not change.
+                cosmetic: true,
+            });
+        }
+    }
+    out
+}
+
+/// Gives a global data value conversion the new object's initial bytes, so a field
+/// the old version did not have starts as a fresh load starts it, not as zero.
+fn start_from_initial_data(d: &mut MapDiff, n: &MapModel) {
+    let (Some(initial), Some(plan)) = (&n.initial_data, d.value_plan.as_mut()) else {
+        return;
+    };
+    if initial.len() as u64 != u64::from(n.value_size) {
+        return;
+    }
+    plan.initial = Some(initial.clone());
+    for f in &mut d.fields {
+        let Some(loc) = f.new.as_ref() else { continue };
+        if f.side != Side::Value || f.action != FieldAction::ZeroFill {
+            continue;
+        }
+        let nonzero = initial_bytes(n, loc.bit_offset, loc.bits.div_ceil(8))
+            .is_some_and(|b| b.iter().any(|x| *x != 0));
+        if nonzero {
+            f.action = FieldAction::Initial;
+            f.note.get_or_insert_with(|| {
+                "starts with the new object's initial value, as a fresh load would".to_owned()
+            });
+        }
+    }
 }
 
 /// The verdict for one map; `None` on one side means the map exists only on the other.
@@ -671,6 +796,14 @@ pub fn diff_map(
         return d;
     }
 
+    for c in &d.changes {
+        if let Attribute::InitialValue(var) = &c.attribute {
+            d.notes.push(format!(
+                "initial value of `{var}` changed from {} to {}: the upgrade keeps the running value (a fresh install starts with {})",
+                c.old, c.new, c.new
+            ));
+        }
+    }
     if d.changes.iter().all(|c| c.cosmetic) {
         return d;
     }
@@ -833,6 +966,9 @@ pub fn diff_map(
             return d;
         }
         SideMap::Mapped(m) => d.value_plan = Some(m.plan.clone()),
+    }
+    if n.is_writable_global_data() {
+        start_from_initial_data(&mut d, &n);
     }
 
     let copies =

@@ -31,6 +31,12 @@ impl Plan {
     pub fn loses_entries(&self) -> bool {
         self.diff.loses_entries()
     }
+
+    /// Whether some map carries every entry but drops field values.
+    #[must_use]
+    pub fn drops_values(&self) -> bool {
+        self.diff.drops_values()
+    }
 }
 
 #[cfg(test)]

@@ -166,6 +166,7 @@ mod tests {
             key: None,
             value: None,
             inner: None,
+            initial_data: None,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use handover_btf::{Btf, Detail, TypeId};
 
-use crate::spec::model::{EnumValue, MAX_DEPTH, Member, TypeLayout};
+use crate::spec::model::{EnumValue, MAX_DEPTH, Member, MergeRule, TypeLayout};
 
 /// A BTF type that cannot be turned into a layout.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -29,6 +29,14 @@ pub enum LayoutError {
         /// Type at which the budget ran out.
         id: u32,
     },
+    /// A `handover:` declaration tag on a member that cannot be read.
+    #[error("BTF type {id}, {what}")]
+    BadTag {
+        /// The struct or union.
+        id: u32,
+        /// The member, the tag and what is wrong with it.
+        what: String,
+    },
     /// A kind that has no data layout (a function).
     #[error("BTF type {id} is a {kind}, which has no data layout")]
     NotData {
@@ -46,8 +54,76 @@ pub enum LayoutError {
 /// # Errors
 /// [`LayoutError`] when the BTF is malformed, nests too deep, or names a function.
 pub fn layout_of(btf: &Btf<'_>, id: TypeId) -> Result<TypeLayout, LayoutError> {
+    let tags = member_tags(btf)?;
     let mut budget = handover_btf::MAX_STEPS;
-    walk(btf, id, 0, &mut budget)
+    walk(btf, &tags, id, 0, &mut budget)
+}
+
+/// The prefix of every declaration tag handover reads.
+pub const TAG_PREFIX: &str = "handover:";
+
+/// One `handover:` declaration tag: the tagged type (a struct, a variable), the
+/// member index (-1 for the declaration itself) and the text after the prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tag {
+    pub target: TypeId,
+    pub component: i32,
+    pub text: String,
+}
+
+/// Every `handover:` declaration tag of `btf` (an object has few types; this is one
+/// pass over them).
+pub(crate) fn member_tags(btf: &Btf<'_>) -> Result<Vec<Tag>, LayoutError> {
+    let mut out = Vec::new();
+    for (id, ty) in btf.types() {
+        if let Detail::DeclTag(tag) = ty.detail() {
+            let name = ty.name().map_err(err(id))?;
+            if let Some(text) = name.strip_prefix(TAG_PREFIX) {
+                out.push(Tag {
+                    target: tag.target,
+                    component: tag.component_idx,
+                    text: text.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `renamed_from` and `merge` of member `index` of struct `id`, from its tags.
+fn tags_of(
+    tags: &[Tag],
+    id: TypeId,
+    index: usize,
+    member: Option<&str>,
+) -> Result<(Option<String>, Option<MergeRule>), LayoutError> {
+    let (mut renamed_from, mut merge) = (None, None);
+    for t in tags
+        .iter()
+        .filter(|t| t.target == id && usize::try_from(t.component).is_ok_and(|c| c == index))
+    {
+        let bad = |reason: String| LayoutError::BadTag {
+            id: id.0,
+            what: format!(
+                "member `{}`: tag \"{TAG_PREFIX}{}\": {reason}",
+                member.unwrap_or("<anon>"),
+                t.text
+            ),
+        };
+        if let Some(old) = t.text.strip_prefix("renamed_from:") {
+            if old.is_empty() {
+                return Err(bad("no old name after `renamed_from:`".to_owned()));
+            }
+            renamed_from = Some(old.to_owned());
+        } else if let Some(rule) = t.text.strip_prefix("merge:") {
+            merge = Some(rule.parse().map_err(bad)?);
+        } else {
+            return Err(bad(
+                "unknown tag; accepted on a member: handover:renamed_from:OLDNAME, handover:merge:sum|max|new".to_owned(),
+            ));
+        }
+    }
+    Ok((renamed_from, merge))
 }
 
 fn err(id: TypeId) -> impl Fn(handover_btf::Error) -> LayoutError {
@@ -63,6 +139,7 @@ fn opt_name(s: &str) -> Option<String> {
 /// arrays of structs of two arrays ...) ends in an error instead of filling memory.
 fn walk(
     btf: &Btf<'_>,
+    tags: &[Tag],
     id: TypeId,
     depth: usize,
     budget: &mut usize,
@@ -95,18 +172,22 @@ fn walk(
             target: pointee_name(btf, target),
         },
         Detail::Array(a) => TypeLayout::Array {
-            elem: Box::new(walk(btf, a.elem, depth + 1, budget)?),
+            elem: Box::new(walk(btf, tags, a.elem, depth + 1, budget)?),
             len: a.nelems,
         },
         Detail::Struct(c) | Detail::Union(c) => {
             let is_union = matches!(ty.detail(), Detail::Union(_));
             let mut members = Vec::with_capacity(c.members.len());
-            for m in c.members {
+            for (index, m) in c.members.enumerate() {
+                let name = opt_name(m.name().map_err(err(id))?);
+                let (renamed_from, merge) = tags_of(tags, id, index, name.as_deref())?;
                 members.push(Member {
-                    name: opt_name(m.name().map_err(err(id))?),
+                    name,
                     bit_offset: u64::from(m.bit_offset),
                     bitfield_size: m.bitfield_size,
-                    ty: walk(btf, m.ty, depth + 1, budget)?,
+                    ty: walk(btf, tags, m.ty, depth + 1, budget)?,
+                    renamed_from,
+                    merge,
                 });
             }
             if is_union {
@@ -143,12 +224,12 @@ fn walk(
         },
         Detail::Typedef(target) => TypeLayout::Typedef {
             name: name.to_owned(),
-            target: Box::new(walk(btf, target, depth + 1, budget)?),
+            target: Box::new(walk(btf, tags, target, depth + 1, budget)?),
         },
         Detail::Volatile(t) | Detail::Const(t) | Detail::Restrict(t) | Detail::TypeTag(t) => {
-            walk(btf, t, depth + 1, budget)?
+            walk(btf, tags, t, depth + 1, budget)?
         }
-        Detail::Var(v) => walk(btf, v.ty, depth + 1, budget)?,
+        Detail::Var(v) => walk(btf, tags, v.ty, depth + 1, budget)?,
         Detail::Datasec(d) => {
             let mut members = Vec::with_capacity(d.vars.len());
             for v in d.vars {
@@ -157,7 +238,9 @@ fn walk(
                     name: opt_name(var.name().map_err(err(v.ty))?),
                     bit_offset: u64::from(v.offset) * 8,
                     bitfield_size: 0,
-                    ty: walk(btf, v.ty, depth + 1, budget)?,
+                    ty: walk(btf, tags, v.ty, depth + 1, budget)?,
+                    renamed_from: None,
+                    merge: None,
                 });
             }
             TypeLayout::Struct {

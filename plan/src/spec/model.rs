@@ -36,6 +36,72 @@ pub struct MapModel {
     pub value: Option<TypeLayout>,
     /// Spec of the inner map of a map-in-map.
     pub inner: Option<Box<MapModel>>,
+    /// Initial contents of a writable global data map (`.data`), as the object gives
+    /// them (hex in JSON); absent when every byte is zero (`.bss`) or for other maps.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::spec::hex"
+    )]
+    pub initial_data: Option<Vec<u8>>,
+}
+
+impl MapModel {
+    /// Whether the map is writable global data (`.data`, `.bss`, `.data.NAME`, or one
+    /// of those behind an object-name prefix), whose initial contents come from the
+    /// object.
+    #[must_use]
+    pub fn is_writable_global_data(&self) -> bool {
+        let section = self
+            .name
+            .find('.')
+            .map_or("", |i| self.name.get(i..).unwrap_or(""));
+        self.map_type == MapType::Array
+            && (section == ".bss"
+                || section == ".data"
+                || section.starts_with(".data.")
+                || section.starts_with(".bss."))
+    }
+}
+
+/// How the engine reconciles a field that both the old and the new version write
+/// while they run side by side, declared on the new member with
+/// `btf_decl_tag("handover:merge:RULE")`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeRule {
+    /// Counters: the increments of both sides are added.
+    Sum,
+    /// High-water marks: the larger value wins.
+    Max,
+    /// The new version's value wins.
+    New,
+}
+
+impl MergeRule {
+    /// The name used in tags and reports.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeRule::Sum => "sum",
+            MergeRule::Max => "max",
+            MergeRule::New => "new",
+        }
+    }
+}
+
+impl std::str::FromStr for MergeRule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<MergeRule, String> {
+        match s {
+            "sum" => Ok(MergeRule::Sum),
+            "max" => Ok(MergeRule::Max),
+            "new" => Ok(MergeRule::New),
+            other => Err(format!(
+                "unknown merge rule `{other}`; accepted: sum, max, new"
+            )),
+        }
+    }
 }
 
 /// A member of a struct or union.
@@ -49,6 +115,13 @@ pub struct Member {
     pub bitfield_size: u32,
     /// Type of the member.
     pub ty: TypeLayout,
+    /// The old name of a renamed member, declared on it in the C source with
+    /// `btf_decl_tag("handover:renamed_from:OLDNAME")`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
+    /// Reconciliation rule, declared with `btf_decl_tag("handover:merge:sum|max|new")`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<MergeRule>,
 }
 
 /// One named constant of an enum. The value is stored as its 64 raw bits; the
@@ -346,6 +419,8 @@ mod tests {
             bit_offset: off,
             bitfield_size: 0,
             ty: u32_int(),
+            renamed_from: None,
+            merge: None,
         };
         let named = TypeLayout::Typedef {
             name: "flow_t".into(),

@@ -24,6 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use handover_loader::{ReadError, file_kind, read_regular};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -35,6 +36,9 @@ use handover_uapi::Endian;
 pub const FORMAT_NAME: &str = "handover-snapshot";
 /// The format version this build writes, and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
+/// The largest snapshot file read: 64 MiB, some hundred times the snapshot of an
+/// object with a thousand maps.
+pub const MAX_SNAPSHOT_SIZE: u64 = 64 << 20;
 
 /// The maps of one object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +161,21 @@ pub enum SnapshotError {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// The file could not be read: missing, not a regular file, or over
+    /// [`MAX_SNAPSHOT_SIZE`].
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The path to write names something other than a regular file (a device, a FIFO,
+    /// a symbolic link, a directory), which a snapshot must not replace.
+    #[error(
+        "writing snapshot {path}: refused, it is {kind}, not a regular file: give the path of a new or regular file"
+    )]
+    NotRegular {
+        /// The path, left as it was.
+        path: PathBuf,
+        /// What it is ([`file_kind`]).
+        kind: &'static str,
     },
     /// The file is not a readable snapshot.
     #[error("reading snapshot {path}")]
@@ -302,15 +321,33 @@ fn check_names(snapshot: &Snapshot) -> Result<(), FormatError> {
 /// [`SnapshotError::Io`] when the file cannot be read, [`SnapshotError::Format`] when
 /// its contents are not a valid snapshot.
 pub fn read_snapshot(path: &Path) -> Result<Snapshot, SnapshotError> {
-    let bytes = std::fs::read(path).map_err(|source| SnapshotError::Io {
-        action: "reading",
-        path: path.to_owned(),
-        source,
-    })?;
+    let bytes = read_regular(
+        path,
+        MAX_SNAPSHOT_SIZE,
+        "snapshot files (MAX_SNAPSHOT_SIZE)",
+    )?;
     decode(&bytes).map_err(|source| SnapshotError::Format {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Refuses a target that exists and is not a regular file: the rename that puts a
+/// snapshot in place would replace a device node, a FIFO or a symbolic link itself.
+fn refuse_non_regular(path: &Path) -> Result<(), SnapshotError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_file() => Err(SnapshotError::NotRegular {
+            path: path.to_owned(),
+            kind: file_kind(meta.file_type()),
+        }),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SnapshotError::Io {
+            action: "checking",
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// Writes a snapshot file atomically: the file holds either its old contents or the
@@ -318,7 +355,8 @@ pub fn read_snapshot(path: &Path) -> Result<Snapshot, SnapshotError> {
 ///
 /// # Errors
 /// [`SnapshotError::Unreadable`] for a snapshot [`read_snapshot`] would refuse
-/// (nothing is written); [`SnapshotError::Io`] naming the step that failed.
+/// (nothing is written); [`SnapshotError::NotRegular`] when `path` exists and is not a
+/// regular file (nothing is written); [`SnapshotError::Io`] naming the step that failed.
 pub fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), SnapshotError> {
     check_names(snapshot).map_err(|source| SnapshotError::Unreadable {
         path: path.to_owned(),
@@ -346,6 +384,7 @@ pub fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), SnapshotEr
             source,
         }
     };
+    refuse_non_regular(path)?;
     let result = (|| {
         // create_new: never write through a file or symlink someone else put there.
         let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
@@ -359,6 +398,8 @@ pub fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), SnapshotEr
         .map_err(io("creating temporary file for", &tmp))?;
         f.write_all(&bytes).map_err(io("writing", &tmp))?;
         f.sync_all().map_err(io("syncing", &tmp))?;
+        // Checked again just before the rename, which would replace whatever is there.
+        refuse_non_regular(path)?;
         std::fs::rename(&tmp, path).map_err(io("renaming into place", path))?;
         File::open(&dir)
             .and_then(|d| d.sync_all())

@@ -1,0 +1,326 @@
+//! The command line, as `clap` derive types: every command, option and value, with
+//! the help text and examples `--help` shows. Values are checked here, so an unknown
+//! one is refused naming the value and what is accepted.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use handover::{LayoutHint, Policy};
+use handover_uapi::{AttachType, ProgramType};
+
+/// Restart and upgrade eBPF daemons without losing traffic or map state.
+#[derive(Debug, Parser)]
+#[command(
+    name = "handover",
+    version,
+    about,
+    after_help = crate::exit_codes!(),
+    after_long_help = concat!(
+        "Examples:\n",
+        "  handover btf dump /sys/kernel/btf/vmlinux\n",
+        "  handover inspect daemon.bpf.o\n",
+        "  handover snapshot daemon.bpf.o -o maps.json\n",
+        "  handover diff maps.json daemon-next.bpf.o\n\n",
+        crate::exit_codes!(),
+    )
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// BTF of a file: `handover btf dump FILE`.
+    Btf {
+        #[command(subcommand)]
+        command: BtfCommand,
+    },
+    /// Every map and program of a BPF object.
+    #[command(after_help = "Examples:\n  handover inspect daemon.bpf.o\n  \
+        handover inspect daemon.bpf.o --json\n  \
+        handover inspect daemon.bpf.o --program-type my_hook=sock_ops:cgroup_sock_ops")]
+    Inspect(InspectArgs),
+    /// Writes the map specs of BPF objects to a snapshot file, kept for the next upgrade.
+    #[command(
+        after_help = "Examples:\n  handover snapshot daemon.bpf.o -o maps.json\n  \
+        handover snapshot a.bpf.o b.bpf.o -o maps.json\n  \
+        handover snapshot daemon.bpf.o --layout endpoints=key:ep_key,value:ep_value -o maps.json"
+    )]
+    Snapshot(SnapshotArgs),
+    /// What an upgrade from OLD to NEW does with every map.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  handover diff daemon-1.0.bpf.o daemon-1.1.bpf.o\n",
+        "  handover diff maps.json daemon-1.1.bpf.o --policy strict --json\n",
+        "  handover diff old.o new.o --layout endpoints=key:ep_key,value:ep_value\n\n",
+        "Exit codes:\n",
+        "  0  every entry is carried with every field value\n",
+        "  1  failure\n",
+        "  2  usage error\n",
+        "  3  map entries would be lost\n",
+        "  4  every entry is carried, but some field values are dropped",
+    ))]
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BtfCommand {
+    /// Prints every type like `bpftool btf dump file FILE` (raw format).
+    #[command(
+        after_help = "Examples:\n  handover btf dump /sys/kernel/btf/vmlinux\n  \
+        handover btf dump daemon.bpf.o\n  \
+        handover btf dump /sys/kernel/btf/nf_tables --base /sys/kernel/btf/vmlinux"
+    )]
+    Dump(BtfDumpArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BtfDumpArgs {
+    /// A raw BTF blob (/sys/kernel/btf/vmlinux) or a BPF object with a .BTF section.
+    pub file: PathBuf,
+    /// FILE is split BTF on top of this base (as `bpftool --base-btf`).
+    #[arg(long, value_name = "BASE_FILE")]
+    pub base: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// The BPF object (an ELF file built with clang -target bpf).
+    pub object: PathBuf,
+    /// Print JSON for machines instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Program type (and expected attach type) of the programs in a section whose
+    /// name libbpf does not know, as the kernel's enum names in lower case without
+    /// prefix: `my_hook=sock_ops:cgroup_sock_ops`. Repeatable.
+    #[arg(long, value_name = "SECTION=TYPE[:ATTACH]", value_parser = parse_program_type)]
+    pub program_type: Vec<ProgramTypeRule>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SnapshotArgs {
+    /// The BPF objects whose maps the snapshot keeps.
+    #[arg(required = true, value_name = "OBJ")]
+    pub objects: Vec<PathBuf>,
+    /// The snapshot file to write (a new or regular file; replaced atomically).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Layout of a map declared with key_size/value_size only.
+    #[arg(long, value_name = "MAP=key:STRUCT,value:STRUCT", value_parser = parse_layout)]
+    pub layout: Vec<LayoutHint>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DiffArgs {
+    /// The running version: a BPF object or a snapshot written by `handover snapshot`.
+    pub old: PathBuf,
+    /// The new version: a BPF object or a snapshot.
+    pub new: PathBuf,
+    /// How far the upgrade goes to keep entries.
+    #[arg(long, value_enum, default_value_t = PolicyArg::Migrate)]
+    pub policy: PolicyArg,
+    /// Print JSON (the plan with every field mapping and conversion) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Layout of a map declared with key_size/value_size only, resolved in each
+    /// object's BTF: `endpoints=key:ep_key,value:ep_value` (either part may be left
+    /// out). Repeatable. The C source can say the same with a declaration tag on the
+    /// map: `__attribute__((btf_decl_tag("handover:value:ep_value")))`.
+    #[arg(long, value_name = "MAP=key:STRUCT,value:STRUCT", value_parser = parse_layout)]
+    pub layout: Vec<LayoutHint>,
+    /// Compare even when OLD holds objects NEW does not: their maps are reported
+    /// removed. Without it such a diff is refused, naming the missing objects.
+    #[arg(long)]
+    pub allow_missing_objects: bool,
+}
+
+/// `--policy`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum PolicyArg {
+    /// Reuse unchanged maps (capacity may grow), recreate everything else.
+    Strict,
+    /// Carry every entry whenever nothing is lost (grow, convert fields, re-key).
+    Migrate,
+}
+
+impl From<PolicyArg> for Policy {
+    fn from(p: PolicyArg) -> Policy {
+        match p {
+            PolicyArg::Strict => Policy::Strict,
+            PolicyArg::Migrate => Policy::Migrate,
+        }
+    }
+}
+
+/// One `--program-type SECTION=TYPE[:ATTACH]`.
+#[derive(Debug, Clone)]
+pub(crate) struct ProgramTypeRule {
+    pub section: String,
+    pub program_type: ProgramType,
+    pub attach_type: Option<AttachType>,
+}
+
+fn names<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str) -> String {
+    all.iter().map(|t| name(*t)).collect::<Vec<_>>().join(", ")
+}
+
+/// Reads `SECTION=TYPE[:ATTACH]`. Type names hold neither `=` nor `:`, so the section
+/// name is everything before the last `=`.
+fn parse_program_type(value: &str) -> Result<ProgramTypeRule, String> {
+    let (section, spec) = value
+        .rsplit_once('=')
+        .ok_or_else(|| "expected SECTION=TYPE[:ATTACH], e.g. my_hook=sched_cls".to_owned())?;
+    if section.is_empty() {
+        return Err("the section name before `=` is empty".to_owned());
+    }
+    let (ty, attach) = match spec.split_once(':') {
+        Some((ty, attach)) => (ty, Some(attach)),
+        None => (spec, None),
+    };
+    let program_type = ty.parse::<ProgramType>().map_err(|_| {
+        format!(
+            "unknown program type `{ty}`; accepted: {}",
+            names(ProgramType::ALL, ProgramType::name)
+        )
+    })?;
+    let attach_type = attach
+        .map(|a| {
+            a.parse::<AttachType>().map_err(|_| {
+                format!(
+                    "unknown attach type `{a}`; accepted: {}",
+                    names(AttachType::ALL, AttachType::name)
+                )
+            })
+        })
+        .transpose()?;
+    Ok(ProgramTypeRule {
+        section: section.to_owned(),
+        program_type,
+        attach_type,
+    })
+}
+
+fn parse_layout(value: &str) -> Result<LayoutHint, String> {
+    let (map, parts) = value
+        .split_once('=')
+        .ok_or_else(|| "expected MAP=key:STRUCT,value:STRUCT".to_owned())?;
+    if map.is_empty() {
+        return Err("the map name before `=` is empty".to_owned());
+    }
+    let mut hint = LayoutHint {
+        map: map.to_owned(),
+        key: None,
+        value: None,
+    };
+    for part in parts.split(',') {
+        let (side, ty) = part
+            .split_once(':')
+            .ok_or_else(|| format!("`{part}` is not key:STRUCT or value:STRUCT"))?;
+        let ty = ty.strip_prefix("struct ").unwrap_or(ty).trim();
+        if ty.is_empty() {
+            return Err(format!("`{part}` names no type"));
+        }
+        let slot = match side {
+            "key" => &mut hint.key,
+            "value" => &mut hint.value,
+            other => return Err(format!("unknown part `{other}`; accepted: key, value")),
+        };
+        if slot.replace(ty.to_owned()).is_some() {
+            return Err(format!("`{side}` is given twice"));
+        }
+    }
+    Ok(hint)
+}
+
+/// Refuses a `--layout` naming a map that none of the loaded objects has: a typo
+/// would otherwise change nothing, silently.
+pub(crate) fn check_layout_maps(
+    hints: &[LayoutHint],
+    objects: &[&handover::ObjectModel],
+) -> Result<(), String> {
+    for h in hints {
+        if !objects
+            .iter()
+            .any(|o| o.maps.iter().any(|m| m.name == h.map))
+        {
+            return Err(format!(
+                "--layout names map `{}`, which no object given has",
+                handover::btf::printable(&h.map)
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_help_with_an_example() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut stack = vec![cmd];
+        while let Some(mut c) = stack.pop() {
+            let leaf = c.get_subcommands().next().is_none();
+            if leaf && c.get_name() != "help" {
+                let help = c.render_long_help().to_string();
+                assert!(
+                    help.contains("Examples:\n  handover "),
+                    "{}: {help}",
+                    c.get_name()
+                );
+                for a in c.get_arguments() {
+                    let id = a.get_id().as_str();
+                    if id != "help" && id != "version" {
+                        assert!(a.get_help().is_some(), "{} {id} has no help", c.get_name());
+                    }
+                }
+            }
+            stack.extend(
+                c.get_subcommands()
+                    .filter(|s| s.get_name() != "help")
+                    .cloned(),
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_program_type_names_the_value_and_what_is_accepted() {
+        let e = parse_program_type("x=xdpp").unwrap_err();
+        assert!(
+            e.contains("`xdpp`") && e.contains("xdp") && e.contains("sched_cls"),
+            "{e}"
+        );
+        let e = parse_program_type("x=xdp:nope").unwrap_err();
+        assert!(e.contains("`nope`") && e.contains("cgroup_sock_ops"), "{e}");
+        let r = parse_program_type("a=b=sock_ops:cgroup_sock_ops").unwrap();
+        assert_eq!(r.section, "a=b");
+        assert_eq!(r.program_type, ProgramType::SockOps);
+        assert_eq!(r.attach_type, Some(AttachType::CgroupSockOps));
+        assert!(parse_program_type("=xdp").is_err());
+    }
+
+    #[test]
+    fn layout_hints_parse_either_side() {
+        assert_eq!(
+            parse_layout("eps=key:ep_key,value:struct ep").unwrap(),
+            LayoutHint {
+                map: "eps".into(),
+                key: Some("ep_key".into()),
+                value: Some("ep".into())
+            }
+        );
+        assert_eq!(parse_layout("eps=value:v").unwrap().key, None);
+        for bad in ["eps", "=key:a", "eps=kee:a", "eps=key:", "eps=key:a,key:b"] {
+            assert!(parse_layout(bad).is_err(), "{bad}");
+        }
+    }
+}
