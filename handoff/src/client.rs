@@ -39,6 +39,16 @@ pub enum TakeOverError {
         #[source]
         source: io::Error,
     },
+    /// Connecting failed for another reason than nobody listening (permissions,
+    /// resources): whether an old daemon serves is unknown.
+    #[error("connecting to {address}: {source}")]
+    Connect {
+        /// The address.
+        address: Address,
+        /// The failed connect.
+        #[source]
+        source: io::Error,
+    },
     /// The address is unsafe to use.
     #[error(transparent)]
     Address(#[from] AddressError),
@@ -257,8 +267,19 @@ pub fn take_over(
     let stream = match address::connect(address) {
         Ok(s) => s,
         Err(ConnectError::Unsafe(e)) => return Err(e.into()),
-        Err(ConnectError::Io(source)) => {
+        Err(ConnectError::Io(source))
+            if matches!(
+                source.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
             return Err(TakeOverError::NoOldProcess {
+                address: address.clone(),
+                source,
+            });
+        }
+        Err(ConnectError::Io(source)) => {
+            return Err(TakeOverError::Connect {
                 address: address.clone(),
                 source,
             });

@@ -91,12 +91,22 @@ pub use step::{FAILPOINT_VAR, Side, Step};
 #[cfg(feature = "failpoints")]
 pub mod testing {
     use std::io;
-    use std::os::fd::{AsFd, BorrowedFd};
+    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
     use std::os::unix::net::UnixStream;
 
     /// Sends `bytes` as they are, with `fds` attached to the first byte.
     pub fn send_raw(stream: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         crate::sys::send_with_fds(stream.as_fd(), bytes, fds)
+    }
+
+    /// Receives what one `recvmsg` brings (at most `max` bytes) and the descriptors
+    /// that came with it; an empty buffer is end of stream.
+    pub fn recv_raw(stream: &UnixStream, max: usize) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+        let mut buf = vec![0u8; max];
+        let mut fds = Vec::new();
+        let got = crate::sys::recv_with_fds(stream.as_fd(), &mut buf, &mut fds)?;
+        buf.truncate(got.len);
+        Ok((buf, fds))
     }
 
     /// A frame: the big-endian length of `body`, then `body`.
