@@ -117,26 +117,37 @@ pub enum Rejection {
     },
 }
 
-/// Whether process `pid` has exited (gone, or a zombie), looking for up to `wait`:
-/// a killed process closes its descriptors a moment before it becomes a zombie.
-/// An unknown pid (0) counts as alive, the safe answer.
+/// Whether process `pid` has exited, looking for up to `wait`: every thread of it
+/// is gone or a zombie. Threads matter: the descriptors of a killed process close
+/// only when its last thread exits, which can be after the main thread became a
+/// zombie. An unknown pid (0) counts as alive, the safe answer.
 pub(crate) fn process_exited(pid: u32, wait: std::time::Duration) -> bool {
     if pid == 0 {
         return false;
     }
     let until = std::time::Instant::now() + wait;
     loop {
-        let gone = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        let gone = all_threads_exited(pid);
+        if gone || std::time::Instant::now() >= until {
+            return gone;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn all_threads_exited(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        match std::fs::read_to_string(task.path().join("stat")) {
+            // Reaped while we looked.
             Err(_) => true,
             // The state letter follows the command name, which ends at the last ')'.
             Ok(stat) => stat
                 .rsplit_once(')')
                 .and_then(|(_, rest)| rest.trim_start().chars().next())
                 .is_some_and(|state| matches!(state, 'Z' | 'X' | 'x')),
-        };
-        if gone || std::time::Instant::now() >= until {
-            return gone;
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    })
 }

@@ -339,11 +339,10 @@ impl HandoffServer {
         match conn.recv("HELLO").map_err(proto)? {
             (Message::Hello { pid, label }, _) => {
                 tracing::info!(
-                    pid,
-                    label,
-                    claimed_pid = pid,
                     peer_pid = peer.pid,
+                    claimed_pid = pid,
                     uid = peer.uid,
+                    label,
                     "successor says hello"
                 );
             }

@@ -2,9 +2,9 @@
 //! refused or reset, and every request is answered by the old or the new process.
 //! Each test runs in its own network namespace. Needs root; skips loudly otherwise.
 
+mod support;
 #[path = "../../loader/tests/testenv/mod.rs"]
 mod testenv;
-mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -226,7 +226,9 @@ pub fn settles_on(pid: u32, n: usize, timeout: Duration) -> Result<(), String> {
             thread::sleep(Duration::from_millis(10));
         }
     }
-    Err(format!("never {n} answers in a row from pid {pid}; last other answer {last:?}"))
+    Err(format!(
+        "never {n} answers in a row from pid {pid}; last other answer {last:?}"
+    ))
 }
 
 /// The socket path inside `dir`.
