@@ -201,16 +201,11 @@ impl Received {
     /// ([`Fallback::Exit`]).
     pub fn serving(self) -> Result<Released, TakeOverError> {
         let old = self.old;
+        // A failed send may follow an ABORT the old daemon sent before closing:
+        // the receive below still reads it.
         match self.conn.send(&Message::Serving, &[]) {
-            Ok(()) => {}
-            Err(e) if e.peer_gone() && policy::process_exited(old.pid, EXIT_WAIT) => {
-                tracing::warn!(
-                    pid = old.pid,
-                    "the old daemon died before SERVING; serving alone"
-                );
-                return Ok(Released { conn: None, old });
-            }
-            Err(source) => return Err(TakeOverError::Protocol { old, source }),
+            Err(e) if !e.peer_gone() => return Err(TakeOverError::Protocol { old, source: e }),
+            _ => {}
         }
         reached(Step::NewServingSent);
         match self.conn.recv("RELEASED") {
@@ -352,8 +347,10 @@ pub fn take_over(
         fds = fds.len(),
         "manifest received"
     );
-    if let Err(e) = conn.send(&Message::ReadyToTakeOver, &[]) {
-        return Err(lost(old, e, "QUIESCED", manifest, fds));
+    match conn.send(&Message::ReadyToTakeOver, &[]) {
+        // As for SERVING: an ABORT may wait to be read.
+        Err(e) if !e.peer_gone() => return Err(TakeOverError::Protocol { old, source: e }),
+        _ => {}
     }
     reached(Step::NewReadySent);
     match conn.recv("QUIESCED") {
