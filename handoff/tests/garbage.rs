@@ -16,6 +16,9 @@ use handover_handoff::{
 };
 use rig::{Recorder, Rig, STEP, open_fds, serial};
 
+/// A raw peer's behaviour.
+type Peer<'a> = Box<dyn Fn(&UnixStream) + Sync + 'a>;
+
 const HELLO: &[u8] = br#"{"type":"HELLO","version":1,"pid":1,"label":"raw"}"#;
 
 /// Everything the peer sends until it closes: bytes and how many descriptors.
@@ -48,8 +51,8 @@ fn read_frame(stream: &UnixStream) -> (Vec<u8>, Vec<OwnedFd>) {
             return (bytes, fds);
         }
         bytes.extend_from_slice(&b);
-        if bytes.len() >= 4 {
-            let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+        if let Some(head) = bytes.first_chunk::<4>() {
+            let len = u32::from_be_bytes(*head) as usize;
             if bytes.len() >= 4 + len {
                 return (bytes, fds);
             }
@@ -114,7 +117,7 @@ fn the_old_side_refuses_garbage_before_sending_anything() {
     let _s = serial();
     let pipe = spare();
     let two = [pipe.0.as_fd(), pipe.1.as_fd()];
-    let cases: Vec<(&str, Box<dyn Fn(&UnixStream)>, &str)> = vec![
+    let cases: Vec<(&str, Peer, &str)> = vec![
         (
             "oversize",
             Box::new(|s| send_raw(s, &[0xff, 0xff, 0xff, 0xff], &[]).unwrap()),
@@ -262,7 +265,7 @@ fn the_new_side_refuses_garbage_and_keeps_no_descriptor() {
     let pipe = spare();
     let (pipe_r, pipe_w) = (pipe.0.as_fd(), pipe.1.as_fd());
     let admin = r#"{"name":"admin","kind":"listener"}"#;
-    let cases: Vec<(&str, Box<dyn Fn(&UnixStream) + Sync>, &str, bool)> = vec![
+    let cases: Vec<(&str, Peer, &str, bool)> = vec![
         (
             "oversize",
             Box::new(|s| send_raw(s, &[0x7f, 0, 0, 0], &[listener_fd]).unwrap()),

@@ -88,7 +88,7 @@ impl Daemon {
         let want = format!("{word} {}", self.pid());
         let until = Instant::now() + timeout;
         while Instant::now() < until {
-            if self.stdout.lock().unwrap().iter().any(|l| *l == want) {
+            if self.stdout.lock().unwrap().contains(&want) {
                 return true;
             }
             thread::sleep(Duration::from_millis(5));
