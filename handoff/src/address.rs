@@ -187,14 +187,18 @@ pub(crate) fn file_id(path: &Path) -> Option<FileId> {
     })
 }
 
-/// Binds a fresh server at `address`. A socket file nobody listens on (left by a
-/// crash) is replaced; a live one is refused.
-pub(crate) fn bind(address: &Address) -> Result<(UnixListener, Option<FileId>), AddressError> {
-    let io = |doing, source| AddressError::Io {
+fn io_error(address: &Address, doing: &'static str, source: io::Error) -> AddressError {
+    AddressError::Io {
         address: address.clone(),
         doing,
         source,
-    };
+    }
+}
+
+/// Binds a fresh server at `address`. A socket file nobody listens on (left by a
+/// crash) is replaced; a live one is refused.
+pub(crate) fn bind(address: &Address) -> Result<(UnixListener, Option<FileId>), AddressError> {
+    let io = |doing, source| io_error(address, doing, source);
     match address {
         Address::Path(path) => {
             check_directory(path)?;
@@ -240,11 +244,7 @@ pub(crate) fn bind_replacing(
     address: &Address,
     wait: std::time::Duration,
 ) -> Result<(UnixListener, Option<FileId>), AddressError> {
-    let io = |doing, source| AddressError::Io {
-        address: address.clone(),
-        doing,
-        source,
-    };
+    let io = |doing, source| io_error(address, doing, source);
     match address {
         Address::Path(path) => {
             let dir = check_directory(path)?;

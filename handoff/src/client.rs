@@ -324,7 +324,12 @@ pub fn take_over(
     let (manifest, fds) = match conn.recv("MANIFEST") {
         Ok((Message::Manifest(m), fds)) => (m, fds),
         Ok((Message::Abort { reason }, _)) => return Err(TakeOverError::Aborted { old, reason }),
-        Ok((other, _)) => return Err(refuse(&conn, old, "MANIFEST", &other)),
+        Ok((other, _)) => {
+            return Err(TakeOverError::Protocol {
+                old,
+                source: conn.refuse("MANIFEST", &other),
+            });
+        }
         Err(e) => return Err(before_manifest(e, "MANIFEST")),
     };
     reached(Step::NewManifestReceived);
@@ -356,7 +361,12 @@ pub fn take_over(
     match conn.recv("QUIESCED") {
         Ok((Message::Quiesced, _)) => {}
         Ok((Message::Abort { reason }, _)) => return Err(TakeOverError::Aborted { old, reason }),
-        Ok((other, _)) => return Err(refuse(&conn, old, "QUIESCED", &other)),
+        Ok((other, _)) => {
+            return Err(TakeOverError::Protocol {
+                old,
+                source: conn.refuse("QUIESCED", &other),
+            });
+        }
         Err(e) => return Err(lost(old, e, "QUIESCED", manifest, fds)),
     }
     reached(Step::NewQuiescedReceived);
@@ -401,18 +411,4 @@ fn validate(
         named.push(entry.clone(), fd);
     }
     Ok(named)
-}
-
-fn refuse(conn: &Conn, old: Peer, expected: &'static str, got: &Message) -> TakeOverError {
-    let source = ProtocolError::Unexpected {
-        expected,
-        got: got.name(),
-    };
-    let _ = conn.send(
-        &Message::Abort {
-            reason: source.to_string(),
-        },
-        &[],
-    );
-    TakeOverError::Protocol { old, source }
 }

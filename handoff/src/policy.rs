@@ -56,9 +56,9 @@ fn check_exe(peer: Peer, expected: &Path) -> Result<(), Rejection> {
     let actual =
         std::fs::read_link(&link).map_err(|source| Rejection::ExeUnknown { peer, source })?;
     let expected_real = std::fs::canonicalize(expected).unwrap_or_else(|_| expected.to_owned());
-    // A pid names a process only while it lives; the peer is still connected (we
-    // hold its socket), so a reused pid would need the peer to have exited first,
-    // which its open connection makes visible to the protocol right after.
+    // The pid is read while the peer's connection is open; a peer that exited and
+    // had its pid reused in between could pass as the new process, a window this
+    // check shares with every /proc-based one (SO_PEERPIDFD closes it on 6.5+).
     if actual == expected_real {
         Ok(())
     } else {

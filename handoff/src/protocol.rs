@@ -238,6 +238,21 @@ impl Conn {
         })
     }
 
+    /// Answers `got`, which may not come now, with ABORT; returns the error.
+    pub(crate) fn refuse(&self, expected: &'static str, got: &Message) -> ProtocolError {
+        let error = ProtocolError::Unexpected {
+            expected,
+            got: got.name(),
+        };
+        let _ = self.send(
+            &Message::Abort {
+                reason: error.to_string(),
+            },
+            &[],
+        );
+        error
+    }
+
     /// Receives one frame, waiting at most the connection's timeout for all of it.
     /// Returns the message and exactly the descriptors it declares; any other
     /// descriptors that came are closed and make this an error.

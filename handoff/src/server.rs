@@ -346,7 +346,12 @@ impl HandoffServer {
                     "successor says hello"
                 );
             }
-            (other, _) => return Err(self.refuse(conn, peer, "HELLO", &other)),
+            (other, _) => {
+                return Err(HandoffFailed::Protocol {
+                    peer,
+                    source: conn.refuse("HELLO", &other),
+                });
+            }
         }
         reached(Step::OldHelloReceived);
         conn.send(&Message::Manifest(offer.manifest()), &offer.fds.borrowed())
@@ -357,7 +362,12 @@ impl HandoffServer {
             (Message::Abort { reason }, _) => {
                 return Err(HandoffFailed::PeerAborted { peer, reason });
             }
-            (other, _) => return Err(self.refuse(conn, peer, "READY_TO_TAKE_OVER", &other)),
+            (other, _) => {
+                return Err(HandoffFailed::Protocol {
+                    peer,
+                    source: conn.refuse("READY_TO_TAKE_OVER", &other),
+                });
+            }
         }
         reached(Step::OldReadyReceived);
         if let Err(reason) = callbacks.on_quiesce() {
@@ -391,7 +401,10 @@ impl HandoffServer {
                 ));
             }
             Ok((other, _)) => {
-                let failure = self.refuse(conn, peer, "SERVING", &other);
+                let failure = HandoffFailed::Protocol {
+                    peer,
+                    source: conn.refuse("SERVING", &other),
+                };
                 return Err(after_quiesce(failure, callbacks));
             }
             Err(e) => {
@@ -418,27 +431,6 @@ impl HandoffServer {
             "successor serving; stop accepting and drain"
         );
         Ok(())
-    }
-
-    /// Answers a message that may not come now with ABORT.
-    fn refuse(
-        &self,
-        conn: &Conn,
-        peer: Peer,
-        expected: &'static str,
-        got: &Message,
-    ) -> HandoffFailed {
-        let source = ProtocolError::Unexpected {
-            expected,
-            got: got.name(),
-        };
-        let _ = conn.send(
-            &Message::Abort {
-                reason: source.to_string(),
-            },
-            &[],
-        );
-        HandoffFailed::Protocol { peer, source }
     }
 }
 

@@ -163,24 +163,27 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>])
 }
 
 fn send_plain(sock: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: see the module header.
+    retry(|| unsafe {
+        libc::send(
+            sock.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    })
+}
+
+/// Runs a call returning a byte count or -1 with errno, again while it is
+/// interrupted by a signal.
+fn retry(mut call: impl FnMut() -> isize) -> io::Result<usize> {
     loop {
-        // SAFETY: see the module header.
-        let n = unsafe {
-            libc::send(
-                sock.as_raw_fd(),
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        match usize::try_from(n) {
-            Ok(n) => return Ok(n),
-            Err(_) => {
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
-            }
+        if let Ok(n) = usize::try_from(call()) {
+            return Ok(n);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
         }
     }
 }
@@ -212,21 +215,10 @@ fn send_first(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> io::Result<u
         (*cmsg).cmsg_len = libc::CMSG_LEN(payload32) as _;
         std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), payload);
     }
-    loop {
-        // SAFETY: see the module header; `msg` and everything it points to live
-        // until the call returns. The descriptors in the control message are
-        // borrowed from the caller for the call; the kernel takes its own references.
-        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &raw const msg, libc::MSG_NOSIGNAL) };
-        match usize::try_from(n) {
-            Ok(n) => return Ok(n),
-            Err(_) => {
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
-            }
-        }
-    }
+    // SAFETY: see the module header; `msg` and everything it points to live until
+    // the call returns. The descriptors in the control message are borrowed from
+    // the caller for the call; the kernel takes its own references.
+    retry(|| unsafe { libc::sendmsg(sock.as_raw_fd(), &raw const msg, libc::MSG_NOSIGNAL) })
 }
 
 /// What one `recvmsg` brought.
@@ -261,20 +253,10 @@ pub fn recv_with_fds(
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = space as _;
-    let n = loop {
-        // SAFETY: see the module header; `msg` points at `buf` and `control`, both
-        // live and of the lengths given.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
-        match usize::try_from(n) {
-            Ok(n) => break n,
-            Err(_) => {
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
-            }
-        }
-    };
+    // SAFETY: see the module header; `msg` points at `buf` and `control`, both live
+    // and of the lengths given.
+    let n =
+        retry(|| unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, libc::MSG_CMSG_CLOEXEC) })?;
     // SAFETY: the kernel set msg_controllen to the bytes of `control` it filled; the
     // CMSG_* macros walk only within them. Each SCM_RIGHTS descriptor was just
     // installed in this process for us and is owned by nothing else yet.
