@@ -7,7 +7,7 @@
 //!
 //! # Safety
 //! The libc calls here take NUL-terminated strings that outlive the call, integer
-//! flags, live descriptors owned by the caller, and a zero-initialised `ifreq` owned
+//! flags and ids, live descriptors owned by the caller, and a zero-initialised `ifreq` owned
 //! by the caller.
 #![allow(unsafe_code)]
 #![allow(dead_code, reason = "each test binary uses a different part")]
@@ -213,6 +213,20 @@ pub fn enter_new_netns() {
             io::Error::last_os_error()
         );
     }
+}
+
+/// Drops this process to `uid`/`gid` (a child process, never the test runner):
+/// `setgroups`, `setgid`, then `setuid`, so no privilege is left.
+pub fn become_user(uid: u32, gid: u32) {
+    // SAFETY: see the module header; an empty group list.
+    let ret = unsafe { libc::setgroups(0, std::ptr::null()) };
+    assert_eq!(ret, 0, "setgroups: {}", io::Error::last_os_error());
+    // SAFETY: see the module header.
+    let ret = unsafe { libc::setgid(gid) };
+    assert_eq!(ret, 0, "setgid({gid}): {}", io::Error::last_os_error());
+    // SAFETY: see the module header.
+    let ret = unsafe { libc::setuid(uid) };
+    assert_eq!(ret, 0, "setuid({uid}): {}", io::Error::last_os_error());
 }
 
 /// The role this process plays when a test re-executed its binary, if any.
