@@ -4,3 +4,5 @@
 //! exactly one consistent set of pins.
 
 #![deny(unsafe_code)]
+
+pub mod migrate;
