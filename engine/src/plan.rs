@@ -12,7 +12,7 @@ use crate::kernel::{KernelFacts, ObjectSource};
 use crate::options::{AttachPoint, Options, SwitchMethod, identity};
 use crate::state::{ObjectRecord, State};
 use crate::upstream::{
-    ConversionPlan, KernelEnv, MapModel, Verdict, diff_maps, object_model,
+    ConversionPlan, FieldMapping, KernelEnv, MapModel, Side, Verdict, diff_maps, object_model,
 };
 
 /// How this start relates to what is installed.
@@ -92,6 +92,9 @@ pub struct MapPlan {
     /// Conversion of each old value, when values change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_plan: Option<ConversionPlan>,
+    /// Per field of the key and value, what the conversion does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldMapping>,
     /// Why, in words.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -201,11 +204,13 @@ impl Plan {
 }
 
 /// The key of a map in a set: its name, except for global data sections (`.data`,
-/// `.rodata`, `.bss`...), which every object has its own of: `OBJECT:SECTION`.
+/// `.rodata`, `.bss`...), which every object has its own of: `SECTION:OBJECT`. The
+/// section comes first because the diff tells read-only data by the start of the
+/// name, even in the kernel's 15-byte form of it.
 #[must_use]
 pub fn map_key(object: &str, name: &str) -> String {
     if name.starts_with('.') {
-        format!("{object}:{name}")
+        format!("{name}:{object}")
     } else {
         name.to_owned()
     }
@@ -379,6 +384,7 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
                 from: None,
                 key_plan: None,
                 value_plan: None,
+                fields: Vec::new(),
                 notes: Vec::new(),
             })
             .collect(),
@@ -397,6 +403,7 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
                 from: None,
                 key_plan: None,
                 value_plan: None,
+                fields: Vec::new(),
                 notes: Vec::new(),
             })
             .collect(),
@@ -535,6 +542,7 @@ fn upgrade_maps(set: &SetModel, state: &State, options: &Options, env: &KernelEn
                 .then_some(old_key),
                 key_plan: d.key_plan,
                 value_plan: d.value_plan,
+                fields: d.fields,
                 notes,
             }
         })
@@ -576,6 +584,23 @@ impl fmt::Display for Plan {
                 m.pin,
                 m.max_entries
             )?;
+            for field in &m.fields {
+                let side = match field.side {
+                    Side::Key => "key",
+                    Side::Value => "value",
+                };
+                let loc = |l: &Option<crate::upstream::FieldLoc>| {
+                    l.as_ref().map_or("-".to_owned(), |l| format!("{} @{}:{}", l.ty, l.bit_offset, l.bits))
+                };
+                writeln!(
+                    f,
+                    "      {side} {:<20} {:<10} {} -> {}",
+                    if field.path.is_empty() { "(whole)" } else { &field.path },
+                    field.action.as_str(),
+                    loc(&field.old),
+                    loc(&field.new)
+                )?;
+            }
             for n in &m.notes {
                 writeln!(f, "      {n}")?;
             }

@@ -3,6 +3,5 @@
 //! pipeline to its own crate changes this file alone.
 
 pub use handover::{
-    ConversionPlan, DiffReport, KernelEnv, MapDiff, MapModel, ObjectModel, Policy, Verdict,
-    convert, convert_percpu, diff_maps, object_model,
+    ConversionPlan, FieldLoc, FieldMapping, KernelEnv, Side, MapModel, Policy, Verdict, convert, diff_maps, object_model,
 };
