@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use handover_loader::sys::UpdateFlags;
 
+use crate::error::Error;
 use crate::migrate::MapAccess;
 use crate::state::MapCounts;
 use crate::step::{Step, checkpoint};
 use crate::upstream::{ConversionPlan, convert};
-use crate::error::Error;
 
 /// One map to carry: the live map, its replacement and the planned conversions.
 pub(crate) struct Carry<'a> {
@@ -35,7 +35,10 @@ fn converted(plan: Option<&ConversionPlan>, bytes: &[u8], len: usize) -> Result<
     match plan {
         Some(p) => convert(p, bytes).map_err(|e| e.to_string()),
         None if bytes.len() == len => Ok(bytes.to_vec()),
-        None => Err(format!("{} bytes where {len} are expected and no conversion is planned", bytes.len())),
+        None => Err(format!(
+            "{} bytes where {len} are expected and no conversion is planned",
+            bytes.len()
+        )),
     }
 }
 
@@ -54,8 +57,7 @@ pub(crate) fn copy(c: &Carry<'_>, _base_dir: &Path, every: usize) -> Result<MapC
         .next_key(prev.as_deref(), &mut key)
         .map_err(|e| err(e.to_string()))?
     {
-        if c
-            .old
+        if c.old
             .lookup(&key, &mut value, UpdateFlags::ANY)
             .map_err(|e| err(e.to_string()))?
         {

@@ -25,7 +25,10 @@ use crate::options::{Options, SwitchMethod, identity};
 use crate::plan::{
     self, AttachAction, LiveState, MapAction, Plan, PlanInput, ProgramAction, Start, staged_pin,
 };
-use crate::state::{Direction, Journal, LinkRecord, MapCounts, Phase, Pinned, Staged, State, StateDir};
+use crate::real::RealKernel;
+use crate::state::{
+    Direction, Journal, LinkRecord, MapCounts, Phase, Pinned, Staged, State, StateDir,
+};
 use crate::step::{Step, checkpoint};
 
 /// Choices of [`Engine::apply`] that are not part of the load's identity.
@@ -102,8 +105,30 @@ fn kerr(step: &'static str, what: impl Into<String>) -> impl FnOnce(KernelError)
 }
 
 fn now_tx(identity: &str) -> String {
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    format!("{}-{}", identity.get(..12).unwrap_or(identity), t.as_nanos())
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}-{}",
+        identity.get(..12).unwrap_or(identity),
+        t.as_nanos()
+    )
+}
+
+impl Engine<RealKernel> {
+    /// Opens the engine on the running kernel: takes the exclusive lock of
+    /// `state_dir` (waiting as `wait` says), then opens the pin root `pin_root` (a
+    /// directory on a bpffs).
+    ///
+    /// # Errors
+    /// [`Error::Locked`]; the pin root is not on bpffs; I/O errors.
+    pub fn open(pin_root: &Path, state_dir: &Path, wait: LockWait) -> Result<Self, Error> {
+        let dir = StateDir::new(state_dir)?;
+        let lock = StateLock::acquire(dir.path(), wait)?;
+        let kernel = RealKernel::open(pin_root, state_dir)
+            .map_err(kerr("open", format!("pin root {}", pin_root.display())))?;
+        Ok(Self::locked(kernel, dir, lock))
+    }
 }
 
 impl<K: Kernel> Engine<K> {
@@ -151,14 +176,22 @@ impl<K: Kernel> Engine<K> {
     }
 
     fn get(&mut self, step: &'static str, path: &str) -> Result<Option<ObjRef>, Error> {
-        let r = self.kernel.get(path).map_err(kerr(step, format!("open pin {path}")))?;
+        let r = self
+            .kernel
+            .get(path)
+            .map_err(kerr(step, format!("open pin {path}")))?;
         self.opened.extend(r);
         Ok(r)
     }
 
     /// Releases what this operation opened, except the installed set's handles.
     fn release_opened(&mut self) {
-        let keep: BTreeSet<ObjRef> = self.maps.values().chain(self.programs.values()).copied().collect();
+        let keep: BTreeSet<ObjRef> = self
+            .maps
+            .values()
+            .chain(self.programs.values())
+            .copied()
+            .collect();
         for r in std::mem::take(&mut self.opened) {
             if !keep.contains(&r) {
                 self.kernel.release(r);
@@ -206,15 +239,24 @@ impl<K: Kernel> Engine<K> {
             .chain(state.programs.values())
             .map(|p| p.pin.as_str())
             .collect();
-        let lost: Vec<&String> = missing.iter().filter(|p| maps_and_progs.contains(p.as_str())).collect();
+        let lost: Vec<&String> = missing
+            .iter()
+            .filter(|p| maps_and_progs.contains(p.as_str()))
+            .collect();
         let stale = if !changed.is_empty() {
-            Some(format!("pins hold other objects than recorded: {}", changed.join(", ")))
+            Some(format!(
+                "pins hold other objects than recorded: {}",
+                changed.join(", ")
+            ))
         } else if !lost.is_empty() && lost.len() == maps_and_progs.len() {
             Some("no recorded pin exists any more (bpffs was wiped, e.g. by a reboot)".to_owned())
         } else if !lost.is_empty() {
             Some(format!(
                 "recorded pins are gone: {}",
-                lost.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                lost.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         } else {
             None
@@ -253,7 +295,11 @@ impl<K: Kernel> Engine<K> {
             None => (LiveState::default(), None),
         };
         let facts = self.kernel.facts();
-        let trusted = if stale.is_some() { None } else { state.as_ref() };
+        let trusted = if stale.is_some() {
+            None
+        } else {
+            state.as_ref()
+        };
         plan::compute(PlanInput {
             objects,
             options,
@@ -312,7 +358,9 @@ impl<K: Kernel> Engine<K> {
             return Err(Error::Stale(describe_live_change(&plan.live, &now.live)));
         }
         if now != *plan {
-            return Err(Error::Stale("the installed state changed since the plan was made".into()));
+            return Err(Error::Stale(
+                "the installed state changed since the plan was made".into(),
+            ));
         }
         let lost = plan.lost_maps();
         if !lost.is_empty() && !options.allow_state_loss {
@@ -321,7 +369,10 @@ impl<K: Kernel> Engine<K> {
         if plan.start == Start::Restart {
             return self.restart(plan);
         }
-        let old = self.dir.read_state()?.filter(|_| matches!(plan.start, Start::Upgrade { .. }));
+        let old = self
+            .dir
+            .read_state()?
+            .filter(|_| matches!(plan.start, Start::Upgrade { .. }));
         let mut j = Journal {
             tx: now_tx(&plan.identity),
             plan: plan.clone(),
@@ -364,7 +415,11 @@ impl<K: Kernel> Engine<K> {
 
     /// Holds the installed set's maps and programs for handles.
     fn adopt(&mut self, state: &State) {
-        self.maps = state.maps.iter().map(|(k, p)| (k.clone(), ObjRef::map(p.id))).collect();
+        self.maps = state
+            .maps
+            .iter()
+            .map(|(k, p)| (k.clone(), ObjRef::map(p.id)))
+            .collect();
         self.programs = state
             .programs
             .iter()
@@ -437,8 +492,13 @@ impl<K: Kernel> Engine<K> {
             let Some(old) = j.old.as_ref().and_then(|s| s.maps.get(old_key)).cloned() else {
                 continue;
             };
-            let r = self.get(STEP, &old.pin)?.ok_or_else(|| Error::Stale(format!("{} is gone", old.pin)))?;
-            let access = self.kernel.map_access(r).map_err(kerr(STEP, format!("open map {old_key}")))?;
+            let r = self
+                .get(STEP, &old.pin)?
+                .ok_or_else(|| Error::Stale(format!("{} is gone", old.pin)))?;
+            let access = self
+                .kernel
+                .map_access(r)
+                .map_err(kerr(STEP, format!("open map {old_key}")))?;
             let g = access.geometry();
             if matches!(
                 g.map_type,
@@ -485,13 +545,17 @@ impl<K: Kernel> Engine<K> {
             }
             checkpoint(Step::Preflight.item_point())?;
             let pin = staged_pin(&plan::map_pin(key));
-            self.kernel.pin(*r, &pin).map_err(kerr(STEP, format!("pin {pin}")))?;
+            self.kernel
+                .pin(*r, &pin)
+                .map_err(kerr(STEP, format!("pin {pin}")))?;
             staged.maps.insert(key.clone(), *r);
         }
         for (name, r) in &loaded.programs {
             checkpoint(Step::Preflight.item_point())?;
             let pin = staged_pin(&plan::prog_pin(name));
-            self.kernel.pin(*r, &pin).map_err(kerr(STEP, format!("pin {pin}")))?;
+            self.kernel
+                .pin(*r, &pin)
+                .map_err(kerr(STEP, format!("pin {pin}")))?;
             staged.programs.insert(name.clone(), *r);
         }
         j.staged = staged;
@@ -499,7 +563,12 @@ impl<K: Kernel> Engine<K> {
     }
 
     /// Opens a staged object, checking it is the one the journal recorded.
-    fn staged(&mut self, step: &'static str, live_pin: &str, expected: ObjRef) -> Result<ObjRef, Error> {
+    fn staged(
+        &mut self,
+        step: &'static str,
+        live_pin: &str,
+        expected: ObjRef,
+    ) -> Result<ObjRef, Error> {
         let pin = staged_pin(live_pin);
         match self.get(step, &pin)? {
             Some(r) if r == expected => Ok(r),
@@ -525,7 +594,9 @@ impl<K: Kernel> Engine<K> {
             let Some(&new) = j.staged.maps.get(&m.key) else {
                 continue;
             };
-            let old_r = self.get(STEP, &old.pin)?.ok_or_else(|| Error::Stale(format!("{} is gone", old.pin)))?;
+            let old_r = self
+                .get(STEP, &old.pin)?
+                .ok_or_else(|| Error::Stale(format!("{} is gone", old.pin)))?;
             let new_r = self.staged(STEP, &m.pin, new)?;
             let carry = Carry {
                 key: &m.key,
@@ -541,7 +612,9 @@ impl<K: Kernel> Engine<K> {
     }
 
     fn access(&mut self, step: &'static str, map: ObjRef) -> Result<Arc<dyn MapAccess>, Error> {
-        self.kernel.map_access(map).map_err(kerr(step, format!("open {map}")))
+        self.kernel
+            .map_access(map)
+            .map_err(kerr(step, format!("open {map}")))
     }
 
     /// The program id the old set ran for an attachment.
@@ -553,21 +626,34 @@ impl<K: Kernel> Engine<K> {
         const STEP: &str = "switch";
         let plan = j.plan.clone();
         let started = Instant::now();
-        let base_ns = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let base_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
         let base_ns = u64::try_from(base_ns).unwrap_or(u64::MAX);
         let mut first: Option<Duration> = None;
         let mut last = Duration::ZERO;
-        for a in plan.attachments.iter().filter(|a| a.action != AttachAction::Detach) {
+        for a in plan
+            .attachments
+            .iter()
+            .filter(|a| a.action != AttachAction::Detach)
+        {
             checkpoint(Step::Switch.item_point())?;
             let Some(&new_prog) = j.staged.programs.get(&a.program) else {
-                return Err(Error::Options(format!("attachment {} names no loaded program", a.name)));
+                return Err(Error::Options(format!(
+                    "attachment {} names no loaded program",
+                    a.name
+                )));
             };
             let new_prog = self.staged(STEP, &plan::prog_pin(&a.program), new_prog)?;
             let mut switched = false;
             match a.action {
                 AttachAction::Switch(SwitchMethod::LinkUpdate) => {
                     let old = Self::old_link(j, &a.name).ok_or_else(|| {
-                        Error::Stale(format!("attachment {} is not in the installed state", a.name))
+                        Error::Stale(format!(
+                            "attachment {} is not in the installed state",
+                            a.name
+                        ))
                     })?;
                     let link = self
                         .get(STEP, &a.pin)?
@@ -597,12 +683,14 @@ impl<K: Kernel> Engine<K> {
                     let link = match self.get(STEP, &stage)? {
                         Some(l) => l,
                         None => {
-                            let l = self
-                                .kernel
-                                .attach(new_prog, &a.point)
-                                .map_err(kerr(STEP, format!("attach {} at {}", a.program, a.point)))?;
+                            let l = self.kernel.attach(new_prog, &a.point).map_err(kerr(
+                                STEP,
+                                format!("attach {} at {}", a.program, a.point),
+                            ))?;
                             self.opened.insert(l);
-                            self.kernel.pin(l, &stage).map_err(kerr(STEP, format!("pin {stage}")))?;
+                            self.kernel
+                                .pin(l, &stage)
+                                .map_err(kerr(STEP, format!("pin {stage}")))?;
                             switched = true;
                             l
                         }
@@ -611,9 +699,14 @@ impl<K: Kernel> Engine<K> {
                     if a.action == AttachAction::Switch(SwitchMethod::AttachThenDetach) {
                         // The new link runs; now the old one stops.
                         if let Some(old) = self.get(STEP, &a.pin)? {
-                            let runs = self.kernel.link_program(old).map_err(kerr(STEP, format!("inspect {}", a.pin)))?;
+                            let runs = self
+                                .kernel
+                                .link_program(old)
+                                .map_err(kerr(STEP, format!("inspect {}", a.pin)))?;
                             if runs.is_some() {
-                                self.kernel.detach(old).map_err(kerr(STEP, format!("detach {}", a.pin)))?;
+                                self.kernel
+                                    .detach(old)
+                                    .map_err(kerr(STEP, format!("detach {}", a.pin)))?;
                             }
                         }
                     }
@@ -627,7 +720,9 @@ impl<K: Kernel> Engine<K> {
             }
         }
         if let Some(first) = first {
-            let ns = |d: Duration| base_ns.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            let ns = |d: Duration| {
+                base_ns.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            };
             j.switch_window_ns = Some((ns(first), ns(last)));
         }
         Ok(())
@@ -654,20 +749,32 @@ impl<K: Kernel> Engine<K> {
                 let held = self.get(STEP, &stage)?.ok_or_else(|| Error::Kernel {
                     step: STEP,
                     what: format!("exchange {stage} over {live}"),
-                    source: KernelError::Missing { what: stage.clone() },
+                    source: KernelError::Missing {
+                        what: stage.clone(),
+                    },
                 })?;
                 self.kernel
                     .exchange(held, &live)
                     .map_err(kerr(STEP, format!("exchange {stage} over {live}")))?;
             }
-            self.kernel.unpin(&stage).map_err(kerr(STEP, format!("unpin {stage}")))?;
+            self.kernel
+                .unpin(&stage)
+                .map_err(kerr(STEP, format!("unpin {stage}")))?;
         }
         // Attachments of the old set that the new one drops.
-        for a in plan.attachments.iter().filter(|a| a.action == AttachAction::Detach) {
+        for a in plan
+            .attachments
+            .iter()
+            .filter(|a| a.action == AttachAction::Detach)
+        {
             checkpoint(Step::Commit.item_point())?;
             if let Some(link) = self.get(STEP, &a.pin)? {
-                self.kernel.detach(link).map_err(kerr(STEP, format!("detach {}", a.pin)))?;
-                self.kernel.unpin(&a.pin).map_err(kerr(STEP, format!("unpin {}", a.pin)))?;
+                self.kernel
+                    .detach(link)
+                    .map_err(kerr(STEP, format!("detach {}", a.pin)))?;
+                self.kernel
+                    .unpin(&a.pin)
+                    .map_err(kerr(STEP, format!("unpin {}", a.pin)))?;
             }
         }
         let state = plan_state(j)?;
@@ -686,7 +793,9 @@ impl<K: Kernel> Engine<K> {
             .collect();
         for pin in &live {
             checkpoint(Step::Release.item_point())?;
-            self.kernel.drop_rollback(pin).map_err(kerr(STEP, format!("drop rollback of {pin}")))?;
+            self.kernel
+                .drop_rollback(pin)
+                .map_err(kerr(STEP, format!("drop rollback of {pin}")))?;
         }
         if let Some(old) = &j.old {
             let gone: Vec<String> = old
@@ -698,7 +807,9 @@ impl<K: Kernel> Engine<K> {
                 .collect();
             for pin in gone {
                 checkpoint(Step::Release.item_point())?;
-                self.kernel.unpin(&pin).map_err(kerr(STEP, format!("unpin {pin}")))?;
+                self.kernel
+                    .unpin(&pin)
+                    .map_err(kerr(STEP, format!("unpin {pin}")))?;
             }
         }
         // Old objects this process opened are released now, not when it exits.
@@ -728,7 +839,10 @@ impl<K: Kernel> Engine<K> {
             let Some(link) = self.get(STEP, &a.pin)? else {
                 continue;
             };
-            let runs = self.kernel.link_program(link).map_err(kerr(STEP, format!("inspect {}", a.pin)))?;
+            let runs = self
+                .kernel
+                .link_program(link)
+                .map_err(kerr(STEP, format!("inspect {}", a.pin)))?;
             let new_prog = j.staged.programs.get(&a.program).copied();
             let old_prog = self.get(STEP, &plan::prog_pin(&old.attachment.program))?;
             match method {
@@ -752,8 +866,12 @@ impl<K: Kernel> Engine<K> {
                             .attach(old_prog, &a.point)
                             .map_err(kerr(STEP, format!("attach {} again", a.program)))?;
                         self.opened.insert(l);
-                        self.kernel.exchange(l, &a.pin).map_err(kerr(STEP, format!("pin {}", a.pin)))?;
-                        self.kernel.drop_rollback(&a.pin).map_err(kerr(STEP, format!("drop {}", a.pin)))?;
+                        self.kernel
+                            .exchange(l, &a.pin)
+                            .map_err(kerr(STEP, format!("pin {}", a.pin)))?;
+                        self.kernel
+                            .drop_rollback(&a.pin)
+                            .map_err(kerr(STEP, format!("drop {}", a.pin)))?;
                     }
                 }
             }
@@ -767,7 +885,9 @@ impl<K: Kernel> Engine<K> {
             .collect();
         for pin in stage {
             checkpoint("rollback:item")?;
-            self.kernel.unpin(&pin).map_err(kerr(STEP, format!("unpin {pin}")))?;
+            self.kernel
+                .unpin(&pin)
+                .map_err(kerr(STEP, format!("unpin {pin}")))?;
         }
         checkpoint("rollback:end")?;
         self.dir.remove_journal()?;
@@ -818,24 +938,33 @@ impl<K: Kernel> Engine<K> {
                 self.rollback(&j)?;
             }
         }
-        Ok(Some(Recovered { tx: j.tx, direction }))
+        Ok(Some(Recovered {
+            tx: j.tx,
+            direction,
+        }))
     }
 
     /// A restart: reopens the pins, loads nothing, and attaches again what is
     /// recorded but no longer live.
     fn restart(&mut self, plan: &Plan) -> Result<Report, Error> {
         const STEP: &str = "restart";
-        let mut state = self.dir.read_state()?.ok_or_else(|| Error::Stale("nothing is installed".into()))?;
+        let mut state = self
+            .dir
+            .read_state()?
+            .ok_or_else(|| Error::Stale("nothing is installed".into()))?;
         let mut reattached = Vec::new();
         let names: Vec<String> = state.links.keys().cloned().collect();
         for name in names {
-            let Some(l) = state.links.get(&name).cloned() else { continue };
+            let Some(l) = state.links.get(&name).cloned() else {
+                continue;
+            };
             let live = match self.get(STEP, &l.pin)? {
-                Some(link) => self
-                    .kernel
-                    .link_program(link)
-                    .map_err(kerr(STEP, format!("inspect {}", l.pin)))?
-                    == Some(l.prog),
+                Some(link) => {
+                    self.kernel
+                        .link_program(link)
+                        .map_err(kerr(STEP, format!("inspect {}", l.pin)))?
+                        == Some(l.prog)
+                }
                 None => false,
             };
             if live {
@@ -846,13 +975,17 @@ impl<K: Kernel> Engine<K> {
             let prog = self
                 .get(STEP, &pin)?
                 .ok_or_else(|| Error::Stale(format!("program pin {pin} is gone")))?;
-            let link = self
-                .kernel
-                .attach(prog, &l.attachment.point)
-                .map_err(kerr(STEP, format!("attach {} at {}", l.attachment.program, l.attachment.point)))?;
+            let link = self.kernel.attach(prog, &l.attachment.point).map_err(kerr(
+                STEP,
+                format!("attach {} at {}", l.attachment.program, l.attachment.point),
+            ))?;
             self.opened.insert(link);
-            self.kernel.exchange(link, &l.pin).map_err(kerr(STEP, format!("pin {}", l.pin)))?;
-            self.kernel.drop_rollback(&l.pin).map_err(kerr(STEP, format!("drop {}", l.pin)))?;
+            self.kernel
+                .exchange(link, &l.pin)
+                .map_err(kerr(STEP, format!("pin {}", l.pin)))?;
+            self.kernel
+                .drop_rollback(&l.pin)
+                .map_err(kerr(STEP, format!("drop {}", l.pin)))?;
             if let Some(rec) = state.links.get_mut(&name) {
                 rec.id = link.id;
                 rec.prog = prog.id;
@@ -894,15 +1027,25 @@ impl<K: Kernel> Engine<K> {
         for l in state.links.values() {
             checkpoint("uninstall:item")?;
             if let Some(link) = self.get(STEP, &l.pin)? {
-                self.kernel.detach(link).map_err(kerr(STEP, format!("detach {}", l.pin)))?;
+                self.kernel
+                    .detach(link)
+                    .map_err(kerr(STEP, format!("detach {}", l.pin)))?;
             }
-            if self.kernel.unpin(&l.pin).map_err(kerr(STEP, format!("unpin {}", l.pin)))? {
+            if self
+                .kernel
+                .unpin(&l.pin)
+                .map_err(kerr(STEP, format!("unpin {}", l.pin)))?
+            {
                 pins.push(l.pin.clone());
             }
         }
         for p in state.programs.values().chain(state.maps.values()) {
             checkpoint("uninstall:item")?;
-            if self.kernel.unpin(&p.pin).map_err(kerr(STEP, format!("unpin {}", p.pin)))? {
+            if self
+                .kernel
+                .unpin(&p.pin)
+                .map_err(kerr(STEP, format!("unpin {}", p.pin)))?
+            {
                 pins.push(p.pin.clone());
             }
         }
@@ -912,6 +1055,9 @@ impl<K: Kernel> Engine<K> {
             self.kernel.release(r);
         }
         self.release_opened();
+        self.kernel
+            .cleanup()
+            .map_err(kerr(STEP, "remove pin directories"))?;
         self.dir.remove_state()?;
         Ok(Uninstalled {
             objects: state.objects(),
@@ -967,10 +1113,13 @@ impl<K: Kernel> Engine<K> {
     /// # Errors
     /// [`Error::NoSuch`].
     pub fn program(&self, name: &str) -> Result<ObjRef, Error> {
-        self.programs.get(name).copied().ok_or_else(|| Error::NoSuch {
-            kind: "program",
-            name: name.to_owned(),
-        })
+        self.programs
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::NoSuch {
+                kind: "program",
+                name: name.to_owned(),
+            })
     }
 }
 
@@ -982,7 +1131,9 @@ pub struct TypedMap<K, V> {
 
 impl<K, V> std::fmt::Debug for TypedMap<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TypedMap").field("geometry", &self.access.geometry()).finish()
+        f.debug_struct("TypedMap")
+            .field("geometry", &self.access.geometry())
+            .finish()
     }
 }
 
@@ -997,9 +1148,11 @@ where
     /// The kernel refuses.
     pub fn get(&self, key: &K) -> Result<Option<V>, handover_loader::sys::Error> {
         let mut v = V::new_zeroed();
-        let found = self
-            .access
-            .lookup(key.as_bytes(), v.as_mut_bytes(), handover_loader::sys::UpdateFlags::ANY)?;
+        let found = self.access.lookup(
+            key.as_bytes(),
+            v.as_mut_bytes(),
+            handover_loader::sys::UpdateFlags::ANY,
+        )?;
         Ok(found.then_some(v))
     }
 
@@ -1008,8 +1161,11 @@ where
     /// # Errors
     /// The kernel refuses.
     pub fn insert(&self, key: &K, value: &V) -> Result<(), handover_loader::sys::Error> {
-        self.access
-            .update(key.as_bytes(), value.as_bytes(), handover_loader::sys::UpdateFlags::ANY)
+        self.access.update(
+            key.as_bytes(),
+            value.as_bytes(),
+            handover_loader::sys::UpdateFlags::ANY,
+        )
     }
 
     /// Deletes `key`; `false` when there was none.
@@ -1030,26 +1186,50 @@ fn plan_state(j: &Journal) -> Result<State, Error> {
         let id = match j.staged.maps.get(&m.key) {
             Some(r) => r.id,
             None => {
-                let old = j.old.as_ref().and_then(|s| s.maps.get(&m.key)).ok_or_else(|| {
-                    Error::Stale(format!("map {} is neither staged nor installed", m.key))
-                })?;
+                let old = j
+                    .old
+                    .as_ref()
+                    .and_then(|s| s.maps.get(&m.key))
+                    .ok_or_else(|| {
+                        Error::Stale(format!("map {} is neither staged nor installed", m.key))
+                    })?;
                 old.id
             }
         };
-        maps.insert(m.key.clone(), Pinned { pin: m.pin.clone(), id });
+        maps.insert(
+            m.key.clone(),
+            Pinned {
+                pin: m.pin.clone(),
+                id,
+            },
+        );
     }
     let mut programs = BTreeMap::new();
-    for p in plan.programs.iter().filter(|p| p.action != ProgramAction::Remove) {
+    for p in plan
+        .programs
+        .iter()
+        .filter(|p| p.action != ProgramAction::Remove)
+    {
         let id = j
             .staged
             .programs
             .get(&p.name)
             .ok_or_else(|| Error::Stale(format!("program {} was not staged", p.name)))?
             .id;
-        programs.insert(p.name.clone(), Pinned { pin: p.pin.clone(), id });
+        programs.insert(
+            p.name.clone(),
+            Pinned {
+                pin: p.pin.clone(),
+                id,
+            },
+        );
     }
     let mut links = BTreeMap::new();
-    for a in plan.attachments.iter().filter(|a| a.action != AttachAction::Detach) {
+    for a in plan
+        .attachments
+        .iter()
+        .filter(|a| a.action != AttachAction::Detach)
+    {
         let prog = programs.get(&a.program).map_or(0, |p| p.id);
         let id = match j.new_links.get(&a.name) {
             Some(r) => r.id,
@@ -1065,7 +1245,9 @@ fn plan_state(j: &Journal) -> Result<State, Error> {
             .iter()
             .find(|x| x.name == a.name)
             .cloned()
-            .ok_or_else(|| Error::Options(format!("attachment {} is not in the options", a.name)))?;
+            .ok_or_else(|| {
+                Error::Options(format!("attachment {} is not in the options", a.name))
+            })?;
         links.insert(
             a.name.clone(),
             LinkRecord {
@@ -1113,11 +1295,14 @@ fn describe_live_change(then: &LiveState, now: &LiveState) -> String {
 pub fn wait_gone<K: Kernel>(kernel: &mut K, objects: &[ObjRef], timeout: Duration) -> Vec<ObjRef> {
     let deadline = Instant::now() + timeout;
     loop {
-        let alive: Vec<ObjRef> = objects.iter().copied().filter(|r| kernel.alive(*r)).collect();
+        let alive: Vec<ObjRef> = objects
+            .iter()
+            .copied()
+            .filter(|r| kernel.alive(*r))
+            .collect();
         if alive.is_empty() || Instant::now() >= deadline {
             return alive;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
-

@@ -72,9 +72,7 @@ pub enum Error {
         reason: String,
     },
     /// The plan would lose entries and the caller did not allow it.
-    #[error(
-        "the plan loses entries of {maps:?}; apply with allow_state_loss to accept that"
-    )]
+    #[error("the plan loses entries of {maps:?}; apply with allow_state_loss to accept that")]
     StateLoss {
         /// The maps whose entries would be lost.
         maps: Vec<String>,

@@ -23,18 +23,9 @@ const ROLLBACK_SUFFIX: &str = "__handover_prev";
 
 #[derive(Debug)]
 enum Obj {
-    Map {
-        name: String,
-        map: Arc<FakeMap>,
-    },
-    Prog {
-        name: String,
-        refs: Vec<ObjRef>,
-    },
-    Link {
-        prog: Option<ObjRef>,
-        point: String,
-    },
+    Map { name: String, map: Arc<FakeMap> },
+    Prog { name: String, refs: Vec<ObjRef> },
+    Link { prog: Option<ObjRef>, point: String },
     Btf,
 }
 
@@ -85,7 +76,8 @@ impl World {
     }
 
     fn held(&self, process: u64, r: ObjRef) -> Result<(), KernelError> {
-        if self.holds.get(&process).is_some_and(|h| h.contains(&r)) && self.objects.contains_key(&r) {
+        if self.holds.get(&process).is_some_and(|h| h.contains(&r)) && self.objects.contains_key(&r)
+        {
             Ok(())
         } else {
             Err(KernelError::Missing {
@@ -125,6 +117,54 @@ impl FakeWorld {
         }
     }
 
+    /// A copy of this machine as it would be after every process on it died: the
+    /// same objects (maps with copies of their entries), pins and ids, no holds.
+    #[must_use]
+    pub fn crashed_copy(&self) -> FakeWorld {
+        let w = self.lock();
+        let objects = w
+            .objects
+            .iter()
+            .map(|(r, o)| {
+                let o = match o {
+                    Obj::Map { name, map } => {
+                        let copy = FakeMap::new(map.geometry());
+                        let entries = map.entries();
+                        copy.with_entries(|e| *e = entries);
+                        Obj::Map {
+                            name: name.clone(),
+                            map: Arc::new(copy),
+                        }
+                    }
+                    Obj::Prog { name, refs } => Obj::Prog {
+                        name: name.clone(),
+                        refs: refs.clone(),
+                    },
+                    Obj::Link { prog, point } => Obj::Link {
+                        prog: *prog,
+                        point: point.clone(),
+                    },
+                    Obj::Btf => Obj::Btf,
+                };
+                (*r, o)
+            })
+            .collect();
+        let mut copy = World {
+            next: w.next.clone(),
+            objects,
+            pins: w.pins.clone(),
+            holds: BTreeMap::new(),
+            next_process: w.next_process,
+            refuse_loads: w.refuse_loads.clone(),
+            refuse_attach: w.refuse_attach,
+            barriers: w.barriers,
+        };
+        copy.collect();
+        FakeWorld {
+            inner: Arc::new(Mutex::new(copy)),
+        }
+    }
+
     /// Every pin path, sorted.
     #[must_use]
     pub fn pins(&self) -> Vec<String> {
@@ -157,7 +197,11 @@ impl FakeWorld {
     /// How many objects of `kind` exist.
     #[must_use]
     pub fn count(&self, kind: Kind) -> usize {
-        self.lock().objects.keys().filter(|r| r.kind == kind).count()
+        self.lock()
+            .objects
+            .keys()
+            .filter(|r| r.kind == kind)
+            .count()
     }
 
     /// The programs attached at `point` (by the live links there), by name.
@@ -275,15 +319,15 @@ fn parse<'a>(o: &'a ObjectSource, options: &Options) -> Result<Object<'a>, Kerne
             .parse()
             .map_err(|e| KernelError::failed(format!("program type of section {section}"), e))?;
         let attach_type = match &t.attach_type {
-            Some(a) => Some(
-                a.parse()
-                    .map_err(|e| KernelError::failed(format!("attach type of section {section}"), e))?,
-            ),
+            Some(a) => Some(a.parse().map_err(|e| {
+                KernelError::failed(format!("attach type of section {section}"), e)
+            })?),
             None => None,
         };
         oo = oo.program_type(section, prog_type, attach_type);
     }
-    Object::parse_with(&o.bytes, &oo).map_err(|e| KernelError::failed(format!("parse {}", o.name), e))
+    Object::parse_with(&o.bytes, &oo)
+        .map_err(|e| KernelError::failed(format!("parse {}", o.name), e))
 }
 
 const FAKE_CPUS: u32 = 2;
@@ -330,7 +374,12 @@ impl Kernel for FakeKernel {
                     continue;
                 }
                 let key = map_key(&o.name, &spec.name);
-                if let Some(r) = set.maps.get(&key).copied().or_else(|| reuse.get(&key).copied()) {
+                if let Some(r) = set
+                    .maps
+                    .get(&key)
+                    .copied()
+                    .or_else(|| reuse.get(&key).copied())
+                {
                     set.maps.insert(key, r);
                     own.push(r);
                     continue;
@@ -339,9 +388,16 @@ impl Kernel for FakeKernel {
                 if let Some(data) = &spec.initial_data {
                     let mut value = vec![0u8; map.geometry().value_len];
                     let n = data.len().min(value.len());
-                    value.get_mut(..n).unwrap_or_default().copy_from_slice(data.get(..n).unwrap_or_default());
-                    map.update(&0u32.to_ne_bytes(), &value, handover_loader::sys::UpdateFlags::ANY)
-                        .map_err(|e| KernelError::failed(format!("initial data of {key}"), e))?;
+                    value
+                        .get_mut(..n)
+                        .unwrap_or_default()
+                        .copy_from_slice(data.get(..n).unwrap_or_default());
+                    map.update(
+                        &0u32.to_ne_bytes(),
+                        &value,
+                        handover_loader::sys::UpdateFlags::ANY,
+                    )
+                    .map_err(|e| KernelError::failed(format!("initial data of {key}"), e))?;
                 }
                 let r = w.add(
                     self.pid,

@@ -47,7 +47,10 @@ impl ObjRef {
     /// A map id.
     #[must_use]
     pub const fn map(id: u32) -> Self {
-        Self { kind: Kind::Map, id }
+        Self {
+            kind: Kind::Map,
+            id,
+        }
     }
     /// A program id.
     #[must_use]
@@ -168,7 +171,10 @@ pub enum KernelError {
 
 impl KernelError {
     /// A failure of `op` caused by `source`.
-    pub fn failed(op: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub fn failed(
+        op: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         Self::Failed {
             op: op.into(),
             source: Box::new(source),
@@ -249,8 +255,12 @@ pub trait Kernel {
     ///
     /// # Errors
     /// [`KernelError::Mismatch`] when it runs another program.
-    fn update_link(&mut self, link: ObjRef, new: ObjRef, expected: ObjRef)
-    -> Result<(), KernelError>;
+    fn update_link(
+        &mut self,
+        link: ObjRef,
+        new: ObjRef,
+        expected: ObjRef,
+    ) -> Result<(), KernelError>;
 
     /// Detaches the program of a held link (the link stays, defunct).
     ///
@@ -278,4 +288,13 @@ pub trait Kernel {
 
     /// Drops this process's hold on an object.
     fn release(&mut self, object: ObjRef);
+
+    /// After an uninstall: removes what the pin root holds besides pins (the
+    /// directories the pins were made in).
+    ///
+    /// # Errors
+    /// File system errors.
+    fn cleanup(&mut self) -> Result<(), KernelError> {
+        Ok(())
+    }
 }

@@ -25,6 +25,7 @@ mod files;
 mod kernel;
 mod options;
 mod plan;
+mod real;
 mod state;
 mod step;
 mod upstream;
@@ -41,5 +42,8 @@ pub use plan::{
     AttachAction, AttachPlan, LiveState, MapAction, MapPlan, Plan, ProgramAction, ProgramPlan,
     Start, map_key, pin_name,
 };
-pub use state::{Direction, Journal, LinkRecord, MapCounts, ObjectRecord, Phase, Pinned, Staged, State};
+pub use real::RealKernel;
+pub use state::{
+    Direction, Journal, LinkRecord, MapCounts, ObjectRecord, Phase, Pinned, Staged, State,
+};
 pub use step::{OTHER_POINTS, ROLLBACK_POINTS, Step, failpoints};

@@ -163,8 +163,20 @@ mod tests {
         let objs = vec![ObjectSource::new("a.o", vec![1, 2, 3])];
         let base = identity(&objs, &Options::default());
         assert_eq!(base, identity(&objs, &Options::default()));
-        assert_ne!(base, identity(&[ObjectSource::new("a.o", vec![1, 2, 4])], &Options::default()));
-        assert_ne!(base, identity(&[ObjectSource::new("b.o", vec![1, 2, 3])], &Options::default()));
+        assert_ne!(
+            base,
+            identity(
+                &[ObjectSource::new("a.o", vec![1, 2, 4])],
+                &Options::default()
+            )
+        );
+        assert_ne!(
+            base,
+            identity(
+                &[ObjectSource::new("b.o", vec![1, 2, 3])],
+                &Options::default()
+            )
+        );
         let strict = Options {
             policy: Policy::Strict,
             ..Options::default()
@@ -181,8 +193,20 @@ mod tests {
         assert_ne!(base, identity(&objs, &attached));
         // Object boundaries count: [ab][c] is not [a][bc].
         assert_ne!(
-            identity(&[ObjectSource::new("x", vec![1, 2]), ObjectSource::new("y", vec![3])], &Options::default()),
-            identity(&[ObjectSource::new("x", vec![1]), ObjectSource::new("y", vec![2, 3])], &Options::default())
+            identity(
+                &[
+                    ObjectSource::new("x", vec![1, 2]),
+                    ObjectSource::new("y", vec![3])
+                ],
+                &Options::default()
+            ),
+            identity(
+                &[
+                    ObjectSource::new("x", vec![1]),
+                    ObjectSource::new("y", vec![2, 3])
+                ],
+                &Options::default()
+            )
         );
     }
 }

@@ -269,7 +269,11 @@ pub(crate) fn set_model(objects: &[ObjectSource]) -> Result<SetModel, Error> {
             let name = std::mem::replace(&mut m.name, key.clone());
             if let Some(prev) = set.maps.iter().find(|p| p.name == key) {
                 if *prev != m {
-                    let first = set.sources.get(&key).map(|s| s.0.clone()).unwrap_or_default();
+                    let first = set
+                        .sources
+                        .get(&key)
+                        .map(|s| s.0.clone())
+                        .unwrap_or_default();
                     return Err(Error::Object {
                         object: o.name.clone(),
                         reason: format!(
@@ -314,7 +318,10 @@ fn check_options(set: &SetModel, options: &Options) -> Result<(), Error> {
     let mut names = BTreeSet::new();
     for a in &options.attachments {
         if !names.insert(&a.name) {
-            return Err(Error::Options(format!("attachment {} is named twice", a.name)));
+            return Err(Error::Options(format!(
+                "attachment {} is named twice",
+                a.name
+            )));
         }
         if !set.programs.contains(&a.program) {
             return Err(Error::Options(format!(
@@ -519,9 +526,11 @@ fn upgrade_maps(set: &SetModel, state: &State, options: &Options, env: &KernelEn
                 action
             };
             let mut notes = d.notes;
-            notes.extend(d.changes.iter().map(|c| {
-                format!("{}: {} -> {}", c.attribute, c.old, c.new)
-            }));
+            notes.extend(
+                d.changes
+                    .iter()
+                    .map(|c| format!("{}: {} -> {}", c.attribute, c.old, c.new)),
+            );
             MapPlan {
                 pin: if action == MapAction::Remove {
                     state
@@ -553,15 +562,24 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let short = |s: &str| s.get(..12).unwrap_or(s).to_owned();
         match &self.start {
-            Start::Fresh { stale: None } => writeln!(f, "fresh install of {}", short(&self.identity))?,
+            Start::Fresh { stale: None } => {
+                writeln!(f, "fresh install of {}", short(&self.identity))?
+            }
             Start::Fresh { stale: Some(why) } => writeln!(
                 f,
                 "fresh install of {} (the recorded state is stale: {why})",
                 short(&self.identity)
             )?,
-            Start::Restart => writeln!(f, "restart of {}: nothing is loaded", short(&self.identity))?,
+            Start::Restart => {
+                writeln!(f, "restart of {}: nothing is loaded", short(&self.identity))?
+            }
             Start::Upgrade { from } => {
-                writeln!(f, "upgrade from {} to {}", short(from), short(&self.identity))?;
+                writeln!(
+                    f,
+                    "upgrade from {} to {}",
+                    short(from),
+                    short(&self.identity)
+                )?;
             }
             Start::Interrupted { tx } => {
                 return writeln!(f, "interrupted upgrade {tx}: applying recovers it");
@@ -569,13 +587,28 @@ impl fmt::Display for Plan {
         }
         writeln!(f, "objects:")?;
         for o in &self.objects {
-            writeln!(f, "  {} ({} bytes, sha256 {})", o.name, o.size, short(&o.sha256))?;
+            writeln!(
+                f,
+                "  {} ({} bytes, sha256 {})",
+                o.name,
+                o.size,
+                short(&o.sha256)
+            )?;
         }
         writeln!(f, "maps:")?;
         for m in &self.maps {
-            let verdict = m.verdict.map_or(String::new(), |v| format!(" ({})", v.as_str()));
-            let from = m.from.as_ref().map_or(String::new(), |k| format!(" from {k}"));
-            let lost = if m.loses_entries { "  ENTRIES LOST" } else { "" };
+            let verdict = m
+                .verdict
+                .map_or(String::new(), |v| format!(" ({})", v.as_str()));
+            let from = m
+                .from
+                .as_ref()
+                .map_or(String::new(), |k| format!(" from {k}"));
+            let lost = if m.loses_entries {
+                "  ENTRIES LOST"
+            } else {
+                ""
+            };
             writeln!(
                 f,
                 "  {:<24} {}{verdict}{from} at {}, {} entries max{lost}",
@@ -590,12 +623,18 @@ impl fmt::Display for Plan {
                     Side::Value => "value",
                 };
                 let loc = |l: &Option<crate::upstream::FieldLoc>| {
-                    l.as_ref().map_or("-".to_owned(), |l| format!("{} @{}:{}", l.ty, l.bit_offset, l.bits))
+                    l.as_ref().map_or("-".to_owned(), |l| {
+                        format!("{} @{}:{}", l.ty, l.bit_offset, l.bits)
+                    })
                 };
                 writeln!(
                     f,
                     "      {side} {:<20} {:<10} {} -> {}",
-                    if field.path.is_empty() { "(whole)" } else { &field.path },
+                    if field.path.is_empty() {
+                        "(whole)"
+                    } else {
+                        &field.path
+                    },
                     field.action.as_str(),
                     loc(&field.old),
                     loc(&field.new)
@@ -625,13 +664,21 @@ impl fmt::Display for Plan {
                 AttachAction::Verify => "verify it is live, re-attach if not".to_owned(),
                 AttachAction::Detach => "detach and remove".to_owned(),
             };
-            writeln!(f, "  {} runs {} at {}: {action}", a.name, a.program, a.point)?;
+            writeln!(
+                f,
+                "  {} runs {} at {}: {action}",
+                a.name, a.program, a.point
+            )?;
         }
         let lost = self.lost_maps();
         if lost.is_empty() {
             writeln!(f, "entries lost: none")
         } else {
-            writeln!(f, "entries lost: {} (needs allow_state_loss)", lost.join(", "))
+            writeln!(
+                f,
+                "entries lost: {} (needs allow_state_loss)",
+                lost.join(", ")
+            )
         }
     }
 }

@@ -148,7 +148,10 @@ pub fn failpoints() -> Vec<&'static str> {
 ///
 /// # Errors
 /// [`Error::Crashed`] when the failpoint fires.
-#[allow(clippy::unnecessary_wraps, reason = "always Ok without the failpoints feature")]
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "always Ok without the failpoints feature"
+)]
 pub(crate) fn checkpoint(point: &str) -> Result<(), Error> {
     let _ = point;
     fail::fail_point!(point, |_| Err(Error::Crashed {

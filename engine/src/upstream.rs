@@ -3,5 +3,6 @@
 //! pipeline to its own crate changes this file alone.
 
 pub use handover::{
-    ConversionPlan, FieldLoc, FieldMapping, KernelEnv, Side, MapModel, Policy, Verdict, convert, diff_maps, object_model,
+    ConversionPlan, FieldLoc, FieldMapping, KernelEnv, MapModel, Policy, Side, Verdict, convert,
+    diff_maps, object_model,
 };

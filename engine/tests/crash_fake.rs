@@ -16,7 +16,8 @@ use std::path::Path;
 use common::{StateDir, fill, objects, options};
 use handover_engine::migrate::FakeEntries;
 use handover_engine::{
-    ApplyOptions, Direction, Engine, Error, FakeKernel, FakeWorld, Kind, LockWait, failpoints, identity,
+    ApplyOptions, Direction, Engine, Error, FakeKernel, FakeWorld, Kind, LockWait, failpoints,
+    identity,
 };
 
 const CGROUP: &str = "/fake/cgroup";
@@ -32,7 +33,12 @@ struct Setup {
 }
 
 fn engine(s: &Setup) -> Engine<FakeKernel> {
-    Engine::with_kernel(s.world.process(), &s.dir.0, LockWait::Timeout(std::time::Duration::from_secs(10))).unwrap()
+    Engine::with_kernel(
+        s.world.process(),
+        &s.dir.0,
+        LockWait::Timeout(std::time::Duration::from_secs(10)),
+    )
+    .unwrap()
 }
 
 fn apply_version(s: &Setup, version: u32) -> Result<handover_engine::Report, Error> {
@@ -47,6 +53,25 @@ fn apply_version(s: &Setup, version: u32) -> Result<handover_engine::Report, Err
             ..ApplyOptions::default()
         },
     )
+}
+
+impl Setup {
+    /// The machine and the state directory as they are, after every process died.
+    fn crashed_copy(&self) -> Setup {
+        let dir = StateDir::new("crash-copy");
+        for f in std::fs::read_dir(&self.dir.0).unwrap() {
+            let f = f.unwrap();
+            if f.file_name() != "lock" {
+                std::fs::copy(f.path(), dir.0.join(f.file_name())).unwrap();
+            }
+        }
+        Setup {
+            world: self.world.crashed_copy(),
+            dir,
+            v1: self.v1.clone(),
+            v2: self.v2.clone(),
+        }
+    }
 }
 
 fn installed() -> Setup {
@@ -86,7 +111,11 @@ fn check(s: &Setup, context: &str) -> u32 {
     let version = if state.identity == identity(&objects(2), &options(Path::new(CGROUP))) {
         2
     } else {
-        assert_eq!(state.identity, identity(&objects(1), &options(Path::new(CGROUP))), "{context}");
+        assert_eq!(
+            state.identity,
+            identity(&objects(1), &options(Path::new(CGROUP))),
+            "{context}"
+        );
         1
     };
     let pins = s.world.pins();
@@ -98,14 +127,25 @@ fn check(s: &Setup, context: &str) -> u32 {
         .chain(state.links.values().map(|l| l.pin.clone()))
         .collect();
     recorded.sort();
-    assert_eq!(pins, recorded, "{context}: exactly the recorded pins, no temporary or rollback pin");
+    assert_eq!(
+        pins, recorded,
+        "{context}: exactly the recorded pins, no temporary or rollback pin"
+    );
     for p in state.maps.values().chain(state.programs.values()) {
-        assert_eq!(s.world.pinned(&p.pin).map(|r| r.id), Some(p.id), "{context}: {}", p.pin);
+        assert_eq!(
+            s.world.pinned(&p.pin).map(|r| r.id),
+            Some(p.id),
+            "{context}: {}",
+            p.pin
+        );
     }
     let expected = if version == 2 { &s.v2 } else { &s.v1 };
     for (map, entries) in expected {
         let got = s.world.map_at(&format!("maps/{map}")).unwrap().entries();
-        assert_eq!(&got, entries, "{context}: entries of {map} (version {version})");
+        assert_eq!(
+            &got, entries,
+            "{context}: entries of {map} (version {version})"
+        );
     }
     assert_eq!(
         s.world.attached(&common::cgroup_point(Path::new(CGROUP))),
@@ -115,8 +155,16 @@ fn check(s: &Setup, context: &str) -> u32 {
     let link = state.links.get("connect").unwrap();
     assert_eq!(link.prog, state.programs["count_connect"].id, "{context}");
     // Nothing leaked: every object is reachable from a pin of the set.
-    assert_eq!(s.world.count(Kind::Map), state.maps.len(), "{context}: maps");
-    assert_eq!(s.world.count(Kind::Prog), state.programs.len(), "{context}: programs");
+    assert_eq!(
+        s.world.count(Kind::Map),
+        state.maps.len(),
+        "{context}: maps"
+    );
+    assert_eq!(
+        s.world.count(Kind::Prog),
+        state.programs.len(),
+        "{context}: programs"
+    );
     assert_eq!(s.world.count(Kind::Link), 1, "{context}: links");
     version
 }
@@ -141,32 +189,40 @@ fn every_crash_of_an_upgrade_and_of_its_recovery_ends_in_one_consistent_set() {
                 break;
             }
             upgrade_crashes += 1;
-            // Every crash point of the recovery, on a fresh copy of this crash.
+            // Every crash point of the recovery, each on a copy of the machine and the
+            // state directory as this crash left them.
             let mut live_after_recovery = None;
             for rpoint in &points {
                 for m in 0.. {
-                    let s = installed();
-                    assert!(crashed(&with_crash(point, n, || apply_version(&s, 2))));
-                    let r = with_crash(rpoint, m, || recover(&s));
-                    let context = format!("upgrade crash {point} #{n}, recovery crash {rpoint} #{m}");
-                    if crashed(&r) {
+                    let c = s.crashed_copy();
+                    let r = with_crash(rpoint, m, || recover(&c));
+                    let context =
+                        format!("upgrade crash {point} #{n}, recovery crash {rpoint} #{m}");
+                    let recovery_crashed = crashed(&r);
+                    let (v, direction) = if recovery_crashed {
                         recovery_crashes += 1;
                         // Recovery of the recovery.
-                        let again = recover(&s).unwrap().expect("a journal to recover");
-                        let v = check(&s, &context);
-                        assert_eq!(v == 2, again.direction == Direction::Forward, "{context}");
-                        if let Some(prev) = live_after_recovery {
-                            assert_eq!(prev, v, "{context}: recovery direction depends only on the upgrade's crash");
-                        }
-                        live_after_recovery = Some(v);
-                        // The set works afterwards: upgrading again (or restarting) succeeds.
-                        apply_version(&s, 2).unwrap();
-                        assert_eq!(check(&s, &format!("{context}, then upgraded")), 2);
+                        let again = recover(&c).unwrap().expect("a journal to recover");
+                        (check(&c, &context), again.direction)
                     } else {
                         let rec = r.unwrap().expect("a journal to recover");
-                        let v = check(&s, &context);
-                        assert_eq!(v == 2, rec.direction == Direction::Forward, "{context}");
+                        (check(&c, &context), rec.direction)
+                    };
+                    assert_eq!(v == 2, direction == Direction::Forward, "{context}");
+                    if let Some(prev) = live_after_recovery {
+                        assert_eq!(
+                            prev, v,
+                            "{context}: the direction depends only on the upgrade's crash"
+                        );
+                    }
+                    live_after_recovery = Some(v);
+                    if !recovery_crashed {
                         *outcomes.entry(v).or_default() += 1;
+                        if rpoint == &points[0] {
+                            // The set works afterwards: upgrading (or restarting) succeeds.
+                            apply_version(&c, 2).unwrap();
+                            assert_eq!(check(&c, &format!("{context}, then upgraded")), 2);
+                        }
                         break;
                     }
                 }

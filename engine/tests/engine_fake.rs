@@ -13,7 +13,12 @@ use handover_engine::{
 const CGROUP: &str = "/fake/cgroup";
 
 fn engine(world: &FakeWorld, dir: &StateDir) -> Engine<handover_engine::FakeKernel> {
-    Engine::with_kernel(world.process(), &dir.0, LockWait::Timeout(std::time::Duration::from_secs(10))).unwrap()
+    Engine::with_kernel(
+        world.process(),
+        &dir.0,
+        LockWait::Timeout(std::time::Duration::from_secs(10)),
+    )
+    .unwrap()
 }
 
 fn install(world: &FakeWorld, dir: &StateDir, version: u32) -> handover_engine::Report {
@@ -30,7 +35,8 @@ fn redact(text: &str) -> String {
     let flush = |word: &mut String, out: &mut String| {
         if word.len() >= 12 && word.chars().all(|c| c.is_ascii_hexdigit()) {
             out.push_str("<hash>");
-        } else if word.chars().all(|c| c.is_ascii_digit()) && word.len() >= 4 && out.ends_with('(') {
+        } else if word.chars().all(|c| c.is_ascii_digit()) && word.len() >= 4 && out.ends_with('(')
+        {
             out.push_str("<size>");
         } else {
             out.push_str(word);
@@ -67,7 +73,10 @@ fn a_fresh_install_pins_every_map_and_program_and_attaches() {
             "progs/count_connect"
         ]
     );
-    assert_eq!(world.attached(&common::cgroup_point(Path::new(CGROUP))), ["count_connect"]);
+    assert_eq!(
+        world.attached(&common::cgroup_point(Path::new(CGROUP))),
+        ["count_connect"]
+    );
 }
 
 #[test]
@@ -85,11 +94,18 @@ fn a_restart_loads_nothing_and_reattaches_a_missing_link() {
 
     // Somebody removed the link pin: the attachment is gone with it.
     world.process().unpin("links/connect").unwrap();
-    assert!(world.attached(&common::cgroup_point(Path::new(CGROUP))).is_empty());
+    assert!(
+        world
+            .attached(&common::cgroup_point(Path::new(CGROUP)))
+            .is_empty()
+    );
     let report = install(&world, &dir, 1);
     assert_eq!(report.start, Start::Restart);
     assert_eq!(report.reattached, ["connect"]);
-    assert_eq!(world.attached(&common::cgroup_point(Path::new(CGROUP))), ["count_connect"]);
+    assert_eq!(
+        world.attached(&common::cgroup_point(Path::new(CGROUP))),
+        ["count_connect"]
+    );
     assert_eq!(install(&world, &dir, 1).reattached, Vec::<String>::new());
 }
 
@@ -122,14 +138,26 @@ fn an_upgrade_converts_every_entry_reuses_unchanged_maps_and_switches() {
     drop(e);
 
     assert_eq!(world.pinned("maps/conns"), conns, "reused");
-    assert_ne!(world.pinned("maps/jumps"), jumps, "program arrays are always new");
+    assert_ne!(
+        world.pinned("maps/jumps"),
+        jumps,
+        "program arrays are always new"
+    );
     assert_ne!(world.pinned("maps/backends"), backends);
     assert_ne!(world.pinned("progs/count_connect"), prog);
-    assert_eq!(world.map_at("maps/backends").unwrap().entries(), v2["backends"]);
+    assert_eq!(
+        world.map_at("maps/backends").unwrap().entries(),
+        v2["backends"]
+    );
     assert_eq!(world.map_at("maps/conns").unwrap().entries(), v2["conns"]);
     assert!(!world.exists(backends.unwrap()), "the old map is freed");
     assert!(!world.exists(prog.unwrap()), "the old program is freed");
-    assert!(world.pins().iter().all(|p| !p.starts_with("stage/") && !p.ends_with("__handover_prev")));
+    assert!(
+        world
+            .pins()
+            .iter()
+            .all(|p| !p.starts_with("stage/") && !p.ends_with("__handover_prev"))
+    );
     assert!(world.barriers() >= 1, "the switch waited for old programs");
     assert_eq!(install(&world, &dir, 2).start, Start::Restart);
     let e = engine(&world, &dir);
@@ -145,8 +173,14 @@ fn install_handles(e: &mut Engine<handover_engine::FakeKernel>) {
     let m = e.map::<u32, [u8; 24]>("backends").unwrap();
     let v = m.get(&0x7f00_0001).unwrap().unwrap();
     assert_eq!(v.to_vec(), backend_v2(3, 1001));
-    assert!(matches!(e.map::<u32, u32>("backends"), Err(Error::Size { .. })));
-    assert!(matches!(e.map::<u32, u32>("nope"), Err(Error::NoSuch { .. })));
+    assert!(matches!(
+        e.map::<u32, u32>("backends"),
+        Err(Error::Size { .. })
+    ));
+    assert!(matches!(
+        e.map::<u32, u32>("nope"),
+        Err(Error::NoSuch { .. })
+    ));
     assert!(e.program("count_connect").is_ok());
 }
 
@@ -163,7 +197,9 @@ fn a_plan_is_refused_when_the_live_state_changed() {
     let err = e.apply(&plan, &objs, ApplyOptions::default()).unwrap_err();
     assert!(matches!(err, Error::Stale(_)), "{err}");
     assert!(err.to_string().contains("links/connect"), "{err}");
-    let err = e.apply(&plan, &objects(1), ApplyOptions::default()).unwrap_err();
+    let err = e
+        .apply(&plan, &objects(1), ApplyOptions::default())
+        .unwrap_err();
     assert!(matches!(err, Error::Stale(_)), "{err}");
 }
 
@@ -199,7 +235,10 @@ fn a_compare_and_swap_mismatch_aborts_and_rolls_back() {
     assert_eq!(after, before);
     assert_eq!(world.pinned("maps/backends"), backends);
     assert_eq!(world.pinned("progs/count_connect"), Some(live_prog));
-    assert_eq!(world.map_at("maps/backends").unwrap().entries(), v1["backends"]);
+    assert_eq!(
+        world.map_at("maps/backends").unwrap().entries(),
+        v1["backends"]
+    );
     assert!(engine(&world, &dir).journal().unwrap().is_none());
 }
 
@@ -220,7 +259,10 @@ fn a_program_the_verifier_refuses_leaves_nothing_behind() {
     assert_eq!(world.pins(), before);
     assert_eq!(world.count(Kind::Map), maps);
     world.refuse_loads(None);
-    assert!(matches!(install(&world, &dir, 2).start, Start::Upgrade { .. }));
+    assert!(matches!(
+        install(&world, &dir, 2).start,
+        Start::Upgrade { .. }
+    ));
 }
 
 #[test]
@@ -245,8 +287,12 @@ fn a_second_engine_on_the_same_state_is_refused() {
     let world = FakeWorld::new();
     let dir = StateDir::new("lock");
     let _first = engine(&world, &dir);
-    let err = Engine::with_kernel(world.process(), &dir.0, LockWait::Timeout(std::time::Duration::from_millis(50)))
-        .unwrap_err();
+    let err = Engine::with_kernel(
+        world.process(),
+        &dir.0,
+        LockWait::Timeout(std::time::Duration::from_millis(50)),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::Locked { .. }), "{err}");
 }
 
@@ -274,9 +320,13 @@ fn a_tampered_state_file_is_not_trusted() {
     let dir = StateDir::new("tamper");
     install(&world, &dir, 1);
     let p = dir.0.join("state.json");
-    let text = std::fs::read_to_string(&p).unwrap().replacen("maps/conns", "maps/connz", 1);
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replacen("maps/conns", "maps/connz", 1);
     std::fs::write(&p, text).unwrap();
     let mut e = engine(&world, &dir);
-    let err = e.plan(&objects(1), &options(Path::new(CGROUP))).unwrap_err();
+    let err = e
+        .plan(&objects(1), &options(Path::new(CGROUP)))
+        .unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
 }

@@ -11,6 +11,18 @@ use handover_engine::{AttachPoint, Attachment, FakeWorld, ObjectSource, Options}
 
 /// programs/engine_vN.c, built by programs/build.sh into programs/build/engine_vN.o.
 pub fn objects(version: u32) -> Vec<ObjectSource> {
+    static CACHE: std::sync::Mutex<BTreeMap<u32, Vec<ObjectSource>>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    cache
+        .entry(version)
+        .or_insert_with(|| read_objects(version))
+        .clone()
+}
+
+fn read_objects(version: u32) -> Vec<ObjectSource> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(format!("../programs/build/engine_v{version}.o"));
     let bytes = std::fs::read(&path)
@@ -84,7 +96,13 @@ pub fn backend_v2(connects: u64, port: u32) -> Vec<u8> {
 
 /// Fills `backends` and `conns` of the installed set with `n` entries each; returns
 /// what version 1 and version 2 must hold afterwards.
-pub fn fill(world: &FakeWorld, n: u32) -> (BTreeMap<&'static str, FakeEntries>, BTreeMap<&'static str, FakeEntries>) {
+pub fn fill(
+    world: &FakeWorld,
+    n: u32,
+) -> (
+    BTreeMap<&'static str, FakeEntries>,
+    BTreeMap<&'static str, FakeEntries>,
+) {
     let backends = world.map_at("maps/backends").expect("backends pinned");
     let conns = world.map_at("maps/conns").expect("conns pinned");
     let mut v1 = BTreeMap::new();
@@ -92,8 +110,14 @@ pub fn fill(world: &FakeWorld, n: u32) -> (BTreeMap<&'static str, FakeEntries>, 
     let (mut b1, mut b2, mut c) = (FakeEntries::new(), FakeEntries::new(), FakeEntries::new());
     for i in 0..n {
         let ip = 0x7f00_0000u32 + i;
-        b1.insert(ip.to_ne_bytes().to_vec(), backend_v1(u64::from(i) * 3, 1000 + i));
-        b2.insert(ip.to_ne_bytes().to_vec(), backend_v2(u64::from(i) * 3, 1000 + i));
+        b1.insert(
+            ip.to_ne_bytes().to_vec(),
+            backend_v1(u64::from(i) * 3, 1000 + i),
+        );
+        b2.insert(
+            ip.to_ne_bytes().to_vec(),
+            backend_v2(u64::from(i) * 3, 1000 + i),
+        );
         c.insert((2 * i).to_ne_bytes().to_vec(), ip.to_ne_bytes().to_vec());
     }
     backends.with_entries(|e| *e = b1.clone());
