@@ -198,7 +198,9 @@ mod tests {
         assert_eq!(read_checked::<Vec<u32>>(&p).unwrap(), Some(vec![1, 2, 3]));
         let mut bytes = fs::read(&p).unwrap();
         let last = bytes.len() - 3;
-        bytes[last] ^= 1;
+        if let Some(b) = bytes.get_mut(last) {
+            *b ^= 1;
+        }
         fs::write(&p, &bytes).unwrap();
         let err = read_checked::<Vec<u32>>(&p).unwrap_err().to_string();
         assert!(err.contains("checksum mismatch"), "{err}");

@@ -66,57 +66,41 @@ impl Step {
         self >= Step::Switch
     }
 
+    /// The failpoints of the step: at its start (after the journal says so), per
+    /// item it works on (a map copied, a link switched, a pin exchanged), and at its
+    /// end (before the journal records it).
+    const fn points(self) -> [&'static str; 3] {
+        match self {
+            Step::Preflight => ["preflight:start", "preflight:item", "preflight:end"],
+            Step::Copy => ["copy:start", "copy:item", "copy:end"],
+            Step::Delta => ["delta:start", "delta:item", "delta:end"],
+            Step::Switch => ["switch:start", "switch:item", "switch:end"],
+            Step::Synchronize => ["synchronize:start", "synchronize:item", "synchronize:end"],
+            Step::Reconcile => ["reconcile:start", "reconcile:item", "reconcile:end"],
+            Step::Commit => ["commit:start", "commit:item", "commit:end"],
+            Step::Release => ["release:start", "release:item", "release:end"],
+        }
+    }
+
     /// The failpoint evaluated when the step starts (after the journal says so).
     #[must_use]
-    pub fn start_point(self) -> &'static str {
-        START[self as usize]
+    pub const fn start_point(self) -> &'static str {
+        self.points()[0]
+    }
+
+    /// The failpoint evaluated once per item the step works on, before each.
+    #[must_use]
+    pub const fn item_point(self) -> &'static str {
+        self.points()[1]
     }
 
     /// The failpoint evaluated when the step's effect is complete, before the journal
     /// records it.
     #[must_use]
-    pub fn end_point(self) -> &'static str {
-        END[self as usize]
-    }
-
-    /// The failpoint evaluated once per item the step works on (a map copied, a link
-    /// switched, a pin exchanged), before each.
-    #[must_use]
-    pub fn item_point(self) -> &'static str {
-        ITEM[self as usize]
+    pub const fn end_point(self) -> &'static str {
+        self.points()[2]
     }
 }
-
-const START: [&str; 8] = [
-    "preflight:start",
-    "copy:start",
-    "delta:start",
-    "switch:start",
-    "synchronize:start",
-    "reconcile:start",
-    "commit:start",
-    "release:start",
-];
-const END: [&str; 8] = [
-    "preflight:end",
-    "copy:end",
-    "delta:end",
-    "switch:end",
-    "synchronize:end",
-    "reconcile:end",
-    "commit:end",
-    "release:end",
-];
-const ITEM: [&str; 8] = [
-    "preflight:item",
-    "copy:item",
-    "delta:item",
-    "switch:item",
-    "synchronize:item",
-    "reconcile:item",
-    "commit:item",
-    "release:item",
-];
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -7,6 +7,7 @@
 //! The failpoints come from `failpoints()`, derived from the step list, so a new step
 //! is covered here without a change to this file. One test in this binary: the
 //! failpoint registry is global to the process.
+#![allow(clippy::indexing_slicing, reason = "tests index values they built")]
 
 mod common;
 

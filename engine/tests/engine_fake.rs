@@ -1,5 +1,6 @@
 //! The engine's install, restart, upgrade, abort and uninstall paths against the fake
 //! kernel (no privileges): programs/engine_v1.c and engine_v2.c.
+#![allow(clippy::indexing_slicing, reason = "tests index values they built")]
 
 mod common;
 

@@ -5,6 +5,7 @@
 //! converted, the new program counting on from the carried counter, a restart that
 //! loads nothing, and an uninstall after which the bpffs is empty and every recorded
 //! kernel object is gone.
+#![allow(clippy::indexing_slicing, reason = "tests index values they built")]
 
 mod common;
 #[path = "../../loader/tests/testenv/mod.rs"]
