@@ -25,6 +25,7 @@ mod error;
 mod fake;
 mod fields;
 mod kernel;
+mod patch_prog;
 mod reconcile;
 mod walk;
 mod write;
@@ -37,6 +38,7 @@ pub use delta::{DeltaLimits, DeltaReport, delta_pass, delta_passes};
 pub use error::MigrateError;
 pub use fake::{FakeEntries, FakeMap, FakeStats, WriterHook};
 pub use fields::{Leaf, MAX_ARRAY_LEAVES, MergeRule, ValueFields};
+pub use patch_prog::KernelPatcher;
 pub use reconcile::{
     Conflicts, Patch, Patcher, ReconcileOptions, ReconcileReport, UserPatcher, merge_value,
     reconcile,
