@@ -16,12 +16,12 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use handover::{Member, Side, TypeLayout, map_layout};
 use handover_engine::migrate::{
     Conversion, CopyOptions, MapAccess, ReconcileOptions, UserPatcher, ValueFields, copy_map,
     reconcile,
 };
-use handover_loader::sys::{Bpf, Map, MapCreate, MapEntries, MapType, UpdateFlags};
+use handover_plan::{Member, Side, TypeLayout, map_layout};
+use handover_sys::{Bpf, Map, MapCreate, MapEntries, MapType, UpdateFlags};
 
 const N: u32 = 1_000_000;
 const KEY: usize = 16;
@@ -83,7 +83,7 @@ fn layouts() -> (TypeLayout, TypeLayout) {
     (old, new)
 }
 
-fn fresh(bpf: &Bpf, name: &str) -> Result<Map, handover_loader::sys::Error> {
+fn fresh(bpf: &Bpf, name: &str) -> Result<Map, handover_sys::Error> {
     let mut spec = MapCreate::new(MapType::Hash, KEY as u32, VALUE as u32, N);
     spec.name = name;
     Map::create(bpf, &spec)
@@ -107,7 +107,7 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn fill(src: &Map) -> Result<(), handover_loader::sys::Error> {
+fn fill(src: &Map) -> Result<(), handover_sys::Error> {
     // In slices, so that the filling does not raise the peak RSS measured later.
     for start in (0..N).step_by(100_000) {
         let mut entries = MapEntries::new(KEY, VALUE);
@@ -131,7 +131,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&state)?;
     let (old_l, new_l) = layouts();
     let conv = Conversion {
-        key: handover::ConversionPlan::identity(KEY as u32),
+        key: handover_plan::ConversionPlan::identity(KEY as u32),
         value: map_layout(&old_l, &new_l, 48, 48, Side::Value).plan,
         cpus: 1,
         per_cpu: false,

@@ -13,18 +13,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use common::{cstruct, u32_, u64_};
-use handover::{Side, map_layout};
 use handover_engine::migrate::{
     Conflicts, Conversion, CopyOptions, FakeMap, Geometry, MapAccess, MergeBase, MergeRule, Patch,
     Patcher as _, ReconcileOptions, UserPatcher, ValueFields, base_path, copy_map, delta_pass,
     merge_value, reconcile,
 };
-use handover_loader::sys::{MapType, UpdateFlags};
+use handover_plan::{Side, map_layout};
+use handover_sys::{MapType, UpdateFlags};
 use proptest::prelude::*;
 use testenv::TempDir;
 
 /// Old value: `struct { u32 hits; u32 flags; u64 bytes; }` (16 bytes).
-fn old_layout() -> handover::TypeLayout {
+fn old_layout() -> handover_plan::TypeLayout {
     cstruct(
         Some("v"),
         vec![("hits", u32_()), ("flags", u32_()), ("bytes", u64_())],
@@ -33,7 +33,7 @@ fn old_layout() -> handover::TypeLayout {
 
 /// New value: reordered, `hits` widened, a field appended:
 /// `struct { u64 bytes; u64 hits; u32 flags; u32 extra; }` (24 bytes).
-fn new_layout() -> handover::TypeLayout {
+fn new_layout() -> handover_plan::TypeLayout {
     cstruct(
         Some("v"),
         vec![

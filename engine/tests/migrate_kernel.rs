@@ -15,23 +15,23 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{cstruct, u32_, u64_};
-use handover::{Side, map_layout};
 use handover_engine::migrate::{
     Conversion, CopyOptions, KernelPatcher, MapAccess, MergeRule, Patch, Patcher, ReconcileOptions,
     ValueFields, copy_map, delta_pass, reconcile,
 };
-use handover_loader::sys::{Bpf, Map, MapCreate, MapEntries, MapType, UpdateFlags};
+use handover_plan::{Side, map_layout};
+use handover_sys::{Bpf, Map, MapCreate, MapEntries, MapType, UpdateFlags};
 
 const N: u32 = 100_000;
 
-fn old_layout() -> handover::TypeLayout {
+fn old_layout() -> handover_plan::TypeLayout {
     cstruct(
         Some("v"),
         vec![("hits", u32_()), ("flags", u32_()), ("bytes", u64_())],
     )
 }
 
-fn new_layout() -> handover::TypeLayout {
+fn new_layout() -> handover_plan::TypeLayout {
     cstruct(
         Some("v"),
         vec![

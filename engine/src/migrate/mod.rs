@@ -12,8 +12,8 @@
 
 // The crates this module builds on, named once so that a move of the bpf(2) layer
 // or of the conversion code is an edit of these lines only.
-pub(crate) use handover as plan;
-pub(crate) use handover_loader::sys;
+pub(crate) use handover_plan as plan;
+pub(crate) use handover_sys as sys;
 
 mod access;
 mod base;
