@@ -3,9 +3,10 @@
 
 use std::process::ExitCode;
 
-use handover::inspect::{render, report};
-use handover_loader::sys::{AttachType, ProgramType};
+use crate::inspect_render::render;
+use handover::inspect::report;
 use handover_loader::{ObjectError, ObjectFile, ObjectOptions};
+use handover_uapi::{AttachType, ProgramType};
 
 const USAGE: &str = "usage: handover inspect OBJ [--json] [--program-type SECTION=TYPE[:ATTACH]]...
   prints every map (all spec fields, key/value types) and program (section, type,

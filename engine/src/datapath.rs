@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use handover_loader::sys::UpdateFlags;
+use handover_sys::UpdateFlags;
 
 use crate::error::Error;
 use crate::migrate::MapAccess;

@@ -502,7 +502,7 @@ impl<K: Kernel> Engine<K> {
             let g = access.geometry();
             if matches!(
                 g.map_type,
-                handover_loader::sys::MapType::Array | handover_loader::sys::MapType::PercpuArray
+                handover_sys::MapType::Array | handover_sys::MapType::PercpuArray
             ) {
                 continue;
             }
@@ -1146,12 +1146,12 @@ where
     ///
     /// # Errors
     /// The kernel refuses.
-    pub fn get(&self, key: &K) -> Result<Option<V>, handover_loader::sys::Error> {
+    pub fn get(&self, key: &K) -> Result<Option<V>, handover_sys::Error> {
         let mut v = V::new_zeroed();
         let found = self.access.lookup(
             key.as_bytes(),
             v.as_mut_bytes(),
-            handover_loader::sys::UpdateFlags::ANY,
+            handover_sys::UpdateFlags::ANY,
         )?;
         Ok(found.then_some(v))
     }
@@ -1160,11 +1160,11 @@ where
     ///
     /// # Errors
     /// The kernel refuses.
-    pub fn insert(&self, key: &K, value: &V) -> Result<(), handover_loader::sys::Error> {
+    pub fn insert(&self, key: &K, value: &V) -> Result<(), handover_sys::Error> {
         self.access.update(
             key.as_bytes(),
             value.as_bytes(),
-            handover_loader::sys::UpdateFlags::ANY,
+            handover_sys::UpdateFlags::ANY,
         )
     }
 
@@ -1172,7 +1172,7 @@ where
     ///
     /// # Errors
     /// The kernel refuses.
-    pub fn remove(&self, key: &K) -> Result<bool, handover_loader::sys::Error> {
+    pub fn remove(&self, key: &K) -> Result<bool, handover_sys::Error> {
         self.access.delete(key.as_bytes())
     }
 }

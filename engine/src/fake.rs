@@ -392,12 +392,8 @@ impl Kernel for FakeKernel {
                         .get_mut(..n)
                         .unwrap_or_default()
                         .copy_from_slice(data.get(..n).unwrap_or_default());
-                    map.update(
-                        &0u32.to_ne_bytes(),
-                        &value,
-                        handover_loader::sys::UpdateFlags::ANY,
-                    )
-                    .map_err(|e| KernelError::failed(format!("initial data of {key}"), e))?;
+                    map.update(&0u32.to_ne_bytes(), &value, handover_sys::UpdateFlags::ANY)
+                        .map_err(|e| KernelError::failed(format!("initial data of {key}"), e))?;
                 }
                 let r = w.add(
                     self.pid,

@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use handover_bpffs::{PinPath, PinRoot};
-use handover_loader::sys::{
+use handover_load::LoadOptions;
+use handover_loader::{Object, ObjectOptions};
+use handover_sys::{
     AttachTarget, Bpf, LinkCreate, LinkTarget, Map, MapCreate, MapType, ObjectKind, OpenFlags,
     UpdateFlags,
 };
-use handover_loader::{LoadOptions, Object, ObjectOptions};
 
 use crate::kernel::{Kernel, KernelError, KernelFacts, Kind, LoadedSet, ObjRef, ObjectSource};
 use crate::migrate::MapAccess;
@@ -29,7 +30,7 @@ pub struct RealKernel {
     fds: HashMap<ObjRef, OwnedFd>,
 }
 
-fn failed(op: impl Into<String>) -> impl FnOnce(handover_loader::sys::Error) -> KernelError {
+fn failed(op: impl Into<String>) -> impl FnOnce(handover_sys::Error) -> KernelError {
     let op = op.into();
     move |e| KernelError::failed(op, e)
 }
@@ -189,7 +190,7 @@ fn ifindex(iface: &str) -> Result<u32, KernelError> {
 impl Kernel for RealKernel {
     fn facts(&mut self) -> KernelFacts {
         KernelFacts {
-            page_size: handover_loader::sys::page_size(),
+            page_size: handover_sys::page_size(),
             possible_cpus: self
                 .bpf
                 .possible_cpus()
@@ -227,7 +228,7 @@ impl Kernel for RealKernel {
                     reuse_maps.insert(spec.name.clone(), fd);
                 }
             }
-            let loaded = handover_loader::load(
+            let loaded = handover_load::load(
                 &self.bpf,
                 &object,
                 LoadOptions {
@@ -380,7 +381,7 @@ impl Kernel for RealKernel {
                     .link_create(&LinkCreate::new(
                         prog.as_fd(),
                         AttachTarget::Ifindex(index),
-                        handover_loader::sys::AttachType::Xdp,
+                        handover_sys::AttachType::Xdp,
                     ))
                     .map_err(failed(format!("attach {program} at {point}")))?
             }

@@ -2,7 +2,7 @@
 //! conversion), in one place: these are the crate's only imports of it, so moving the
 //! pipeline to its own crate changes this file alone.
 
-pub use handover::{
+pub use handover_plan::{
     ConversionPlan, FieldLoc, FieldMapping, KernelEnv, MapModel, Policy, Side, Verdict, convert,
     diff_maps, object_model,
 };

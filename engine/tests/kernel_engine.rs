@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::{backend_v1, backend_v2, objects, options};
 use handover_engine::{ApplyOptions, Engine, LockWait, Start, wait_gone};
-use handover_loader::sys::UpdateFlags;
+use handover_sys::UpdateFlags;
 
 const TEST: &str = "install_fill_connect_upgrade_restart_uninstall";
 const ENTRIES: u32 = 100_000;

@@ -4,28 +4,9 @@
 use handover_btf::{Btf, Detail, Kind, Linkage, TypeId};
 
 use crate::error::ObjectError;
-use crate::sys::{MapType, map_flags};
+use handover_uapi::{MapType, map_flags};
 
-/// How a map is pinned when the object is loaded (`__uint(pinning, ...)`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Pinning {
-    /// Not pinned (`LIBBPF_PIN_NONE`).
-    #[default]
-    None,
-    /// Pinned under the map's name in the pin directory (`LIBBPF_PIN_BY_NAME`).
-    ByName,
-}
-
-impl Pinning {
-    /// `none` or `by_name`.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::ByName => "by_name",
-        }
-    }
-}
+pub use handover_uapi::Pinning;
 
 /// Where in the object a map was defined.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -386,7 +367,7 @@ pub(crate) fn parse_btf_map(
 pub(crate) fn legacy_map(
     name: &str,
     record: &[u8],
-    order: crate::raw::Order,
+    order: handover_uapi::Endian,
 ) -> Result<MapSpec, ObjectError> {
     let def = crate::raw::read_at::<crate::raw::RawMapDef>(record, 0).ok_or_else(|| {
         ObjectError::map(

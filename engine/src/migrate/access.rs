@@ -145,7 +145,7 @@ pub struct Partial {
 /// [`UpdateFlags::ANY`]/[`NOEXIST`](UpdateFlags::NOEXIST)/[`EXIST`](UpdateFlags::EXIST)
 /// for single updates, and [`UpdateFlags::LOCK`] (`BPF_F_LOCK`) for values with a
 /// `bpf_spin_lock`, which batch lookups and updates also accept.
-pub trait MapAccess: Send + Sync {
+pub trait MapAccess: Send + Sync + std::fmt::Debug {
     /// Sizes, type and capacity.
     fn geometry(&self) -> Geometry;
 

@@ -20,7 +20,7 @@ use super::sys::{Error, MapType, UpdateFlags};
 pub type FakeEntries = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// A hook run before every call on a [`FakeMap`], with its entries.
-pub type Writer = Box<dyn FnMut(&mut FakeEntries) + Send>;
+pub type WriterHook = Box<dyn FnMut(&mut FakeEntries) + Send>;
 
 /// An in-memory map; see the module documentation.
 pub struct FakeMap {
@@ -42,7 +42,7 @@ struct State {
     batch: bool,
     spin_lock: bool,
     duplicate_every: Option<usize>,
-    writer: Option<Writer>,
+    writer: Option<WriterHook>,
     stats: FakeStats,
 }
 
