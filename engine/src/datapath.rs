@@ -1,17 +1,15 @@
-//! The executor's calls into the data path (`migrate/`): copy with conversion, delta
-//! passes, reconcile. Kept in one file so that the executor's steps read the same
-//! whichever functions of the data path they end up calling.
+//! The executor's calls into the data path (`migrate/`): copy with conversion and the
+//! merge base. Kept in one file so that the executor's steps read the same whichever
+//! functions of the data path they call.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use handover_sys::UpdateFlags;
-
 use crate::error::Error;
-use crate::migrate::MapAccess;
+use crate::migrate::{Conversion, CopyOptions, MapAccess, copy_map};
 use crate::state::MapCounts;
-use crate::step::{Step, checkpoint};
-use crate::upstream::{ConversionPlan, convert};
+use crate::step::Step;
+use crate::upstream::ConversionPlan;
 
 /// One map to carry: the live map, its replacement and the planned conversions.
 pub(crate) struct Carry<'a> {
@@ -22,56 +20,38 @@ pub(crate) struct Carry<'a> {
     pub(crate) value_plan: Option<&'a ConversionPlan>,
 }
 
-fn data_err(step: Step, map: &str) -> impl Fn(String) -> Error {
-    let map = map.to_owned();
-    move |reason| Error::Data {
-        step: step.name(),
-        map: map.clone(),
-        reason,
-    }
-}
-
-fn converted(plan: Option<&ConversionPlan>, bytes: &[u8], len: usize) -> Result<Vec<u8>, String> {
-    match plan {
-        Some(p) => convert(p, bytes).map_err(|e| e.to_string()),
-        None if bytes.len() == len => Ok(bytes.to_vec()),
-        None => Err(format!(
-            "{} bytes where {len} are expected and no conversion is planned",
-            bytes.len()
-        )),
-    }
-}
-
-/// Copies every entry of `c.old` into `c.new`, converted; evaluates the copy step's
-/// item failpoint every `every` entries, so a crash can land in the middle of a copy.
-pub(crate) fn copy(c: &Carry<'_>, _base_dir: &Path, every: usize) -> Result<MapCounts, Error> {
-    let err = data_err(Step::Copy, c.key);
+/// Copies every entry of `c.old` into `c.new`, converted, writing the merge base
+/// into `state_dir`.
+pub(crate) fn copy(c: &Carry<'_>, state_dir: &Path) -> Result<MapCounts, Error> {
     let og = c.old.geometry();
-    let ng = c.new.geometry();
-    let mut key = vec![0u8; og.key_size];
-    let mut value = vec![0u8; og.value_len];
-    let mut prev: Option<Vec<u8>> = None;
-    let mut counts = MapCounts::default();
-    while c
-        .old
-        .next_key(prev.as_deref(), &mut key)
-        .map_err(|e| err(e.to_string()))?
-    {
-        if c.old
-            .lookup(&key, &mut value, UpdateFlags::ANY)
-            .map_err(|e| err(e.to_string()))?
-        {
-            let k = converted(c.key_plan, &key, ng.key_size).map_err(&err)?;
-            let v = converted(c.value_plan, &value, ng.value_len).map_err(&err)?;
-            c.new
-                .update(&k, &v, UpdateFlags::ANY)
-                .map_err(|e| err(e.to_string()))?;
-            counts.copied += 1;
-            if every > 0 && counts.copied % every as u64 == 0 {
-                checkpoint(Step::Copy.item_point())?;
-            }
-        }
-        prev = Some(key.clone());
-    }
-    Ok(counts)
+    let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let conversion = Conversion {
+        key: c
+            .key_plan
+            .cloned()
+            .unwrap_or_else(|| ConversionPlan::identity(size(og.key_size))),
+        value: c
+            .value_plan
+            .cloned()
+            .unwrap_or_else(|| ConversionPlan::identity(size(og.value_size))),
+        cpus: og.cpus,
+        per_cpu: og.per_cpu(),
+    };
+    let (_base, report) = copy_map(
+        c.key,
+        c.old.as_ref(),
+        c.new.as_ref(),
+        &conversion,
+        state_dir,
+        &CopyOptions::default(),
+    )
+    .map_err(|e| Error::Data {
+        step: Step::Copy.name(),
+        map: c.key.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(MapCounts {
+        copied: report.copied as u64,
+        ..MapCounts::default()
+    })
 }

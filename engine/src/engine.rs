@@ -32,21 +32,10 @@ use crate::state::{
 use crate::step::{Step, checkpoint};
 
 /// Choices of [`Engine::apply`] that are not part of the load's identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ApplyOptions {
     /// Accept a plan that loses entries (a `recreate` of a map holding state).
     pub allow_state_loss: bool,
-    /// Evaluate the copy's failpoint every this many entries (tests; 0: never).
-    pub copy_checkpoint_every: usize,
-}
-
-impl Default for ApplyOptions {
-    fn default() -> Self {
-        Self {
-            allow_state_loss: false,
-            copy_checkpoint_every: 1000,
-        }
-    }
 }
 
 /// What recovery did with an interrupted upgrade.
@@ -458,10 +447,7 @@ impl<K: Kernel> Engine<K> {
                     })?;
                     self.preflight(j, objects)?;
                 }
-                Step::Copy => {
-                    let every = input.map_or(0, |(_, o)| o.copy_checkpoint_every);
-                    self.copy(j, every)?;
-                }
+                Step::Copy => self.copy(j)?,
                 Step::Delta => {}
                 Step::Switch => self.switch(j)?,
                 Step::Synchronize => self
@@ -582,7 +568,7 @@ impl<K: Kernel> Engine<K> {
         }
     }
 
-    fn copy(&mut self, j: &mut Journal, every: usize) -> Result<(), Error> {
+    fn copy(&mut self, j: &mut Journal) -> Result<(), Error> {
         const STEP: &str = "copy";
         let plan = j.plan.clone();
         for m in plan.maps.iter().filter(|m| m.action == MapAction::Copy) {
@@ -605,7 +591,7 @@ impl<K: Kernel> Engine<K> {
                 key_plan: m.key_plan.as_ref(),
                 value_plan: m.value_plan.as_ref(),
             };
-            let counts = datapath::copy(&carry, self.dir.path(), every)?;
+            let counts = datapath::copy(&carry, self.dir.path())?;
             j.counts.insert(m.key.clone(), counts);
         }
         Ok(())

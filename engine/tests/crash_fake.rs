@@ -46,14 +46,7 @@ fn apply_version(s: &Setup, version: u32) -> Result<handover_engine::Report, Err
     let mut e = engine(s);
     let objs = objects(version);
     let plan = e.plan(&objs, &options(Path::new(CGROUP)))?;
-    e.apply(
-        &plan,
-        &objs,
-        ApplyOptions {
-            copy_checkpoint_every: 100,
-            ..ApplyOptions::default()
-        },
-    )
+    e.apply(&plan, &objs, ApplyOptions::default())
 }
 
 impl Setup {
