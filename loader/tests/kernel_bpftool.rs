@@ -90,6 +90,11 @@ const NOT_LOADED: &[(&str, &str)] = &[
          subprogs.o is its twin",
     ),
     (
+        "too_complex.o",
+        "the verifier refuses it as too large to walk, on purpose (kernel_load.rs checks the \
+         error); libbpf's retry logs a line per instruction walked, for a minute",
+    ),
+    (
         "subprogs.bpfeb.o",
         "big-endian object; this kernel is little-endian (subprogs.o is its twin)",
     ),

@@ -30,6 +30,9 @@ fn refused_fixture(file: &str) -> Option<(&'static str, &'static str)> {
     if let Some((_, needle)) = common::REJECTED.iter().find(|r| r.0 == file) {
         return Some(("the parser refuses it (see common::REJECTED)", needle));
     }
+    if let Some((_, needle)) = common::KERNEL_REFUSED.iter().find(|r| r.0 == file) {
+        return Some(("the kernel refuses it (see common::KERNEL_REFUSED)", needle));
+    }
     (file.contains("bpfeb")).then_some((
         "built with -target bpfeb: a big-endian object cannot run on this little-endian kernel",
         "-endian",
@@ -154,10 +157,11 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
         if let Some((why, needle)) = refused_fixture(&file) {
             let err = match Object::parse(&data) {
                 Err(e) => e.to_string(),
-                Ok(obj) => load(&bpf, &obj, LoadOptions::default())
-                    .map(|_| ())
-                    .expect_err(&format!("{file} loaded, but: {why}"))
-                    .to_string(),
+                Ok(obj) => common::chain(
+                    &load(&bpf, &obj, LoadOptions::default())
+                        .map(|_| ())
+                        .expect_err(&format!("{file} loaded, but: {why}")),
+                ),
             };
             assert!(err.contains(needle), "{file}: unexpected error {err}");
             eprintln!("{file}: refused as expected ({why}): {err}");
@@ -792,4 +796,32 @@ fn maps_sized_at_creation_are_reused_as_created() {
         assert!(second.map(name).unwrap().reused, "{name}");
         assert_eq!(id(&first), id(&second), "{name}");
     }
+}
+
+#[test]
+fn a_program_too_large_to_verify_is_explained_by_the_verifier_log() {
+    if !testenv::privileged("a_program_too_large_to_verify_is_explained_by_the_verifier_log") {
+        return;
+    }
+    let _fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/too_complex.c: a loop the verifier walks past its million instructions.
+    let data = common::read(&common::fixture("too_complex"));
+    let obj = Object::parse(&data).unwrap();
+    let err = load(&bpf, &obj, LoadOptions::default()).unwrap_err();
+    let LoadError::ProgramLoad {
+        program, source, ..
+    } = &err
+    else {
+        panic!("{}", common::chain(&err));
+    };
+    assert_eq!(program, "xdp_walk_too_far");
+    assert_eq!(source.errno(), Some(libc::E2BIG), "{source}");
+    let log = source
+        .log()
+        .expect("a verifier log, not an oversized-request refusal");
+    assert!(log.contains("BPF program is too large"), "{log}");
+    let text = common::chain(&err);
+    assert!(text.contains("processed 1000001 insns"), "{text}");
+    assert_eq!(text.matches("Argument list too long").count(), 1, "{text}");
 }

@@ -43,7 +43,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, OnceLock};
 
-pub use error::Error;
+pub use error::{Error, LOG_LINES_SHOWN};
 pub use info::{BtfInfo, LinkInfo, LinkTarget, MapInfo, ProgInfo};
 pub use link::{ALLOW_MULTI, ALLOW_OVERRIDE, REPLACE};
 pub use link::{AttachTarget, LinkCreate};
@@ -229,10 +229,10 @@ impl Bpf {
         self.inner
             .backend
             .bpf(command, attr.as_mut_bytes(), log)
-            .map_err(|source| Error::Syscall {
+            .map_err(|error| Error::Syscall {
                 command: command.name(),
                 object: object(),
-                source,
+                error,
             })
     }
 

@@ -91,6 +91,10 @@ pub const REJECTED: &[(&str, &str)] = &[
     ),
 ];
 
+/// Fixtures the kernel refuses on purpose, with a piece of the loader's error:
+/// programs/too_complex.c is a loop the verifier walks past its million instructions.
+pub const KERNEL_REFUSED: &[(&str, &str)] = &[("too_complex.o", "BPF program is too large")];
+
 /// The expected rejection of `path`, if it is one of [`REJECTED`].
 pub fn rejected(path: &Path) -> Option<&'static str> {
     let name = path.file_name()?.to_str()?;
