@@ -23,6 +23,7 @@ mod load;
 mod maps;
 mod object;
 mod program;
+mod program_types;
 mod raw;
 mod section;
 pub mod sys;
@@ -34,10 +35,11 @@ pub use file::ObjectFile;
 pub use insn::{INSN_SIZE, PSEUDO_BTF_ID, PSEUDO_KFUNC_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
 pub use load::{
     BtfFeatures, KERNEL_NAME_LEN, KsymResolution, LoadError, LoadOptions, LoadedMap, LoadedObject,
-    LoadedProgram, POISON_CALL_KFUNC_BASE, SectionLayout, attach_btf_name, created_max_entries,
-    func_info_bytes, kallsyms_address, kernel_name, line_info_bytes, load, map_btf_ids,
-    prepare_btf, prepare_btf_with, relocate, resolve_ksyms, ringbuf_size,
+    LoadedProgram, POISON_CALL_KFUNC_BASE, SectionLayout, UntypedSection, attach_btf_name,
+    created_max_entries, func_info_bytes, kallsyms_address, kernel_name, line_info_bytes, load,
+    map_btf_ids, prepare_btf, prepare_btf_with, relocate, resolve_ksyms, ringbuf_size,
 };
 pub use maps::{MapOrigin, MapSlot, MapSpec, Pinning, SlotTarget};
-pub use object::{Object, ObjectOptions, Variable};
+pub use object::{Object, ObjectOptions, ProgramSection, Variable};
 pub use program::{FunctionSpan, KsymKind, ProgramSpec, RefTarget, Reference};
+pub use program_types::{ProgramTypes, TypeAndAttach};

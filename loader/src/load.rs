@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 use handover_btf::{Btf, Builder, Detail, Endian, Kind, Linkage, StrOffset, TypeId};
 
@@ -15,6 +16,7 @@ use crate::core::{CoreOutcome, CoreTarget, apply_core};
 use crate::maps::{MapOrigin, MapSpec, SlotTarget};
 use crate::object::Object;
 use crate::program::{KsymKind, ProgramSpec, RefTarget};
+use crate::program_types::ProgramTypes;
 use crate::sys::{
     self, Bpf, Insn, LogLevel, MapBtf, MapCreate, MapType, ProgLoad, ProgramType, UpdateFlags,
 };
@@ -214,6 +216,13 @@ pub enum LoadError {
     /// A CO-RE relocation cannot be applied (libbpf refuses it too).
     #[error(transparent)]
     Core(crate::core::CoreError),
+    /// Programs to load whose sections' names give no program type, and no rule of
+    /// [`LoadOptions::program_types`] gave one: every such section, with its programs.
+    #[error("{}", untyped_message(sections))]
+    UnknownProgramTypes {
+        /// Each section without a type, with the programs in it.
+        sections: Vec<UntypedSection>,
+    },
     /// The kernel refused a program.
     #[error("loading program {program} (section {section})")]
     ProgramLoad {
@@ -227,15 +236,45 @@ pub enum LoadError {
     },
 }
 
+/// A program section whose name gives no program type, with the programs in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UntypedSection {
+    /// The section name.
+    pub section: String,
+    /// Its programs that were to be loaded.
+    pub programs: Vec<String>,
+}
+
+fn untyped_message(sections: &[UntypedSection]) -> String {
+    let list: Vec<String> = sections
+        .iter()
+        .map(|s| format!("section {:?} (programs {:?})", s.section, s.programs))
+        .collect();
+    format!(
+        "{} program section(s) have names that give no program type: {}; give each a type \
+         with --program-type SECTION=TYPE[:ATTACH] (SECTION may end in * for a prefix, or \
+         be * for every program)",
+        sections.len(),
+        list.join(", ")
+    )
+}
+
 /// Options of [`load`].
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct LoadOptions {
     /// Maps to use instead of creating them, by name in the object (pinned maps of a
     /// running version). Each must match its definition (type, key and value size,
     /// capacity, flags); it is used as it is: no initial contents are written to it and
     /// it is not frozen, but the static slots of a prog array are still filled with the
-    /// programs of this object.
-    pub reuse_maps: HashMap<String, OwnedFd>,
+    /// programs of this object. The loaded object holds a duplicate of each descriptor.
+    pub reuse_maps: HashMap<String, Arc<OwnedFd>>,
+    /// Program types by section (exact, prefix, or every program), overriding what
+    /// section names say; a program whose section gives no type needs one here.
+    pub program_types: ProgramTypes,
+    /// Load every program that can be loaded, and report each refusal in
+    /// [`LoadedObject::failed`] instead of failing the whole load at the first one.
+    /// Maps are still all or nothing.
+    pub keep_going: bool,
     /// BTF features to assume instead of probing the kernel.
     pub btf_features: Option<BtfFeatures>,
     /// Verifier log level for program loads.
@@ -258,6 +297,8 @@ impl std::fmt::Debug for LoadOptions {
         // The target BTF is megabytes of bytes: show its size only.
         f.debug_struct("LoadOptions")
             .field("reuse_maps", &self.reuse_maps)
+            .field("program_types", &self.program_types)
+            .field("keep_going", &self.keep_going)
             .field("btf_features", &self.btf_features)
             .field("log_level", &self.log_level)
             .field("programs", &self.programs)
@@ -306,8 +347,11 @@ pub struct LoadedObject {
     /// Every map by name in the object (inner map templates excluded: they only serve
     /// to create their outer map).
     pub maps: BTreeMap<String, LoadedMap>,
-    /// Every program by name.
+    /// Every program loaded, by name.
     pub programs: BTreeMap<String, LoadedProgram>,
+    /// Every program that was to be loaded but was not, by name, with why (only with
+    /// [`LoadOptions::keep_going`]; without it the first refusal fails the load).
+    pub failed: BTreeMap<String, LoadError>,
 }
 
 impl LoadedObject {
@@ -1271,12 +1315,22 @@ pub fn load(
 ) -> Result<LoadedObject, LoadError> {
     let LoadOptions {
         mut reuse_maps,
+        program_types,
+        keep_going,
         btf_features,
         log_level,
         programs: only,
         core_btf,
         require_btf,
     } = options;
+    let mut failed = BTreeMap::new();
+    let to_load = typed_programs(
+        object,
+        &program_types,
+        only.as_ref(),
+        keep_going,
+        &mut failed,
+    )?;
     if object.endian() != Endian::native() {
         return Err(LoadError::ByteOrder {
             object: object.endian(),
@@ -1307,7 +1361,11 @@ pub fn load(
 
     let mut maps = BTreeMap::new();
     for spec in object.maps() {
-        if let Some(fd) = reuse_maps.remove(&spec.name) {
+        if let Some(given) = reuse_maps.remove(&spec.name) {
+            let fd = given.try_clone().map_err(|source| LoadError::Descriptor {
+                map: spec.name.clone(),
+                source,
+            })?;
             check_reused(bpf, spec, &fd)?;
             maps.insert(
                 spec.name.clone(),
@@ -1371,13 +1429,7 @@ pub fn load(
     let mut programs = BTreeMap::new();
     let mut vmlinux = Vmlinux::default();
     let kallsyms = std::sync::OnceLock::new();
-    let wanted = |spec: &&ProgramSpec| only.as_ref().is_none_or(|o| o.contains(&spec.name));
-    let core_blob = if object
-        .programs()
-        .iter()
-        .filter(wanted)
-        .any(|p| p.needs_core())
-    {
+    let core_blob = if to_load.iter().any(ProgramSpec::needs_core) {
         Some(match core_btf {
             Some(blob) => blob,
             None => std::fs::read(VMLINUX_BTF).map_err(|e| LoadError::Btf {
@@ -1397,10 +1449,7 @@ pub fn load(
             reason: format!("parsing the target BTF of CO-RE relocations: {e}"),
         })?;
     let core_target = core_btf.as_ref().map(CoreTarget::new);
-    for spec in object.programs() {
-        if only.as_ref().is_some_and(|o| !o.contains(&spec.name)) {
-            continue;
-        }
+    for spec in to_load {
         let ctx = ProgContext {
             bpf,
             object,
@@ -1411,19 +1460,23 @@ pub fn load(
             log_level,
             kallsyms: &kallsyms,
         };
-        let (fd, core) = load_program(&ctx, spec, &mut vmlinux, core_target.as_ref())?;
-        programs.insert(
-            spec.name.clone(),
-            LoadedProgram {
-                fd,
-                spec: spec.clone(),
-                core,
-            },
-        );
+        match load_program(&ctx, &spec, &mut vmlinux, core_target.as_ref()) {
+            Ok((fd, core)) => {
+                programs.insert(spec.name.clone(), LoadedProgram { fd, spec, core });
+            }
+            Err(e) if keep_going => {
+                failed.insert(spec.name.clone(), e);
+            }
+            Err(e) => return Err(e),
+        }
     }
     for m in maps.values() {
         for slot in &m.spec.initial_slots {
             if let SlotTarget::Program(target) = &slot.target {
+                // A program that failed is reported in `failed`; its slot stays empty.
+                if failed.contains_key(target) {
+                    continue;
+                }
                 let fd = programs.get(target).map(|p| p.fd.as_raw_fd());
                 fill_slot(bpf, m, slot.index, target, fd)?;
             }
@@ -1434,7 +1487,65 @@ pub fn load(
         btf_error,
         maps,
         programs,
+        failed,
     })
+}
+
+/// The programs to load (every one, or those in `only`), each with the type its rule in
+/// `rules` gives, else its section's name. Programs left without a type are an error
+/// naming every such section, before anything is created; with `keep_going` each is
+/// put in `failed` instead.
+fn typed_programs(
+    object: &Object<'_>,
+    rules: &ProgramTypes,
+    only: Option<&BTreeSet<String>>,
+    keep_going: bool,
+    failed: &mut BTreeMap<String, LoadError>,
+) -> Result<Vec<ProgramSpec>, LoadError> {
+    let mut typed = Vec::new();
+    let mut untyped: Vec<UntypedSection> = Vec::new();
+    for p in object.programs() {
+        if only.is_some_and(|o| !o.contains(&p.name)) {
+            continue;
+        }
+        let mut spec = p.clone();
+        if let Some((prog_type, attach_type)) = rules.lookup(&spec.section) {
+            spec.prog_type = prog_type;
+            spec.expected_attach_type = attach_type;
+        }
+        if spec.type_known() {
+            typed.push(spec);
+            continue;
+        }
+        match untyped.iter_mut().find(|u| u.section == spec.section) {
+            Some(u) => u.programs.push(spec.name),
+            None => untyped.push(UntypedSection {
+                section: spec.section,
+                programs: vec![spec.name],
+            }),
+        }
+    }
+    if untyped.is_empty() {
+        return Ok(typed);
+    }
+    if !keep_going {
+        return Err(LoadError::UnknownProgramTypes { sections: untyped });
+    }
+    for u in untyped {
+        for program in &u.programs {
+            let one = UntypedSection {
+                section: u.section.clone(),
+                programs: vec![program.clone()],
+            };
+            failed.insert(
+                program.clone(),
+                LoadError::UnknownProgramTypes {
+                    sections: vec![one],
+                },
+            );
+        }
+    }
+    Ok(typed)
 }
 
 /// A [`sys::Map`] over a duplicate of `fd`, for element updates checked against the

@@ -18,6 +18,7 @@ use crate::insn::{
 };
 use crate::maps::{self, MapSlot, MapSpec, SlotTarget};
 use crate::program::{FunctionSpan, KsymKind, ProgramSpec, RefTarget, Reference};
+use crate::program_types::ProgramTypes;
 use crate::raw::{Order, RawInsn, read_at};
 use crate::section;
 use crate::sys::{AttachType, Insn, ProgramType};
@@ -27,7 +28,7 @@ type Elf = FileHeader64<Endianness>;
 /// Options for [`Object::parse_with`].
 #[derive(Clone, Debug, Default)]
 pub struct ObjectOptions {
-    program_types: HashMap<String, (ProgramType, Option<AttachType>)>,
+    program_types: ProgramTypes,
 }
 
 impl ObjectOptions {
@@ -47,10 +48,32 @@ impl ObjectOptions {
         prog_type: ProgramType,
         attach_type: Option<AttachType>,
     ) -> Self {
-        self.program_types
-            .insert(section.to_owned(), (prog_type, attach_type));
+        self.program_types = self.program_types.section(section, prog_type, attach_type);
         self
     }
+
+    /// Gives program types by the rules of `types` (exact sections, prefixes, every
+    /// program), overriding what section names say.
+    #[must_use]
+    pub fn program_types(mut self, types: ProgramTypes) -> Self {
+        self.program_types = types;
+        self
+    }
+}
+
+/// The programs of one program section, as [`Object::program_sections`] lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramSection<'a> {
+    /// The section name (without a leading `?`).
+    pub section: &'a str,
+    /// The program type its name (or a parse-time rule) gives, `None` when it gives
+    /// none: loading its programs then needs a rule in
+    /// [`LoadOptions::program_types`](crate::LoadOptions::program_types).
+    pub prog_type: Option<ProgramType>,
+    /// The expected attach type that goes with it.
+    pub attach_type: Option<AttachType>,
+    /// Its programs, in offset order.
+    pub programs: Vec<&'a str>,
 }
 
 /// A parsed BPF object: its maps, programs, license, kernel version and BTF.
@@ -611,6 +634,27 @@ impl<'data> Object<'data> {
     pub fn program(&self, name: &str) -> Option<&ProgramSpec> {
         self.programs.iter().find(|p| p.name == name)
     }
+
+    /// Every program section with its programs and the type its name gives, in the
+    /// order of [`Object::programs`]: what a caller looks at to choose the program
+    /// types of sections whose names give none.
+    #[must_use]
+    pub fn program_sections(&self) -> Vec<ProgramSection<'_>> {
+        let mut out: Vec<ProgramSection<'_>> = Vec::new();
+        for p in &self.programs {
+            if let Some(s) = out.iter_mut().find(|s| s.section == p.section) {
+                s.programs.push(&p.name);
+                continue;
+            }
+            out.push(ProgramSection {
+                section: &p.section,
+                prog_type: p.type_known().then_some(p.prog_type),
+                attach_type: p.expected_attach_type,
+                programs: vec![&p.name],
+            });
+        }
+        out
+    }
 }
 
 impl<'data> Parser<'data, '_> {
@@ -991,18 +1035,15 @@ impl<'data> Parser<'data, '_> {
                 Some(rest) => (rest, false),
                 None => (elf_sec, true),
             };
-            let (prog_type, attach_type, kind) = match options
-                .program_types
-                .get(elf_sec)
-                .or_else(|| options.program_types.get(sec))
-            {
-                Some(&(p, a)) => (p, a, section::classify(sec)),
-                None => {
-                    let k = section::classify(sec).ok_or_else(|| ObjectError::UnknownSection {
-                        section: sec.to_owned(),
-                    })?;
-                    (k.prog_type, k.attach_type, Some(k))
-                }
+            // A section name libbpf does not know gives no type: the program parses
+            // (its maps and references are all there is to compare), and only loading
+            // it needs a type, given then.
+            let kind = section::classify(sec);
+            let (prog_type, attach_type) = match options.program_types.lookup(sec) {
+                Some(given) => given,
+                None => kind.map_or((ProgramType::Unspec, None), |k| {
+                    (k.prog_type, k.attach_type)
+                }),
             };
             let mut spec = self.link(fid, &funcs, &code, &reloc_maps, maps, sites, ext)?;
             spec.prog_type = prog_type;

@@ -90,6 +90,11 @@ const NOT_LOADED: &[(&str, &str)] = &[
          subprogs.o is its twin",
     ),
     (
+        "custom_sections.o",
+        "its programs are in sections libbpf does not name, which bpftool refuses to load; \
+         kernel_load.rs loads it with program types given",
+    ),
+    (
         "too_complex.o",
         "the verifier refuses it as too large to walk, on purpose (kernel_load.rs checks the \
          error); libbpf's retry logs a line per instruction walked, for a minute",

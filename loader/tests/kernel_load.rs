@@ -17,10 +17,10 @@ use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use handover_loader::sys::{Bpf, Map, MapType, OpenFlags, UpdateFlags};
+use handover_loader::sys::{Bpf, Map, MapType, OpenFlags, ProgramType, UpdateFlags};
 use handover_loader::{
-    BtfFeatures, LoadError, LoadOptions, LoadedObject, MapOrigin, Object, RefTarget, kernel_name,
-    load,
+    BtfFeatures, LoadError, LoadOptions, LoadedObject, MapOrigin, Object, ProgramTypes, RefTarget,
+    kernel_name, load,
 };
 
 /// Why a fixture is refused before any program is loaded, by rule rather than by name:
@@ -581,7 +581,10 @@ fn reused_maps_are_shared_and_checked() {
         .unwrap();
 
     let mut reuse = HashMap::new();
-    reuse.insert(".data".to_owned(), first_data.fd.try_clone().unwrap());
+    reuse.insert(
+        ".data".to_owned(),
+        std::sync::Arc::new(first_data.fd.try_clone().unwrap()),
+    );
     let second = load(
         &bpf,
         &obj,
@@ -608,7 +611,7 @@ fn reused_maps_are_shared_and_checked() {
     let mut reuse = HashMap::new();
     reuse.insert(
         ".data".to_owned(),
-        first.map(".bss").unwrap().fd.try_clone().unwrap(),
+        std::sync::Arc::new(first.map(".bss").unwrap().fd.try_clone().unwrap()),
     );
     let err = load(
         &bpf,
@@ -779,7 +782,7 @@ fn maps_sized_at_creation_are_reused_as_created() {
     for name in ["events", "perf"] {
         reuse.insert(
             name.to_owned(),
-            first.map(name).unwrap().fd.try_clone().unwrap(),
+            std::sync::Arc::new(first.map(name).unwrap().fd.try_clone().unwrap()),
         );
     }
     let second = load(
@@ -824,4 +827,84 @@ fn a_program_too_large_to_verify_is_explained_by_the_verifier_log() {
     let text = common::chain(&err);
     assert!(text.contains("processed 1000001 insns"), "{text}");
     assert_eq!(text.matches("Argument list too long").count(), 1, "{text}");
+}
+
+#[test]
+fn programs_in_sections_libbpf_does_not_name_load_with_the_types_given() {
+    if !testenv::privileged("programs_in_sections_libbpf_does_not_name_load_with_the_types_given") {
+        return;
+    }
+    let _fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/custom_sections.c: tail calls in cgroup/connect4/ROUTE_TAIL_CALL_n, and
+    // programs in xdp_custom and tc_custom.
+    let data = common::read(&common::fixture("custom_sections"));
+    let obj = Object::parse(&data).unwrap();
+    let untyped: Vec<&str> = obj
+        .program_sections()
+        .iter()
+        .filter(|s| s.prog_type.is_none())
+        .map(|s| s.section)
+        .collect();
+    assert_eq!(untyped.len(), 4, "{untyped:?}");
+    let types = ProgramTypes::new()
+        .rule("cgroup/connect4/*=cgroup_sock_addr:cgroup_inet4_connect")
+        .unwrap()
+        .rule("xdp_custom=xdp")
+        .unwrap()
+        .rule("tc_custom=sched_cls")
+        .unwrap();
+    let loaded = load(
+        &bpf,
+        &obj,
+        LoadOptions {
+            program_types: types,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    let kernel_type = |name: &str| {
+        bpf.prog_info(&loaded.program(name).unwrap().fd)
+            .unwrap()
+            .prog_type
+    };
+    for name in ["connect_entry", "connect_route", "connect_finish"] {
+        assert_eq!(
+            kernel_type(name),
+            Some(ProgramType::CgroupSockAddr),
+            "{name}"
+        );
+    }
+    assert_eq!(kernel_type("xdp_custom_prog"), Some(ProgramType::Xdp));
+    assert_eq!(kernel_type("tc_custom_prog"), Some(ProgramType::SchedCls));
+    assert!(loaded.failed.is_empty());
+
+    // One type for every program, as bpftool's `type`: the cgroup programs are then
+    // refused by the verifier (an XDP context), each with its own result, and the rest
+    // load.
+    let loaded = load(
+        &bpf,
+        &obj,
+        LoadOptions {
+            program_types: ProgramTypes::new().every(ProgramType::Xdp, None),
+            keep_going: true,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    assert_eq!(
+        loaded.programs.keys().collect::<Vec<_>>(),
+        ["tc_custom_prog", "xdp_custom_prog"]
+    );
+    assert_eq!(
+        loaded.failed.keys().collect::<Vec<_>>(),
+        ["connect_entry", "connect_finish", "connect_route"]
+    );
+    for e in loaded.failed.values() {
+        assert!(
+            matches!(e, LoadError::ProgramLoad { source, .. } if source.log().is_some()),
+            "{}",
+            common::chain(e)
+        );
+    }
 }
