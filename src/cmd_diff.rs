@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::error_chain;
-use handover::{KernelEnv, Policy, diff_objects, load_side, render_json, render_text};
+use crate::report::{render_json, render_text};
+use handover::{Policy, diff_objects, kernel_env, load_side};
 
 /// Exit status when the upgrade would lose map entries.
 pub const EXIT_LOSES_ENTRIES: u8 = 3;
@@ -79,7 +80,7 @@ pub fn run(args: &[&str]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let report = diff_objects(&old, &new, args.policy, &KernelEnv::detect());
+    let report = diff_objects(&old, &new, args.policy, &kernel_env());
     if args.json {
         println!("{}", render_json(&report));
     } else {

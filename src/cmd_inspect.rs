@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use handover::inspect::{render, report};
+use crate::inspect_render::render;
+use handover::inspect::report;
 use handover_loader::{ObjectFile, ObjectOptions, ProgramTypes};
 
 const USAGE: &str = "usage: handover inspect OBJ [--json] [--program-type SECTION=TYPE[:ATTACH]]...

@@ -1,10 +1,15 @@
 //! handover: restart and upgrade eBPF daemons without losing traffic or map state.
 //!
-//! This crate holds the upgrade engine. The pure part compares the maps of two
-//! versions: [`MapModel`] is the serialisable spec of a map with its key and value
-//! layout, [`Snapshot`] keeps those specs on disk, [`diff_maps`] gives a [`Verdict`]
-//! per map with the [`FieldMapping`] of its key and value, and [`convert`] turns old
-//! encoded entries into new ones.
+//! This crate is the facade: it re-exports the public API of the workspace's crates,
+//! so that a daemon depends on one crate.
+//!
+//! - The pure pipeline ([`handover_plan`]): [`MapModel`] is the serialisable spec of a
+//!   map with its key and value layout, [`Snapshot`] keeps those specs on disk,
+//!   [`diff_maps`] gives a [`Verdict`] per map with the [`FieldMapping`] of its key and
+//!   value, [`convert`] turns old encoded entries into new ones, [`Plan`] is the value
+//!   an upgrade executes.
+//! - Objects ([`loader`]), the kernel layer ([`sys`]), loading ([`load`]) and bpffs
+//!   ([`bpffs`]) are re-exported as modules.
 
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
@@ -12,36 +17,44 @@
 pub mod btf_file;
 pub mod inspect;
 
-mod convert;
-mod field_map;
-mod from_object;
-mod kernel_adjust;
-mod layout_builder;
-mod report;
-mod sha256;
-mod snapshot;
-mod spec_model;
-mod verdict;
+pub use handover_bpffs as bpffs;
+pub use handover_btf as btf;
+pub use handover_load as load;
+pub use handover_loader as loader;
+pub use handover_plan::*;
+pub use handover_sys as sys;
+pub use handover_uapi as uapi;
 
-pub use convert::{ConvertError, convert, convert_percpu, percpu_stride, read_bits, write_bits};
-pub use field_map::{
-    ConversionPlan, FieldAction, FieldLoc, FieldMapping, LayoutMapping, Op, Side, map_layout,
-};
-pub use from_object::{ModelError, is_elf, load_side, map_model, object_model};
-pub use kernel_adjust::{
-    ADJUSTMENTS, Adjustment, BPF_F_NO_PREALLOC, BPF_F_RDONLY_PROG, KERNEL_NAME_LEN, KernelEnv,
-    kernel_view,
-};
-pub use layout_builder::{LayoutError, layout_of};
-pub use report::{render_json, render_text};
-pub use sha256::{sha256, sha256_hex};
-pub use snapshot::{
-    ByteOrder, FORMAT_NAME, FORMAT_VERSION, FormatError, ObjectModel, Snapshot, SnapshotError,
-    decode, encode, read_snapshot, write_snapshot,
-};
-pub use spec_model::{
-    EnumValue, MapModel, Member, TypeLayout, is_percpu, map_type_name, map_type_number, same_layout,
-};
-pub use verdict::{
-    Change, DiffReport, MapDiff, Policy, Verdict, diff_map, diff_maps, diff_objects,
-};
+/// The page size and possible CPUs of the running machine, read the way the loader
+/// does ([`sys::page_size`], [`sys::Bpf::possible_cpus`]); falls back to the available
+/// parallelism when the CPU list cannot be read.
+#[must_use]
+pub fn kernel_env() -> KernelEnv {
+    let possible_cpus = sys::Bpf::kernel()
+        .possible_cpus()
+        .ok()
+        .and_then(|n| u32::try_from(n).ok())
+        .or_else(|| {
+            std::thread::available_parallelism()
+                .ok()
+                .and_then(|n| u32::try_from(n.get()).ok())
+        })
+        .unwrap_or(1);
+    KernelEnv {
+        page_size: sys::page_size(),
+        possible_cpus,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_detected_environment_is_the_loaders() {
+        let env = super::kernel_env();
+        assert_eq!(env.page_size, super::sys::page_size());
+        if let Ok(cpus) = super::sys::Bpf::kernel().possible_cpus() {
+            assert_eq!(env.possible_cpus as usize, cpus);
+        }
+        assert!(env.possible_cpus >= 1);
+    }
+}

@@ -7,6 +7,10 @@ mod cmd_btf;
 mod cmd_diff;
 mod cmd_inspect;
 mod cmd_snapshot;
+mod inspect_render;
+#[cfg(test)]
+mod render_tests;
+mod report;
 
 use std::process::ExitCode;
 

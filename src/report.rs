@@ -1,9 +1,8 @@
-//! Human-readable rendering of a [`DiffReport`].
+//! `handover diff` output: human-readable text and JSON of a [`DiffReport`].
 
 use std::fmt::Write as _;
 
-use crate::field_map::{FieldLoc, FieldMapping, Side};
-use crate::verdict::{DiffReport, Verdict};
+use handover::{DiffReport, FieldLoc, FieldMapping, Side, Verdict};
 
 fn loc(l: Option<&FieldLoc>) -> String {
     l.map_or_else(String::new, |l| {
@@ -39,8 +38,8 @@ fn field_line(f: &FieldMapping) -> String {
 pub fn render_text(report: &DiffReport) -> String {
     let mut out = String::new();
     let policy = match report.policy {
-        crate::verdict::Policy::Strict => "strict",
-        crate::verdict::Policy::Migrate => "migrate",
+        handover::Policy::Strict => "strict",
+        handover::Policy::Migrate => "migrate",
     };
     let _ = writeln!(out, "policy: {policy}");
     for m in &report.maps {

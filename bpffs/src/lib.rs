@@ -8,10 +8,11 @@
 //! outside the root records every pin and directory created, so uninstall and crash
 //! recovery remove exactly what is ours.
 //!
-//! This crate depends on `handover-loader` for `BPF_OBJ_PIN`/`BPF_OBJ_GET`: every
-//! bpf(2) call of handover goes through the loader's single choke point
-//! (`handover_loader::sys::Bpf`), and bpffs adds what is about paths, names and
-//! renames. The loader knows nothing of bpffs.
+//! This crate depends on `handover-sys` only, for `BPF_OBJ_PIN`/`BPF_OBJ_GET`: every
+//! bpf(2) call of handover goes through its single choke point (`handover_sys::Bpf`),
+//! and bpffs adds what is about paths, names and renames. The filesystem calls that
+//! std lacks (`openat`, `renameat2`, `fstatfs`, `mount`) are in one module,
+//! `fsys.rs`, the only unsafe code of this crate.
 #![deny(unsafe_code)]
 
 mod fsys;
@@ -84,7 +85,7 @@ pub enum Error {
         path: String,
         /// The bpf(2) error.
         #[source]
-        source: handover_loader::sys::Error,
+        source: handover_sys::Error,
     },
 }
 

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use handover_loader::sys::{Bpf, OpenFlags};
+use handover_sys::{Bpf, OpenFlags};
 
 use crate::fsys::{self, BPF_FS_MAGIC};
 use crate::manifest::{Entry, EntryKind, Manifest};
@@ -151,10 +151,7 @@ impl PinRoot {
         Ok(dir)
     }
 
-    fn bpf_err(
-        op: &'static str,
-        path: &PinPath,
-    ) -> impl FnOnce(handover_loader::sys::Error) -> Error {
+    fn bpf_err(op: &'static str, path: &PinPath) -> impl FnOnce(handover_sys::Error) -> Error {
         let path = path.to_string();
         move |source| Error::Bpf { op, path, source }
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use handover_bpffs::{EntryKind, Error, PinPath, PinRoot};
-use handover_loader::sys::{Bpf, MapCreate, MapType, OpenFlags};
+use handover_sys::{Bpf, MapCreate, MapType, OpenFlags};
 
 struct Env {
     bpf: Bpf,

@@ -9,7 +9,7 @@
 
 #![no_main]
 
-use handover::{
+use handover_plan::{
     KernelEnv, Policy, Side, Snapshot, convert, decode, diff_objects, encode, map_layout,
     sha256_hex,
 };

@@ -7,16 +7,18 @@
 
 use std::collections::HashMap;
 
-use handover_btf::{StrOffset, TypeId};
+use handover_btf::{Endian, MAGIC, StrOffset, TypeId};
 
 use crate::error::ObjectError;
 use crate::raw::{
-    Order, RawBtfExtCore, RawBtfExtHeader, RawCoreRelo, RawExtInfoSec, RawFuncInfo, RawLineInfo,
-    read_at,
+    RawBtfExtCore, RawBtfExtHeader, RawCoreRelo, RawExtInfoSec, RawFuncInfo, RawLineInfo, read_at,
 };
 
-const MAGIC: u16 = 0xeb9f;
-const INSN_SIZE: u32 = 8;
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "an instruction is 8 bytes: the constant fits"
+)]
+const INSN_SIZE: u32 = handover_uapi::INSN_SIZE as u32;
 
 /// A `bpf_func_info` record: the BTF `FUNC` describing the function starting at `insn`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,7 +113,7 @@ fn walk<'s>(
     start: usize,
     len: u32,
     min_rec_size: usize,
-    order: Order,
+    order: Endian,
     strings: &dyn Fn(StrOffset) -> Option<&'s str>,
     mut record: impl FnMut(&'s str, usize, &[u8]) -> Result<(), ObjectError>,
 ) -> Result<(), ObjectError> {
@@ -175,9 +177,9 @@ impl BtfExt {
     ) -> Result<Self, ObjectError> {
         let hdr = read_at::<RawBtfExtHeader>(data, 0).ok_or_else(|| err(0, "truncated header"))?;
         let order = if u16::from_le_bytes(hdr.magic) == MAGIC {
-            Order::Little
+            Endian::Little
         } else if u16::from_be_bytes(hdr.magic) == MAGIC {
-            Order::Big
+            Endian::Big
         } else {
             return Err(err(0, "bad magic (expected 0xeb9f)"));
         };

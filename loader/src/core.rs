@@ -19,7 +19,7 @@ use handover_btf::{Btf, Detail, Kind, Type, TypeId};
 
 use crate::btf_ext::CoreRelocation;
 use crate::program::ProgramSpec;
-use crate::sys::Insn;
+use handover_uapi::{CALL, Insn};
 
 /// Helper id of the call that replaces an instruction whose relocation cannot be
 /// resolved (libbpf's `0xbad2310`, "bad relo").
@@ -1058,8 +1058,8 @@ const CLASS_ALU: u8 = 0x04;
 const CLASS_ALU64: u8 = 0x07;
 
 fn poison(insns: &mut [Insn], at: usize) {
-    let ld_imm64 = insns.get(at).is_some_and(crate::insn::is_ld_imm64);
-    let call = Insn::new(crate::insn::CALL, 0, 0, 0, POISON_HELPER);
+    let ld_imm64 = insns.get(at).is_some_and(|i| i.is_ld_imm64());
+    let call = Insn::new(CALL, 0, 0, 0, POISON_HELPER);
     if ld_imm64 && let Some(second) = insns.get_mut(at + 1) {
         *second = call;
     }
@@ -1158,7 +1158,7 @@ fn patch(insns: &mut [Insn], at: usize, res: &Resolution) -> Result<Option<Strin
         }
         CLASS_LD => {
             let second = insns.get(at + 1).copied();
-            let ok = crate::insn::is_ld_imm64(&insn)
+            let ok = insn.is_ld_imm64()
                 && insn.src() == 0
                 && insn.off == 0
                 && second.is_some_and(|s| s.code == 0 && s.regs == 0 && s.off == 0);

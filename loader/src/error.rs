@@ -15,6 +15,26 @@ pub enum ObjectError {
         #[source]
         source: std::io::Error,
     },
+    /// The input is not a regular file (a FIFO, a device, a directory).
+    #[error("{path}: not a regular file ({kind}): give the path of a BPF object file")]
+    NotRegular {
+        /// The path given.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// The file is larger than [`MAX_OBJECT_SIZE`](crate::MAX_OBJECT_SIZE).
+    #[error(
+        "{path}: {size} bytes is larger than the {limit}-byte limit on BPF object files (MAX_OBJECT_SIZE)"
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size, or the bytes read before the limit was passed.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// The input is not an ELF64 file, or its headers are malformed.
     #[error("malformed ELF while reading {what}: {source}")]
     Elf {

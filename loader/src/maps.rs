@@ -4,7 +4,7 @@
 use handover_btf::{Btf, Detail, Kind, Linkage, TypeId};
 
 use crate::error::ObjectError;
-use crate::sys::{MapType, map_flags};
+use handover_uapi::{MapType, map_flags};
 
 /// How a map is pinned when the object is loaded (`__uint(pinning, ...)`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -386,7 +386,7 @@ pub(crate) fn parse_btf_map(
 pub(crate) fn legacy_map(
     name: &str,
     record: &[u8],
-    order: crate::raw::Order,
+    order: handover_uapi::Endian,
 ) -> Result<MapSpec, ObjectError> {
     let def = crate::raw::read_at::<crate::raw::RawMapDef>(record, 0).ok_or_else(|| {
         ObjectError::map(

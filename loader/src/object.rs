@@ -12,16 +12,15 @@ use object::{Endianness, SectionIndex};
 
 use crate::btf_ext::{BtfExt, SectionExt};
 use crate::error::ObjectError;
-use crate::insn::{
-    self, INSN_SIZE, PSEUDO_FUNC, PSEUDO_KFUNC_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, is_ld_imm64,
-    is_pseudo_call,
-};
 use crate::maps::{self, MapSlot, MapSpec, SlotTarget};
 use crate::program::{FunctionSpan, KsymKind, ProgramSpec, RefTarget, Reference};
 use crate::program_types::ProgramTypes;
-use crate::raw::{Order, RawInsn, read_at};
+
 use crate::section;
-use crate::sys::{AttachType, Insn, ProgramType};
+use handover_uapi::{
+    AttachType, CALL, INSN_SIZE, Insn, PSEUDO_FUNC, PSEUDO_KFUNC_CALL, PSEUDO_MAP_FD,
+    PSEUDO_MAP_VALUE, ProgramType,
+};
 
 type Elf = FileHeader64<Endianness>;
 
@@ -172,7 +171,7 @@ fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, ObjectError> {
 }
 
 struct Parser<'data, 'o> {
-    order: Order,
+    order: Endian,
     sections: Vec<SecInfo<'data>>,
     symbols: Vec<SymInfo<'data>>,
     relocs: HashMap<usize, Vec<Reloc>>,
@@ -269,7 +268,7 @@ impl<'data> Parser<'data, '_> {
         let kind = self
             .ksym_kind(sym.name)
             .ok_or_else(|| self.extern_error(sym.name))?;
-        let kfunc_call = insn.code == insn::CALL && kind == KsymKind::Func;
+        let kfunc_call = insn.code == CALL && kind == KsymKind::Func;
         if !(wide || kfunc_call) {
             return Err(ObjectError::symbol(
                 sym.name,
@@ -361,9 +360,9 @@ impl<'data> Object<'data> {
             return Err(ObjectError::WrongMachine { machine: machine.0 });
         }
         let order = if e == Endianness::Little {
-            Order::Little
+            Endian::Little
         } else {
-            Order::Big
+            Endian::Big
         };
         let table = hdr.sections(e, data).map_err(elf_err("section headers"))?;
 
@@ -556,11 +555,7 @@ impl<'data> Object<'data> {
         let mut maps = maps;
         parser.static_init(&mut maps, &sites)?;
 
-        let endian = if order == Order::Little {
-            Endian::Little
-        } else {
-            Endian::Big
-        };
+        let endian = order;
         Ok(Self {
             endian,
             license,
@@ -944,12 +939,9 @@ impl<'data> Parser<'data, '_> {
                 format!("code size {} is not a multiple of 8", sec.data.len()),
             ));
         }
-        Ok(sec
-            .data
-            .chunks_exact(INSN_SIZE)
-            .filter_map(|c| read_at::<RawInsn>(c, 0))
-            .map(|r| insn::decode(r, self.order))
-            .collect())
+        Insn::decode_all(sec.data, self.order).ok_or_else(|| {
+            ObjectError::section(sec.name, "code size is not a multiple of 8".to_owned())
+        })
     }
 
     fn collect_programs(
@@ -1129,7 +1121,7 @@ impl<'data> Parser<'data, '_> {
                     .ok_or_else(|| prog_err("instruction index out of range".into()))?;
                 let byte_off = ((f.start + j) * INSN_SIZE) as u64;
                 let sym = sec_relocs.and_then(|m| m.get(&byte_off)).copied();
-                let wide = is_ld_imm64(&insn);
+                let wide = insn.is_ld_imm64();
                 if wide && j + 1 >= f.len {
                     return Err(prog_err(format!(
                         "ld_imm64 at instruction {pc} has no second half"
@@ -1207,7 +1199,7 @@ impl<'data> Parser<'data, '_> {
                                 target: RefTarget::Map { map },
                             });
                         }
-                    } else if func_addr || is_pseudo_call(&insn) {
+                    } else if func_addr || insn.is_pseudo_call() {
                         if !self.is_exec(target_sec) {
                             return Err(rerr(format!(
                                 "call target {} is not code",
@@ -1237,7 +1229,7 @@ impl<'data> Parser<'data, '_> {
                             insn.code
                         )));
                     }
-                } else if is_pseudo_call(&insn) {
+                } else if insn.is_pseudo_call() {
                     let target =
                         ((f.start + j) as u64).wrapping_add_signed(i64::from(insn.imm) + 1);
                     callee = Some((f.section, target));

@@ -2,7 +2,7 @@
 //! symbolic references a loader must fill in, and its BTF.ext records.
 
 use crate::btf_ext::{CoreRelocation, FuncInfo, LineInfo};
-use crate::sys::{AttachType, Insn, ProgramType};
+use handover_uapi::{AttachType, Insn, ProgramType};
 use zerocopy::IntoBytes;
 
 /// What an instruction refers to.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::sys::{AttachType, ProgramType};
+use handover_uapi::{AttachType, ProgramType};
 
 /// A program type and the expected attach type that goes with it.
 pub type TypeAndAttach = (ProgramType, Option<AttachType>);

@@ -1,48 +1,10 @@
 //! On-disk records read from untrusted bytes, with their byte order chosen at run time.
 //!
 //! Every field is a byte array, so the structs have alignment 1 and any byte pattern is a
-//! valid value; integers are decoded through [`Order`].
+//! valid value; integers are decoded through [`Endian`](handover_uapi::Endian), the
+//! byte order chosen from the file.
 
 use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
-
-/// Byte order of the object being read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Order {
-    Little,
-    Big,
-}
-
-impl Order {
-    pub(crate) fn u32(self, b: [u8; 4]) -> u32 {
-        match self {
-            Self::Little => u32::from_le_bytes(b),
-            Self::Big => u32::from_be_bytes(b),
-        }
-    }
-    pub(crate) fn i32(self, b: [u8; 4]) -> i32 {
-        match self {
-            Self::Little => i32::from_le_bytes(b),
-            Self::Big => i32::from_be_bytes(b),
-        }
-    }
-    pub(crate) fn i16(self, b: [u8; 2]) -> i16 {
-        match self {
-            Self::Little => i16::from_le_bytes(b),
-            Self::Big => i16::from_be_bytes(b),
-        }
-    }
-}
-
-/// `struct bpf_insn`: opcode, the two 4-bit registers in one byte (order depends on the
-/// object's byte order), offset and immediate.
-#[derive(FromBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
-#[repr(C)]
-pub(crate) struct RawInsn {
-    pub(crate) code: u8,
-    pub(crate) regs: u8,
-    pub(crate) off: [u8; 2],
-    pub(crate) imm: [u8; 4],
-}
 
 /// `struct bpf_map_def`, the five fields shared by every legacy `maps` record layout.
 #[derive(FromBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]

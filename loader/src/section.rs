@@ -1,7 +1,7 @@
 //! Program type and expected attach type from a program's ELF section name, following
 //! libbpf's section naming (`SEC("xdp")`, `SEC("kprobe/do_sys_open")`, ...).
 
-use crate::sys::{AttachType, ProgramType};
+use handover_uapi::{AttachType, ProgramType};
 
 /// How a section-name pattern matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,9 +18,9 @@ use std::collections::{BTreeSet, HashSet};
 use aya_obj::ProgramSection;
 use aya_obj::generated::bpf_attach_type;
 use aya_obj::maps::PinningType;
-use handover_loader::sys::Insn;
-use handover_loader::sys::{MapType, ProgramType, map_flags};
 use handover_loader::{MapOrigin, Object, Pinning, RefTarget, relocate};
+use handover_uapi::Insn;
+use handover_uapi::{MapType, ProgramType, map_flags};
 
 /// Objects aya-obj 0.3 rejects while this loader accepts them: file, a piece of aya-obj's
 /// error, and why. A change in either parser that alters this list fails the test.

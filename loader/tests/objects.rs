@@ -9,10 +9,10 @@
 mod common;
 
 use handover_btf::{Detail, Kind, Linkage};
-use handover_loader::sys::{AttachType, MapType, ProgramType, map_flags};
 use handover_loader::{
     MapOrigin, Object, ObjectError, ObjectFile, ObjectOptions, Pinning, RefTarget, SlotTarget,
 };
+use handover_uapi::{AttachType, MapType, ProgramType, map_flags};
 
 /// Properties every parsed object must have, whatever it contains.
 fn check_invariants(path: &std::path::Path, obj: &Object<'_>) {

@@ -21,9 +21,21 @@ fn objects_in(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The workspace root: the nearest directory above the crate under test that holds
+/// `programs/build.sh` (these helpers serve crates at different depths).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|d| d.join("programs/build.sh").is_file())
+        .map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            Path::to_path_buf,
+        )
+}
+
 /// Every fixture object; fails when they have not been built.
 pub fn fixtures() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../programs/build");
+    let dir = workspace().join("programs/build");
     let v = if dir.is_dir() {
         objects_in(&dir)
     } else {
@@ -39,9 +51,7 @@ pub fn fixtures() -> Vec<PathBuf> {
 
 /// One fixture by name (`maps_btf` -> programs/build/maps_btf.o).
 pub fn fixture(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../programs/build")
-        .join(format!("{name}.o"));
+    let p = workspace().join("programs/build").join(format!("{name}.o"));
     assert!(
         p.is_file(),
         "{} missing: run programs/build.sh first",

@@ -1,0 +1,914 @@
+//! Putting a parsed object into the kernel: its BTF, its maps and its programs.
+//!
+//! The planning steps are the pure functions of `handover-loader` ([`prepare_btf`],
+//! [`relocate`], [`resolve_ksyms`]); [`load`] runs them and is the only part that talks
+//! to the kernel, through [`Bpf`]. Kernel files (`/sys/kernel/btf/vmlinux`,
+//! `/proc/kallsyms`) are read through `handover-sys`.
+
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use handover_btf::{Btf, Builder, Endian, Kind, Linkage, StrOffset, TypeId};
+use handover_loader::{
+    BtfFeatures, CoreOutcome, CoreTarget, MapSpec, Object, PrepareError, ProgramSpec, ProgramTypes,
+    RefTarget, SlotTarget, apply_core, attach_btf_name, created_max_entries, func_info_bytes,
+    kallsyms_address, kernel_name, line_info_bytes, map_btf_ids, prepare_btf, relocate,
+    resolve_ksyms,
+};
+use handover_sys::{
+    self as sys, Bpf, LogLevel, MapBtf, MapCreate, MapType, ProgLoad, ProgramType, UpdateFlags,
+};
+
+/// Asks the kernel which BTF kinds it accepts, by loading a minimal BTF blob that
+/// uses each.
+#[must_use]
+pub fn probe_btf_features(bpf: &Bpf) -> BtfFeatures {
+    let accepts = |blob: Vec<u8>| bpf.btf_load(&blob, LogLevel::Always(0)).is_ok();
+    BtfFeatures {
+        btf: accepts(probe_blob(|_, _| {})),
+        func: accepts(probe_blob(|b, int| {
+            let proto = b.add(StrOffset(0), Kind::FuncProto, false, 0, int.0, &[]);
+            let name = b.string("f");
+            b.add(name, Kind::Func, false, 0, proto.0, &[]);
+        })),
+        func_global: accepts(probe_blob(|b, int| {
+            let proto = b.add(StrOffset(0), Kind::FuncProto, false, 0, int.0, &[]);
+            let name = b.string("f");
+            b.add(name, Kind::Func, false, 1, proto.0, &[]);
+        })),
+        datasec: accepts(probe_blob(|b, int| {
+            let name = b.string("x");
+            let var = b.add(name, Kind::Var, false, 0, int.0, &[Linkage::GLOBAL.0]);
+            let sec = b.string(".data");
+            b.add(sec, Kind::Datasec, false, 1, 4, &[var.0, 0, 4]);
+        })),
+        float: accepts(probe_blob(|b, _| {
+            let name = b.string("float");
+            b.add(name, Kind::Float, false, 0, 4, &[]);
+        })),
+        decl_tag: accepts(probe_blob(|b, int| {
+            let name = b.string("x");
+            let var = b.add(name, Kind::Var, false, 0, int.0, &[Linkage::GLOBAL.0]);
+            let tag = b.string("tag");
+            b.add(tag, Kind::DeclTag, false, 0, var.0, &[u32::MAX]);
+        })),
+        type_tag: accepts(probe_blob(|b, int| {
+            let tag = b.string("tag");
+            let t = b.add(tag, Kind::TypeTag, false, 0, int.0, &[]);
+            b.add(StrOffset(0), Kind::Ptr, false, 0, t.0, &[]);
+        })),
+        enum64: accepts(probe_blob(|b, _| {
+            let name = b.string("e");
+            let v = b.string("v");
+            b.add(name, Kind::Enum64, false, 1, 8, &[v.0, 0, 1]);
+        })),
+    }
+}
+
+/// A native-endian blob with `int` as type 1 and whatever `more` adds.
+fn probe_blob(more: impl FnOnce(&mut Builder, TypeId)) -> Vec<u8> {
+    let mut b = Builder::new(Endian::native());
+    let name = b.string("int");
+    let int = b.add(name, Kind::Int, false, 0, 4, &[(1 << 24) | 32]);
+    more(&mut b, int);
+    b.finish()
+}
+
+/// Why an object could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The object's byte order is not the kernel's.
+    #[error(
+        "the object is {object:?}-endian but this kernel is {host:?}-endian: compile it with -target bpf (host order)"
+    )]
+    ByteOrder {
+        /// The object's byte order.
+        object: Endian,
+        /// The host's.
+        host: Endian,
+    },
+    /// The object's BTF cannot be prepared for the kernel.
+    #[error("preparing the object's BTF for the kernel: {reason}")]
+    Btf {
+        /// What is wrong, naming the type or section.
+        reason: String,
+    },
+    /// The kernel refused the prepared BTF.
+    #[error("loading the object's BTF into the kernel")]
+    BtfLoad {
+        /// The kernel's error, with its BTF log.
+        #[source]
+        source: sys::Error,
+    },
+    /// A map could not be created.
+    #[error("creating map {map}")]
+    MapCreate {
+        /// The map's name in the object.
+        map: String,
+        /// The kernel's error.
+        #[source]
+        source: sys::Error,
+    },
+    /// A map could not be filled with its initial contents or frozen.
+    #[error("initialising map {map}: {what}")]
+    MapInit {
+        /// The map's name in the object.
+        map: String,
+        /// The step that failed.
+        what: String,
+        /// The kernel's error.
+        #[source]
+        source: sys::Error,
+    },
+    /// A map descriptor could not be duplicated.
+    #[error("duplicating the descriptor of map {map}")]
+    Descriptor {
+        /// The map's name in the object.
+        map: String,
+        /// The error of `dup`.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A static slot refers to a program or map that was not loaded.
+    #[error(
+        "slot {index} of map {map} refers to {target}, which was not loaded: load it too (LoadOptions::programs)"
+    )]
+    SlotTarget {
+        /// The prog array or map-in-map.
+        map: String,
+        /// The slot.
+        index: u32,
+        /// The program or map it refers to.
+        target: String,
+    },
+    /// A map passed for reuse does not match the object's definition.
+    #[error("map {map} given for reuse does not match the object's definition: {reason}")]
+    ReusedMap {
+        /// The map's name in the object.
+        map: String,
+        /// Which property differs, with both values.
+        reason: String,
+    },
+    /// A program refers to something this loader cannot provide.
+    #[error("program {program}: {reason}")]
+    Program {
+        /// The program's name.
+        program: String,
+        /// What is missing and what to do.
+        reason: String,
+    },
+    /// A CO-RE relocation cannot be applied (libbpf refuses it too).
+    #[error(transparent)]
+    Core(handover_loader::CoreError),
+    /// Programs to load whose sections' names give no program type, and no rule of
+    /// [`LoadOptions::program_types`] gave one: every such section, with its programs.
+    #[error("{}", untyped_message(sections))]
+    UnknownProgramTypes {
+        /// Each section without a type, with the programs in it.
+        sections: Vec<UntypedSection>,
+    },
+    /// The kernel refused a program.
+    #[error("loading program {program} (section {section})")]
+    ProgramLoad {
+        /// The program's name.
+        program: String,
+        /// Its section.
+        section: String,
+        /// The kernel's error, with the verifier log.
+        #[source]
+        source: sys::Error,
+    },
+}
+
+impl From<PrepareError> for LoadError {
+    fn from(e: PrepareError) -> Self {
+        match e {
+            PrepareError::ByteOrder { object, host } => LoadError::ByteOrder { object, host },
+            PrepareError::Btf { reason } => LoadError::Btf { reason },
+            PrepareError::Program { program, reason } => LoadError::Program { program, reason },
+            PrepareError::Core(e) => LoadError::Core(e),
+            other => LoadError::Btf {
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// A program section whose name gives no program type, with the programs in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UntypedSection {
+    /// The section name.
+    pub section: String,
+    /// Its programs that were to be loaded.
+    pub programs: Vec<String>,
+}
+
+fn untyped_message(sections: &[UntypedSection]) -> String {
+    let list: Vec<String> = sections
+        .iter()
+        .map(|s| format!("section {:?} (programs {:?})", s.section, s.programs))
+        .collect();
+    format!(
+        "{} program section(s) have names that give no program type: {}; give each a type \
+         with --program-type SECTION=TYPE[:ATTACH] (SECTION may end in * for a prefix, or \
+         be * for every program)",
+        sections.len(),
+        list.join(", ")
+    )
+}
+
+/// Options of [`load`].
+#[derive(Clone, Default)]
+pub struct LoadOptions {
+    /// Maps to use instead of creating them, by name in the object (pinned maps of a
+    /// running version). Each must match its definition (type, key and value size,
+    /// capacity, flags); it is used as it is: no initial contents are written to it and
+    /// it is not frozen, but the static slots of a prog array are still filled with the
+    /// programs of this object. The loaded object holds a duplicate of each descriptor.
+    pub reuse_maps: HashMap<String, Arc<OwnedFd>>,
+    /// Program types by section (exact, prefix, or every program), overriding what
+    /// section names say; a program whose section gives no type needs one here.
+    pub program_types: ProgramTypes,
+    /// Load every program that can be loaded, and report each refusal in
+    /// [`LoadedObject::failed`] instead of failing the whole load at the first one.
+    /// Maps are still all or nothing.
+    pub keep_going: bool,
+    /// BTF features to assume instead of probing the kernel.
+    pub btf_features: Option<BtfFeatures>,
+    /// Verifier log level for program loads.
+    pub log_level: LogLevel,
+    /// Load only the programs with these names (`None`: every program). A static
+    /// prog array slot that refers to a program left out is an error.
+    pub programs: Option<BTreeSet<String>>,
+    /// Raw BTF to resolve CO-RE relocations against (`None`: the running kernel's,
+    /// read from `/sys/kernel/btf/vmlinux` once per load, and only if a program has
+    /// CO-RE relocations).
+    pub core_btf: Option<Vec<u8>>,
+    /// Fail when the kernel refuses the object's BTF, instead of loading without it
+    /// (libbpf's default, kept here: the refusal is then in
+    /// [`LoadedObject::btf_error`]).
+    pub require_btf: bool,
+}
+
+impl std::fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The target BTF is megabytes of bytes: show its size only.
+        f.debug_struct("LoadOptions")
+            .field("reuse_maps", &self.reuse_maps)
+            .field("program_types", &self.program_types)
+            .field("keep_going", &self.keep_going)
+            .field("btf_features", &self.btf_features)
+            .field("log_level", &self.log_level)
+            .field("programs", &self.programs)
+            .field("require_btf", &self.require_btf)
+            .field(
+                "core_btf",
+                &self.core_btf.as_ref().map(|b| format!("{} bytes", b.len())),
+            )
+            .finish()
+    }
+}
+
+/// A map of a loaded object.
+#[derive(Debug)]
+pub struct LoadedMap {
+    /// The map.
+    pub fd: OwnedFd,
+    /// Its definition in the object.
+    pub spec: MapSpec,
+    /// Whether it came from [`LoadOptions::reuse_maps`] rather than being created.
+    pub reused: bool,
+    /// The BTF key and value type ids it was created with (`None`: without BTF).
+    pub btf_type_ids: Option<(u32, u32)>,
+}
+
+/// A program of a loaded object.
+#[derive(Debug)]
+pub struct LoadedProgram {
+    /// The program.
+    pub fd: OwnedFd,
+    /// Its definition in the object.
+    pub spec: ProgramSpec,
+    /// What each of its CO-RE relocations wrote (a `None` target: the instruction was
+    /// poisoned, as the relocation has no value on the target kernel).
+    pub core: Vec<CoreOutcome>,
+}
+
+/// An object in the kernel: its BTF and owned handles to its maps and programs.
+#[derive(Debug)]
+pub struct LoadedObject {
+    /// The object's BTF as loaded (fixed up and sanitised), if the kernel took it.
+    pub btf: Option<OwnedFd>,
+    /// The kernel's refusal of the object's BTF (with its BTF log), when the object was
+    /// loaded without it; see [`LoadOptions::require_btf`].
+    pub btf_error: Option<sys::Error>,
+    /// Every map by name in the object (inner map templates excluded: they only serve
+    /// to create their outer map).
+    pub maps: BTreeMap<String, LoadedMap>,
+    /// Every program loaded, by name.
+    pub programs: BTreeMap<String, LoadedProgram>,
+    /// Every program that was to be loaded but was not, by name, with why (only with
+    /// [`LoadOptions::keep_going`]; without it the first refusal fails the load).
+    pub failed: BTreeMap<String, LoadError>,
+}
+
+impl LoadedObject {
+    /// The map named `name`.
+    #[must_use]
+    pub fn map(&self, name: &str) -> Option<&LoadedMap> {
+        self.maps.get(name)
+    }
+
+    /// The program named `name`.
+    #[must_use]
+    pub fn program(&self, name: &str) -> Option<&LoadedProgram> {
+        self.programs.get(name)
+    }
+}
+
+fn create_map(
+    bpf: &Bpf,
+    spec: &MapSpec,
+    features: &BtfFeatures,
+    btf: Option<BorrowedFd<'_>>,
+    inner: Option<BorrowedFd<'_>>,
+) -> Result<(OwnedFd, Option<(u32, u32)>), LoadError> {
+    let name = kernel_name(&spec.name);
+    let cpus = match spec.map_type {
+        MapType::PerfEventArray if spec.max_entries == 0 => {
+            bpf.possible_cpus().map_err(|source| LoadError::MapCreate {
+                map: spec.name.clone(),
+                source,
+            })?
+        }
+        _ => 0,
+    };
+    let max_entries = created_max_entries(
+        spec,
+        sys::page_size(),
+        u32::try_from(cpus).unwrap_or(u32::MAX),
+    );
+    let mut args = MapCreate::new(spec.map_type, spec.key_size, spec.value_size, max_entries);
+    args.flags = spec.flags;
+    args.name = &name;
+    // As libbpf: the node applies only when the definition also sets BPF_F_NUMA_NODE
+    // (per-CPU maps refuse a node, and `numa_node` alone is a hint clang always emits
+    // as written).
+    args.numa_node = spec
+        .numa_node
+        .filter(|_| spec.flags & sys::map_flags::NUMA_NODE != 0);
+    args.map_extra = spec.map_extra;
+    args.inner_map_fd = inner;
+    let ids = btf.and(map_btf_ids(spec, features));
+    if let (Some(fd), Some((key, value))) = (btf, ids) {
+        args.btf = Some(MapBtf {
+            fd,
+            key_type_id: key,
+            value_type_id: value,
+            vmlinux_value_type_id: 0,
+        });
+    }
+    let err = |source| LoadError::MapCreate {
+        map: spec.name.clone(),
+        source,
+    };
+    match bpf.map_create(&args) {
+        Ok(fd) => Ok((fd, ids)),
+        // As libbpf: a map type that turns out to refuse BTF is created without it.
+        Err(e) if args.btf.is_some() && e.errno() != Some(libc::EPERM) => {
+            args.btf = None;
+            bpf.map_create(&args)
+                .map(|fd| (fd, None))
+                .map_err(|_| err(e))
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
+fn check_reused(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd) -> Result<(), LoadError> {
+    let info = bpf.map_info(fd).map_err(|source| LoadError::MapInit {
+        map: spec.name.clone(),
+        what: "reading the reused map's info".into(),
+        source,
+    })?;
+    let cpus = match spec.map_type {
+        MapType::PerfEventArray if spec.max_entries == 0 => {
+            bpf.possible_cpus().map_err(|source| LoadError::MapInit {
+                map: spec.name.clone(),
+                what: "counting the possible CPUs".into(),
+                source,
+            })?
+        }
+        _ => 0,
+    };
+    let cpus = u32::try_from(cpus).unwrap_or(u32::MAX);
+    let diffs = reused_map_differences(&info, spec, sys::page_size(), cpus);
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadError::ReusedMap {
+            map: spec.name.clone(),
+            reason: diffs.join(", "),
+        })
+    }
+}
+
+/// `BPF_F_RDONLY` and `BPF_F_WRONLY`: access modes of the descriptor that creates a
+/// map, which the kernel clears from the map's own `map_flags`.
+const FD_ACCESS_FLAGS: u32 = sys::map_flags::RDONLY | sys::map_flags::WRONLY;
+
+/// How the map the kernel describes in `info` differs from the one [`load`] would
+/// create for `spec`: compared with what creation gives (the capacity of
+/// [`created_max_entries`], the flags less [`FD_ACCESS_FLAGS`]), not with the
+/// definition as written.
+#[must_use]
+fn reused_map_differences(
+    info: &sys::MapInfo,
+    spec: &MapSpec,
+    page_size: u32,
+    possible_cpus: u32,
+) -> Vec<String> {
+    let mut diffs = Vec::new();
+    if info.map_type != Some(spec.map_type) {
+        diffs.push(format!(
+            "type {} (object: {})",
+            info.map_type.map_or("unknown", MapType::name),
+            spec.map_type.name()
+        ));
+    }
+    for (what, have, want) in [
+        ("key size", info.key_size, spec.key_size),
+        ("value size", info.value_size, spec.value_size),
+        (
+            "max_entries",
+            info.max_entries,
+            created_max_entries(spec, page_size, possible_cpus),
+        ),
+        (
+            "flags",
+            info.flags & !FD_ACCESS_FLAGS,
+            spec.flags & !FD_ACCESS_FLAGS,
+        ),
+    ] {
+        if have != want {
+            diffs.push(format!("{what} {have} (object: {want})"));
+        }
+    }
+    if info.map_extra != spec.map_extra {
+        diffs.push(format!(
+            "map_extra {} (object: {})",
+            info.map_extra, spec.map_extra
+        ));
+    }
+    diffs
+}
+
+/// Loads `object` into the kernel: its BTF (prepared by [`prepare_btf`] for the
+/// kernel's [`BtfFeatures`]), every map (created, or taken from
+/// [`LoadOptions::reuse_maps`]), global data written and `.rodata` frozen, map-in-map
+/// slots filled, then every program (CO-RE relocations applied by
+/// [`apply_core`] against [`LoadOptions::core_btf`] or the kernel's
+/// BTF, map references by [`relocate`]), then the static slots
+/// of prog arrays. Everything created is closed again if a later step fails.
+///
+/// # Errors
+/// The first step that fails, naming the map or program, with the kernel's log where
+/// there is one.
+pub fn load(
+    bpf: &Bpf,
+    object: &Object<'_>,
+    options: LoadOptions,
+) -> Result<LoadedObject, LoadError> {
+    let LoadOptions {
+        mut reuse_maps,
+        program_types,
+        keep_going,
+        btf_features,
+        log_level,
+        programs: only,
+        core_btf,
+        require_btf,
+    } = options;
+    let mut failed = BTreeMap::new();
+    let to_load = typed_programs(
+        object,
+        &program_types,
+        only.as_ref(),
+        keep_going,
+        &mut failed,
+    )?;
+    if object.endian() != Endian::native() {
+        return Err(LoadError::ByteOrder {
+            object: object.endian(),
+            host: Endian::native(),
+        });
+    }
+    let features = btf_features.unwrap_or_else(|| probe_btf_features(bpf));
+    // As libbpf does, BTF is optional for everything this loader creates: when the
+    // kernel refuses the object's BTF, maps are created and programs loaded without it
+    // (no BTF key/value ids, no func/line info) and the refusal is kept in the result.
+    let mut btf_error = None;
+    let btf_fd = if features.btf {
+        match prepare_btf(object, &features)? {
+            Some(blob) => match bpf.btf_load(&blob, LogLevel::OnFailure) {
+                Ok(fd) => Some(fd),
+                Err(source) if require_btf => return Err(LoadError::BtfLoad { source }),
+                Err(source) => {
+                    btf_error = Some(source);
+                    None
+                }
+            },
+            None => None,
+        }
+    } else {
+        None
+    };
+    let btf = btf_fd.as_ref().map(AsFd::as_fd);
+
+    let mut maps = BTreeMap::new();
+    for spec in object.maps() {
+        if let Some(given) = reuse_maps.remove(&spec.name) {
+            let fd = given.try_clone().map_err(|source| LoadError::Descriptor {
+                map: spec.name.clone(),
+                source,
+            })?;
+            check_reused(bpf, spec, &fd)?;
+            maps.insert(
+                spec.name.clone(),
+                LoadedMap {
+                    fd,
+                    spec: spec.clone(),
+                    reused: true,
+                    btf_type_ids: None,
+                },
+            );
+            continue;
+        }
+        // The inner map is a template for the outer map's values; the kernel keeps
+        // only its geometry, so it is closed once the outer map exists.
+        let template = match &spec.inner {
+            Some(inner) => Some(create_map(bpf, inner, &features, btf, None)?.0),
+            None => None,
+        };
+        let (fd, ids) = create_map(
+            bpf,
+            spec,
+            &features,
+            btf,
+            template.as_ref().map(AsFd::as_fd),
+        )?;
+        drop(template);
+        if let Some(data) = &spec.initial_data {
+            init_data(bpf, spec, &fd, data)?;
+        }
+        maps.insert(
+            spec.name.clone(),
+            LoadedMap {
+                fd,
+                spec: spec.clone(),
+                reused: false,
+                btf_type_ids: ids,
+            },
+        );
+    }
+    if let Some(name) = reuse_maps.keys().next() {
+        return Err(LoadError::ReusedMap {
+            map: name.clone(),
+            reason: "the object has no map of that name".into(),
+        });
+    }
+    // Map-in-map slots refer to maps only, so they can be filled now.
+    for m in maps.values().filter(|m| !m.reused) {
+        for slot in &m.spec.initial_slots {
+            if let SlotTarget::Map(target) = &slot.target {
+                let fd = maps.get(target).map(|t| t.fd.as_raw_fd());
+                fill_slot(bpf, m, slot.index, target, fd)?;
+            }
+        }
+    }
+
+    let fds: HashMap<&str, i32> = maps
+        .iter()
+        .map(|(k, m)| (k.as_str(), m.fd.as_raw_fd()))
+        .collect();
+    let license = object.license().unwrap_or("");
+    let mut programs = BTreeMap::new();
+    let mut vmlinux = Vmlinux::default();
+    let kallsyms = std::sync::OnceLock::new();
+    let core_blob = if to_load.iter().any(ProgramSpec::needs_core) {
+        Some(match core_btf {
+            Some(blob) => blob,
+            None => sys::vmlinux_btf().map_err(|e| LoadError::Btf {
+                reason: format!(
+                    "reading the kernel's BTF ({VMLINUX_BTF}) to apply CO-RE relocations: {e}"
+                ),
+            })?,
+        })
+    } else {
+        None
+    };
+    let core_btf = core_blob
+        .as_deref()
+        .map(Btf::parse)
+        .transpose()
+        .map_err(|e| LoadError::Btf {
+            reason: format!("parsing the target BTF of CO-RE relocations: {e}"),
+        })?;
+    let core_target = core_btf.as_ref().map(CoreTarget::new);
+    for spec in to_load {
+        let ctx = ProgContext {
+            bpf,
+            object,
+            fds: &fds,
+            btf,
+            features: &features,
+            license,
+            log_level,
+            kallsyms: &kallsyms,
+        };
+        match load_program(&ctx, &spec, &mut vmlinux, core_target.as_ref()) {
+            Ok((fd, core)) => {
+                programs.insert(spec.name.clone(), LoadedProgram { fd, spec, core });
+            }
+            Err(e) if keep_going => {
+                failed.insert(spec.name.clone(), e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for m in maps.values() {
+        for slot in &m.spec.initial_slots {
+            if let SlotTarget::Program(target) = &slot.target {
+                // A program that failed is reported in `failed`; its slot stays empty.
+                if failed.contains_key(target) {
+                    continue;
+                }
+                let fd = programs.get(target).map(|p| p.fd.as_raw_fd());
+                fill_slot(bpf, m, slot.index, target, fd)?;
+            }
+        }
+    }
+    Ok(LoadedObject {
+        btf: btf_fd,
+        btf_error,
+        maps,
+        programs,
+        failed,
+    })
+}
+
+/// The programs to load (every one, or those in `only`), each with the type its rule in
+/// `rules` gives, else its section's name. Programs left without a type are an error
+/// naming every such section, before anything is created; with `keep_going` each is
+/// put in `failed` instead.
+fn typed_programs(
+    object: &Object<'_>,
+    rules: &ProgramTypes,
+    only: Option<&BTreeSet<String>>,
+    keep_going: bool,
+    failed: &mut BTreeMap<String, LoadError>,
+) -> Result<Vec<ProgramSpec>, LoadError> {
+    let mut typed = Vec::new();
+    let mut untyped: Vec<UntypedSection> = Vec::new();
+    for p in object.programs() {
+        if only.is_some_and(|o| !o.contains(&p.name)) {
+            continue;
+        }
+        let mut spec = p.clone();
+        if let Some((prog_type, attach_type)) = rules.lookup(&spec.section) {
+            spec.prog_type = prog_type;
+            spec.expected_attach_type = attach_type;
+        }
+        if spec.type_known() {
+            typed.push(spec);
+            continue;
+        }
+        match untyped.iter_mut().find(|u| u.section == spec.section) {
+            Some(u) => u.programs.push(spec.name),
+            None => untyped.push(UntypedSection {
+                section: spec.section,
+                programs: vec![spec.name],
+            }),
+        }
+    }
+    if untyped.is_empty() {
+        return Ok(typed);
+    }
+    if !keep_going {
+        return Err(LoadError::UnknownProgramTypes { sections: untyped });
+    }
+    for u in untyped {
+        for program in &u.programs {
+            let one = UntypedSection {
+                section: u.section.clone(),
+                programs: vec![program.clone()],
+            };
+            failed.insert(
+                program.clone(),
+                LoadError::UnknownProgramTypes {
+                    sections: vec![one],
+                },
+            );
+        }
+    }
+    Ok(typed)
+}
+
+/// A [`sys::Map`] over a duplicate of `fd`, for element updates checked against the
+/// map's geometry.
+fn map_handle(bpf: &Bpf, name: &str, fd: &OwnedFd) -> Result<sys::Map, LoadError> {
+    let dup = fd.try_clone().map_err(|source| LoadError::Descriptor {
+        map: name.to_owned(),
+        source,
+    })?;
+    sys::Map::new(bpf, dup).map_err(|source| LoadError::MapInit {
+        map: name.to_owned(),
+        what: "reading its info".into(),
+        source,
+    })
+}
+
+fn init_data(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd, data: &[u8]) -> Result<(), LoadError> {
+    let init_err = |what: &str| {
+        let map = spec.name.clone();
+        let what = what.to_owned();
+        move |source| LoadError::MapInit { map, what, source }
+    };
+    let map = map_handle(bpf, &spec.name, fd)?;
+    map.update(&0u32.to_ne_bytes(), data, UpdateFlags::ANY)
+        .map_err(init_err("writing the section's initial contents"))?;
+    if spec.frozen {
+        map.freeze().map_err(init_err("freezing it"))?;
+    }
+    Ok(())
+}
+
+fn fill_slot(
+    bpf: &Bpf,
+    map: &LoadedMap,
+    index: u32,
+    target: &str,
+    fd: Option<i32>,
+) -> Result<(), LoadError> {
+    let fd = fd.ok_or_else(|| LoadError::SlotTarget {
+        map: map.spec.name.clone(),
+        index,
+        target: target.to_owned(),
+    })?;
+    let value = u32::try_from(fd).unwrap_or(u32::MAX).to_ne_bytes();
+    map_handle(bpf, &map.spec.name, &map.fd)?
+        .update(&index.to_ne_bytes(), &value, UpdateFlags::ANY)
+        .map_err(|source| LoadError::MapInit {
+            map: map.spec.name.clone(),
+            what: format!("setting slot {index} to {target}"),
+            source,
+        })
+}
+
+/// What the programs of one object share while loading.
+struct ProgContext<'a> {
+    bpf: &'a Bpf,
+    object: &'a Object<'a>,
+    fds: &'a HashMap<&'a str, i32>,
+    btf: Option<BorrowedFd<'a>>,
+    features: &'a BtfFeatures,
+    license: &'a str,
+    log_level: LogLevel,
+    /// The text of `/proc/kallsyms`, read on first need.
+    kallsyms: &'a std::sync::OnceLock<Result<String, String>>,
+}
+
+/// The kernel's BTF, read on first need.
+#[derive(Default)]
+struct Vmlinux {
+    data: Option<Result<Vec<u8>, String>>,
+}
+
+use sys::{KALLSYMS, VMLINUX_BTF};
+
+impl Vmlinux {
+    fn find(&mut self, name: &str, kind: Kind) -> Result<Option<u32>, String> {
+        self.with_btf(|btf| btf.id_by_name(name, kind).map(|t| t.0))
+    }
+
+    /// Runs `f` over the kernel's BTF.
+    fn with_btf<R>(&mut self, f: impl FnOnce(&Btf<'_>) -> R) -> Result<R, String> {
+        let data = self.data.get_or_insert_with(|| {
+            sys::vmlinux_btf().map_err(|e| format!("cannot read {VMLINUX_BTF}: {e}"))
+        });
+        let data = data.as_ref().map_err(Clone::clone)?;
+        let btf = Btf::parse(data).map_err(|e| format!("{VMLINUX_BTF}: {e}"))?;
+        Ok(f(&btf))
+    }
+}
+
+fn load_program(
+    ctx: &ProgContext<'_>,
+    spec: &ProgramSpec,
+    vmlinux: &mut Vmlinux,
+    core: Option<&CoreTarget<'_>>,
+) -> Result<(OwnedFd, Vec<CoreOutcome>), LoadError> {
+    let ProgContext {
+        bpf,
+        object,
+        fds,
+        btf,
+        features,
+        license,
+        log_level,
+        kallsyms,
+    } = *ctx;
+    let perr = |reason: String| LoadError::Program {
+        program: spec.name.clone(),
+        reason,
+    };
+    if spec.prog_type == ProgramType::Ext {
+        return Err(perr(
+            "freplace programs need the program they replace, which an object load does not know"
+                .into(),
+        ));
+    }
+    let mut outcomes = Vec::new();
+    let insns = if spec.needs_core() {
+        let (Some(local), Some(target)) = (object.btf(), core) else {
+            return Err(perr(format!(
+                "has {} CO-RE relocations but the object has no BTF to resolve them",
+                spec.core_relocations.len()
+            )));
+        };
+        let (patched, done) = apply_core(spec, local, target).map_err(LoadError::Core)?;
+        outcomes = done;
+        let mut relocated = spec.clone();
+        relocated.insns = patched;
+        relocate(&relocated, &|m| fds.get(m).copied())?
+    } else {
+        relocate(spec, &|m| fds.get(m).copied())?
+    };
+    let mut insns = insns;
+    if spec
+        .references
+        .iter()
+        .any(|r| matches!(r.target, RefTarget::Ksym { .. }))
+    {
+        let kallsyms = |name: &str| {
+            let text = kallsyms
+                .get_or_init(|| sys::kallsyms().map_err(|e| format!("cannot read {KALLSYMS}: {e}")))
+                .as_ref()
+                .map_err(Clone::clone)?;
+            kallsyms_address(text, name)
+        };
+        vmlinux
+            .with_btf(|kernel| resolve_ksyms(spec, &mut insns, object.btf(), kernel, &kallsyms))
+            .map_err(&perr)??;
+    }
+    let name = kernel_name(&spec.name);
+    let func_info = func_info_bytes(spec);
+    let line_info = line_info_bytes(spec);
+    let mut args = ProgLoad::new(spec.prog_type, &insns, license);
+    args.name = &name;
+    args.expected_attach_type = spec.expected_attach_type;
+    args.kern_version = object.kernel_version().unwrap_or(0);
+    args.log_level = log_level;
+    if let Some((target, kind)) = attach_btf_name(spec) {
+        args.attach_btf_id = vmlinux.find(&target, kind).map_err(&perr)?.ok_or_else(|| {
+            perr(format!(
+                "attaches to {target}, which the kernel's BTF ({VMLINUX_BTF}) does not have"
+            ))
+        })?;
+    }
+    if spec.sleepable {
+        args.flags |= sys::prog_flags::SLEEPABLE;
+    }
+    if spec.xdp_frags {
+        args.flags |= sys::prog_flags::XDP_HAS_FRAGS;
+    }
+    if let Some(fd) = btf
+        && features.func
+    {
+        args.prog_btf_fd = Some(fd);
+        if !func_info.is_empty() {
+            args.func_info = &func_info;
+            args.func_info_rec_size = 8;
+        }
+        if !line_info.is_empty() {
+            args.line_info = &line_info;
+            args.line_info_rec_size = 16;
+        }
+    }
+    let fd = bpf
+        .prog_load(&args)
+        .map_err(|source| LoadError::ProgramLoad {
+            program: spec.name.clone(),
+            section: spec.section.clone(),
+            source,
+        })?;
+    Ok((fd, outcomes))
+}
+
+#[cfg(test)]
+mod tests;

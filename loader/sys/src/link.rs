@@ -1,0 +1,210 @@
+//! Attaching programs: `BPF_LINK_CREATE`, `BPF_LINK_UPDATE`, `BPF_LINK_DETACH`, and the
+//! older `BPF_PROG_ATTACH`/`BPF_PROG_DETACH` for hooks that have no links.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use zerocopy::FromZeros;
+
+use super::attr::{FdAttr, LinkCreateAttr, LinkUpdateAttr, ProgAttachAttr};
+use super::map::raw_fd;
+use super::{AttachType, Bpf, Command, Error, REPLACE};
+
+/// What a program attaches to.
+#[derive(Debug, Clone, Copy)]
+pub enum AttachTarget<'a> {
+    /// A descriptor: a cgroup directory, a map (`sockmap`, `sockhash`), a network
+    /// namespace.
+    Fd(BorrowedFd<'a>),
+    /// A network device (`xdp`, `tcx_ingress`, `tcx_egress`).
+    Ifindex(u32),
+}
+
+impl AttachTarget<'_> {
+    fn raw(self) -> u32 {
+        match self {
+            AttachTarget::Fd(fd) => raw_fd(fd),
+            AttachTarget::Ifindex(i) => i,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            AttachTarget::Fd(fd) => format!("target fd {}", fd.as_raw_fd()),
+            AttachTarget::Ifindex(i) => format!("ifindex {i}"),
+        }
+    }
+}
+
+/// The arguments of `BPF_LINK_CREATE`.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkCreate<'a> {
+    /// The program to attach.
+    pub prog: BorrowedFd<'a>,
+    /// Where.
+    pub target: AttachTarget<'a>,
+    /// Which hook.
+    pub attach_type: AttachType,
+    /// Link flags (`XDP_FLAGS_*` for xdp, `BPF_F_BEFORE`/`BPF_F_AFTER` for tcx).
+    pub flags: u32,
+    /// tcx: the program or link that `BPF_F_BEFORE`/`BPF_F_AFTER` is relative to.
+    pub relative_fd: Option<BorrowedFd<'a>>,
+    /// tcx: fail unless the hook's revision is this one (0: any).
+    pub expected_revision: u64,
+}
+
+impl<'a> LinkCreate<'a> {
+    /// A link of `prog` to `target` at `attach_type`, without flags.
+    #[must_use]
+    pub fn new(prog: BorrowedFd<'a>, target: AttachTarget<'a>, attach_type: AttachType) -> Self {
+        Self {
+            prog,
+            target,
+            attach_type,
+            flags: 0,
+            relative_fd: None,
+            expected_revision: 0,
+        }
+    }
+}
+
+impl Bpf {
+    /// Attaches a program through a new link; the attachment lasts as long as the
+    /// link (its descriptor or a pin).
+    ///
+    /// # Errors
+    /// The kernel refuses (wrong program type for the hook, `EEXIST` for xdp when a
+    /// program is attached already, `EINVAL` for an attach type it does not know).
+    #[doc(alias = "BPF_LINK_CREATE")]
+    pub fn link_create(&self, spec: &LinkCreate<'_>) -> Result<OwnedFd, Error> {
+        let mut attr = LinkCreateAttr::new_zeroed();
+        attr.prog_fd = raw_fd(spec.prog);
+        attr.target = spec.target.raw();
+        attr.attach_type = spec.attach_type.into();
+        attr.flags = spec.flags;
+        attr.relative_fd = spec.relative_fd.map_or(0, raw_fd);
+        attr.expected_revision = spec.expected_revision;
+        self.raw_fd(Command::LinkCreate, &mut attr, || {
+            format!("{} link to {}", spec.attach_type, spec.target.describe())
+        })
+    }
+
+    /// Replaces the program of `link` with `new_prog` if, and only if, it runs
+    /// `expected_old` now (`BPF_F_REPLACE`); otherwise nothing changes.
+    ///
+    /// # Errors
+    /// `EPERM` when the link runs another program than `expected_old`, and any other
+    /// refusal of the kernel.
+    #[doc(alias = "BPF_LINK_UPDATE")]
+    pub fn link_update(
+        &self,
+        link: impl AsFd,
+        new_prog: impl AsFd,
+        expected_old: impl AsFd,
+    ) -> Result<(), Error> {
+        self.link_update_impl(link.as_fd(), new_prog.as_fd(), Some(expected_old.as_fd()))
+    }
+
+    /// Replaces the program of `link` with `new_prog`, whatever it runs now.
+    ///
+    /// # Errors
+    /// The kernel refuses (a program of another type).
+    #[doc(alias = "BPF_LINK_UPDATE")]
+    pub fn link_update_unconditional(
+        &self,
+        link: impl AsFd,
+        new_prog: impl AsFd,
+    ) -> Result<(), Error> {
+        self.link_update_impl(link.as_fd(), new_prog.as_fd(), None)
+    }
+
+    fn link_update_impl(
+        &self,
+        link: BorrowedFd<'_>,
+        new_prog: BorrowedFd<'_>,
+        old: Option<BorrowedFd<'_>>,
+    ) -> Result<(), Error> {
+        let mut attr = LinkUpdateAttr::new_zeroed();
+        attr.link_fd = raw_fd(link);
+        attr.new_prog_fd = raw_fd(new_prog);
+        if let Some(old) = old {
+            attr.flags = REPLACE;
+            attr.old_prog_fd = raw_fd(old);
+        }
+        self.raw(Command::LinkUpdate, &mut attr, None, || {
+            format!("link fd {}", link.as_raw_fd())
+        })
+        .map(drop)
+    }
+
+    /// Detaches a link's program while the link object itself stays alive (defunct).
+    ///
+    /// # Errors
+    /// The kernel refuses (`EOPNOTSUPP` for link types that cannot detach).
+    #[doc(alias = "BPF_LINK_DETACH")]
+    pub fn link_detach(&self, link: impl AsFd) -> Result<(), Error> {
+        let link = link.as_fd();
+        let mut attr = FdAttr::new_zeroed();
+        attr.fd = raw_fd(link);
+        self.raw(Command::LinkDetach, &mut attr, None, || {
+            format!("link fd {}", link.as_raw_fd())
+        })
+        .map(drop)
+    }
+
+    /// Attaches `prog` to `target` without a link (`sk_msg`/`sk_skb` on a sockmap, or
+    /// a cgroup hook in the legacy way). With `replace`, the attachment of that
+    /// program is replaced (`BPF_F_REPLACE`, cgroup hooks with [`ALLOW_MULTI`]): the
+    /// call fails with `ENOENT` and changes nothing if it is not attached.
+    ///
+    /// A sockmap hook holds one program per attach type and a new attach replaces
+    /// it whatever it is; the kernel has no compare-and-swap there, so detach with the
+    /// expected program ([`Bpf::prog_detach`] fails with `ENOENT` on another one).
+    ///
+    /// # Errors
+    /// The kernel refuses.
+    #[doc(alias = "BPF_PROG_ATTACH")]
+    pub fn prog_attach(
+        &self,
+        target: AttachTarget<'_>,
+        prog: impl AsFd,
+        attach_type: AttachType,
+        flags: u32,
+        replace: Option<BorrowedFd<'_>>,
+    ) -> Result<(), Error> {
+        let mut attr = ProgAttachAttr::new_zeroed();
+        attr.target_fd = target.raw();
+        attr.attach_bpf_fd = raw_fd(prog);
+        attr.attach_type = attach_type.into();
+        attr.attach_flags = flags;
+        if let Some(old) = replace {
+            attr.attach_flags |= REPLACE;
+            attr.replace_bpf_fd = raw_fd(old);
+        }
+        self.raw(Command::ProgAttach, &mut attr, None, || {
+            format!("{attach_type} attachment to {}", target.describe())
+        })
+        .map(drop)
+    }
+
+    /// Detaches `prog` (or, for hooks that hold one program, whatever is attached when
+    /// `prog` is `None`) from `target`.
+    ///
+    /// # Errors
+    /// `ENOENT` when that program is not attached there.
+    #[doc(alias = "BPF_PROG_DETACH")]
+    pub fn prog_detach(
+        &self,
+        target: AttachTarget<'_>,
+        prog: Option<BorrowedFd<'_>>,
+        attach_type: AttachType,
+    ) -> Result<(), Error> {
+        let mut attr = ProgAttachAttr::new_zeroed();
+        attr.target_fd = target.raw();
+        attr.attach_bpf_fd = prog.map_or(0, raw_fd);
+        attr.attach_type = attach_type.into();
+        self.raw(Command::ProgDetach, &mut attr, None, || {
+            format!("{attach_type} attachment to {}", target.describe())
+        })
+        .map(drop)
+    }
+}

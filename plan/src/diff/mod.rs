@@ -1,0 +1,5 @@
+//! Diffs: verdicts per map, field mappings between layouts, and entry conversion.
+
+pub(crate) mod convert;
+pub(crate) mod field_map;
+pub(crate) mod verdict;

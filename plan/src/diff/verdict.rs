@@ -1,0 +1,755 @@
+//! The verdict engine: for every map, what an upgrade from the old spec to the new
+//! one does with the live map and its entries.
+//!
+//! Both specs are first passed through [`kernel_view`], so attributes the kernel
+//! rewrites never count as changes.
+//!
+//! # Policies
+//! - [`Policy::Strict`]: reuse the live map when its type, key and value layout are
+//!   unchanged and its capacity is unchanged or larger; anything else is `recreate`
+//!   (a fresh, empty map).
+//! - [`Policy::Migrate`] (default): carry every entry whenever nothing is lost, see
+//!   [`Verdict`].
+//!
+//! # Per map type
+//! - Data maps (`hash`, `lru_hash`, `percpu_hash`, `lru_percpu_hash`, `array`,
+//!   `percpu_array`, `lpm_trie`, and the writable global data maps `.data`/`.bss`):
+//!   every `migrate` rule applies. A type change is carried only within one family:
+//!   `hash`/`lru_hash`, and `percpu_hash`/`lru_percpu_hash`. `array` to
+//!   `percpu_array` is not a family: a value copied to every CPU would be counted
+//!   once per CPU by whoever sums it. Array keys are indexes, and LPM trie keys are
+//!   prefixes whose meaning depends on their layout: a change of either key is
+//!   `recreate`.
+//! - `prog_array`: never reused nor changed in place across versions: always a new
+//!   array (`recreate`), which the new version fills with its own programs before the
+//!   switch; not a loss, the old entries point at old programs.
+//! - Read-only global data (`.rodata`, `.kconfig`): frozen at load with contents
+//!   from the new object: always new (`recreate`), not a loss.
+//! - `ringbuf`, `user_ringbuf`, `perf_event_array`, `stack_trace`: hold records in
+//!   flight, not state: reused when unchanged, otherwise `recreate`, not a loss.
+//! - `sockmap`, `sockhash`, `xskmap`, `reuseport_sockarray`: entries are sockets,
+//!   which user space reads back as cookies and cannot insert again from them; local
+//!   storage (`sk_storage`, `inode_storage`, `task_storage`, `cgrp_storage`,
+//!   `cgroup_storage`, `percpu_cgroup_storage`) is attached to kernel objects and
+//!   cannot be enumerated; `devmap`, `devmap_hash` and `cpumap` values carry an
+//!   optional program that a lookup returns as an id, not as the descriptor an update
+//!   needs, and `cgroup_array` entries (cgroup descriptors) cannot be read back from
+//!   user space; `queue`,
+//!   `stack` reads are destructive and `bloom_filter` cannot be read at all. For all
+//!   of these: reused when unchanged; a capacity grow keeps the live map (its old
+//!   capacity, stated in a note); any other change is `recreate`, a loss.
+//! - `array_of_maps`, `hash_of_maps`: a lookup returns the inner map's id, which
+//!   reopens it (`BPF_MAP_GET_FD_BY_ID`), so a capacity change alone is `grow` or
+//!   `shrink` with every inner map carried into the new outer map. A change of the key,
+//!   of the inner definition or of flags is `recreate`, a loss: the live inner maps
+//!   were made for the old inner definition.
+//! - Maps without BTF for the key or value: only sizes are known; equal sizes are
+//!   taken as the same encoding (stated in a note), a size change cannot be mapped
+//!   and is `recreate`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::diff::field_map::{ConversionPlan, FieldMapping, LayoutMapping, Op, Side, map_layout};
+use crate::spec::kernel_view::{KernelEnv, kernel_view};
+use crate::spec::model::{MapModel, TypeLayout, same_layout};
+use crate::spec::snapshot::{ByteOrder, ObjectModel};
+
+/// How far an upgrade goes to keep entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Reuse only unchanged maps (capacity may grow); recreate everything else.
+    Strict,
+    /// Carry entries whenever no entry is lost.
+    #[default]
+    Migrate,
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Policy, String> {
+        match s {
+            "strict" => Ok(Policy::Strict),
+            "migrate" => Ok(Policy::Migrate),
+            other => Err(format!(
+                "unknown policy `{other}`: expected `strict` or `migrate`"
+            )),
+        }
+    }
+}
+
+/// What the upgrade does with one map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The live map is kept as it is.
+    Reuse,
+    /// The map exists only in the new version: created empty.
+    New,
+    /// The map exists only in the old version: unpinned after the switch.
+    Removed,
+    /// A larger map is created and every entry copied.
+    Grow,
+    /// A smaller map is created and every entry copied; fails when the live map holds
+    /// more entries than the new capacity (checked when executed).
+    Shrink,
+    /// A new map is created and every entry copied, values converted field by field
+    /// (also for a type change within a family and for flag changes).
+    Migrate,
+    /// As `migrate`, and every key converted too.
+    Rekey,
+    /// A new, empty map: the old entries are not carried.
+    Recreate,
+}
+
+impl Verdict {
+    /// The name shown in reports.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Reuse => "reuse",
+            Verdict::New => "new",
+            Verdict::Removed => "removed",
+            Verdict::Grow => "grow",
+            Verdict::Shrink => "shrink",
+            Verdict::Migrate => "migrate",
+            Verdict::Rekey => "rekey",
+            Verdict::Recreate => "recreate",
+        }
+    }
+}
+
+/// One attribute that differs between the old and new spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Attribute name (`max_entries`, `value`, `value type name`).
+    pub attribute: String,
+    /// Old value, for display.
+    pub old: String,
+    /// New value, for display.
+    pub new: String,
+    /// True when the change leaves every byte meaning the same (a rename of a type).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cosmetic: bool,
+}
+
+/// The verdict for one map and what it is based on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapDiff {
+    /// Map name (`object:map` when several objects are compared).
+    pub name: String,
+    /// What happens to the map.
+    pub verdict: Verdict,
+    /// Whether entries held by the live map would be lost (a `recreate` of a map whose
+    /// entries are state, or a `shrink` that may not fit).
+    pub loses_entries: bool,
+    /// Attributes that differ.
+    pub changes: Vec<Change>,
+    /// Per-field mapping of the key and value, when their layouts differ.
+    pub fields: Vec<FieldMapping>,
+    /// The rules that decided the verdict, in words.
+    pub notes: Vec<String>,
+    /// Conversion of each old key, when keys are converted.
+    #[serde(skip)]
+    pub key_plan: Option<ConversionPlan>,
+    /// Conversion of each old value, when values are converted.
+    #[serde(skip)]
+    pub value_plan: Option<ConversionPlan>,
+}
+
+/// Verdicts for every map of an upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffReport {
+    /// Policy the verdicts follow.
+    pub policy: Policy,
+    /// One entry per map, new maps in new order, then removed ones.
+    pub maps: Vec<MapDiff>,
+}
+
+impl DiffReport {
+    /// Whether any map would lose entries.
+    #[must_use]
+    pub fn loses_entries(&self) -> bool {
+        self.maps.iter().any(|m| m.loses_entries)
+    }
+}
+
+/// What user space can do with the entries of a map type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Entries are plain bytes: read, convert, write.
+    Data,
+    /// Program array: always rebuilt from the new programs.
+    ProgArray,
+    /// Frozen global data whose contents come from the new object.
+    ReadOnlyData,
+    /// Records in flight, not state.
+    Events,
+    /// Map-in-map: values are inner maps, which user space reads back as ids and
+    /// reopens by id (`BPF_MAP_GET_FD_BY_ID`) to insert them into a new outer map.
+    MapRefs,
+    /// Entries cannot be copied by user space.
+    NoCopy,
+}
+
+fn class_of(m: &MapModel) -> Class {
+    match m.map_type.as_str() {
+        "array" if is_readonly_global(&m.name) => Class::ReadOnlyData,
+        "hash" | "lru_hash" | "percpu_hash" | "lru_percpu_hash" | "array" | "percpu_array"
+        | "lpm_trie" => Class::Data,
+        "prog_array" => Class::ProgArray,
+        "ringbuf" | "user_ringbuf" | "perf_event_array" | "stack_trace" => Class::Events,
+        "array_of_maps" | "hash_of_maps" => Class::MapRefs,
+        _ => Class::NoCopy,
+    }
+}
+
+/// `.rodata`, `.rodata.str1.1`, `obj.rodata`, `.kconfig`: the loader freezes these.
+fn is_readonly_global(name: &str) -> bool {
+    let section = name
+        .find('.')
+        .map_or(name, |i| name.get(i..).unwrap_or(name));
+    section.starts_with(".rodata") || section.starts_with(".kconfig")
+}
+
+fn same_family(a: &str, b: &str) -> bool {
+    let family = |t| match t {
+        "hash" | "lru_hash" => Some(0),
+        "percpu_hash" | "lru_percpu_hash" => Some(1),
+        _ => None,
+    };
+    a == b || family(a).is_some_and(|f| family(b) == Some(f))
+}
+
+fn no_copy_reason(map_type: &str) -> &'static str {
+    match map_type {
+        "sockmap" | "sockhash" | "xskmap" | "reuseport_sockarray" => {
+            "entries are sockets, which user space cannot insert again from what it reads back"
+        }
+        "sk_storage"
+        | "inode_storage"
+        | "task_storage"
+        | "cgrp_storage"
+        | "cgroup_storage"
+        | "percpu_cgroup_storage" => {
+            "local storage is attached to kernel objects and cannot be copied"
+        }
+        "devmap" | "devmap_hash" | "cpumap" => {
+            "values name their program by id, which is not translated back to a descriptor on copy"
+        }
+        "cgroup_array" => "entries are cgroup descriptors, which user space cannot read back",
+        "array_of_maps" | "hash_of_maps" => {
+            "the inner maps were made for the old inner definition and cannot be converted in place"
+        }
+        "queue" | "stack" => "reading a queue or stack removes its entries",
+        "bloom_filter" => "a bloom filter cannot be read back",
+        _ => "entries of this map type cannot be copied by user space",
+    }
+}
+
+/// Compares two lists of maps, matched by name.
+#[must_use]
+pub fn diff_maps(
+    old: &[MapModel],
+    new: &[MapModel],
+    policy: Policy,
+    env: &KernelEnv,
+) -> DiffReport {
+    let mut maps = Vec::new();
+    for n in new {
+        let o = old.iter().find(|o| o.name == n.name);
+        maps.push(diff_map(o, Some(n), policy, env));
+    }
+    for o in old {
+        if !new.iter().any(|n| n.name == o.name) {
+            maps.push(diff_map(Some(o), None, policy, env));
+        }
+    }
+    DiffReport { policy, maps }
+}
+
+/// Compares the objects of two versions. When each side holds exactly one object
+/// they are compared whatever their names (an object file is usually renamed between
+/// builds); otherwise objects are matched by name and maps are reported as
+/// `object:map`. When either side is big-endian, a map whose entries would need
+/// integer conversion is `recreate` (the converter handles little-endian only).
+#[must_use]
+pub fn diff_objects(
+    old: &[ObjectModel],
+    new: &[ObjectModel],
+    policy: Policy,
+    env: &KernelEnv,
+) -> DiffReport {
+    let mut report = diff_paired_objects(old, new, policy, env);
+    if old.iter().chain(new).any(|o| o.endian != ByteOrder::Little) {
+        for d in &mut report.maps {
+            refuse_big_endian_conversion(d);
+        }
+    }
+    report
+}
+
+/// The converter reads and writes little-endian encodings only: a conversion that
+/// does more than move whole bytes cannot be carried out for big-endian objects.
+fn refuse_big_endian_conversion(d: &mut MapDiff) {
+    let converts_integers = [&d.key_plan, &d.value_plan]
+        .into_iter()
+        .flatten()
+        .any(|p| p.ops.iter().any(|op| matches!(op, Op::Int { .. })));
+    if converts_integers {
+        d.verdict = Verdict::Recreate;
+        d.loses_entries = true;
+        d.key_plan = None;
+        d.value_plan = None;
+        d.notes.push(
+            "integer conversion of big-endian keys and values is not supported: entries cannot be carried".into(),
+        );
+    }
+}
+
+fn diff_paired_objects(
+    old: &[ObjectModel],
+    new: &[ObjectModel],
+    policy: Policy,
+    env: &KernelEnv,
+) -> DiffReport {
+    if let ([o], [n]) = (old, new) {
+        return diff_maps(&o.maps, &n.maps, policy, env);
+    }
+    let mut maps = Vec::new();
+    let prefixed = |obj: &ObjectModel, mut d: MapDiff| {
+        d.name = format!("{}:{}", obj.name, d.name);
+        d
+    };
+    for n in new {
+        let o = old.iter().find(|o| o.name == n.name);
+        let report = diff_maps(o.map_or(&[], |o| &o.maps), &n.maps, policy, env);
+        maps.extend(report.maps.into_iter().map(|d| prefixed(n, d)));
+    }
+    for o in old {
+        if !new.iter().any(|n| n.name == o.name) {
+            let report = diff_maps(&o.maps, &[], policy, env);
+            maps.extend(report.maps.into_iter().map(|d| prefixed(o, d)));
+        }
+    }
+    DiffReport { policy, maps }
+}
+
+/// Mapping of one side (key or value): identity, a field mapping, or none possible.
+enum SideMap {
+    Same,
+    Mapped(LayoutMapping),
+    Impossible(String),
+}
+
+fn map_side(
+    old_ty: Option<&TypeLayout>,
+    new_ty: Option<&TypeLayout>,
+    old_size: u32,
+    new_size: u32,
+    side: Side,
+    notes: &mut Vec<String>,
+) -> SideMap {
+    let what = match side {
+        Side::Key => "key",
+        Side::Value => "value",
+    };
+    match (old_ty, new_ty) {
+        (Some(o), Some(n))
+            if o.size() == Some(u64::from(old_size)) && n.size() == Some(u64::from(new_size)) =>
+        {
+            if same_layout(o, n) {
+                SideMap::Same
+            } else {
+                SideMap::Mapped(map_layout(o, n, old_size, new_size, side))
+            }
+        }
+        _ if old_size == new_size => {
+            if old_size > 0 {
+                notes.push(format!(
+                    "{what} has no BTF on one side or both: only its size ({old_size} bytes) is compared"
+                ));
+            }
+            SideMap::Same
+        }
+        _ => SideMap::Impossible(format!(
+            "{what} size changed ({old_size} -> {new_size} bytes) without a BTF layout on both sides to map fields"
+        )),
+    }
+}
+
+fn layout_changes(
+    attribute: &str,
+    old: Option<&TypeLayout>,
+    new: Option<&TypeLayout>,
+    out: &mut Vec<Change>,
+) {
+    let (Some(o), Some(n)) = (old, new) else {
+        if old.is_some() != new.is_some() {
+            let show =
+                |t: Option<&TypeLayout>| t.map_or("(no BTF)".to_owned(), TypeLayout::describe);
+            out.push(Change {
+                attribute: format!("{attribute} type"),
+                old: show(old),
+                new: show(new),
+                // Without BTF on one side only the size can be compared, and the size
+                // is an attribute of its own.
+                cosmetic: true,
+            });
+        }
+        return;
+    };
+    if same_layout(o, n) {
+        if o.describe() != n.describe() {
+            out.push(Change {
+                attribute: format!("{attribute} type name"),
+                old: o.describe(),
+                new: n.describe(),
+                cosmetic: true,
+            });
+        }
+    } else {
+        let show = |t: &TypeLayout| match t.size() {
+            Some(size) => format!("{} ({size} bytes)", t.describe()),
+            None => t.describe(),
+        };
+        out.push(Change {
+            attribute: format!("{attribute} layout"),
+            old: show(o),
+            new: show(n),
+            cosmetic: false,
+        });
+    }
+}
+
+fn attribute_changes(o: &MapModel, n: &MapModel) -> Vec<Change> {
+    let mut out = Vec::new();
+    let mut push = |attribute: &str, old: String, new: String| {
+        if old != new {
+            out.push(Change {
+                attribute: attribute.to_owned(),
+                old,
+                new,
+                cosmetic: false,
+            });
+        }
+    };
+    push("map_type", o.map_type.clone(), n.map_type.clone());
+    push("key_size", o.key_size.to_string(), n.key_size.to_string());
+    push(
+        "value_size",
+        o.value_size.to_string(),
+        n.value_size.to_string(),
+    );
+    push(
+        "max_entries",
+        o.max_entries.to_string(),
+        n.max_entries.to_string(),
+    );
+    push(
+        "flags",
+        format!("{:#x}", o.flags),
+        format!("{:#x}", n.flags),
+    );
+    push(
+        "map_extra",
+        format!("{:#x}", o.map_extra),
+        format!("{:#x}", n.map_extra),
+    );
+    layout_changes("key", o.key.as_ref(), n.key.as_ref(), &mut out);
+    layout_changes("value", o.value.as_ref(), n.value.as_ref(), &mut out);
+    match (&o.inner, &n.inner) {
+        (Some(a), Some(b)) if a != b => {
+            for c in attribute_changes(a, b) {
+                out.push(Change {
+                    attribute: format!("inner {}", c.attribute),
+                    ..c
+                });
+            }
+        }
+        (None, Some(_)) | (Some(_), None) => out.push(Change {
+            attribute: "inner".to_owned(),
+            old: o
+                .inner
+                .as_ref()
+                .map_or("none".into(), |i| i.map_type.clone()),
+            new: n
+                .inner
+                .as_ref()
+                .map_or("none".into(), |i| i.map_type.clone()),
+            cosmetic: false,
+        }),
+        _ => {}
+    }
+    if o.pinning != n.pinning {
+        // Where the map is pinned is the executor's business, not the entries'.
+        out.push(Change {
+            attribute: "pinning".to_owned(),
+            old: o.pinning.to_string(),
+            new: n.pinning.to_string(),
+            cosmetic: true,
+        });
+    }
+    out
+}
+
+/// The verdict for one map; `None` on one side means the map exists only on the other.
+#[must_use]
+pub fn diff_map(
+    old: Option<&MapModel>,
+    new: Option<&MapModel>,
+    policy: Policy,
+    env: &KernelEnv,
+) -> MapDiff {
+    let (o, n) = match (old, new) {
+        (Some(o), Some(n)) => (kernel_view(o, env), kernel_view(n, env)),
+        (None, Some(n)) => return simple(&n.name, Verdict::New, false, "only in the new version"),
+        (Some(o), None) => {
+            return simple(
+                &o.name,
+                Verdict::Removed,
+                false,
+                "only in the old version: no longer used, unpinned after the switch",
+            );
+        }
+        (None, None) => return simple("", Verdict::Removed, false, "absent on both sides"),
+    };
+    let name = new.map_or_else(String::new, |m| m.name.clone());
+    let changes = attribute_changes(&o, &n);
+    let mut d = MapDiff {
+        name,
+        verdict: Verdict::Reuse,
+        loses_entries: false,
+        changes,
+        fields: Vec::new(),
+        notes: Vec::new(),
+        key_plan: None,
+        value_plan: None,
+    };
+    let old_class = class_of(&o);
+    let new_class = class_of(&n);
+
+    // Rules that hold whatever changed.
+    if new_class == Class::ProgArray {
+        d.verdict = Verdict::Recreate;
+        d.notes.push(
+            "program arrays are never reused across versions: a new array is filled with the new programs before the switch".into(),
+        );
+        return d;
+    }
+    if new_class == Class::ReadOnlyData {
+        d.verdict = Verdict::Recreate;
+        d.notes
+            .push("read-only global data is frozen with contents from the new object".into());
+        return d;
+    }
+
+    if d.changes.iter().all(|c| c.cosmetic) {
+        return d;
+    }
+
+    // Notes about missing BTF matter only where entries are converted; an array key
+    // is an index whatever its BTF says.
+    let mut btf_notes = Vec::new();
+    let key = map_side(
+        o.key.as_ref(),
+        n.key.as_ref(),
+        o.key_size,
+        n.key_size,
+        Side::Key,
+        &mut btf_notes,
+    );
+    if matches!(o.map_type.as_str(), "array" | "percpu_array") {
+        btf_notes.clear();
+    }
+    let value = map_side(
+        o.value.as_ref(),
+        n.value.as_ref(),
+        o.value_size,
+        n.value_size,
+        Side::Value,
+        &mut btf_notes,
+    );
+    if old_class == Class::Data && new_class == Class::Data {
+        d.notes.append(&mut btf_notes);
+    }
+    for s in [&key, &value] {
+        if let SideMap::Mapped(m) = s {
+            d.fields.extend(m.fields.iter().cloned());
+        }
+    }
+
+    let type_changed = o.map_type != n.map_type;
+    let grows = n.max_entries > o.max_entries;
+    let shrinks = n.max_entries < o.max_entries;
+    let only_grows = d
+        .changes
+        .iter()
+        .all(|c| c.cosmetic || c.attribute == "max_entries")
+        && !shrinks;
+    let entries_are_state = !matches!(old_class, Class::Events);
+
+    let recreate = |d: &mut MapDiff, why: String| {
+        d.verdict = Verdict::Recreate;
+        d.loses_entries = entries_are_state;
+        d.notes.push(why);
+        if !entries_are_state {
+            d.notes
+                .push("not a loss: the map holds records in flight, not state".into());
+        }
+    };
+
+    if only_grows
+        && (policy == Policy::Strict
+            || !matches!(old_class, Class::Data | Class::Events | Class::MapRefs))
+    {
+        d.notes.push(format!(
+            "capacity grows: the live map is reused and keeps its {} entries of capacity",
+            o.max_entries
+        ));
+        return d;
+    }
+
+    if policy == Policy::Strict {
+        let changed: Vec<String> = d
+            .changes
+            .iter()
+            .filter(|c| !c.cosmetic)
+            .map(|c| c.attribute.clone())
+            .collect();
+        // Strict carries nothing, so there is no field mapping to show.
+        d.fields.clear();
+        recreate(
+            &mut d,
+            format!(
+                "strict policy: {} changed, so a fresh map is created",
+                changed.join(", ")
+            ),
+        );
+        return d;
+    }
+
+    let only_capacity = d
+        .changes
+        .iter()
+        .all(|c| c.cosmetic || c.attribute == "max_entries");
+    if old_class == Class::MapRefs && new_class == Class::MapRefs && !type_changed && only_capacity
+    {
+        d.notes.push(
+            "values are inner maps: each is reopened by the id a lookup returns and inserted into the new outer map".into(),
+        );
+        d.verdict = if shrinks {
+            shrink(&mut d, &o, &n)
+        } else {
+            Verdict::Grow
+        };
+        return d;
+    }
+    if old_class != Class::Data || new_class != Class::Data {
+        let why = if old_class == Class::Events {
+            "changed; records in flight are not carried".to_owned()
+        } else if type_changed {
+            format!("map type changed from {} to {}", o.map_type, n.map_type)
+        } else {
+            format!("changed, and {}", no_copy_reason(&o.map_type))
+        };
+        recreate(&mut d, why);
+        return d;
+    }
+    if type_changed && !same_family(&o.map_type, &n.map_type) {
+        recreate(
+            &mut d,
+            format!(
+                "map type changed from {} to {}: not the same family, entries cannot be carried",
+                o.map_type, n.map_type
+            ),
+        );
+        return d;
+    }
+    if type_changed {
+        d.notes.push(format!(
+            "{} and {} are one family: entries are copied",
+            o.map_type, n.map_type
+        ));
+    }
+
+    let key_fixed = matches!(o.map_type.as_str(), "array" | "percpu_array" | "lpm_trie");
+    match &key {
+        SideMap::Same => {}
+        SideMap::Impossible(why) => {
+            recreate(&mut d, why.clone());
+            return d;
+        }
+        SideMap::Mapped(_) if key_fixed => {
+            recreate(
+                &mut d,
+                format!("the key of {} cannot be converted", o.map_type),
+            );
+            return d;
+        }
+        SideMap::Mapped(m) if !m.carries_everything() => {
+            recreate(
+                &mut d,
+                "a key field cannot be derived from the old key, or an old key field would be lost (keys would collide)".into(),
+            );
+            return d;
+        }
+        SideMap::Mapped(m) => d.key_plan = Some(m.plan.clone()),
+    }
+    match &value {
+        SideMap::Same => {}
+        SideMap::Impossible(why) => {
+            recreate(&mut d, why.clone());
+            return d;
+        }
+        SideMap::Mapped(m) => d.value_plan = Some(m.plan.clone()),
+    }
+
+    let copies =
+        type_changed || o.flags != n.flags || o.map_extra != n.map_extra || d.value_plan.is_some();
+    d.verdict = if shrinks {
+        shrink(&mut d, &o, &n)
+    } else if d.key_plan.is_some() {
+        Verdict::Rekey
+    } else if copies {
+        Verdict::Migrate
+    } else if grows {
+        Verdict::Grow
+    } else {
+        Verdict::Reuse
+    };
+    if matches!(
+        d.verdict,
+        Verdict::Shrink | Verdict::Rekey | Verdict::Migrate | Verdict::Grow
+    ) {
+        // Copying needs both plans; an unchanged side is copied as is.
+        d.key_plan
+            .get_or_insert_with(|| ConversionPlan::identity(n.key_size));
+        d.value_plan
+            .get_or_insert_with(|| ConversionPlan::identity(n.value_size));
+    }
+    d
+}
+
+/// Marks `d` as a shrink from `o`'s capacity to `n`'s, which may not fit.
+fn shrink(d: &mut MapDiff, o: &MapModel, n: &MapModel) -> Verdict {
+    d.loses_entries = true;
+    d.notes.push(format!(
+        "capacity shrinks from {} to {}: entries are copied when the live map holds at most {} (checked when executed)",
+        o.max_entries, n.max_entries, n.max_entries
+    ));
+    Verdict::Shrink
+}
+
+fn simple(name: &str, verdict: Verdict, loses_entries: bool, note: &str) -> MapDiff {
+    MapDiff {
+        name: name.to_owned(),
+        verdict,
+        loses_entries,
+        changes: Vec::new(),
+        fields: Vec::new(),
+        notes: vec![note.to_owned()],
+        key_plan: None,
+        value_plan: None,
+    }
+}

@@ -1,0 +1,39 @@
+//! The pure upgrade pipeline: specs, diffs and plans, with no kernel layer.
+//!
+//! [`spec`](MapModel): [`MapModel`] is the serialisable spec of a map with its key and
+//! value layout, [`Snapshot`] keeps those specs on disk, [`kernel_view`] is what the
+//! kernel makes of a spec. Diff: [`diff_maps`] gives a [`Verdict`] per map with the
+//! [`FieldMapping`] of its key and value, and [`convert`] turns old encoded entries
+//! into new ones. Plan: [`Plan`] is the value an upgrade executes.
+
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+mod diff;
+mod plan;
+mod spec;
+
+pub use diff::convert::{
+    ConvertError, convert, convert_percpu, percpu_stride, read_bits, write_bits,
+};
+pub use diff::field_map::{
+    ConversionPlan, FieldAction, FieldLoc, FieldMapping, LayoutMapping, Op, Side, map_layout,
+};
+pub use diff::verdict::{
+    Change, DiffReport, MapDiff, Policy, Verdict, diff_map, diff_maps, diff_objects,
+};
+pub use plan::Plan;
+pub use spec::digest::{sha256, sha256_hex};
+pub use spec::from_object::{ModelError, is_elf, load_side, map_model, object_model};
+pub use spec::kernel_view::{
+    ADJUSTMENTS, Adjustment, BPF_F_NO_PREALLOC, BPF_F_RDONLY_PROG, KERNEL_NAME_LEN, KernelEnv,
+    kernel_view,
+};
+pub use spec::layout::{LayoutError, layout_of};
+pub use spec::model::{
+    EnumValue, MapModel, Member, TypeLayout, is_percpu, map_type_name, map_type_number, same_layout,
+};
+pub use spec::snapshot::{
+    ByteOrder, FORMAT_NAME, FORMAT_VERSION, FormatError, ObjectModel, Snapshot, SnapshotError,
+    decode, encode, read_snapshot, write_snapshot,
+};

@@ -1,0 +1,376 @@
+//! Snapshot files: the map specs of a running version, kept on disk so that the next
+//! version can be compared with them.
+//!
+//! A snapshot is a self-describing JSON document:
+//!
+//! ```json
+//! {
+//!   "format": "handover-snapshot",
+//!   "format_version": 1,
+//!   "checksum": "sha256:<64 hex digits>",
+//!   "snapshot": { "tool_version": "0.1.0", "objects": [ { "name", "sha256", "maps" } ] }
+//! }
+//! ```
+//!
+//! The checksum is the SHA-256 of `handover-snapshot/<format_version>\n` followed by
+//! the exact text of the `snapshot` value, so a damaged body or a lowered version is
+//! caught; a version above [`FORMAT_VERSION`] is refused before anything else is
+//! read, since a newer writer may lay out the rest differently.
+//!
+//! Files are written atomically: a temporary file in the same directory, `fsync`,
+//! `rename` over the target, `fsync` of the directory.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::spec::digest::sha256_hex;
+use crate::spec::model::MapModel;
+
+/// Value of the `format` field.
+pub const FORMAT_NAME: &str = "handover-snapshot";
+/// The format version this build writes, and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The maps of one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectModel {
+    /// Object name (its file name).
+    pub name: String,
+    /// SHA-256 of the object file, lower-case hex.
+    pub sha256: String,
+    /// Byte order of the object's keys and values.
+    #[serde(default)]
+    pub endian: ByteOrder,
+    /// Its maps, in object order.
+    pub maps: Vec<MapModel>,
+}
+
+/// Byte order of encoded keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ByteOrder {
+    /// Least significant byte first (`bpfel`, x86, arm64).
+    #[default]
+    Little,
+    /// Most significant byte first (`bpfeb`, s390x).
+    Big,
+}
+
+/// The contents of a snapshot file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Version of the tool that wrote it.
+    pub tool_version: String,
+    /// One entry per object.
+    pub objects: Vec<ObjectModel>,
+}
+
+impl Snapshot {
+    /// A snapshot of `objects`, stamped with this tool's version.
+    #[must_use]
+    pub fn new(objects: Vec<ObjectModel>) -> Snapshot {
+        Snapshot {
+            tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+            objects,
+        }
+    }
+}
+
+/// Why bytes are not a readable snapshot.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// The document ends early.
+    #[error("the file ends early (truncated at byte {len}): rewrite it with `handover snapshot`")]
+    Truncated {
+        /// Bytes present.
+        len: usize,
+    },
+    /// Not valid JSON, or a field is missing or of the wrong type.
+    #[error("not a valid snapshot at line {line}, column {column}: {reason}")]
+    Malformed {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What the JSON reader found.
+        reason: String,
+    },
+    /// Valid JSON, but not a snapshot.
+    #[error("not a handover snapshot (format is {found:?}, expected \"{FORMAT_NAME}\")")]
+    NotASnapshot {
+        /// The `format` field found, if any.
+        found: Option<String>,
+    },
+    /// Written by a newer version of the format.
+    #[error(
+        "snapshot format version {found} is newer than the newest this tool reads ({supported}): use a newer handover"
+    )]
+    NewerFormat {
+        /// Version in the file.
+        found: u64,
+        /// Newest version this build reads.
+        supported: u32,
+    },
+    /// A name appears twice where names identify entries.
+    #[error("{what} appears more than once")]
+    Duplicate {
+        /// The repeated name.
+        what: String,
+    },
+    /// The checksum does not match the contents.
+    #[error(
+        "checksum mismatch: the file says {expected}, the contents hash to {actual}; the file is damaged"
+    )]
+    ChecksumMismatch {
+        /// Checksum stored in the file.
+        expected: String,
+        /// Checksum of the contents.
+        actual: String,
+    },
+}
+
+impl FormatError {
+    fn from_json(e: &serde_json::Error, len: usize) -> FormatError {
+        if e.classify() == serde_json::error::Category::Eof {
+            FormatError::Truncated { len }
+        } else {
+            FormatError::Malformed {
+                line: e.line(),
+                column: e.column(),
+                reason: e.to_string(),
+            }
+        }
+    }
+}
+
+/// A snapshot file that could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// The file system refused.
+    #[error("{action} snapshot {path}")]
+    Io {
+        /// What was being done (`reading`, `writing`, ...).
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a readable snapshot.
+    #[error("reading snapshot {path}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: FormatError,
+    },
+    /// The snapshot would not be readable once written (two objects of one name:
+    /// give the objects distinct file names).
+    #[error(
+        "writing snapshot {path}: refused, it could not be read back (objects are told apart by file name: give each a distinct one)"
+    )]
+    Unreadable {
+        /// The file, left as it was.
+        path: PathBuf,
+        /// What the reader would refuse.
+        #[source]
+        source: FormatError,
+    },
+}
+
+#[derive(Deserialize)]
+struct Header {
+    format: Option<String>,
+    format_version: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<'a> {
+    format: &'a str,
+    format_version: u32,
+    checksum: String,
+    #[serde(borrow)]
+    snapshot: &'a RawValue,
+}
+
+fn checksum(version: u32, body: &str) -> String {
+    let mut data = format!("{FORMAT_NAME}/{version}\n").into_bytes();
+    data.extend_from_slice(body.as_bytes());
+    format!("sha256:{}", sha256_hex(&data))
+}
+
+/// Encodes a snapshot as the text of a snapshot file.
+///
+/// # Panics
+/// Never: the model serialises to JSON without fail (no maps with non-string keys,
+/// no floats).
+#[must_use]
+pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
+    #[expect(clippy::expect_used, reason = "serialising plain structs cannot fail")]
+    let body = serde_json::to_string_pretty(snapshot)
+        .expect("snapshot serialises")
+        // Indented to sit under the envelope's `snapshot` key; pretty JSON has line
+        // breaks only between tokens, so this changes no value.
+        .replace('\n', "\n  ");
+    let sum = checksum(FORMAT_VERSION, &body);
+    #[expect(clippy::expect_used, reason = "the body was produced by serde_json")]
+    let raw = RawValue::from_string(body).expect("body is valid JSON");
+    let envelope = Envelope {
+        format: FORMAT_NAME,
+        format_version: FORMAT_VERSION,
+        checksum: sum,
+        snapshot: &raw,
+    };
+    #[expect(clippy::expect_used, reason = "serialising plain structs cannot fail")]
+    let mut out = serde_json::to_vec_pretty(&envelope).expect("envelope serialises");
+    out.push(b'\n');
+    out
+}
+
+/// Decodes the text of a snapshot file.
+///
+/// # Errors
+/// One [`FormatError`] per way the bytes can fail: truncated, malformed, not a
+/// snapshot, newer format version, checksum mismatch.
+pub fn decode(bytes: &[u8]) -> Result<Snapshot, FormatError> {
+    let header: Header =
+        serde_json::from_slice(bytes).map_err(|e| FormatError::from_json(&e, bytes.len()))?;
+    if header.format.as_deref() != Some(FORMAT_NAME) {
+        return Err(FormatError::NotASnapshot {
+            found: header.format,
+        });
+    }
+    match header.format_version {
+        Some(v) if v > u64::from(FORMAT_VERSION) => {
+            return Err(FormatError::NewerFormat {
+                found: v,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Some(v) if v >= 1 => {}
+        _ => {
+            return Err(FormatError::Malformed {
+                line: 1,
+                column: 1,
+                reason: "format_version is missing or 0".to_owned(),
+            });
+        }
+    }
+    let envelope: Envelope<'_> =
+        serde_json::from_slice(bytes).map_err(|e| FormatError::from_json(&e, bytes.len()))?;
+    let actual = checksum(envelope.format_version, envelope.snapshot.get());
+    if actual != envelope.checksum {
+        return Err(FormatError::ChecksumMismatch {
+            expected: envelope.checksum,
+            actual,
+        });
+    }
+    let snapshot: Snapshot = serde_json::from_str(envelope.snapshot.get())
+        .map_err(|e| FormatError::from_json(&e, bytes.len()))?;
+    check_names(&snapshot)?;
+    Ok(snapshot)
+}
+
+/// Maps are matched by name, so a name may appear once per object, and an object
+/// name once per snapshot.
+fn check_names(snapshot: &Snapshot) -> Result<(), FormatError> {
+    let mut objects = std::collections::HashSet::new();
+    for o in &snapshot.objects {
+        if !objects.insert(o.name.as_str()) {
+            return Err(FormatError::Duplicate {
+                what: format!("object `{}`", o.name),
+            });
+        }
+        let mut maps = std::collections::HashSet::new();
+        for m in &o.maps {
+            if !maps.insert(m.name.as_str()) {
+                return Err(FormatError::Duplicate {
+                    what: format!("map `{}` in object `{}`", m.name, o.name),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads and checks a snapshot file.
+///
+/// # Errors
+/// [`SnapshotError::Io`] when the file cannot be read, [`SnapshotError::Format`] when
+/// its contents are not a valid snapshot.
+pub fn read_snapshot(path: &Path) -> Result<Snapshot, SnapshotError> {
+    let bytes = std::fs::read(path).map_err(|source| SnapshotError::Io {
+        action: "reading",
+        path: path.to_owned(),
+        source,
+    })?;
+    decode(&bytes).map_err(|source| SnapshotError::Format {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes a snapshot file atomically: the file holds either its old contents or the
+/// whole new snapshot, even across a crash.
+///
+/// # Errors
+/// [`SnapshotError::Unreadable`] for a snapshot [`read_snapshot`] would refuse
+/// (nothing is written); [`SnapshotError::Io`] naming the step that failed.
+pub fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), SnapshotError> {
+    check_names(snapshot).map_err(|source| SnapshotError::Unreadable {
+        path: path.to_owned(),
+        source,
+    })?;
+    let bytes = encode(snapshot);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path.file_name().ok_or_else(|| SnapshotError::Io {
+        action: "naming",
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let io = |action: &'static str, p: &Path| {
+        let p = p.to_owned();
+        move |source| SnapshotError::Io {
+            action,
+            path: p,
+            source,
+        }
+    };
+    let result = (|| {
+        // create_new: never write through a file or symlink someone else put there.
+        let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+        let mut f = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Left by an earlier process that had the same pid and died mid-write.
+                std::fs::remove_file(&tmp).and_then(|()| create())
+            }
+            other => other,
+        }
+        .map_err(io("creating temporary file for", &tmp))?;
+        f.write_all(&bytes).map_err(io("writing", &tmp))?;
+        f.sync_all().map_err(io("syncing", &tmp))?;
+        std::fs::rename(&tmp, path).map_err(io("renaming into place", path))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("syncing the directory of", path))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
