@@ -88,7 +88,8 @@ pub struct MapSpec {
     pub key_type: Option<TypeId>,
     /// BTF type of the value (a `DATASEC` for global data).
     pub value_type: Option<TypeId>,
-    /// The inner map of a map-in-map.
+    /// The inner map of a map-in-map, `None` for one declared with key and value sizes
+    /// only (the loader then needs the template from its caller).
     pub inner: Option<Box<MapSpec>>,
     /// Initial contents of a global data map (zeros for `.bss`).
     pub initial_data: Option<Vec<u8>>,
@@ -106,6 +107,33 @@ impl MapSpec {
     #[must_use]
     pub fn type_name(&self) -> &'static str {
         self.map_type.name()
+    }
+
+    /// A map of `map_type` with these sizes and every other property unset, as a
+    /// caller describes a map the object does not define (the inner map template of a
+    /// map-in-map declared with sizes only).
+    #[must_use]
+    pub fn new(
+        name: &str,
+        map_type: MapType,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+    ) -> Self {
+        Self {
+            map_type,
+            key_size,
+            value_size,
+            max_entries,
+            ..Self::empty(name, MapOrigin::Inner)
+        }
+    }
+
+    /// Whether this is a map-in-map without an inner map definition, whose inner map
+    /// template the loader must be given.
+    #[must_use]
+    pub fn needs_inner_template(&self) -> bool {
+        is_map_in_map(self.map_type) && self.inner.is_none()
     }
 
     fn empty(name: &str, origin: MapOrigin) -> Self {
@@ -370,10 +398,17 @@ pub(crate) fn parse_btf_map(
     if spec.map_type == MapType::Unspec {
         return Err(ObjectError::map(name, "missing type"));
     }
-    if is_map_in_map(spec.map_type) && spec.inner.is_none() {
+    // A map-in-map declared with key and value sizes only has no inner definition:
+    // libbpf opens such objects, and the loader takes the inner map's template from
+    // its caller. Its value is an inner map's id or descriptor, 4 bytes.
+    if is_map_in_map(spec.map_type) && spec.inner.is_none() && spec.value_size != 4 {
         return Err(ObjectError::map(
             name,
-            "map-in-map without an inner map definition (__array(values, ...))",
+            format!(
+                "map-in-map without an inner map definition (__array(values, ...)) has value \
+                 size {}, expected 4 (an inner map's id)",
+                spec.value_size
+            ),
         ));
     }
     Ok(BtfMapDef {

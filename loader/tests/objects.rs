@@ -1379,3 +1379,27 @@ fn every_core_relocation_kind_and_one_in_a_subprogram() {
             .all(|w| w[0].insn <= w[1].insn)
     );
 }
+
+#[test]
+fn a_map_in_map_declared_with_sizes_only_parses_without_an_inner_map() {
+    // programs/map_in_map_sized.c: a hash of maps with key_size and value_size, no
+    // __array(values, ...).
+    let data = common::read(&common::fixture("map_in_map_sized"));
+    let obj = Object::parse(&data).unwrap();
+    let outer = obj.map("backends_by_service").unwrap();
+    assert_eq!(
+        (
+            outer.map_type,
+            outer.key_size,
+            outer.value_size,
+            outer.max_entries
+        ),
+        (MapType::HashOfMaps, 4, 4, 16)
+    );
+    assert!(outer.inner.is_none());
+    assert!(outer.needs_inner_template());
+    // A map-in-map with its inner definition needs no template.
+    let data = common::read(&common::fixture("map_in_map"));
+    let obj = Object::parse(&data).unwrap();
+    assert!(!obj.map("outer_hash").unwrap().needs_inner_template());
+}

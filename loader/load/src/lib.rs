@@ -172,6 +172,17 @@ pub enum LoadError {
         /// Each section without a type, with the programs in it.
         sections: Vec<UntypedSection>,
     },
+    /// A map-in-map declared with key and value sizes only, and no inner map template
+    /// given for it.
+    #[error(
+        "map {map} is a map-in-map whose inner map the object does not define (it gives \
+         key and value sizes only): give the inner map's template (type, key and value \
+         size, capacity) for it"
+    )]
+    InnerMapTemplate {
+        /// The outer map.
+        map: String,
+    },
     /// The kernel refused a program.
     #[error("loading program {program} (section {section})")]
     ProgramLoad {
@@ -238,6 +249,10 @@ pub struct LoadOptions {
     /// [`LoadedObject::failed`] instead of failing the whole load at the first one.
     /// Maps are still all or nothing.
     pub keep_going: bool,
+    /// Inner map templates of map-in-maps, by outer map name: needed for an outer map
+    /// declared with key and value sizes only (no `__array(values, ...)`), and used
+    /// instead of the object's own inner definition where one is given.
+    pub inner_maps: HashMap<String, MapSpec>,
     /// BTF features to assume instead of probing the kernel.
     pub btf_features: Option<BtfFeatures>,
     /// Verifier log level for program loads.
@@ -262,6 +277,7 @@ impl std::fmt::Debug for LoadOptions {
             .field("reuse_maps", &self.reuse_maps)
             .field("program_types", &self.program_types)
             .field("keep_going", &self.keep_going)
+            .field("inner_maps", &self.inner_maps)
             .field("btf_features", &self.btf_features)
             .field("log_level", &self.log_level)
             .field("programs", &self.programs)
@@ -488,6 +504,7 @@ pub fn load(
         mut reuse_maps,
         program_types,
         keep_going,
+        inner_maps,
         btf_features,
         log_level,
         programs: only,
@@ -551,7 +568,13 @@ pub fn load(
         }
         // The inner map is a template for the outer map's values; the kernel keeps
         // only its geometry, so it is closed once the outer map exists.
-        let template = match &spec.inner {
+        let inner = inner_maps.get(&spec.name).or(spec.inner.as_deref());
+        if inner.is_none() && spec.needs_inner_template() {
+            return Err(LoadError::InnerMapTemplate {
+                map: spec.name.clone(),
+            });
+        }
+        let template = match inner {
             Some(inner) => Some(create_map(bpf, inner, &features, btf, None)?.0),
             None => None,
         };

@@ -96,6 +96,11 @@ const NOT_LOADED: &[(&str, &str)] = &[
          kernel_load.rs loads it with program types given",
     ),
     (
+        "map_in_map_sized.o",
+        "its map-in-map has no inner map definition, whose template the caller gives; \
+         bpftool has none to give",
+    ),
+    (
         "too_complex.o",
         "the verifier refuses it as too large to walk, on purpose (kernel_load.rs checks the \
          error); libbpf's retry logs a line per instruction walked, for a minute",

@@ -907,3 +907,57 @@ fn programs_in_sections_libbpf_does_not_name_load_with_the_types_given() {
         );
     }
 }
+
+#[test]
+fn a_map_in_map_without_an_inner_definition_loads_with_the_template_given() {
+    if !testenv::privileged(
+        "a_map_in_map_without_an_inner_definition_loads_with_the_template_given",
+    ) {
+        return;
+    }
+    let _fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/map_in_map_sized.c: backends_by_service, a hash of maps with sizes only;
+    // its program looks up service 7, then slot 0 of the inner array, and returns
+    // XDP_TX when that holds a non-zero backend.
+    let data = common::read(&common::fixture("map_in_map_sized"));
+    let obj = Object::parse(&data).unwrap();
+    let err = load(&bpf, &obj, LoadOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, LoadError::InnerMapTemplate { map } if map == "backends_by_service"),
+        "{}",
+        common::chain(&err)
+    );
+    let template = handover_loader::MapSpec::new("backends", MapType::Array, 4, 8, 4);
+    let loaded = load(
+        &bpf,
+        &obj,
+        LoadOptions {
+            inner_maps: HashMap::from([("backends_by_service".to_owned(), template.clone())]),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    // An inner map of the template's shape goes in; one of another shape does not.
+    let mut create = handover_sys::MapCreate::new(MapType::Array, 4, 8, 4);
+    create.name = "backends_7";
+    let inner = Map::create(&bpf, &create).unwrap();
+    inner
+        .update(&0u32.to_ne_bytes(), &42u64.to_ne_bytes(), UpdateFlags::ANY)
+        .unwrap();
+    let outer = map_of(&bpf, &loaded, "backends_by_service");
+    let fd = u32::try_from(std::os::fd::AsRawFd::as_raw_fd(&inner.fd())).unwrap();
+    outer
+        .update(&7u32.to_ne_bytes(), &fd.to_ne_bytes(), UpdateFlags::ANY)
+        .unwrap();
+    let prog = &loaded.program("xdp_pick_backend").unwrap().fd;
+    let run = bpf.prog_test_run(prog, &[0u8; 64], None, 1).unwrap();
+    assert_eq!(run.retval, 3, "XDP_TX: the program found backend 42");
+    let other = Map::create(&bpf, &handover_sys::MapCreate::new(MapType::Hash, 4, 8, 4)).unwrap();
+    let fd = u32::try_from(std::os::fd::AsRawFd::as_raw_fd(&other.fd())).unwrap();
+    assert!(
+        outer
+            .update(&8u32.to_ne_bytes(), &fd.to_ne_bytes(), UpdateFlags::ANY)
+            .is_err()
+    );
+}
