@@ -21,6 +21,7 @@ mod btf_ext;
 mod core;
 mod error;
 mod file;
+mod kconfig;
 mod maps;
 mod object;
 mod prepare;
@@ -35,6 +36,10 @@ pub use error::ObjectError;
 pub use file::{MAX_OBJECT_SIZE, ObjectFile};
 pub use handover_uapi::{
     INSN_SIZE, PSEUDO_BTF_ID, PSEUDO_KFUNC_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE,
+};
+pub use kconfig::{
+    KCONFIG_SECTION, KconfigError, KconfigExtern, KconfigSource, KconfigType, kconfig_data,
+    kconfig_size, kernel_version_code, needs_config,
 };
 pub use maps::{MapOrigin, MapSlot, MapSpec, Pinning, SlotTarget};
 pub use object::{Object, ObjectOptions, ProgramSection, Variable};

@@ -520,3 +520,24 @@ pub(crate) fn global_data_map(
     spec.initial_data = Some(contents);
     Ok(spec)
 }
+
+/// The `.kconfig` map: a single-entry array of `size` bytes holding the values of the
+/// object's `__kconfig` externs, flagged as libbpf creates it (read-only for programs,
+/// mmapable, frozen once written). Its contents are the running kernel's, written at
+/// load time, so it has no initial data here.
+pub(crate) fn kconfig_map(size: u32) -> MapSpec {
+    let section = crate::kconfig::KCONFIG_SECTION;
+    let mut spec = MapSpec::empty(
+        section,
+        MapOrigin::GlobalData {
+            section: section.to_owned(),
+        },
+    );
+    spec.map_type = MapType::Array;
+    spec.key_size = 4;
+    spec.value_size = size;
+    spec.max_entries = 1;
+    spec.flags = map_flags::RDONLY_PROG | map_flags::MMAPABLE;
+    spec.frozen = true;
+    spec
+}

@@ -12,6 +12,7 @@ use object::{Endianness, SectionIndex};
 
 use crate::btf_ext::{BtfExt, SectionExt};
 use crate::error::ObjectError;
+use crate::kconfig::{self, KCONFIG_SECTION, KconfigExtern};
 use crate::maps::{self, MapSlot, MapSpec, SlotTarget};
 use crate::program::{FunctionSpan, KsymKind, ProgramSpec, RefTarget, Reference};
 use crate::program_types::ProgramTypes;
@@ -85,6 +86,7 @@ pub struct Object<'data> {
     programs: Vec<ProgramSpec>,
     section_sizes: BTreeMap<String, u64>,
     variables: Vec<Variable>,
+    kconfig: Vec<KconfigExtern>,
 }
 
 /// A data symbol (a global or static variable) of the ELF symbol table: where the
@@ -172,6 +174,7 @@ fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, ObjectError> {
 
 struct Parser<'data, 'o> {
     order: Endian,
+    kconfig: Vec<KconfigExtern>,
     sections: Vec<SecInfo<'data>>,
     symbols: Vec<SymInfo<'data>>,
     relocs: HashMap<usize, Vec<Reloc>>,
@@ -543,18 +546,30 @@ impl<'data> Object<'data> {
                 })
             })
             .collect();
+        let kconfig = match &btf {
+            Some(b) => kconfig::collect(b, &|name| {
+                symbols
+                    .iter()
+                    .any(|s| s.name == name && s.section.is_none() && s.bind == STB_WEAK.0)
+            })?,
+            None => Vec::new(),
+        };
         let parser = Parser {
             order,
+            kconfig,
             sections,
             symbols,
             relocs,
             btf: btf.as_ref(),
         };
-        let (maps, sites) = parser.collect_maps()?;
+        let (mut maps, sites) = parser.collect_maps()?;
         let programs = parser.collect_programs(options, &maps, &sites, &btf_ext)?;
-        let mut maps = maps;
         parser.static_init(&mut maps, &sites)?;
+        if !parser.kconfig.is_empty() {
+            maps.push(maps::kconfig_map(kconfig::kconfig_size(&parser.kconfig)));
+        }
 
+        let kconfig = parser.kconfig;
         let endian = order;
         Ok(Self {
             endian,
@@ -565,7 +580,16 @@ impl<'data> Object<'data> {
             programs,
             section_sizes,
             variables,
+            kconfig,
         })
+    }
+
+    /// The `__kconfig` externs, with where each lies in the `.kconfig` map (whose
+    /// contents a loader fills from the running kernel, see
+    /// [`kconfig_data`](crate::kconfig_data)).
+    #[must_use]
+    pub fn kconfig_externs(&self) -> &[KconfigExtern] {
+        &self.kconfig
     }
 
     /// The size of the ELF section named `name`.
@@ -1137,6 +1161,28 @@ impl<'data> Parser<'data, '_> {
                         reason,
                     };
                     let Some(target_sec) = s.section else {
+                        if let Some(k) = self.kconfig.iter().find(|k| k.name == s.name) {
+                            if !wide {
+                                return Err(rerr(format!(
+                                    "__kconfig extern {} used by an instruction with opcode \
+                                     {:#04x}; only ld_imm64 may refer to it",
+                                    s.name, insn.code
+                                )));
+                            }
+                            set_imm(&mut image, pc, PSEUDO_MAP_VALUE, 0, Some(k.offset))
+                                .ok_or_else(|| {
+                                    prog_err(format!("ld_imm64 at instruction {pc} is truncated"))
+                                })?;
+                            references.push(Reference {
+                                insn: pc,
+                                target: RefTarget::MapValue {
+                                    map: KCONFIG_SECTION.to_owned(),
+                                    offset: k.offset,
+                                },
+                            });
+                            j += 2;
+                            continue;
+                        }
                         let target = self.ksym_ref(s, &insn, wide)?;
                         if !wide {
                             let slot = image

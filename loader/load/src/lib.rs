@@ -14,9 +14,10 @@ use std::sync::Arc;
 
 use handover_btf::{Btf, Builder, Endian, Kind, Linkage, StrOffset, TypeId};
 use handover_loader::{
-    BtfFeatures, CoreOutcome, CoreTarget, MapSpec, Object, PrepareError, ProgramSpec, ProgramTypes,
-    RefTarget, SlotTarget, apply_core, attach_btf_name, created_max_entries, func_info_bytes,
-    kallsyms_address, kernel_name, line_info_bytes, map_btf_ids, prepare_btf, relocate,
+    BtfFeatures, CoreOutcome, CoreTarget, KCONFIG_SECTION, KconfigSource, MapSpec, Object,
+    PrepareError, ProgramSpec, ProgramTypes, RefTarget, SlotTarget, apply_core, attach_btf_name,
+    created_max_entries, func_info_bytes, kallsyms_address, kconfig_data, kernel_name,
+    kernel_version_code, line_info_bytes, map_btf_ids, needs_config, prepare_btf, relocate,
     resolve_ksyms,
 };
 use handover_sys::{
@@ -183,6 +184,16 @@ pub enum LoadError {
         /// The outer map.
         map: String,
     },
+    /// A `__kconfig` extern has no value on this kernel (or one of the wrong kind).
+    #[error(transparent)]
+    Kconfig(handover_loader::KconfigError),
+    /// The kernel's configuration exists but could not be read.
+    #[error("reading the kernel configuration for the object's __kconfig externs")]
+    KernelConfig {
+        /// The error, naming the file.
+        #[source]
+        source: std::io::Error,
+    },
     /// The kernel refused a program.
     #[error("loading program {program} (section {section})")]
     ProgramLoad {
@@ -253,6 +264,10 @@ pub struct LoadOptions {
     /// declared with key and value sizes only (no `__array(values, ...)`), and used
     /// instead of the object's own inner definition where one is given.
     pub inner_maps: HashMap<String, MapSpec>,
+    /// The kernel configuration text (`CONFIG_X=y` lines) that `CONFIG_*` `__kconfig`
+    /// externs read, instead of the running kernel's (`/boot/config-RELEASE`, else
+    /// `/proc/config.gz`, as libbpf looks).
+    pub kconfig: Option<String>,
     /// BTF features to assume instead of probing the kernel.
     pub btf_features: Option<BtfFeatures>,
     /// Verifier log level for program loads.
@@ -278,6 +293,10 @@ impl std::fmt::Debug for LoadOptions {
             .field("program_types", &self.program_types)
             .field("keep_going", &self.keep_going)
             .field("inner_maps", &self.inner_maps)
+            .field(
+                "kconfig",
+                &self.kconfig.as_ref().map(|t| format!("{} bytes", t.len())),
+            )
             .field("btf_features", &self.btf_features)
             .field("log_level", &self.log_level)
             .field("programs", &self.programs)
@@ -505,6 +524,7 @@ pub fn load(
         program_types,
         keep_going,
         inner_maps,
+        kconfig,
         btf_features,
         log_level,
         programs: only,
@@ -547,6 +567,7 @@ pub fn load(
     };
     let btf = btf_fd.as_ref().map(AsFd::as_fd);
 
+    let kconfig_values = kconfig_values(object, kconfig.as_deref())?;
     let mut maps = BTreeMap::new();
     for spec in object.maps() {
         if let Some(given) = reuse_maps.remove(&spec.name) {
@@ -586,7 +607,12 @@ pub fn load(
             template.as_ref().map(AsFd::as_fd),
         )?;
         drop(template);
-        if let Some(data) = &spec.initial_data {
+        let data = match (&spec.initial_data, &kconfig_values) {
+            (Some(data), _) => Some(data),
+            (None, Some(values)) if spec.name == KCONFIG_SECTION => Some(values),
+            _ => None,
+        };
+        if let Some(data) = data {
             init_data(bpf, spec, &fd, data)?;
         }
         maps.insert(
@@ -740,6 +766,45 @@ fn typed_programs(
         }
     }
     Ok(typed)
+}
+
+/// The `.kconfig` map's contents for the object's `__kconfig` externs (`None` without
+/// any): the running kernel's version, and its configuration (`config`, else read as
+/// libbpf reads it) when an extern is a `CONFIG_*` one.
+fn kconfig_values(object: &Object<'_>, config: Option<&str>) -> Result<Option<Vec<u8>>, LoadError> {
+    let externs = object.kconfig_externs();
+    if externs.is_empty() {
+        return Ok(None);
+    }
+    let release = sys::kernel_release().ok();
+    let kernel_version = release.as_deref().and_then(kernel_version_code);
+    let read;
+    let (text, origin) = match config {
+        Some(text) => (Some(text), "the configuration given".to_owned()),
+        None if needs_config(externs) => {
+            read = sys::kernel_config().map_err(|source| LoadError::KernelConfig { source })?;
+            match &read {
+                Some((text, from)) => (Some(text.as_str()), from.clone()),
+                None => (
+                    None,
+                    format!(
+                        "neither /boot/config-{} nor {} exists",
+                        release.as_deref().unwrap_or("RELEASE"),
+                        sys::PROC_CONFIG_GZ
+                    ),
+                ),
+            }
+        }
+        None => (None, String::new()),
+    };
+    let source = KconfigSource {
+        kernel_version,
+        config: text,
+        config_origin: &origin,
+    };
+    kconfig_data(externs, &source)
+        .map(Some)
+        .map_err(LoadError::Kconfig)
 }
 
 /// A [`sys::Map`] over a duplicate of `fd`, for element updates checked against the

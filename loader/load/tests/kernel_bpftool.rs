@@ -44,10 +44,6 @@ const NOT_LOADED: &[(&str, &str)] = &[
         "its typed __ksym variables need kallsyms addresses of per-CPU variables, which a kernel without CONFIG_KALLSYMS_ALL lacks; it has no maps, and kernel_ksyms.rs covers it",
     ),
     (
-        "kconfig_extern.o",
-        "uses a __kconfig extern, which this loader rejects, so there is no spec to compare",
-    ),
-    (
         "core_reloc.o",
         "its fentry program needs tracing privileges some kernels refuse (lockdown); the map types it uses are covered by the others",
     ),

@@ -961,3 +961,126 @@ fn a_map_in_map_without_an_inner_definition_loads_with_the_template_given() {
             .is_err()
     );
 }
+
+/// The one value of the single-entry array pinned at `path`.
+fn pinned_value(bpf: &Bpf, path: &Path) -> Vec<u8> {
+    let fd = bpf.obj_get(path, OpenFlags::READ_ONLY).unwrap();
+    value(&Map::new(bpf, fd).unwrap(), 0)
+}
+
+#[test]
+fn kconfig_externs_get_the_running_kernels_values_as_libbpf_gives_them() {
+    if !testenv::privileged("kconfig_externs_get_the_running_kernels_values_as_libbpf_gives_them") {
+        return;
+    }
+    let fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/kconfig_extern.c: LINUX_KERNEL_VERSION, CONFIG_HZ (int), CONFIG_BPF_SYSCALL
+    // (bool), CONFIG_NF_TABLES (tristate), CONFIG_LOCALVERSION (char[16]) and the weak
+    // CONFIG_HANDOVER_NEVER_SET; the program copies each into .bss `seen`.
+    let path = common::fixture("kconfig_extern");
+    let data = common::read(&path);
+    let obj = Object::parse(&data).unwrap();
+    let loaded = load(&bpf, &obj, LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    let ours = value(&map_of(&bpf, &loaded, ".kconfig"), 0);
+
+    // libbpf's .kconfig map for the same object, on the same kernel.
+    let pins = fs.path().join("libbpf_maps");
+    let progs = fs.path().join("libbpf_progs");
+    let (ok, err) = common::bpftool_in(
+        fs.path(),
+        &[
+            OsStr::new("prog"),
+            OsStr::new("loadall"),
+            path.as_os_str(),
+            progs.as_os_str(),
+            OsStr::new("pinmaps"),
+            pins.as_os_str(),
+        ],
+    );
+    assert!(ok, "bpftool: {err}");
+    let kconfig_pin = std::fs::read_dir(&pins)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("_kconfig"))
+        .expect("libbpf's .kconfig map");
+    assert_eq!(
+        ours,
+        pinned_value(&bpf, &kconfig_pin),
+        "same bytes as libbpf's"
+    );
+
+    // What the program read.
+    let prog = &loaded.program("kconfig_socket").unwrap().fd;
+    bpf.prog_test_run(prog, &[0u8; 64], None, 1).unwrap();
+    let seen = value(&map_of(&bpf, &loaded, ".bss"), 0);
+    let word = |i: usize| u64::from_ne_bytes(seen[i * 8..i * 8 + 8].try_into().unwrap());
+    let release = handover_sys::kernel_release().unwrap();
+    let version = handover_loader::kernel_version_code(&release).unwrap();
+    assert_eq!(
+        word(0),
+        u64::from(version),
+        "LINUX_KERNEL_VERSION of {release}"
+    );
+    let (config, from) = handover_sys::kernel_config()
+        .unwrap()
+        .expect("a kernel config");
+    let setting = |name: &str| {
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .map(str::to_owned)
+    };
+    let hz: u64 = setting("CONFIG_HZ").map_or(0, |v| v.parse().unwrap());
+    assert_eq!(word(1), hz, "CONFIG_HZ from {from}");
+    assert_eq!(word(2), 1, "CONFIG_BPF_SYSCALL=y");
+    let tristate = match setting("CONFIG_NF_TABLES").as_deref() {
+        Some("y") => 1,
+        Some("m") => 2,
+        _ => 0,
+    };
+    assert_eq!(word(3), tristate, "CONFIG_NF_TABLES");
+    let first = setting("CONFIG_LOCALVERSION")
+        .and_then(|v| v.trim_matches('"').bytes().next())
+        .unwrap_or(0);
+    assert_eq!(word(4), u64::from(first), "CONFIG_LOCALVERSION");
+    assert_eq!(word(5), 0, "a weak extern no kernel sets reads 0");
+
+    // A configuration given instead of the kernel's, and one lacking a strong extern.
+    let given = "CONFIG_HZ=1000\nCONFIG_BPF_SYSCALL=y\nCONFIG_NF_TABLES=m\n";
+    let loaded = load(
+        &bpf,
+        &obj,
+        LoadOptions {
+            kconfig: Some(given.to_owned()),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    bpf.prog_test_run(
+        &loaded.program("kconfig_socket").unwrap().fd,
+        &[0u8; 64],
+        None,
+        1,
+    )
+    .unwrap();
+    let seen = value(&map_of(&bpf, &loaded, ".bss"), 0);
+    let word = |i: usize| u64::from_ne_bytes(seen[i * 8..i * 8 + 8].try_into().unwrap());
+    assert_eq!((word(1), word(2), word(3), word(4)), (1000, 1, 2, 0));
+    let err = load(
+        &bpf,
+        &obj,
+        LoadOptions {
+            kconfig: Some("CONFIG_HZ=100\n".to_owned()),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_err();
+    let text = common::chain(&err);
+    assert!(
+        text.contains("CONFIG_BPF_SYSCALL") && text.contains("does not set it"),
+        "{text}"
+    );
+}

@@ -45,7 +45,10 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, OnceLock};
 
 pub use error::{Error, LOG_LINES_SHOWN};
-pub use files::{KALLSYMS, VMLINUX_BTF, kallsyms, module_btf, vmlinux_btf};
+pub use files::{
+    KALLSYMS, MAX_KERNEL_CONFIG, OSRELEASE, PROC_CONFIG_GZ, VMLINUX_BTF, kallsyms, kernel_config,
+    kernel_release, module_btf, vmlinux_btf,
+};
 pub use handover_uapi::attach_flags::{ALLOW_MULTI, ALLOW_OVERRIDE, REPLACE};
 pub use handover_uapi::{
     AttachType, Insn, LinkType, MapType, ProgramType, UnknownName, UnknownValue, map_flags,

@@ -82,15 +82,9 @@ pub fn read(path: &Path) -> Vec<u8> {
 }
 
 /// Fixtures the loader rejects on purpose, with a piece of the error it must give:
-/// programs/kconfig_extern.c uses a `__kconfig` extern, which this loader does not
-/// resolve (the error names the symbol);
 /// programs/struct_ops.c defines a struct_ops map, which this loader does not create;
 /// programs/subprogs.c built with -g0 has BTF-defined maps but no `.BTF` to read them from.
 pub const REJECTED: &[(&str, &str)] = &[
-    (
-        "kconfig_extern.o",
-        "symbol LINUX_KERNEL_VERSION is an extern (.kconfig)",
-    ),
     (
         "struct_ops.o",
         "map edge_cc: struct_ops maps (section .struct_ops.link",
