@@ -1129,16 +1129,23 @@ impl<'data> Parser<'data, '_> {
                 .position(|f| f.section == section && f.start as u64 == insn)
         };
 
-        place(main, &mut image, &mut placed, &mut base_of)?;
-        let mut next = 0;
-        while let Some(&(fid, base)) = placed.get(next) {
-            next += 1;
+        // Functions are appended depth first, as libbpf does: a callee seen for the
+        // first time is placed and walked before the rest of its caller, so that the
+        // same object gets the same instructions (and program tag) under both loaders.
+        // An explicit stack of (function, base, next instruction) bounds the depth by
+        // the heap, not the thread's stack.
+        let mut stack = vec![(main, place(main, &mut image, &mut placed, &mut base_of)?, 0)];
+        while let Some(&(fid, base, j)) = stack.last() {
+            let top = stack.len() - 1;
             let f = funcs
                 .get(fid)
                 .ok_or_else(|| prog_err("function index out of range".into()))?;
+            if j >= f.len {
+                stack.pop();
+                continue;
+            }
             let sec_relocs = relocs.get(&f.section);
-            let mut j = 0;
-            while j < f.len {
+            {
                 let pc = base + j;
                 let insn = *image
                     .get(pc)
@@ -1153,6 +1160,8 @@ impl<'data> Parser<'data, '_> {
                 }
                 // (callee function, instruction index within its section)
                 let mut callee: Option<(usize, u64)> = None;
+                // A callee placed by this instruction, walked next.
+                let mut new_callee: Option<(usize, usize)> = None;
                 if let Some(si) = sym {
                     let s = self.symbol(si, f.section, byte_off)?;
                     let rerr = |reason: String| ObjectError::Relocation {
@@ -1180,7 +1189,9 @@ impl<'data> Parser<'data, '_> {
                                     offset: k.offset,
                                 },
                             });
-                            j += 2;
+                            if let Some(frame) = stack.get_mut(top) {
+                                frame.2 = j + 2;
+                            }
                             continue;
                         }
                         let target = self.ksym_ref(s, &insn, wide)?;
@@ -1191,7 +1202,9 @@ impl<'data> Parser<'data, '_> {
                             *slot = Insn::new(slot.code, slot.dst(), PSEUDO_KFUNC_CALL, 0, 0);
                         }
                         references.push(Reference { insn: pc, target });
-                        j += if wide { 2 } else { 1 };
+                        if let Some(frame) = stack.get_mut(top) {
+                            frame.2 = j + if wide { 2 } else { 1 };
+                        }
                         continue;
                     };
                     // clang emits a callback's address as a plain `ld_imm64` (src 0)
@@ -1289,7 +1302,11 @@ impl<'data> Parser<'data, '_> {
                     let cfid = find_func(csec, cinsn).ok_or_else(|| {
                         prog_err(format!("call at instruction {pc} targets instruction {cinsn} of {}, which is not the start of a function", section_name_of(self, csec)))
                     })?;
+                    let first_seen = !base_of.contains_key(&cfid);
                     let cbase = place(cfid, &mut image, &mut placed, &mut base_of)?;
+                    if first_seen {
+                        new_callee = Some((cfid, cbase));
+                    }
                     let rel = i64::try_from(cbase).unwrap_or(i64::MAX)
                         - i64::try_from(pc).unwrap_or(0)
                         - 1;
@@ -1310,7 +1327,12 @@ impl<'data> Parser<'data, '_> {
                     };
                     references.push(Reference { insn: pc, target });
                 }
-                j += if wide { 2 } else { 1 };
+                if let Some(frame) = stack.get_mut(top) {
+                    frame.2 = j + if wide { 2 } else { 1 };
+                }
+                if let Some((cfid, cbase)) = new_callee {
+                    stack.push((cfid, cbase, 0));
+                }
             }
         }
 

@@ -274,3 +274,46 @@ fn is_mounted(dir: &Path) -> bool {
         .lines()
         .any(|l| l.split_whitespace().nth(1) == Some(dir.to_str().unwrap()))
 }
+
+#[test]
+fn nested_subprograms_get_the_program_tags_libbpf_gives_them() {
+    if !testenv::privileged("nested_subprograms_get_the_program_tags_libbpf_gives_them") {
+        return;
+    }
+    let fs = Bpffs::mount();
+    let bpf = handover_sys::Bpf::kernel();
+    // programs/subprogs.c: xdp_first calls count_packet, which calls add_bytes, then
+    // classify_len; appended breadth first, add_bytes would come last and the
+    // instructions (so the tag) would differ from libbpf's depth-first order.
+    let path = common::fixture("subprogs");
+    let data = common::read(&path);
+    let obj = Object::parse(&data).unwrap();
+    let ours = handover_load::load(&bpf, &obj, handover_load::LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    let progs = fs.path().join("libbpf");
+    let (ok, err) = common::bpftool_in(
+        fs.path(),
+        &[
+            OsStr::new("prog"),
+            OsStr::new("loadall"),
+            path.as_os_str(),
+            progs.as_os_str(),
+        ],
+    );
+    assert!(ok, "bpftool: {err}");
+    let mut compared = Vec::new();
+    for (name, p) in &ours.programs {
+        let pin = progs.join(name);
+        let theirs = bpf
+            .obj_get(&pin, handover_sys::OpenFlags::READ_ONLY)
+            .unwrap_or_else(|e| panic!("libbpf's {name}: {e}"));
+        let (mine, theirs) = (
+            bpf.prog_info(&p.fd).unwrap().tag,
+            bpf.prog_info(&theirs).unwrap().tag,
+        );
+        assert_eq!(mine, theirs, "{name}: tag");
+        compared.push(name.as_str());
+    }
+    assert!(compared.contains(&"xdp_first"), "{compared:?}");
+    eprintln!("equal tags: {compared:?}");
+}
