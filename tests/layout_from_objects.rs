@@ -71,7 +71,11 @@ fn check_map(m: &MapModel, what: &str) {
     ] {
         if let Some(l) = layout {
             // Map-in-map and fd arrays declare a value type the kernel does not use.
-            if !matches!(m.map_type.as_str(), "array_of_maps" | "hash_of_maps") && size > 0 {
+            if !matches!(
+                m.map_type,
+                handover::MapType::ArrayOfMaps | handover::MapType::HashOfMaps
+            ) && size > 0
+            {
                 assert_eq!(l.size(), Some(u64::from(size)), "{what}: {} {side}", m.name);
             }
             members_fit(l, &format!("{what}: {} {side}", m.name));

@@ -23,14 +23,14 @@ fn sample() -> Snapshot {
         ],
     );
     let mut inner = map("inner", "array", u32_(), u64_(), 4);
-    inner.pinning = 0;
+    inner.pinning = handover::Pinning::None;
     let mut outer = map("outer", "hash_of_maps", u32_(), u32_(), 8);
     outer.value = None;
     outer.inner = Some(Box::new(inner));
     Snapshot::new(vec![ObjectModel {
         name: "prog.o".into(),
         sha256: handover::sha256_hex(b"object bytes"),
-        endian: handover::ByteOrder::Big,
+        endian: handover::Endian::Big,
         maps: vec![
             map(
                 "conns",

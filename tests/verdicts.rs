@@ -205,14 +205,14 @@ fn cases() -> Vec<Case> {
         },
         Case {
             rule: "hash to lru_hash (one family)",
-            new: with(|m| m.map_type = "lru_hash".into()),
+            new: with(|m| m.map_type = handover::MapType::LruHash),
             strict: (Recreate, true),
             migrate: (Migrate, false),
         },
         Case {
             rule: "hash to array (map type change)",
             new: with(|m| {
-                m.map_type = "array".into();
+                m.map_type = handover::MapType::Array;
                 set_key(m, u32_());
             }),
             strict: (Recreate, true),
@@ -226,7 +226,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             rule: "pinning change only",
-            new: with(|m| m.pinning = 0),
+            new: with(|m| m.pinning = handover::Pinning::None),
             strict: (Reuse, false),
             migrate: (Reuse, false),
         },
@@ -522,7 +522,7 @@ fn per_map_type_rules() {
 
 #[test]
 fn big_endian_objects_are_not_converted() {
-    use handover::{ByteOrder, ObjectModel, diff_objects};
+    use handover::{Endian, ObjectModel, diff_objects};
     let object = |endian, m: MapModel| ObjectModel {
         name: "o".into(),
         sha256: String::new(),
@@ -537,10 +537,10 @@ fn big_endian_objects_are_not_converted() {
     });
     let grown = with(|m| m.max_entries = 4096);
     for (endian, new, verdict) in [
-        (ByteOrder::Little, widened.clone(), Verdict::Migrate),
-        (ByteOrder::Big, widened, Verdict::Recreate),
+        (Endian::Little, widened.clone(), Verdict::Migrate),
+        (Endian::Big, widened, Verdict::Recreate),
         // Whole bytes move unchanged: fine in either byte order.
-        (ByteOrder::Big, grown, Verdict::Grow),
+        (Endian::Big, grown, Verdict::Grow),
     ] {
         let r = diff_objects(
             &[object(endian, base())],

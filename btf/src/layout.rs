@@ -10,8 +10,9 @@ use crate::{Btf, Detail, Error, ErrorKind, Kind, Type, TypeId};
 pub const MAX_DEPTH: usize = 32;
 /// Most fields a flattened layout may have.
 pub const MAX_LAYOUT_FIELDS: usize = 1 << 16;
-/// Most types one query may visit.
-const MAX_STEPS: usize = 1 << 20;
+/// Most types one query may visit (the layout builder of `handover-plan` walks under
+/// the same budget).
+pub const MAX_STEPS: usize = 1 << 20;
 
 /// One field of a flattened struct or union layout; see [`Btf::layout`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -301,7 +302,10 @@ impl<'a> Walk<'a, '_> {
         let resolved = self.btf.resolve_from(ty, Some(from))?;
         let t = self.btf.type_by_id(resolved)?;
         match t.detail() {
-            Detail::Struct(_) | Detail::Union(_) => return self.aggregate(t, offset, depth + 1),
+            // One level of nesting is one step of depth: a member (or an element)
+            // and the aggregate it is share it, as in the layout builder of
+            // `handover-plan`, so both refuse the same nesting.
+            Detail::Struct(_) | Detail::Union(_) => return self.aggregate(t, offset, depth),
             Detail::Array(a) => {
                 let elem_bits = u64::from(self.btf.size_of_from(a.elem, Some(t.offset()))?) * 8;
                 let path_len = self.path.len();

@@ -35,7 +35,7 @@ pub use crate::btf::{Btf, StrOffset, TypeId};
 pub use builder::Builder;
 pub use dump::{DumpError, write_raw_dump};
 pub use error::{Error, ErrorKind};
-pub use layout::{Field, MAX_DEPTH, MAX_LAYOUT_FIELDS, PathComponent};
+pub use layout::{Field, MAX_DEPTH, MAX_LAYOUT_FIELDS, MAX_STEPS, PathComponent};
 pub use raw::{Endian, MAGIC};
 pub use types::{
     Array, Composite, Datasec, DeclTag, Detail, Enum, EnumValue, EnumValues, Func, FuncProto, Int,

@@ -44,10 +44,10 @@ pub use kconfig::{
 pub use maps::{MapOrigin, MapSlot, MapSpec, Pinning, SlotTarget};
 pub use object::{Object, ObjectOptions, ProgramSection, Variable};
 pub use prepare::{
-    BtfFeatures, KERNEL_NAME_LEN, KsymResolution, POISON_CALL_KFUNC_BASE, PrepareError,
-    SectionLayout, attach_btf_name, created_max_entries, func_info_bytes, kallsyms_address,
-    kernel_name, line_info_bytes, map_btf_ids, prepare_btf, prepare_btf_with, relocate,
-    resolve_ksyms, ringbuf_size,
+    BtfFeatures, KERNEL_NAME_LEN, KsymResolution, POISON_CALL_KFUNC_BASE, PlacedDatasec, PlacedVar,
+    PrepareError, SectionLayout, attach_btf_name, created_max_entries, func_info_bytes,
+    kallsyms_address, kernel_name, line_info_bytes, map_btf_ids, place_datasec, prepare_btf,
+    prepare_btf_with, relocate, resolve_ksyms, ringbuf_size,
 };
 pub use program::{FunctionSpan, KsymKind, ProgramSpec, RefTarget, Reference};
 pub use program_types::{ProgramTypes, TypeAndAttach};

@@ -6,26 +6,7 @@ use handover_btf::{Btf, Detail, Kind, Linkage, TypeId};
 use crate::error::ObjectError;
 use handover_uapi::{MapType, map_flags};
 
-/// How a map is pinned when the object is loaded (`__uint(pinning, ...)`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Pinning {
-    /// Not pinned (`LIBBPF_PIN_NONE`).
-    #[default]
-    None,
-    /// Pinned under the map's name in the pin directory (`LIBBPF_PIN_BY_NAME`).
-    ByName,
-}
-
-impl Pinning {
-    /// `none` or `by_name`.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::ByName => "by_name",
-        }
-    }
-}
+pub use handover_uapi::Pinning;
 
 /// Where in the object a map was defined.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -487,6 +487,96 @@ impl SectionLayout for Object<'_> {
     }
 }
 
+/// One variable of a `DATASEC`, at its place in the section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedVar {
+    /// The `VAR` (or, in extern sections, `FUNC`) type id the DATASEC entry names.
+    pub var: TypeId,
+    /// Its name.
+    pub name: String,
+    /// Whether the entry is a `VAR`.
+    pub is_var: bool,
+    /// Byte offset in the section.
+    pub offset: u32,
+    /// Size in bytes, as the DATASEC entry gives it.
+    pub size: u32,
+    /// Whether the symbol's visibility is hidden (static for user space).
+    pub hidden: bool,
+}
+
+/// A `DATASEC` with its size and every variable at its place, sorted by offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedDatasec {
+    /// The section's size in bytes.
+    pub size: u32,
+    /// The variables, by offset.
+    pub vars: Vec<PlacedVar>,
+}
+
+/// Where the variables of `DATASEC` `id` lie, the one rule for both loading and
+/// planning: clang leaves a data section's `DATASEC` with size 0 and every variable
+/// at offset 0, so then the size is the ELF section's and each offset its symbol's
+/// value (libbpf's fixup); a `DATASEC` with a size is taken as written. Every variable
+/// must have a symbol in its section either way, which also says whether it is hidden.
+///
+/// # Errors
+/// `id` is not a `DATASEC`, its section is missing (for a size-0 `DATASEC`), a variable
+/// has no symbol, or an offset passes 4 GiB.
+pub fn place_datasec(
+    btf: &Btf<'_>,
+    id: TypeId,
+    layout: &dyn SectionLayout,
+) -> Result<PlacedDatasec, PrepareError> {
+    let t = btf
+        .type_by_id(id)
+        .map_err(|e| btf_err(format!("type {}: {e}", id.0)))?;
+    let name_err = |e: handover_btf::Error| btf_err(format!("type {}: {e}", id.0));
+    let name = t.name().map_err(name_err)?;
+    let Detail::Datasec(ds) = t.detail() else {
+        return Err(btf_err(format!("type {} ({name}) is not a DATASEC", id.0)));
+    };
+    let fixup = ds.size == 0;
+    let size = if fixup {
+        let size = layout
+            .section_size(name)
+            .filter(|&s| s > 0)
+            .ok_or_else(|| {
+                btf_err(format!(
+                    "DATASEC {name} has size 0 and the object has no ELF section {name} to take it from"
+                ))
+            })?;
+        u32::try_from(size).map_err(|_| btf_err(format!("section {name} larger than 4 GiB")))?
+    } else {
+        ds.size
+    };
+    let mut vars = Vec::new();
+    for v in ds.vars {
+        let var = btf.type_by_id(v.ty).map_err(name_err)?;
+        let var_name = var.name().map_err(name_err)?;
+        let (sym_offset, hidden) = layout.variable(name, var_name).ok_or_else(|| {
+            btf_err(format!(
+                "variable {var_name} of DATASEC {name} has no symbol in section {name}"
+            ))
+        })?;
+        let offset = if fixup {
+            u32::try_from(sym_offset)
+                .map_err(|_| btf_err(format!("variable {var_name} lies beyond 4 GiB")))?
+        } else {
+            v.offset
+        };
+        vars.push(PlacedVar {
+            var: v.ty,
+            name: var_name.to_owned(),
+            is_var: var.kind() == Kind::Var,
+            offset,
+            size: v.size,
+            hidden,
+        });
+    }
+    vars.sort_by_key(|v| v.offset);
+    Ok(PlacedDatasec { size, vars })
+}
+
 /// The object's BTF as the kernel will take it ([`prepare_btf_with`] over the object's
 /// own sections), or `None` when the object has no BTF.
 ///
@@ -653,43 +743,18 @@ fn rewrite_type(
                 }
                 set(&mut rw.types, at + 8, off).ok_or_else(|| bad(t))?;
             } else {
-                let fixup = ds.size == 0;
-                if fixup {
-                    let size = layout
-                        .section_size(name)
-                        .filter(|&s| s > 0)
-                        .ok_or_else(|| {
-                            btf_err(format!(
-                                "DATASEC {name} has size 0 and the object has no ELF section {name} to take it from"
-                            ))
-                        })?;
-                    let size = u32::try_from(size)
-                        .map_err(|_| btf_err(format!("section {name} larger than 4 GiB")))?;
-                    set(&mut rw.types, at + 8, size).ok_or_else(|| bad(t))?;
+                let placed = place_datasec(btf, t.id(), layout)?;
+                if placed.size != ds.size {
+                    set(&mut rw.types, at + 8, placed.size).ok_or_else(|| bad(t))?;
                 }
                 let mut entries = Vec::with_capacity(vlen);
-                for v in ds.vars {
-                    let var = btf.type_by_id(v.ty).map_err(name_err)?;
-                    let var_name = var.name().map_err(name_err)?;
-                    let (sym_offset, hidden) = layout.variable(name, var_name).ok_or_else(|| {
-                        btf_err(format!(
-                            "variable {var_name} of DATASEC {name} has no symbol in section {name}"
-                        ))
-                    })?;
-                    let offset = if fixup {
-                        u32::try_from(sym_offset).map_err(|_| {
-                            btf_err(format!("variable {var_name} lies beyond 4 GiB"))
-                        })?
-                    } else {
-                        v.offset
-                    };
-                    if hidden && var.kind() == Kind::Var {
-                        let var_at = rw.offsets.get(v.ty.0 as usize).copied().unwrap_or(0);
+                for v in &placed.vars {
+                    if v.hidden && v.is_var {
+                        let var_at = rw.offsets.get(v.var.0 as usize).copied().unwrap_or(0);
                         set(&mut rw.types, var_at + 12, Linkage::STATIC.0).ok_or_else(|| bad(t))?;
                     }
-                    entries.push([v.ty.0, offset, v.size]);
+                    entries.push([v.var.0, v.offset, v.size]);
                 }
-                entries.sort_by_key(|e| e[1]);
                 for (i, e) in entries.iter().enumerate() {
                     for (k, w) in e.iter().enumerate() {
                         set(&mut rw.types, at + 12 + i * 12 + k * 4, *w).ok_or_else(|| bad(t))?;

@@ -20,8 +20,9 @@ pub use diff::field_map::{
     ConversionPlan, FieldAction, FieldLoc, FieldMapping, LayoutMapping, Op, Side, map_layout,
 };
 pub use diff::verdict::{
-    Change, DiffReport, MapDiff, Policy, Verdict, diff_map, diff_maps, diff_objects,
+    Attribute, Change, DiffReport, MapDiff, Policy, Verdict, diff_map, diff_maps, diff_objects,
 };
+pub use handover_uapi::{Endian, MapType, Pinning};
 pub use plan::Plan;
 pub use spec::digest::{sha256, sha256_hex};
 pub use spec::from_object::{ModelError, is_elf, load_side, map_model, object_model};
@@ -30,10 +31,8 @@ pub use spec::kernel_view::{
     kernel_view,
 };
 pub use spec::layout::{LayoutError, layout_of};
-pub use spec::model::{
-    EnumValue, MapModel, Member, TypeLayout, is_percpu, map_type_name, map_type_number, same_layout,
-};
+pub use spec::model::{EnumValue, MapModel, Member, TypeLayout, same_layout};
 pub use spec::snapshot::{
-    ByteOrder, FORMAT_NAME, FORMAT_VERSION, FormatError, ObjectModel, Snapshot, SnapshotError,
-    decode, encode, read_snapshot, write_snapshot,
+    FORMAT_NAME, FORMAT_VERSION, FormatError, ObjectModel, Snapshot, SnapshotError, decode, encode,
+    read_snapshot, write_snapshot,
 };

@@ -1,7 +1,7 @@
 //! Small builders for map models and layouts.
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
-use handover::{EnumValue, KernelEnv, MapModel, Member, TypeLayout};
+use handover::{EnumValue, KernelEnv, MapModel, Member, Pinning, TypeLayout};
 
 pub const ENV: KernelEnv = KernelEnv {
     page_size: 4096,
@@ -105,13 +105,13 @@ pub fn cstruct(name: Option<&str>, fields: Vec<(&str, TypeLayout)>) -> TypeLayou
 pub fn map(name: &str, map_type: &str, key: TypeLayout, value: TypeLayout, max: u32) -> MapModel {
     MapModel {
         name: name.into(),
-        map_type: map_type.into(),
+        map_type: map_type.parse().expect("a kernel map type name"),
         key_size: u32::try_from(key.size().unwrap()).unwrap(),
         value_size: u32::try_from(value.size().unwrap()).unwrap(),
         max_entries: max,
         flags: 0,
         map_extra: 0,
-        pinning: 1,
+        pinning: Pinning::ByName,
         key: Some(key),
         value: Some(value),
         inner: None,

@@ -36,25 +36,28 @@ type Calls = std::sync::Arc<std::sync::Mutex<Vec<(sys::Command, Vec<u8>)>>>;
 /// `BPF_MAP_CREATE` and `BPF_PROG_LOAD` attr is recorded.
 fn refusing_backend(calls: Calls, refuse_btf: bool) -> Bpf {
     use std::os::fd::IntoRawFd;
-    Bpf::with_backend(
-        move |c: sys::Command, attr: &mut [u8], log: Option<&mut [u8]>| {
-            calls.lock().unwrap().push((c, attr.to_vec()));
-            let refuse = |text: &[u8], log: Option<&mut [u8]>| {
-                if let Some(log) = log {
-                    log[..text.len()].copy_from_slice(text);
-                }
-                Err(std::io::Error::from_raw_os_error(libc::EACCES))
-            };
-            match c {
-                sys::Command::BtfLoad if refuse_btf => refuse(b"[3] STRUCT x: bad size\0", log),
-                sys::Command::ProgLoad => refuse(b"0: R1 invalid mem access 'scalar'\0", log),
-                _ => {
-                    let fd = std::fs::File::open("/dev/null").unwrap().into_raw_fd();
-                    Ok(i64::from(fd))
-                }
+    let kernel = move |c: sys::Command, attr: &mut [u8], log: Option<&mut [u8]>| {
+        calls.lock().unwrap().push((c, attr.to_vec()));
+        let refuse = |text: &[u8], log: Option<&mut [u8]>| {
+            if let Some(log) = log {
+                log[..text.len()].copy_from_slice(text);
             }
-        },
-    )
+            Err(std::io::Error::from_raw_os_error(libc::EACCES))
+        };
+        match c {
+            sys::Command::BtfLoad if refuse_btf => refuse(b"[3] STRUCT x: bad size\0", log),
+            sys::Command::ProgLoad => refuse(b"0: R1 invalid mem access 'scalar'\0", log),
+            _ => {
+                let fd = std::fs::File::open("/dev/null").unwrap().into_raw_fd();
+                Ok(i64::from(fd))
+            }
+        }
+    };
+    // SAFETY: the fake kernel returns errnos, or a descriptor of /dev/null it just
+    // opened and gave up with `into_raw_fd`.
+    #[allow(unsafe_code, reason = "a fake backend")]
+    let backend = unsafe { sys::FnBackend::new(kernel) };
+    Bpf::with_backend(backend)
 }
 
 fn word(attr: &[u8], at: usize) -> u32 {

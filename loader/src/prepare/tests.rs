@@ -609,3 +609,28 @@ fn the_weak_ksym_of_btf_kinds_loads_zero_or_its_btf_id() {
         (3, i32::try_from(var.0).unwrap())
     );
 }
+
+/// The one DATASEC placement: a variable without its symbol is an error naming it
+/// (the plan's model used to drop the whole layout instead).
+#[test]
+fn placing_a_datasec_needs_every_variable_symbol() {
+    let data = fixture("global_data");
+    let obj = Object::parse(&data).unwrap();
+    let btf = obj.btf().unwrap();
+    let id = btf.id_by_name(".data", Kind::Datasec).unwrap();
+    let placed = place_datasec(btf, id, &obj).unwrap();
+    assert_eq!(placed.vars.len(), 1);
+    assert_eq!(placed.vars[0].name, "packets_seen");
+
+    struct Missing<'a>(&'a Object<'a>);
+    impl SectionLayout for Missing<'_> {
+        fn section_size(&self, section: &str) -> Option<u64> {
+            self.0.section_size(section)
+        }
+        fn variable(&self, _: &str, _: &str) -> Option<(u64, bool)> {
+            None
+        }
+    }
+    let err = place_datasec(btf, id, &Missing(&obj)).unwrap_err();
+    assert!(err.to_string().contains("packets_seen"), "{err}");
+}

@@ -1,5 +1,9 @@
 //! Error paths of the bpf(2) layer against backends that fail on purpose.
 #![expect(clippy::indexing_slicing, reason = "tests index fixed buffers")]
+#![allow(
+    unsafe_code,
+    reason = "each fake backend is made with the unsafe FnBackend::new"
+)]
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -10,9 +14,19 @@ use zerocopy::FromBytes;
 
 use super::attr::{MapCreateAttr, ObjAttr, ProgLoadAttr};
 use super::{
-    Bpf, Command, Error, Feature, Insn, LogLevel, MapCreate, MapType, OpenFlags, ProgLoad,
-    ProgramType,
+    Bpf, Command, Error, Feature, FnBackend, Insn, LogLevel, MapCreate, MapType, OpenFlags,
+    ProgLoad, ProgramType,
 };
+
+/// A handle whose commands go to the fake kernel `f`.
+fn fake<F>(f: F) -> Bpf
+where
+    F: Fn(Command, &mut [u8], Option<&mut [u8]>) -> io::Result<i64> + Send + Sync + 'static,
+{
+    // SAFETY: every closure of this file returns an errno, a count, or a descriptor it
+    // just opened and gave up with `into_raw_fd`.
+    Bpf::with_backend(unsafe { FnBackend::new(f) })
+}
 
 fn errno(e: i32) -> io::Result<i64> {
     Err(io::Error::from_raw_os_error(e))
@@ -26,8 +40,7 @@ const EXIT: [Insn; 2] = [Insn::new(0xb7, 0, 0, 0, 0), Insn::new(0x95, 0, 0, 0, 0
 
 #[test]
 fn eperm_names_the_command_and_the_map() {
-    let bpf =
-        Bpf::with_backend(|_: Command, _: &mut [u8], _: Option<&mut [u8]>| errno(libc::EPERM));
+    let bpf = fake(|_: Command, _: &mut [u8], _: Option<&mut [u8]>| errno(libc::EPERM));
     let mut spec = MapCreate::new(MapType::LruHash, 4, 8, 16);
     spec.name = "sessions";
     let err = bpf.map_create(&spec).unwrap_err();
@@ -48,7 +61,7 @@ fn eperm_names_the_command_and_the_map() {
 
 #[test]
 fn enoent_and_eexist_come_back_from_pins() {
-    let bpf = Bpf::with_backend(|c: Command, _: &mut [u8], _: Option<&mut [u8]>| match c {
+    let bpf = fake(|c: Command, _: &mut [u8], _: Option<&mut [u8]>| match c {
         Command::ObjGet => errno(libc::ENOENT),
         Command::ObjPin => errno(libc::EEXIST),
         _ => errno(libc::ENOSYS),
@@ -73,7 +86,7 @@ fn enoent_and_eexist_come_back_from_pins() {
 fn e2big_without_a_log_is_an_oversized_request_returned_as_it_came() {
     let calls = Arc::new(Mutex::new(Vec::new()));
     let seen = calls.clone();
-    let bpf = Bpf::with_backend(move |_: Command, _: &mut [u8], log: Option<&mut [u8]>| {
+    let bpf = fake(move |_: Command, _: &mut [u8], log: Option<&mut [u8]>| {
         seen.lock().unwrap().push(log.is_some());
         errno(libc::E2BIG)
     });
@@ -98,7 +111,7 @@ fn e2big_from_the_verifier_carries_the_log_and_shows_its_tail() {
     text.push_str("BPF program is too large. Processed 1000001 insn\n");
     text.push_str("processed 1000001 insns (limit 1000000) max_states_per_insn 4\n");
     let log_text = text.clone();
-    let bpf = Bpf::with_backend(move |_: Command, _: &mut [u8], log: Option<&mut [u8]>| {
+    let bpf = fake(move |_: Command, _: &mut [u8], log: Option<&mut [u8]>| {
         let Some(log) = log else {
             return errno(libc::E2BIG);
         };
@@ -131,7 +144,7 @@ fn verifier_einval_carries_the_whole_log_after_growing_the_buffer() {
     const LOG: &[u8] = b"0: (95) exit\nR0 !read_ok\n";
     let sizes = Arc::new(Mutex::new(Vec::new()));
     let seen = sizes.clone();
-    let bpf = Bpf::with_backend(move |c: Command, attr: &mut [u8], log: Option<&mut [u8]>| {
+    let bpf = fake(move |c: Command, attr: &mut [u8], log: Option<&mut [u8]>| {
         assert_eq!(c, Command::ProgLoad);
         let a = ProgLoadAttr::read_from_prefix(attr).unwrap().0;
         assert_eq!(a.insn_cnt, 2);
@@ -165,7 +178,7 @@ fn verifier_einval_carries_the_whole_log_after_growing_the_buffer() {
 
 #[test]
 fn btf_rejection_carries_the_log() {
-    let bpf = Bpf::with_backend(|_: Command, _: &mut [u8], log: Option<&mut [u8]>| {
+    let bpf = fake(|_: Command, _: &mut [u8], log: Option<&mut [u8]>| {
         if let Some(log) = log {
             log[..12].copy_from_slice(b"Invalid name");
         }
@@ -182,7 +195,7 @@ fn btf_rejection_carries_the_log() {
 #[test]
 fn a_successful_load_hands_over_the_returned_descriptor() {
     use std::os::fd::IntoRawFd;
-    let bpf = Bpf::with_backend(|_: Command, _: &mut [u8], _: Option<&mut [u8]>| {
+    let bpf = fake(|_: Command, _: &mut [u8], _: Option<&mut [u8]>| {
         Ok(i64::from(devnull().into_raw_fd()))
     });
     let fd = bpf
@@ -194,7 +207,7 @@ fn a_successful_load_hands_over_the_returned_descriptor() {
 fn pin_at_with_probe(probe_errno: i32) -> ObjAttr {
     let pins = Arc::new(Mutex::new(Vec::new()));
     let seen = pins.clone();
-    let bpf = Bpf::with_backend(move |c: Command, attr: &mut [u8], _: Option<&mut [u8]>| {
+    let bpf = fake(move |c: Command, attr: &mut [u8], _: Option<&mut [u8]>| {
         let a = ObjAttr::read_from_prefix(attr).unwrap().0;
         match c {
             Command::ObjGet => errno(probe_errno),
@@ -231,7 +244,7 @@ fn the_ring_buffer_probe_asks_for_one_page_of_this_machine() {
     use std::os::fd::IntoRawFd;
     let asked = Arc::new(Mutex::new(Vec::new()));
     let seen = asked.clone();
-    let bpf = Bpf::with_backend(move |c: Command, attr: &mut [u8], _: Option<&mut [u8]>| {
+    let bpf = fake(move |c: Command, attr: &mut [u8], _: Option<&mut [u8]>| {
         assert_eq!(c, Command::MapCreate);
         let a = MapCreateAttr::read_from_prefix(attr).unwrap().0;
         seen.lock().unwrap().push((a.map_type, a.max_entries));
@@ -248,7 +261,7 @@ fn the_ring_buffer_probe_asks_for_one_page_of_this_machine() {
 fn a_load_with_log_level_zero_is_tried_once_without_a_log() {
     let calls = Arc::new(Mutex::new(Vec::new()));
     let seen = calls.clone();
-    let bpf = Bpf::with_backend(move |_: Command, _: &mut [u8], log: Option<&mut [u8]>| {
+    let bpf = fake(move |_: Command, _: &mut [u8], log: Option<&mut [u8]>| {
         seen.lock().unwrap().push(log.is_some());
         errno(libc::EINVAL)
     });
@@ -260,7 +273,7 @@ fn a_load_with_log_level_zero_is_tried_once_without_a_log() {
 
 #[test]
 fn a_program_given_both_attach_descriptors_is_refused_before_the_kernel() {
-    let bpf = Bpf::with_backend(|_: Command, _: &mut [u8], _: Option<&mut [u8]>| {
+    let bpf = fake(|_: Command, _: &mut [u8], _: Option<&mut [u8]>| {
         panic!("the kernel must not be asked")
     });
     let (prog, btf) = (devnull(), devnull());

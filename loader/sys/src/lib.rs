@@ -7,9 +7,11 @@
 //! calls `syscall(SYS_bpf, cmd, &attr, size)`; tests substitute a backend that fails
 //! with chosen errnos to exercise error paths without privileges.
 //!
-//! The kernel backend is private on purpose: [`Backend::bpf`] is a safe function
-//! taking arbitrary attr bytes, and attr bytes carry user pointers the kernel writes
-//! through. Only the commands of this module, which point into buffers they keep
+//! Implementing [`Backend`] is `unsafe` (its results become owned descriptors), and a
+//! closure is a backend only through the unsafe [`FnBackend::new`], so safe code cannot
+//! forge an [`OwnedFd`] through the backend. The kernel backend is private on purpose:
+//! [`Backend::bpf`] is a safe function taking arbitrary attr bytes, and attr bytes
+//! carry user pointers the kernel writes through. Only the commands of this module, which point into buffers they keep
 //! borrowed for the call, may reach the kernel:
 //!
 //! ```compile_fail
@@ -29,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod attr;
+mod backend;
 mod error;
 mod files;
 mod info;
@@ -40,10 +43,10 @@ mod prog;
 mod syscall;
 
 use std::fmt;
-use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, OnceLock};
 
+pub use backend::{Backend, FnBackend};
 pub use error::{Error, LOG_LINES_SHOWN};
 pub use files::{
     KALLSYMS, MAX_KERNEL_CONFIG, OSRELEASE, PROC_CONFIG_GZ, VMLINUX_BTF, kallsyms, kernel_config,
@@ -145,33 +148,6 @@ impl Command {
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// What runs a bpf(2) command: the kernel (the backend of [`Bpf::kernel`]) or a
-/// substitute in tests.
-pub trait Backend: Send + Sync {
-    /// Runs `command` with `attr`, the bytes of its `union bpf_attr` variant, which the
-    /// backend may update in place as the kernel does (batch counts, log sizes).
-    ///
-    /// `log` is the log buffer whose address is already in `attr`, for commands that
-    /// take one; a backend other than the kernel writes its log text there.
-    ///
-    /// Returns the syscall's non-negative result. For commands that create a file
-    /// descriptor, a successful result is a descriptor whose ownership passes to the
-    /// caller.
-    ///
-    /// # Errors
-    /// The errno of the failed call.
-    fn bpf(&self, command: Command, attr: &mut [u8], log: Option<&mut [u8]>) -> io::Result<i64>;
-}
-
-impl<F> Backend for F
-where
-    F: Fn(Command, &mut [u8], Option<&mut [u8]>) -> io::Result<i64> + Send + Sync,
-{
-    fn bpf(&self, command: Command, attr: &mut [u8], log: Option<&mut [u8]>) -> io::Result<i64> {
-        self(command, attr, log)
     }
 }
 

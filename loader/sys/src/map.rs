@@ -762,10 +762,18 @@ mod tests {
 
     use zerocopy::{FromBytes, IntoBytes};
 
-    use crate::Backend;
-
     /// A map over /dev/null whose commands go to `backend`.
-    fn fake_map(backend: impl Backend + 'static, key_size: u32, value_size: u32) -> Map {
+    fn fake_map<F>(backend: F, key_size: u32, value_size: u32) -> Map
+    where
+        F: Fn(Command, &mut [u8], Option<&mut [u8]>) -> std::io::Result<i64>
+            + Send
+            + Sync
+            + 'static,
+    {
+        // SAFETY: the fake backends of these tests return counts and errnos, never a
+        // descriptor.
+        #[allow(unsafe_code, reason = "a fake backend")]
+        let backend = unsafe { crate::FnBackend::new(backend) };
         let fd = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
         let info = MapInfo {
             map_type: Some(MapType::Hash),
@@ -798,7 +806,8 @@ mod tests {
     fn drain_backend(
         batches: Vec<Result<u32, i32>>,
         calls: Arc<Mutex<Vec<Command>>>,
-    ) -> impl Backend + 'static {
+    ) -> impl Fn(Command, &mut [u8], Option<&mut [u8]>) -> std::io::Result<i64> + Send + Sync + 'static
+    {
         batch_backend(Command::MapLookupAndDeleteBatch, batches, calls)
     }
 
@@ -807,7 +816,8 @@ mod tests {
         batch: Command,
         batches: Vec<Result<u32, i32>>,
         calls: Arc<Mutex<Vec<Command>>>,
-    ) -> impl Backend + 'static {
+    ) -> impl Fn(Command, &mut [u8], Option<&mut [u8]>) -> std::io::Result<i64> + Send + Sync + 'static
+    {
         move |c: Command, attr: &mut [u8], _: Option<&mut [u8]>| {
             let mut calls = calls.lock().unwrap();
             let n = calls.iter().filter(|&&k| k == c).count();

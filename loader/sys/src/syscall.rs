@@ -22,7 +22,9 @@ use super::{Backend, Command, Error};
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct KernelBackend;
 
-impl Backend for KernelBackend {
+// SAFETY: a non-negative result of a descriptor-creating bpf(2) command is a fresh
+// descriptor the kernel gave this process and nothing else holds.
+unsafe impl Backend for KernelBackend {
     fn bpf(&self, command: Command, attr: &mut [u8], _log: Option<&mut [u8]>) -> io::Result<i64> {
         let size = libc::c_uint::try_from(attr.len())
             .map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;

@@ -13,6 +13,7 @@ mod endian;
 mod flags;
 mod insn;
 mod name;
+mod pinning;
 mod types;
 
 pub use endian::Endian;
@@ -22,4 +23,5 @@ pub use insn::{
     PSEUDO_MAP_FD, PSEUDO_MAP_VALUE,
 };
 pub use name::{KERNEL_NAME_LEN, NameError, OBJ_NAME_LEN, is_name_byte, kernel_name, name_field};
+pub use pinning::Pinning;
 pub use types::{AttachType, LinkType, MapType, ProgramType, UnknownName, UnknownValue};

@@ -76,6 +76,19 @@ macro_rules! kernel_enum {
             }
         }
 
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                name.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
         impl FromStr for $ty {
             type Err = UnknownName;
             fn from_str(s: &str) -> Result<Self, UnknownName> {
@@ -332,6 +345,18 @@ mod tests {
         for t in [MapType::ProgArray, MapType::HashOfMaps, MapType::Sockhash] {
             assert!(t.holds_fds(), "{t}");
         }
+    }
+
+    #[test]
+    fn serde_uses_the_kernel_names() {
+        let json = serde_json::to_string(&MapType::LruHash).unwrap();
+        assert_eq!(json, "\"lru_hash\"");
+        assert_eq!(
+            serde_json::from_str::<MapType>(&json).unwrap(),
+            MapType::LruHash
+        );
+        let err = serde_json::from_str::<MapType>("\"lru-hash\"").unwrap_err();
+        assert!(err.to_string().contains("not a known map type"), "{err}");
     }
 
     #[test]

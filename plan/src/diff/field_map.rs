@@ -59,7 +59,7 @@ impl FieldAction {
 }
 
 /// Whether a field belongs to the key or to the value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     /// The map key.
@@ -357,7 +357,7 @@ impl Mapper {
     }
 
     fn walk(&mut self, old: Field<'_>, new: Field<'_>, path: &str, depth: usize) {
-        if depth > MAX_DEPTH {
+        if depth >= MAX_DEPTH {
             self.incompatible(old, new, path, "nesting too deep to compare".to_owned());
             return;
         }

@@ -47,12 +47,14 @@
 //!   taken as the same encoding (stated in a note), a size change cannot be mapped
 //!   and is `recreate`.
 
+use handover_uapi::MapType;
 use serde::{Deserialize, Serialize};
 
 use crate::diff::field_map::{ConversionPlan, FieldMapping, LayoutMapping, Op, Side, map_layout};
 use crate::spec::kernel_view::{KernelEnv, kernel_view};
 use crate::spec::model::{MapModel, TypeLayout, same_layout};
-use crate::spec::snapshot::{ByteOrder, ObjectModel};
+use crate::spec::snapshot::ObjectModel;
+use handover_uapi::Endian;
 
 /// How far an upgrade goes to keep entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -119,11 +121,121 @@ impl Verdict {
     }
 }
 
+/// Which attribute of a map spec a [`Change`] is about. Serialised and shown as its
+/// label (`max_entries`, `value layout`, `inner key_size`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Attribute {
+    /// `map_type`.
+    MapType,
+    /// `key_size`.
+    KeySize,
+    /// `value_size`.
+    ValueSize,
+    /// `max_entries`.
+    MaxEntries,
+    /// `flags`.
+    Flags,
+    /// `map_extra`.
+    MapExtra,
+    /// `pinning`.
+    Pinning,
+    /// `inner`: one side has an inner map definition, the other none.
+    Inner,
+    /// `key type`, `value type`: one side has BTF for it, the other none.
+    LayoutPresence(Side),
+    /// `key type name`, `value type name`: the same bytes under another type name.
+    LayoutName(Side),
+    /// `key layout`, `value layout`: the layout differs.
+    Layout(Side),
+    /// `inner ATTRIBUTE`: an attribute of the inner map definition.
+    OfInner(Box<Attribute>),
+}
+
+impl Attribute {
+    const fn side(side: Side) -> &'static str {
+        match side {
+            Side::Key => "key",
+            Side::Value => "value",
+        }
+    }
+}
+
+impl std::fmt::Display for Attribute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attribute::MapType => f.write_str("map_type"),
+            Attribute::KeySize => f.write_str("key_size"),
+            Attribute::ValueSize => f.write_str("value_size"),
+            Attribute::MaxEntries => f.write_str("max_entries"),
+            Attribute::Flags => f.write_str("flags"),
+            Attribute::MapExtra => f.write_str("map_extra"),
+            Attribute::Pinning => f.write_str("pinning"),
+            Attribute::Inner => f.write_str("inner"),
+            Attribute::LayoutPresence(s) => write!(f, "{} type", Attribute::side(*s)),
+            Attribute::LayoutName(s) => write!(f, "{} type name", Attribute::side(*s)),
+            Attribute::Layout(s) => write!(f, "{} layout", Attribute::side(*s)),
+            Attribute::OfInner(a) => write!(f, "inner {a}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Attribute {
+    type Err = String;
+    fn from_str(label: &str) -> Result<Self, String> {
+        if let Some(rest) = label.strip_prefix("inner ") {
+            return rest.parse().map(|a| Attribute::OfInner(Box::new(a)));
+        }
+        let side = |word: &str| match word {
+            "key" => Some(Side::Key),
+            "value" => Some(Side::Value),
+            _ => None,
+        };
+        let plain = match label {
+            "map_type" => Some(Attribute::MapType),
+            "key_size" => Some(Attribute::KeySize),
+            "value_size" => Some(Attribute::ValueSize),
+            "max_entries" => Some(Attribute::MaxEntries),
+            "flags" => Some(Attribute::Flags),
+            "map_extra" => Some(Attribute::MapExtra),
+            "pinning" => Some(Attribute::Pinning),
+            "inner" => Some(Attribute::Inner),
+            _ => None,
+        };
+        let layout = || {
+            let (word, rest) = label.split_once(' ')?;
+            let s = side(word)?;
+            match rest {
+                "type" => Some(Attribute::LayoutPresence(s)),
+                "type name" => Some(Attribute::LayoutName(s)),
+                "layout" => Some(Attribute::Layout(s)),
+                _ => None,
+            }
+        };
+        plain
+            .or_else(layout)
+            .ok_or_else(|| format!("{label:?} is not a map attribute"))
+    }
+}
+
+impl Serialize for Attribute {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Attribute {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let label = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        label.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// One attribute that differs between the old and new spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
-    /// Attribute name (`max_entries`, `value`, `value type name`).
-    pub attribute: String,
+    /// Which attribute.
+    pub attribute: Attribute,
     /// Old value, for display.
     pub old: String,
     /// New value, for display.
@@ -193,13 +305,20 @@ enum Class {
 }
 
 fn class_of(m: &MapModel) -> Class {
-    match m.map_type.as_str() {
-        "array" if is_readonly_global(&m.name) => Class::ReadOnlyData,
-        "hash" | "lru_hash" | "percpu_hash" | "lru_percpu_hash" | "array" | "percpu_array"
-        | "lpm_trie" => Class::Data,
-        "prog_array" => Class::ProgArray,
-        "ringbuf" | "user_ringbuf" | "perf_event_array" | "stack_trace" => Class::Events,
-        "array_of_maps" | "hash_of_maps" => Class::MapRefs,
+    match m.map_type {
+        MapType::Array if is_readonly_global(&m.name) => Class::ReadOnlyData,
+        MapType::Hash
+        | MapType::LruHash
+        | MapType::PercpuHash
+        | MapType::LruPercpuHash
+        | MapType::Array
+        | MapType::PercpuArray
+        | MapType::LpmTrie => Class::Data,
+        MapType::ProgArray => Class::ProgArray,
+        MapType::Ringbuf | MapType::UserRingbuf | MapType::PerfEventArray | MapType::StackTrace => {
+            Class::Events
+        }
+        MapType::ArrayOfMaps | MapType::HashOfMaps => Class::MapRefs,
         _ => Class::NoCopy,
     }
 }
@@ -212,37 +331,37 @@ fn is_readonly_global(name: &str) -> bool {
     section.starts_with(".rodata") || section.starts_with(".kconfig")
 }
 
-fn same_family(a: &str, b: &str) -> bool {
+fn same_family(a: MapType, b: MapType) -> bool {
     let family = |t| match t {
-        "hash" | "lru_hash" => Some(0),
-        "percpu_hash" | "lru_percpu_hash" => Some(1),
+        MapType::Hash | MapType::LruHash => Some(0),
+        MapType::PercpuHash | MapType::LruPercpuHash => Some(1),
         _ => None,
     };
     a == b || family(a).is_some_and(|f| family(b) == Some(f))
 }
 
-fn no_copy_reason(map_type: &str) -> &'static str {
+fn no_copy_reason(map_type: MapType) -> &'static str {
     match map_type {
-        "sockmap" | "sockhash" | "xskmap" | "reuseport_sockarray" => {
+        MapType::Sockmap | MapType::Sockhash | MapType::Xskmap | MapType::ReuseportSockarray => {
             "entries are sockets, which user space cannot insert again from what it reads back"
         }
-        "sk_storage"
-        | "inode_storage"
-        | "task_storage"
-        | "cgrp_storage"
-        | "cgroup_storage"
-        | "percpu_cgroup_storage" => {
+        MapType::SkStorage
+        | MapType::InodeStorage
+        | MapType::TaskStorage
+        | MapType::CgrpStorage
+        | MapType::CgroupStorage
+        | MapType::PercpuCgroupStorage => {
             "local storage is attached to kernel objects and cannot be copied"
         }
-        "devmap" | "devmap_hash" | "cpumap" => {
+        MapType::Devmap | MapType::DevmapHash | MapType::Cpumap => {
             "values name their program by id, which is not translated back to a descriptor on copy"
         }
-        "cgroup_array" => "entries are cgroup descriptors, which user space cannot read back",
-        "array_of_maps" | "hash_of_maps" => {
+        MapType::CgroupArray => "entries are cgroup descriptors, which user space cannot read back",
+        MapType::ArrayOfMaps | MapType::HashOfMaps => {
             "the inner maps were made for the old inner definition and cannot be converted in place"
         }
-        "queue" | "stack" => "reading a queue or stack removes its entries",
-        "bloom_filter" => "a bloom filter cannot be read back",
+        MapType::Queue | MapType::Stack => "reading a queue or stack removes its entries",
+        MapType::BloomFilter => "a bloom filter cannot be read back",
         _ => "entries of this map type cannot be copied by user space",
     }
 }
@@ -281,7 +400,7 @@ pub fn diff_objects(
     env: &KernelEnv,
 ) -> DiffReport {
     let mut report = diff_paired_objects(old, new, policy, env);
-    if old.iter().chain(new).any(|o| o.endian != ByteOrder::Little) {
+    if old.iter().chain(new).any(|o| o.endian != Endian::Little) {
         for d in &mut report.maps {
             refuse_big_endian_conversion(d);
         }
@@ -379,7 +498,7 @@ fn map_side(
 }
 
 fn layout_changes(
-    attribute: &str,
+    side: Side,
     old: Option<&TypeLayout>,
     new: Option<&TypeLayout>,
     out: &mut Vec<Change>,
@@ -389,7 +508,7 @@ fn layout_changes(
             let show =
                 |t: Option<&TypeLayout>| t.map_or("(no BTF)".to_owned(), TypeLayout::describe);
             out.push(Change {
-                attribute: format!("{attribute} type"),
+                attribute: Attribute::LayoutPresence(side),
                 old: show(old),
                 new: show(new),
                 // Without BTF on one side only the size can be compared, and the size
@@ -402,7 +521,7 @@ fn layout_changes(
     if same_layout(o, n) {
         if o.describe() != n.describe() {
             out.push(Change {
-                attribute: format!("{attribute} type name"),
+                attribute: Attribute::LayoutName(side),
                 old: o.describe(),
                 new: n.describe(),
                 cosmetic: true,
@@ -414,7 +533,7 @@ fn layout_changes(
             None => t.describe(),
         };
         out.push(Change {
-            attribute: format!("{attribute} layout"),
+            attribute: Attribute::Layout(side),
             old: show(o),
             new: show(n),
             cosmetic: false,
@@ -424,59 +543,67 @@ fn layout_changes(
 
 fn attribute_changes(o: &MapModel, n: &MapModel) -> Vec<Change> {
     let mut out = Vec::new();
-    let mut push = |attribute: &str, old: String, new: String| {
+    let mut push = |attribute: Attribute, old: String, new: String| {
         if old != new {
             out.push(Change {
-                attribute: attribute.to_owned(),
+                attribute,
                 old,
                 new,
                 cosmetic: false,
             });
         }
     };
-    push("map_type", o.map_type.clone(), n.map_type.clone());
-    push("key_size", o.key_size.to_string(), n.key_size.to_string());
     push(
-        "value_size",
+        Attribute::MapType,
+        o.map_type.to_string(),
+        n.map_type.to_string(),
+    );
+    push(
+        Attribute::KeySize,
+        o.key_size.to_string(),
+        n.key_size.to_string(),
+    );
+    push(
+        Attribute::ValueSize,
         o.value_size.to_string(),
         n.value_size.to_string(),
     );
     push(
-        "max_entries",
+        Attribute::MaxEntries,
         o.max_entries.to_string(),
         n.max_entries.to_string(),
     );
     push(
-        "flags",
+        Attribute::Flags,
         format!("{:#x}", o.flags),
         format!("{:#x}", n.flags),
     );
     push(
-        "map_extra",
+        Attribute::MapExtra,
         format!("{:#x}", o.map_extra),
         format!("{:#x}", n.map_extra),
     );
-    layout_changes("key", o.key.as_ref(), n.key.as_ref(), &mut out);
-    layout_changes("value", o.value.as_ref(), n.value.as_ref(), &mut out);
+    layout_changes(Side::Key, o.key.as_ref(), n.key.as_ref(), &mut out);
+    layout_changes(Side::Value, o.value.as_ref(), n.value.as_ref(), &mut out);
     match (&o.inner, &n.inner) {
         (Some(a), Some(b)) if a != b => {
             for c in attribute_changes(a, b) {
                 out.push(Change {
-                    attribute: format!("inner {}", c.attribute),
+                    attribute: Attribute::OfInner(Box::new(c.attribute)),
                     ..c
                 });
             }
         }
         (None, Some(_)) | (Some(_), None) => out.push(Change {
-            attribute: "inner".to_owned(),
+            attribute: Attribute::Inner,
             old: o
                 .inner
                 .as_ref()
-                .map_or("none".into(), |i| i.map_type.clone()),
+                .map_or("none".into(), |i| i.map_type.to_string()),
             new: n
                 .inner
                 .as_ref()
-                .map_or("none".into(), |i| i.map_type.clone()),
+                .map_or("none".into(), |i| i.map_type.to_string()),
             cosmetic: false,
         }),
         _ => {}
@@ -484,9 +611,9 @@ fn attribute_changes(o: &MapModel, n: &MapModel) -> Vec<Change> {
     if o.pinning != n.pinning {
         // Where the map is pinned is the executor's business, not the entries'.
         out.push(Change {
-            attribute: "pinning".to_owned(),
-            old: o.pinning.to_string(),
-            new: n.pinning.to_string(),
+            attribute: Attribute::Pinning,
+            old: u32::from(o.pinning).to_string(),
+            new: u32::from(n.pinning).to_string(),
             cosmetic: true,
         });
     }
@@ -559,7 +686,7 @@ pub fn diff_map(
         Side::Key,
         &mut btf_notes,
     );
-    if matches!(o.map_type.as_str(), "array" | "percpu_array") {
+    if matches!(o.map_type, MapType::Array | MapType::PercpuArray) {
         btf_notes.clear();
     }
     let value = map_side(
@@ -585,7 +712,7 @@ pub fn diff_map(
     let only_grows = d
         .changes
         .iter()
-        .all(|c| c.cosmetic || c.attribute == "max_entries")
+        .all(|c| c.cosmetic || c.attribute == Attribute::MaxEntries)
         && !shrinks;
     let entries_are_state = !matches!(old_class, Class::Events);
 
@@ -615,7 +742,7 @@ pub fn diff_map(
             .changes
             .iter()
             .filter(|c| !c.cosmetic)
-            .map(|c| c.attribute.clone())
+            .map(|c| c.attribute.to_string())
             .collect();
         // Strict carries nothing, so there is no field mapping to show.
         d.fields.clear();
@@ -632,7 +759,7 @@ pub fn diff_map(
     let only_capacity = d
         .changes
         .iter()
-        .all(|c| c.cosmetic || c.attribute == "max_entries");
+        .all(|c| c.cosmetic || c.attribute == Attribute::MaxEntries);
     if old_class == Class::MapRefs && new_class == Class::MapRefs && !type_changed && only_capacity
     {
         d.notes.push(
@@ -651,12 +778,12 @@ pub fn diff_map(
         } else if type_changed {
             format!("map type changed from {} to {}", o.map_type, n.map_type)
         } else {
-            format!("changed, and {}", no_copy_reason(&o.map_type))
+            format!("changed, and {}", no_copy_reason(o.map_type))
         };
         recreate(&mut d, why);
         return d;
     }
-    if type_changed && !same_family(&o.map_type, &n.map_type) {
+    if type_changed && !same_family(o.map_type, n.map_type) {
         recreate(
             &mut d,
             format!(
@@ -673,7 +800,10 @@ pub fn diff_map(
         ));
     }
 
-    let key_fixed = matches!(o.map_type.as_str(), "array" | "percpu_array" | "lpm_trie");
+    let key_fixed = matches!(
+        o.map_type,
+        MapType::Array | MapType::PercpuArray | MapType::LpmTrie
+    );
     match &key {
         SideMap::Same => {}
         SideMap::Impossible(why) => {
@@ -751,5 +881,41 @@ fn simple(name: &str, verdict: Verdict, loses_entries: bool, note: &str) -> MapD
         notes: vec![note.to_owned()],
         key_plan: None,
         value_plan: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Attribute, Side};
+
+    #[test]
+    fn attribute_labels_round_trip() {
+        let all = [
+            Attribute::MapType,
+            Attribute::KeySize,
+            Attribute::ValueSize,
+            Attribute::MaxEntries,
+            Attribute::Flags,
+            Attribute::MapExtra,
+            Attribute::Pinning,
+            Attribute::Inner,
+            Attribute::LayoutPresence(Side::Key),
+            Attribute::LayoutName(Side::Value),
+            Attribute::Layout(Side::Value),
+            Attribute::OfInner(Box::new(Attribute::Layout(Side::Key))),
+        ];
+        for a in all {
+            let label = a.to_string();
+            assert_eq!(label.parse::<Attribute>(), Ok(a.clone()), "{label}");
+            let json = serde_json::to_string(&a).unwrap();
+            assert_eq!(json, format!("{label:?}"));
+            assert_eq!(serde_json::from_str::<Attribute>(&json).unwrap(), a);
+        }
+        assert_eq!(Attribute::Layout(Side::Value).to_string(), "value layout");
+        assert_eq!(
+            Attribute::OfInner(Box::new(Attribute::KeySize)).to_string(),
+            "inner key_size"
+        );
+        assert!("value size".parse::<Attribute>().is_err());
     }
 }

@@ -6,7 +6,7 @@
 //! map) never look different. Each row of [`ADJUSTMENTS`] has its own test.
 
 use handover_loader::ringbuf_size;
-use handover_uapi::map_flags;
+use handover_uapi::{MapType, kernel_name, map_flags};
 
 use crate::spec::model::MapModel;
 
@@ -15,7 +15,7 @@ pub const BPF_F_RDONLY_PROG: u32 = map_flags::RDONLY_PROG;
 /// `BPF_F_NO_PREALLOC`: elements are allocated on update.
 pub const BPF_F_NO_PREALLOC: u32 = map_flags::NO_PREALLOC;
 /// Longest map name the kernel keeps (`BPF_OBJ_NAME_LEN` less the terminating NUL).
-pub use handover_loader::KERNEL_NAME_LEN;
+pub use handover_uapi::KERNEL_NAME_LEN;
 
 /// Facts about the running machine that some adjustments depend on (read by
 /// `handover::kernel_env`; given as a value here).
@@ -31,7 +31,7 @@ pub struct KernelEnv {
 #[derive(Debug, Clone, Copy)]
 pub struct Adjustment {
     /// Which map types the row applies to (empty: all).
-    pub map_types: &'static [&'static str],
+    pub map_types: &'static [MapType],
     /// Attribute changed.
     pub field: &'static str,
     /// What happens, in one sentence.
@@ -44,25 +44,17 @@ pub const ADJUSTMENTS: &[Adjustment] = &[
     Adjustment {
         map_types: &[],
         field: "name",
-        rule: "the kernel keeps the first 15 bytes of a map name",
-        apply: |m, _| {
-            if m.name.len() > KERNEL_NAME_LEN {
-                let mut end = KERNEL_NAME_LEN;
-                while !m.name.is_char_boundary(end) {
-                    end -= 1;
-                }
-                m.name.truncate(end);
-            }
-        },
+        rule: "the loader gives the kernel the first 15 bytes of a map name, every byte the kernel refuses as '_'",
+        apply: |m, _| m.name = kernel_name(&m.name),
     },
     Adjustment {
-        map_types: &["ringbuf", "user_ringbuf"],
+        map_types: &[MapType::Ringbuf, MapType::UserRingbuf],
         field: "max_entries",
         rule: "the ring size is rounded up to a power of two that is at least one page",
         apply: |m, env| m.max_entries = ringbuf_size(m.max_entries.max(1), env.page_size),
     },
     Adjustment {
-        map_types: &["ringbuf", "user_ringbuf"],
+        map_types: &[MapType::Ringbuf, MapType::UserRingbuf],
         field: "key_size/value_size",
         rule: "ring buffers have neither key nor value",
         apply: |m, _| {
@@ -73,7 +65,7 @@ pub const ADJUSTMENTS: &[Adjustment] = &[
         },
     },
     Adjustment {
-        map_types: &["perf_event_array"],
+        map_types: &[MapType::PerfEventArray],
         field: "max_entries",
         rule: "0 becomes the number of possible CPUs (the loader sizes it; the kernel keeps any other capacity)",
         apply: |m, env| {
@@ -84,11 +76,11 @@ pub const ADJUSTMENTS: &[Adjustment] = &[
     },
     Adjustment {
         map_types: &[
-            "perf_event_array",
-            "prog_array",
-            "cgroup_array",
-            "array_of_maps",
-            "hash_of_maps",
+            MapType::PerfEventArray,
+            MapType::ProgArray,
+            MapType::CgroupArray,
+            MapType::ArrayOfMaps,
+            MapType::HashOfMaps,
         ],
         field: "value_size",
         rule: "a value is a 4-byte file descriptor, whatever type the source declared",
@@ -98,32 +90,32 @@ pub const ADJUSTMENTS: &[Adjustment] = &[
         },
     },
     Adjustment {
-        map_types: &["devmap", "devmap_hash"],
+        map_types: &[MapType::Devmap, MapType::DevmapHash],
         field: "flags",
         rule: "the kernel sets BPF_F_RDONLY_PROG on device maps",
         apply: |m, _| m.flags |= BPF_F_RDONLY_PROG,
     },
     Adjustment {
-        map_types: &["lpm_trie"],
+        map_types: &[MapType::LpmTrie],
         field: "flags",
         rule: "an LPM trie is always created with BPF_F_NO_PREALLOC",
         apply: |m, _| m.flags |= BPF_F_NO_PREALLOC,
     },
     Adjustment {
         map_types: &[
-            "sk_storage",
-            "inode_storage",
-            "task_storage",
-            "cgrp_storage",
-            "cgroup_storage",
-            "percpu_cgroup_storage",
+            MapType::SkStorage,
+            MapType::InodeStorage,
+            MapType::TaskStorage,
+            MapType::CgrpStorage,
+            MapType::CgroupStorage,
+            MapType::PercpuCgroupStorage,
         ],
         field: "max_entries",
         rule: "local storage has no capacity: max_entries is 0",
         apply: |m, _| m.max_entries = 0,
     },
     Adjustment {
-        map_types: &["bloom_filter"],
+        map_types: &[MapType::BloomFilter],
         field: "map_extra",
         rule: "the hash count is the low 4 bits of map_extra; 0 means 5",
         apply: |m, _| {
@@ -141,7 +133,7 @@ pub const ADJUSTMENTS: &[Adjustment] = &[
 pub fn kernel_view(map: &MapModel, env: &KernelEnv) -> MapModel {
     let mut m = map.clone();
     for row in ADJUSTMENTS {
-        if row.map_types.is_empty() || row.map_types.contains(&m.map_type.as_str()) {
+        if row.map_types.is_empty() || row.map_types.contains(&m.map_type) {
             (row.apply)(&mut m, env);
         }
     }
@@ -154,6 +146,7 @@ pub fn kernel_view(map: &MapModel, env: &KernelEnv) -> MapModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use handover_uapi::Pinning;
 
     const ENV: KernelEnv = KernelEnv {
         page_size: 4096,
@@ -163,13 +156,13 @@ mod tests {
     fn map(map_type: &str) -> MapModel {
         MapModel {
             name: "m".into(),
-            map_type: map_type.into(),
+            map_type: map_type.parse().expect("a kernel map type name"),
             key_size: 4,
             value_size: 8,
             max_entries: 16,
             flags: 0,
             map_extra: 0,
-            pinning: 0,
+            pinning: Pinning::None,
             key: None,
             value: None,
             inner: None,
@@ -180,7 +173,8 @@ mod tests {
         ADJUSTMENTS
             .iter()
             .find(|r| {
-                r.field == field && (r.map_types.is_empty() || r.map_types.contains(&map_type))
+                r.field == field
+                    && (r.map_types.is_empty() || r.map_types.iter().any(|t| t.name() == map_type))
             })
             .expect("row exists")
     }
@@ -200,6 +194,16 @@ mod tests {
         let mut other = m.clone();
         other.name = "a_very_long_map_name_too".into();
         assert_eq!(kernel_view(&m, &ENV), kernel_view(&other, &ENV));
+        // The one object-name rule (handover-uapi), as the loader names the map: a byte
+        // outside [A-Za-z0-9_.] becomes '_', a character cut at byte 15 too.
+        m.name = "my-map.v2".into();
+        assert_eq!(kernel_view(&m, &ENV).name, "my_map.v2");
+        m.name = "abcdefghijklmné".into();
+        assert_eq!(kernel_view(&m, &ENV).name, "abcdefghijklmn_");
+        assert_eq!(
+            kernel_view(&m, &ENV).name,
+            handover_uapi::kernel_name(&m.name)
+        );
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub enum LayoutError {
         /// Type at which the limit was hit.
         id: u32,
     },
+    /// The layout would have more nodes than [`handover_btf::MAX_STEPS`].
+    #[error("BTF type {id} expands to more than {} types", handover_btf::MAX_STEPS)]
+    TooLarge {
+        /// Type at which the budget ran out.
+        id: u32,
+    },
     /// A kind that has no data layout (a function).
     #[error("BTF type {id} is a {kind}, which has no data layout")]
     NotData {
@@ -40,7 +46,8 @@ pub enum LayoutError {
 /// # Errors
 /// [`LayoutError`] when the BTF is malformed, nests too deep, or names a function.
 pub fn layout_of(btf: &Btf<'_>, id: TypeId) -> Result<TypeLayout, LayoutError> {
-    walk(btf, id, 0)
+    let mut budget = handover_btf::MAX_STEPS;
+    walk(btf, id, 0, &mut budget)
 }
 
 fn err(id: TypeId) -> impl Fn(handover_btf::Error) -> LayoutError {
@@ -51,10 +58,21 @@ fn opt_name(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
-fn walk(btf: &Btf<'_>, id: TypeId, depth: usize) -> Result<TypeLayout, LayoutError> {
-    if depth > MAX_DEPTH {
+/// Builds the layout of `id` at nesting `depth`; `budget` is the number of types the
+/// whole walk may still visit, so a type that fans out exponentially (a struct of two
+/// arrays of structs of two arrays ...) ends in an error instead of filling memory.
+fn walk(
+    btf: &Btf<'_>,
+    id: TypeId,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<TypeLayout, LayoutError> {
+    if depth >= MAX_DEPTH {
         return Err(LayoutError::TooDeep { id: id.0 });
     }
+    *budget = budget
+        .checked_sub(1)
+        .ok_or(LayoutError::TooLarge { id: id.0 })?;
     if id.0 == 0 {
         return Ok(TypeLayout::Void);
     }
@@ -77,7 +95,7 @@ fn walk(btf: &Btf<'_>, id: TypeId, depth: usize) -> Result<TypeLayout, LayoutErr
             target: pointee_name(btf, target),
         },
         Detail::Array(a) => TypeLayout::Array {
-            elem: Box::new(walk(btf, a.elem, depth + 1)?),
+            elem: Box::new(walk(btf, a.elem, depth + 1, budget)?),
             len: a.nelems,
         },
         Detail::Struct(c) | Detail::Union(c) => {
@@ -88,7 +106,7 @@ fn walk(btf: &Btf<'_>, id: TypeId, depth: usize) -> Result<TypeLayout, LayoutErr
                     name: opt_name(m.name().map_err(err(id))?),
                     bit_offset: u64::from(m.bit_offset),
                     bitfield_size: m.bitfield_size,
-                    ty: walk(btf, m.ty, depth + 1)?,
+                    ty: walk(btf, m.ty, depth + 1, budget)?,
                 });
             }
             if is_union {
@@ -125,12 +143,12 @@ fn walk(btf: &Btf<'_>, id: TypeId, depth: usize) -> Result<TypeLayout, LayoutErr
         },
         Detail::Typedef(target) => TypeLayout::Typedef {
             name: name.to_owned(),
-            target: Box::new(walk(btf, target, depth + 1)?),
+            target: Box::new(walk(btf, target, depth + 1, budget)?),
         },
         Detail::Volatile(t) | Detail::Const(t) | Detail::Restrict(t) | Detail::TypeTag(t) => {
-            walk(btf, t, depth + 1)?
+            walk(btf, t, depth + 1, budget)?
         }
-        Detail::Var(v) => walk(btf, v.ty, depth + 1)?,
+        Detail::Var(v) => walk(btf, v.ty, depth + 1, budget)?,
         Detail::Datasec(d) => {
             let mut members = Vec::with_capacity(d.vars.len());
             for v in d.vars {
@@ -139,7 +157,7 @@ fn walk(btf: &Btf<'_>, id: TypeId, depth: usize) -> Result<TypeLayout, LayoutErr
                     name: opt_name(var.name().map_err(err(v.ty))?),
                     bit_offset: u64::from(v.offset) * 8,
                     bitfield_size: 0,
-                    ty: walk(btf, v.ty, depth + 1)?,
+                    ty: walk(btf, v.ty, depth + 1, budget)?,
                 });
             }
             TypeLayout::Struct {
@@ -178,4 +196,66 @@ fn pointee_name(btf: &Btf<'_>, mut id: TypeId) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use handover_btf::{Btf, Builder, Endian, Kind, TypeId};
+
+    use super::layout_of;
+
+    /// `int` wrapped in `n` structs, each holding the previous one as its only member.
+    fn nested(n: usize) -> (Vec<u8>, TypeId) {
+        let mut b = Builder::new(Endian::Little);
+        let name = b.string("int");
+        let mut top = b.add(name, Kind::Int, false, 0, 4, &[(1 << 24) | 32]);
+        for i in 0..n {
+            let s = b.string(&format!("s{i}"));
+            let m = b.string("m");
+            top = b.add(s, Kind::Struct, false, 1, 4, &[m.0, top.0, 0]);
+        }
+        (b.finish(), top)
+    }
+
+    /// The layout builder and the BTF parser's own layout walk refuse the same depth.
+    #[test]
+    fn the_builder_and_the_parser_share_one_depth_limit() {
+        for n in 1..(handover_btf::MAX_DEPTH + 4) {
+            let (blob, top) = nested(n);
+            let btf = Btf::parse(&blob).unwrap();
+            assert_eq!(
+                layout_of(&btf, top).is_ok(),
+                btf.layout(top).is_ok(),
+                "{n} nested structs"
+            );
+        }
+    }
+
+    /// A type that fans out exponentially stops at the step budget.
+    #[test]
+    fn exponential_fan_out_is_refused() {
+        let mut b = Builder::new(Endian::Little);
+        let name = b.string("int");
+        let mut top = b.add(name, Kind::Int, false, 0, 4, &[(1 << 24) | 32]);
+        let mut size = 4u32;
+        for i in 0..24 {
+            let s = b.string(&format!("s{i}"));
+            let (x, y) = (b.string("x"), b.string("y"));
+            size *= 2;
+            top = b.add(
+                s,
+                Kind::Struct,
+                false,
+                2,
+                size,
+                &[x.0, top.0, 0, y.0, top.0, size * 4],
+            );
+        }
+        let blob = b.finish();
+        let btf = Btf::parse(&blob).unwrap();
+        assert!(matches!(
+            layout_of(&btf, top),
+            Err(super::LayoutError::TooLarge { .. })
+        ));
+    }
 }

@@ -6,6 +6,7 @@
 //! change a single byte), so two models can be compared without the objects that
 //! produced them.
 
+use handover_uapi::{MapType, Pinning};
 use serde::{Deserialize, Serialize};
 
 /// One map of an object: its kernel attributes and, when the object has BTF for it,
@@ -14,8 +15,9 @@ use serde::{Deserialize, Serialize};
 pub struct MapModel {
     /// Map name as written in the object (the kernel keeps the first 15 bytes).
     pub name: String,
-    /// Kernel map type, as the lower-case suffix of `BPF_MAP_TYPE_*` (`hash`, `lru_hash`).
-    pub map_type: String,
+    /// Kernel map type, serialised as the lower-case suffix of `BPF_MAP_TYPE_*`
+    /// (`hash`, `lru_hash`).
+    pub map_type: MapType,
     /// Key size in bytes.
     pub key_size: u32,
     /// Value size in bytes.
@@ -26,8 +28,8 @@ pub struct MapModel {
     pub flags: u32,
     /// Type-specific extra attribute (bloom filter hash count, arena address).
     pub map_extra: u64,
-    /// Pinning mode: 0 none, 1 by name (`LIBBPF_PIN_BY_NAME`).
-    pub pinning: u32,
+    /// Pinning mode, serialised as libbpf's number (0 none, 1 `LIBBPF_PIN_BY_NAME`).
+    pub pinning: Pinning,
     /// Key layout, when the object carries BTF for the key.
     pub key: Option<TypeLayout>,
     /// Value layout, when the object carries BTF for the value.
@@ -224,11 +226,13 @@ pub fn same_layout(old: &TypeLayout, new: &TypeLayout) -> bool {
     same_layout_depth(old, new, 0)
 }
 
-/// Nesting beyond this is refused by the builder; the comparison stops there too.
-pub(crate) const MAX_DEPTH: usize = 64;
+/// Nesting from this depth on is refused by the builder; the comparison and the field
+/// mapping stop there too. The BTF parser's limit ([`handover_btf::MAX_DEPTH`], the
+/// kernel's), so every walk over types has the one limit.
+pub(crate) const MAX_DEPTH: usize = handover_btf::MAX_DEPTH;
 
 fn same_layout_depth(old: &TypeLayout, new: &TypeLayout, depth: usize) -> bool {
-    if depth > MAX_DEPTH {
+    if depth >= MAX_DEPTH {
         return false;
     }
     match (old.peel(), new.peel()) {
@@ -321,74 +325,6 @@ pub(crate) fn enum_values_kept(old: &[EnumValue], new: &[EnumValue]) -> bool {
         .all(|o| new.iter().any(|n| n.name == o.name && n.value == o.value))
 }
 
-/// `BPF_MAP_TYPE_*` numbers and their names, in kernel order (include/uapi/linux/bpf.h).
-const MAP_TYPE_NAMES: &[&str] = &[
-    "unspec",
-    "hash",
-    "array",
-    "prog_array",
-    "perf_event_array",
-    "percpu_hash",
-    "percpu_array",
-    "stack_trace",
-    "cgroup_array",
-    "lru_hash",
-    "lru_percpu_hash",
-    "lpm_trie",
-    "array_of_maps",
-    "hash_of_maps",
-    "devmap",
-    "sockmap",
-    "cpumap",
-    "xskmap",
-    "sockhash",
-    "cgroup_storage",
-    "reuseport_sockarray",
-    "percpu_cgroup_storage",
-    "queue",
-    "stack",
-    "sk_storage",
-    "devmap_hash",
-    "struct_ops",
-    "ringbuf",
-    "inode_storage",
-    "task_storage",
-    "bloom_filter",
-    "user_ringbuf",
-    "cgrp_storage",
-    "arena",
-];
-
-/// The name of a `BPF_MAP_TYPE_*` number: `hash` for 1; `unknown_N` past the table.
-#[must_use]
-pub fn map_type_name(map_type: u32) -> String {
-    usize::try_from(map_type)
-        .ok()
-        .and_then(|i| MAP_TYPE_NAMES.get(i))
-        .map_or_else(|| format!("unknown_{map_type}"), |s| (*s).to_owned())
-}
-
-/// The `BPF_MAP_TYPE_*` number of a name given by [`map_type_name`].
-#[must_use]
-pub fn map_type_number(name: &str) -> Option<u32> {
-    if let Some(n) = name.strip_prefix("unknown_") {
-        return n.parse().ok();
-    }
-    MAP_TYPE_NAMES
-        .iter()
-        .position(|s| *s == name)
-        .and_then(|i| u32::try_from(i).ok())
-}
-
-/// Whether the map keeps one value per possible CPU.
-#[must_use]
-pub fn is_percpu(map_type: &str) -> bool {
-    matches!(
-        map_type,
-        "percpu_hash" | "percpu_array" | "lru_percpu_hash" | "percpu_cgroup_storage"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,16 +337,6 @@ mod tests {
             bits: 32,
             bit_offset: 0,
         }
-    }
-
-    #[test]
-    fn map_type_names_round_trip() {
-        for n in 0..40 {
-            assert_eq!(map_type_number(&map_type_name(n)), Some(n));
-        }
-        assert_eq!(map_type_name(1), "hash");
-        assert_eq!(map_type_name(27), "ringbuf");
-        assert_eq!(map_type_name(33), "arena");
     }
 
     #[test]

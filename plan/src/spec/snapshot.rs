@@ -29,6 +29,7 @@ use serde_json::value::RawValue;
 
 use crate::spec::digest::sha256_hex;
 use crate::spec::model::MapModel;
+use handover_uapi::Endian;
 
 /// Value of the `format` field.
 pub const FORMAT_NAME: &str = "handover-snapshot";
@@ -42,22 +43,16 @@ pub struct ObjectModel {
     pub name: String,
     /// SHA-256 of the object file, lower-case hex.
     pub sha256: String,
-    /// Byte order of the object's keys and values.
-    #[serde(default)]
-    pub endian: ByteOrder,
+    /// Byte order of the object's keys and values (`little` when absent: files
+    /// written before it was recorded).
+    #[serde(default = "little")]
+    pub endian: Endian,
     /// Its maps, in object order.
     pub maps: Vec<MapModel>,
 }
 
-/// Byte order of encoded keys and values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ByteOrder {
-    /// Least significant byte first (`bpfel`, x86, arm64).
-    #[default]
-    Little,
-    /// Most significant byte first (`bpfeb`, s390x).
-    Big,
+fn little() -> Endian {
+    Endian::Little
 }
 
 /// The contents of a snapshot file.
