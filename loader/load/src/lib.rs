@@ -194,6 +194,29 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    /// The verifier reached an instruction poisoned by a CO-RE relocation the running
+    /// kernel cannot satisfy (libbpf's "relocation failed" case).
+    #[error(
+        "loading program {program} (section {section}): the verifier reached instruction \
+         {insn}, poisoned by CO-RE relocation #{index} ({relocation}): the running kernel \
+         lacks what it names; guard the access (bpf_core_field_exists and the like) so that \
+         the instruction is dead on such a kernel"
+    )]
+    PoisonedCore {
+        /// The program's name.
+        program: String,
+        /// Its section.
+        section: String,
+        /// The poisoned instruction.
+        insn: u32,
+        /// The relocation's index among the program's CO-RE relocations.
+        index: usize,
+        /// The relocation and why it has no value on this kernel.
+        relocation: String,
+        /// The kernel's error, with the verifier log.
+        #[source]
+        source: sys::Error,
+    },
     /// The kernel refused a program.
     #[error("loading program {program} (section {section})")]
     ProgramLoad {
@@ -988,14 +1011,52 @@ fn load_program(
             args.line_info_rec_size = 16;
         }
     }
-    let fd = bpf
-        .prog_load(&args)
-        .map_err(|source| LoadError::ProgramLoad {
-            program: spec.name.clone(),
-            section: spec.section.clone(),
-            source,
-        })?;
+    let fd = bpf.prog_load(&args).map_err(|source| {
+        // A poisoned CO-RE instruction the verifier reached: say which relocation
+        // the running kernel cannot satisfy, as libbpf does.
+        let poisoned = source.log().and_then(poisoned_insn).and_then(|insn| {
+            outcomes
+                .iter()
+                .find(|o| o.insn == insn && o.poisoned.is_some())
+        });
+        match poisoned {
+            Some(o) => LoadError::PoisonedCore {
+                program: spec.name.clone(),
+                section: spec.section.clone(),
+                insn: o.insn,
+                index: o.index,
+                relocation: o.poisoned.clone().unwrap_or_default(),
+                source,
+            },
+            None => LoadError::ProgramLoad {
+                program: spec.name.clone(),
+                section: spec.section.clone(),
+                source,
+            },
+        }
+    })?;
     Ok((fd, outcomes))
+}
+
+/// The instruction at which a verifier log says it met a call to the CO-RE poison
+/// helper ([`handover_loader::POISON_HELPER`]): the number of the last `N: (85) call
+/// unknown#195896080` line before `invalid func unknown#195896080`.
+fn poisoned_insn(log: &str) -> Option<u32> {
+    let callee = format!("unknown#{}", handover_loader::POISON_HELPER);
+    let refusal = format!("invalid func {callee}");
+    let mut last_call = None;
+    for line in log.lines() {
+        if line.trim() == refusal {
+            return last_call;
+        }
+        if let Some((n, rest)) = line.split_once(": ")
+            && rest.contains("call")
+            && rest.contains(&callee)
+        {
+            last_call = n.trim().parse().ok();
+        }
+    }
+    None
 }
 
 #[cfg(test)]

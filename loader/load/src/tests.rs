@@ -389,3 +389,20 @@ fn with_keep_going_each_program_has_its_own_result() {
     );
     assert!(why["tc_custom_prog"].contains("\"tc_custom\""), "{why:#?}");
 }
+
+#[test]
+fn the_poisoned_instruction_is_read_from_the_verifier_log() {
+    let log = "0: R1=ctx() R10=fp0\n\
+               0: (85) call bpf_get_current_task#35\n\
+               1: (bf) r3 = r0\n\
+               2: (85) call unknown#195896080\n\
+               invalid func unknown#195896080\n\
+               processed 3 insns (limit 1000000)";
+    assert_eq!(poisoned_insn(log), Some(2));
+    assert_eq!(poisoned_insn("0: (95) exit\nR0 !read_ok"), None);
+    // A poisoned call in dead code the verifier never reached is not the reason.
+    assert_eq!(
+        poisoned_insn("7: (85) call unknown#195896080\nR1 invalid mem access 'scalar'"),
+        None
+    );
+}

@@ -97,6 +97,11 @@ const NOT_LOADED: &[(&str, &str)] = &[
          bpftool has none to give",
     ),
     (
+        "core_missing.o",
+        "reads a field no kernel has, on purpose: both loaders refuse it (kernel_load.rs \
+         checks the error names the relocation); it has no maps",
+    ),
+    (
         "too_complex.o",
         "the verifier refuses it as too large to walk, on purpose (kernel_load.rs checks the \
          error); libbpf's retry logs a line per instruction walked, for a minute",

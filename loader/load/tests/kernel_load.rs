@@ -1084,3 +1084,39 @@ fn kconfig_externs_get_the_running_kernels_values_as_libbpf_gives_them() {
         "{text}"
     );
 }
+
+#[test]
+fn a_poisoned_core_instruction_the_verifier_reaches_names_its_relocation() {
+    if !testenv::privileged("a_poisoned_core_instruction_the_verifier_reaches_names_its_relocation")
+    {
+        return;
+    }
+    let _fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/core_missing.c: an unguarded CO-RE read of
+    // task_struct.handover_no_such_field.
+    let data = common::read(&common::fixture("core_missing"));
+    let obj = Object::parse(&data).unwrap();
+    let err = load(&bpf, &obj, LoadOptions::default()).unwrap_err();
+    let LoadError::PoisonedCore {
+        program,
+        relocation,
+        source,
+        ..
+    } = &err
+    else {
+        panic!("{}", common::chain(&err));
+    };
+    assert_eq!(program, "read_missing_field");
+    assert!(
+        relocation.contains("struct task_struct.handover_no_such_field"),
+        "{relocation}"
+    );
+    assert!(
+        source
+            .log()
+            .is_some_and(|l| l.contains("invalid func unknown#195896080"))
+    );
+    let text = common::chain(&err);
+    assert!(text.contains("field_byte_offset of struct task_struct.handover_no_such_field: the field does not exist in the target"), "{text}");
+}
