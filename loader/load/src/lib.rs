@@ -197,22 +197,17 @@ pub enum LoadError {
     /// The verifier reached an instruction poisoned by a CO-RE relocation the running
     /// kernel cannot satisfy (libbpf's "relocation failed" case).
     #[error(
-        "loading program {program} (section {section}): the verifier reached instruction \
-         {insn}, poisoned by CO-RE relocation #{index} ({relocation}): the running kernel \
-         lacks what it names; guard the access (bpf_core_field_exists and the like) so that \
-         the instruction is dead on such a kernel"
+        "loading program {program} (section {}): the verifier reached instruction {}, \
+         poisoned by CO-RE relocation #{} ({}): the running kernel lacks what it names; \
+         guard the access (bpf_core_field_exists and the like) so that the instruction is \
+         dead on such a kernel",
+        poisoned.section, poisoned.insn, poisoned.index, poisoned.relocation
     )]
     PoisonedCore {
         /// The program's name.
         program: String,
-        /// Its section.
-        section: String,
-        /// The poisoned instruction.
-        insn: u32,
-        /// The relocation's index among the program's CO-RE relocations.
-        index: usize,
-        /// The relocation and why it has no value on this kernel.
-        relocation: String,
+        /// Which relocation, where.
+        poisoned: Box<PoisonedRelocation>,
         /// The kernel's error, with the verifier log.
         #[source]
         source: sys::Error,
@@ -242,6 +237,19 @@ impl From<PrepareError> for LoadError {
             },
         }
     }
+}
+
+/// The CO-RE relocation whose poisoned instruction the verifier reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoisonedRelocation {
+    /// The program's section.
+    pub section: String,
+    /// The poisoned instruction.
+    pub insn: u32,
+    /// The relocation's index among the program's CO-RE relocations.
+    pub index: usize,
+    /// The relocation (kind, struct and field) and why it has no value on this kernel.
+    pub relocation: String,
 }
 
 /// A program section whose name gives no program type, with the programs in it.
@@ -1022,10 +1030,12 @@ fn load_program(
         match poisoned {
             Some(o) => LoadError::PoisonedCore {
                 program: spec.name.clone(),
-                section: spec.section.clone(),
-                insn: o.insn,
-                index: o.index,
-                relocation: o.poisoned.clone().unwrap_or_default(),
+                poisoned: Box::new(PoisonedRelocation {
+                    section: spec.section.clone(),
+                    insn: o.insn,
+                    index: o.index,
+                    relocation: o.poisoned.clone().unwrap_or_default(),
+                }),
                 source,
             },
             None => LoadError::ProgramLoad {

@@ -1100,14 +1100,14 @@ fn a_poisoned_core_instruction_the_verifier_reaches_names_its_relocation() {
     let err = load(&bpf, &obj, LoadOptions::default()).unwrap_err();
     let LoadError::PoisonedCore {
         program,
-        relocation,
+        poisoned,
         source,
-        ..
     } = &err
     else {
         panic!("{}", common::chain(&err));
     };
     assert_eq!(program, "read_missing_field");
+    let relocation = &poisoned.relocation;
     assert!(
         relocation.contains("struct task_struct.handover_no_such_field"),
         "{relocation}"
