@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 use handover_btf::{Btf, Builder, Endian, Kind, Linkage, StrOffset, TypeId};
 use handover_loader::{
-    BtfFeatures, CoreOutcome, CoreTarget, KCONFIG_SECTION, KconfigSource, MapSpec, Object,
-    PrepareError, ProgramSpec, ProgramTypes, RefTarget, SlotTarget, apply_core, attach_btf_name,
-    created_max_entries, func_info_bytes, kallsyms_address, kconfig_data, kernel_name,
-    kernel_version_code, line_info_bytes, map_btf_ids, needs_config, prepare_btf, relocate,
-    resolve_ksyms,
+    BtfFeatures, CoreOutcome, CoreTarget, KCONFIG_SECTION, KconfigSource, MapOrigin, MapSpec,
+    Object, PrepareError, ProgramSpec, ProgramTypes, RefTarget, SlotTarget, apply_core,
+    attach_btf_name, created_max_entries, func_info_bytes, kallsyms_address, kconfig_data,
+    kernel_name, kernel_version_code, line_info_bytes, map_btf_ids, needs_config, prepare_btf,
+    relocate, resolve_ksyms,
 };
 use handover_sys::{
     self as sys, Bpf, LogLevel, MapBtf, MapCreate, MapType, ProgLoad, ProgramType, UpdateFlags,
@@ -299,6 +299,11 @@ pub struct LoadOptions {
     /// externs read, instead of the running kernel's (`/boot/config-RELEASE`, else
     /// `/proc/config.gz`, as libbpf looks).
     pub kconfig: Option<String>,
+    /// The object's name as libbpf has it (the file name up to its first `.`, see
+    /// [`handover_uapi::object_name`]): global data maps are then created with libbpf's
+    /// names (`global_d.rodata` for `.rodata` of `global_data.o`), so tools show the
+    /// same names for both loaders. `None`: each is named after its section alone.
+    pub object_name: Option<String>,
     /// BTF features to assume instead of probing the kernel.
     pub btf_features: Option<BtfFeatures>,
     /// Verifier log level for program loads.
@@ -324,6 +329,7 @@ impl std::fmt::Debug for LoadOptions {
             .field("program_types", &self.program_types)
             .field("keep_going", &self.keep_going)
             .field("inner_maps", &self.inner_maps)
+            .field("object_name", &self.object_name)
             .field(
                 "kconfig",
                 &self.kconfig.as_ref().map(|t| format!("{} bytes", t.len())),
@@ -363,6 +369,9 @@ pub struct LoadedProgram {
     /// What each of its CO-RE relocations wrote (a `None` target: the instruction was
     /// poisoned, as the relocation has no value on the target kernel).
     pub core: Vec<CoreOutcome>,
+    /// Whether the object's `.rodata` map is bound to it (`BPF_PROG_BIND_MAP`, 5.10+),
+    /// so that the map lives as long as the program.
+    pub rodata_bound: bool,
 }
 
 /// An object in the kernel: its BTF and owned handles to its maps and programs.
@@ -397,14 +406,27 @@ impl LoadedObject {
     }
 }
 
+/// The name a map is created with: a global data map of an object whose name is
+/// known gets libbpf's name for it (the object name's start before the section name),
+/// every other map the kernel's cut of its own name.
+fn created_name(spec: &MapSpec, object_name: Option<&str>) -> String {
+    match (&spec.origin, object_name) {
+        (MapOrigin::GlobalData { section }, Some(object)) => {
+            handover_uapi::global_data_map_name(object, section)
+        }
+        _ => kernel_name(&spec.name),
+    }
+}
+
 fn create_map(
     bpf: &Bpf,
     spec: &MapSpec,
     features: &BtfFeatures,
     btf: Option<BorrowedFd<'_>>,
     inner: Option<BorrowedFd<'_>>,
+    object_name: Option<&str>,
 ) -> Result<(OwnedFd, Option<(u32, u32)>), LoadError> {
-    let name = kernel_name(&spec.name);
+    let name = created_name(spec, object_name);
     let cpus = match spec.map_type {
         MapType::PerfEventArray if spec.max_entries == 0 => {
             bpf.possible_cpus().map_err(|source| LoadError::MapCreate {
@@ -556,6 +578,7 @@ pub fn load(
         keep_going,
         inner_maps,
         kconfig,
+        object_name,
         btf_features,
         log_level,
         programs: only,
@@ -627,7 +650,7 @@ pub fn load(
             });
         }
         let template = match inner {
-            Some(inner) => Some(create_map(bpf, inner, &features, btf, None)?.0),
+            Some(inner) => Some(create_map(bpf, inner, &features, btf, None, None)?.0),
             None => None,
         };
         let (fd, ids) = create_map(
@@ -636,6 +659,7 @@ pub fn load(
             &features,
             btf,
             template.as_ref().map(AsFd::as_fd),
+            object_name.as_deref(),
         )?;
         drop(template);
         let data = match (&spec.initial_data, &kconfig_values) {
@@ -713,7 +737,23 @@ pub fn load(
         };
         match load_program(&ctx, &spec, &mut vmlinux, core_target.as_ref()) {
             Ok((fd, core)) => {
-                programs.insert(spec.name.clone(), LoadedProgram { fd, spec, core });
+                // As libbpf: `.rodata` lives as long as every program, even one whose
+                // uses of it the verifier folded away. A kernel without
+                // BPF_PROG_BIND_MAP (before 5.10) refuses it with EINVAL; like libbpf,
+                // the load goes on without the binding.
+                let rodata_bound = match maps.get(".rodata") {
+                    Some(rodata) => bpf.prog_bind_map(&fd, &rodata.fd).is_ok(),
+                    None => false,
+                };
+                programs.insert(
+                    spec.name.clone(),
+                    LoadedProgram {
+                        fd,
+                        spec,
+                        core,
+                        rodata_bound,
+                    },
+                );
             }
             Err(e) if keep_going => {
                 failed.insert(spec.name.clone(), e);

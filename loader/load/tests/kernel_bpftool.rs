@@ -322,3 +322,86 @@ fn nested_subprograms_get_the_program_tags_libbpf_gives_them() {
     assert!(compared.contains(&"xdp_first"), "{compared:?}");
     eprintln!("equal tags: {compared:?}");
 }
+
+#[test]
+fn global_data_maps_get_libbpfs_names_and_rodata_is_bound_to_every_program() {
+    if !testenv::privileged(
+        "global_data_maps_get_libbpfs_names_and_rodata_is_bound_to_every_program",
+    ) {
+        return;
+    }
+    let fs = Bpffs::mount();
+    let bpf = handover_sys::Bpf::kernel();
+    // programs/data_sections.c (.data, .rodata, .bss and custom .data.NAME/.rodata.NAME
+    // sections) and programs/global_data.c.
+    for fixture in ["data_sections", "global_data"] {
+        let path = common::fixture(fixture);
+        let file = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let data = common::read(&path);
+        let obj = Object::parse(&data).unwrap();
+        let ours = handover_load::load(
+            &bpf,
+            &obj,
+            handover_load::LoadOptions {
+                object_name: Some(handover_uapi::object_name(&file).to_owned()),
+                ..handover_load::LoadOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{file}: {}", common::chain(&e)));
+        let mut our_names: Vec<String> = ours
+            .maps
+            .values()
+            .filter(|m| matches!(m.spec.origin, MapOrigin::GlobalData { .. }))
+            .map(|m| bpf.map_info(&m.fd).unwrap().name)
+            .collect();
+        our_names.sort();
+
+        let dir = fs.path().join(fixture);
+        let (progs, maps) = (dir.join("progs"), dir.join("maps"));
+        std::fs::create_dir(&dir).unwrap();
+        let (ok, err) = common::bpftool_in(
+            fs.path(),
+            &[
+                OsStr::new("prog"),
+                OsStr::new("loadall"),
+                path.as_os_str(),
+                progs.as_os_str(),
+                OsStr::new("pinmaps"),
+                maps.as_os_str(),
+            ],
+        );
+        assert!(ok, "{file}: bpftool: {err}");
+        let mut their_names: Vec<String> = std::fs::read_dir(&maps)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let fd = bpf
+                    .obj_get(&e.path(), handover_sys::OpenFlags::READ_ONLY)
+                    .unwrap();
+                bpf.map_info(&fd).unwrap().name
+            })
+            .filter(|n| n.contains(".data") || n.contains(".rodata") || n.contains(".bss"))
+            .collect();
+        their_names.sort();
+        assert_eq!(our_names, their_names, "{file}: global data map names");
+
+        // Every program holds .rodata, as under libbpf.
+        let rodata = ours.map(".rodata").expect("a .rodata map");
+        let rodata_id = bpf.map_info(&rodata.fd).unwrap().id;
+        for (name, p) in &ours.programs {
+            assert!(p.rodata_bound, "{file}: {name}");
+            let ids = bpf.prog_info(&p.fd).unwrap().map_ids;
+            assert!(ids.contains(&rodata_id), "{file}: {name} holds {ids:?}");
+            let pin = progs.join(name);
+            let theirs = bpf
+                .obj_get(&pin, handover_sys::OpenFlags::READ_ONLY)
+                .unwrap();
+            assert_eq!(
+                ids.len(),
+                bpf.prog_info(&theirs).unwrap().map_ids.len(),
+                "{file}: {name}: as many maps as libbpf's"
+            );
+        }
+        eprintln!("{file}: {our_names:?}");
+    }
+}

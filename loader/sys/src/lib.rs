@@ -104,6 +104,7 @@ pub enum Command {
     LinkGetFdById = 30,
     LinkGetNextId = 31,
     LinkDetach = 34,
+    ProgBindMap = 35,
 }
 
 impl Command {
@@ -141,6 +142,7 @@ impl Command {
             Command::LinkGetFdById => "BPF_LINK_GET_FD_BY_ID",
             Command::LinkGetNextId => "BPF_LINK_GET_NEXT_ID",
             Command::LinkDetach => "BPF_LINK_DETACH",
+            Command::ProgBindMap => "BPF_PROG_BIND_MAP",
         }
     }
 }

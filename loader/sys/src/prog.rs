@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
-use super::attr::{BtfLoadAttr, ProgLoadAttr, TestRunAttr};
+use super::attr::{BtfLoadAttr, ProgBindMapAttr, ProgLoadAttr, TestRunAttr};
 use super::map::{object_name, raw_fd};
 use super::{AttachType, Bpf, Command, Error, Insn, ProgramType};
 
@@ -252,6 +252,29 @@ impl Bpf {
             (None, None) => 0,
         };
         self.load_logged(c, attr, spec.log_level, &object)
+    }
+
+    /// Makes `prog` hold a reference to `map` as if its instructions used it, so the
+    /// map lives as long as the program (libbpf binds `.rodata` this way, whose every
+    /// use the verifier may have folded away). Kernels before 5.10 lack the command
+    /// and refuse it with `EINVAL`.
+    ///
+    /// # Errors
+    /// The kernel refuses the command, or either descriptor.
+    #[doc(alias = "BPF_PROG_BIND_MAP")]
+    pub fn prog_bind_map(&self, prog: impl AsFd, map: impl AsFd) -> Result<(), Error> {
+        let (prog, map) = (prog.as_fd(), map.as_fd());
+        let mut attr = ProgBindMapAttr::new_zeroed();
+        attr.prog_fd = raw_fd(prog);
+        attr.map_fd = raw_fd(map);
+        self.raw(Command::ProgBindMap, &mut attr, None, || {
+            format!(
+                "program fd {} and map fd {}",
+                prog.as_raw_fd(),
+                map.as_raw_fd()
+            )
+        })
+        .map(drop)
     }
 
     /// Loads raw BTF (header, types and strings) into the kernel.
