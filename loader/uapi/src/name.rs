@@ -98,7 +98,7 @@ pub fn object_name(file_name: &str) -> &str {
 /// [`KERNEL_NAME_LEN`] bytes and made acceptable as [`kernel_name`] does.
 #[must_use]
 pub fn global_data_map_name(object: &str, section: &str) -> String {
-    let suffix_len = section.len().max(7).min(KERNEL_NAME_LEN);
+    let suffix_len = section.len().clamp(7, KERNEL_NAME_LEN);
     let custom = section.get(1..).is_some_and(|rest| rest.contains('.'));
     let prefix_len = if custom {
         0
