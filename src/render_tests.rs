@@ -12,88 +12,21 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::ENV;
+use common::corpus::{PAIRS, diff, fixtures, root};
+use handover::Policy;
 use handover::inspect::report;
 use handover::loader::ObjectFile;
-use handover::{DiffReport, Policy, diff_objects, load_side};
 
 use crate::inspect_render::render;
 use crate::report::{render_json, render_text};
-
-/// Pair name, then whether entries would be lost under strict and under migrate.
-const PAIRS: &[(&str, bool, bool)] = &[
-    ("add_map", false, false),
-    ("grow", false, false),
-    ("shrink", true, true),
-    ("key_type", true, true),
-    ("key_size", true, true),
-    ("value_size", true, false),
-    ("nested_value", true, false),
-    ("reorder", true, false),
-    ("delete_field", true, false),
-    ("rename_field", true, false),
-    ("map_type", true, true),
-    ("same_size_layout", true, false),
-    ("widen", true, false),
-    ("rekey", true, false),
-    ("key_dropped", true, true),
-    ("family", true, true),
-    ("flags", true, false),
-    ("type_names", false, false),
-    ("nested_array_union", true, false),
-    ("bitfields", true, false),
-    ("prog_array", false, false),
-    ("special_maps", true, true),
-    ("no_btf", true, true),
-    ("global_data", true, false),
-    ("map_in_map", true, true),
-    ("kernel_adjusted", false, false),
-];
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn object(name: &str, side: &str) -> PathBuf {
-    let p = root().join(format!("programs/build/diff/{name}.{side}.o"));
-    assert!(
-        p.exists(),
-        "{} is missing: run programs/build.sh (it compiles programs/diff/{name}.{side}.c)",
-        p.display()
-    );
-    p
-}
-
-fn diff(name: &str, policy: Policy) -> DiffReport {
-    let old = load_side(&object(name, "old")).unwrap();
-    let new = load_side(&object(name, "new")).unwrap();
-    diff_objects(&old, &new, policy, &ENV)
-}
 
 fn settings() -> insta::Settings {
     let mut s = insta::Settings::clone_current();
     s.set_snapshot_path(root().join("snapshots"));
     s.set_prepend_module_to_snapshot(false);
     s
-}
-
-fn fixtures() -> Vec<PathBuf> {
-    let dir = root().join("programs/build");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "o"))
-        .collect();
-    v.sort();
-    assert!(
-        !v.is_empty(),
-        "no objects in {}: run programs/build.sh",
-        dir.display()
-    );
-    v
 }
 
 fn stem(path: &Path) -> String {

@@ -9,60 +9,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::ENV;
-use handover::{DiffReport, Policy, Verdict, diff_objects, load_side};
-
-/// Pair name, then whether entries would be lost under strict and under migrate.
-const PAIRS: &[(&str, bool, bool)] = &[
-    ("add_map", false, false),
-    ("grow", false, false),
-    ("shrink", true, true),
-    ("key_type", true, true),
-    ("key_size", true, true),
-    ("value_size", true, false),
-    ("nested_value", true, false),
-    ("reorder", true, false),
-    ("delete_field", true, false),
-    ("rename_field", true, false),
-    ("map_type", true, true),
-    ("same_size_layout", true, false),
-    ("widen", true, false),
-    ("rekey", true, false),
-    ("key_dropped", true, true),
-    ("family", true, true),
-    ("flags", true, false),
-    ("type_names", false, false),
-    ("nested_array_union", true, false),
-    ("bitfields", true, false),
-    ("prog_array", false, false),
-    ("special_maps", true, true),
-    ("no_btf", true, true),
-    ("global_data", true, false),
-    ("map_in_map", true, true),
-    ("kernel_adjusted", false, false),
-];
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn object(name: &str, side: &str) -> PathBuf {
-    let p = root().join(format!("programs/build/diff/{name}.{side}.o"));
-    assert!(
-        p.exists(),
-        "{} is missing: run programs/build.sh (it compiles programs/diff/{name}.{side}.c)",
-        p.display()
-    );
-    p
-}
-
-fn diff(name: &str, policy: Policy) -> DiffReport {
-    let old = load_side(&object(name, "old")).unwrap();
-    let new = load_side(&object(name, "new")).unwrap();
-    diff_objects(&old, &new, policy, &ENV)
-}
+use common::corpus::{PAIRS, diff, object, root};
+use handover::{Policy, Verdict, diff_objects, load_side};
 
 #[test]
 fn every_pair_is_listed() {

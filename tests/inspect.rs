@@ -7,31 +7,15 @@
     reason = "serde_json::Value indexing returns Null, it does not panic"
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::corpus::{fixtures, objects};
+
 use handover::inspect::report;
 use handover_loader::ObjectFile;
-
-fn objects(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "o"))
-        .collect();
-    v.sort();
-    assert!(
-        !v.is_empty(),
-        "no objects in {}: run programs/build.sh (or install xdp-tools)",
-        dir.display()
-    );
-    v
-}
-
-fn fixtures() -> Vec<PathBuf> {
-    objects(&Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/build"))
-}
 
 fn xdp_tools() -> Vec<PathBuf> {
     objects(Path::new("/usr/lib/x86_64-linux-gnu/bpf"))

@@ -3,6 +3,8 @@
 
 use handover::{EnumValue, KernelEnv, MapModel, Member, Pinning, TypeLayout};
 
+pub mod corpus;
+
 pub const ENV: KernelEnv = KernelEnv {
     page_size: 4096,
     possible_cpus: 4,

@@ -21,7 +21,7 @@ use handover_loader::{
     relocate, resolve_ksyms,
 };
 use handover_sys::{
-    self as sys, Bpf, LogLevel, MapBtf, MapCreate, MapType, ProgLoad, ProgramType, UpdateFlags,
+    self as sys, Bpf, LogLevel, Map, MapBtf, MapCreate, MapType, ProgLoad, ProgramType, UpdateFlags,
 };
 
 /// Asks the kernel which BTF kinds it accepts, by loading a minimal BTF blob that
@@ -83,22 +83,10 @@ fn probe_blob(more: impl FnOnce(&mut Builder, TypeId)) -> Vec<u8> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
-    /// The object's byte order is not the kernel's.
-    #[error(
-        "the object is {object:?}-endian but this kernel is {host:?}-endian: compile it with -target bpf (host order)"
-    )]
-    ByteOrder {
-        /// The object's byte order.
-        object: Endian,
-        /// The host's.
-        host: Endian,
-    },
-    /// The object's BTF cannot be prepared for the kernel.
-    #[error("preparing the object's BTF for the kernel: {reason}")]
-    Btf {
-        /// What is wrong, naming the type or section.
-        reason: String,
-    },
+    /// The object cannot be prepared for the kernel (byte order, BTF, a program's
+    /// references, CO-RE).
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
     /// The kernel refused the prepared BTF.
     #[error("loading the object's BTF into the kernel")]
     BtfLoad {
@@ -155,17 +143,6 @@ pub enum LoadError {
         /// Which property differs, with both values.
         reason: String,
     },
-    /// A program refers to something this loader cannot provide.
-    #[error("program {program}: {reason}")]
-    Program {
-        /// The program's name.
-        program: String,
-        /// What is missing and what to do.
-        reason: String,
-    },
-    /// A CO-RE relocation cannot be applied (libbpf refuses it too).
-    #[error(transparent)]
-    Core(handover_loader::CoreError),
     /// Programs to load whose sections' names give no program type, and no rule of
     /// [`LoadOptions::program_types`] gave one: every such section, with its programs.
     #[error("{}", untyped_message(sections))]
@@ -225,20 +202,6 @@ pub enum LoadError {
     },
 }
 
-impl From<PrepareError> for LoadError {
-    fn from(e: PrepareError) -> Self {
-        match e {
-            PrepareError::ByteOrder { object, host } => LoadError::ByteOrder { object, host },
-            PrepareError::Btf { reason } => LoadError::Btf { reason },
-            PrepareError::Program { program, reason } => LoadError::Program { program, reason },
-            PrepareError::Core(e) => LoadError::Core(e),
-            other => LoadError::Btf {
-                reason: other.to_string(),
-            },
-        }
-    }
-}
-
 /// The CO-RE relocation whose poisoned instruction the verifier reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoisonedRelocation {
@@ -280,9 +243,11 @@ fn untyped_message(sections: &[UntypedSection]) -> String {
 pub struct LoadOptions {
     /// Maps to use instead of creating them, by name in the object (pinned maps of a
     /// running version). Each must match its definition (type, key and value size,
-    /// capacity, flags); it is used as it is: no initial contents are written to it and
-    /// it is not frozen, but the static slots of a prog array are still filled with the
-    /// programs of this object. The loaded object holds a duplicate of each descriptor.
+    /// capacity, flags); it is used as it is: no initial contents are written to it, it
+    /// is not frozen, and its static slots (a prog array's programs, a map-in-map's
+    /// maps) are not written: a reused map is live, and writing a slot switches
+    /// traffic. They are returned in [`LoadedObject::unwritten_slots`] for the caller.
+    /// The loaded object holds a duplicate of each descriptor.
     pub reuse_maps: HashMap<String, Arc<OwnedFd>>,
     /// Program types by section (exact, prefix, or every program), overriding what
     /// section names say; a program whose section gives no type needs one here.
@@ -349,14 +314,36 @@ impl std::fmt::Debug for LoadOptions {
 /// A map of a loaded object.
 #[derive(Debug)]
 pub struct LoadedMap {
-    /// The map.
-    pub fd: OwnedFd,
+    /// The map: a typed handle with its type, key and value sizes and name, read when
+    /// it was loaded, so element commands need no further syscall to check sizes.
+    pub map: Map,
     /// Its definition in the object.
     pub spec: MapSpec,
     /// Whether it came from [`LoadOptions::reuse_maps`] rather than being created.
     pub reused: bool,
     /// The BTF key and value type ids it was created with (`None`: without BTF).
     pub btf_type_ids: Option<(u32, u32)>,
+}
+
+impl LoadedMap {
+    /// The map's descriptor.
+    #[must_use]
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.map.fd()
+    }
+}
+
+/// A static slot of a map given for reuse that [`load`] left as it is: writing a live
+/// prog array (or map-in-map) switches traffic, which the caller must own. The
+/// caller writes `index` -> `target` itself when it switches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnwrittenSlot {
+    /// The reused map, by name in the object.
+    pub map: String,
+    /// The slot.
+    pub index: u32,
+    /// What the object puts there: a program or map of this load, by name.
+    pub target: SlotTarget,
 }
 
 /// A program of a loaded object.
@@ -390,6 +377,8 @@ pub struct LoadedObject {
     /// Every program that was to be loaded but was not, by name, with why (only with
     /// [`LoadOptions::keep_going`]; without it the first refusal fails the load).
     pub failed: BTreeMap<String, LoadError>,
+    /// The static slots of reused maps, which loading does not write.
+    pub unwritten_slots: Vec<UnwrittenSlot>,
 }
 
 impl LoadedObject {
@@ -478,12 +467,14 @@ fn create_map(
     }
 }
 
-fn check_reused(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd) -> Result<(), LoadError> {
-    let info = bpf.map_info(fd).map_err(|source| LoadError::MapInit {
+/// The handle of a map given for reuse, checked against its definition.
+fn check_reused(bpf: &Bpf, spec: &MapSpec, fd: OwnedFd) -> Result<Map, LoadError> {
+    let map = Map::new(bpf, fd).map_err(|source| LoadError::MapInit {
         map: spec.name.clone(),
         what: "reading the reused map's info".into(),
         source,
     })?;
+    let info = map.info();
     let cpus = match spec.map_type {
         MapType::PerfEventArray if spec.max_entries == 0 => {
             bpf.possible_cpus().map_err(|source| LoadError::MapInit {
@@ -495,9 +486,9 @@ fn check_reused(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd) -> Result<(), LoadError
         _ => 0,
     };
     let cpus = u32::try_from(cpus).unwrap_or(u32::MAX);
-    let diffs = reused_map_differences(&info, spec, sys::page_size(), cpus);
+    let diffs = reused_map_differences(info, spec, sys::page_size(), cpus);
     if diffs.is_empty() {
-        Ok(())
+        Ok(map)
     } else {
         Err(LoadError::ReusedMap {
             map: spec.name.clone(),
@@ -562,7 +553,9 @@ fn reused_map_differences(
 /// slots filled, then every program (CO-RE relocations applied by
 /// [`apply_core`] against [`LoadOptions::core_btf`] or the kernel's
 /// BTF, map references by [`relocate`]), then the static slots
-/// of prog arrays. Everything created is closed again if a later step fails.
+/// of prog arrays created by this load (those of reused maps are returned in
+/// [`LoadedObject::unwritten_slots`], not written). Everything created is closed again
+/// if a later step fails.
 ///
 /// # Errors
 /// The first step that fails, naming the map or program, with the kernel's log where
@@ -594,10 +587,10 @@ pub fn load(
         &mut failed,
     )?;
     if object.endian() != Endian::native() {
-        return Err(LoadError::ByteOrder {
+        return Err(LoadError::Prepare(PrepareError::ByteOrder {
             object: object.endian(),
             host: Endian::native(),
-        });
+        }));
     }
     let features = btf_features.unwrap_or_else(|| probe_btf_features(bpf));
     // As libbpf does, BTF is optional for everything this loader creates: when the
@@ -629,11 +622,11 @@ pub fn load(
                 map: spec.name.clone(),
                 source,
             })?;
-            check_reused(bpf, spec, &fd)?;
+            let map = check_reused(bpf, spec, fd)?;
             maps.insert(
                 spec.name.clone(),
                 LoadedMap {
-                    fd,
+                    map,
                     spec: spec.clone(),
                     reused: true,
                     btf_type_ids: None,
@@ -662,18 +655,23 @@ pub fn load(
             object_name.as_deref(),
         )?;
         drop(template);
+        let map = Map::new(bpf, fd).map_err(|source| LoadError::MapInit {
+            map: spec.name.clone(),
+            what: "reading its info".into(),
+            source,
+        })?;
         let data = match (&spec.initial_data, &kconfig_values) {
             (Some(data), _) => Some(data),
             (None, Some(values)) if spec.name == KCONFIG_SECTION => Some(values),
             _ => None,
         };
         if let Some(data) = data {
-            init_data(bpf, spec, &fd, data)?;
+            init_data(spec, &map, data)?;
         }
         maps.insert(
             spec.name.clone(),
             LoadedMap {
-                fd,
+                map,
                 spec: spec.clone(),
                 reused: false,
                 btf_type_ids: ids,
@@ -686,42 +684,58 @@ pub fn load(
             reason: "the object has no map of that name".into(),
         });
     }
+    // Static slots of reused maps are left to the caller: a reused prog array or
+    // map-in-map is live, and writing it switches traffic.
+    let unwritten_slots: Vec<UnwrittenSlot> = maps
+        .values()
+        .filter(|m| m.reused)
+        .flat_map(|m| {
+            m.spec.initial_slots.iter().map(|slot| UnwrittenSlot {
+                map: m.spec.name.clone(),
+                index: slot.index,
+                target: slot.target.clone(),
+            })
+        })
+        .collect();
     // Map-in-map slots refer to maps only, so they can be filled now.
     for m in maps.values().filter(|m| !m.reused) {
         for slot in &m.spec.initial_slots {
             if let SlotTarget::Map(target) = &slot.target {
-                let fd = maps.get(target).map(|t| t.fd.as_raw_fd());
-                fill_slot(bpf, m, slot.index, target, fd)?;
+                let fd = maps.get(target).map(|t| t.fd().as_raw_fd());
+                fill_slot(m, slot.index, target, fd)?;
             }
         }
     }
 
     let fds: HashMap<&str, i32> = maps
         .iter()
-        .map(|(k, m)| (k.as_str(), m.fd.as_raw_fd()))
+        .map(|(k, m)| (k.as_str(), m.fd().as_raw_fd()))
         .collect();
     let license = object.license().unwrap_or("");
     let mut programs = BTreeMap::new();
     let mut vmlinux = Vmlinux::default();
     let kallsyms = std::sync::OnceLock::new();
-    let core_blob = if to_load.iter().any(ProgramSpec::needs_core) {
-        Some(match core_btf {
+    let core_blob =
+        if to_load.iter().any(ProgramSpec::needs_core) {
+            Some(match core_btf {
             Some(blob) => blob,
-            None => sys::vmlinux_btf().map_err(|e| LoadError::Btf {
+            None => sys::vmlinux_btf().map_err(|e| LoadError::Prepare(PrepareError::Btf {
                 reason: format!(
                     "reading the kernel's BTF ({VMLINUX_BTF}) to apply CO-RE relocations: {e}"
                 ),
-            })?,
+            }))?,
         })
-    } else {
-        None
-    };
+        } else {
+            None
+        };
     let core_btf = core_blob
         .as_deref()
         .map(Btf::parse)
         .transpose()
-        .map_err(|e| LoadError::Btf {
-            reason: format!("parsing the target BTF of CO-RE relocations: {e}"),
+        .map_err(|e| {
+            LoadError::Prepare(PrepareError::Btf {
+                reason: format!("parsing the target BTF of CO-RE relocations: {e}"),
+            })
         })?;
     let core_target = core_btf.as_ref().map(CoreTarget::new);
     for spec in to_load {
@@ -742,7 +756,7 @@ pub fn load(
                 // BPF_PROG_BIND_MAP (before 5.10) refuses it with EINVAL; like libbpf,
                 // the load goes on without the binding.
                 let rodata_bound = match maps.get(".rodata") {
-                    Some(rodata) => bpf.prog_bind_map(&fd, &rodata.fd).is_ok(),
+                    Some(rodata) => bpf.prog_bind_map(&fd, rodata.fd()).is_ok(),
                     None => false,
                 };
                 programs.insert(
@@ -761,7 +775,7 @@ pub fn load(
             Err(e) => return Err(e),
         }
     }
-    for m in maps.values() {
+    for m in maps.values().filter(|m| !m.reused) {
         for slot in &m.spec.initial_slots {
             if let SlotTarget::Program(target) = &slot.target {
                 // A program that failed is reported in `failed`; its slot stays empty.
@@ -769,7 +783,7 @@ pub fn load(
                     continue;
                 }
                 let fd = programs.get(target).map(|p| p.fd.as_raw_fd());
-                fill_slot(bpf, m, slot.index, target, fd)?;
+                fill_slot(m, slot.index, target, fd)?;
             }
         }
     }
@@ -778,6 +792,7 @@ pub fn load(
         btf_error,
         maps,
         programs,
+        unwritten_slots,
         failed,
     })
 }
@@ -878,27 +893,12 @@ fn kconfig_values(object: &Object<'_>, config: Option<&str>) -> Result<Option<Ve
         .map_err(LoadError::Kconfig)
 }
 
-/// A [`sys::Map`] over a duplicate of `fd`, for element updates checked against the
-/// map's geometry.
-fn map_handle(bpf: &Bpf, name: &str, fd: &OwnedFd) -> Result<sys::Map, LoadError> {
-    let dup = fd.try_clone().map_err(|source| LoadError::Descriptor {
-        map: name.to_owned(),
-        source,
-    })?;
-    sys::Map::new(bpf, dup).map_err(|source| LoadError::MapInit {
-        map: name.to_owned(),
-        what: "reading its info".into(),
-        source,
-    })
-}
-
-fn init_data(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd, data: &[u8]) -> Result<(), LoadError> {
+fn init_data(spec: &MapSpec, map: &Map, data: &[u8]) -> Result<(), LoadError> {
     let init_err = |what: &str| {
         let map = spec.name.clone();
         let what = what.to_owned();
         move |source| LoadError::MapInit { map, what, source }
     };
-    let map = map_handle(bpf, &spec.name, fd)?;
     map.update(&0u32.to_ne_bytes(), data, UpdateFlags::ANY)
         .map_err(init_err("writing the section's initial contents"))?;
     if spec.frozen {
@@ -907,20 +907,14 @@ fn init_data(bpf: &Bpf, spec: &MapSpec, fd: &OwnedFd, data: &[u8]) -> Result<(),
     Ok(())
 }
 
-fn fill_slot(
-    bpf: &Bpf,
-    map: &LoadedMap,
-    index: u32,
-    target: &str,
-    fd: Option<i32>,
-) -> Result<(), LoadError> {
+fn fill_slot(map: &LoadedMap, index: u32, target: &str, fd: Option<i32>) -> Result<(), LoadError> {
     let fd = fd.ok_or_else(|| LoadError::SlotTarget {
         map: map.spec.name.clone(),
         index,
         target: target.to_owned(),
     })?;
     let value = u32::try_from(fd).unwrap_or(u32::MAX).to_ne_bytes();
-    map_handle(bpf, &map.spec.name, &map.fd)?
+    map.map
         .update(&index.to_ne_bytes(), &value, UpdateFlags::ANY)
         .map_err(|source| LoadError::MapInit {
             map: map.spec.name.clone(),
@@ -982,9 +976,11 @@ fn load_program(
         log_level,
         kallsyms,
     } = *ctx;
-    let perr = |reason: String| LoadError::Program {
-        program: spec.name.clone(),
-        reason,
+    let perr = |reason: String| {
+        LoadError::Prepare(PrepareError::Program {
+            program: spec.name.clone(),
+            reason,
+        })
     };
     if spec.prog_type == ProgramType::Ext {
         return Err(perr(
@@ -1000,7 +996,8 @@ fn load_program(
                 spec.core_relocations.len()
             )));
         };
-        let (patched, done) = apply_core(spec, local, target).map_err(LoadError::Core)?;
+        let (patched, done) = apply_core(spec, local, target)
+            .map_err(|e| LoadError::Prepare(PrepareError::Core(e)))?;
         outcomes = done;
         let mut relocated = spec.clone();
         relocated.insns = patched;

@@ -273,12 +273,22 @@ fn reused_maps_ignore_the_descriptor_access_flags_the_kernel_clears() {
 #[test]
 fn ksyms_resolve_against_the_running_kernel_btf() {
     let Ok(raw) = std::fs::read(VMLINUX_BTF) else {
-        eprintln!("SKIPPED ksyms_resolve_against_the_running_kernel_btf: no {VMLINUX_BTF}");
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!(
+                "\nSKIPPED: ksyms_resolve_against_the_running_kernel_btf (no {VMLINUX_BTF})\n"
+            ),
+        );
         return;
     };
     let kernel = Btf::parse(&raw).unwrap();
     let Ok(kallsyms) = std::fs::read_to_string(KALLSYMS) else {
-        eprintln!("SKIPPED ksyms_resolve_against_the_running_kernel_btf: no {KALLSYMS}");
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!(
+                "\nSKIPPED: ksyms_resolve_against_the_running_kernel_btf (no {KALLSYMS})\n"
+            ),
+        );
         return;
     };
     let lookup = |name: &str| kallsyms_address(&kallsyms, name);

@@ -352,7 +352,7 @@ fn global_data_maps_get_libbpfs_names_and_rodata_is_bound_to_every_program() {
             .maps
             .values()
             .filter(|m| matches!(m.spec.origin, MapOrigin::GlobalData { .. }))
-            .map(|m| bpf.map_info(&m.fd).unwrap().name)
+            .map(|m| bpf.map_info(m.fd()).unwrap().name)
             .collect();
         our_names.sort();
 
@@ -387,7 +387,7 @@ fn global_data_maps_get_libbpfs_names_and_rodata_is_bound_to_every_program() {
 
         // Every program holds .rodata, as under libbpf.
         let rodata = ours.map(".rodata").expect("a .rodata map");
-        let rodata_id = bpf.map_info(&rodata.fd).unwrap().id;
+        let rodata_id = bpf.map_info(rodata.fd()).unwrap().id;
         for (name, p) in &ours.programs {
             assert!(p.rodata_bound, "{file}: {name}");
             let ids = bpf.prog_info(&p.fd).unwrap().map_ids;

@@ -93,7 +93,7 @@ fn check_info(
     features: BtfFeatures,
 ) -> (usize, usize) {
     for (name, m) in &loaded.maps {
-        let info = bpf.map_info(&m.fd).unwrap();
+        let info = bpf.map_info(m.fd()).unwrap();
         let s = &m.spec;
         let ctx = format!("{file}: map {name}");
         assert_eq!(info.map_type, Some(s.map_type), "{ctx}: type");
@@ -292,11 +292,11 @@ fn pin_and_reopen(bpf: &Bpf, bpffs: &Path, file: &str, loaded: &LoadedObject) {
     std::fs::create_dir(&dir).unwrap();
     for (name, m) in &loaded.maps {
         let path = dir.join(format!("map_{}", name.replace('.', "_")));
-        bpf.obj_pin(&m.fd, &path).unwrap();
+        bpf.obj_pin(m.fd(), &path).unwrap();
         let again = bpf.obj_get(&path, OpenFlags::READ_WRITE).unwrap();
         assert_eq!(
             bpf.map_info(&again).unwrap().id,
-            bpf.map_info(&m.fd).unwrap().id,
+            bpf.map_info(m.fd()).unwrap().id,
             "{file}: pinned map {name}"
         );
     }
@@ -385,7 +385,28 @@ fn xdp_tools_objects_load_where_libbpf_loads_them() {
 
 fn map_of(bpf: &Bpf, loaded: &LoadedObject, name: &str) -> Map {
     let m = loaded.map(name).unwrap_or_else(|| panic!("no map {name}"));
-    Map::new(bpf, m.fd.try_clone().unwrap()).unwrap()
+    Map::new(bpf, m.fd().try_clone_to_owned().unwrap()).unwrap()
+}
+
+/// Loads `obj` again, reusing the maps `names` of `first`.
+fn reload_reusing(
+    bpf: &Bpf,
+    obj: &Object<'_>,
+    first: &LoadedObject,
+    names: &[&str],
+) -> LoadedObject {
+    let reuse = names
+        .iter()
+        .map(|&name| {
+            let fd = first.map(name).unwrap().fd().try_clone_to_owned().unwrap();
+            (name.to_owned(), std::sync::Arc::new(fd))
+        })
+        .collect();
+    let options = LoadOptions {
+        reuse_maps: reuse,
+        ..LoadOptions::default()
+    };
+    load(bpf, obj, options).unwrap_or_else(|e| panic!("{}", common::chain(&e)))
 }
 
 fn value(map: &Map, key: u32) -> Vec<u8> {
@@ -483,7 +504,7 @@ fn static_slots_of_prog_arrays_and_map_in_maps_are_filled() {
         );
     }
     let outer = map_of(&bpf, &loaded, "outer_static");
-    let inner_b = bpf.map_info(&loaded.map("inner_b").unwrap().fd).unwrap();
+    let inner_b = bpf.map_info(loaded.map("inner_b").unwrap().fd()).unwrap();
     assert_eq!(
         value(&outer, 1),
         inner_b.id.to_ne_bytes(),
@@ -560,6 +581,64 @@ fn btf_sanitised_for_an_old_kernel_is_accepted() {
     assert!(checked >= 50, "only {checked} objects");
 }
 
+/// A prog array given for reuse is live: the load leaves its slots alone, returns them
+/// as unwritten for the caller to switch, and hands out typed map handles.
+#[test]
+fn a_reused_prog_array_is_never_written() {
+    if !testenv::privileged("a_reused_prog_array_is_never_written") {
+        return;
+    }
+    let _fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/map_in_map.c: jump_table[2] = tail_target, outer_static[1] = inner_b.
+    let data = common::read(&common::fixture("map_in_map"));
+    let obj = Object::parse(&data).unwrap();
+    let first = load(&bpf, &obj, LoadOptions::default()).unwrap();
+    let jump = &first.map("jump_table").unwrap().map;
+    assert_eq!(jump.info().map_type, Some(MapType::ProgArray));
+    assert_eq!((jump.key_size(), jump.value_len()), (4, 4));
+    let old_target = bpf
+        .prog_info(&first.program("tail_target").unwrap().fd)
+        .unwrap()
+        .id;
+    assert_eq!(value(jump, 2), old_target.to_ne_bytes());
+
+    let second = reload_reusing(&bpf, &obj, &first, &["jump_table", "outer_static"]);
+    // The live array still points at the first load's program, not the second's.
+    let new_target = bpf
+        .prog_info(&second.program("tail_target").unwrap().fd)
+        .unwrap()
+        .id;
+    assert_ne!(new_target, old_target);
+    assert_eq!(
+        value(jump, 2),
+        old_target.to_ne_bytes(),
+        "jump_table[2] was rewritten"
+    );
+    let slots: Vec<(&str, u32, &handover_loader::SlotTarget)> = second
+        .unwritten_slots
+        .iter()
+        .map(|s| (s.map.as_str(), s.index, &s.target))
+        .collect();
+    assert_eq!(
+        slots,
+        [
+            (
+                "jump_table",
+                2,
+                &handover_loader::SlotTarget::Program("tail_target".into())
+            ),
+            (
+                "outer_static",
+                1,
+                &handover_loader::SlotTarget::Map("inner_b".into())
+            ),
+        ]
+    );
+    // A fresh load writes its own arrays and leaves nothing to the caller.
+    assert!(first.unwritten_slots.is_empty());
+}
+
 #[test]
 fn reused_maps_are_shared_and_checked() {
     if !testenv::privileged("reused_maps_are_shared_and_checked") {
@@ -582,7 +661,7 @@ fn reused_maps_are_shared_and_checked() {
     let mut reuse = HashMap::new();
     reuse.insert(
         ".data".to_owned(),
-        std::sync::Arc::new(first_data.fd.try_clone().unwrap()),
+        std::sync::Arc::new(first_data.fd().try_clone_to_owned().unwrap()),
     );
     let second = load(
         &bpf,
@@ -593,7 +672,7 @@ fn reused_maps_are_shared_and_checked() {
         },
     )
     .unwrap();
-    let id = |l: &LoadedObject, n: &str| bpf.map_info(&l.map(n).unwrap().fd).unwrap().id;
+    let id = |l: &LoadedObject, n: &str| bpf.map_info(l.map(n).unwrap().fd()).unwrap().id;
     assert!(second.map(".data").unwrap().reused);
     assert_eq!(id(&first, ".data"), id(&second, ".data"));
     assert_ne!(id(&first, ".bss"), id(&second, ".bss"));
@@ -610,7 +689,14 @@ fn reused_maps_are_shared_and_checked() {
     let mut reuse = HashMap::new();
     reuse.insert(
         ".data".to_owned(),
-        std::sync::Arc::new(first.map(".bss").unwrap().fd.try_clone().unwrap()),
+        std::sync::Arc::new(
+            first
+                .map(".bss")
+                .unwrap()
+                .fd()
+                .try_clone_to_owned()
+                .unwrap(),
+        ),
     );
     let err = load(
         &bpf,
@@ -777,24 +863,9 @@ fn maps_sized_at_creation_are_reused_as_created() {
     let data = common::read(&path);
     let obj = Object::parse(&data).unwrap();
     let first = load(&bpf, &obj, LoadOptions::default()).unwrap();
-    let mut reuse = HashMap::new();
+    let second = reload_reusing(&bpf, &obj, &first, &["events", "perf"]);
     for name in ["events", "perf"] {
-        reuse.insert(
-            name.to_owned(),
-            std::sync::Arc::new(first.map(name).unwrap().fd.try_clone().unwrap()),
-        );
-    }
-    let second = load(
-        &bpf,
-        &obj,
-        LoadOptions {
-            reuse_maps: reuse,
-            ..LoadOptions::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
-    for name in ["events", "perf"] {
-        let id = |l: &LoadedObject| bpf.map_info(&l.map(name).unwrap().fd).unwrap().id;
+        let id = |l: &LoadedObject| bpf.map_info(l.map(name).unwrap().fd()).unwrap().id;
         assert!(second.map(name).unwrap().reused, "{name}");
         assert_eq!(id(&first), id(&second), "{name}");
     }

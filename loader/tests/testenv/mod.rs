@@ -32,22 +32,36 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-/// Whether the test may touch the kernel; prints a loud notice when it may not.
+/// Whether the test may touch the kernel (root: CAP_BPF, CAP_SYS_ADMIN,
+/// CAP_NET_ADMIN); when it may not, [`skip`] says so.
 #[must_use]
 pub fn privileged(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         true
     } else {
-        // Straight to the stderr stream: the test harness captures eprintln! output
-        // of passing tests, and a skip must not be silent.
-        let _ = writeln!(
-            io::stderr(),
-            "\n!!!!!!!! SKIPPED {test}: needs root (CAP_BPF, CAP_SYS_ADMIN, CAP_NET_ADMIN); \
-             NOTHING WAS TESTED !!!!!!!!\n"
-        );
-        false
+        skip(
+            test,
+            "needs root (CAP_BPF, CAP_SYS_ADMIN, CAP_NET_ADMIN): NOTHING WAS TESTED",
+        )
     }
+}
+
+/// Whether this run is under CI (`CI` set and not empty, `0` or `false`).
+#[must_use]
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Skips `test` for `reason`: under CI ([`under_ci`]) a test that cannot run is a
+/// failure, so this panics; otherwise it prints `SKIPPED: TEST (REASON)` on its own
+/// line and returns `false`. `.ci/run` counts those lines in its closing summary.
+pub fn skip(test: &str, reason: &str) -> bool {
+    assert!(!under_ci(), "{test} cannot run under CI: {reason}");
+    // Straight to the stderr stream: the test harness captures eprintln! output of
+    // passing tests, and a skip must not be silent.
+    let _ = writeln!(io::stderr(), "\nSKIPPED: {test} ({reason})");
+    false
 }
 
 fn c(path: &Path) -> CString {
