@@ -238,6 +238,23 @@ fn untyped_message(sections: &[UntypedSection]) -> String {
     )
 }
 
+/// What a tracing program (or an `freplace` one) attaches to, when its section name
+/// does not say, or says something else.
+#[derive(Clone, Debug)]
+pub enum AttachTo {
+    /// A kernel function (`fentry`/`fexit`/`fmod_ret`), tracepoint (`tp_btf`) or LSM
+    /// hook (`lsm`) by name, looked up in the kernel's BTF as the section's target is.
+    Kernel(String),
+    /// Function `function` of a loaded BPF program: what an `freplace` program
+    /// replaces, or an `fentry`/`fexit` program traces. Found in the program's BTF.
+    Program {
+        /// The loaded program.
+        prog: Arc<OwnedFd>,
+        /// The function's name (a global function of that program, or its entry).
+        function: String,
+    },
+}
+
 /// Options of [`load`].
 #[derive(Clone, Default)]
 pub struct LoadOptions {
@@ -269,6 +286,9 @@ pub struct LoadOptions {
     /// names (`global_d.rodata` for `.rodata` of `global_data.o`), so tools show the
     /// same names for both loaders. `None`: each is named after its section alone.
     pub object_name: Option<String>,
+    /// Attach targets of tracing and `freplace` programs, by program name, instead of
+    /// the target their section names.
+    pub attach_to: HashMap<String, AttachTo>,
     /// BTF features to assume instead of probing the kernel.
     pub btf_features: Option<BtfFeatures>,
     /// Verifier log level for program loads.
@@ -295,6 +315,7 @@ impl std::fmt::Debug for LoadOptions {
             .field("keep_going", &self.keep_going)
             .field("inner_maps", &self.inner_maps)
             .field("object_name", &self.object_name)
+            .field("attach_to", &self.attach_to)
             .field(
                 "kconfig",
                 &self.kconfig.as_ref().map(|t| format!("{} bytes", t.len())),
@@ -572,6 +593,7 @@ pub fn load(
         inner_maps,
         kconfig,
         object_name,
+        attach_to,
         btf_features,
         log_level,
         programs: only,
@@ -748,6 +770,7 @@ pub fn load(
             license,
             log_level,
             kallsyms: &kallsyms,
+            attach_to: attach_to.get(&spec.name),
         };
         match load_program(&ctx, &spec, &mut vmlinux, core_target.as_ref()) {
             Ok((fd, core)) => {
@@ -934,6 +957,8 @@ struct ProgContext<'a> {
     log_level: LogLevel,
     /// The text of `/proc/kallsyms`, read on first need.
     kallsyms: &'a std::sync::OnceLock<Result<String, String>>,
+    /// What the program attaches to, when the caller says.
+    attach_to: Option<&'a AttachTo>,
 }
 
 /// The kernel's BTF, read on first need.
@@ -975,6 +1000,7 @@ fn load_program(
         license,
         log_level,
         kallsyms,
+        attach_to,
     } = *ctx;
     let perr = |reason: String| {
         LoadError::Prepare(PrepareError::Program {
@@ -982,9 +1008,10 @@ fn load_program(
             reason,
         })
     };
-    if spec.prog_type == ProgramType::Ext {
+    if spec.prog_type == ProgramType::Ext && !matches!(attach_to, Some(AttachTo::Program { .. })) {
         return Err(perr(
-            "freplace programs need the program they replace, which an object load does not know"
+            "an freplace program needs the program and function it replaces: give them as \
+             its attach target"
                 .into(),
         ));
     }
@@ -1030,12 +1057,30 @@ fn load_program(
     args.expected_attach_type = spec.expected_attach_type;
     args.kern_version = object.kernel_version().unwrap_or(0);
     args.log_level = log_level;
-    if let Some((target, kind)) = attach_btf_name(spec) {
+    let kernel_target;
+    let named = match attach_to {
+        Some(AttachTo::Kernel(function)) => {
+            let mut given = spec.clone();
+            given.attach_target = Some(function.clone());
+            kernel_target = given;
+            &kernel_target
+        }
+        _ => spec,
+    };
+    if let Some(AttachTo::Program { prog, function }) = attach_to {
+        args.attach_prog_fd = Some(prog.as_fd());
+        args.attach_btf_id = program_func_id(bpf, prog.as_fd(), function).map_err(&perr)?;
+    } else if let Some((target, kind)) = attach_btf_name(named) {
         args.attach_btf_id = vmlinux.find(&target, kind).map_err(&perr)?.ok_or_else(|| {
             perr(format!(
                 "attaches to {target}, which the kernel's BTF ({VMLINUX_BTF}) does not have"
             ))
         })?;
+    } else if named.prog_type == ProgramType::Tracing && named.attach_target.is_none() {
+        return Err(perr(format!(
+            "section {} names no function to attach to: give it as the program's attach target",
+            spec.section
+        )));
     }
     if spec.sleepable {
         args.flags |= sys::prog_flags::SLEEPABLE;
@@ -1083,6 +1128,31 @@ fn load_program(
         }
     })?;
     Ok((fd, outcomes))
+}
+
+/// The BTF id of function `function` in the BTF of loaded program `prog`, which an
+/// `freplace` (or `fentry` on BPF) program names as its attach target.
+fn program_func_id(bpf: &Bpf, prog: BorrowedFd<'_>, function: &str) -> Result<u32, String> {
+    let info = bpf.prog_info(prog).map_err(|e| e.to_string())?;
+    if info.btf_id == 0 {
+        return Err(format!(
+            "the target program {} has no BTF, so its function {function} cannot be named",
+            info.name
+        ));
+    }
+    let btf_fd = bpf
+        .fd_by_id(sys::ObjectKind::Btf, info.btf_id, sys::OpenFlags::READ_ONLY)
+        .map_err(|e| e.to_string())?;
+    let data = bpf.btf_data(&btf_fd).map_err(|e| e.to_string())?;
+    let btf = Btf::parse(&data).map_err(|e| format!("the target program's BTF: {e}"))?;
+    btf.id_by_name(function, Kind::Func)
+        .map(|id| id.0)
+        .ok_or_else(|| {
+            format!(
+                "the target program {} has no function {function} in its BTF",
+                info.name
+            )
+        })
 }
 
 /// The instruction at which a verifier log says it met a call to the CO-RE poison

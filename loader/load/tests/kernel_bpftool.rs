@@ -102,6 +102,11 @@ const NOT_LOADED: &[(&str, &str)] = &[
          checks the error names the relocation); it has no maps",
     ),
     (
+        "attach_targets.o",
+        "its freplace and fentry programs name no target in their sections; the caller \
+         gives them (kernel_load.rs), bpftool cannot",
+    ),
+    (
         "too_complex.o",
         "the verifier refuses it as too large to walk, on purpose (kernel_load.rs checks the \
          error); libbpf's retry logs a line per instruction walked, for a minute",

@@ -185,7 +185,7 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
                         p.core.iter().filter(|o| o.target.is_none()).count()
                     );
                 }
-                Err(e @ LoadError::ProgramLoad { .. }) => {
+                Err(e @ (LoadError::ProgramLoad { .. } | LoadError::PoisonedCore { .. })) => {
                     let err = common::chain(&e);
                     let bpftool = libbpf.get_or_insert_with(|| bpftool_loads(&path, fs.path()));
                     assert!(
@@ -1190,4 +1190,100 @@ fn a_poisoned_core_instruction_the_verifier_reaches_names_its_relocation() {
     );
     let text = common::chain(&err);
     assert!(text.contains("field_byte_offset of struct task_struct.handover_no_such_field: the field does not exist in the target"), "{text}");
+}
+
+#[test]
+fn tracing_and_freplace_programs_load_with_the_attach_targets_given() {
+    if !testenv::privileged("tracing_and_freplace_programs_load_with_the_attach_targets_given") {
+        return;
+    }
+    let _fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/attach_targets.c: xdp_with_decision calls the global function decide;
+    // replace_decide (freplace), trace_decide and trace_kernel (fentry) name no target.
+    let data = common::read(&common::fixture("attach_targets"));
+    let obj = Object::parse(&data).unwrap();
+    let target = load(&bpf, &obj, only(["xdp_with_decision".to_owned()]))
+        .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    let xdp = std::sync::Arc::new(
+        target
+            .program("xdp_with_decision")
+            .unwrap()
+            .fd
+            .try_clone()
+            .unwrap(),
+    );
+
+    // Without targets each is refused, saying what to give.
+    let mut options = only(["replace_decide".to_owned(), "trace_kernel".to_owned()]);
+    options.keep_going = true;
+    let refused = load(&bpf, &obj, options).unwrap();
+    for name in ["replace_decide", "trace_kernel"] {
+        let why = common::chain(&refused.failed[name]);
+        assert!(why.contains("attach target"), "{name}: {why}");
+    }
+
+    let on_decide = handover_load::AttachTo::Program {
+        prog: xdp.clone(),
+        function: "decide".to_owned(),
+    };
+    let mut options = only(
+        ["replace_decide", "trace_decide", "trace_kernel"]
+            .map(str::to_owned)
+            .to_vec(),
+    );
+    options.attach_to = HashMap::from([
+        ("replace_decide".to_owned(), on_decide.clone()),
+        ("trace_decide".to_owned(), on_decide),
+        (
+            "trace_kernel".to_owned(),
+            handover_load::AttachTo::Kernel("do_nanosleep".to_owned()),
+        ),
+    ]);
+    options.keep_going = true;
+    let loaded = load(&bpf, &obj, options).unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    if let Some(e) = loaded.failed.values().next() {
+        // Some kernels (no BPF trampoline) refuse every fentry and freplace program
+        // with EPERM, libbpf's too: then only the checks before the kernel can run.
+        let eperm = matches!(e, LoadError::ProgramLoad { source, .. }
+            if source.errno() == Some(libc::EPERM));
+        let libbpf = bpftool_loads(&common::fixture("core_reloc"), _fs.path());
+        assert!(
+            eperm && libbpf.is_err(),
+            "{} (libbpf on an fentry program: {libbpf:?})",
+            common::chain(e)
+        );
+        eprintln!(
+            "SKIPPED: loading with attach targets: this kernel refuses fentry and freplace \
+             programs to every loader ({}; libbpf: {libbpf:?})",
+            common::chain(e)
+        );
+    } else {
+        let info = |name: &str| bpf.prog_info(&loaded.program(name).unwrap().fd).unwrap();
+        assert_eq!(info("replace_decide").prog_type, Some(ProgramType::Ext));
+        assert_ne!(info("replace_decide").attach_btf_id, 0);
+        assert_eq!(
+            info("replace_decide").attach_btf_id,
+            info("trace_decide").attach_btf_id,
+            "both name decide in the XDP program's BTF"
+        );
+        let kernel = handover_sys::vmlinux_btf().unwrap();
+        let kernel = handover_btf::Btf::parse(&kernel).unwrap();
+        let nanosleep = kernel
+            .id_by_name("do_nanosleep", handover_btf::Kind::Func)
+            .unwrap();
+        assert_eq!(info("trace_kernel").attach_btf_id, nanosleep.0);
+    }
+
+    // A function the target program lacks is named in the error.
+    let mut options = only(["replace_decide".to_owned()]);
+    options.attach_to = HashMap::from([(
+        "replace_decide".to_owned(),
+        handover_load::AttachTo::Program {
+            prog: xdp,
+            function: "no_such_function".to_owned(),
+        },
+    )]);
+    let err = common::chain(&load(&bpf, &obj, options).unwrap_err());
+    assert!(err.contains("no function no_such_function"), "{err}");
 }
