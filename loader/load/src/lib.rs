@@ -15,7 +15,7 @@ use std::sync::Arc;
 use handover_btf::{Btf, Builder, Endian, Kind, Linkage, StrOffset, TypeId};
 use handover_loader::{
     BtfFeatures, CoreOutcome, CoreTarget, KCONFIG_SECTION, KconfigSource, MapOrigin, MapSpec,
-    Object, PrepareError, ProgramSpec, ProgramTypes, RefTarget, SlotTarget, apply_core,
+    Object, Pinning, PrepareError, ProgramSpec, ProgramTypes, RefTarget, SlotTarget, apply_core,
     attach_btf_name, created_max_entries, func_info_bytes, kallsyms_address, kconfig_data,
     kernel_name, kernel_version_code, line_info_bytes, map_btf_ids, needs_config, prepare_btf,
     relocate, resolve_ksyms,
@@ -289,6 +289,12 @@ pub struct LoadOptions {
     /// Attach targets of tracing and `freplace` programs, by program name, instead of
     /// the target their section names.
     pub attach_to: HashMap<String, AttachTo>,
+    /// The pin directory of maps declared `__uint(pinning, LIBBPF_PIN_BY_NAME)` (a
+    /// descriptor of a bpffs directory, as `handover-bpffs` opens one): such a map
+    /// pinned there under its name is reused when it matches the definition (and
+    /// refused with the differences when not), else it is created and pinned there, as
+    /// libbpf does under its pin root. `None`: such maps are created and not pinned.
+    pub pin_root: Option<Arc<OwnedFd>>,
     /// BTF features to assume instead of probing the kernel.
     pub btf_features: Option<BtfFeatures>,
     /// Verifier log level for program loads.
@@ -316,6 +322,7 @@ impl std::fmt::Debug for LoadOptions {
             .field("inner_maps", &self.inner_maps)
             .field("object_name", &self.object_name)
             .field("attach_to", &self.attach_to)
+            .field("pin_root", &self.pin_root)
             .field(
                 "kconfig",
                 &self.kconfig.as_ref().map(|t| format!("{} bytes", t.len())),
@@ -594,6 +601,7 @@ pub fn load(
         kconfig,
         object_name,
         attach_to,
+        pin_root,
         btf_features,
         log_level,
         programs: only,
@@ -639,12 +647,37 @@ pub fn load(
     let kconfig_values = kconfig_values(object, kconfig.as_deref())?;
     let mut maps = BTreeMap::new();
     for spec in object.maps() {
-        if let Some(given) = reuse_maps.remove(&spec.name) {
+        let pinned = match (&pin_root, spec.pinning) {
+            (Some(dir), Pinning::ByName) if !reuse_maps.contains_key(&spec.name) => {
+                match bpf.obj_get_at(dir.as_fd(), &spec.name, sys::OpenFlags::READ_WRITE) {
+                    Ok(fd) => Some(Arc::new(fd)),
+                    Err(e) if e.errno() == Some(libc::ENOENT) => None,
+                    Err(source) => {
+                        return Err(LoadError::MapInit {
+                            map: spec.name.clone(),
+                            what: "opening its pin (LIBBPF_PIN_BY_NAME)".into(),
+                            source,
+                        });
+                    }
+                }
+            }
+            _ => None,
+        };
+        let given = reuse_maps.remove(&spec.name).or(pinned.clone());
+        if let Some(given) = given {
             let fd = given.try_clone().map_err(|source| LoadError::Descriptor {
                 map: spec.name.clone(),
                 source,
             })?;
-            let map = check_reused(bpf, spec, fd)?;
+            let map = check_reused(bpf, spec, fd).map_err(|e| match (e, &pinned) {
+                (LoadError::ReusedMap { map, reason }, Some(_)) => LoadError::ReusedMap {
+                    map,
+                    reason: format!(
+                        "the map pinned under its name (LIBBPF_PIN_BY_NAME) differs: {reason}"
+                    ),
+                },
+                (e, _) => e,
+            })?;
             maps.insert(
                 spec.name.clone(),
                 LoadedMap {
@@ -689,6 +722,14 @@ pub fn load(
         };
         if let Some(data) = data {
             init_data(spec, &map, data)?;
+        }
+        if let (Some(dir), Pinning::ByName) = (&pin_root, spec.pinning) {
+            bpf.obj_pin_at(map.fd(), dir.as_fd(), &spec.name)
+                .map_err(|source| LoadError::MapInit {
+                    map: spec.name.clone(),
+                    what: "pinning it by name (LIBBPF_PIN_BY_NAME)".into(),
+                    source,
+                })?;
         }
         maps.insert(
             spec.name.clone(),

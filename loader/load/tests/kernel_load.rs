@@ -1287,3 +1287,78 @@ fn tracing_and_freplace_programs_load_with_the_attach_targets_given() {
     let err = common::chain(&load(&bpf, &obj, options).unwrap_err());
     assert!(err.contains("no function no_such_function"), "{err}");
 }
+
+#[test]
+fn maps_pinned_by_name_are_pinned_and_reused_when_compatible() {
+    if !testenv::privileged("maps_pinned_by_name_are_pinned_and_reused_when_compatible") {
+        return;
+    }
+    let fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/maps_btf.c: flows, a hash map declared __uint(pinning, LIBBPF_PIN_BY_NAME).
+    let data = common::read(&common::fixture("maps_btf"));
+    let obj = Object::parse(&data).unwrap();
+    let root = fs.path().join("pins");
+    std::fs::create_dir(&root).unwrap();
+    let dir = std::sync::Arc::new(std::os::fd::OwnedFd::from(
+        std::fs::File::open(&root).unwrap(),
+    ));
+    let pinned = |dir: &std::sync::Arc<std::os::fd::OwnedFd>| LoadOptions {
+        pin_root: Some(dir.clone()),
+        ..LoadOptions::default()
+    };
+    let first = load(&bpf, &obj, pinned(&dir)).unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    let flows = first.map("flows").unwrap();
+    assert!(!flows.reused);
+    let id = bpf.map_info(flows.fd()).unwrap().id;
+    let pin = bpf
+        .obj_get(&root.join("flows"), OpenFlags::READ_ONLY)
+        .unwrap();
+    assert_eq!(bpf.map_info(&pin).unwrap().id, id, "pinned under its name");
+    // Only the maps declared so are pinned.
+    let pins: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let by_name: Vec<&str> = obj
+        .maps()
+        .iter()
+        .filter(|m| m.pinning == handover_loader::Pinning::ByName)
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(pins, by_name);
+
+    // A second load shares the pinned map, state and all.
+    let key = vec![7u8; flows.spec.key_size as usize];
+    let val = vec![9u8; flows.spec.value_size as usize];
+    flows.map.update(&key, &val, UpdateFlags::ANY).unwrap();
+    let second = load(&bpf, &obj, pinned(&dir)).unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    let shared = second.map("flows").unwrap();
+    assert!(shared.reused);
+    assert_eq!(bpf.map_info(shared.fd()).unwrap().id, id);
+    let mut got = vec![0u8; val.len()];
+    assert!(shared.map.lookup(&key, &mut got, UpdateFlags::ANY).unwrap());
+    assert_eq!(got, val);
+
+    // A map of another shape pinned under that name is refused, with the differences.
+    let other_root = fs.path().join("other");
+    std::fs::create_dir(&other_root).unwrap();
+    let mut create = handover_sys::MapCreate::new(MapType::Array, 4, 8, 16);
+    create.name = "flows";
+    let wrong = Map::create(&bpf, &create).unwrap();
+    bpf.obj_pin(wrong.fd(), &other_root.join("flows")).unwrap();
+    let other = std::sync::Arc::new(std::os::fd::OwnedFd::from(
+        std::fs::File::open(&other_root).unwrap(),
+    ));
+    let err = load(&bpf, &obj, pinned(&other)).unwrap_err();
+    let text = common::chain(&err);
+    assert!(
+        matches!(&err, LoadError::ReusedMap { map, .. } if map == "flows"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pinned under its name") && text.contains("type array (object: hash)"),
+        "{text}"
+    );
+}
