@@ -457,6 +457,21 @@ pub(crate) fn data_kind(section: &str) -> Option<DataKind> {
     }
 }
 
+/// The single-entry array of `size` bytes that holds section `section`, named after it.
+fn section_array(section: &str, size: u32) -> MapSpec {
+    let mut spec = MapSpec::empty(
+        section,
+        MapOrigin::GlobalData {
+            section: section.to_owned(),
+        },
+    );
+    spec.map_type = MapType::Array;
+    spec.key_size = 4;
+    spec.value_size = size;
+    spec.max_entries = 1;
+    spec
+}
+
 /// A single-entry array holding a global data section, flagged the way libbpf creates
 /// it: `.rodata*` read-only for programs and frozen, and mmapable when the section's
 /// `DATASEC` has a variable that is not `static`.
@@ -466,17 +481,9 @@ pub(crate) fn global_data_map(
     contents: Vec<u8>,
     btf: Option<&Btf<'_>>,
 ) -> Result<MapSpec, ObjectError> {
-    let mut spec = MapSpec::empty(
-        section,
-        MapOrigin::GlobalData {
-            section: section.to_owned(),
-        },
-    );
-    spec.map_type = MapType::Array;
-    spec.key_size = 4;
-    spec.value_size = u32::try_from(contents.len())
+    let size = u32::try_from(contents.len())
         .map_err(|_| ObjectError::section(section, "section larger than 4 GiB"))?;
-    spec.max_entries = 1;
+    let mut spec = section_array(section, size);
     if kind == DataKind::Rodata {
         spec.flags |= map_flags::RDONLY_PROG;
         spec.frozen = true;
@@ -507,17 +514,7 @@ pub(crate) fn global_data_map(
 /// mmapable, frozen once written). Its contents are the running kernel's, written at
 /// load time, so it has no initial data here.
 pub(crate) fn kconfig_map(size: u32) -> MapSpec {
-    let section = crate::kconfig::KCONFIG_SECTION;
-    let mut spec = MapSpec::empty(
-        section,
-        MapOrigin::GlobalData {
-            section: section.to_owned(),
-        },
-    );
-    spec.map_type = MapType::Array;
-    spec.key_size = 4;
-    spec.value_size = size;
-    spec.max_entries = 1;
+    let mut spec = section_array(crate::kconfig::KCONFIG_SECTION, size);
     spec.flags = map_flags::RDONLY_PROG | map_flags::MMAPABLE;
     spec.frozen = true;
     spec

@@ -301,16 +301,7 @@ fn nested_subprograms_get_the_program_tags_libbpf_gives_them() {
     let ours = handover_load::load(&bpf, &obj, handover_load::LoadOptions::default())
         .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
     let progs = fs.path().join("libbpf");
-    let (ok, err) = common::bpftool_in(
-        fs.path(),
-        &[
-            OsStr::new("prog"),
-            OsStr::new("loadall"),
-            path.as_os_str(),
-            progs.as_os_str(),
-        ],
-    );
-    assert!(ok, "bpftool: {err}");
+    common::bpftool_loadall(fs.path(), &path, &progs, None);
     let mut compared = Vec::new();
     for (name, p) in &ours.programs {
         let pin = progs.join(name);
@@ -364,18 +355,7 @@ fn global_data_maps_get_libbpfs_names_and_rodata_is_bound_to_every_program() {
         let dir = fs.path().join(fixture);
         let (progs, maps) = (dir.join("progs"), dir.join("maps"));
         std::fs::create_dir(&dir).unwrap();
-        let (ok, err) = common::bpftool_in(
-            fs.path(),
-            &[
-                OsStr::new("prog"),
-                OsStr::new("loadall"),
-                path.as_os_str(),
-                progs.as_os_str(),
-                OsStr::new("pinmaps"),
-                maps.as_os_str(),
-            ],
-        );
-        assert!(ok, "{file}: bpftool: {err}");
+        common::bpftool_loadall(fs.path(), &path, &progs, Some(&maps));
         let mut their_names: Vec<String> = std::fs::read_dir(&maps)
             .unwrap()
             .flatten()

@@ -1059,18 +1059,7 @@ fn kconfig_externs_get_the_running_kernels_values_as_libbpf_gives_them() {
     // libbpf's .kconfig map for the same object, on the same kernel.
     let pins = fs.path().join("libbpf_maps");
     let progs = fs.path().join("libbpf_progs");
-    let (ok, err) = common::bpftool_in(
-        fs.path(),
-        &[
-            OsStr::new("prog"),
-            OsStr::new("loadall"),
-            path.as_os_str(),
-            progs.as_os_str(),
-            OsStr::new("pinmaps"),
-            pins.as_os_str(),
-        ],
-    );
-    assert!(ok, "bpftool: {err}");
+    common::bpftool_loadall(fs.path(), &path, &progs, Some(&pins));
     let kconfig_pin = std::fs::read_dir(&pins)
         .unwrap()
         .flatten()
