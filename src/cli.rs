@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use handover::{LayoutHint, Policy};
+use handover_loader::ProgramTypes;
 use handover_uapi::{AttachType, ProgramType};
 
 /// Restart and upgrade eBPF daemons without losing traffic or map state.
@@ -92,8 +93,10 @@ pub(crate) struct InspectArgs {
     #[arg(long)]
     pub json: bool,
     /// Program type (and expected attach type) of the programs in a section whose
-    /// name libbpf does not know, as the kernel's enum names in lower case without
-    /// prefix: `my_hook=sock_ops:cgroup_sock_ops`. Repeatable.
+    /// name libbpf does not know (shown as type unknown without it), as the kernel's
+    /// enum names in lower case without prefix: `my_hook=sock_ops:cgroup_sock_ops`.
+    /// A SECTION ending in `*` is a prefix (`cgroup/connect4/*=cgroup_sock_addr`),
+    /// `*` alone every program. Repeatable.
     #[arg(long, value_name = "SECTION=TYPE[:ATTACH]", value_parser = parse_program_type)]
     pub program_type: Vec<ProgramTypeRule>,
 }
@@ -159,6 +162,20 @@ pub(crate) struct ProgramTypeRule {
     pub section: String,
     pub program_type: ProgramType,
     pub attach_type: Option<AttachType>,
+}
+
+/// The rules as the loader takes them: a SECTION ending in `*` is a prefix, `*` alone
+/// every program.
+pub(crate) fn program_types(rules: &[ProgramTypeRule]) -> ProgramTypes {
+    rules
+        .iter()
+        .fold(ProgramTypes::new(), |types, r| match r.section.as_str() {
+            "*" => types.every(r.program_type, r.attach_type),
+            s => match s.strip_suffix('*') {
+                Some(prefix) => types.prefix(prefix, r.program_type, r.attach_type),
+                None => types.section(s, r.program_type, r.attach_type),
+            },
+        })
 }
 
 fn names<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str) -> String {

@@ -4,28 +4,18 @@
 use std::process::ExitCode;
 
 use handover::inspect::report;
-use handover_loader::{ObjectError, ObjectFile, ObjectOptions};
+use handover_loader::{ObjectFile, ObjectOptions};
 
 use crate::cli::InspectArgs;
 use crate::inspect_render::render;
 
 pub(crate) fn run(args: &InspectArgs) -> Result<ExitCode, String> {
-    let mut options = ObjectOptions::new();
-    for r in &args.program_type {
-        options = options.program_type(&r.section, r.program_type, r.attach_type);
-    }
+    let options = ObjectOptions::new().program_types(crate::cli::program_types(&args.program_type));
     let path = args.object.display();
     let file = ObjectFile::open(&args.object).map_err(|e| crate::error_chain(&e))?;
-    let obj = file.parse_with(&options).map_err(|e| {
-        let mut msg = format!("{path}: {}", crate::error_chain(&e));
-        if let ObjectError::UnknownSection { section } = &e {
-            msg.push_str(&format!(
-                "\n  to inspect it anyway: handover inspect {path} --program-type \
-                 '{section}=TYPE[:ATTACH]' (e.g. sched_cls, or sock_ops:cgroup_sock_ops)"
-            ));
-        }
-        msg
-    })?;
+    let obj = file
+        .parse_with(&options)
+        .map_err(|e| format!("{path}: {}", crate::error_chain(&e)))?;
     let r = report(&obj);
     let text = if args.json {
         let mut text =

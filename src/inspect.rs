@@ -136,6 +136,22 @@ pub struct ProgramReport {
     pub core_relocations: Vec<CoreReport>,
 }
 
+/// A `__kconfig` extern: a value the loader fills from the running kernel.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KconfigReport {
+    /// Its name (`CONFIG_HZ`, `LINUX_KERNEL_VERSION`).
+    pub name: String,
+    /// `bool`, `tristate`, `char`, `int`, `uint` or `string`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Byte offset in the `.kconfig` map.
+    pub offset: u32,
+    /// Size in bytes.
+    pub size: u32,
+    /// Declared `__weak` (0 when the kernel does not set it).
+    pub weak: bool,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Report {
@@ -149,6 +165,8 @@ pub struct Report {
     pub maps: Vec<MapReport>,
     /// Programs.
     pub programs: Vec<ProgramReport>,
+    /// `__kconfig` externs.
+    pub kconfig_externs: Vec<KconfigReport>,
 }
 
 /// Spells a BTF type the way C would, bounded so a cyclic or deep chain cannot recurse
@@ -318,6 +336,17 @@ pub fn report(obj: &Object<'_>) -> Report {
             .programs()
             .iter()
             .map(|p| program_report(btf, p))
+            .collect(),
+        kconfig_externs: obj
+            .kconfig_externs()
+            .iter()
+            .map(|k| KconfigReport {
+                name: k.name.clone(),
+                kind: k.ty.name(),
+                offset: k.offset,
+                size: k.size,
+                weak: k.weak,
+            })
             .collect(),
     }
 }

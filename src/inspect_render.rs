@@ -136,5 +136,16 @@ pub fn render(name: &str, r: &Report) -> String {
             }
         }
     }
+    if !r.kconfig_externs.is_empty() {
+        let _ = writeln!(out, "kconfig externs ({}):", r.kconfig_externs.len());
+        for k in &r.kconfig_externs {
+            let weak = if k.weak { ", weak" } else { "" };
+            let _ = writeln!(
+                out,
+                "  {}: {}, {} bytes at .kconfig + {}{weak}",
+                k.name, k.kind, k.size, k.offset
+            );
+        }
+    }
     out
 }

@@ -225,7 +225,7 @@ impl Kernel for RealKernel {
                         None => self.fd_of(r)?.try_clone_to_owned(),
                     }
                     .map_err(|e| KernelError::failed(format!("dup {r}"), e))?;
-                    reuse_maps.insert(spec.name.clone(), fd);
+                    reuse_maps.insert(spec.name.clone(), std::sync::Arc::new(fd));
                 }
             }
             let loaded = handover_load::load(

@@ -1218,7 +1218,13 @@ pub fn apply_core(
             .ok_or_else(|| err(format!("unknown relocation kind {}", relo.kind)))?;
         let res = resolve(relo, kind, local, target).map_err(&err)?;
         let at = relo.insn as usize;
-        let poisoned = patch(&mut insns, at, &res).map_err(&err)?;
+        let poisoned = patch(&mut insns, at, &res).map_err(&err)?.map(|why| {
+            format!(
+                "{} of {}: {why}",
+                relo.kind_name(),
+                describe(local, relo, kind)
+            )
+        });
         outcomes.push(CoreOutcome {
             index,
             insn: relo.insn,
@@ -1229,6 +1235,36 @@ pub fn apply_core(
         });
     }
     Ok((insns, outcomes))
+}
+
+/// What a relocation refers to in the object's own BTF, as a reader names it: the
+/// root type and the member path (`struct task_struct.se.vruntime`), an enumerator
+/// (`enum e::VALUE`), or the type (`struct s`).
+fn describe(local: &Btf<'_>, relo: &CoreRelocation, kind: CoreKind) -> String {
+    let root = match skip_mods(local, relo.type_id) {
+        Ok((_, Some(t))) => {
+            let word = match t.kind() {
+                Kind::Struct => "struct ",
+                Kind::Union => "union ",
+                Kind::Enum | Kind::Enum64 => "enum ",
+                _ => "",
+            };
+            format!(
+                "{word}{}",
+                t.name().ok().filter(|n| !n.is_empty()).unwrap_or("(anon)")
+            )
+        }
+        _ => format!("type [{}]", relo.type_id.0),
+    };
+    let Ok(spec) = parse_spec(local, relo.type_id, &relo.access, kind) else {
+        return format!("{root} (access {})", relo.access);
+    };
+    let names: Vec<&str> = spec.acc.iter().filter_map(|a| a.name).collect();
+    match (kind.is_enumval(), names.as_slice()) {
+        (_, []) => root,
+        (true, [value, ..]) => format!("{root}::{value}"),
+        (false, path) => format!("{root}.{}", path.join(".")),
+    }
 }
 
 #[cfg(test)]

@@ -130,14 +130,6 @@ pub enum ObjectError {
         /// What is wrong.
         reason: &'static str,
     },
-    /// A program section's name does not say which program type it holds.
-    #[error(
-        "section {section}: unknown program type for section name; use a libbpf section name (e.g. \"xdp\", \"tc\", \"kprobe/FN\") or give the type explicitly with ObjectOptions::program_type(\"{section}\", ...)"
-    )]
-    UnknownSection {
-        /// The section name.
-        section: String,
-    },
     /// A program's instructions are malformed.
     #[error("program {program} (section {section}): {reason}")]
     Program {

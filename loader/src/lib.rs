@@ -21,10 +21,12 @@ mod btf_ext;
 mod core;
 mod error;
 mod file;
+mod kconfig;
 mod maps;
 mod object;
 mod prepare;
 mod program;
+mod program_types;
 mod raw;
 mod section;
 
@@ -35,8 +37,12 @@ pub use file::{MAX_OBJECT_SIZE, ObjectFile, ReadError, file_kind, read_regular};
 pub use handover_uapi::{
     INSN_SIZE, PSEUDO_BTF_ID, PSEUDO_KFUNC_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE,
 };
+pub use kconfig::{
+    KCONFIG_SECTION, KconfigError, KconfigExtern, KconfigSource, KconfigType, kconfig_data,
+    kconfig_size, kernel_version_code, needs_config,
+};
 pub use maps::{MapOrigin, MapSlot, MapSpec, Pinning, SlotTarget};
-pub use object::{Object, ObjectOptions, Variable};
+pub use object::{Object, ObjectOptions, ProgramSection, Variable};
 pub use prepare::{
     BtfFeatures, KERNEL_NAME_LEN, KsymResolution, POISON_CALL_KFUNC_BASE, PlacedDatasec, PlacedVar,
     PrepareError, SectionLayout, attach_btf_name, created_max_entries, func_info_bytes,
@@ -44,3 +50,4 @@ pub use prepare::{
     prepare_btf_with, relocate, resolve_ksyms, ringbuf_size,
 };
 pub use program::{FunctionSpan, KsymKind, ProgramSpec, RefTarget, Reference};
+pub use program_types::{ProgramTypes, TypeAndAttach};

@@ -69,7 +69,8 @@ pub struct MapSpec {
     pub key_type: Option<TypeId>,
     /// BTF type of the value (a `DATASEC` for global data).
     pub value_type: Option<TypeId>,
-    /// The inner map of a map-in-map.
+    /// The inner map of a map-in-map, `None` for one declared with key and value sizes
+    /// only (the loader then needs the template from its caller).
     pub inner: Option<Box<MapSpec>>,
     /// Initial contents of a global data map (zeros for `.bss`).
     pub initial_data: Option<Vec<u8>>,
@@ -87,6 +88,33 @@ impl MapSpec {
     #[must_use]
     pub fn type_name(&self) -> &'static str {
         self.map_type.name()
+    }
+
+    /// A map of `map_type` with these sizes and every other property unset, as a
+    /// caller describes a map the object does not define (the inner map template of a
+    /// map-in-map declared with sizes only).
+    #[must_use]
+    pub fn new(
+        name: &str,
+        map_type: MapType,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+    ) -> Self {
+        Self {
+            map_type,
+            key_size,
+            value_size,
+            max_entries,
+            ..Self::empty(name, MapOrigin::Inner)
+        }
+    }
+
+    /// Whether this is a map-in-map without an inner map definition, whose inner map
+    /// template the loader must be given.
+    #[must_use]
+    pub fn needs_inner_template(&self) -> bool {
+        is_map_in_map(self.map_type) && self.inner.is_none()
     }
 
     fn empty(name: &str, origin: MapOrigin) -> Self {
@@ -351,10 +379,17 @@ pub(crate) fn parse_btf_map(
     if spec.map_type == MapType::Unspec {
         return Err(ObjectError::map(name, "missing type"));
     }
-    if is_map_in_map(spec.map_type) && spec.inner.is_none() {
+    // A map-in-map declared with key and value sizes only has no inner definition:
+    // libbpf opens such objects, and the loader takes the inner map's template from
+    // its caller. Its value is an inner map's id or descriptor, 4 bytes.
+    if is_map_in_map(spec.map_type) && spec.inner.is_none() && spec.value_size != 4 {
         return Err(ObjectError::map(
             name,
-            "map-in-map without an inner map definition (__array(values, ...))",
+            format!(
+                "map-in-map without an inner map definition (__array(values, ...)) has value \
+                 size {}, expected 4 (an inner map's id)",
+                spec.value_size
+            ),
         ));
     }
     Ok(BtfMapDef {
@@ -422,6 +457,21 @@ pub(crate) fn data_kind(section: &str) -> Option<DataKind> {
     }
 }
 
+/// The single-entry array of `size` bytes that holds section `section`, named after it.
+fn section_array(section: &str, size: u32) -> MapSpec {
+    let mut spec = MapSpec::empty(
+        section,
+        MapOrigin::GlobalData {
+            section: section.to_owned(),
+        },
+    );
+    spec.map_type = MapType::Array;
+    spec.key_size = 4;
+    spec.value_size = size;
+    spec.max_entries = 1;
+    spec
+}
+
 /// A single-entry array holding a global data section, flagged the way libbpf creates
 /// it: `.rodata*` read-only for programs and frozen, and mmapable when the section's
 /// `DATASEC` has a variable that is not `static`.
@@ -431,17 +481,9 @@ pub(crate) fn global_data_map(
     contents: Vec<u8>,
     btf: Option<&Btf<'_>>,
 ) -> Result<MapSpec, ObjectError> {
-    let mut spec = MapSpec::empty(
-        section,
-        MapOrigin::GlobalData {
-            section: section.to_owned(),
-        },
-    );
-    spec.map_type = MapType::Array;
-    spec.key_size = 4;
-    spec.value_size = u32::try_from(contents.len())
+    let size = u32::try_from(contents.len())
         .map_err(|_| ObjectError::section(section, "section larger than 4 GiB"))?;
-    spec.max_entries = 1;
+    let mut spec = section_array(section, size);
     if kind == DataKind::Rodata {
         spec.flags |= map_flags::RDONLY_PROG;
         spec.frozen = true;
@@ -465,4 +507,15 @@ pub(crate) fn global_data_map(
     }
     spec.initial_data = Some(contents);
     Ok(spec)
+}
+
+/// The `.kconfig` map: a single-entry array of `size` bytes holding the values of the
+/// object's `__kconfig` externs, flagged as libbpf creates it (read-only for programs,
+/// mmapable, frozen once written). Its contents are the running kernel's, written at
+/// load time, so it has no initial data here.
+pub(crate) fn kconfig_map(size: u32) -> MapSpec {
+    let mut spec = section_array(crate::kconfig::KCONFIG_SECTION, size);
+    spec.flags = map_flags::RDONLY_PROG | map_flags::MMAPABLE;
+    spec.frozen = true;
+    spec
 }

@@ -12,8 +12,10 @@ use object::{Endianness, SectionIndex};
 
 use crate::btf_ext::{BtfExt, SectionExt};
 use crate::error::ObjectError;
+use crate::kconfig::{self, KCONFIG_SECTION, KconfigExtern};
 use crate::maps::{self, MapSlot, MapSpec, SlotTarget};
 use crate::program::{FunctionSpan, KsymKind, ProgramSpec, RefTarget, Reference};
+use crate::program_types::ProgramTypes;
 
 use crate::section;
 use handover_uapi::{
@@ -26,7 +28,7 @@ type Elf = FileHeader64<Endianness>;
 /// Options for [`Object::parse_with`].
 #[derive(Clone, Debug, Default)]
 pub struct ObjectOptions {
-    program_types: HashMap<String, (ProgramType, Option<AttachType>)>,
+    program_types: ProgramTypes,
 }
 
 impl ObjectOptions {
@@ -46,10 +48,32 @@ impl ObjectOptions {
         prog_type: ProgramType,
         attach_type: Option<AttachType>,
     ) -> Self {
-        self.program_types
-            .insert(section.to_owned(), (prog_type, attach_type));
+        self.program_types = self.program_types.section(section, prog_type, attach_type);
         self
     }
+
+    /// Gives program types by the rules of `types` (exact sections, prefixes, every
+    /// program), overriding what section names say.
+    #[must_use]
+    pub fn program_types(mut self, types: ProgramTypes) -> Self {
+        self.program_types = types;
+        self
+    }
+}
+
+/// The programs of one program section, as [`Object::program_sections`] lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramSection<'a> {
+    /// The section name (without a leading `?`).
+    pub section: &'a str,
+    /// The program type its name (or a parse-time rule) gives, `None` when it gives
+    /// none: loading its programs then needs a rule in
+    /// [`LoadOptions::program_types`](crate::LoadOptions::program_types).
+    pub prog_type: Option<ProgramType>,
+    /// The expected attach type that goes with it.
+    pub attach_type: Option<AttachType>,
+    /// Its programs, in offset order.
+    pub programs: Vec<&'a str>,
 }
 
 /// A parsed BPF object: its maps, programs, license, kernel version and BTF.
@@ -62,6 +86,7 @@ pub struct Object<'data> {
     programs: Vec<ProgramSpec>,
     section_sizes: BTreeMap<String, u64>,
     variables: Vec<Variable>,
+    kconfig: Vec<KconfigExtern>,
 }
 
 /// A data symbol (a global or static variable) of the ELF symbol table: where the
@@ -149,6 +174,7 @@ fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, ObjectError> {
 
 struct Parser<'data, 'o> {
     order: Endian,
+    kconfig: Vec<KconfigExtern>,
     sections: Vec<SecInfo<'data>>,
     symbols: Vec<SymInfo<'data>>,
     relocs: HashMap<usize, Vec<Reloc>>,
@@ -520,18 +546,30 @@ impl<'data> Object<'data> {
                 })
             })
             .collect();
+        let kconfig = match &btf {
+            Some(b) => kconfig::collect(b, &|name| {
+                symbols
+                    .iter()
+                    .any(|s| s.name == name && s.section.is_none() && s.bind == STB_WEAK.0)
+            })?,
+            None => Vec::new(),
+        };
         let parser = Parser {
             order,
+            kconfig,
             sections,
             symbols,
             relocs,
             btf: btf.as_ref(),
         };
-        let (maps, sites) = parser.collect_maps()?;
+        let (mut maps, sites) = parser.collect_maps()?;
         let programs = parser.collect_programs(options, &maps, &sites, &btf_ext)?;
-        let mut maps = maps;
         parser.static_init(&mut maps, &sites)?;
+        if !parser.kconfig.is_empty() {
+            maps.push(maps::kconfig_map(kconfig::kconfig_size(&parser.kconfig)));
+        }
 
+        let kconfig = parser.kconfig;
         let endian = order;
         Ok(Self {
             endian,
@@ -542,7 +580,16 @@ impl<'data> Object<'data> {
             programs,
             section_sizes,
             variables,
+            kconfig,
         })
+    }
+
+    /// The `__kconfig` externs, with where each lies in the `.kconfig` map (whose
+    /// contents a loader fills from the running kernel, see
+    /// [`kconfig_data`](crate::kconfig_data)).
+    #[must_use]
+    pub fn kconfig_externs(&self) -> &[KconfigExtern] {
+        &self.kconfig
     }
 
     /// The size of the ELF section named `name`.
@@ -605,6 +652,27 @@ impl<'data> Object<'data> {
     #[must_use]
     pub fn program(&self, name: &str) -> Option<&ProgramSpec> {
         self.programs.iter().find(|p| p.name == name)
+    }
+
+    /// Every program section with its programs and the type its name gives, in the
+    /// order of [`Object::programs`]: what a caller looks at to choose the program
+    /// types of sections whose names give none.
+    #[must_use]
+    pub fn program_sections(&self) -> Vec<ProgramSection<'_>> {
+        let mut out: Vec<ProgramSection<'_>> = Vec::new();
+        for p in &self.programs {
+            if let Some(s) = out.iter_mut().find(|s| s.section == p.section) {
+                s.programs.push(&p.name);
+                continue;
+            }
+            out.push(ProgramSection {
+                section: &p.section,
+                prog_type: p.type_known().then_some(p.prog_type),
+                attach_type: p.expected_attach_type,
+                programs: vec![&p.name],
+            });
+        }
+        out
     }
 }
 
@@ -983,18 +1051,15 @@ impl<'data> Parser<'data, '_> {
                 Some(rest) => (rest, false),
                 None => (elf_sec, true),
             };
-            let (prog_type, attach_type, kind) = match options
-                .program_types
-                .get(elf_sec)
-                .or_else(|| options.program_types.get(sec))
-            {
-                Some(&(p, a)) => (p, a, section::classify(sec)),
-                None => {
-                    let k = section::classify(sec).ok_or_else(|| ObjectError::UnknownSection {
-                        section: sec.to_owned(),
-                    })?;
-                    (k.prog_type, k.attach_type, Some(k))
-                }
+            // A section name libbpf does not know gives no type: the program parses
+            // (its maps and references are all there is to compare), and only loading
+            // it needs a type, given then.
+            let kind = section::classify(sec);
+            let (prog_type, attach_type) = match options.program_types.lookup(sec) {
+                Some(given) => given,
+                None => kind.map_or((ProgramType::Unspec, None), |k| {
+                    (k.prog_type, k.attach_type)
+                }),
             };
             let mut spec = self.link(fid, &funcs, &code, &reloc_maps, maps, sites, ext)?;
             spec.prog_type = prog_type;
@@ -1064,16 +1129,23 @@ impl<'data> Parser<'data, '_> {
                 .position(|f| f.section == section && f.start as u64 == insn)
         };
 
-        place(main, &mut image, &mut placed, &mut base_of)?;
-        let mut next = 0;
-        while let Some(&(fid, base)) = placed.get(next) {
-            next += 1;
+        // Functions are appended depth first, as libbpf does: a callee seen for the
+        // first time is placed and walked before the rest of its caller, so that the
+        // same object gets the same instructions (and program tag) under both loaders.
+        // An explicit stack of (function, base, next instruction) bounds the depth by
+        // the heap, not the thread's stack.
+        let mut stack = vec![(main, place(main, &mut image, &mut placed, &mut base_of)?, 0)];
+        while let Some(&(fid, base, j)) = stack.last() {
+            let top = stack.len() - 1;
             let f = funcs
                 .get(fid)
                 .ok_or_else(|| prog_err("function index out of range".into()))?;
+            if j >= f.len {
+                stack.pop();
+                continue;
+            }
             let sec_relocs = relocs.get(&f.section);
-            let mut j = 0;
-            while j < f.len {
+            {
                 let pc = base + j;
                 let insn = *image
                     .get(pc)
@@ -1088,6 +1160,8 @@ impl<'data> Parser<'data, '_> {
                 }
                 // (callee function, instruction index within its section)
                 let mut callee: Option<(usize, u64)> = None;
+                // A callee placed by this instruction, walked next.
+                let mut new_callee: Option<(usize, usize)> = None;
                 if let Some(si) = sym {
                     let s = self.symbol(si, f.section, byte_off)?;
                     let rerr = |reason: String| ObjectError::Relocation {
@@ -1096,6 +1170,30 @@ impl<'data> Parser<'data, '_> {
                         reason,
                     };
                     let Some(target_sec) = s.section else {
+                        if let Some(k) = self.kconfig.iter().find(|k| k.name == s.name) {
+                            if !wide {
+                                return Err(rerr(format!(
+                                    "__kconfig extern {} used by an instruction with opcode \
+                                     {:#04x}; only ld_imm64 may refer to it",
+                                    s.name, insn.code
+                                )));
+                            }
+                            set_imm(&mut image, pc, PSEUDO_MAP_VALUE, 0, Some(k.offset))
+                                .ok_or_else(|| {
+                                    prog_err(format!("ld_imm64 at instruction {pc} is truncated"))
+                                })?;
+                            references.push(Reference {
+                                insn: pc,
+                                target: RefTarget::MapValue {
+                                    map: KCONFIG_SECTION.to_owned(),
+                                    offset: k.offset,
+                                },
+                            });
+                            if let Some(frame) = stack.get_mut(top) {
+                                frame.2 = j + 2;
+                            }
+                            continue;
+                        }
                         let target = self.ksym_ref(s, &insn, wide)?;
                         if !wide {
                             let slot = image
@@ -1104,7 +1202,9 @@ impl<'data> Parser<'data, '_> {
                             *slot = Insn::new(slot.code, slot.dst(), PSEUDO_KFUNC_CALL, 0, 0);
                         }
                         references.push(Reference { insn: pc, target });
-                        j += if wide { 2 } else { 1 };
+                        if let Some(frame) = stack.get_mut(top) {
+                            frame.2 = j + if wide { 2 } else { 1 };
+                        }
                         continue;
                     };
                     // clang emits a callback's address as a plain `ld_imm64` (src 0)
@@ -1202,7 +1302,11 @@ impl<'data> Parser<'data, '_> {
                     let cfid = find_func(csec, cinsn).ok_or_else(|| {
                         prog_err(format!("call at instruction {pc} targets instruction {cinsn} of {}, which is not the start of a function", section_name_of(self, csec)))
                     })?;
+                    let first_seen = !base_of.contains_key(&cfid);
                     let cbase = place(cfid, &mut image, &mut placed, &mut base_of)?;
+                    if first_seen {
+                        new_callee = Some((cfid, cbase));
+                    }
                     let rel = i64::try_from(cbase).unwrap_or(i64::MAX)
                         - i64::try_from(pc).unwrap_or(0)
                         - 1;
@@ -1223,7 +1327,12 @@ impl<'data> Parser<'data, '_> {
                     };
                     references.push(Reference { insn: pc, target });
                 }
-                j += if wide { 2 } else { 1 };
+                if let Some(frame) = stack.get_mut(top) {
+                    frame.2 = j + if wide { 2 } else { 1 };
+                }
+                if let Some((cfid, cbase)) = new_callee {
+                    stack.push((cfid, cbase, 0));
+                }
             }
         }
 

@@ -90,7 +90,9 @@ pub struct ProgramSpec {
     /// Whether the program is loaded with its object by default: `false` when its
     /// section name starts with `?` (`SEC("?xdp")`), as libbpf does.
     pub autoload: bool,
-    /// The program type.
+    /// The program type: [`ProgramType::Unspec`] when the section's name says none
+    /// (a name libbpf does not know) and no rule gave one; see
+    /// [`ProgramSpec::type_known`].
     pub prog_type: ProgramType,
     /// The attach type to pass as `expected_attach_type`, if the section name implies one.
     pub expected_attach_type: Option<AttachType>,
@@ -134,10 +136,23 @@ impl ProgramSpec {
         }
     }
 
-    /// The program type as the kernel spells it without `BPF_PROG_TYPE_`, lower case.
+    /// The program type as the kernel spells it without `BPF_PROG_TYPE_`, lower case;
+    /// `unknown` when the section's name gives none.
     #[must_use]
     pub fn type_name(&self) -> &'static str {
-        self.prog_type.name()
+        if self.type_known() {
+            self.prog_type.name()
+        } else {
+            "unknown"
+        }
+    }
+
+    /// Whether the program has a type (from its section's name or a rule): loading a
+    /// program without one needs a rule in
+    /// [`LoadOptions::program_types`](crate::LoadOptions::program_types).
+    #[must_use]
+    pub fn type_known(&self) -> bool {
+        self.prog_type != ProgramType::Unspec
     }
 
     /// The expected attach type as the kernel spells it without `BPF_`, lower case.

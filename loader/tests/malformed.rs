@@ -261,12 +261,6 @@ const CASES: &[Case] = &[
         |e| matches!(e, ObjectError::BtfExt { offset: 0, .. }),
         &["bad magic"],
     ),
-    (
-        "kconfig extern",
-        || fixture("kconfig_extern"),
-        |e| matches!(e, ObjectError::UnsupportedExtern { symbol, kind: ".kconfig" } if symbol == "LINUX_KERNEL_VERSION"),
-        &["LINUX_KERNEL_VERSION", ".kconfig"],
-    ),
 ];
 
 #[test]

@@ -67,7 +67,7 @@ fn errno(command: &'static str, e: i32) -> Error {
     Error::Syscall {
         command,
         object: "fake map".to_owned(),
-        source: io::Error::from_raw_os_error(e),
+        error: io::Error::from_raw_os_error(e),
     }
 }
 

@@ -10,13 +10,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 use handover_btf::{Btf, Builder, Endian, Kind, Linkage, StrOffset, TypeId};
 use handover_loader::{
-    BtfFeatures, CoreOutcome, CoreTarget, MapSpec, Object, PrepareError, ProgramSpec, RefTarget,
-    SlotTarget, apply_core, attach_btf_name, created_max_entries, func_info_bytes,
-    kallsyms_address, kernel_name, line_info_bytes, map_btf_ids, prepare_btf, relocate,
-    resolve_ksyms,
+    BtfFeatures, CoreOutcome, CoreTarget, KCONFIG_SECTION, KconfigSource, MapOrigin, MapSpec,
+    Object, Pinning, PrepareError, ProgramSpec, ProgramTypes, RefTarget, SlotTarget, apply_core,
+    attach_btf_name, created_max_entries, func_info_bytes, kallsyms_address, kconfig_data,
+    kernel_name, kernel_version_code, line_info_bytes, map_btf_ids, needs_config, prepare_btf,
+    relocate, resolve_ksyms,
 };
 use handover_sys::{
     self as sys, Bpf, LogLevel, Map, MapBtf, MapCreate, MapType, ProgLoad, ProgramType, UpdateFlags,
@@ -141,6 +143,52 @@ pub enum LoadError {
         /// Which property differs, with both values.
         reason: String,
     },
+    /// Programs to load whose sections' names give no program type, and no rule of
+    /// [`LoadOptions::program_types`] gave one: every such section, with its programs.
+    #[error("{}", untyped_message(sections))]
+    UnknownProgramTypes {
+        /// Each section without a type, with the programs in it.
+        sections: Vec<UntypedSection>,
+    },
+    /// A map-in-map declared with key and value sizes only, and no inner map template
+    /// given for it.
+    #[error(
+        "map {map} is a map-in-map whose inner map the object does not define (it gives \
+         key and value sizes only): give the inner map's template (type, key and value \
+         size, capacity) for it"
+    )]
+    InnerMapTemplate {
+        /// The outer map.
+        map: String,
+    },
+    /// A `__kconfig` extern has no value on this kernel (or one of the wrong kind).
+    #[error(transparent)]
+    Kconfig(handover_loader::KconfigError),
+    /// The kernel's configuration exists but could not be read.
+    #[error("reading the kernel configuration for the object's __kconfig externs")]
+    KernelConfig {
+        /// The error, naming the file.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The verifier reached an instruction poisoned by a CO-RE relocation the running
+    /// kernel cannot satisfy (libbpf's "relocation failed" case).
+    #[error(
+        "loading program {program} (section {}): the verifier reached instruction {}, \
+         poisoned by CO-RE relocation #{} ({}): the running kernel lacks what it names; \
+         guard the access (bpf_core_field_exists and the like) so that the instruction is \
+         dead on such a kernel",
+        poisoned.section, poisoned.insn, poisoned.index, poisoned.relocation
+    )]
+    PoisonedCore {
+        /// The program's name.
+        program: String,
+        /// Which relocation, where.
+        poisoned: Box<PoisonedRelocation>,
+        /// The kernel's error, with the verifier log.
+        #[source]
+        source: sys::Error,
+    },
     /// The kernel refused a program.
     #[error("loading program {program} (section {section})")]
     ProgramLoad {
@@ -154,8 +202,61 @@ pub enum LoadError {
     },
 }
 
+/// The CO-RE relocation whose poisoned instruction the verifier reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoisonedRelocation {
+    /// The program's section.
+    pub section: String,
+    /// The poisoned instruction.
+    pub insn: u32,
+    /// The relocation's index among the program's CO-RE relocations.
+    pub index: usize,
+    /// The relocation (kind, struct and field) and why it has no value on this kernel.
+    pub relocation: String,
+}
+
+/// A program section whose name gives no program type, with the programs in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UntypedSection {
+    /// The section name.
+    pub section: String,
+    /// Its programs that were to be loaded.
+    pub programs: Vec<String>,
+}
+
+fn untyped_message(sections: &[UntypedSection]) -> String {
+    let list: Vec<String> = sections
+        .iter()
+        .map(|s| format!("section {:?} (programs {:?})", s.section, s.programs))
+        .collect();
+    format!(
+        "{} program section(s) have names that give no program type: {}; give each a type \
+         with --program-type SECTION=TYPE[:ATTACH] (SECTION may end in * for a prefix, or \
+         be * for every program)",
+        sections.len(),
+        list.join(", ")
+    )
+}
+
+/// What a tracing program (or an `freplace` one) attaches to, when its section name
+/// does not say, or says something else.
+#[derive(Clone, Debug)]
+pub enum AttachTo {
+    /// A kernel function (`fentry`/`fexit`/`fmod_ret`), tracepoint (`tp_btf`) or LSM
+    /// hook (`lsm`) by name, looked up in the kernel's BTF as the section's target is.
+    Kernel(String),
+    /// Function `function` of a loaded BPF program: what an `freplace` program
+    /// replaces, or an `fentry`/`fexit` program traces. Found in the program's BTF.
+    Program {
+        /// The loaded program.
+        prog: Arc<OwnedFd>,
+        /// The function's name (a global function of that program, or its entry).
+        function: String,
+    },
+}
+
 /// Options of [`load`].
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct LoadOptions {
     /// Maps to use instead of creating them, by name in the object (pinned maps of a
     /// running version). Each must match its definition (type, key and value size,
@@ -163,7 +264,37 @@ pub struct LoadOptions {
     /// is not frozen, and its static slots (a prog array's programs, a map-in-map's
     /// maps) are not written: a reused map is live, and writing a slot switches
     /// traffic. They are returned in [`LoadedObject::unwritten_slots`] for the caller.
-    pub reuse_maps: HashMap<String, OwnedFd>,
+    /// The loaded object holds a duplicate of each descriptor.
+    pub reuse_maps: HashMap<String, Arc<OwnedFd>>,
+    /// Program types by section (exact, prefix, or every program), overriding what
+    /// section names say; a program whose section gives no type needs one here.
+    pub program_types: ProgramTypes,
+    /// Load every program that can be loaded, and report each refusal in
+    /// [`LoadedObject::failed`] instead of failing the whole load at the first one.
+    /// Maps are still all or nothing.
+    pub keep_going: bool,
+    /// Inner map templates of map-in-maps, by outer map name: needed for an outer map
+    /// declared with key and value sizes only (no `__array(values, ...)`), and used
+    /// instead of the object's own inner definition where one is given.
+    pub inner_maps: HashMap<String, MapSpec>,
+    /// The kernel configuration text (`CONFIG_X=y` lines) that `CONFIG_*` `__kconfig`
+    /// externs read, instead of the running kernel's (`/boot/config-RELEASE`, else
+    /// `/proc/config.gz`, as libbpf looks).
+    pub kconfig: Option<String>,
+    /// The object's name as libbpf has it (the file name up to its first `.`, see
+    /// [`handover_uapi::object_name`]): global data maps are then created with libbpf's
+    /// names (`global_d.rodata` for `.rodata` of `global_data.o`), so tools show the
+    /// same names for both loaders. `None`: each is named after its section alone.
+    pub object_name: Option<String>,
+    /// Attach targets of tracing and `freplace` programs, by program name, instead of
+    /// the target their section names.
+    pub attach_to: HashMap<String, AttachTo>,
+    /// The pin directory of maps declared `__uint(pinning, LIBBPF_PIN_BY_NAME)` (a
+    /// descriptor of a bpffs directory, as `handover-bpffs` opens one): such a map
+    /// pinned there under its name is reused when it matches the definition (and
+    /// refused with the differences when not), else it is created and pinned there, as
+    /// libbpf does under its pin root. `None`: such maps are created and not pinned.
+    pub pin_root: Option<Arc<OwnedFd>>,
     /// BTF features to assume instead of probing the kernel.
     pub btf_features: Option<BtfFeatures>,
     /// Verifier log level for program loads.
@@ -186,6 +317,16 @@ impl std::fmt::Debug for LoadOptions {
         // The target BTF is megabytes of bytes: show its size only.
         f.debug_struct("LoadOptions")
             .field("reuse_maps", &self.reuse_maps)
+            .field("program_types", &self.program_types)
+            .field("keep_going", &self.keep_going)
+            .field("inner_maps", &self.inner_maps)
+            .field("object_name", &self.object_name)
+            .field("attach_to", &self.attach_to)
+            .field("pin_root", &self.pin_root)
+            .field(
+                "kconfig",
+                &self.kconfig.as_ref().map(|t| format!("{} bytes", t.len())),
+            )
             .field("btf_features", &self.btf_features)
             .field("log_level", &self.log_level)
             .field("programs", &self.programs)
@@ -243,6 +384,9 @@ pub struct LoadedProgram {
     /// What each of its CO-RE relocations wrote (a `None` target: the instruction was
     /// poisoned, as the relocation has no value on the target kernel).
     pub core: Vec<CoreOutcome>,
+    /// Whether the object's `.rodata` map is bound to it (`BPF_PROG_BIND_MAP`, 5.10+),
+    /// so that the map lives as long as the program.
+    pub rodata_bound: bool,
 }
 
 /// An object in the kernel: its BTF and owned handles to its maps and programs.
@@ -256,8 +400,11 @@ pub struct LoadedObject {
     /// Every map by name in the object (inner map templates excluded: they only serve
     /// to create their outer map).
     pub maps: BTreeMap<String, LoadedMap>,
-    /// Every program by name.
+    /// Every program loaded, by name.
     pub programs: BTreeMap<String, LoadedProgram>,
+    /// Every program that was to be loaded but was not, by name, with why (only with
+    /// [`LoadOptions::keep_going`]; without it the first refusal fails the load).
+    pub failed: BTreeMap<String, LoadError>,
     /// The static slots of reused maps, which loading does not write.
     pub unwritten_slots: Vec<UnwrittenSlot>,
 }
@@ -276,14 +423,27 @@ impl LoadedObject {
     }
 }
 
+/// The name a map is created with: a global data map of an object whose name is
+/// known gets libbpf's name for it (the object name's start before the section name),
+/// every other map the kernel's cut of its own name.
+fn created_name(spec: &MapSpec, object_name: Option<&str>) -> String {
+    match (&spec.origin, object_name) {
+        (MapOrigin::GlobalData { section }, Some(object)) => {
+            handover_uapi::global_data_map_name(object, section)
+        }
+        _ => kernel_name(&spec.name),
+    }
+}
+
 fn create_map(
     bpf: &Bpf,
     spec: &MapSpec,
     features: &BtfFeatures,
     btf: Option<BorrowedFd<'_>>,
     inner: Option<BorrowedFd<'_>>,
+    object_name: Option<&str>,
 ) -> Result<(OwnedFd, Option<(u32, u32)>), LoadError> {
-    let name = kernel_name(&spec.name);
+    let name = created_name(spec, object_name);
     let cpus = match spec.map_type {
         MapType::PerfEventArray if spec.max_entries == 0 => {
             bpf.possible_cpus().map_err(|source| LoadError::MapCreate {
@@ -435,12 +595,27 @@ pub fn load(
 ) -> Result<LoadedObject, LoadError> {
     let LoadOptions {
         mut reuse_maps,
+        program_types,
+        keep_going,
+        inner_maps,
+        kconfig,
+        object_name,
+        attach_to,
+        pin_root,
         btf_features,
         log_level,
         programs: only,
         core_btf,
         require_btf,
     } = options;
+    let mut failed = BTreeMap::new();
+    let to_load = typed_programs(
+        object,
+        &program_types,
+        only.as_ref(),
+        keep_going,
+        &mut failed,
+    )?;
     if object.endian() != Endian::native() {
         return Err(LoadError::Prepare(PrepareError::ByteOrder {
             object: object.endian(),
@@ -469,10 +644,40 @@ pub fn load(
     };
     let btf = btf_fd.as_ref().map(AsFd::as_fd);
 
+    let kconfig_values = kconfig_values(object, kconfig.as_deref())?;
     let mut maps = BTreeMap::new();
     for spec in object.maps() {
-        if let Some(fd) = reuse_maps.remove(&spec.name) {
-            let map = check_reused(bpf, spec, fd)?;
+        let pinned = match (&pin_root, spec.pinning) {
+            (Some(dir), Pinning::ByName) if !reuse_maps.contains_key(&spec.name) => {
+                match bpf.obj_get_at(dir.as_fd(), &spec.name, sys::OpenFlags::READ_WRITE) {
+                    Ok(fd) => Some(Arc::new(fd)),
+                    Err(e) if e.errno() == Some(libc::ENOENT) => None,
+                    Err(source) => {
+                        return Err(LoadError::MapInit {
+                            map: spec.name.clone(),
+                            what: "opening its pin (LIBBPF_PIN_BY_NAME)".into(),
+                            source,
+                        });
+                    }
+                }
+            }
+            _ => None,
+        };
+        let given = reuse_maps.remove(&spec.name).or(pinned.clone());
+        if let Some(given) = given {
+            let fd = given.try_clone().map_err(|source| LoadError::Descriptor {
+                map: spec.name.clone(),
+                source,
+            })?;
+            let map = check_reused(bpf, spec, fd).map_err(|e| match (e, &pinned) {
+                (LoadError::ReusedMap { map, reason }, Some(_)) => LoadError::ReusedMap {
+                    map,
+                    reason: format!(
+                        "the map pinned under its name (LIBBPF_PIN_BY_NAME) differs: {reason}"
+                    ),
+                },
+                (e, _) => e,
+            })?;
             maps.insert(
                 spec.name.clone(),
                 LoadedMap {
@@ -486,8 +691,14 @@ pub fn load(
         }
         // The inner map is a template for the outer map's values; the kernel keeps
         // only its geometry, so it is closed once the outer map exists.
-        let template = match &spec.inner {
-            Some(inner) => Some(create_map(bpf, inner, &features, btf, None)?.0),
+        let inner = inner_maps.get(&spec.name).or(spec.inner.as_deref());
+        if inner.is_none() && spec.needs_inner_template() {
+            return Err(LoadError::InnerMapTemplate {
+                map: spec.name.clone(),
+            });
+        }
+        let template = match inner {
+            Some(inner) => Some(create_map(bpf, inner, &features, btf, None, None)?.0),
             None => None,
         };
         let (fd, ids) = create_map(
@@ -496,6 +707,7 @@ pub fn load(
             &features,
             btf,
             template.as_ref().map(AsFd::as_fd),
+            object_name.as_deref(),
         )?;
         drop(template);
         let map = Map::new(bpf, fd).map_err(|source| LoadError::MapInit {
@@ -503,8 +715,21 @@ pub fn load(
             what: "reading its info".into(),
             source,
         })?;
-        if let Some(data) = &spec.initial_data {
+        let data = match (&spec.initial_data, &kconfig_values) {
+            (Some(data), _) => Some(data),
+            (None, Some(values)) if spec.name == KCONFIG_SECTION => Some(values),
+            _ => None,
+        };
+        if let Some(data) = data {
             init_data(spec, &map, data)?;
+        }
+        if let (Some(dir), Pinning::ByName) = (&pin_root, spec.pinning) {
+            bpf.obj_pin_at(map.fd(), dir.as_fd(), &spec.name)
+                .map_err(|source| LoadError::MapInit {
+                    map: spec.name.clone(),
+                    what: "pinning it by name (LIBBPF_PIN_BY_NAME)".into(),
+                    source,
+                })?;
         }
         maps.insert(
             spec.name.clone(),
@@ -553,14 +778,8 @@ pub fn load(
     let mut programs = BTreeMap::new();
     let mut vmlinux = Vmlinux::default();
     let kallsyms = std::sync::OnceLock::new();
-    let wanted = |spec: &&ProgramSpec| only.as_ref().is_none_or(|o| o.contains(&spec.name));
     let core_blob =
-        if object
-            .programs()
-            .iter()
-            .filter(wanted)
-            .any(|p| p.needs_core())
-        {
+        if to_load.iter().any(ProgramSpec::needs_core) {
             Some(match core_btf {
             Some(blob) => blob,
             None => sys::vmlinux_btf().map_err(|e| LoadError::Prepare(PrepareError::Btf {
@@ -582,10 +801,7 @@ pub fn load(
             })
         })?;
     let core_target = core_btf.as_ref().map(CoreTarget::new);
-    for spec in object.programs() {
-        if only.as_ref().is_some_and(|o| !o.contains(&spec.name)) {
-            continue;
-        }
+    for spec in to_load {
         let ctx = ProgContext {
             bpf,
             object,
@@ -595,20 +811,41 @@ pub fn load(
             license,
             log_level,
             kallsyms: &kallsyms,
+            attach_to: attach_to.get(&spec.name),
         };
-        let (fd, core) = load_program(&ctx, spec, &mut vmlinux, core_target.as_ref())?;
-        programs.insert(
-            spec.name.clone(),
-            LoadedProgram {
-                fd,
-                spec: spec.clone(),
-                core,
-            },
-        );
+        match load_program(&ctx, &spec, &mut vmlinux, core_target.as_ref()) {
+            Ok((fd, core)) => {
+                // As libbpf: `.rodata` lives as long as every program, even one whose
+                // uses of it the verifier folded away. A kernel without
+                // BPF_PROG_BIND_MAP (before 5.10) refuses it with EINVAL; like libbpf,
+                // the load goes on without the binding.
+                let rodata_bound = match maps.get(".rodata") {
+                    Some(rodata) => bpf.prog_bind_map(&fd, rodata.fd()).is_ok(),
+                    None => false,
+                };
+                programs.insert(
+                    spec.name.clone(),
+                    LoadedProgram {
+                        fd,
+                        spec,
+                        core,
+                        rodata_bound,
+                    },
+                );
+            }
+            Err(e) if keep_going => {
+                failed.insert(spec.name.clone(), e);
+            }
+            Err(e) => return Err(e),
+        }
     }
     for m in maps.values().filter(|m| !m.reused) {
         for slot in &m.spec.initial_slots {
             if let SlotTarget::Program(target) = &slot.target {
+                // A program that failed is reported in `failed`; its slot stays empty.
+                if failed.contains_key(target) {
+                    continue;
+                }
                 let fd = programs.get(target).map(|p| p.fd.as_raw_fd());
                 fill_slot(m, slot.index, target, fd)?;
             }
@@ -620,7 +857,104 @@ pub fn load(
         maps,
         programs,
         unwritten_slots,
+        failed,
     })
+}
+
+/// The programs to load (every one, or those in `only`), each with the type its rule in
+/// `rules` gives, else its section's name. Programs left without a type are an error
+/// naming every such section, before anything is created; with `keep_going` each is
+/// put in `failed` instead.
+fn typed_programs(
+    object: &Object<'_>,
+    rules: &ProgramTypes,
+    only: Option<&BTreeSet<String>>,
+    keep_going: bool,
+    failed: &mut BTreeMap<String, LoadError>,
+) -> Result<Vec<ProgramSpec>, LoadError> {
+    let mut typed = Vec::new();
+    let mut untyped: Vec<UntypedSection> = Vec::new();
+    for p in object.programs() {
+        if only.is_some_and(|o| !o.contains(&p.name)) {
+            continue;
+        }
+        let mut spec = p.clone();
+        if let Some((prog_type, attach_type)) = rules.lookup(&spec.section) {
+            spec.prog_type = prog_type;
+            spec.expected_attach_type = attach_type;
+        }
+        if spec.type_known() {
+            typed.push(spec);
+            continue;
+        }
+        match untyped.iter_mut().find(|u| u.section == spec.section) {
+            Some(u) => u.programs.push(spec.name),
+            None => untyped.push(UntypedSection {
+                section: spec.section,
+                programs: vec![spec.name],
+            }),
+        }
+    }
+    if untyped.is_empty() {
+        return Ok(typed);
+    }
+    if !keep_going {
+        return Err(LoadError::UnknownProgramTypes { sections: untyped });
+    }
+    for u in untyped {
+        for program in &u.programs {
+            let one = UntypedSection {
+                section: u.section.clone(),
+                programs: vec![program.clone()],
+            };
+            failed.insert(
+                program.clone(),
+                LoadError::UnknownProgramTypes {
+                    sections: vec![one],
+                },
+            );
+        }
+    }
+    Ok(typed)
+}
+
+/// The `.kconfig` map's contents for the object's `__kconfig` externs (`None` without
+/// any): the running kernel's version, and its configuration (`config`, else read as
+/// libbpf reads it) when an extern is a `CONFIG_*` one.
+fn kconfig_values(object: &Object<'_>, config: Option<&str>) -> Result<Option<Vec<u8>>, LoadError> {
+    let externs = object.kconfig_externs();
+    if externs.is_empty() {
+        return Ok(None);
+    }
+    let release = sys::kernel_release().ok();
+    let kernel_version = release.as_deref().and_then(kernel_version_code);
+    let read;
+    let (text, origin) = match config {
+        Some(text) => (Some(text), "the configuration given".to_owned()),
+        None if needs_config(externs) => {
+            read = sys::kernel_config().map_err(|source| LoadError::KernelConfig { source })?;
+            match &read {
+                Some((text, from)) => (Some(text.as_str()), from.clone()),
+                None => (
+                    None,
+                    format!(
+                        "neither /boot/config-{} nor {} exists",
+                        release.as_deref().unwrap_or("RELEASE"),
+                        sys::PROC_CONFIG_GZ
+                    ),
+                ),
+            }
+        }
+        None => (None, String::new()),
+    };
+    let source = KconfigSource {
+        kernel_version,
+        config: text,
+        config_origin: &origin,
+    };
+    kconfig_data(externs, &source)
+        .map(Some)
+        .map_err(LoadError::Kconfig)
 }
 
 fn init_data(spec: &MapSpec, map: &Map, data: &[u8]) -> Result<(), LoadError> {
@@ -664,6 +998,8 @@ struct ProgContext<'a> {
     log_level: LogLevel,
     /// The text of `/proc/kallsyms`, read on first need.
     kallsyms: &'a std::sync::OnceLock<Result<String, String>>,
+    /// What the program attaches to, when the caller says.
+    attach_to: Option<&'a AttachTo>,
 }
 
 /// The kernel's BTF, read on first need.
@@ -705,6 +1041,7 @@ fn load_program(
         license,
         log_level,
         kallsyms,
+        attach_to,
     } = *ctx;
     let perr = |reason: String| {
         LoadError::Prepare(PrepareError::Program {
@@ -712,9 +1049,10 @@ fn load_program(
             reason,
         })
     };
-    if spec.prog_type == ProgramType::Ext {
+    if spec.prog_type == ProgramType::Ext && !matches!(attach_to, Some(AttachTo::Program { .. })) {
         return Err(perr(
-            "freplace programs need the program they replace, which an object load does not know"
+            "an freplace program needs the program and function it replaces: give them as \
+             its attach target"
                 .into(),
         ));
     }
@@ -760,12 +1098,30 @@ fn load_program(
     args.expected_attach_type = spec.expected_attach_type;
     args.kern_version = object.kernel_version().unwrap_or(0);
     args.log_level = log_level;
-    if let Some((target, kind)) = attach_btf_name(spec) {
+    let kernel_target;
+    let named = match attach_to {
+        Some(AttachTo::Kernel(function)) => {
+            let mut given = spec.clone();
+            given.attach_target = Some(function.clone());
+            kernel_target = given;
+            &kernel_target
+        }
+        _ => spec,
+    };
+    if let Some(AttachTo::Program { prog, function }) = attach_to {
+        args.attach_prog_fd = Some(prog.as_fd());
+        args.attach_btf_id = program_func_id(bpf, prog.as_fd(), function).map_err(&perr)?;
+    } else if let Some((target, kind)) = attach_btf_name(named) {
         args.attach_btf_id = vmlinux.find(&target, kind).map_err(&perr)?.ok_or_else(|| {
             perr(format!(
                 "attaches to {target}, which the kernel's BTF ({VMLINUX_BTF}) does not have"
             ))
         })?;
+    } else if named.prog_type == ProgramType::Tracing && named.attach_target.is_none() {
+        return Err(perr(format!(
+            "section {} names no function to attach to: give it as the program's attach target",
+            spec.section
+        )));
     }
     if spec.sleepable {
         args.flags |= sys::prog_flags::SLEEPABLE;
@@ -786,14 +1142,79 @@ fn load_program(
             args.line_info_rec_size = 16;
         }
     }
-    let fd = bpf
-        .prog_load(&args)
-        .map_err(|source| LoadError::ProgramLoad {
-            program: spec.name.clone(),
-            section: spec.section.clone(),
-            source,
-        })?;
+    let fd = bpf.prog_load(&args).map_err(|source| {
+        // A poisoned CO-RE instruction the verifier reached: say which relocation
+        // the running kernel cannot satisfy, as libbpf does.
+        let poisoned = source.log().and_then(poisoned_insn).and_then(|insn| {
+            outcomes
+                .iter()
+                .find(|o| o.insn == insn && o.poisoned.is_some())
+        });
+        match poisoned {
+            Some(o) => LoadError::PoisonedCore {
+                program: spec.name.clone(),
+                poisoned: Box::new(PoisonedRelocation {
+                    section: spec.section.clone(),
+                    insn: o.insn,
+                    index: o.index,
+                    relocation: o.poisoned.clone().unwrap_or_default(),
+                }),
+                source,
+            },
+            None => LoadError::ProgramLoad {
+                program: spec.name.clone(),
+                section: spec.section.clone(),
+                source,
+            },
+        }
+    })?;
     Ok((fd, outcomes))
+}
+
+/// The BTF id of function `function` in the BTF of loaded program `prog`, which an
+/// `freplace` (or `fentry` on BPF) program names as its attach target.
+fn program_func_id(bpf: &Bpf, prog: BorrowedFd<'_>, function: &str) -> Result<u32, String> {
+    let info = bpf.prog_info(prog).map_err(|e| e.to_string())?;
+    if info.btf_id == 0 {
+        return Err(format!(
+            "the target program {} has no BTF, so its function {function} cannot be named",
+            info.name
+        ));
+    }
+    let btf_fd = bpf
+        .fd_by_id(sys::ObjectKind::Btf, info.btf_id, sys::OpenFlags::READ_ONLY)
+        .map_err(|e| e.to_string())?;
+    let data = bpf.btf_data(&btf_fd).map_err(|e| e.to_string())?;
+    let btf = Btf::parse(&data).map_err(|e| format!("the target program's BTF: {e}"))?;
+    btf.id_by_name(function, Kind::Func)
+        .map(|id| id.0)
+        .ok_or_else(|| {
+            format!(
+                "the target program {} has no function {function} in its BTF",
+                info.name
+            )
+        })
+}
+
+/// The instruction at which a verifier log says it met a call to the CO-RE poison
+/// helper ([`handover_loader::POISON_HELPER`]): the number of the last `N: (85) call
+/// unknown#195896080` line before `invalid func unknown#195896080`.
+fn poisoned_insn(log: &str) -> Option<u32> {
+    let callee = format!("unknown#{}", handover_loader::POISON_HELPER);
+    let refusal = format!("invalid func {callee}");
+    let mut last_call = None;
+    for line in log.lines() {
+        if line.trim() == refusal {
+            return last_call;
+        }
+        if let Some((n, rest)) = line.split_once(": ")
+            && rest.contains("call")
+            && rest.contains(&callee)
+        {
+            last_call = n.trim().parse().ok();
+        }
+    }
+    None
 }
 
 #[cfg(test)]

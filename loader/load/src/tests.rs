@@ -197,7 +197,7 @@ fn a_map_given_for_reuse_must_exist_in_the_object() {
     let mut reuse = HashMap::new();
     reuse.insert(
         "no_such_map".to_owned(),
-        OwnedFd::from(std::fs::File::open("/dev/null").unwrap()),
+        std::sync::Arc::new(OwnedFd::from(std::fs::File::open("/dev/null").unwrap())),
     );
     let options = LoadOptions {
         btf_features: Some(BtfFeatures::ALL),
@@ -312,4 +312,107 @@ fn ksyms_resolve_against_the_running_kernel_btf() {
             }
         }
     }
+}
+
+#[test]
+fn programs_in_sections_without_a_type_are_all_named_before_anything_is_created() {
+    // programs/custom_sections.c: a cgroup/connect4 program, two tail-call targets in
+    // cgroup/connect4/ROUTE_TAIL_CALL_n, and programs in xdp_custom and tc_custom.
+    let data = fixture("custom_sections");
+    let obj = Object::parse(&data).unwrap();
+    let calls = Calls::default();
+    let bpf = refusing_backend(calls.clone(), false);
+    let options = LoadOptions {
+        btf_features: Some(BtfFeatures::ALL),
+        ..LoadOptions::default()
+    };
+    let err = load(&bpf, &obj, options).unwrap_err();
+    let LoadError::UnknownProgramTypes { sections } = &err else {
+        panic!("{err}")
+    };
+    let named: Vec<(&str, Vec<&str>)> = sections
+        .iter()
+        .map(|s| {
+            (
+                s.section.as_str(),
+                s.programs.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("cgroup/connect4/ROUTE_TAIL_CALL_1", vec!["connect_route"]),
+            ("cgroup/connect4/ROUTE_TAIL_CALL_2", vec!["connect_finish"]),
+            ("xdp_custom", vec!["xdp_custom_prog"]),
+            ("tc_custom", vec!["tc_custom_prog"]),
+        ]
+    );
+    let text = err.to_string();
+    assert!(
+        text.starts_with("4 program section(s) have names that give no program type"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--program-type SECTION=TYPE[:ATTACH]"),
+        "{text}"
+    );
+    assert!(!text.contains("LoadOptions"), "{text}");
+    assert!(calls.lock().unwrap().is_empty(), "nothing is created");
+}
+
+#[test]
+fn with_keep_going_each_program_has_its_own_result() {
+    let data = fixture("custom_sections");
+    let obj = Object::parse(&data).unwrap();
+    let bpf = refusing_backend(Calls::default(), false);
+    // A prefix rule types the tail calls; xdp_custom and tc_custom stay untyped.
+    let types = ProgramTypes::new()
+        .rule("cgroup/connect4/*=cgroup_sock_addr:cgroup_inet4_connect")
+        .unwrap();
+    let options = LoadOptions {
+        btf_features: Some(BtfFeatures::ALL),
+        program_types: types,
+        keep_going: true,
+        ..LoadOptions::default()
+    };
+    let copy = options.clone();
+    assert_eq!(format!("{copy:?}"), format!("{options:?}"));
+    let loaded = load(&bpf, &obj, options).unwrap();
+    assert!(loaded.programs.is_empty());
+    let why: BTreeMap<&str, String> = loaded
+        .failed
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.to_string()))
+        .collect();
+    assert_eq!(why.len(), 5, "{why:#?}");
+    // The typed ones reached the (refusing) kernel; the others are refused for a type.
+    for typed in ["connect_entry", "connect_route", "connect_finish"] {
+        assert!(
+            why[typed].starts_with(&format!("loading program {typed} (section cgroup/connect4")),
+            "{why:#?}"
+        );
+    }
+    assert!(
+        why["xdp_custom_prog"].contains("\"xdp_custom\""),
+        "{why:#?}"
+    );
+    assert!(why["tc_custom_prog"].contains("\"tc_custom\""), "{why:#?}");
+}
+
+#[test]
+fn the_poisoned_instruction_is_read_from_the_verifier_log() {
+    let log = "0: R1=ctx() R10=fp0\n\
+               0: (85) call bpf_get_current_task#35\n\
+               1: (bf) r3 = r0\n\
+               2: (85) call unknown#195896080\n\
+               invalid func unknown#195896080\n\
+               processed 3 insns (limit 1000000)";
+    assert_eq!(poisoned_insn(log), Some(2));
+    assert_eq!(poisoned_insn("0: (95) exit\nR0 !read_ok"), None);
+    // A poisoned call in dead code the verifier never reached is not the reason.
+    assert_eq!(
+        poisoned_insn("7: (85) call unknown#195896080\nR1 invalid mem access 'scalar'"),
+        None
+    );
 }

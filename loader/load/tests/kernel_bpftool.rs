@@ -44,10 +44,6 @@ const NOT_LOADED: &[(&str, &str)] = &[
         "its typed __ksym variables need kallsyms addresses of per-CPU variables, which a kernel without CONFIG_KALLSYMS_ALL lacks; it has no maps, and kernel_ksyms.rs covers it",
     ),
     (
-        "kconfig_extern.o",
-        "uses a __kconfig extern, which this loader rejects, so there is no spec to compare",
-    ),
-    (
         "core_reloc.o",
         "its fentry program needs tracing privileges some kernels refuse (lockdown); the map types it uses are covered by the others",
     ),
@@ -89,6 +85,31 @@ const NOT_LOADED: &[(&str, &str)] = &[
         "built with -ffunction-sections: libbpf takes the functions in .text.NAME sections for \
          programs and refuses the static ones, where this loader reads .text.NAME as .text; \
          subprogs.o is its twin",
+    ),
+    (
+        "custom_sections.o",
+        "its programs are in sections libbpf does not name, which bpftool refuses to load; \
+         kernel_load.rs loads it with program types given",
+    ),
+    (
+        "map_in_map_sized.o",
+        "its map-in-map has no inner map definition, whose template the caller gives; \
+         bpftool has none to give",
+    ),
+    (
+        "core_missing.o",
+        "reads a field no kernel has, on purpose: both loaders refuse it (kernel_load.rs \
+         checks the error names the relocation); it has no maps",
+    ),
+    (
+        "attach_targets.o",
+        "its freplace and fentry programs name no target in their sections; the caller \
+         gives them (kernel_load.rs), bpftool cannot",
+    ),
+    (
+        "too_complex.o",
+        "the verifier refuses it as too large to walk, on purpose (kernel_load.rs checks the \
+         error); libbpf's retry logs a line per instruction walked, for a minute",
     ),
     (
         "subprogs.bpfeb.o",
@@ -262,4 +283,110 @@ fn is_mounted(dir: &Path) -> bool {
         .unwrap()
         .lines()
         .any(|l| l.split_whitespace().nth(1) == Some(dir.to_str().unwrap()))
+}
+
+#[test]
+fn nested_subprograms_get_the_program_tags_libbpf_gives_them() {
+    if !testenv::privileged("nested_subprograms_get_the_program_tags_libbpf_gives_them") {
+        return;
+    }
+    let fs = Bpffs::mount();
+    let bpf = handover_sys::Bpf::kernel();
+    // programs/subprogs.c: xdp_first calls count_packet, which calls add_bytes, then
+    // classify_len; appended breadth first, add_bytes would come last and the
+    // instructions (so the tag) would differ from libbpf's depth-first order.
+    let path = common::fixture("subprogs");
+    let data = common::read(&path);
+    let obj = Object::parse(&data).unwrap();
+    let ours = handover_load::load(&bpf, &obj, handover_load::LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    let progs = fs.path().join("libbpf");
+    common::bpftool_loadall(fs.path(), &path, &progs, None);
+    let mut compared = Vec::new();
+    for (name, p) in &ours.programs {
+        let pin = progs.join(name);
+        let theirs = bpf
+            .obj_get(&pin, handover_sys::OpenFlags::READ_ONLY)
+            .unwrap_or_else(|e| panic!("libbpf's {name}: {e}"));
+        let (mine, theirs) = (
+            bpf.prog_info(&p.fd).unwrap().tag,
+            bpf.prog_info(&theirs).unwrap().tag,
+        );
+        assert_eq!(mine, theirs, "{name}: tag");
+        compared.push(name.as_str());
+    }
+    assert!(compared.contains(&"xdp_first"), "{compared:?}");
+    eprintln!("equal tags: {compared:?}");
+}
+
+#[test]
+fn global_data_maps_get_libbpfs_names_and_rodata_is_bound_to_every_program() {
+    if !testenv::privileged(
+        "global_data_maps_get_libbpfs_names_and_rodata_is_bound_to_every_program",
+    ) {
+        return;
+    }
+    let fs = Bpffs::mount();
+    let bpf = handover_sys::Bpf::kernel();
+    // programs/data_sections.c (.data, .rodata, .bss and custom .data.NAME/.rodata.NAME
+    // sections) and programs/global_data.c.
+    for fixture in ["data_sections", "global_data"] {
+        let path = common::fixture(fixture);
+        let file = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let data = common::read(&path);
+        let obj = Object::parse(&data).unwrap();
+        let ours = handover_load::load(
+            &bpf,
+            &obj,
+            handover_load::LoadOptions {
+                object_name: Some(handover_uapi::object_name(&file).to_owned()),
+                ..handover_load::LoadOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{file}: {}", common::chain(&e)));
+        let mut our_names: Vec<String> = ours
+            .maps
+            .values()
+            .filter(|m| matches!(m.spec.origin, MapOrigin::GlobalData { .. }))
+            .map(|m| bpf.map_info(m.fd()).unwrap().name)
+            .collect();
+        our_names.sort();
+
+        let dir = fs.path().join(fixture);
+        let (progs, maps) = (dir.join("progs"), dir.join("maps"));
+        std::fs::create_dir(&dir).unwrap();
+        common::bpftool_loadall(fs.path(), &path, &progs, Some(&maps));
+        let mut their_names: Vec<String> = std::fs::read_dir(&maps)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let fd = bpf
+                    .obj_get(&e.path(), handover_sys::OpenFlags::READ_ONLY)
+                    .unwrap();
+                bpf.map_info(&fd).unwrap().name
+            })
+            .filter(|n| n.contains(".data") || n.contains(".rodata") || n.contains(".bss"))
+            .collect();
+        their_names.sort();
+        assert_eq!(our_names, their_names, "{file}: global data map names");
+
+        // Every program holds .rodata, as under libbpf.
+        let rodata = ours.map(".rodata").expect("a .rodata map");
+        let rodata_id = bpf.map_info(rodata.fd()).unwrap().id;
+        for (name, p) in &ours.programs {
+            assert!(p.rodata_bound, "{file}: {name}");
+            let ids = bpf.prog_info(&p.fd).unwrap().map_ids;
+            assert!(ids.contains(&rodata_id), "{file}: {name} holds {ids:?}");
+            let pin = progs.join(name);
+            let theirs = bpf
+                .obj_get(&pin, handover_sys::OpenFlags::READ_ONLY)
+                .unwrap();
+            assert_eq!(
+                ids.len(),
+                bpf.prog_info(&theirs).unwrap().map_ids.len(),
+                "{file}: {name}: as many maps as libbpf's"
+            );
+        }
+        eprintln!("{file}: {our_names:?}");
+    }
 }

@@ -19,8 +19,8 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use handover_load::{LoadError, LoadOptions, LoadedObject, load, probe_btf_features};
-use handover_loader::{BtfFeatures, MapOrigin, Object, RefTarget, kernel_name};
-use handover_sys::{Bpf, Map, MapType, OpenFlags, UpdateFlags};
+use handover_loader::{BtfFeatures, MapOrigin, Object, ProgramTypes, RefTarget, kernel_name};
+use handover_sys::{Bpf, Map, MapType, OpenFlags, ProgramType, UpdateFlags};
 
 /// Why a fixture is refused before any program is loaded, by rule rather than by name:
 /// objects the parser refuses (listed with their error in `common::REJECTED`), and
@@ -28,6 +28,9 @@ use handover_sys::{Bpf, Map, MapType, OpenFlags, UpdateFlags};
 fn refused_fixture(file: &str) -> Option<(&'static str, &'static str)> {
     if let Some((_, needle)) = common::REJECTED.iter().find(|r| r.0 == file) {
         return Some(("the parser refuses it (see common::REJECTED)", needle));
+    }
+    if let Some((_, needle)) = common::KERNEL_REFUSED.iter().find(|r| r.0 == file) {
+        return Some(("the kernel refuses it (see common::KERNEL_REFUSED)", needle));
     }
     (file.contains("bpfeb")).then_some((
         "built with -target bpfeb: a big-endian object cannot run on this little-endian kernel",
@@ -153,10 +156,11 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
         if let Some((why, needle)) = refused_fixture(&file) {
             let err = match Object::parse(&data) {
                 Err(e) => e.to_string(),
-                Ok(obj) => load(&bpf, &obj, LoadOptions::default())
-                    .map(|_| ())
-                    .expect_err(&format!("{file} loaded, but: {why}"))
-                    .to_string(),
+                Ok(obj) => common::chain(
+                    &load(&bpf, &obj, LoadOptions::default())
+                        .map(|_| ())
+                        .expect_err(&format!("{file} loaded, but: {why}")),
+                ),
             };
             assert!(err.contains(needle), "{file}: unexpected error {err}");
             eprintln!("{file}: refused as expected ({why}): {err}");
@@ -181,7 +185,7 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
                         p.core.iter().filter(|o| o.target.is_none()).count()
                     );
                 }
-                Err(e @ LoadError::ProgramLoad { .. }) => {
+                Err(e @ (LoadError::ProgramLoad { .. } | LoadError::PoisonedCore { .. })) => {
                     let err = common::chain(&e);
                     let bpftool = libbpf.get_or_insert_with(|| bpftool_loads(&path, fs.path()));
                     assert!(
@@ -395,7 +399,7 @@ fn reload_reusing(
         .iter()
         .map(|&name| {
             let fd = first.map(name).unwrap().fd().try_clone_to_owned().unwrap();
-            (name.to_owned(), fd)
+            (name.to_owned(), std::sync::Arc::new(fd))
         })
         .collect();
     let options = LoadOptions {
@@ -657,7 +661,7 @@ fn reused_maps_are_shared_and_checked() {
     let mut reuse = HashMap::new();
     reuse.insert(
         ".data".to_owned(),
-        first_data.fd().try_clone_to_owned().unwrap(),
+        std::sync::Arc::new(first_data.fd().try_clone_to_owned().unwrap()),
     );
     let second = load(
         &bpf,
@@ -685,12 +689,14 @@ fn reused_maps_are_shared_and_checked() {
     let mut reuse = HashMap::new();
     reuse.insert(
         ".data".to_owned(),
-        first
-            .map(".bss")
-            .unwrap()
-            .fd()
-            .try_clone_to_owned()
-            .unwrap(),
+        std::sync::Arc::new(
+            first
+                .map(".bss")
+                .unwrap()
+                .fd()
+                .try_clone_to_owned()
+                .unwrap(),
+        ),
     );
     let err = load(
         &bpf,
@@ -863,4 +869,485 @@ fn maps_sized_at_creation_are_reused_as_created() {
         assert!(second.map(name).unwrap().reused, "{name}");
         assert_eq!(id(&first), id(&second), "{name}");
     }
+}
+
+#[test]
+fn a_program_too_large_to_verify_is_explained_by_the_verifier_log() {
+    if !testenv::privileged("a_program_too_large_to_verify_is_explained_by_the_verifier_log") {
+        return;
+    }
+    let _fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/too_complex.c: a loop the verifier walks past its million instructions.
+    let data = common::read(&common::fixture("too_complex"));
+    let obj = Object::parse(&data).unwrap();
+    let err = load(&bpf, &obj, LoadOptions::default()).unwrap_err();
+    let LoadError::ProgramLoad {
+        program, source, ..
+    } = &err
+    else {
+        panic!("{}", common::chain(&err));
+    };
+    assert_eq!(program, "xdp_walk_too_far");
+    assert_eq!(source.errno(), Some(libc::E2BIG), "{source}");
+    let log = source
+        .log()
+        .expect("a verifier log, not an oversized-request refusal");
+    assert!(log.contains("BPF program is too large"), "{log}");
+    let text = common::chain(&err);
+    assert!(text.contains("processed 1000001 insns"), "{text}");
+    assert_eq!(text.matches("Argument list too long").count(), 1, "{text}");
+}
+
+#[test]
+fn programs_in_sections_libbpf_does_not_name_load_with_the_types_given() {
+    if !testenv::privileged("programs_in_sections_libbpf_does_not_name_load_with_the_types_given") {
+        return;
+    }
+    let _fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/custom_sections.c: tail calls in cgroup/connect4/ROUTE_TAIL_CALL_n, and
+    // programs in xdp_custom and tc_custom.
+    let data = common::read(&common::fixture("custom_sections"));
+    let obj = Object::parse(&data).unwrap();
+    let untyped: Vec<&str> = obj
+        .program_sections()
+        .iter()
+        .filter(|s| s.prog_type.is_none())
+        .map(|s| s.section)
+        .collect();
+    assert_eq!(untyped.len(), 4, "{untyped:?}");
+    let types = ProgramTypes::new()
+        .rule("cgroup/connect4/*=cgroup_sock_addr:cgroup_inet4_connect")
+        .unwrap()
+        .rule("xdp_custom=xdp")
+        .unwrap()
+        .rule("tc_custom=sched_cls")
+        .unwrap();
+    let loaded = load(
+        &bpf,
+        &obj,
+        LoadOptions {
+            program_types: types,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    let kernel_type = |name: &str| {
+        bpf.prog_info(&loaded.program(name).unwrap().fd)
+            .unwrap()
+            .prog_type
+    };
+    for name in ["connect_entry", "connect_route", "connect_finish"] {
+        assert_eq!(
+            kernel_type(name),
+            Some(ProgramType::CgroupSockAddr),
+            "{name}"
+        );
+    }
+    assert_eq!(kernel_type("xdp_custom_prog"), Some(ProgramType::Xdp));
+    assert_eq!(kernel_type("tc_custom_prog"), Some(ProgramType::SchedCls));
+    assert!(loaded.failed.is_empty());
+
+    // One type for every program, as bpftool's `type`: the cgroup programs are then
+    // refused by the verifier (an XDP context), each with its own result, and the rest
+    // load.
+    let loaded = load(
+        &bpf,
+        &obj,
+        LoadOptions {
+            program_types: ProgramTypes::new().every(ProgramType::Xdp, None),
+            keep_going: true,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    assert_eq!(
+        loaded.programs.keys().collect::<Vec<_>>(),
+        ["tc_custom_prog", "xdp_custom_prog"]
+    );
+    assert_eq!(
+        loaded.failed.keys().collect::<Vec<_>>(),
+        ["connect_entry", "connect_finish", "connect_route"]
+    );
+    for e in loaded.failed.values() {
+        assert!(
+            matches!(e, LoadError::ProgramLoad { source, .. } if source.log().is_some()),
+            "{}",
+            common::chain(e)
+        );
+    }
+}
+
+#[test]
+fn a_map_in_map_without_an_inner_definition_loads_with_the_template_given() {
+    if !testenv::privileged(
+        "a_map_in_map_without_an_inner_definition_loads_with_the_template_given",
+    ) {
+        return;
+    }
+    let _fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/map_in_map_sized.c: backends_by_service, a hash of maps with sizes only;
+    // its program looks up service 7, then slot 0 of the inner array, and returns
+    // XDP_TX when that holds a non-zero backend.
+    let data = common::read(&common::fixture("map_in_map_sized"));
+    let obj = Object::parse(&data).unwrap();
+    let err = load(&bpf, &obj, LoadOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, LoadError::InnerMapTemplate { map } if map == "backends_by_service"),
+        "{}",
+        common::chain(&err)
+    );
+    let template = handover_loader::MapSpec::new("backends", MapType::Array, 4, 8, 4);
+    let loaded = load(
+        &bpf,
+        &obj,
+        LoadOptions {
+            inner_maps: HashMap::from([("backends_by_service".to_owned(), template.clone())]),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    // An inner map of the template's shape goes in; one of another shape does not.
+    let mut create = handover_sys::MapCreate::new(MapType::Array, 4, 8, 4);
+    create.name = "backends_7";
+    let inner = Map::create(&bpf, &create).unwrap();
+    inner
+        .update(&0u32.to_ne_bytes(), &42u64.to_ne_bytes(), UpdateFlags::ANY)
+        .unwrap();
+    let outer = map_of(&bpf, &loaded, "backends_by_service");
+    let fd = u32::try_from(std::os::fd::AsRawFd::as_raw_fd(&inner.fd())).unwrap();
+    outer
+        .update(&7u32.to_ne_bytes(), &fd.to_ne_bytes(), UpdateFlags::ANY)
+        .unwrap();
+    let prog = &loaded.program("xdp_pick_backend").unwrap().fd;
+    let run = bpf.prog_test_run(prog, &[0u8; 64], None, 1).unwrap();
+    assert_eq!(run.retval, 3, "XDP_TX: the program found backend 42");
+    let other = Map::create(&bpf, &handover_sys::MapCreate::new(MapType::Hash, 4, 8, 4)).unwrap();
+    let fd = u32::try_from(std::os::fd::AsRawFd::as_raw_fd(&other.fd())).unwrap();
+    assert!(
+        outer
+            .update(&8u32.to_ne_bytes(), &fd.to_ne_bytes(), UpdateFlags::ANY)
+            .is_err()
+    );
+}
+
+/// The one value of the single-entry array pinned at `path`.
+fn pinned_value(bpf: &Bpf, path: &Path) -> Vec<u8> {
+    let fd = bpf.obj_get(path, OpenFlags::READ_ONLY).unwrap();
+    value(&Map::new(bpf, fd).unwrap(), 0)
+}
+
+#[test]
+fn kconfig_externs_get_the_running_kernels_values_as_libbpf_gives_them() {
+    if !testenv::privileged("kconfig_externs_get_the_running_kernels_values_as_libbpf_gives_them") {
+        return;
+    }
+    let fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/kconfig_extern.c: LINUX_KERNEL_VERSION, CONFIG_HZ (int), CONFIG_BPF_SYSCALL
+    // (bool), CONFIG_NF_TABLES (tristate), CONFIG_LOCALVERSION (char[16]) and the weak
+    // CONFIG_HANDOVER_NEVER_SET; the program copies each into .bss `seen`.
+    let path = common::fixture("kconfig_extern");
+    let data = common::read(&path);
+    let obj = Object::parse(&data).unwrap();
+    let loaded = load(&bpf, &obj, LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    let ours = value(&map_of(&bpf, &loaded, ".kconfig"), 0);
+
+    // libbpf's .kconfig map for the same object, on the same kernel.
+    let pins = fs.path().join("libbpf_maps");
+    let progs = fs.path().join("libbpf_progs");
+    common::bpftool_loadall(fs.path(), &path, &progs, Some(&pins));
+    let kconfig_pin = std::fs::read_dir(&pins)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("_kconfig"))
+        .expect("libbpf's .kconfig map");
+    assert_eq!(
+        ours,
+        pinned_value(&bpf, &kconfig_pin),
+        "same bytes as libbpf's"
+    );
+
+    // What the program read.
+    let prog = &loaded.program("kconfig_socket").unwrap().fd;
+    bpf.prog_test_run(prog, &[0u8; 64], None, 1).unwrap();
+    let seen = value(&map_of(&bpf, &loaded, ".bss"), 0);
+    let word = |i: usize| u64::from_ne_bytes(seen[i * 8..i * 8 + 8].try_into().unwrap());
+    let release = handover_sys::kernel_release().unwrap();
+    let version = handover_loader::kernel_version_code(&release).unwrap();
+    assert_eq!(
+        word(0),
+        u64::from(version),
+        "LINUX_KERNEL_VERSION of {release}"
+    );
+    let (config, from) = handover_sys::kernel_config()
+        .unwrap()
+        .expect("a kernel config");
+    let setting = |name: &str| {
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .map(str::to_owned)
+    };
+    let hz: u64 = setting("CONFIG_HZ").map_or(0, |v| v.parse().unwrap());
+    assert_eq!(word(1), hz, "CONFIG_HZ from {from}");
+    assert_eq!(word(2), 1, "CONFIG_BPF_SYSCALL=y");
+    let tristate = match setting("CONFIG_NF_TABLES").as_deref() {
+        Some("y") => 1,
+        Some("m") => 2,
+        _ => 0,
+    };
+    assert_eq!(word(3), tristate, "CONFIG_NF_TABLES");
+    let first = setting("CONFIG_LOCALVERSION")
+        .and_then(|v| v.trim_matches('"').bytes().next())
+        .unwrap_or(0);
+    assert_eq!(word(4), u64::from(first), "CONFIG_LOCALVERSION");
+    assert_eq!(word(5), 0, "a weak extern no kernel sets reads 0");
+
+    // A configuration given instead of the kernel's, and one lacking a strong extern.
+    let given = "CONFIG_HZ=1000\nCONFIG_BPF_SYSCALL=y\nCONFIG_NF_TABLES=m\n";
+    let loaded = load(
+        &bpf,
+        &obj,
+        LoadOptions {
+            kconfig: Some(given.to_owned()),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    bpf.prog_test_run(
+        &loaded.program("kconfig_socket").unwrap().fd,
+        &[0u8; 64],
+        None,
+        1,
+    )
+    .unwrap();
+    let seen = value(&map_of(&bpf, &loaded, ".bss"), 0);
+    let word = |i: usize| u64::from_ne_bytes(seen[i * 8..i * 8 + 8].try_into().unwrap());
+    assert_eq!((word(1), word(2), word(3), word(4)), (1000, 1, 2, 0));
+    let err = load(
+        &bpf,
+        &obj,
+        LoadOptions {
+            kconfig: Some("CONFIG_HZ=100\n".to_owned()),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_err();
+    let text = common::chain(&err);
+    assert!(
+        text.contains("CONFIG_BPF_SYSCALL") && text.contains("does not set it"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_poisoned_core_instruction_the_verifier_reaches_names_its_relocation() {
+    if !testenv::privileged("a_poisoned_core_instruction_the_verifier_reaches_names_its_relocation")
+    {
+        return;
+    }
+    let _fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/core_missing.c: an unguarded CO-RE read of
+    // task_struct.handover_no_such_field.
+    let data = common::read(&common::fixture("core_missing"));
+    let obj = Object::parse(&data).unwrap();
+    let err = load(&bpf, &obj, LoadOptions::default()).unwrap_err();
+    let LoadError::PoisonedCore {
+        program,
+        poisoned,
+        source,
+    } = &err
+    else {
+        panic!("{}", common::chain(&err));
+    };
+    assert_eq!(program, "read_missing_field");
+    let relocation = &poisoned.relocation;
+    assert!(
+        relocation.contains("struct task_struct.handover_no_such_field"),
+        "{relocation}"
+    );
+    assert!(
+        source
+            .log()
+            .is_some_and(|l| l.contains("invalid func unknown#195896080"))
+    );
+    let text = common::chain(&err);
+    assert!(text.contains("field_byte_offset of struct task_struct.handover_no_such_field: the field does not exist in the target"), "{text}");
+}
+
+#[test]
+fn tracing_and_freplace_programs_load_with_the_attach_targets_given() {
+    if !testenv::privileged("tracing_and_freplace_programs_load_with_the_attach_targets_given") {
+        return;
+    }
+    let _fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/attach_targets.c: xdp_with_decision calls the global function decide;
+    // replace_decide (freplace), trace_decide and trace_kernel (fentry) name no target.
+    let data = common::read(&common::fixture("attach_targets"));
+    let obj = Object::parse(&data).unwrap();
+    let target = load(&bpf, &obj, only(["xdp_with_decision".to_owned()]))
+        .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    let xdp = std::sync::Arc::new(
+        target
+            .program("xdp_with_decision")
+            .unwrap()
+            .fd
+            .try_clone()
+            .unwrap(),
+    );
+
+    // Without targets each is refused, saying what to give.
+    let mut options = only(["replace_decide".to_owned(), "trace_kernel".to_owned()]);
+    options.keep_going = true;
+    let refused = load(&bpf, &obj, options).unwrap();
+    for name in ["replace_decide", "trace_kernel"] {
+        let why = common::chain(&refused.failed[name]);
+        assert!(why.contains("attach target"), "{name}: {why}");
+    }
+
+    let on_decide = handover_load::AttachTo::Program {
+        prog: xdp.clone(),
+        function: "decide".to_owned(),
+    };
+    let mut options = only(
+        ["replace_decide", "trace_decide", "trace_kernel"]
+            .map(str::to_owned)
+            .to_vec(),
+    );
+    options.attach_to = HashMap::from([
+        ("replace_decide".to_owned(), on_decide.clone()),
+        ("trace_decide".to_owned(), on_decide),
+        (
+            "trace_kernel".to_owned(),
+            handover_load::AttachTo::Kernel("do_nanosleep".to_owned()),
+        ),
+    ]);
+    options.keep_going = true;
+    let loaded = load(&bpf, &obj, options).unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    if let Some(e) = loaded.failed.values().next() {
+        // Some kernels (no BPF trampoline) refuse every fentry and freplace program
+        // with EPERM, libbpf's too: then only the checks before the kernel can run.
+        let eperm = matches!(e, LoadError::ProgramLoad { source, .. }
+            if source.errno() == Some(libc::EPERM));
+        let libbpf = bpftool_loads(&common::fixture("core_reloc"), _fs.path());
+        assert!(
+            eperm && libbpf.is_err(),
+            "{} (libbpf on an fentry program: {libbpf:?})",
+            common::chain(e)
+        );
+        eprintln!(
+            "SKIPPED: loading with attach targets: this kernel refuses fentry and freplace \
+             programs to every loader ({}; libbpf: {libbpf:?})",
+            common::chain(e)
+        );
+    } else {
+        let info = |name: &str| bpf.prog_info(&loaded.program(name).unwrap().fd).unwrap();
+        assert_eq!(info("replace_decide").prog_type, Some(ProgramType::Ext));
+        assert_ne!(info("replace_decide").attach_btf_id, 0);
+        assert_eq!(
+            info("replace_decide").attach_btf_id,
+            info("trace_decide").attach_btf_id,
+            "both name decide in the XDP program's BTF"
+        );
+        let kernel = handover_sys::vmlinux_btf().unwrap();
+        let kernel = handover_btf::Btf::parse(&kernel).unwrap();
+        let nanosleep = kernel
+            .id_by_name("do_nanosleep", handover_btf::Kind::Func)
+            .unwrap();
+        assert_eq!(info("trace_kernel").attach_btf_id, nanosleep.0);
+    }
+
+    // A function the target program lacks is named in the error.
+    let mut options = only(["replace_decide".to_owned()]);
+    options.attach_to = HashMap::from([(
+        "replace_decide".to_owned(),
+        handover_load::AttachTo::Program {
+            prog: xdp,
+            function: "no_such_function".to_owned(),
+        },
+    )]);
+    let err = common::chain(&load(&bpf, &obj, options).unwrap_err());
+    assert!(err.contains("no function no_such_function"), "{err}");
+}
+
+#[test]
+fn maps_pinned_by_name_are_pinned_and_reused_when_compatible() {
+    if !testenv::privileged("maps_pinned_by_name_are_pinned_and_reused_when_compatible") {
+        return;
+    }
+    let fs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    // programs/maps_btf.c: flows, a hash map declared __uint(pinning, LIBBPF_PIN_BY_NAME).
+    let data = common::read(&common::fixture("maps_btf"));
+    let obj = Object::parse(&data).unwrap();
+    let root = fs.path().join("pins");
+    std::fs::create_dir(&root).unwrap();
+    let dir = std::sync::Arc::new(std::os::fd::OwnedFd::from(
+        std::fs::File::open(&root).unwrap(),
+    ));
+    let pinned = |dir: &std::sync::Arc<std::os::fd::OwnedFd>| LoadOptions {
+        pin_root: Some(dir.clone()),
+        ..LoadOptions::default()
+    };
+    let first = load(&bpf, &obj, pinned(&dir)).unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    let flows = first.map("flows").unwrap();
+    assert!(!flows.reused);
+    let id = bpf.map_info(flows.fd()).unwrap().id;
+    let pin = bpf
+        .obj_get(&root.join("flows"), OpenFlags::READ_ONLY)
+        .unwrap();
+    assert_eq!(bpf.map_info(&pin).unwrap().id, id, "pinned under its name");
+    // Only the maps declared so are pinned.
+    let pins: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let by_name: Vec<&str> = obj
+        .maps()
+        .iter()
+        .filter(|m| m.pinning == handover_loader::Pinning::ByName)
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(pins, by_name);
+
+    // A second load shares the pinned map, state and all.
+    let key = vec![7u8; flows.spec.key_size as usize];
+    let val = vec![9u8; flows.spec.value_size as usize];
+    flows.map.update(&key, &val, UpdateFlags::ANY).unwrap();
+    let second = load(&bpf, &obj, pinned(&dir)).unwrap_or_else(|e| panic!("{}", common::chain(&e)));
+    let shared = second.map("flows").unwrap();
+    assert!(shared.reused);
+    assert_eq!(bpf.map_info(shared.fd()).unwrap().id, id);
+    let mut got = vec![0u8; val.len()];
+    assert!(shared.map.lookup(&key, &mut got, UpdateFlags::ANY).unwrap());
+    assert_eq!(got, val);
+
+    // A map of another shape pinned under that name is refused, with the differences.
+    let other_root = fs.path().join("other");
+    std::fs::create_dir(&other_root).unwrap();
+    let mut create = handover_sys::MapCreate::new(MapType::Array, 4, 8, 16);
+    create.name = "flows";
+    let wrong = Map::create(&bpf, &create).unwrap();
+    bpf.obj_pin(wrong.fd(), &other_root.join("flows")).unwrap();
+    let other = std::sync::Arc::new(std::os::fd::OwnedFd::from(
+        std::fs::File::open(&other_root).unwrap(),
+    ));
+    let err = load(&bpf, &obj, pinned(&other)).unwrap_err();
+    let text = common::chain(&err);
+    assert!(
+        matches!(&err, LoadError::ReusedMap { map, .. } if map == "flows"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pinned under its name") && text.contains("type array (object: hash)"),
+        "{text}"
+    );
 }

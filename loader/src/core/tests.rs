@@ -356,6 +356,7 @@ fn signed_field_that_changes_size_is_poisoned() {
         why.contains("8 bytes in the target, 4 in the object"),
         "{why}"
     );
+    assert!(why.starts_with("field_byte_offset of struct "), "{why}");
 }
 
 /// `r0 = imm` for one type relocation of `kind` on the struct (type 5).

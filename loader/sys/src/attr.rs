@@ -197,6 +197,15 @@ pub(crate) struct LinkUpdateAttr {
     pub old_prog_fd: u32,
 }
 
+/// `BPF_PROG_BIND_MAP`: the program, the map it keeps, flags (none defined).
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub(crate) struct ProgBindMapAttr {
+    pub prog_fd: u32,
+    pub map_fd: u32,
+    pub flags: u32,
+}
+
 /// `BPF_MAP_FREEZE`, `BPF_LINK_DETACH`: a single fd.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]

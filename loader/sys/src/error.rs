@@ -10,30 +10,35 @@ pub(crate) const ENOTSUPP: i32 = 524;
 #[non_exhaustive]
 pub enum Error {
     /// The kernel (or the backend) refused the command.
-    #[error("{command} on {object} failed: {source}")]
+    ///
+    /// The errno is part of the message and not returned as [`std::error::Error::source`],
+    /// so that a printed chain of errors names it once.
+    #[error("{command} on {object} failed: {error}")]
     Syscall {
         /// The command, e.g. `BPF_MAP_CREATE`.
         command: &'static str,
         /// What the command was applied to, e.g. `map "counters"` or `map fd 7`.
         object: String,
-        /// The errno.
-        #[source]
-        source: io::Error,
+        /// The errno (in the message, not a source).
+        error: io::Error,
     },
     /// The verifier (or the BTF checker) rejected a program (or a BTF blob); its log
     /// says why.
+    ///
+    /// Its message shows the end of the log (where the verifier says why it stopped),
+    /// at most [`LOG_LINES_SHOWN`] lines; the whole log is in `log`.
     #[error(
-        "{command} on {object} failed: {source}\n{}:\n{log}",
-        log_title(command)
+        "{command} on {object} failed: {error}\n{}:\n{}",
+        log_title(command),
+        log_tail(log)
     )]
     Rejected {
         /// `BPF_PROG_LOAD` or `BPF_BTF_LOAD`.
         command: &'static str,
         /// The program or BTF blob.
         object: String,
-        /// The errno.
-        #[source]
-        source: io::Error,
+        /// The errno (in the message, not a source).
+        error: io::Error,
         /// The kernel's log, possibly truncated at its end.
         log: String,
     },
@@ -57,6 +62,26 @@ pub enum Error {
     },
 }
 
+/// Lines of a kernel log that the message of [`Error::Rejected`] shows: the verifier
+/// walks up to a million instructions, logging one line each, and says why it stopped
+/// at the end.
+pub const LOG_LINES_SHOWN: usize = 100;
+
+/// The last [`LOG_LINES_SHOWN`] lines of `log`, after a line counting those left out.
+fn log_tail(log: &str) -> std::borrow::Cow<'_, str> {
+    let total = log.lines().count();
+    if total <= LOG_LINES_SHOWN {
+        return log.into();
+    }
+    let skipped = total - LOG_LINES_SHOWN;
+    let tail: Vec<&str> = log.lines().skip(skipped).collect();
+    format!(
+        "({skipped} earlier lines of the log left out)\n{}",
+        tail.join("\n")
+    )
+    .into()
+}
+
 /// What the log of a logged command is called: the BTF checker writes the log of
 /// `BPF_BTF_LOAD`, the verifier that of `BPF_PROG_LOAD`.
 fn log_title(command: &str) -> &'static str {
@@ -72,7 +97,7 @@ impl Error {
     #[must_use]
     pub fn errno(&self) -> Option<i32> {
         match self {
-            Error::Syscall { source, .. } | Error::Rejected { source, .. } => source.raw_os_error(),
+            Error::Syscall { error, .. } | Error::Rejected { error, .. } => error.raw_os_error(),
             Error::Argument { .. } | Error::Config { .. } => None,
         }
     }
@@ -96,7 +121,7 @@ mod tests {
         let rejected = |command| Error::Rejected {
             command,
             object: "x".to_owned(),
-            source: io::Error::from_raw_os_error(libc::EINVAL),
+            error: io::Error::from_raw_os_error(libc::EINVAL),
             log: "magic: 0xeb9f".to_owned(),
         };
         let btf = rejected("BPF_BTF_LOAD").to_string();
@@ -104,5 +129,47 @@ mod tests {
         assert!(!btf.contains("verifier"), "{btf}");
         let prog = rejected("BPF_PROG_LOAD").to_string();
         assert!(prog.contains("\nverifier log:\nmagic"), "{prog}");
+    }
+
+    /// Walks `e` and its sources as an error report prints them.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut cur = e.source();
+        while let Some(c) = cur {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cur = c.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_chained_syscall_error_names_its_errno_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("creating map counters")]
+        struct Outer(#[source] Error);
+        let inner = Error::Syscall {
+            command: "BPF_MAP_CREATE",
+            object: "hash map \"counters\"".to_owned(),
+            error: io::Error::from_raw_os_error(libc::EPERM),
+        };
+        let text = chain(&Outer(inner));
+        assert_eq!(
+            text,
+            "creating map counters: BPF_MAP_CREATE on hash map \"counters\" failed: \
+             Operation not permitted (os error 1)"
+        );
+        let rejected = Error::Rejected {
+            command: "BPF_PROG_LOAD",
+            object: "xdp program \"p\"".to_owned(),
+            error: io::Error::from_raw_os_error(libc::EACCES),
+            log: "0: (95) exit\nR0 !read_ok".to_owned(),
+        };
+        let text = chain(&rejected);
+        assert_eq!(text.matches("Permission denied").count(), 1, "{text}");
+        assert!(
+            text.ends_with("verifier log:\n0: (95) exit\nR0 !read_ok"),
+            "{text}"
+        );
     }
 }

@@ -83,19 +83,60 @@ fn enoent_and_eexist_come_back_from_pins() {
 }
 
 #[test]
-fn e2big_is_returned_without_a_log_retry() {
-    let calls = Arc::new(Mutex::new(0));
+fn e2big_without_a_log_is_an_oversized_request_returned_as_it_came() {
+    let calls = Arc::new(Mutex::new(Vec::new()));
     let seen = calls.clone();
-    let bpf = fake(move |_: Command, _: &mut [u8], _: Option<&mut [u8]>| {
-        *seen.lock().unwrap() += 1;
+    let bpf = fake(move |_: Command, _: &mut [u8], log: Option<&mut [u8]>| {
+        seen.lock().unwrap().push(log.is_some());
         errno(libc::E2BIG)
     });
     let err = bpf
         .prog_load(&ProgLoad::new(ProgramType::Xdp, &EXIT, "GPL"))
         .unwrap_err();
     assert_eq!(err.errno(), Some(libc::E2BIG));
+    assert!(matches!(err, Error::Syscall { .. }), "{err}");
     assert!(err.log().is_none());
-    assert_eq!(*calls.lock().unwrap(), 1);
+    // Once without a log, once with one to tell an attr refusal from the verifier's.
+    assert_eq!(*calls.lock().unwrap(), [false, true]);
+}
+
+#[test]
+fn e2big_from_the_verifier_carries_the_log_and_shows_its_tail() {
+    // What the verifier writes when it gives up on a program, after one line per
+    // instruction it walked.
+    let mut text = String::new();
+    for i in 0..5000 {
+        text.push_str(&format!("{i}: (07) r1 += 1\n"));
+    }
+    text.push_str("BPF program is too large. Processed 1000001 insn\n");
+    text.push_str("processed 1000001 insns (limit 1000000) max_states_per_insn 4\n");
+    let log_text = text.clone();
+    let bpf = fake(move |_: Command, _: &mut [u8], log: Option<&mut [u8]>| {
+        let Some(log) = log else {
+            return errno(libc::E2BIG);
+        };
+        if log.len() < log_text.len() + 1 {
+            return errno(libc::ENOSPC);
+        }
+        log[..log_text.len()].copy_from_slice(log_text.as_bytes());
+        errno(libc::E2BIG)
+    });
+    let mut spec = ProgLoad::new(ProgramType::Xdp, &EXIT, "GPL");
+    spec.name = "walker";
+    let err = bpf.prog_load(&spec).unwrap_err();
+    assert_eq!(err.errno(), Some(libc::E2BIG));
+    assert_eq!(err.log(), Some(text.trim_end()), "the whole log is kept");
+    let shown = err.to_string();
+    assert!(shown.contains("Processed 1000001 insn"), "{shown}");
+    assert!(
+        shown.contains("earlier lines of the log left out"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("\n0: (07)"),
+        "the head is not shown: {shown}"
+    );
+    assert!(shown.len() < 16 * 1024, "{} bytes shown", shown.len());
 }
 
 #[test]

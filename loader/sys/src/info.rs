@@ -329,6 +329,24 @@ impl Bpf {
         })
     }
 
+    /// The raw BTF (header, types, strings) of a BTF object, as the kernel holds it:
+    /// a loaded program's BTF, to find a function of it by name.
+    ///
+    /// # Errors
+    /// `btf` is not a BTF object, or the kernel refuses the info command.
+    #[doc(alias = "BPF_OBJ_GET_INFO_BY_FD")]
+    pub fn btf_data(&self, btf: impl AsFd) -> Result<Vec<u8>, Error> {
+        let btf = btf.as_fd();
+        let size = self.btf_info(btf)?.size;
+        let mut data = vec![0u8; size as usize];
+        let mut raw = RawBtfInfo::new_zeroed();
+        raw.btf = data.as_mut_ptr() as u64;
+        raw.btf_size = size;
+        self.info(btf, &mut raw, "BTF")?;
+        data.truncate(raw.btf_size.min(size) as usize);
+        Ok(data)
+    }
+
     /// Bytes of one value of a map as user space reads and writes it: `value_size`,
     /// or for per-CPU maps `value_size` rounded up to 8, times the possible CPUs.
     ///

@@ -47,8 +47,11 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, OnceLock};
 
 pub use backend::{Backend, FnBackend};
-pub use error::Error;
-pub use files::{KALLSYMS, VMLINUX_BTF, kallsyms, module_btf, vmlinux_btf};
+pub use error::{Error, LOG_LINES_SHOWN};
+pub use files::{
+    KALLSYMS, MAX_KERNEL_CONFIG, OSRELEASE, PROC_CONFIG_GZ, VMLINUX_BTF, kallsyms, kernel_config,
+    kernel_release, module_btf, vmlinux_btf,
+};
 pub use handover_uapi::attach_flags::{ALLOW_MULTI, ALLOW_OVERRIDE, REPLACE};
 pub use handover_uapi::{
     AttachType, Insn, LinkType, MapType, ProgramType, UnknownName, UnknownValue, map_flags,
@@ -101,6 +104,7 @@ pub enum Command {
     LinkGetFdById = 30,
     LinkGetNextId = 31,
     LinkDetach = 34,
+    ProgBindMap = 35,
 }
 
 impl Command {
@@ -138,6 +142,7 @@ impl Command {
             Command::LinkGetFdById => "BPF_LINK_GET_FD_BY_ID",
             Command::LinkGetNextId => "BPF_LINK_GET_NEXT_ID",
             Command::LinkDetach => "BPF_LINK_DETACH",
+            Command::ProgBindMap => "BPF_PROG_BIND_MAP",
         }
     }
 }
@@ -210,10 +215,10 @@ impl Bpf {
         self.inner
             .backend
             .bpf(command, attr.as_mut_bytes(), log)
-            .map_err(|source| Error::Syscall {
+            .map_err(|error| Error::Syscall {
                 command: command.name(),
                 object: object(),
-                source,
+                error,
             })
     }
 

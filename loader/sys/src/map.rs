@@ -483,7 +483,7 @@ impl Map {
                 return Err(Error::Syscall {
                     command: c.name(),
                     object: self.object(),
-                    source: std::io::Error::new(
+                    error: std::io::Error::new(
                         std::io::ErrorKind::WouldBlock,
                         format!(
                             "the keys changed while they were listed ({steps} steps for a capacity of {}): retry when the map's writers are quieter",
@@ -860,7 +860,7 @@ impl Map {
                 return Err(Error::Syscall {
                     command: Command::MapDeleteElem.name(),
                     object: self.object(),
-                    source: std::io::Error::from_raw_os_error(libc::ENOENT),
+                    error: std::io::Error::from_raw_os_error(libc::ENOENT),
                 });
             }
         }

@@ -6,14 +6,16 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
-use super::attr::{BtfLoadAttr, ProgLoadAttr, TestRunAttr};
+use super::attr::{BtfLoadAttr, ProgBindMapAttr, ProgLoadAttr, TestRunAttr};
 use super::map::{object_name, raw_fd};
 use super::{AttachType, Bpf, Command, Error, Insn, ProgramType};
 
 /// When to ask the kernel for a verifier log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogLevel {
-    /// Load without a log; if that fails, load again with level 1 to explain why.
+    /// Load without a log; if that fails, load again with level 1 to explain why (with
+    /// the statistics level 4 when the verifier gave up on a program too large to
+    /// walk, E2BIG, whose level-1 log would hold a line per instruction walked).
     #[default]
     OnFailure,
     /// Always log at this level (1: instructions of failing path, 2: everything);
@@ -85,6 +87,10 @@ impl<'a> ProgLoad<'a> {
         }
     }
 }
+
+/// `BPF_LOG_STATS`: the verifier logs its messages and statistics but not each
+/// instruction it walks.
+const LOG_STATS: u32 = 4;
 
 /// First log buffer; grown on `ENOSPC` up to [`MAX_LOG`].
 const FIRST_LOG: usize = 64 * 1024;
@@ -248,6 +254,29 @@ impl Bpf {
         self.load_logged(c, attr, spec.log_level, &object)
     }
 
+    /// Makes `prog` hold a reference to `map` as if its instructions used it, so the
+    /// map lives as long as the program (libbpf binds `.rodata` this way, whose every
+    /// use the verifier may have folded away). Kernels before 5.10 lack the command
+    /// and refuse it with `EINVAL`.
+    ///
+    /// # Errors
+    /// The kernel refuses the command, or either descriptor.
+    #[doc(alias = "BPF_PROG_BIND_MAP")]
+    pub fn prog_bind_map(&self, prog: impl AsFd, map: impl AsFd) -> Result<(), Error> {
+        let (prog, map) = (prog.as_fd(), map.as_fd());
+        let mut attr = ProgBindMapAttr::new_zeroed();
+        attr.prog_fd = raw_fd(prog);
+        attr.map_fd = raw_fd(map);
+        self.raw(Command::ProgBindMap, &mut attr, None, || {
+            format!(
+                "program fd {} and map fd {}",
+                prog.as_raw_fd(),
+                map.as_raw_fd()
+            )
+        })
+        .map(drop)
+    }
+
     /// Loads raw BTF (header, types and strings) into the kernel.
     ///
     /// # Errors
@@ -273,6 +302,7 @@ impl Bpf {
         level: LogLevel,
         object: &dyn Fn() -> String,
     ) -> Result<OwnedFd, Error> {
+        let mut first = None;
         let level = match level {
             LogLevel::Always(0) => {
                 let mut a = attr;
@@ -288,14 +318,25 @@ impl Bpf {
                         Ok(ret) => return super::syscall::owned_fd(command, ret),
                         // The verifier ran out of its time budget under contention.
                         Err(e) if e.errno() == Some(libc::EAGAIN) && tries < 5 => tries += 1,
-                        // No log explains missing privileges or an oversized attr.
-                        Err(e) if matches!(e.errno(), Some(libc::EPERM | libc::E2BIG)) => {
-                            return Err(e);
+                        // No log explains missing privileges.
+                        Err(e) if e.errno() == Some(libc::EPERM) => return Err(e),
+                        // E2BIG is either an attr the kernel cannot take (refused
+                        // before the verifier ran, with an empty log) or a program the
+                        // verifier gave up on ("BPF program is too large"): the log
+                        // retry tells them apart.
+                        Err(e) => {
+                            first = Some(e);
+                            break;
                         }
-                        Err(_) => break,
                     }
                 }
-                1
+                // A verifier that walked a million instructions would log a line for
+                // each at level 1; the statistics level logs only why it stopped.
+                if first.as_ref().and_then(Error::errno) == Some(libc::E2BIG) {
+                    LOG_STATS
+                } else {
+                    1
+                }
             }
         };
         let mut size = FIRST_LOG;
@@ -317,16 +358,23 @@ impl Bpf {
                 Err(Error::Syscall {
                     command,
                     object,
-                    source,
+                    error,
                 }) => {
                     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
                     let log = String::from_utf8_lossy(buf.get(..end).unwrap_or_default())
                         .trim_end()
                         .to_owned();
+                    if log.is_empty()
+                        && error.raw_os_error() == Some(libc::E2BIG)
+                        && let Some(first) = first
+                    {
+                        // Refused before the verifier wrote a line: the request itself.
+                        return Err(first);
+                    }
                     return Err(Error::Rejected {
                         command,
                         object,
-                        source,
+                        error,
                         log,
                     });
                 }

@@ -82,15 +82,9 @@ pub fn read(path: &Path) -> Vec<u8> {
 }
 
 /// Fixtures the loader rejects on purpose, with a piece of the error it must give:
-/// programs/kconfig_extern.c uses a `__kconfig` extern, which this loader does not
-/// resolve (the error names the symbol);
 /// programs/struct_ops.c defines a struct_ops map, which this loader does not create;
 /// programs/subprogs.c built with -g0 has BTF-defined maps but no `.BTF` to read them from.
 pub const REJECTED: &[(&str, &str)] = &[
-    (
-        "kconfig_extern.o",
-        "symbol LINUX_KERNEL_VERSION is an extern (.kconfig)",
-    ),
     (
         "struct_ops.o",
         "map edge_cc: struct_ops maps (section .struct_ops.link",
@@ -100,6 +94,10 @@ pub const REJECTED: &[(&str, &str)] = &[
         "section .maps: BTF-defined maps need a .BTF section",
     ),
 ];
+
+/// Fixtures the kernel refuses on purpose, with a piece of the loader's error:
+/// programs/too_complex.c is a loop the verifier walks past its million instructions.
+pub const KERNEL_REFUSED: &[(&str, &str)] = &[("too_complex.o", "BPF program is too large")];
 
 /// The expected rejection of `path`, if it is one of [`REJECTED`].
 pub fn rejected(path: &Path) -> Option<&'static str> {
@@ -133,6 +131,23 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// `bpftool prog loadall OBJ PROGS [pinmaps MAPS]` run by [`bpftool_in`]: libbpf's
+/// load of `obj`, its programs pinned under `progs` (and its maps under `maps`);
+/// panics with bpftool's output when it fails.
+pub fn bpftool_loadall(bpffs: &Path, obj: &Path, progs: &Path, maps: Option<&Path>) {
+    let mut args = vec![
+        std::ffi::OsStr::new("prog"),
+        std::ffi::OsStr::new("loadall"),
+        obj.as_os_str(),
+        progs.as_os_str(),
+    ];
+    if let Some(maps) = maps {
+        args.extend([std::ffi::OsStr::new("pinmaps"), maps.as_os_str()]);
+    }
+    let (ok, err) = bpftool_in(bpffs, &args);
+    assert!(ok, "bpftool prog loadall {}: {err}", obj.display());
 }
 
 /// Runs bpftool in a private mount namespace whose /sys/fs/bpf is `bpffs` (so maps

@@ -22,6 +22,9 @@ pub use insn::{
     CALL, INSN_SIZE, Insn, LD_IMM64, PSEUDO_BTF_ID, PSEUDO_CALL, PSEUDO_FUNC, PSEUDO_KFUNC_CALL,
     PSEUDO_MAP_FD, PSEUDO_MAP_VALUE,
 };
-pub use name::{KERNEL_NAME_LEN, NameError, OBJ_NAME_LEN, is_name_byte, kernel_name, name_field};
+pub use name::{
+    KERNEL_NAME_LEN, NameError, OBJ_NAME_LEN, global_data_map_name, is_name_byte, kernel_name,
+    name_field, object_name,
+};
 pub use pinning::Pinning;
 pub use types::{AttachType, LinkType, MapType, ProgramType, UnknownName, UnknownValue};

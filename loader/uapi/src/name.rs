@@ -83,6 +83,37 @@ pub fn kernel_name(name: &str) -> String {
         .collect()
 }
 
+/// libbpf's name of a BPF object opened from the file `file_name`: the name up to its
+/// first `.` (`xdp_prog.bpf.o` is `xdp_prog`).
+#[must_use]
+pub fn object_name(file_name: &str) -> &str {
+    file_name.split('.').next().unwrap_or_default()
+}
+
+/// The name libbpf gives the kernel for the global data map of section `section`
+/// (`.data`, `.rodata`, `.bss`, `.kconfig`, `.data.NAME`) of object `object` (see
+/// [`object_name`]): as much of the object name as fits before the section name, which
+/// keeps at least 7 bytes (so `.bss` gets the same prefix as `.rodata`); a section
+/// name with a second `.` (`.rodata.str1.1`) gets no prefix; the result is cut to
+/// [`KERNEL_NAME_LEN`] bytes and made acceptable as [`kernel_name`] does.
+#[must_use]
+pub fn global_data_map_name(object: &str, section: &str) -> String {
+    let suffix_len = section.len().clamp(7, KERNEL_NAME_LEN);
+    let custom = section.get(1..).is_some_and(|rest| rest.contains('.'));
+    let prefix_len = if custom {
+        0
+    } else {
+        (KERNEL_NAME_LEN - suffix_len).min(object.len())
+    };
+    let prefix = object.as_bytes().get(..prefix_len).unwrap_or_default();
+    let suffix = section
+        .as_bytes()
+        .get(..section.len().min(suffix_len))
+        .unwrap_or_default();
+    let name: Vec<u8> = prefix.iter().chain(suffix).copied().collect();
+    kernel_name(&String::from_utf8_lossy(&name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +173,30 @@ mod tests {
         );
         let field = name_field(b"xyz\xe9").unwrap();
         assert_eq!(&field[..5], b"xyz\xe9\0");
+    }
+
+    #[test]
+    fn global_data_maps_are_named_as_libbpf_names_them() {
+        assert_eq!(object_name("global_data.o"), "global_data");
+        assert_eq!(object_name("xdp.bpf.o"), "xdp");
+        assert_eq!(
+            global_data_map_name("global_data", ".rodata"),
+            "global_d.rodata"
+        );
+        assert_eq!(global_data_map_name("global_data", ".bss"), "global_d.bss");
+        assert_eq!(
+            global_data_map_name("kconfig_extern", ".kconfig"),
+            "kconfig.kconfig"
+        );
+        assert_eq!(global_data_map_name("x", ".data"), "x.data");
+        assert_eq!(
+            global_data_map_name("data_sections", ".rodata.str1.1"),
+            ".rodata.str1.1"
+        );
+        assert_eq!(
+            global_data_map_name("data_sections", ".data.a_long_custom_name"),
+            ".data.a_long_cu"
+        );
+        assert_eq!(global_data_map_name("my-obj", ".data"), "my_obj.data");
     }
 }
