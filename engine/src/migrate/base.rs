@@ -38,12 +38,12 @@
 //! checksum fails, is refused by [`MergeBase::read_from`].
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::digest::{Hasher64, fresh_seed, hash64};
+use super::digest::{Hasher64, fresh_seed, hash_key_and_entry, hash64};
 use super::error::MigrateError;
 
 const MAGIC: &[u8; 8] = b"HOMBASE1";
@@ -229,7 +229,7 @@ impl Header {
 #[derive(Debug)]
 pub struct BaseWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: File,
     shape: BaseShape,
     seed: u64,
     index: Vec<BaseEntry>,
@@ -237,7 +237,13 @@ pub struct BaseWriter {
     checksum: Hasher64,
     count: u64,
     count_at: u64,
+    /// Records not yet checksummed and written, in one buffer so that both run over
+    /// large slices rather than per field.
+    pending: Vec<u8>,
 }
+
+/// Bytes of records collected before they are written.
+const PENDING: usize = 1 << 20;
 
 impl BaseWriter {
     /// Starts the base of map `name` in `dir`, replacing an older one; `expected` is
@@ -269,7 +275,7 @@ impl BaseWriter {
         };
         let head = header.encode();
         let header_check = chain_start(&head);
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut out = file;
         out.write_all(&head).map_err(io_err(&path, "writing"))?;
         let mut checksum = Hasher64::new(header_check);
         let mut seg = Vec::with_capacity(12);
@@ -289,6 +295,7 @@ impl BaseWriter {
             checksum,
             count: 0,
             count_at: HEADER_LEN as u64 + 4,
+            pending: Vec::with_capacity(PENDING + shape.record_len()),
         })
     }
 
@@ -304,22 +311,45 @@ impl BaseWriter {
     /// # Errors
     /// The file cannot be written.
     pub fn push(&mut self, key: &[u8], value: &[u8], new_digest: u64) -> Result<(), MigrateError> {
-        let digest = new_digest.to_le_bytes();
-        let rec: [&[u8]; 4] = [&[OP_PUT], key, value, &digest];
-        for part in rec {
-            self.checksum.write(part);
-            self.out
-                .write_all(part)
-                .map_err(io_err(&self.path, "writing"))?;
-        }
+        let (key_hash, old_digest) = hash_key_and_entry(self.seed, key, value);
+        self.push_hashed(key, value, key_hash, old_digest, new_digest)
+    }
+
+    /// As [`BaseWriter::push`], with the key hash and old digest computed already
+    /// (`hash_key_and_entry` with this base's seed).
+    pub(crate) fn push_hashed(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        key_hash: u64,
+        old_digest: u64,
+        new_digest: u64,
+    ) -> Result<(), MigrateError> {
+        self.pending.push(OP_PUT);
+        self.pending.extend_from_slice(key);
+        self.pending.extend_from_slice(value);
+        self.pending.extend_from_slice(&new_digest.to_le_bytes());
         self.index.push(BaseEntry {
-            key_hash: hash64(self.seed, &[key]),
-            old_digest: hash64(self.seed, &[key, value]),
+            key_hash,
+            old_digest,
             new_digest,
             offset: self.offset,
         });
         self.offset += self.shape.record_len() as u64;
         self.count += 1;
+        if self.pending.len() >= PENDING {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Checksums and writes the records collected so far.
+    fn flush(&mut self) -> Result<(), MigrateError> {
+        self.checksum.write(&self.pending);
+        self.out
+            .write_all(&self.pending)
+            .map_err(io_err(&self.path, "writing"))?;
+        self.pending.clear();
         Ok(())
     }
 
@@ -328,7 +358,8 @@ impl BaseWriter {
     ///
     /// # Errors
     /// The file cannot be written or synced.
-    pub fn finish(self) -> Result<MergeBase, MigrateError> {
+    pub fn finish(mut self) -> Result<MergeBase, MigrateError> {
+        self.flush()?;
         let Self {
             path,
             mut out,
@@ -349,10 +380,7 @@ impl BaseWriter {
         let seg_sum = sum.finish();
         out.write_all(&seg_sum.to_le_bytes())
             .map_err(io_err(&path, "writing"))?;
-        let file = out
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .map_err(io_err(&path, "writing"))?;
+        let file = out;
         file.write_all_at(&count.to_le_bytes(), count_at)
             .map_err(io_err(&path, "writing"))?;
         dedupe(&file, &path, shape, &mut index)?;

@@ -33,7 +33,7 @@ mod write;
 pub use access::{Cursor, Geometry, MapAccess, Partial, batch_unsupported};
 pub use base::{BaseChange, BaseEntry, BaseShape, BaseWriter, MergeBase, base_path};
 pub use conversion::Conversion;
-pub use copy::{CopyOptions, CopyReport, copy_map};
+pub use copy::{CopyOptions, CopyReport, MAX_WRITERS, StageTimes, copy_map};
 pub use delta::{DeltaLimits, DeltaReport, delta_pass, delta_passes};
 pub use error::MigrateError;
 pub use fake::{FakeEntries, FakeMap, FakeStats, WriterHook};
