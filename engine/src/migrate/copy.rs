@@ -20,7 +20,7 @@ use super::base::{BaseShape, BaseWriter, MergeBase};
 use super::conversion::{Compiled, Conversion};
 use super::digest::{hash_key_and_entry, hash64};
 use super::error::MigrateError;
-use super::walk::{Chunk, DEFAULT_CHUNK, Walker};
+use super::walk::{Chunk, DEFAULT_CHUNK, walk_overlapped};
 use super::write::Writer;
 
 /// How a copy runs.
@@ -113,14 +113,9 @@ pub fn copy_map(
     let writer = Writer::new(new, name, options.lock);
     let depth = options.depth.max(1);
     let writers = options.writers.clamp(1, MAX_WRITERS);
-    // Old chunks: reader -> converter, and back empty. New chunks: converter -> each
-    // writer, and back empty. Each lane has `depth` buffers in flight plus one being
-    // filled, all allocated once.
-    let (read_tx, read_rx) = mpsc::sync_channel::<Chunk>(depth);
-    let (read_free_tx, read_free_rx) = mpsc::channel::<Chunk>();
-    for _ in 0..=depth {
-        let _ = read_free_tx.send(Chunk::default());
-    }
+    // Old chunks go from the reader to the converter (`walk_overlapped`), new chunks
+    // from the converter to each writer, and back empty. Each lane has `depth`
+    // buffers in flight plus one being filled, all allocated once.
     let mut lanes = Vec::with_capacity(writers);
     let mut lane_ends = Vec::with_capacity(writers);
     for _ in 0..writers {
@@ -134,20 +129,7 @@ pub fn copy_map(
     }
     let mut read = 0usize;
     let mut converting = Duration::ZERO;
-    let (reader_result, writer_results, convert_result) = std::thread::scope(|s| {
-        let reader = s.spawn(move || -> Result<(bool, Duration), MigrateError> {
-            let mut walk = Walker::new(old, name, options.chunk, options.lock);
-            let mut busy = Duration::ZERO;
-            while let Ok(mut chunk) = read_free_rx.recv() {
-                let t = Instant::now();
-                let more = walk.next_chunk(&mut chunk)?;
-                busy += t.elapsed();
-                if !more || read_tx.send(chunk).is_err() {
-                    break;
-                }
-            }
-            Ok((walk.batched, busy))
-        });
+    let (walked, writer_results) = std::thread::scope(|s| {
         let writer = &writer;
         let handles: Vec<_> = lane_ends
             .into_iter()
@@ -168,45 +150,38 @@ pub fn copy_map(
                 })
             })
             .collect();
-        let mut result = Ok(());
         let mut outs: Vec<Chunk> = Vec::with_capacity(writers);
-        'chunks: for chunk in &read_rx {
+        let walked = walk_overlapped(old, name, options.chunk, options.lock, depth, |chunk| {
             read += chunk.len;
             outs.clear();
             for (_, free_rx) in &lanes {
                 let Ok(out) = free_rx.recv() else {
                     // A writer stopped on an error, which its join reports.
-                    break 'chunks;
+                    return Ok(false);
                 };
                 outs.push(out);
             }
             let t = Instant::now();
-            if let Err(e) = convert_chunk(name, &compiled, &mut base, &chunk, &mut outs) {
-                result = Err(e);
-                break;
-            }
+            convert_chunk(name, &compiled, &mut base, chunk, &mut outs)?;
             converting += t.elapsed();
-            let _ = read_free_tx.send(chunk);
             for ((tx, _), out) in lanes.iter().zip(outs.drain(..)) {
                 if tx.send(out).is_err() {
-                    break 'chunks;
+                    return Ok(false);
                 }
             }
-        }
-        // Dropping the channel ends stops the reader at its next send and each writer
-        // after its last chunk.
-        drop(read_rx);
-        drop(read_free_tx);
+            Ok(true)
+        });
+        // Dropping the lanes ends each writer after its last chunk.
         drop(lanes);
         let writer_results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
-        (reader.join(), writer_results, result)
+        (walked, writer_results)
     });
-    let (read_by_batch, reading) = joined(reader_result)?;
+    // A writer's error is the cause of a walk that stopped early: report it first.
     let mut writing = Duration::ZERO;
     for r in writer_results {
         writing = writing.max(joined(r)?);
     }
-    convert_result?;
+    let (read_by_batch, reading) = walked?;
     let t = Instant::now();
     let base = base.finish()?;
     let stages = StageTimes {
