@@ -171,12 +171,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         drop((entries, dst_plain));
 
         let st = report.stages;
+        let busy = st.read + st.convert + st.write;
         println!(
-            "round {round}: stages busy: read {:.3} s, convert and base {:.3} s, write {:.3} s, base finish {:.3} s",
+            "round {round}: stages busy: read {:.3} s, convert and base {:.3} s, write {:.3} s (busiest writer), \
+             base finish {:.3} s; overlap (busy / wall) {:.2}",
             st.read.as_secs_f64(),
             st.convert.as_secs_f64(),
             st.write.as_secs_f64(),
-            st.finish.as_secs_f64()
+            st.finish.as_secs_f64(),
+            busy.as_secs_f64() / mig_s
         );
         let ratio = rate(mig_s) / rate(plain_s);
         ratios.push(ratio);

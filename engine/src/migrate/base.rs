@@ -946,7 +946,9 @@ mod tests {
         for n in [0usize, 1, 2, 3, 100, 4097] {
             let mut index: Vec<BaseEntry> = (0..n)
                 .map(|_| {
-                    state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1);
                     entry(state)
                 })
                 .chain([entry(0), entry(u64::MAX)])

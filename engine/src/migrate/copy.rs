@@ -20,7 +20,7 @@ use super::base::{BaseShape, BaseWriter, MergeBase};
 use super::conversion::{Compiled, Conversion};
 use super::digest::{hash_key_and_entry, hash64};
 use super::error::MigrateError;
-use super::walk::{Chunk, DEFAULT_CHUNK, walk_overlapped};
+use super::walk::{Chunk, walk_overlapped};
 use super::write::Writer;
 
 /// How a copy runs.
@@ -37,6 +37,10 @@ pub struct CopyOptions {
     pub writers: usize,
 }
 
+/// Entries per batch a copy starts with: large batches cost fewer syscalls, and
+/// the buffers in flight stay a few MiB for typical entry sizes.
+pub const COPY_CHUNK: usize = 16 * 1024;
+
 /// The most writer threads a copy runs.
 pub const MAX_WRITERS: usize = 8;
 
@@ -44,7 +48,7 @@ impl Default for CopyOptions {
     fn default() -> Self {
         Self {
             lock: false,
-            chunk: DEFAULT_CHUNK,
+            chunk: COPY_CHUNK,
             depth: 4,
             writers: 2,
         }
