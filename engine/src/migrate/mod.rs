@@ -4,6 +4,8 @@
 //!   the [`MergeBase`] into the state directory as it goes.
 //! - [`delta_pass`] / [`delta_passes`] (step 3): what the old programs changed since,
 //!   while they still run.
+//! - [`carry_sockets`]: the sockets of a sockmap or sockhash, carried in the kernel
+//!   by a generated `iter/sockmap` program (user space cannot re-insert them).
 //! - [`reconcile`] (step 5): the three-way merge of base, old map and new map after
 //!   the switch, per field with [`MergeRule`]s, with `sum` applied in the kernel.
 //!
@@ -27,6 +29,7 @@ mod fields;
 mod kernel;
 mod patch_prog;
 mod reconcile;
+mod sockets;
 mod walk;
 mod write;
 
@@ -43,3 +46,4 @@ pub use reconcile::{
     Conflicts, Patch, Patcher, ReconcileOptions, ReconcileReport, UserPatcher, merge_value,
     reconcile,
 };
+pub use sockets::{SocketReport, carry_sockets};
