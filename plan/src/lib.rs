@@ -19,6 +19,7 @@ pub use diff::convert::{
 pub use diff::field_map::{
     ConversionPlan, FieldAction, FieldLoc, FieldMapping, LayoutMapping, Op, Side, map_layout,
 };
+pub use diff::program::ConversionProgram;
 pub use diff::verdict::{
     Attribute, Change, DiffReport, MapDiff, Policy, Verdict, diff_map, diff_maps, diff_objects,
 };

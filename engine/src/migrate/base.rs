@@ -38,12 +38,12 @@
 //! checksum fails, is refused by [`MergeBase::read_from`].
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::digest::{Hasher64, fresh_seed, hash64};
+use super::digest::{Hasher64, fresh_seed, hash_key_and_entry, hash64};
 use super::error::MigrateError;
 
 const MAGIC: &[u8; 8] = b"HOMBASE1";
@@ -106,6 +106,8 @@ pub struct MergeBase {
     shape: BaseShape,
     seed: u64,
     index: Vec<BaseEntry>,
+    /// Where each range of key hashes starts in `index`; see [`Directory`].
+    directory: Directory,
     segments: u64,
     last_checksum: u64,
     last_pass: SystemTime,
@@ -229,7 +231,7 @@ impl Header {
 #[derive(Debug)]
 pub struct BaseWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: File,
     shape: BaseShape,
     seed: u64,
     index: Vec<BaseEntry>,
@@ -237,7 +239,13 @@ pub struct BaseWriter {
     checksum: Hasher64,
     count: u64,
     count_at: u64,
+    /// Records not yet checksummed and written, in one buffer so that both run over
+    /// large slices rather than per field.
+    pending: Vec<u8>,
 }
+
+/// Bytes of records collected before they are written.
+const PENDING: usize = 1 << 20;
 
 impl BaseWriter {
     /// Starts the base of map `name` in `dir`, replacing an older one; `expected` is
@@ -269,7 +277,7 @@ impl BaseWriter {
         };
         let head = header.encode();
         let header_check = chain_start(&head);
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut out = file;
         out.write_all(&head).map_err(io_err(&path, "writing"))?;
         let mut checksum = Hasher64::new(header_check);
         let mut seg = Vec::with_capacity(12);
@@ -289,6 +297,7 @@ impl BaseWriter {
             checksum,
             count: 0,
             count_at: HEADER_LEN as u64 + 4,
+            pending: Vec::with_capacity(PENDING + shape.record_len()),
         })
     }
 
@@ -304,22 +313,45 @@ impl BaseWriter {
     /// # Errors
     /// The file cannot be written.
     pub fn push(&mut self, key: &[u8], value: &[u8], new_digest: u64) -> Result<(), MigrateError> {
-        let digest = new_digest.to_le_bytes();
-        let rec: [&[u8]; 4] = [&[OP_PUT], key, value, &digest];
-        for part in rec {
-            self.checksum.write(part);
-            self.out
-                .write_all(part)
-                .map_err(io_err(&self.path, "writing"))?;
-        }
+        let (key_hash, old_digest) = hash_key_and_entry(self.seed, key, value);
+        self.push_hashed(key, value, key_hash, old_digest, new_digest)
+    }
+
+    /// As [`BaseWriter::push`], with the key hash and old digest computed already
+    /// (`hash_key_and_entry` with this base's seed).
+    pub(crate) fn push_hashed(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        key_hash: u64,
+        old_digest: u64,
+        new_digest: u64,
+    ) -> Result<(), MigrateError> {
+        self.pending.push(OP_PUT);
+        self.pending.extend_from_slice(key);
+        self.pending.extend_from_slice(value);
+        self.pending.extend_from_slice(&new_digest.to_le_bytes());
         self.index.push(BaseEntry {
-            key_hash: hash64(self.seed, &[key]),
-            old_digest: hash64(self.seed, &[key, value]),
+            key_hash,
+            old_digest,
             new_digest,
             offset: self.offset,
         });
         self.offset += self.shape.record_len() as u64;
         self.count += 1;
+        if self.pending.len() >= PENDING {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Checksums and writes the records collected so far.
+    fn flush(&mut self) -> Result<(), MigrateError> {
+        self.checksum.write(&self.pending);
+        self.out
+            .write_all(&self.pending)
+            .map_err(io_err(&self.path, "writing"))?;
+        self.pending.clear();
         Ok(())
     }
 
@@ -328,7 +360,8 @@ impl BaseWriter {
     ///
     /// # Errors
     /// The file cannot be written or synced.
-    pub fn finish(self) -> Result<MergeBase, MigrateError> {
+    pub fn finish(mut self) -> Result<MergeBase, MigrateError> {
+        self.flush()?;
         let Self {
             path,
             mut out,
@@ -349,10 +382,7 @@ impl BaseWriter {
         let seg_sum = sum.finish();
         out.write_all(&seg_sum.to_le_bytes())
             .map_err(io_err(&path, "writing"))?;
-        let file = out
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .map_err(io_err(&path, "writing"))?;
+        let file = out;
         file.write_all_at(&count.to_le_bytes(), count_at)
             .map_err(io_err(&path, "writing"))?;
         dedupe(&file, &path, shape, &mut index)?;
@@ -361,6 +391,7 @@ impl BaseWriter {
             file,
             shape,
             seed,
+            directory: Directory::of(&index),
             index,
             segments: 0,
             last_checksum: 0,
@@ -437,6 +468,12 @@ impl MergeBase {
         hash64(self.seed, &[key, value])
     }
 
+    /// The seed of the digests of this base.
+    #[must_use]
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// The hash of an old key, as [`BaseEntry::key_hash`].
     #[must_use]
     pub fn key_hash(&self, key: &[u8]) -> u64 {
@@ -484,12 +521,24 @@ impl MergeBase {
     /// # Errors
     /// A record cannot be read back (only for keys whose hash collides).
     pub fn find(&self, key: &[u8]) -> Result<Option<usize>, MigrateError> {
-        let h = self.key_hash(key);
-        let start = self.index.partition_point(|e| e.key_hash < h);
-        let group = self
-            .index
+        self.find_hashed(key, self.key_hash(key))
+    }
+
+    /// As [`MergeBase::find`], with the key's hash ([`MergeBase::key_hash`]) given.
+    ///
+    /// # Errors
+    /// As [`MergeBase::find`].
+    pub fn find_hashed(&self, key: &[u8], h: u64) -> Result<Option<usize>, MigrateError> {
+        let range = self.directory.range(h);
+        let slice = self.index.get(range.clone()).unwrap_or(&[]);
+        // A range holds about one entry: a scan beats a search.
+        let Some(first) = slice.iter().position(|e| e.key_hash >= h) else {
+            return Ok(None);
+        };
+        let start = range.start + first;
+        let group = slice
             .iter()
-            .skip(start)
+            .skip(first)
             .take_while(|e| e.key_hash == h)
             .count();
         match group {
@@ -603,6 +652,9 @@ impl MergeBase {
         }
         if sort {
             self.index.sort_unstable_by_key(|e| e.key_hash);
+        }
+        if sort || removed {
+            self.directory = Directory::of(&self.index);
         }
         self.end += seg_len;
         self.commit_segment(sum)
@@ -755,12 +807,63 @@ impl MergeBase {
             file: f2,
             shape,
             seed,
+            directory: Directory::of(&index),
             index,
             segments: header.segments,
             last_checksum: header.last_checksum,
             last_pass,
             end,
         })
+    }
+}
+
+/// A radix directory over an index sorted by key hash: for the top `bits` bits of a
+/// hash, the first position whose hash has them. Hashes are uniform, so with about
+/// one range per entry a lookup reads one directory slot and one or two entries
+/// instead of a binary search's twenty scattered ones; it costs 4 bytes per range.
+#[derive(Debug, Default)]
+struct Directory {
+    bits: u32,
+    /// `1 << bits` starts, then the index's length.
+    starts: Vec<u32>,
+}
+
+impl Directory {
+    /// The most bits: 16 Mi ranges (64 MiB) cover any map the kernel allows well.
+    const MAX_BITS: u32 = 24;
+
+    fn of(index: &[BaseEntry]) -> Self {
+        let bits = usize::BITS - index.len().leading_zeros();
+        let bits = bits.min(Self::MAX_BITS);
+        let ranges = 1usize << bits;
+        let mut starts = Vec::with_capacity(ranges + 1);
+        let mut at = 0usize;
+        for r in 0..ranges {
+            while index
+                .get(at)
+                .is_some_and(|e| Self::slot(bits, e.key_hash) < r)
+            {
+                at += 1;
+            }
+            starts.push(u32::try_from(at).unwrap_or(u32::MAX));
+        }
+        starts.push(u32::try_from(index.len()).unwrap_or(u32::MAX));
+        Self { bits, starts }
+    }
+
+    fn slot(bits: u32, h: u64) -> usize {
+        if bits == 0 {
+            0
+        } else {
+            usize::try_from(h >> (64 - bits)).unwrap_or(usize::MAX)
+        }
+    }
+
+    /// Positions whose hash shares `h`'s top bits.
+    fn range(&self, h: u64) -> std::ops::Range<usize> {
+        let r = Self::slot(self.bits, h);
+        let at = |i: usize| self.starts.get(i).map_or(0, |s| *s as usize);
+        at(r)..at(r + 1)
     }
 }
 
@@ -822,4 +925,47 @@ fn segment_checksum(prev: u64, seg: &[u8]) -> u64 {
     let mut h = Hasher64::new(prev);
     h.write(seg);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key_hash: u64) -> BaseEntry {
+        BaseEntry {
+            key_hash,
+            old_digest: 0,
+            new_digest: 0,
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn directory_ranges_hold_every_hash_they_cover() {
+        let mut state = 7u64;
+        for n in [0usize, 1, 2, 3, 100, 4097] {
+            let mut index: Vec<BaseEntry> = (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1);
+                    entry(state)
+                })
+                .chain([entry(0), entry(u64::MAX)])
+                .collect();
+            index.sort_unstable_by_key(|e| e.key_hash);
+            let dir = Directory::of(&index);
+            for (i, e) in index.iter().enumerate() {
+                let r = dir.range(e.key_hash);
+                assert!(r.contains(&i), "n={n}: entry {i} outside {r:?}");
+                // Ranges are tight: no entry of another top-bits slot inside.
+                for o in index.get(r).unwrap_or(&[]) {
+                    assert_eq!(
+                        Directory::slot(dir.bits, o.key_hash),
+                        Directory::slot(dir.bits, e.key_hash)
+                    );
+                }
+            }
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The conversion of one map's keys and values, from the plan's field mapping.
 
 use super::error::MigrateError;
-use super::plan::{ConversionPlan, Op, convert, convert_percpu};
+use super::plan::{ConversionPlan, ConversionProgram, Op, convert, convert_percpu};
 
 /// How the keys and the values of one map are converted (from the diff's
 /// [`LayoutMapping`](super::plan::LayoutMapping) of each).
@@ -113,5 +113,85 @@ impl Conversion {
         let mut v = Vec::new();
         self.value_into(map, old, &mut v)?;
         Ok(v)
+    }
+}
+
+/// A [`Conversion`] compiled for the copy's hot loop: both sides as
+/// [`ConversionProgram`]s, converting into caller buffers without allocating.
+#[derive(Debug, Clone)]
+pub(crate) struct Compiled {
+    key: ConversionProgram,
+    value: ConversionProgram,
+    cpus: usize,
+    per_cpu: bool,
+    /// Bytes of a new value as the syscalls see it.
+    pub new_value_len: usize,
+}
+
+impl Compiled {
+    pub(crate) fn new(map: &str, c: &Conversion) -> Result<Self, MigrateError> {
+        let compile = |plan, side| {
+            ConversionProgram::compile(plan).map_err(|source| MigrateError::Convert {
+                map: map.to_owned(),
+                side,
+                source,
+            })
+        };
+        let key = compile(&c.key, "key")?;
+        let value = compile(&c.value, "value")?;
+        let len = |size: usize| {
+            if c.per_cpu {
+                size.next_multiple_of(8) * c.cpus
+            } else {
+                size
+            }
+        };
+        Ok(Self {
+            new_value_len: len(value.new_size()),
+            key,
+            value,
+            cpus: c.cpus,
+            per_cpu: c.per_cpu,
+        })
+    }
+
+    /// Bytes of a new key.
+    pub(crate) fn new_key_size(&self) -> usize {
+        self.key.new_size()
+    }
+
+    /// Converts old key `old` into `out` (the new key's size).
+    pub(crate) fn key_into(
+        &self,
+        map: &str,
+        old: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), MigrateError> {
+        self.key
+            .run(old, out)
+            .map_err(|source| MigrateError::Convert {
+                map: map.to_owned(),
+                side: "key",
+                source,
+            })
+    }
+
+    /// Converts old value `old` (every CPU's slot for per-CPU maps) into `out`.
+    pub(crate) fn value_into(
+        &self,
+        map: &str,
+        old: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), MigrateError> {
+        let r = if self.per_cpu {
+            self.value.run_percpu(old, out, self.cpus)
+        } else {
+            self.value.run(old, out)
+        };
+        r.map_err(|source| MigrateError::Convert {
+            map: map.to_owned(),
+            side: "value",
+            source,
+        })
     }
 }

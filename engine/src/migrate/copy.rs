@@ -1,11 +1,15 @@
 //! Step 2 of an upgrade: copy every entry of the old map into the new one, converted,
 //! recording the merge base as it goes.
 //!
-//! Reads and writes overlap: a reader thread walks the old map by batches into chunk
-//! buffers and hands them over a bounded channel; the calling thread converts each
-//! chunk, records it in the [`MergeBase`] file and writes it into the new map by
-//! batch, then hands the buffers back for reuse. Memory stays bounded by the channel
-//! depth times the chunk size, plus the base's index.
+//! Reads, conversion and writes overlap in a pipeline of threads joined by bounded
+//! channels: a reader walks the old map by batches into chunk buffers; the calling
+//! thread converts each chunk with the compiled [`Conversion`] and records it in the
+//! [`MergeBase`] file; writers put the converted entries into the new map by batch.
+//! Each writer takes the keys whose hash falls in its share, in the walk's order, so
+//! a key the walk returned twice ends with the value read last, as the base records
+//! it, however the writers interleave. Every buffer goes back to its stage for reuse: nothing is allocated
+//! per entry or per chunk once the pipeline runs, and memory stays bounded by the
+//! channel depth times the chunk size, plus the base's index.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -13,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use super::access::MapAccess;
 use super::base::{BaseShape, BaseWriter, MergeBase};
-use super::conversion::Conversion;
+use super::conversion::{Compiled, Conversion};
+use super::digest::{hash_key_and_entry, hash64};
 use super::error::MigrateError;
-use super::walk::{Chunk, DEFAULT_CHUNK, Walker};
+use super::walk::{Chunk, walk_overlapped};
 use super::write::Writer;
 
 /// How a copy runs.
@@ -25,16 +30,27 @@ pub struct CopyOptions {
     pub lock: bool,
     /// Entries per batch to start with (grown on `ENOSPC`).
     pub chunk: usize,
-    /// Chunks in flight between reader and writer.
+    /// Chunks in flight between two stages.
     pub depth: usize,
+    /// Threads writing the new map (at most [`MAX_WRITERS`]): each takes the keys
+    /// of its share of the key hashes, so that one key's writes keep their order.
+    pub writers: usize,
 }
+
+/// Entries per batch a copy starts with: large batches cost fewer syscalls, and
+/// the buffers in flight stay a few MiB for typical entry sizes.
+pub const COPY_CHUNK: usize = 16 * 1024;
+
+/// The most writer threads a copy runs.
+pub const MAX_WRITERS: usize = 8;
 
 impl Default for CopyOptions {
     fn default() -> Self {
         Self {
             lock: false,
-            chunk: DEFAULT_CHUNK,
+            chunk: COPY_CHUNK,
             depth: 4,
+            writers: 2,
         }
     }
 }
@@ -55,6 +71,22 @@ pub struct CopyReport {
     pub written_by_batch: bool,
     /// Wall time.
     pub elapsed: Duration,
+    /// Time each stage of the pipeline spent working (not waiting on the others).
+    pub stages: StageTimes,
+}
+
+/// Busy time per stage of the copy's pipeline: the stage whose time is closest to
+/// [`CopyReport::elapsed`] is the one that bounds the copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StageTimes {
+    /// Batch lookups in the old map.
+    pub read: Duration,
+    /// Conversion and the merge base (records, digests, file writes).
+    pub convert: Duration,
+    /// Batch updates of the new map (the busiest writer).
+    pub write: Duration,
+    /// Closing the base: its index sorted and deduplicated, the file synced.
+    pub finish: Duration,
 }
 
 /// Copies every entry of `old` into `new` through `conversion`, and writes the merge
@@ -80,58 +112,88 @@ pub fn copy_map(
         new_key_size: ng.key_size,
         new_value_len: ng.value_len,
     };
+    let compiled = Compiled::new(name, conversion)?;
     let mut base = BaseWriter::create(state_dir, name, shape, og.max_entries as usize)?;
     let writer = Writer::new(new, name, options.lock);
     let depth = options.depth.max(1);
-    let (full_tx, full_rx) = mpsc::sync_channel::<Chunk>(depth);
-    let (empty_tx, empty_rx) = mpsc::channel::<Chunk>();
-    for _ in 0..depth + 1 {
-        let _ = empty_tx.send(Chunk::default());
+    let writers = options.writers.clamp(1, MAX_WRITERS);
+    // Old chunks go from the reader to the converter (`walk_overlapped`), new chunks
+    // from the converter to each writer, and back empty. Each lane has `depth`
+    // buffers in flight plus one being filled, all allocated once.
+    let mut lanes = Vec::with_capacity(writers);
+    let mut lane_ends = Vec::with_capacity(writers);
+    for _ in 0..writers {
+        let (tx, rx) = mpsc::sync_channel::<Chunk>(depth);
+        let (free_tx, free_rx) = mpsc::channel::<Chunk>();
+        for _ in 0..=depth {
+            let _ = free_tx.send(Chunk::default());
+        }
+        lanes.push((tx, free_rx));
+        lane_ends.push((rx, free_tx));
     }
     let mut read = 0usize;
-    let (reader_result, write_result) = std::thread::scope(|s| {
-        let reader = s.spawn(move || -> Result<bool, MigrateError> {
-            let mut walk = Walker::new(old, name, options.chunk, options.lock);
-            while let Ok(mut chunk) = empty_rx.recv() {
-                if !walk.next_chunk(&mut chunk)? {
-                    break;
-                }
-                if full_tx.send(chunk).is_err() {
-                    break;
-                }
-            }
-            Ok(walk.batched)
-        });
-        let mut keys = Vec::new();
-        let mut values = Vec::new();
-        let mut result = Ok(());
-        for chunk in &full_rx {
+    let mut converting = Duration::ZERO;
+    let (walked, writer_results) = std::thread::scope(|s| {
+        let writer = &writer;
+        let handles: Vec<_> = lane_ends
+            .into_iter()
+            .map(|(rx, free_tx)| {
+                s.spawn(move || -> Result<Duration, MigrateError> {
+                    let mut busy = Duration::ZERO;
+                    for chunk in &rx {
+                        if chunk.len > 0 {
+                            let t = Instant::now();
+                            writer.update(&chunk.keys, &chunk.values)?;
+                            busy += t.elapsed();
+                        }
+                        // The converter may have finished and gone: nothing to hand
+                        // back to.
+                        let _ = free_tx.send(chunk);
+                    }
+                    Ok(busy)
+                })
+            })
+            .collect();
+        let mut outs: Vec<Chunk> = Vec::with_capacity(writers);
+        let walked = walk_overlapped(old, name, options.chunk, options.lock, depth, |chunk| {
             read += chunk.len;
-            if let Err(e) = write_chunk(
-                name,
-                conversion,
-                &writer,
-                &mut base,
-                &chunk,
-                &mut keys,
-                &mut values,
-            ) {
-                result = Err(e);
-                break;
+            outs.clear();
+            for (_, free_rx) in &lanes {
+                let Ok(out) = free_rx.recv() else {
+                    // A writer stopped on an error, which its join reports.
+                    return Ok(false);
+                };
+                outs.push(out);
             }
-            let _ = empty_tx.send(chunk);
-        }
-        // Dropping the receivers ends the reader at its next send.
-        drop(full_rx);
-        drop(empty_tx);
-        (reader.join(), result)
+            let t = Instant::now();
+            convert_chunk(name, &compiled, &mut base, chunk, &mut outs)?;
+            converting += t.elapsed();
+            for ((tx, _), out) in lanes.iter().zip(outs.drain(..)) {
+                if tx.send(out).is_err() {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        });
+        // Dropping the lanes ends each writer after its last chunk.
+        drop(lanes);
+        let writer_results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        (walked, writer_results)
     });
-    let read_by_batch = match reader_result {
-        Ok(r) => r?,
-        Err(panic) => std::panic::resume_unwind(panic),
-    };
-    write_result?;
+    // A writer's error is the cause of a walk that stopped early: report it first.
+    let mut writing = Duration::ZERO;
+    for r in writer_results {
+        writing = writing.max(joined(r)?);
+    }
+    let (read_by_batch, reading) = walked?;
+    let t = Instant::now();
     let base = base.finish()?;
+    let stages = StageTimes {
+        read: reading,
+        convert: converting,
+        write: writing,
+        finish: t.elapsed(),
+    };
     let copied = base.len();
     Ok((
         base,
@@ -142,45 +204,63 @@ pub fn copy_map(
             read_by_batch,
             written_by_batch: writer.batched(),
             elapsed: start.elapsed(),
+            stages,
         },
     ))
 }
 
-fn write_chunk(
+/// A thread's result, its panic carried on.
+fn joined<T>(r: std::thread::Result<T>) -> T {
+    r.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Converts one chunk of old entries into the writers' chunks `outs`, each key into
+/// the one its hash picks, and records each entry in the base.
+fn convert_chunk(
     name: &str,
-    conversion: &Conversion,
-    writer: &Writer<'_>,
+    compiled: &Compiled,
     base: &mut BaseWriter,
     chunk: &Chunk,
-    keys: &mut Vec<u8>,
-    values: &mut Vec<u8>,
+    outs: &mut [Chunk],
 ) -> Result<(), MigrateError> {
-    keys.clear();
-    values.clear();
-    let og = writer.map.geometry();
-    let ks = conversion.key.old_size as usize;
-    let vl = chunk.values.len().checked_div(chunk.len).unwrap_or(0);
-    let _ = og;
-    let nks = conversion.key.new_size as usize;
+    let (ks, vl) = (
+        chunk.keys.len().checked_div(chunk.len).unwrap_or(0),
+        chunk.values.len().checked_div(chunk.len).unwrap_or(0),
+    );
+    let (nks, nvl) = (compiled.new_key_size(), compiled.new_value_len);
+    for out in outs.iter_mut() {
+        out.len = 0;
+        out.keys.clear();
+        out.values.clear();
+    }
+    let lanes = outs.len().max(1) as u64;
+    let seed = base.seed();
     for (k, v) in chunk
         .keys
         .chunks_exact(ks.max(1))
         .zip(chunk.values.chunks_exact(vl.max(1)))
     {
-        let (k0, v0) = (keys.len(), values.len());
-        conversion.key_into(name, k, keys)?;
-        conversion.value_into(name, v, values)?;
-        let nd = super::digest::hash64(
-            base.seed(),
-            &[
-                keys.get(k0..).unwrap_or(&[]),
-                values.get(v0..).unwrap_or(&[]),
-            ],
+        let (key_hash, old_digest) = hash_key_and_entry(seed, k, v);
+        // The high bits pick the lane (the index sorts by the whole hash).
+        let lane = usize::try_from((key_hash >> 32) % lanes).unwrap_or(0);
+        let Some(out) = outs.get_mut(lane) else {
+            continue;
+        };
+        let (k0, v0) = (out.keys.len(), out.values.len());
+        // Zeroed room, overwritten whole by the conversion.
+        out.keys.resize(k0 + nks, 0);
+        out.values.resize(v0 + nvl, 0);
+        let (nk, nv) = (
+            out.keys.get_mut(k0..).unwrap_or_default(),
+            out.values.get_mut(v0..).unwrap_or_default(),
         );
-        base.push(k, v, nd)?;
-        debug_assert_eq!(keys.len() - k0, nks);
+        compiled.key_into(name, k, nk)?;
+        compiled.value_into(name, v, nv)?;
+        let new_digest = hash64(seed, &[nk, nv]);
+        out.len += 1;
+        base.push_hashed(k, v, key_hash, old_digest, new_digest)?;
     }
-    writer.update(keys, values)
+    Ok(())
 }
 
 /// Checks that the conversion's sizes are the maps' sizes.

@@ -13,8 +13,9 @@ use super::access::MapAccess;
 use super::base::{BaseChange, MergeBase};
 use super::conversion::Conversion;
 use super::copy::check_sizes;
+use super::digest::hash_key_and_entry;
 use super::error::MigrateError;
-use super::walk::{Chunk, DEFAULT_CHUNK, Walker};
+use super::walk::{DEFAULT_CHUNK, walk_overlapped};
 use super::write::Writer;
 
 /// What one delta pass carried.
@@ -77,17 +78,16 @@ pub fn delta_pass(
     let mut seen = vec![false; base.len()];
     // Changes by old key; a key the walk returns twice keeps its last value.
     let mut changes: BTreeMap<Vec<u8>, (Vec<u8>, bool)> = BTreeMap::new();
-    let mut walk = Walker::new(old, name, DEFAULT_CHUNK, lock);
-    let mut chunk = Chunk::default();
     let ks = old.geometry().key_size.max(1);
     let vl = old.geometry().value_len.max(1);
-    while walk.next_chunk(&mut chunk)? {
+    walk_overlapped(old, name, DEFAULT_CHUNK, lock, 4, |chunk| {
         for (k, v) in chunk
             .keys
             .chunks_exact(ks)
             .zip(chunk.values.chunks_exact(vl))
         {
-            match base.find(k)? {
+            let (key_hash, old_digest) = hash_key_and_entry(base.seed(), k, v);
+            match base.find_hashed(k, key_hash)? {
                 Some(i) => {
                     if let Some(s) = seen.get_mut(i) {
                         *s = true;
@@ -95,7 +95,7 @@ pub fn delta_pass(
                     let same = base
                         .entries()
                         .get(i)
-                        .is_some_and(|e| e.old_digest == base.old_digest(k, v));
+                        .is_some_and(|e| e.old_digest == old_digest);
                     if same {
                         changes.remove(k);
                     } else {
@@ -107,7 +107,8 @@ pub fn delta_pass(
                 }
             }
         }
-    }
+        Ok(true)
+    })?;
     let mut report = DeltaReport::default();
     let mut base_changes = Vec::with_capacity(changes.len());
     let (mut keys, mut values) = (Vec::new(), Vec::new());

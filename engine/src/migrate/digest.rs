@@ -103,6 +103,17 @@ pub fn hash64(seed: u64, parts: &[&[u8]]) -> u64 {
     h.finish()
 }
 
+/// The hash of `key` and the hash of `key ‖ value` with `seed`, in one pass over the
+/// key: as `hash64(seed, &[key])` and `hash64(seed, &[key, value])`.
+#[must_use]
+pub fn hash_key_and_entry(seed: u64, key: &[u8], value: &[u8]) -> (u64, u64) {
+    let mut h = Hasher64::new(seed);
+    h.write(key);
+    let key_hash = h.finish();
+    h.write(value);
+    (key_hash, h.finish())
+}
+
 /// A seed that differs from run to run (time and address-space entropy); the merge
 /// base records it.
 #[must_use]
@@ -143,6 +154,7 @@ mod tests {
             let at = at.min(data.len());
             let (a, b) = data.split_at(at);
             prop_assert_eq!(hash64(3, &[a, b]), hash64(3, &[&data]));
+            prop_assert_eq!(hash_key_and_entry(3, a, b), (hash64(3, &[a]), hash64(3, &[&data])));
         }
     }
 }

@@ -4,6 +4,8 @@
 //!   the [`MergeBase`] into the state directory as it goes.
 //! - [`delta_pass`] / [`delta_passes`] (step 3): what the old programs changed since,
 //!   while they still run.
+//! - [`carry_sockets`]: the sockets of a sockmap or sockhash, carried in the kernel
+//!   by a generated `iter/sockmap` program (user space cannot re-insert them).
 //! - [`reconcile`] (step 5): the three-way merge of base, old map and new map after
 //!   the switch, per field with [`MergeRule`]s, with `sum` applied in the kernel.
 //!
@@ -27,13 +29,14 @@ mod fields;
 mod kernel;
 mod patch_prog;
 mod reconcile;
+mod sockets;
 mod walk;
 mod write;
 
 pub use access::{Cursor, Geometry, MapAccess, Partial, batch_unsupported};
 pub use base::{BaseChange, BaseEntry, BaseShape, BaseWriter, MergeBase, base_path};
 pub use conversion::Conversion;
-pub use copy::{CopyOptions, CopyReport, copy_map};
+pub use copy::{CopyOptions, CopyReport, MAX_WRITERS, StageTimes, copy_map};
 pub use delta::{DeltaLimits, DeltaReport, delta_pass, delta_passes};
 pub use error::MigrateError;
 pub use fake::{FakeEntries, FakeMap, FakeStats, WriterHook};
@@ -43,3 +46,4 @@ pub use reconcile::{
     Conflicts, Patch, Patcher, ReconcileOptions, ReconcileReport, UserPatcher, merge_value,
     reconcile,
 };
+pub use sockets::{SocketReport, carry_sockets};

@@ -25,31 +25,31 @@ use super::reconcile::{Patch, Patcher};
 use super::sys::{Bpf, Insn, Map, ProgLoad, ProgramType, UpdateFlags};
 
 /// `BPF_PSEUDO_MAP_FD`: the immediate of a 64-bit load is a map descriptor.
-const PSEUDO_MAP_FD: u8 = 1;
+pub(super) const PSEUDO_MAP_FD: u8 = 1;
 /// The Ethernet header length, the least packet `BPF_PROG_TEST_RUN` takes for XDP.
 const ETH_HLEN: usize = 14;
 /// Leaves one program can address (bits of the mask).
 const MAX_LEAVES: usize = 64;
 
 // Opcodes (`include/uapi/linux/bpf.h`, `bpf_common.h`).
-const MOV64_REG: u8 = 0xbf;
-const MOV64_IMM: u8 = 0xb7;
-const ADD64_IMM: u8 = 0x07;
+pub(super) const MOV64_REG: u8 = 0xbf;
+pub(super) const MOV64_IMM: u8 = 0xb7;
+pub(super) const ADD64_IMM: u8 = 0x07;
 const RSH64_IMM: u8 = 0x77;
 const AND64_IMM: u8 = 0x57;
 const JLE_REG: u8 = 0xbd;
 const JNE_IMM: u8 = 0x55;
-const JEQ_IMM: u8 = 0x15;
-const CALL: u8 = 0x85;
-const EXIT: u8 = 0x95;
-const LD_IMM64: u8 = 0x18;
+pub(super) const JEQ_IMM: u8 = 0x15;
+pub(super) const CALL: u8 = 0x85;
+pub(super) const EXIT: u8 = 0x95;
+pub(super) const LD_IMM64: u8 = 0x18;
 /// `BPF_STX | BPF_ATOMIC | size`, immediate `BPF_ADD`.
 const ATOMIC_ADD_W: u8 = 0xc3;
 const ATOMIC_ADD_DW: u8 = 0xdb;
 const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 
 /// `BPF_LDX | BPF_MEM | size` and `BPF_STX | BPF_MEM | size` for 8, 4, 2, 1 bytes.
-const MOVES: [(usize, u8, u8); 4] = [
+pub(super) const MOVES: [(usize, u8, u8); 4] = [
     (8, 0x79, 0x7b),
     (4, 0x61, 0x63),
     (2, 0x69, 0x6b),

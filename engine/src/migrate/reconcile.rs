@@ -44,10 +44,11 @@ use super::access::MapAccess;
 use super::base::MergeBase;
 use super::conversion::Conversion;
 use super::copy::check_sizes;
+use super::digest::hash_key_and_entry;
 use super::error::{MigrateError, kernel};
 use super::fields::{Leaf, MergeRule, ValueFields};
 use super::sys::UpdateFlags;
-use super::walk::{Chunk, DEFAULT_CHUNK, Walker};
+use super::walk::{DEFAULT_CHUNK, walk_overlapped};
 
 /// Changes to one entry of the new map, by leaf of [`ValueFields`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -344,18 +345,18 @@ pub fn reconcile(
     };
     let mut seen = vec![false; base.len()];
     let mut created_seen: HashSet<Vec<u8>> = HashSet::new();
-    let mut walk = Walker::new(old, name, DEFAULT_CHUNK, options.lock);
-    let mut chunk = Chunk::default();
     let (ks, vl) = (og.key_size.max(1), og.value_len.max(1));
     let mut new_value = vec![0u8; ng.value_len];
     let zero = vec![0u8; ng.value_len];
-    while walk.next_chunk(&mut chunk)? {
+    // The walk reads ahead on its own thread while the entries are checked here.
+    walk_overlapped(old, name, DEFAULT_CHUNK, options.lock, 4, |chunk| {
         for (k, v) in chunk
             .keys
             .chunks_exact(ks)
             .zip(chunk.values.chunks_exact(vl))
         {
-            let found = base.find(k)?;
+            let (key_hash, old_digest) = hash_key_and_entry(base.seed(), k, v);
+            let found = base.find_hashed(k, key_hash)?;
             // The fast path: old did not change the entry (its digest covers the key,
             // so a key-hash collision falls through to the record check below).
             let mut in_base = None;
@@ -364,7 +365,7 @@ pub fn reconcile(
                     continue;
                 }
                 let entry = base.entries().get(i).copied();
-                if entry.is_some_and(|e| e.old_digest == base.old_digest(k, v)) {
+                if entry.is_some_and(|e| e.old_digest == old_digest) {
                     if let Some(s) = seen.get_mut(i) {
                         *s = true;
                     }
@@ -444,7 +445,8 @@ pub fn reconcile(
                 }
             }
         }
-    }
+        Ok(true)
+    })?;
     // Keys of the base the walk never met: old deleted them.
     for (i, s) in seen.iter().enumerate() {
         if *s {

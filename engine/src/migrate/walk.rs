@@ -144,3 +144,63 @@ impl<'m> Walker<'m> {
         Ok(false)
     }
 }
+
+/// Walks every entry of `map` on a reader thread, `depth` chunks ahead, and calls
+/// `each` on the calling thread for every chunk in the walk's order; `each` returns
+/// `false` to stop early. Returns whether batch lookups served the walk and the time
+/// the reader spent reading.
+///
+/// # Errors
+/// The walk fails, or `each` does.
+pub(crate) fn walk_overlapped(
+    map: &dyn MapAccess,
+    name: &str,
+    chunk: usize,
+    lock: bool,
+    depth: usize,
+    mut each: impl FnMut(&Chunk) -> Result<bool, MigrateError>,
+) -> Result<(bool, std::time::Duration), MigrateError> {
+    let depth = depth.max(1);
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Chunk>(depth);
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<Chunk>();
+    for _ in 0..=depth {
+        let _ = free_tx.send(Chunk::default());
+    }
+    let (reader, result) = std::thread::scope(|s| {
+        let reader = s.spawn(
+            move || -> Result<(bool, std::time::Duration), MigrateError> {
+                let mut walk = Walker::new(map, name, chunk, lock);
+                let mut busy = std::time::Duration::ZERO;
+                while let Ok(mut c) = free_rx.recv() {
+                    let t = std::time::Instant::now();
+                    let more = walk.next_chunk(&mut c)?;
+                    busy += t.elapsed();
+                    if !more || full_tx.send(c).is_err() {
+                        break;
+                    }
+                }
+                Ok((walk.batched, busy))
+            },
+        );
+        let mut result = Ok(());
+        for c in &full_rx {
+            match each(&c) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            let _ = free_tx.send(c);
+        }
+        // Dropping the receiver stops the reader at its next send, and the free list
+        // at its next receive.
+        drop(full_rx);
+        drop(free_tx);
+        (reader.join(), result)
+    });
+    let walked = reader.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+    result?;
+    Ok(walked)
+}

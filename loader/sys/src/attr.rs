@@ -187,6 +187,37 @@ pub(crate) struct LinkCreateAttr {
     pub expected_revision: u64,
 }
 
+/// `BPF_LINK_CREATE` of an iterator link: the same head, then the `iter_info`
+/// pointer and length where other links have their target's fields.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub(crate) struct LinkCreateIterAttr {
+    pub prog_fd: u32,
+    pub target: u32,
+    pub attach_type: u32,
+    pub flags: u32,
+    pub iter_info: u64,
+    pub iter_info_len: u32,
+    pub _pad: u32,
+}
+
+/// `union bpf_iter_link_info`: 16 bytes, of which a map iterator uses the first
+/// four (`map.map_fd`).
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub(crate) struct IterLinkInfo {
+    pub map_fd: u32,
+    pub _rest: [u32; 3],
+}
+
+/// `BPF_ITER_CREATE`.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub(crate) struct IterCreateAttr {
+    pub link_fd: u32,
+    pub flags: u32,
+}
+
 /// `BPF_LINK_UPDATE`.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
@@ -329,6 +360,10 @@ mod tests {
         assert_eq!(offset_of!(ObjAttr, path_fd), 16);
         assert_eq!(offset_of!(BtfLoadAttr, btf_log_true_size), 28);
         assert_eq!(offset_of!(LinkCreateAttr, expected_revision), 24);
+        assert_eq!(offset_of!(LinkCreateIterAttr, iter_info), 16);
+        assert_eq!(offset_of!(LinkCreateIterAttr, iter_info_len), 24);
+        assert_eq!(size_of::<IterLinkInfo>(), 16);
+        assert_eq!(size_of::<IterCreateAttr>(), 8);
         assert_eq!(offset_of!(ProgAttachAttr, expected_revision), 24);
         assert_eq!(offset_of!(RawMapInfo, name), 24);
         assert_eq!(offset_of!(RawMapInfo, btf_id), 64);

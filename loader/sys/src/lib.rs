@@ -58,7 +58,7 @@ pub use handover_uapi::{
     prog_flags,
 };
 pub use info::{BtfInfo, LinkInfo, LinkTarget, MapInfo, ProgInfo};
-pub use link::{AttachTarget, LinkCreate};
+pub use link::{AttachTarget, IterTarget, LinkCreate};
 pub use map::{BatchSupport, Map, MapBtf, MapCreate, MapEntries, UpdateFlags};
 pub use obj::{ObjectKind, OpenFlags};
 pub use probe::Feature;
@@ -103,6 +103,7 @@ pub enum Command {
     LinkUpdate = 29,
     LinkGetFdById = 30,
     LinkGetNextId = 31,
+    IterCreate = 33,
     LinkDetach = 34,
     ProgBindMap = 35,
 }
@@ -141,6 +142,7 @@ impl Command {
             Command::LinkUpdate => "BPF_LINK_UPDATE",
             Command::LinkGetFdById => "BPF_LINK_GET_FD_BY_ID",
             Command::LinkGetNextId => "BPF_LINK_GET_NEXT_ID",
+            Command::IterCreate => "BPF_ITER_CREATE",
             Command::LinkDetach => "BPF_LINK_DETACH",
             Command::ProgBindMap => "BPF_PROG_BIND_MAP",
         }

@@ -5,7 +5,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use zerocopy::FromZeros;
 
-use super::attr::{FdAttr, LinkCreateAttr, LinkUpdateAttr, ProgAttachAttr};
+use super::attr::{
+    FdAttr, IterCreateAttr, IterLinkInfo, LinkCreateAttr, LinkCreateIterAttr, LinkUpdateAttr,
+    ProgAttachAttr,
+};
 use super::map::raw_fd;
 use super::{AttachType, Bpf, Command, Error, REPLACE};
 
@@ -33,6 +36,18 @@ impl AttachTarget<'_> {
             AttachTarget::Ifindex(i) => format!("ifindex {i}"),
         }
     }
+}
+
+/// `sizeof(union bpf_iter_link_info)`.
+const ITER_LINK_INFO_LEN: u32 = 16;
+
+/// What an iterator program (`BPF_TRACE_ITER`) walks, given in the link's
+/// `iter_info`.
+#[derive(Debug, Clone, Copy)]
+pub enum IterTarget<'a> {
+    /// Every element of this map, for map-element targets (`bpf_map_elem`,
+    /// `sockmap`, `bpf_sk_storage_map`).
+    Map(BorrowedFd<'a>),
 }
 
 /// The arguments of `BPF_LINK_CREATE`.
@@ -85,6 +100,49 @@ impl Bpf {
         attr.expected_revision = spec.expected_revision;
         self.raw_fd(Command::LinkCreate, &mut attr, || {
             format!("{} link to {}", spec.attach_type, spec.target.describe())
+        })
+    }
+
+    /// Attaches iterator program `prog` (loaded as tracing with expected attach type
+    /// `BPF_TRACE_ITER`) to `target`; each [`Bpf::iter_create`] of the link then
+    /// runs it once over the target.
+    ///
+    /// # Errors
+    /// The kernel refuses (`EINVAL` when the program's iterator target takes no such
+    /// target, `EACCES`/`EINVAL` when the program cannot read the map's elements).
+    #[doc(alias = "BPF_LINK_CREATE")]
+    pub fn link_create_iter(
+        &self,
+        prog: impl AsFd,
+        target: IterTarget<'_>,
+    ) -> Result<OwnedFd, Error> {
+        let IterTarget::Map(map) = target;
+        let mut info = IterLinkInfo::new_zeroed();
+        info.map_fd = raw_fd(map);
+        let mut attr = LinkCreateIterAttr::new_zeroed();
+        attr.prog_fd = raw_fd(prog.as_fd());
+        attr.attach_type = AttachType::TraceIter.into();
+        // The kernel reads `info` during the call, while it lives here.
+        attr.iter_info = std::ptr::from_ref(&info) as u64;
+        attr.iter_info_len = ITER_LINK_INFO_LEN;
+        self.raw_fd(Command::LinkCreate, &mut attr, || {
+            format!("iterator link over map fd {}", map.as_raw_fd())
+        })
+    }
+
+    /// Opens a new run of iterator `link`: reading the returned descriptor to its end
+    /// runs the program over every object of the link's target, and gives what it
+    /// wrote with `bpf_seq_write`/`bpf_seq_printf`.
+    ///
+    /// # Errors
+    /// The kernel refuses (`link` is not an iterator link).
+    #[doc(alias = "BPF_ITER_CREATE")]
+    pub fn iter_create(&self, link: impl AsFd) -> Result<OwnedFd, Error> {
+        let link = link.as_fd();
+        let mut attr = IterCreateAttr::new_zeroed();
+        attr.link_fd = raw_fd(link);
+        self.raw_fd(Command::IterCreate, &mut attr, || {
+            format!("iterator link fd {}", link.as_raw_fd())
         })
     }
 

@@ -2,4 +2,5 @@
 
 pub(crate) mod convert;
 pub(crate) mod field_map;
+pub(crate) mod program;
 pub(crate) mod verdict;
