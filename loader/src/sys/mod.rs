@@ -32,6 +32,7 @@ mod error;
 mod info;
 mod link;
 mod map;
+mod memlock;
 mod obj;
 mod probe;
 mod prog;
