@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs every privileged test binary named in LIST, one after another, each with
-# --test-threads=1 and from the directory of its package (as cargo test does), and
-# closes with one marker line:
+# --test-threads=1 and from the directory of its package (as cargo test does); names
+# each failed test on a line "HANDOVER-MATRIX-FAILED BINARY TEST"; closes with one
+# marker line:
 #   HANDOVER-MATRIX-RESULT pass=N fail=M binaries=B broken=K
 # where broken counts binaries that exited non-zero without a failed test (a crash, a
 # panic outside a test). Exits 0 only when nothing failed.
@@ -23,9 +24,16 @@ while read -r bin dir; do
     [ -n "$bin" ] || continue
     binaries=$((binaries + 1))
     echo "HANDOVER-MATRIX-BINARY $(basename "$bin")"
-    (cd "$dir" && "$bin" --test-threads=1) >"$out" 2>&1
+    # --nocapture: what each test says about the kernel (probes, skips) is the point.
+    (cd "$dir" && "$bin" --test-threads=1 --nocapture) >"$out" 2>&1
     rc=$?
     cat "$out"
+    # The names listed under the last "failures:" heading.
+    awk '/^failures:$/ { n = NR; delete names; next }
+         n && /^    [^ ]/ { names[$1] = 1 }
+         n && /^$/ { n = 0 }
+         END { for (t in names) print t }' "$out" | sort |
+        sed "s|^|HANDOVER-MATRIX-FAILED $(basename "$bin") |"
     # "test result: ok. 5 passed; 0 failed; ..." (or FAILED.)
     result="$(grep '^test result:' "$out" | tail -n 1)"
     p="$(echo "$result" | sed -n 's/.* \([0-9][0-9]*\) passed;.*/\1/p')"
