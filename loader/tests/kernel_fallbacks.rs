@@ -18,10 +18,8 @@ fn memlock() -> libc::rlimit {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes the live rlimit on this stack frame.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &raw mut now) },
-        0
-    );
+    let ret = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &raw mut now) };
+    assert_eq!(ret, 0, "getrlimit");
     now
 }
 
@@ -33,10 +31,8 @@ fn memlock_child() {
         rlim_max: 64 << 10,
     };
     // SAFETY: setrlimit reads the live rlimit on this stack frame.
-    assert_eq!(
-        unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const small) },
-        0
-    );
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const small) };
+    assert_eq!(ret, 0, "setrlimit");
     let bpf = Bpf::kernel();
     let map = Map::create(&bpf, &MapCreate::new(MapType::Hash, 8, 64, 100_000))
         .unwrap_or_else(|e| panic!("a 100000-entry hash map under a 64 KiB memlock limit: {e}"));

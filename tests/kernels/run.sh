@@ -105,6 +105,7 @@ fetch_kernel() {
     local pkg
     pkg="$(apt-cache "${args[@]}" depends linux-image-cloud-amd64 |
         awk '/Depends: linux-image-/ { print $2; exit }')"
+    [ -n "$pkg" ] || die "no linux-image-cloud-amd64 in the $v suites (for 6.1, the machine's: run apt-get update)"
     case "$pkg" in
     linux-image-"$v".*) ;;
     *) die "linux-image-cloud-amd64 of the $v suites depends on '$pkg', not a $v kernel" ;;
