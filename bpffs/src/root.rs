@@ -325,8 +325,10 @@ impl PinRoot {
         let old = match self.bpf.obj_get_at(dir, path.name(), OpenFlags::READ_WRITE) {
             Ok(fd) => fd,
             Err(e) if e.errno() == Some(libc::ENOENT) => {
-                return Self::rename(dir, temp, path.name(), RENAME_NOREPLACE)
-                    .map_err(Self::io("pin (rename without replace) at", &path.to_string()));
+                return Self::rename(dir, temp, path.name(), RENAME_NOREPLACE).map_err(Self::io(
+                    "pin (rename without replace) at",
+                    &path.to_string(),
+                ));
             }
             Err(e) => return Err(Self::bpf_err("open the pinned object at", path)(e)),
         };
