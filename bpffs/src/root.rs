@@ -295,8 +295,54 @@ impl PinRoot {
                 Self::rename(dir.as_fd(), &temp, path.name(), RENAME_NOREPLACE)
                     .map_err(|e| failed(&mut m, "pin (rename without replace) at", e))
             }
+            // bpffs before 5.15 refuses RENAME_EXCHANGE.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let result = self.exchange_by_second_pin(dir.as_fd(), &temp, path);
+                if result.is_err() {
+                    Self::discard_temp(dir.as_fd(), &temp);
+                    Self::forget_new(&mut m, added, dir.as_fd(), path);
+                }
+                result
+            }
             Err(e) => Err(failed(&mut m, "exchange", e)),
         }
+    }
+
+    /// [`PinRoot::exchange`] without `RENAME_EXCHANGE`: the object at `path` is pinned
+    /// a second time under the rollback name, then the new one (pinned at `temp`) is
+    /// renamed over `path`, which readers still see change in one step. Unlike the
+    /// exchange, an object pinned at `path` by someone else between the two steps
+    /// would be replaced without being kept.
+    fn exchange_by_second_pin(
+        &self,
+        dir: BorrowedFd<'_>,
+        temp: &CString,
+        path: &PinPath,
+    ) -> Result<(), Error> {
+        let old = match self.bpf.obj_get_at(dir, path.name(), OpenFlags::READ_WRITE) {
+            Ok(fd) => fd,
+            Err(e) if e.errno() == Some(libc::ENOENT) => {
+                return Self::rename(dir, temp, path.name(), RENAME_NOREPLACE).map_err(Self::io(
+                    "pin (rename without replace) at",
+                    &path.to_string(),
+                ));
+            }
+            Err(e) => return Err(Self::bpf_err("open the pinned object at", path)(e)),
+        };
+        let rollback = path.rollback_name();
+        ignore_enoent(fsys::unlink_at(dir, &cname(&rollback), false))
+            .map_err(Self::io("remove old rollback of", &path.to_string()))?;
+        self.bpf
+            .obj_pin_at(&old, dir, &rollback)
+            .map_err(Self::bpf_err("pin rollback of", path))?;
+        Self::rename(dir, temp, path.name(), 0).map_err(|source| {
+            let _ = fsys::unlink_at(dir, &cname(&rollback), false);
+            Error::Io {
+                op: "replace (rename over)",
+                path: path.to_string(),
+                source,
+            }
+        })
     }
 
     /// Puts the object kept by [`PinRoot::exchange`] back at `path` atomically and
@@ -308,14 +354,15 @@ impl PinRoot {
         let _m = self.lock();
         let dir = self.parent(path, None)?;
         let rb = cname(&path.rollback_name());
-        fsys::rename_at(
-            dir.as_fd(),
-            &rb,
-            dir.as_fd(),
-            &cname(path.name()),
-            RENAME_EXCHANGE,
-        )
-        .map_err(Self::io("roll back", &path.to_string()))?;
+        match Self::rename(dir.as_fd(), &rb, path.name(), RENAME_EXCHANGE) {
+            // Without RENAME_EXCHANGE (bpffs before 5.15) the kept object is renamed
+            // over the newer one, which goes with its pin.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                return Self::rename(dir.as_fd(), &rb, path.name(), 0)
+                    .map_err(Self::io("roll back", &path.to_string()));
+            }
+            other => other.map_err(Self::io("roll back", &path.to_string()))?,
+        }
         fsys::unlink_at(dir.as_fd(), &rb, false)
             .map_err(Self::io("drop the replaced pin of", &path.to_string()))
     }

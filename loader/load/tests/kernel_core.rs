@@ -155,6 +155,9 @@ fn core_programs_translate_like_libbpfs() {
     if !testenv::privileged("core_programs_translate_like_libbpfs") {
         return;
     }
+    if !common::tool_found("llvm-objcopy", "core_programs_translate_like_libbpfs") {
+        return;
+    }
     let fs = testenv::Bpffs::mount();
     let tmp = testenv::TempDir::new("handover-core");
     let bpf = Bpf::kernel();

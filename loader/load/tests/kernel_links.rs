@@ -324,18 +324,48 @@ fn feature_probes_answer_for_this_kernel() {
     if !testenv::privileged("feature_probes_answer_for_this_kernel") {
         return;
     }
-    use handover_sys::Feature;
+    use handover_sys::{Feature, Map, MapCreate, MapType, UpdateFlags, page_size};
     let bpf = Bpf::kernel();
-    // The machine runs 6.18: every probed feature exists.
-    for f in [
-        Feature::BatchOps,
-        Feature::Ringbuf,
-        Feature::TcxLink,
-        Feature::PathFd,
-    ] {
-        assert!(bpf.has(f), "{f:?}");
-        assert!(bpf.has(f), "{f:?} (cached)");
-    }
+    let has = |f: Feature| {
+        let present = bpf.has(f);
+        assert_eq!(bpf.has(f), present, "{f:?} (cached)");
+        eprintln!("{f:?}: {}", if present { "present" } else { "ABSENT" });
+        present
+    };
+    // Each answer agrees with what the kernel does when the feature is really used.
+    let ringbuf = bpf
+        .map_create(&MapCreate::new(MapType::Ringbuf, 0, 0, 4 * page_size()))
+        .is_ok();
+    assert_eq!(has(Feature::Ringbuf), ringbuf, "a ring buffer of 4 pages");
+
+    let map = Map::create(&bpf, &MapCreate::new(MapType::Hash, 4, 4, 8)).unwrap();
+    map.update(&1u32.to_ne_bytes(), &2u32.to_ne_bytes(), UpdateFlags::ANY)
+        .unwrap();
+    assert_eq!(map.dump().unwrap().len(), 1);
+    let batched = map.batch_support() == handover_sys::BatchSupport::Batch;
+    assert_eq!(has(Feature::BatchOps), batched, "a dump of a hash map");
+
+    let tcx = has(Feature::TcxLink);
+    let bpf_in_netns = bpf.clone();
+    std::thread::spawn(move || {
+        let bpf = bpf_in_netns;
+        testenv::enter_new_netns();
+        let ret0 = [Insn::new(0xb7, 0, 0, 0, 0), Insn::new(0x95, 0, 0, 0, 0)];
+        let tc = bpf
+            .prog_load(&ProgLoad::new(ProgramType::SchedCls, &ret0, "GPL"))
+            .unwrap();
+        let link = bpf.link_create(&LinkCreate::new(
+            tc.as_fd(),
+            AttachTarget::Ifindex(1),
+            AttachType::TcxIngress,
+        ));
+        assert_eq!(link.is_ok(), tcx, "a tcx link on lo: {link:?}");
+    })
+    .join()
+    .unwrap();
+
+    // Pins relative to a directory work with BPF_F_PATH_FD or without it.
+    has(Feature::PathFd);
 }
 
 #[test]

@@ -320,7 +320,15 @@ impl Bpf {
         let mut name = [0u8; 64];
         raw.name = name.as_mut_ptr() as u64;
         raw.name_len = u32::try_from(name.len()).unwrap_or(0);
-        self.info(btf.as_fd(), &mut raw, "BTF")?;
+        match self.info(btf.as_fd(), &mut raw, "BTF") {
+            // Before 5.11 the kernel's struct ends after `id` and refuses a non-zero
+            // tail: ask again without a name (the tail left zero).
+            Err(e) if e.errno() == Some(libc::E2BIG) => {
+                raw = RawBtfInfo::new_zeroed();
+                self.info(btf.as_fd(), &mut raw, "BTF")?;
+            }
+            other => other?,
+        }
         Ok(BtfInfo {
             id: raw.id,
             size: raw.btf_size,

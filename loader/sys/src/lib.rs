@@ -37,6 +37,7 @@ mod files;
 mod info;
 mod link;
 mod map;
+mod memlock;
 mod obj;
 mod probe;
 mod prog;

@@ -28,6 +28,8 @@ unsafe impl Backend for KernelBackend {
     fn bpf(&self, command: Command, attr: &mut [u8], _log: Option<&mut [u8]>) -> io::Result<i64> {
         let size = libc::c_uint::try_from(attr.len())
             .map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
+        // One more try after raising RLIMIT_MEMLOCK (see memlock.rs).
+        let mut memlock_raised = false;
         loop {
             // SAFETY: see the module header: `attr` is a valid, exclusively borrowed
             // buffer of `size` bytes whose embedded pointers outlive the call.
@@ -43,6 +45,14 @@ unsafe impl Backend for KernelBackend {
                 return Ok(ret);
             }
             let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EPERM)
+                && !memlock_raised
+                && super::memlock::charged(command)
+                && super::memlock::raise()
+            {
+                memlock_raised = true;
+                continue;
+            }
             if err.kind() != io::ErrorKind::Interrupted {
                 return Err(err);
             }

@@ -184,3 +184,68 @@ pub fn normalised_xlated(xlated: &[u8]) -> Vec<[u8; 8]> {
     }
     insns
 }
+
+/// The strong (not `__weak`) typed `__ksym` externs of `obj` that neither the kernel's
+/// BTF nor any module's BTF under /sys/kernel/btf has: a kernel without them refuses
+/// the object, whichever loader sends it.
+pub fn ksyms_missing_from_kernel(obj: &handover_loader::Object) -> Vec<String> {
+    use handover_btf::{Btf, Kind};
+    use handover_loader::{KsymKind, RefTarget};
+    let mut wanted: Vec<(String, Kind)> = obj
+        .programs()
+        .iter()
+        .flat_map(|p| &p.references)
+        .filter_map(|r| match &r.target {
+            RefTarget::Ksym {
+                name,
+                kind,
+                weak: false,
+            } => match kind {
+                KsymKind::Func => Some((name.clone(), Kind::Func)),
+                KsymKind::Var => Some((name.clone(), Kind::Var)),
+                KsymKind::Typeless => None,
+            },
+            _ => None,
+        })
+        .collect();
+    wanted.sort_by(|a, b| a.0.cmp(&b.0));
+    wanted.dedup();
+    let vmlinux = std::fs::read("/sys/kernel/btf/vmlinux").expect("kernel BTF");
+    let base = Btf::parse(&vmlinux).expect("kernel BTF parses");
+    wanted.retain(|(name, kind)| base.id_by_name(name, *kind).is_none());
+    for module in std::fs::read_dir("/sys/kernel/btf")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if wanted.is_empty() {
+            break;
+        }
+        if module.file_name() == "vmlinux" {
+            continue;
+        }
+        let Ok(data) = std::fs::read(module.path()) else {
+            continue;
+        };
+        let base = Btf::parse(&vmlinux).expect("kernel BTF parses");
+        if let Ok(btf) = Btf::parse_split(&data, base) {
+            wanted.retain(|(name, kind)| btf.id_by_name(name, *kind).is_none());
+        }
+    }
+    wanted.into_iter().map(|(name, _)| name).collect()
+}
+
+/// Whether `tool` is on the PATH; prints a loud notice naming `test` when it is not
+/// (the kernel matrix's initramfs has bpftool but no LLVM tools).
+pub fn tool_found(tool: &str, test: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(tool).is_file()));
+    if !found {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("\n!!!!!!!! SKIPPED {test}: {tool} not found; NOTHING WAS TESTED !!!!!!!!\n")
+                .as_bytes(),
+        );
+    }
+    found
+}
