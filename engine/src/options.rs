@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::files::hex;
 use crate::kernel::ObjectSource;
-use crate::upstream::Policy;
+use crate::upstream::{LayoutHint, ModelOptions, Policy};
 
 /// The program type and expected attach type given for a section whose name does not
 /// say them, by their uapi names (`cgroup_sock_addr`, `cgroup_inet4_connect`).
@@ -133,6 +133,41 @@ pub struct Options {
     /// Where the programs attach.
     #[serde(default)]
     pub attachments: Vec<Attachment>,
+    /// Key and value layouts of maps declared with sizes only, by map name (as
+    /// `--layout MAP=key:STRUCT,value:STRUCT` says them); they win over a tag in the
+    /// object. Left out of the encoding when empty, so that identities computed
+    /// before the field existed stay the same.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub layouts: BTreeMap<String, LayoutOption>,
+}
+
+/// The layout of a size-only map's key and value: names of types of the object's BTF.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutOption {
+    /// The key's type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The value's type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+impl Options {
+    /// The layouts as the model takes them.
+    #[must_use]
+    pub fn model_options(&self) -> ModelOptions {
+        ModelOptions {
+            layouts: self
+                .layouts
+                .iter()
+                .map(|(map, l)| LayoutHint {
+                    map: map.clone(),
+                    key: l.key.clone(),
+                    value: l.value.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The identity of a load: SHA-256 over every object's name and bytes and the

@@ -12,7 +12,7 @@ use crate::kernel::{KernelFacts, ObjectSource};
 use crate::options::{AttachPoint, Options, SwitchMethod, identity};
 use crate::state::{ObjectRecord, State};
 use crate::upstream::{
-    ConversionPlan, FieldMapping, KernelEnv, MapModel, Side, Verdict, diff_maps, object_model,
+    ConversionPlan, FieldMapping, KernelEnv, MapModel, Side, Verdict, diff_maps, object_model_with,
 };
 
 /// How this start relates to what is installed.
@@ -250,7 +250,8 @@ pub(crate) struct SetModel {
 
 /// Models every map of the set; a map several objects share (same name) must be
 /// defined alike by each.
-pub(crate) fn set_model(objects: &[ObjectSource]) -> Result<SetModel, Error> {
+pub(crate) fn set_model(objects: &[ObjectSource], options: &Options) -> Result<SetModel, Error> {
+    let model_options = options.model_options();
     let mut set = SetModel::default();
     let mut names = BTreeSet::new();
     for o in objects {
@@ -260,10 +261,11 @@ pub(crate) fn set_model(objects: &[ObjectSource]) -> Result<SetModel, Error> {
                 reason: "two objects of the set have this name".into(),
             });
         }
-        let model = object_model(&o.name, &o.bytes).map_err(|e| Error::Object {
-            object: o.name.clone(),
-            reason: e.to_string(),
-        })?;
+        let model =
+            object_model_with(&o.name, &o.bytes, &model_options).map_err(|e| Error::Object {
+                object: o.name.clone(),
+                reason: e.to_string(),
+            })?;
         for mut m in model.maps {
             let key = map_key(&o.name, &m.name);
             let name = std::mem::replace(&mut m.name, key.clone());
@@ -330,6 +332,13 @@ fn check_options(set: &SetModel, options: &Options) -> Result<(), Error> {
             )));
         }
     }
+    for map in options.layouts.keys() {
+        if !set.sources.values().any(|(_, name)| name == map) {
+            return Err(Error::Options(format!(
+                "a layout is given for map {map}, which no object of the set has"
+            )));
+        }
+    }
     for new in options.renames.keys() {
         if !set.sources.contains_key(new) {
             return Err(Error::Options(format!(
@@ -362,7 +371,7 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
         live,
         facts,
     } = input;
-    let set = set_model(objects)?;
+    let set = set_model(objects, options)?;
     check_options(&set, options)?;
     let identity = identity(objects, options);
     let start = match state {
