@@ -340,8 +340,9 @@ impl<K: Kernel> Engine<K> {
                 })?;
             if live <= m.max_entries as usize {
                 m.loses_entries = false;
-                m.notes
-                    .push("the live entries fit the new capacity (counted again when executed)".into());
+                m.notes.push(
+                    "the live entries fit the new capacity (counted again when executed)".into(),
+                );
             } else {
                 m.notes.push(format!(
                     "the live map holds more entries than the new capacity {}",

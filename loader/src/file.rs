@@ -192,7 +192,9 @@ pub fn read_regular(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u
 pub enum WriteError {
     /// The path names something other than a regular file (a device, a FIFO, a
     /// symbolic link, a directory), which an output must not replace.
-    #[error("{path}: refused, it is {kind}, not a regular file: give the path of a new or regular file")]
+    #[error(
+        "{path}: refused, it is {kind}, not a regular file: give the path of a new or regular file"
+    )]
     NotRegular {
         /// The path.
         path: PathBuf,
