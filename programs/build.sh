@@ -39,6 +39,8 @@ variant() {
 for cpu in v1 v2 v3; do
     variant "subprogs.$cpu.o" subprogs.c -O2 -g -target bpf -mcpu="$cpu"
 done
+# The engine's version 1 with a smaller backends map (a shrink).
+variant engine_v1.small.o engine_v1.c -O2 -g -target bpf -DBACKENDS_MAX=1024
 # Unoptimised: every local on the stack, no inlining.
 variant map_types_edge.O0.o map_types_edge.c -O0 -g -target bpf
 # One section per function: subprograms in .text.NAME instead of .text.
