@@ -260,6 +260,10 @@ impl Config {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::indexing_slicing,
+    reason = "tests index the configs they built"
+)]
 mod tests {
     use super::*;
 

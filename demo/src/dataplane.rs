@@ -40,6 +40,9 @@ pub enum DataplaneError {
     Layout(#[from] LayoutError),
 }
 
+/// A map's entries as (key, value) pairs.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The dataplane's maps, open, with the layout of their version.
 #[derive(Debug)]
 pub struct Dataplane {
@@ -90,7 +93,7 @@ impl Dataplane {
         self.maps.keys().map(String::as_str)
     }
 
-    fn entries(&self, name: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DataplaneError> {
+    fn entries(&self, name: &str) -> Result<Entries, DataplaneError> {
         let dump = self
             .map(name)?
             .dump()

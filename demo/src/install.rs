@@ -128,7 +128,7 @@ pub enum InstallError {
     #[error(
         "loading the dataplane object (a pinned map that does not match it is an upgrade, which this installer does not do: uninstall first, or upgrade with handover)"
     )]
-    Load(#[from] handover_loader::LoadError),
+    Load(#[source] Box<handover_loader::LoadError>),
     /// The object lacks a program to attach.
     #[error("the dataplane object has no program {program} to attach")]
     MissingProgram {
@@ -157,6 +157,12 @@ pub enum InstallError {
     /// The maps cannot be opened or configured.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+}
+
+impl From<handover_loader::LoadError> for InstallError {
+    fn from(e: handover_loader::LoadError) -> Self {
+        InstallError::Load(Box::new(e))
+    }
 }
 
 /// [`Installer`] with handover's loader ([`load`]) and pin root ([`PinRoot`]).

@@ -389,6 +389,10 @@ pub fn decode_connects(v: &[u8]) -> Result<u64, LayoutError> {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::indexing_slicing,
+    reason = "tests index the records they built"
+)]
 mod tests {
     use super::*;
 

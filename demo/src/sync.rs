@@ -334,6 +334,7 @@ pub fn arrange(current: &[Option<u32>], desired: &[u32]) -> Vec<u32> {
 }
 
 #[cfg(test)]
+#[expect(clippy::indexing_slicing, reason = "tests index the plans they built")]
 mod tests {
     use super::*;
     use crate::config::{Backend, LbPolicy, Service};

@@ -1,7 +1,8 @@
 //! Driving a traffic harness in another process (one that has joined the dataplane's
 //! cgroup and network namespace) over its standard input and output: one JSON command
 //! per line in, one reply per line out. Replies start with [`PREFIX`] so that other
-//! output of that process on the same stream (a test harness's banner) is skipped.
+//! output of that process on the same stream (a test harness's banner, which may leave
+//! a line unfinished) is skipped.
 
 use std::collections::BTreeSet;
 use std::io::{self, BufRead, BufReader, Write};
@@ -239,7 +240,8 @@ impl RemoteTraffic {
                     "ended before answering {text}"
                 )));
             }
-            if let Some(reply) = line.trim_end().strip_prefix(PREFIX) {
+            // Anywhere in the line: other output may have left a line unfinished.
+            if let Some((_, reply)) = line.trim_end().split_once(PREFIX) {
                 let reply: Reply = serde_json::from_str(reply)
                     .map_err(|e| RemoteError::Protocol(format!("bad reply {reply:?}: {e}")))?;
                 if let Reply::Error(message) = reply {
@@ -377,6 +379,7 @@ impl Drop for RemoteTraffic {
 }
 
 #[cfg(test)]
+#[expect(clippy::indexing_slicing, reason = "tests index the lines they read")]
 mod tests {
     use super::*;
 
