@@ -23,7 +23,8 @@
 //!
 //! - `vip` must be in 127.0.0.0/8, so that a connect the dataplane does not rewrite
 //!   stays on loopback; `vip` and `port` together name a service and are unique.
-//! - `lb_policy`: `random` (default) or `round_robin`; `target_port` (default 0): the
+//! - `lb_policy`: `random` (default), `round_robin` or `weighted` (dataplane v2 and
+//!   later; v1 falls back to random); `target_port` (default 0): the
 //!   port every backend of the service is reached on instead of its own.
 //! - A backend is identified by `address` and `port`; the same backend may serve several
 //!   services. `weight` defaults to 1, `priority` to 0 and is below
@@ -78,7 +79,7 @@ pub struct Backend {
     pub address: Ipv4Addr,
     /// Its port.
     pub port: u16,
-    /// Relative weight (kept in the backend map; the v1 policies do not use it).
+    /// Relative weight (used by the `weighted` policy).
     #[serde(default = "one")]
     pub weight: u16,
     /// Priority level, 0 (preferred) to `PRIO_COUNT - 1`.
@@ -99,6 +100,9 @@ pub enum LbPolicy {
     Random,
     /// In turn.
     RoundRobin,
+    /// At random, in proportion to the backends' weights (dataplane v2; v1 has no
+    /// program for it and falls back to random).
+    Weighted,
 }
 
 impl LbPolicy {
@@ -108,6 +112,7 @@ impl LbPolicy {
         match self {
             LbPolicy::Random => 0,
             LbPolicy::RoundRobin => 1,
+            LbPolicy::Weighted => 2,
         }
     }
 
@@ -117,6 +122,7 @@ impl LbPolicy {
         match slot {
             0 => Some(LbPolicy::Random),
             1 => Some(LbPolicy::RoundRobin),
+            2 => Some(LbPolicy::Weighted),
             _ => None,
         }
     }

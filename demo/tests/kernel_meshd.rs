@@ -35,8 +35,11 @@ const RATE: u32 = 600;
 /// Longest wait for the daemon to say it is ready, or for the kernel to catch up.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-fn object() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../programs/build/dataplane/v1.o");
+/// A dataplane version: programs/dataplane/VERSION.c -> programs/build/dataplane/VERSION.o.
+fn object(version: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../programs/build/dataplane")
+        .join(format!("{version}.o"));
     assert!(
         p.is_file(),
         "{} missing: run programs/build.sh first",
@@ -92,6 +95,7 @@ fn traffic_child() {
 /// processes it started (ended on drop, before the cgroup is removed).
 struct Env {
     test: &'static str,
+    object: PathBuf,
     // Field order is drop order: processes first, then the cgroup and mounts.
     daemon: Option<Daemon>,
     fs: testenv::Bpffs,
@@ -103,8 +107,13 @@ struct Env {
 
 impl Env {
     fn new(test: &'static str, config: &Config) -> Self {
+        Self::with_object(test, config, "v1")
+    }
+
+    fn with_object(test: &'static str, config: &Config, version: &str) -> Self {
         let env = Self {
             test,
+            object: object(version),
             daemon: None,
             fs: testenv::Bpffs::mount(),
             cgroup: testenv::Cgroup::new(),
@@ -157,7 +166,7 @@ impl Env {
             .arg("--config")
             .arg(self.config_path())
             .arg("--object")
-            .arg(object())
+            .arg(&self.object)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -238,7 +247,9 @@ impl Env {
                 .unwrap_or_else(|e| panic!("open pin {name}: {e}"));
             fds.insert(name.to_owned(), fd);
         }
-        Dataplane::new(&bpf, fds, Layout::V1).unwrap()
+        let bytes = std::fs::read(&self.object).unwrap();
+        let layout = Layout::of(&handover_loader::Object::parse(&bytes).unwrap()).unwrap();
+        Dataplane::new(&bpf, fds, layout).unwrap()
     }
 
     /// Records the uid of every backend in the backend map, named as in `config`.
@@ -377,17 +388,44 @@ fn assert_clean(phases: &[PhaseStats]) {
     }
 }
 
-const STEERS: &str = "v1_steers_every_connect_and_its_maps_count_them";
-
 #[test]
 fn v1_steers_every_connect_and_its_maps_count_them() {
+    steers("v1_steers_every_connect_and_its_maps_count_them", "v1");
+}
+
+#[test]
+fn v2_steers_every_connect_and_its_maps_count_them() {
+    steers("v2_steers_every_connect_and_its_maps_count_them", "v2");
+}
+
+/// A service of dataplane v2's weighted policy: one backend of weight 1, one of 3.
+fn weighted() -> Service {
+    Service {
+        name: "weighted".into(),
+        vip: Ipv4Addr::new(127, 100, 0, 3),
+        port: 82,
+        lb_policy: LbPolicy::Weighted,
+        target_port: 0,
+        backends: vec![
+            backend("light", 31, 0),
+            Backend {
+                weight: 3,
+                ..backend("heavy", 32, 0)
+            },
+        ],
+    }
+}
+
+/// Installs dataplane `version` fresh and checks, under traffic, that every connect is
+/// steered to a backend of the config and that the maps count exactly what happened.
+fn steers(test: &'static str, version: &str) {
     if testenv::child_role().as_deref() == Some("traffic") {
         return traffic_child();
     }
-    if !testenv::privileged(STEERS) {
+    if !testenv::privileged(test) {
         return;
     }
-    let config = Config {
+    let mut config = Config {
         services: vec![
             web(vec![
                 backend("web-1", 1, 0),
@@ -397,7 +435,10 @@ fn v1_steers_every_connect_and_its_maps_count_them() {
             api(),
         ],
     };
-    let mut env = Env::new(STEERS, &config);
+    if version != "v1" {
+        config.services.push(weighted());
+    }
+    let mut env = Env::with_object(test, &config, version);
     assert_eq!(env.start_daemon(), "fresh");
     env.learn_uids(&config);
     let mut traffic = env.start_traffic(&[&config], "steady");
@@ -437,6 +478,14 @@ fn v1_steers_every_connect_and_its_maps_count_them() {
         .collect();
     let spread = web.iter().max().unwrap() - web.iter().min().unwrap();
     assert!(spread <= 8, "round robin uneven: {web:?}");
+    if version != "v1" {
+        let light = steady.per_backend.get("light").copied().unwrap_or(0);
+        let heavy = steady.per_backend.get("heavy").copied().unwrap_or(0);
+        assert!(
+            light > 0 && heavy > 2 * light,
+            "weighted 1:3 gave {light}:{heavy}"
+        );
+    }
     env.stop_daemon();
     env.uninstall();
 }
@@ -724,7 +773,7 @@ fn a_bad_config_is_refused_before_anything_is_created() {
         .arg("--config")
         .arg(&config)
         .arg("--object")
-        .arg(object())
+        .arg(object("v1"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -37,6 +37,7 @@
 // Load-balancing policies: the index of the policy program in lb_policies.
 #define LB_RANDOM 0
 #define LB_ROUND_ROBIN 1
+#define LB_WEIGHTED 2 // from version 2
 
 #ifndef SOCK_STREAM
 #define SOCK_STREAM 1
