@@ -26,6 +26,16 @@ for src in diff/*.c; do
             -I/usr/include/x86_64-linux-gnu -c "$src" -o "$out"
     fi
 done
+# Mesh dataplane versions driven by the meshd daemon (demo/):
+# programs/dataplane/vN.c -> programs/build/dataplane/vN.o. -mcpu=v3 for atomic fetch-add.
+mkdir -p build/dataplane
+for src in dataplane/*.c; do
+    out="build/${src%.c}.o"
+    if [ ! -e "$out" ] || [ "$src" -nt "$out" ] || [ dataplane/dataplane.h -nt "$out" ]; then
+        clang -O2 -g -target bpf -mcpu=v3 -Wall -Werror \
+            -I/usr/include/x86_64-linux-gnu -c "$src" -o "$out"
+    fi
+done
 # Variants of the sources above, for object shapes a compiler or linker produces from the
 # same code: programs/build/NAME.VARIANT.o.
 variant() {

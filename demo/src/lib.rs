@@ -1,0 +1,22 @@
+//! A Kmesh-like service mesh daemon and the harness that shows it restart (and, with
+//! the upgrade engine, upgrade) under live traffic.
+//!
+//! - [`config`]: the services and backends file (the control plane's stand-in).
+//! - [`layout`]: the byte layouts of the dataplane's maps (programs/dataplane/vN.c).
+//! - [`sync`]: what to write so the maps match the configuration, as a value.
+//! - [`dataplane`]: the open maps; reading them, applying a sync.
+//! - [`install`]: the [`install::Installer`] trait, and the loader-based installer.
+//! - [`daemon`]: what `meshd` does: install or reopen, sync, wait, re-sync on SIGHUP.
+//! - [`traffic`]: backends, clients at a target rate, counts per phase.
+//! - [`phases`]: the list of phases a demonstration runs under traffic.
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod daemon;
+pub mod dataplane;
+pub mod install;
+pub mod layout;
+pub mod phases;
+pub mod sync;
+pub mod traffic;
