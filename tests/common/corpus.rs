@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use handover::{DiffReport, Policy, diff_objects, load_side};
+use handover_plan::{DiffReport, Policy, diff_objects, load_side};
 
 use super::ENV;
 

@@ -1,7 +1,7 @@
 //! Small builders for map models and layouts.
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
-use handover::{EnumValue, KernelEnv, MapModel, Member, Pinning, TypeLayout};
+use handover_plan::{EnumValue, KernelEnv, MapModel, Member, Pinning, TypeLayout};
 
 pub mod corpus;
 

@@ -645,6 +645,120 @@ impl Map {
         }
     }
 
+    /// One `BPF_MAP_LOOKUP_BATCH` call: reads up to `keys.len() / key_size` entries
+    /// after the position `cursor` names (`None`: from the start) into `keys` and
+    /// `values`, and the position after them into `next_cursor` (at least 8 bytes and
+    /// the key size, as the kernel writes a bucket index or a key there).
+    ///
+    /// Returns the number of entries read and whether the walk reached the end (the
+    /// kernel's `ENOENT`, which may come with a last few entries). `elem_flags` may be
+    /// [`UpdateFlags::LOCK`] for values with a spin lock.
+    ///
+    /// # Errors
+    /// Wrong buffer sizes; `ENOSPC` (nothing read) when the next hash bucket holds more
+    /// entries than the buffers; `EINVAL`/`ENOTSUPP` when the kernel or map type has
+    /// no batch lookup.
+    #[doc(alias = "BPF_MAP_LOOKUP_BATCH")]
+    pub fn lookup_batch_once(
+        &self,
+        cursor: Option<&[u8]>,
+        next_cursor: &mut [u8],
+        keys: &mut [u8],
+        values: &mut [u8],
+        elem_flags: UpdateFlags,
+    ) -> Result<(usize, bool), Error> {
+        let c = Command::MapLookupBatch;
+        let n = self.batch_count(c, keys.len(), values.len())?;
+        let token = self.key_size().max(8);
+        self.check_at_least(c, "the cursor", next_cursor.len(), token)?;
+        if let Some(cur) = cursor {
+            self.check_at_least(c, "the cursor", cur.len(), token)?;
+        }
+        let mut attr = self.batch_attr(n);
+        attr.in_batch = cursor.map_or(0, ptr);
+        attr.out_batch = next_cursor.as_mut_ptr() as u64;
+        attr.keys = keys.as_mut_ptr() as u64;
+        attr.values = values.as_mut_ptr() as u64;
+        attr.elem_flags = elem_flags.0;
+        let result = self.bpf.raw(c, &mut attr, None, || self.object());
+        let got = (attr.count as usize).min(n);
+        match result {
+            Ok(_) => Ok((got, false)),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok((got, true)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One `BPF_MAP_UPDATE_BATCH` call over packed `keys` and `values`.
+    ///
+    /// # Errors
+    /// Wrong buffer sizes, or the kernel refuses; the error comes with the number of
+    /// entries written before it.
+    #[doc(alias = "BPF_MAP_UPDATE_BATCH")]
+    pub fn update_batch_once(
+        &self,
+        keys: &[u8],
+        values: &[u8],
+        elem_flags: UpdateFlags,
+    ) -> Result<(), (usize, Error)> {
+        let c = Command::MapUpdateBatch;
+        let n = self
+            .batch_count(c, keys.len(), values.len())
+            .map_err(|e| (0, e))?;
+        let mut attr = self.batch_attr(n);
+        attr.keys = ptr(keys);
+        attr.values = ptr(values);
+        attr.elem_flags = elem_flags.0;
+        self.bpf
+            .raw(c, &mut attr, None, || self.object())
+            .map(drop)
+            .map_err(|e| ((attr.count as usize).min(n), e))
+    }
+
+    /// One `BPF_MAP_DELETE_BATCH` call over packed `keys`.
+    ///
+    /// # Errors
+    /// Wrong key array, or the kernel refuses (`ENOENT` at a missing key); the error
+    /// comes with the number of keys deleted before it.
+    #[doc(alias = "BPF_MAP_DELETE_BATCH")]
+    pub fn delete_batch_once(&self, keys: &[u8]) -> Result<(), (usize, Error)> {
+        let c = Command::MapDeleteBatch;
+        self.check_whole(c, keys.len()).map_err(|e| (0, e))?;
+        let n = keys.len().checked_div(self.key_size()).unwrap_or(0);
+        let mut attr = self.batch_attr(n);
+        attr.keys = ptr(keys);
+        self.bpf
+            .raw(c, &mut attr, None, || self.object())
+            .map(drop)
+            .map_err(|e| ((attr.count as usize).min(n), e))
+    }
+
+    /// The entry count of packed key and value buffers, checked against each other.
+    fn batch_count(&self, command: Command, keys: usize, values: usize) -> Result<usize, Error> {
+        self.check_whole(command, keys)?;
+        let n = keys.checked_div(self.key_size()).unwrap_or(0);
+        self.check(command, "the value array", values, n * self.value_len)?;
+        Ok(n)
+    }
+
+    fn check_at_least(
+        &self,
+        command: Command,
+        what: &str,
+        len: usize,
+        want: usize,
+    ) -> Result<(), Error> {
+        if len >= want {
+            Ok(())
+        } else {
+            Err(Error::Argument {
+                command: command.name(),
+                object: self.object(),
+                reason: format!("{what} is {len} bytes, at least {want} are needed"),
+            })
+        }
+    }
+
     /// Writes every entry of `entries`, with `BPF_MAP_UPDATE_BATCH` where the kernel
     /// and map type have it, else one by one.
     ///

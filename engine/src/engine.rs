@@ -1,0 +1,1294 @@
+//! [`Engine`]: plan, apply, restart, recover and uninstall a daemon's object set.
+//!
+//! An upgrade runs [`Step::ALL`] in order under a write-ahead [`Journal`]: each step
+//! is recorded as started before its first effect and as done after its last, and
+//! every step is idempotent, so recovery re-runs the journal forward from the first
+//! step not done (once the switch has started) or undoes it (before). Every object an
+//! upgrade creates is pinned under `stage/` before anything live changes; the commit
+//! exchanges those pins over the live ones, keeping the old objects at rollback pins
+//! until the release.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::marker::PhantomData;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::datapath::{self, Carry};
+use crate::error::Error;
+use crate::files::{LockWait, StateLock};
+use crate::kernel::{Kernel, KernelError, ObjRef, ObjectSource};
+use crate::migrate::MapAccess;
+use crate::options::{Options, SwitchMethod, identity};
+use crate::plan::{
+    self, AttachAction, LiveState, MapAction, Plan, PlanInput, ProgramAction, Start, staged_pin,
+};
+use crate::real::RealKernel;
+use crate::state::{
+    Direction, Journal, LinkRecord, MapCounts, Phase, Pinned, Staged, State, StateDir,
+};
+use crate::step::{Step, checkpoint};
+
+/// Choices of [`Engine::apply`] that are not part of the load's identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Accept a plan that loses entries (a `recreate` of a map holding state).
+    pub allow_state_loss: bool,
+}
+
+/// What recovery did with an interrupted upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recovered {
+    /// The transaction.
+    pub tx: String,
+    /// Finished forward (the new set is live) or back (the old one is).
+    pub direction: Direction,
+}
+
+/// What [`Engine::apply`] did: a machine-readable report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The identity now installed.
+    pub identity: String,
+    /// How the start related to what was installed.
+    pub start: Start,
+    /// Per map: what was copied, reconciled, deleted, merged.
+    pub maps: BTreeMap<String, MapCounts>,
+    /// Attachments found missing on a restart and attached again.
+    pub reattached: Vec<String>,
+    /// Microseconds between the first and the last switch (old and new programs run
+    /// side by side this long).
+    pub switch_window_us: Option<u64>,
+    /// An interrupted upgrade that was recovered instead.
+    pub recovered: Option<Recovered>,
+}
+
+/// What [`Engine::uninstall`] removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uninstalled {
+    /// Every kernel object of the installed set, to check that the kernel freed them.
+    pub objects: Vec<ObjRef>,
+    /// Pins removed.
+    pub pins: Vec<String>,
+}
+
+/// A daemon's object set in the kernel: its state directory (locked while this value
+/// lives) and the kernel it acts on.
+#[derive(Debug)]
+pub struct Engine<K: Kernel> {
+    kernel: K,
+    dir: StateDir,
+    _lock: StateLock,
+    /// Objects this process opened or created during the current operation.
+    opened: BTreeSet<ObjRef>,
+    /// The installed set's maps and programs, held for handles.
+    maps: BTreeMap<String, ObjRef>,
+    programs: BTreeMap<String, ObjRef>,
+}
+
+fn kerr(step: &'static str, what: impl Into<String>) -> impl FnOnce(KernelError) -> Error {
+    let what = what.into();
+    move |source| Error::Kernel { step, what, source }
+}
+
+fn now_tx(identity: &str) -> String {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}-{}",
+        identity.get(..12).unwrap_or(identity),
+        t.as_nanos()
+    )
+}
+
+impl Engine<RealKernel> {
+    /// Opens the engine on the running kernel: takes the exclusive lock of
+    /// `state_dir` (waiting as `wait` says), then opens the pin root `pin_root` (a
+    /// directory on a bpffs).
+    ///
+    /// # Errors
+    /// [`Error::Locked`]; the pin root is not on bpffs; I/O errors.
+    pub fn open(pin_root: &Path, state_dir: &Path, wait: LockWait) -> Result<Self, Error> {
+        let dir = StateDir::new(state_dir)?;
+        let lock = StateLock::acquire(dir.path(), wait)?;
+        let kernel = RealKernel::open(pin_root, state_dir)
+            .map_err(kerr("open", format!("pin root {}", pin_root.display())))?;
+        Ok(Self::locked(kernel, dir, lock))
+    }
+}
+
+impl<K: Kernel> Engine<K> {
+    /// Opens the state directory `state_dir` for `kernel`, taking its exclusive lock
+    /// (waiting as `wait` says).
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when another process holds the lock; I/O errors.
+    pub fn with_kernel(kernel: K, state_dir: &Path, wait: LockWait) -> Result<Self, Error> {
+        let dir = StateDir::new(state_dir)?;
+        let lock = StateLock::acquire(dir.path(), wait)?;
+        Ok(Self::locked(kernel, dir, lock))
+    }
+
+    pub(crate) fn locked(kernel: K, dir: StateDir, lock: StateLock) -> Self {
+        Self {
+            kernel,
+            dir,
+            _lock: lock,
+            opened: BTreeSet::new(),
+            maps: BTreeMap::new(),
+            programs: BTreeMap::new(),
+        }
+    }
+
+    /// The kernel the engine acts on.
+    pub fn kernel(&mut self) -> &mut K {
+        &mut self.kernel
+    }
+
+    /// The installed state, verified; `None` when nothing is installed.
+    ///
+    /// # Errors
+    /// The state file is unreadable or fails its checksum.
+    pub fn state(&self) -> Result<Option<State>, Error> {
+        self.dir.read_state()
+    }
+
+    /// The journal of an interrupted upgrade, if any.
+    ///
+    /// # Errors
+    /// The journal is unreadable or fails its checksum.
+    pub fn journal(&self) -> Result<Option<Journal>, Error> {
+        self.dir.read_journal()
+    }
+
+    fn get(&mut self, step: &'static str, path: &str) -> Result<Option<ObjRef>, Error> {
+        let r = self
+            .kernel
+            .get(path)
+            .map_err(kerr(step, format!("open pin {path}")))?;
+        self.opened.extend(r);
+        Ok(r)
+    }
+
+    /// Releases what this operation opened, except the installed set's handles.
+    fn release_opened(&mut self) {
+        let keep: BTreeSet<ObjRef> = self
+            .maps
+            .values()
+            .chain(self.programs.values())
+            .copied()
+            .collect();
+        for r in std::mem::take(&mut self.opened) {
+            if !keep.contains(&r) {
+                self.kernel.release(r);
+            }
+        }
+    }
+
+    /// The live state as the installed state records it, and why it is stale if it
+    /// is (pins gone or holding other objects).
+    fn live(&mut self, state: &State) -> Result<(LiveState, Option<String>), Error> {
+        let mut live = LiveState::default();
+        let mut missing = Vec::new();
+        let mut changed = Vec::new();
+        let recorded: Vec<(String, u32)> = state
+            .maps
+            .values()
+            .chain(state.programs.values())
+            .map(|p| (p.pin.clone(), p.id))
+            .chain(state.links.values().map(|l| (l.pin.clone(), l.id)))
+            .collect();
+        for (pin, id) in recorded {
+            match self.get("plan", &pin)? {
+                None => missing.push(pin),
+                Some(r) => {
+                    if r.id != id {
+                        changed.push(pin.clone());
+                    }
+                    live.pins.insert(pin, r.id);
+                }
+            }
+        }
+        for l in state.links.values() {
+            if let Some(&id) = live.pins.get(&l.pin) {
+                let prog = self
+                    .kernel
+                    .link_program(ObjRef::link(id))
+                    .map_err(kerr("plan", format!("inspect link {}", l.pin)))?;
+                live.links.insert(l.pin.clone(), prog.unwrap_or(0));
+            }
+        }
+        // Maps and programs must all be there; a missing link is re-attached.
+        let maps_and_progs: BTreeSet<&str> = state
+            .maps
+            .values()
+            .chain(state.programs.values())
+            .map(|p| p.pin.as_str())
+            .collect();
+        let lost: Vec<&String> = missing
+            .iter()
+            .filter(|p| maps_and_progs.contains(p.as_str()))
+            .collect();
+        let stale = if !changed.is_empty() {
+            Some(format!(
+                "pins hold other objects than recorded: {}",
+                changed.join(", ")
+            ))
+        } else if !lost.is_empty() && lost.len() == maps_and_progs.len() {
+            Some("no recorded pin exists any more (bpffs was wiped, e.g. by a reboot)".to_owned())
+        } else if !lost.is_empty() {
+            Some(format!(
+                "recorded pins are gone: {}",
+                lost.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        } else {
+            None
+        };
+        Ok((live, stale))
+    }
+
+    /// Computes what loading `objects` with `options` would do, changing nothing.
+    ///
+    /// # Errors
+    /// An object does not parse, the options do not fit the objects, the state is not
+    /// trusted.
+    pub fn plan(&mut self, objects: &[ObjectSource], options: &Options) -> Result<Plan, Error> {
+        let result = self.plan_inner(objects, options);
+        self.release_opened();
+        result
+    }
+
+    fn plan_inner(&mut self, objects: &[ObjectSource], options: &Options) -> Result<Plan, Error> {
+        if let Some(j) = self.dir.read_journal()? {
+            return Ok(Plan {
+                identity: identity(objects, options),
+                start: Start::Interrupted { tx: j.tx },
+                objects: plan::records(objects),
+                options: options.clone(),
+                live: LiveState::default(),
+                maps: Vec::new(),
+                programs: Vec::new(),
+                attachments: Vec::new(),
+                models: Vec::new(),
+            });
+        }
+        let state = self.dir.read_state()?;
+        let (live, stale) = match &state {
+            Some(s) => self.live(s)?,
+            None => (LiveState::default(), None),
+        };
+        let facts = self.kernel.facts();
+        let trusted = if stale.is_some() {
+            None
+        } else {
+            state.as_ref()
+        };
+        plan::compute(PlanInput {
+            objects,
+            options,
+            state: trusted,
+            stale,
+            live,
+            facts,
+        })
+    }
+
+    /// Executes `plan`, computed by [`Engine::plan`] for these `objects`: installs,
+    /// restarts or upgrades, or recovers an interrupted upgrade when the plan says so.
+    ///
+    /// # Errors
+    /// The plan no longer matches the live state or the objects ([`Error::Stale`]), it
+    /// loses entries without [`ApplyOptions::allow_state_loss`], a step fails (the
+    /// upgrade is rolled back when it fails before its switch or at a
+    /// compare-and-swap mismatch: [`Error::Aborted`]).
+    pub fn apply(
+        &mut self,
+        plan: &Plan,
+        objects: &[ObjectSource],
+        options: ApplyOptions,
+    ) -> Result<Report, Error> {
+        let result = self.apply_inner(plan, objects, options);
+        if !matches!(result, Err(Error::Crashed { .. })) {
+            self.release_opened();
+        }
+        result
+    }
+
+    fn apply_inner(
+        &mut self,
+        plan: &Plan,
+        objects: &[ObjectSource],
+        options: ApplyOptions,
+    ) -> Result<Report, Error> {
+        if let Start::Interrupted { .. } = plan.start {
+            let recovered = self.recover_inner()?;
+            return Ok(Report {
+                identity: plan.identity.clone(),
+                start: plan.start.clone(),
+                maps: BTreeMap::new(),
+                reattached: Vec::new(),
+                switch_window_us: None,
+                recovered,
+            });
+        }
+        let now = self.plan_inner(objects, &plan.options)?;
+        if now.identity != plan.identity {
+            return Err(Error::Stale(
+                "the objects or options given are not the ones the plan was made for".into(),
+            ));
+        }
+        if now.live != plan.live {
+            return Err(Error::Stale(describe_live_change(&plan.live, &now.live)));
+        }
+        if now != *plan {
+            return Err(Error::Stale(
+                "the installed state changed since the plan was made".into(),
+            ));
+        }
+        let lost = plan.lost_maps();
+        if !lost.is_empty() && !options.allow_state_loss {
+            return Err(Error::StateLoss { maps: lost });
+        }
+        if plan.start == Start::Restart {
+            return self.restart(plan);
+        }
+        let old = self
+            .dir
+            .read_state()?
+            .filter(|_| matches!(plan.start, Start::Upgrade { .. }));
+        let mut j = Journal {
+            tx: now_tx(&plan.identity),
+            plan: plan.clone(),
+            old,
+            staged: Staged::default(),
+            new_links: BTreeMap::new(),
+            steps: Vec::new(),
+            direction: Direction::Forward,
+            counts: BTreeMap::new(),
+            switch_window_ns: None,
+        };
+        // Write-ahead: the journal exists before the first object does.
+        self.dir.write_journal(&j)?;
+        match self.forward(&mut j, Some((objects, options))) {
+            Ok(()) => {}
+            Err(e @ Error::Crashed { .. }) => return Err(e),
+            Err(e) if !j.started(Step::Switch) || matches!(e, Error::Aborted { .. }) => {
+                let reason = e.to_string();
+                j.direction = Direction::Back;
+                self.dir.write_journal(&j)?;
+                self.rollback(&j)?;
+                return Err(match e {
+                    Error::Aborted { .. } => e,
+                    Error::DoesNotFit { .. } => e,
+                    _ => Error::Aborted { reason },
+                });
+            }
+            Err(e) => return Err(e),
+        }
+        self.adopt(&plan_state(&j)?);
+        Ok(Report {
+            identity: plan.identity.clone(),
+            start: plan.start.clone(),
+            maps: j.counts.clone(),
+            reattached: Vec::new(),
+            switch_window_us: j.switch_window_ns.map(|(a, b)| b.saturating_sub(a) / 1000),
+            recovered: None,
+        })
+    }
+
+    /// Holds the installed set's maps and programs for handles.
+    fn adopt(&mut self, state: &State) {
+        self.maps = state
+            .maps
+            .iter()
+            .map(|(k, p)| (k.clone(), ObjRef::map(p.id)))
+            .collect();
+        self.programs = state
+            .programs
+            .iter()
+            .map(|(k, p)| (k.clone(), ObjRef::prog(p.id)))
+            .collect();
+        for r in self.maps.values().chain(self.programs.values()) {
+            self.opened.remove(r);
+        }
+    }
+
+    fn record(&mut self, j: &mut Journal, step: Step, phase: Phase) -> Result<(), Error> {
+        j.steps.push((step, phase));
+        self.dir.write_journal(j)
+    }
+
+    /// Runs the steps not done yet. `input` is given on the first run; recovery has
+    /// none, and only runs forward once the switch started, when every object is
+    /// pinned under `stage/`.
+    fn forward(
+        &mut self,
+        j: &mut Journal,
+        input: Option<(&[ObjectSource], ApplyOptions)>,
+    ) -> Result<(), Error> {
+        for step in Step::ALL {
+            if j.done(step) {
+                continue;
+            }
+            if !j.started(step) {
+                self.record(j, step, Phase::Started)?;
+            }
+            checkpoint(step.start_point())?;
+            match step {
+                Step::Preflight => {
+                    let (objects, _) = input.ok_or_else(|| Error::Aborted {
+                        reason: "the preflight was interrupted; it is rolled back".into(),
+                    })?;
+                    self.preflight(j, objects)?;
+                }
+                Step::Copy => self.copy(j)?,
+                Step::Delta => {}
+                Step::Switch => self.switch(j)?,
+                Step::Synchronize => self
+                    .kernel
+                    .synchronize()
+                    .map_err(kerr("synchronize", "barrier"))?,
+                Step::Reconcile => {}
+                Step::Commit => self.commit(j)?,
+                Step::Release => self.release(j)?,
+            }
+            checkpoint(step.end_point())?;
+            if step == Step::Release {
+                // The journal's removal is the release's record.
+                self.dir.remove_journal()?;
+            } else {
+                self.record(j, step, Phase::Done)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn preflight(&mut self, j: &mut Journal, objects: &[ObjectSource]) -> Result<(), Error> {
+        const STEP: &str = "preflight";
+        let plan = j.plan.clone();
+        // Capacity: a copy into a smaller (or LRU) map must fit the live entry count.
+        for m in plan.maps.iter().filter(|m| m.action == MapAction::Copy) {
+            let old_key = m.from.as_deref().unwrap_or(&m.key);
+            let Some(old) = j.old.as_ref().and_then(|s| s.maps.get(old_key)).cloned() else {
+                continue;
+            };
+            let r = self
+                .get(STEP, &old.pin)?
+                .ok_or_else(|| Error::Stale(format!("{} is gone", old.pin)))?;
+            let access = self
+                .kernel
+                .map_access(r)
+                .map_err(kerr(STEP, format!("open map {old_key}")))?;
+            let g = access.geometry();
+            if matches!(
+                g.map_type,
+                handover_sys::MapType::Array | handover_sys::MapType::PercpuArray
+            ) {
+                continue;
+            }
+            let live = access.count_entries().map_err(|e| Error::Data {
+                step: STEP,
+                map: old_key.to_owned(),
+                reason: e.to_string(),
+            })?;
+            if live > m.max_entries as usize {
+                return Err(Error::DoesNotFit {
+                    map: m.key.clone(),
+                    live,
+                    capacity: m.max_entries,
+                });
+            }
+        }
+        // Unchanged maps are reused as they are; program arrays are never (the diff
+        // never says reuse for them).
+        let mut reuse = BTreeMap::new();
+        for m in plan.maps.iter().filter(|m| m.action == MapAction::Reuse) {
+            let r = self
+                .get(STEP, &m.pin)?
+                .ok_or_else(|| Error::Stale(format!("{} is gone", m.pin)))?;
+            reuse.insert(m.key.clone(), r);
+        }
+        let loaded = self
+            .kernel
+            .load(objects, &plan.options, &reuse)
+            .map_err(kerr(STEP, "load the new object set"))?;
+        self.opened.extend(loaded.maps.values().copied());
+        self.opened.extend(loaded.programs.values().copied());
+        self.opened.extend(loaded.btf.iter().copied());
+        let mut staged = Staged {
+            btf: loaded.btf.clone(),
+            ..Staged::default()
+        };
+        for (key, r) in &loaded.maps {
+            if reuse.contains_key(key) {
+                continue;
+            }
+            checkpoint(Step::Preflight.item_point())?;
+            let pin = staged_pin(&plan::map_pin(key));
+            self.kernel
+                .pin(*r, &pin)
+                .map_err(kerr(STEP, format!("pin {pin}")))?;
+            staged.maps.insert(key.clone(), *r);
+        }
+        for (name, r) in &loaded.programs {
+            checkpoint(Step::Preflight.item_point())?;
+            let pin = staged_pin(&plan::prog_pin(name));
+            self.kernel
+                .pin(*r, &pin)
+                .map_err(kerr(STEP, format!("pin {pin}")))?;
+            staged.programs.insert(name.clone(), *r);
+        }
+        j.staged = staged;
+        Ok(())
+    }
+
+    /// Opens a staged object, checking it is the one the journal recorded.
+    fn staged(
+        &mut self,
+        step: &'static str,
+        live_pin: &str,
+        expected: ObjRef,
+    ) -> Result<ObjRef, Error> {
+        let pin = staged_pin(live_pin);
+        match self.get(step, &pin)? {
+            Some(r) if r == expected => Ok(r),
+            other => Err(Error::Kernel {
+                step,
+                what: format!("staged {pin}"),
+                source: KernelError::Missing {
+                    what: format!("{expected} at {pin} (found {other:?})"),
+                },
+            }),
+        }
+    }
+
+    fn copy(&mut self, j: &mut Journal) -> Result<(), Error> {
+        const STEP: &str = "copy";
+        let plan = j.plan.clone();
+        for m in plan.maps.iter().filter(|m| m.action == MapAction::Copy) {
+            checkpoint(Step::Copy.item_point())?;
+            let old_key = m.from.as_deref().unwrap_or(&m.key);
+            let Some(old) = j.old.as_ref().and_then(|s| s.maps.get(old_key)).cloned() else {
+                continue;
+            };
+            let Some(&new) = j.staged.maps.get(&m.key) else {
+                continue;
+            };
+            let old_r = self
+                .get(STEP, &old.pin)?
+                .ok_or_else(|| Error::Stale(format!("{} is gone", old.pin)))?;
+            let new_r = self.staged(STEP, &m.pin, new)?;
+            let carry = Carry {
+                key: &m.key,
+                old: self.access(STEP, old_r)?,
+                new: self.access(STEP, new_r)?,
+                key_plan: m.key_plan.as_ref(),
+                value_plan: m.value_plan.as_ref(),
+            };
+            let counts = datapath::copy(&carry, self.dir.path())?;
+            j.counts.insert(m.key.clone(), counts);
+        }
+        Ok(())
+    }
+
+    fn access(&mut self, step: &'static str, map: ObjRef) -> Result<Arc<dyn MapAccess>, Error> {
+        self.kernel
+            .map_access(map)
+            .map_err(kerr(step, format!("open {map}")))
+    }
+
+    /// The program id the old set ran for an attachment.
+    fn old_link(j: &Journal, name: &str) -> Option<LinkRecord> {
+        j.old.as_ref().and_then(|s| s.links.get(name)).cloned()
+    }
+
+    fn switch(&mut self, j: &mut Journal) -> Result<(), Error> {
+        const STEP: &str = "switch";
+        let plan = j.plan.clone();
+        let started = Instant::now();
+        let base_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let base_ns = u64::try_from(base_ns).unwrap_or(u64::MAX);
+        let mut first: Option<Duration> = None;
+        let mut last = Duration::ZERO;
+        for a in plan
+            .attachments
+            .iter()
+            .filter(|a| a.action != AttachAction::Detach)
+        {
+            checkpoint(Step::Switch.item_point())?;
+            let Some(&new_prog) = j.staged.programs.get(&a.program) else {
+                return Err(Error::Options(format!(
+                    "attachment {} names no loaded program",
+                    a.name
+                )));
+            };
+            let new_prog = self.staged(STEP, &plan::prog_pin(&a.program), new_prog)?;
+            let mut switched = false;
+            match a.action {
+                AttachAction::Switch(SwitchMethod::LinkUpdate) => {
+                    let old = Self::old_link(j, &a.name).ok_or_else(|| {
+                        Error::Stale(format!(
+                            "attachment {} is not in the installed state",
+                            a.name
+                        ))
+                    })?;
+                    let link = self
+                        .get(STEP, &a.pin)?
+                        .ok_or_else(|| Error::Stale(format!("link {} is gone", a.pin)))?;
+                    let runs = self
+                        .kernel
+                        .link_program(link)
+                        .map_err(kerr(STEP, format!("inspect {}", a.pin)))?;
+                    if runs != Some(new_prog.id) {
+                        let expected = ObjRef::prog(old.prog);
+                        // The old program must be open for the compare-and-swap.
+                        let old_prog = self.get(STEP, &plan::prog_pin(&old.attachment.program))?;
+                        let expected = old_prog.filter(|p| p.id == old.prog).unwrap_or(expected);
+                        match self.kernel.update_link(link, new_prog, expected) {
+                            Ok(()) => switched = true,
+                            Err(e @ KernelError::Mismatch { .. }) => {
+                                return Err(Error::Aborted {
+                                    reason: format!("attachment {}: {e}", a.name),
+                                });
+                            }
+                            Err(e) => return Err(kerr(STEP, format!("update {}", a.pin))(e)),
+                        }
+                    }
+                }
+                AttachAction::Attach | AttachAction::Switch(SwitchMethod::AttachThenDetach) => {
+                    let stage = staged_pin(&a.pin);
+                    let link = match self.get(STEP, &stage)? {
+                        Some(l) => l,
+                        None => {
+                            let l = self.kernel.attach(new_prog, &a.point).map_err(kerr(
+                                STEP,
+                                format!("attach {} at {}", a.program, a.point),
+                            ))?;
+                            self.opened.insert(l);
+                            self.kernel
+                                .pin(l, &stage)
+                                .map_err(kerr(STEP, format!("pin {stage}")))?;
+                            switched = true;
+                            l
+                        }
+                    };
+                    j.new_links.insert(a.name.clone(), link);
+                    if a.action == AttachAction::Switch(SwitchMethod::AttachThenDetach) {
+                        // The new link runs; now the old one stops.
+                        if let Some(old) = self.get(STEP, &a.pin)? {
+                            let runs = self
+                                .kernel
+                                .link_program(old)
+                                .map_err(kerr(STEP, format!("inspect {}", a.pin)))?;
+                            if runs.is_some() {
+                                self.kernel
+                                    .detach(old)
+                                    .map_err(kerr(STEP, format!("detach {}", a.pin)))?;
+                            }
+                        }
+                    }
+                }
+                AttachAction::Verify | AttachAction::Detach => {}
+            }
+            if switched {
+                let t = started.elapsed();
+                first.get_or_insert(t);
+                last = t;
+            }
+        }
+        if let Some(first) = first {
+            let ns = |d: Duration| {
+                base_ns.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            };
+            j.switch_window_ns = Some((ns(first), ns(last)));
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, j: &mut Journal) -> Result<(), Error> {
+        const STEP: &str = "commit";
+        let plan = j.plan.clone();
+        let mut moves: Vec<(String, ObjRef)> = Vec::new();
+        for (key, r) in &j.staged.maps {
+            moves.push((plan::map_pin(key), *r));
+        }
+        for (name, r) in &j.staged.programs {
+            moves.push((plan::prog_pin(name), *r));
+        }
+        for (name, r) in &j.new_links {
+            moves.push((plan::link_pin(name), *r));
+        }
+        for (live, r) in moves {
+            checkpoint(Step::Commit.item_point())?;
+            let stage = staged_pin(&live);
+            let at_live = self.get(STEP, &live)?;
+            if at_live != Some(r) {
+                let held = self.get(STEP, &stage)?.ok_or_else(|| Error::Kernel {
+                    step: STEP,
+                    what: format!("exchange {stage} over {live}"),
+                    source: KernelError::Missing {
+                        what: stage.clone(),
+                    },
+                })?;
+                self.kernel
+                    .exchange(held, &live)
+                    .map_err(kerr(STEP, format!("exchange {stage} over {live}")))?;
+            }
+            self.kernel
+                .unpin(&stage)
+                .map_err(kerr(STEP, format!("unpin {stage}")))?;
+        }
+        // Attachments of the old set that the new one drops.
+        for a in plan
+            .attachments
+            .iter()
+            .filter(|a| a.action == AttachAction::Detach)
+        {
+            checkpoint(Step::Commit.item_point())?;
+            if let Some(link) = self.get(STEP, &a.pin)? {
+                self.kernel
+                    .detach(link)
+                    .map_err(kerr(STEP, format!("detach {}", a.pin)))?;
+                self.kernel
+                    .unpin(&a.pin)
+                    .map_err(kerr(STEP, format!("unpin {}", a.pin)))?;
+            }
+        }
+        let state = plan_state(j)?;
+        self.dir.write_state(&state)
+    }
+
+    fn release(&mut self, j: &mut Journal) -> Result<(), Error> {
+        const STEP: &str = "release";
+        let new = plan_state(j)?;
+        let live: BTreeSet<String> = new
+            .maps
+            .values()
+            .chain(new.programs.values())
+            .map(|p| p.pin.clone())
+            .chain(new.links.values().map(|l| l.pin.clone()))
+            .collect();
+        for pin in &live {
+            checkpoint(Step::Release.item_point())?;
+            self.kernel
+                .drop_rollback(pin)
+                .map_err(kerr(STEP, format!("drop rollback of {pin}")))?;
+        }
+        if let Some(old) = &j.old {
+            let gone: Vec<String> = old
+                .maps
+                .values()
+                .chain(old.programs.values())
+                .map(|p| p.pin.clone())
+                .filter(|p| !live.contains(p))
+                .collect();
+            for pin in gone {
+                checkpoint(Step::Release.item_point())?;
+                self.kernel
+                    .unpin(&pin)
+                    .map_err(kerr(STEP, format!("unpin {pin}")))?;
+            }
+        }
+        // Old objects this process opened are released now, not when it exits.
+        for r in std::mem::take(&mut self.opened) {
+            if !new.objects().contains(&r) {
+                self.kernel.release(r);
+            } else {
+                self.opened.insert(r);
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes an upgrade that did not reach its point of no return, or that was
+    /// aborted: attachments moved back, every staged pin removed, the journal closed.
+    fn rollback(&mut self, j: &Journal) -> Result<(), Error> {
+        const STEP: &str = "rollback";
+        checkpoint("rollback:start")?;
+        for a in &j.plan.attachments {
+            let AttachAction::Switch(method) = a.action else {
+                continue;
+            };
+            let Some(old) = Self::old_link(j, &a.name) else {
+                continue;
+            };
+            checkpoint("rollback:item")?;
+            let Some(link) = self.get(STEP, &a.pin)? else {
+                continue;
+            };
+            let runs = self
+                .kernel
+                .link_program(link)
+                .map_err(kerr(STEP, format!("inspect {}", a.pin)))?;
+            let new_prog = j.staged.programs.get(&a.program).copied();
+            let old_prog = self.get(STEP, &plan::prog_pin(&old.attachment.program))?;
+            match method {
+                SwitchMethod::LinkUpdate => {
+                    if let (Some(new), Some(old_prog)) = (new_prog, old_prog)
+                        && runs == Some(new.id)
+                        && old_prog.id == old.prog
+                    {
+                        let new = self.staged(STEP, &plan::prog_pin(&a.program), new)?;
+                        self.kernel
+                            .update_link(link, old_prog, new)
+                            .map_err(kerr(STEP, format!("move {} back", a.pin)))?;
+                    }
+                }
+                SwitchMethod::AttachThenDetach => {
+                    if runs.is_none()
+                        && let Some(old_prog) = old_prog.filter(|p| p.id == old.prog)
+                    {
+                        let l = self
+                            .kernel
+                            .attach(old_prog, &a.point)
+                            .map_err(kerr(STEP, format!("attach {} again", a.program)))?;
+                        self.opened.insert(l);
+                        self.kernel
+                            .exchange(l, &a.pin)
+                            .map_err(kerr(STEP, format!("pin {}", a.pin)))?;
+                        self.kernel
+                            .drop_rollback(&a.pin)
+                            .map_err(kerr(STEP, format!("drop {}", a.pin)))?;
+                    }
+                }
+            }
+        }
+        let stage: Vec<String> = self
+            .kernel
+            .pins()
+            .map_err(kerr(STEP, "list pins"))?
+            .into_iter()
+            .filter(|p| p.starts_with("stage/"))
+            .collect();
+        for pin in stage {
+            checkpoint("rollback:item")?;
+            self.kernel
+                .unpin(&pin)
+                .map_err(kerr(STEP, format!("unpin {pin}")))?;
+        }
+        checkpoint("rollback:end")?;
+        self.dir.remove_journal()?;
+        let staged: BTreeSet<ObjRef> = j
+            .staged
+            .maps
+            .values()
+            .chain(j.staged.programs.values())
+            .chain(j.new_links.values())
+            .chain(j.staged.btf.iter())
+            .copied()
+            .collect();
+        for r in staged {
+            self.opened.remove(&r);
+            self.kernel.release(r);
+        }
+        Ok(())
+    }
+
+    /// Finishes an interrupted upgrade, forward or back as its journal says; `None`
+    /// when there is none.
+    ///
+    /// # Errors
+    /// The journal is not trusted, or a step fails again.
+    pub fn recover(&mut self) -> Result<Option<Recovered>, Error> {
+        let result = self.recover_inner();
+        if !matches!(result, Err(Error::Crashed { .. })) {
+            self.release_opened();
+        }
+        result
+    }
+
+    fn recover_inner(&mut self) -> Result<Option<Recovered>, Error> {
+        let Some(mut j) = self.dir.read_journal()? else {
+            return Ok(None);
+        };
+        let direction = j.recovery_direction();
+        match direction {
+            Direction::Forward => {
+                self.forward(&mut j, None)?;
+                self.adopt(&plan_state(&j)?);
+            }
+            Direction::Back => {
+                if j.direction != Direction::Back {
+                    j.direction = Direction::Back;
+                    self.dir.write_journal(&j)?;
+                }
+                self.rollback(&j)?;
+            }
+        }
+        Ok(Some(Recovered {
+            tx: j.tx,
+            direction,
+        }))
+    }
+
+    /// A restart: reopens the pins, loads nothing, and attaches again what is
+    /// recorded but no longer live.
+    fn restart(&mut self, plan: &Plan) -> Result<Report, Error> {
+        const STEP: &str = "restart";
+        let mut state = self
+            .dir
+            .read_state()?
+            .ok_or_else(|| Error::Stale("nothing is installed".into()))?;
+        let mut reattached = Vec::new();
+        let names: Vec<String> = state.links.keys().cloned().collect();
+        for name in names {
+            let Some(l) = state.links.get(&name).cloned() else {
+                continue;
+            };
+            let live = match self.get(STEP, &l.pin)? {
+                Some(link) => {
+                    self.kernel
+                        .link_program(link)
+                        .map_err(kerr(STEP, format!("inspect {}", l.pin)))?
+                        == Some(l.prog)
+                }
+                None => false,
+            };
+            if live {
+                continue;
+            }
+            checkpoint("reattach:item")?;
+            let pin = plan::prog_pin(&l.attachment.program);
+            let prog = self
+                .get(STEP, &pin)?
+                .ok_or_else(|| Error::Stale(format!("program pin {pin} is gone")))?;
+            let link = self.kernel.attach(prog, &l.attachment.point).map_err(kerr(
+                STEP,
+                format!("attach {} at {}", l.attachment.program, l.attachment.point),
+            ))?;
+            self.opened.insert(link);
+            self.kernel
+                .exchange(link, &l.pin)
+                .map_err(kerr(STEP, format!("pin {}", l.pin)))?;
+            self.kernel
+                .drop_rollback(&l.pin)
+                .map_err(kerr(STEP, format!("drop {}", l.pin)))?;
+            if let Some(rec) = state.links.get_mut(&name) {
+                rec.id = link.id;
+                rec.prog = prog.id;
+            }
+            self.dir.write_state(&state)?;
+            reattached.push(name);
+        }
+        for p in state.maps.values().chain(state.programs.values()) {
+            self.get(STEP, &p.pin)?;
+        }
+        self.adopt(&state);
+        state = self.dir.read_state()?.unwrap_or(state);
+        Ok(Report {
+            identity: state.identity,
+            start: plan.start.clone(),
+            maps: BTreeMap::new(),
+            reattached,
+            switch_window_us: None,
+            recovered: None,
+        })
+    }
+
+    /// Removes the installed set: links detached, every pin and the state removed.
+    /// An interrupted upgrade is recovered first. Returns every kernel object of the
+    /// set, which the kernel frees once nothing holds it (see [`wait_gone`]).
+    ///
+    /// # Errors
+    /// A pin cannot be removed; the state is kept then, and uninstall can run again.
+    pub fn uninstall(&mut self) -> Result<Uninstalled, Error> {
+        const STEP: &str = "uninstall";
+        self.recover_inner()?;
+        let Some(state) = self.dir.read_state()? else {
+            return Ok(Uninstalled {
+                objects: Vec::new(),
+                pins: Vec::new(),
+            });
+        };
+        let mut pins = Vec::new();
+        for l in state.links.values() {
+            checkpoint("uninstall:item")?;
+            if let Some(link) = self.get(STEP, &l.pin)? {
+                self.kernel
+                    .detach(link)
+                    .map_err(kerr(STEP, format!("detach {}", l.pin)))?;
+            }
+            if self
+                .kernel
+                .unpin(&l.pin)
+                .map_err(kerr(STEP, format!("unpin {}", l.pin)))?
+            {
+                pins.push(l.pin.clone());
+            }
+        }
+        for p in state.programs.values().chain(state.maps.values()) {
+            checkpoint("uninstall:item")?;
+            if self
+                .kernel
+                .unpin(&p.pin)
+                .map_err(kerr(STEP, format!("unpin {}", p.pin)))?
+            {
+                pins.push(p.pin.clone());
+            }
+        }
+        self.maps.clear();
+        self.programs.clear();
+        for r in state.objects() {
+            self.kernel.release(r);
+        }
+        self.release_opened();
+        self.kernel
+            .cleanup()
+            .map_err(kerr(STEP, "remove pin directories"))?;
+        self.dir.remove_state()?;
+        Ok(Uninstalled {
+            objects: state.objects(),
+            pins,
+        })
+    }
+
+    /// Access to a map of the installed set by key.
+    ///
+    /// # Errors
+    /// [`Error::NoSuch`] when the set has no such map.
+    pub fn map_access(&mut self, key: &str) -> Result<Arc<dyn MapAccess>, Error> {
+        let r = *self.maps.get(key).ok_or_else(|| Error::NoSuch {
+            kind: "map",
+            name: key.to_owned(),
+        })?;
+        self.access("handle", r)
+    }
+
+    /// A typed handle to a map of the installed set; `K` and `V` must have the map's
+    /// key and value sizes.
+    ///
+    /// # Errors
+    /// [`Error::NoSuch`], [`Error::Size`].
+    pub fn map<Key, Value>(&mut self, key: &str) -> Result<TypedMap<Key, Value>, Error>
+    where
+        Key: zerocopy::IntoBytes + zerocopy::Immutable,
+        Value: zerocopy::IntoBytes + zerocopy::FromBytes + zerocopy::Immutable,
+    {
+        let access = self.map_access(key)?;
+        let g = access.geometry();
+        for (what, actual, expected) in [
+            ("key", g.key_size, size_of::<Key>()),
+            ("value", g.value_len, size_of::<Value>()),
+        ] {
+            if actual != expected {
+                return Err(Error::Size {
+                    map: key.to_owned(),
+                    what,
+                    actual,
+                    expected,
+                });
+            }
+        }
+        Ok(TypedMap {
+            access,
+            _types: PhantomData,
+        })
+    }
+
+    /// The installed program `name`.
+    ///
+    /// # Errors
+    /// [`Error::NoSuch`].
+    pub fn program(&self, name: &str) -> Result<ObjRef, Error> {
+        self.programs
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::NoSuch {
+                kind: "program",
+                name: name.to_owned(),
+            })
+    }
+}
+
+/// A map of the installed set with typed keys and values.
+pub struct TypedMap<K, V> {
+    access: Arc<dyn MapAccess>,
+    _types: PhantomData<fn(K) -> V>,
+}
+
+impl<K, V> std::fmt::Debug for TypedMap<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedMap")
+            .field("geometry", &self.access.geometry())
+            .finish()
+    }
+}
+
+impl<K, V> TypedMap<K, V>
+where
+    K: zerocopy::IntoBytes + zerocopy::Immutable,
+    V: zerocopy::IntoBytes + zerocopy::FromBytes + zerocopy::Immutable,
+{
+    /// The value at `key`.
+    ///
+    /// # Errors
+    /// The kernel refuses.
+    pub fn get(&self, key: &K) -> Result<Option<V>, handover_sys::Error> {
+        let mut v = V::new_zeroed();
+        let found = self.access.lookup(
+            key.as_bytes(),
+            v.as_mut_bytes(),
+            handover_sys::UpdateFlags::ANY,
+        )?;
+        Ok(found.then_some(v))
+    }
+
+    /// Writes `value` at `key`.
+    ///
+    /// # Errors
+    /// The kernel refuses.
+    pub fn insert(&self, key: &K, value: &V) -> Result<(), handover_sys::Error> {
+        self.access.update(
+            key.as_bytes(),
+            value.as_bytes(),
+            handover_sys::UpdateFlags::ANY,
+        )
+    }
+
+    /// Deletes `key`; `false` when there was none.
+    ///
+    /// # Errors
+    /// The kernel refuses.
+    pub fn remove(&self, key: &K) -> Result<bool, handover_sys::Error> {
+        self.access.delete(key.as_bytes())
+    }
+}
+
+/// The state a journal's upgrade commits: the plan's set with the staged ids, reused
+/// maps with their live ids.
+fn plan_state(j: &Journal) -> Result<State, Error> {
+    let plan = &j.plan;
+    let mut maps = BTreeMap::new();
+    for m in plan.maps.iter().filter(|m| m.action != MapAction::Remove) {
+        let id = match j.staged.maps.get(&m.key) {
+            Some(r) => r.id,
+            None => {
+                let old = j
+                    .old
+                    .as_ref()
+                    .and_then(|s| s.maps.get(&m.key))
+                    .ok_or_else(|| {
+                        Error::Stale(format!("map {} is neither staged nor installed", m.key))
+                    })?;
+                old.id
+            }
+        };
+        maps.insert(
+            m.key.clone(),
+            Pinned {
+                pin: m.pin.clone(),
+                id,
+            },
+        );
+    }
+    let mut programs = BTreeMap::new();
+    for p in plan
+        .programs
+        .iter()
+        .filter(|p| p.action != ProgramAction::Remove)
+    {
+        let id = j
+            .staged
+            .programs
+            .get(&p.name)
+            .ok_or_else(|| Error::Stale(format!("program {} was not staged", p.name)))?
+            .id;
+        programs.insert(
+            p.name.clone(),
+            Pinned {
+                pin: p.pin.clone(),
+                id,
+            },
+        );
+    }
+    let mut links = BTreeMap::new();
+    for a in plan
+        .attachments
+        .iter()
+        .filter(|a| a.action != AttachAction::Detach)
+    {
+        let prog = programs.get(&a.program).map_or(0, |p| p.id);
+        let id = match j.new_links.get(&a.name) {
+            Some(r) => r.id,
+            None => j
+                .old
+                .as_ref()
+                .and_then(|s| s.links.get(&a.name))
+                .map_or(0, |l| l.id),
+        };
+        let attachment = plan
+            .options
+            .attachments
+            .iter()
+            .find(|x| x.name == a.name)
+            .cloned()
+            .ok_or_else(|| {
+                Error::Options(format!("attachment {} is not in the options", a.name))
+            })?;
+        links.insert(
+            a.name.clone(),
+            LinkRecord {
+                attachment,
+                pin: a.pin.clone(),
+                id,
+                prog,
+            },
+        );
+    }
+    Ok(State {
+        identity: plan.identity.clone(),
+        objects: plan.objects.clone(),
+        options: plan.options.clone(),
+        models: plan.models.clone(),
+        maps,
+        programs,
+        links,
+        btf: j.staged.btf.iter().map(|r| r.id).collect(),
+    })
+}
+
+fn describe_live_change(then: &LiveState, now: &LiveState) -> String {
+    let mut changes = Vec::new();
+    for (pin, id) in &then.pins {
+        match now.pins.get(pin) {
+            None => changes.push(format!("{pin} is gone")),
+            Some(n) if n != id => changes.push(format!("{pin} holds id {n}, not {id}")),
+            _ => {}
+        }
+    }
+    for pin in now.pins.keys().filter(|p| !then.pins.contains_key(*p)) {
+        changes.push(format!("{pin} appeared"));
+    }
+    for (pin, prog) in &then.links {
+        if let Some(n) = now.links.get(pin).filter(|n| *n != prog) {
+            changes.push(format!("link {pin} runs program {n}, not {prog}"));
+        }
+    }
+    format!("the live state changed: {}", changes.join("; "))
+}
+
+/// Waits until none of `objects` exists in the kernel any more (the kernel frees
+/// them after an RCU grace period), at most `timeout`; returns those still alive.
+pub fn wait_gone<K: Kernel>(kernel: &mut K, objects: &[ObjRef], timeout: Duration) -> Vec<ObjRef> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let alive: Vec<ObjRef> = objects
+            .iter()
+            .copied()
+            .filter(|r| kernel.alive(*r))
+            .collect();
+        if alive.is_empty() || Instant::now() >= deadline {
+            return alive;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,600 @@
+//! [`FakeKernel`]: the kernel as an in-memory model, for driving the executor and its
+//! recovery through every crash point without privileges.
+//!
+//! A [`FakeWorld`] is one machine: objects with ids, pins, links at attach points.
+//! Each [`FakeKernel`] is one process on it, holding the objects it opened or
+//! created. Objects are freed the way the kernel frees them: an object that no pin,
+//! no process and no other live object refers to is gone (programs hold their maps and
+//! BTF, links their program, program arrays their programs); a freed link detaches.
+//! Dropping a `FakeKernel` is a process dying: its holds go, and with them every
+//! object only it kept alive, such as a map it created but never pinned.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use handover_loader::{MapOrigin, Object, ObjectOptions};
+
+use crate::kernel::{Kernel, KernelError, KernelFacts, Kind, LoadedSet, ObjRef, ObjectSource};
+use crate::migrate::{FakeMap, Geometry, MapAccess};
+use crate::options::{AttachPoint, Options};
+use crate::plan::map_key;
+
+const ROLLBACK_SUFFIX: &str = "__handover_prev";
+
+#[derive(Debug)]
+enum Obj {
+    Map { name: String, map: Arc<FakeMap> },
+    Prog { name: String, refs: Vec<ObjRef> },
+    Link { prog: Option<ObjRef>, point: String },
+    Btf,
+}
+
+#[derive(Debug, Default)]
+struct World {
+    next: BTreeMap<Kind, u32>,
+    objects: BTreeMap<ObjRef, Obj>,
+    pins: BTreeMap<String, ObjRef>,
+    holds: BTreeMap<u64, BTreeSet<ObjRef>>,
+    next_process: u64,
+    refuse_loads: Option<String>,
+    refuse_attach: bool,
+    barriers: usize,
+}
+
+impl World {
+    fn new_id(&mut self, kind: Kind) -> ObjRef {
+        let n = self.next.entry(kind).or_insert(0);
+        *n += 1;
+        ObjRef { kind, id: *n }
+    }
+
+    fn add(&mut self, process: u64, obj: Obj, kind: Kind) -> ObjRef {
+        let r = self.new_id(kind);
+        self.objects.insert(r, obj);
+        self.holds.entry(process).or_default().insert(r);
+        r
+    }
+
+    /// Frees every object nothing reaches from the pins and the holds.
+    fn collect(&mut self) {
+        let mut live: BTreeSet<ObjRef> = self.pins.values().copied().collect();
+        live.extend(self.holds.values().flatten().copied());
+        let mut todo: Vec<ObjRef> = live.iter().copied().collect();
+        while let Some(r) = todo.pop() {
+            let edges: Vec<ObjRef> = match self.objects.get(&r) {
+                Some(Obj::Prog { refs, .. }) => refs.clone(),
+                Some(Obj::Link { prog, .. }) => prog.iter().copied().collect(),
+                _ => Vec::new(),
+            };
+            for e in edges {
+                if live.insert(e) {
+                    todo.push(e);
+                }
+            }
+        }
+        self.objects.retain(|r, _| live.contains(r));
+    }
+
+    fn held(&self, process: u64, r: ObjRef) -> Result<(), KernelError> {
+        if self.holds.get(&process).is_some_and(|h| h.contains(&r)) && self.objects.contains_key(&r)
+        {
+            Ok(())
+        } else {
+            Err(KernelError::Missing {
+                what: format!("{r} held by this process"),
+            })
+        }
+    }
+}
+
+/// One simulated machine; cheap to clone (clones share it).
+#[derive(Debug, Clone, Default)]
+pub struct FakeWorld {
+    inner: Arc<Mutex<World>>,
+}
+
+impl FakeWorld {
+    /// An empty machine.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, World> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new process on this machine.
+    #[must_use]
+    pub fn process(&self) -> FakeKernel {
+        let mut w = self.lock();
+        w.next_process += 1;
+        let pid = w.next_process;
+        w.holds.insert(pid, BTreeSet::new());
+        FakeKernel {
+            world: self.clone(),
+            pid,
+        }
+    }
+
+    /// A copy of this machine as it would be after every process on it died: the
+    /// same objects (maps with copies of their entries), pins and ids, no holds.
+    #[must_use]
+    pub fn crashed_copy(&self) -> FakeWorld {
+        let w = self.lock();
+        let objects = w
+            .objects
+            .iter()
+            .map(|(r, o)| {
+                let o = match o {
+                    Obj::Map { name, map } => {
+                        let copy = FakeMap::new(map.geometry());
+                        let entries = map.entries();
+                        copy.with_entries(|e| *e = entries);
+                        Obj::Map {
+                            name: name.clone(),
+                            map: Arc::new(copy),
+                        }
+                    }
+                    Obj::Prog { name, refs } => Obj::Prog {
+                        name: name.clone(),
+                        refs: refs.clone(),
+                    },
+                    Obj::Link { prog, point } => Obj::Link {
+                        prog: *prog,
+                        point: point.clone(),
+                    },
+                    Obj::Btf => Obj::Btf,
+                };
+                (*r, o)
+            })
+            .collect();
+        let mut copy = World {
+            next: w.next.clone(),
+            objects,
+            pins: w.pins.clone(),
+            holds: BTreeMap::new(),
+            next_process: w.next_process,
+            refuse_loads: w.refuse_loads.clone(),
+            refuse_attach: w.refuse_attach,
+            barriers: w.barriers,
+        };
+        copy.collect();
+        FakeWorld {
+            inner: Arc::new(Mutex::new(copy)),
+        }
+    }
+
+    /// Every pin path, sorted.
+    #[must_use]
+    pub fn pins(&self) -> Vec<String> {
+        self.lock().pins.keys().cloned().collect()
+    }
+
+    /// The object pinned at `path`.
+    #[must_use]
+    pub fn pinned(&self, path: &str) -> Option<ObjRef> {
+        self.lock().pins.get(path).copied()
+    }
+
+    /// The map pinned at `path`.
+    #[must_use]
+    pub fn map_at(&self, path: &str) -> Option<Arc<FakeMap>> {
+        let w = self.lock();
+        let r = w.pins.get(path)?;
+        match w.objects.get(r)? {
+            Obj::Map { map, .. } => Some(Arc::clone(map)),
+            _ => None,
+        }
+    }
+
+    /// Whether `object` exists.
+    #[must_use]
+    pub fn exists(&self, object: ObjRef) -> bool {
+        self.lock().objects.contains_key(&object)
+    }
+
+    /// How many objects of `kind` exist.
+    #[must_use]
+    pub fn count(&self, kind: Kind) -> usize {
+        self.lock()
+            .objects
+            .keys()
+            .filter(|r| r.kind == kind)
+            .count()
+    }
+
+    /// The programs attached at `point` (by the live links there), by name.
+    #[must_use]
+    pub fn attached(&self, point: &AttachPoint) -> Vec<String> {
+        let w = self.lock();
+        let key = point.to_string();
+        w.objects
+            .values()
+            .filter_map(|o| match o {
+                Obj::Link {
+                    prog: Some(p),
+                    point,
+                } if *point == key => match w.objects.get(p) {
+                    Some(Obj::Prog { name, .. }) => Some(name.clone()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The name of a map object.
+    #[must_use]
+    pub fn map_name(&self, map: ObjRef) -> Option<String> {
+        match self.lock().objects.get(&map)? {
+            Obj::Map { name, .. } => Some(name.clone()),
+            _ => None,
+        }
+    }
+
+    /// Makes every later load fail as a verifier refusal with `reason` (`None`: loads
+    /// succeed again).
+    pub fn refuse_loads(&self, reason: Option<&str>) {
+        self.lock().refuse_loads = reason.map(str::to_owned);
+    }
+
+    /// Makes every later attach fail.
+    pub fn refuse_attach(&self, refuse: bool) {
+        self.lock().refuse_attach = refuse;
+    }
+
+    /// Points the link pinned at `path` to another program, as another process would
+    /// (to test compare-and-swap). Creates a stray program of that name.
+    pub fn replace_link_program(&self, path: &str, name: &str) {
+        let mut w = self.lock();
+        let Some(link) = w.pins.get(path).copied() else {
+            return;
+        };
+        let stray = w.new_id(Kind::Prog);
+        w.objects.insert(
+            stray,
+            Obj::Prog {
+                name: name.to_owned(),
+                refs: Vec::new(),
+            },
+        );
+        // Held by a pin of its own, as a program another tool pinned.
+        w.pins.insert(format!("other/{name}"), stray);
+        if let Some(Obj::Link { prog, .. }) = w.objects.get_mut(&link) {
+            *prog = Some(stray);
+        }
+        w.collect();
+    }
+
+    /// How many synchronize barriers ran.
+    #[must_use]
+    pub fn barriers(&self) -> usize {
+        self.lock().barriers
+    }
+}
+
+/// One process on a [`FakeWorld`]; dropping it is the process dying.
+#[derive(Debug)]
+pub struct FakeKernel {
+    world: FakeWorld,
+    pid: u64,
+}
+
+impl Drop for FakeKernel {
+    fn drop(&mut self) {
+        let mut w = self.world.lock();
+        w.holds.remove(&self.pid);
+        w.collect();
+    }
+}
+
+impl FakeKernel {
+    /// The machine this process runs on.
+    #[must_use]
+    pub fn world(&self) -> &FakeWorld {
+        &self.world
+    }
+
+    fn lock(&self) -> MutexGuard<'_, World> {
+        self.world.lock()
+    }
+}
+
+fn geometry(spec: &handover_loader::MapSpec, cpus: u32) -> Geometry {
+    Geometry::new(
+        spec.map_type,
+        spec.key_size as usize,
+        spec.value_size as usize,
+        spec.max_entries,
+        cpus as usize,
+    )
+}
+
+fn parse<'a>(o: &'a ObjectSource, options: &Options) -> Result<Object<'a>, KernelError> {
+    let mut oo = ObjectOptions::new();
+    for (section, t) in &options.program_types {
+        let prog_type = t
+            .prog_type
+            .parse()
+            .map_err(|e| KernelError::failed(format!("program type of section {section}"), e))?;
+        let attach_type = match &t.attach_type {
+            Some(a) => Some(a.parse().map_err(|e| {
+                KernelError::failed(format!("attach type of section {section}"), e)
+            })?),
+            None => None,
+        };
+        oo = oo.program_type(section, prog_type, attach_type);
+    }
+    Object::parse_with(&o.bytes, &oo)
+        .map_err(|e| KernelError::failed(format!("parse {}", o.name), e))
+}
+
+const FAKE_CPUS: u32 = 2;
+
+impl Kernel for FakeKernel {
+    fn facts(&mut self) -> KernelFacts {
+        KernelFacts {
+            page_size: 4096,
+            possible_cpus: FAKE_CPUS,
+            rename_exchange: true,
+        }
+    }
+
+    fn load(
+        &mut self,
+        objects: &[ObjectSource],
+        options: &Options,
+        reuse: &BTreeMap<String, ObjRef>,
+    ) -> Result<LoadedSet, KernelError> {
+        let parsed: Vec<(&ObjectSource, Object<'_>)> = objects
+            .iter()
+            .map(|o| parse(o, options).map(|p| (o, p)))
+            .collect::<Result<_, _>>()?;
+        let mut w = self.lock();
+        if let Some(reason) = w.refuse_loads.clone() {
+            return Err(KernelError::failed(
+                "BPF_PROG_LOAD",
+                std::io::Error::other(format!("verifier refused: {reason}")),
+            ));
+        }
+        for r in reuse.values() {
+            w.held(self.pid, *r)?;
+        }
+        let mut set = LoadedSet::default();
+        for (o, object) in &parsed {
+            let btf = object
+                .btf()
+                .is_some()
+                .then(|| w.add(self.pid, Obj::Btf, Kind::Btf));
+            set.btf.extend(btf);
+            let mut own = Vec::new();
+            for spec in object.maps() {
+                if matches!(spec.origin, MapOrigin::Inner) {
+                    continue;
+                }
+                let key = map_key(&o.name, &spec.name);
+                if let Some(r) = set
+                    .maps
+                    .get(&key)
+                    .copied()
+                    .or_else(|| reuse.get(&key).copied())
+                {
+                    set.maps.insert(key, r);
+                    own.push(r);
+                    continue;
+                }
+                let map = FakeMap::new(geometry(spec, FAKE_CPUS));
+                if let Some(data) = &spec.initial_data {
+                    let mut value = vec![0u8; map.geometry().value_len];
+                    let n = data.len().min(value.len());
+                    value
+                        .get_mut(..n)
+                        .unwrap_or_default()
+                        .copy_from_slice(data.get(..n).unwrap_or_default());
+                    map.update(&0u32.to_ne_bytes(), &value, handover_sys::UpdateFlags::ANY)
+                        .map_err(|e| KernelError::failed(format!("initial data of {key}"), e))?;
+                }
+                let r = w.add(
+                    self.pid,
+                    Obj::Map {
+                        name: key.clone(),
+                        map: Arc::new(map),
+                    },
+                    Kind::Map,
+                );
+                set.maps.insert(key, r);
+                own.push(r);
+            }
+            for p in object.programs() {
+                let mut refs = own.clone();
+                refs.extend(btf);
+                let r = w.add(
+                    self.pid,
+                    Obj::Prog {
+                        name: p.name.clone(),
+                        refs,
+                    },
+                    Kind::Prog,
+                );
+                set.programs.insert(p.name.clone(), r);
+            }
+        }
+        Ok(set)
+    }
+
+    fn get(&mut self, path: &str) -> Result<Option<ObjRef>, KernelError> {
+        let mut w = self.lock();
+        let Some(r) = w.pins.get(path).copied() else {
+            return Ok(None);
+        };
+        w.holds.entry(self.pid).or_default().insert(r);
+        Ok(Some(r))
+    }
+
+    fn pin(&mut self, object: ObjRef, path: &str) -> Result<(), KernelError> {
+        let mut w = self.lock();
+        w.held(self.pid, object)?;
+        if w.pins.contains_key(path) {
+            return Err(KernelError::Exists {
+                path: path.to_owned(),
+            });
+        }
+        w.pins.insert(path.to_owned(), object);
+        Ok(())
+    }
+
+    fn exchange(&mut self, object: ObjRef, path: &str) -> Result<(), KernelError> {
+        let mut w = self.lock();
+        w.held(self.pid, object)?;
+        if let Some(old) = w.pins.insert(path.to_owned(), object) {
+            w.pins.insert(format!("{path}{ROLLBACK_SUFFIX}"), old);
+        }
+        Ok(())
+    }
+
+    fn drop_rollback(&mut self, path: &str) -> Result<(), KernelError> {
+        let mut w = self.lock();
+        w.pins.remove(&format!("{path}{ROLLBACK_SUFFIX}"));
+        w.collect();
+        Ok(())
+    }
+
+    fn unpin(&mut self, path: &str) -> Result<bool, KernelError> {
+        let mut w = self.lock();
+        let had = w.pins.remove(path).is_some();
+        w.pins.remove(&format!("{path}{ROLLBACK_SUFFIX}"));
+        w.collect();
+        Ok(had)
+    }
+
+    fn pins(&mut self) -> Result<Vec<String>, KernelError> {
+        Ok(self.world.pins())
+    }
+
+    fn attach(&mut self, program: ObjRef, point: &AttachPoint) -> Result<ObjRef, KernelError> {
+        let mut w = self.lock();
+        w.held(self.pid, program)?;
+        if w.refuse_attach {
+            return Err(KernelError::failed(
+                format!("attach at {point}"),
+                std::io::Error::from_raw_os_error(libc::EINVAL),
+            ));
+        }
+        Ok(w.add(
+            self.pid,
+            Obj::Link {
+                prog: Some(program),
+                point: point.to_string(),
+            },
+            Kind::Link,
+        ))
+    }
+
+    fn link_program(&mut self, link: ObjRef) -> Result<Option<u32>, KernelError> {
+        let w = self.lock();
+        w.held(self.pid, link)?;
+        match w.objects.get(&link) {
+            Some(Obj::Link { prog, .. }) => Ok(prog.map(|p| p.id)),
+            _ => Err(KernelError::Missing {
+                what: link.to_string(),
+            }),
+        }
+    }
+
+    fn update_link(
+        &mut self,
+        link: ObjRef,
+        new: ObjRef,
+        expected: ObjRef,
+    ) -> Result<(), KernelError> {
+        let mut w = self.lock();
+        w.held(self.pid, link)?;
+        w.held(self.pid, new)?;
+        let Some(Obj::Link { prog, point }) = w.objects.get_mut(&link) else {
+            return Err(KernelError::Missing {
+                what: link.to_string(),
+            });
+        };
+        if *prog != Some(expected) {
+            return Err(KernelError::Mismatch {
+                what: format!("{link} at {point}"),
+                expected: expected.id,
+                actual: prog.map(|p| p.id),
+            });
+        }
+        *prog = Some(new);
+        w.collect();
+        Ok(())
+    }
+
+    fn detach(&mut self, link: ObjRef) -> Result<(), KernelError> {
+        let mut w = self.lock();
+        w.held(self.pid, link)?;
+        if let Some(Obj::Link { prog, .. }) = w.objects.get_mut(&link) {
+            *prog = None;
+        }
+        w.collect();
+        Ok(())
+    }
+
+    fn synchronize(&mut self) -> Result<(), KernelError> {
+        self.lock().barriers += 1;
+        Ok(())
+    }
+
+    fn map_access(&mut self, map: ObjRef) -> Result<Arc<dyn MapAccess>, KernelError> {
+        let w = self.lock();
+        w.held(self.pid, map)?;
+        match w.objects.get(&map) {
+            Some(Obj::Map { map, .. }) => Ok(Arc::clone(map) as Arc<dyn MapAccess>),
+            _ => Err(KernelError::Missing {
+                what: map.to_string(),
+            }),
+        }
+    }
+
+    fn alive(&mut self, object: ObjRef) -> bool {
+        self.world.exists(object)
+    }
+
+    fn release(&mut self, object: ObjRef) {
+        let mut w = self.lock();
+        if let Some(h) = w.holds.get_mut(&self.pid) {
+            h.remove(&object);
+        }
+        w.collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unpinned_object_dies_with_its_process_and_a_pinned_one_does_not() {
+        let world = FakeWorld::new();
+        let mut k = world.process();
+        let a = {
+            let mut w = k.lock();
+            let pid = k.pid;
+            w.add(pid, Obj::Btf, Kind::Btf)
+        };
+        let b = {
+            let mut w = k.lock();
+            let pid = k.pid;
+            w.add(pid, Obj::Btf, Kind::Btf)
+        };
+        k.pin(b, "kept").unwrap();
+        assert!(matches!(k.pin(a, "kept"), Err(KernelError::Exists { .. })));
+        drop(k);
+        assert!(!world.exists(a));
+        assert!(world.exists(b));
+        let mut k = world.process();
+        assert_eq!(k.get("kept").unwrap(), Some(b));
+        k.unpin("kept").unwrap();
+        assert!(world.exists(b), "still held by the process");
+        k.release(b);
+        assert!(!world.exists(b));
+    }
+}

@@ -1,0 +1,300 @@
+//! The narrow interface through which the executor acts on the kernel: [`Kernel`].
+//!
+//! Everything the executor does to the kernel is one of these calls, so the same
+//! executor and recovery run against the real kernel ([`RealKernel`](crate::RealKernel))
+//! and against an in-memory model ([`FakeKernel`](crate::FakeKernel)) that the crash
+//! tests drive through every interleaving of crash points.
+//!
+//! Objects are named by kernel id ([`ObjRef`]); the implementation keeps the
+//! descriptors it opened or created for this process (a *hold*). A hold is dropped by
+//! [`Kernel::release`] or when the process ends: an object with no pin, no hold and no
+//! other object referring to it is freed by the kernel, which is what makes unpinned
+//! staging objects vanish when a daemon is killed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::migrate::MapAccess;
+use crate::options::{AttachPoint, Options};
+
+/// What kind of kernel object an id names (ids are per kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A map.
+    Map,
+    /// A program.
+    Prog,
+    /// A link.
+    Link,
+    /// A BTF object.
+    Btf,
+}
+
+/// A kernel object by kind and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObjRef {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its kernel-wide id.
+    pub id: u32,
+}
+
+impl ObjRef {
+    /// A map id.
+    #[must_use]
+    pub const fn map(id: u32) -> Self {
+        Self {
+            kind: Kind::Map,
+            id,
+        }
+    }
+    /// A program id.
+    #[must_use]
+    pub const fn prog(id: u32) -> Self {
+        Self {
+            kind: Kind::Prog,
+            id,
+        }
+    }
+    /// A link id.
+    #[must_use]
+    pub const fn link(id: u32) -> Self {
+        Self {
+            kind: Kind::Link,
+            id,
+        }
+    }
+}
+
+impl fmt::Display for ObjRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            Kind::Map => "map",
+            Kind::Prog => "prog",
+            Kind::Link => "link",
+            Kind::Btf => "btf",
+        };
+        write!(f, "{kind} {}", self.id)
+    }
+}
+
+/// One BPF object file of a daemon's set, as bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ObjectSource {
+    /// Its name in the set (the file name, usually); part of the identity.
+    pub name: String,
+    /// The ELF bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for ObjectSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectSource")
+            .field("name", &self.name)
+            .field("bytes", &format_args!("{} bytes", self.bytes.len()))
+            .finish()
+    }
+}
+
+impl ObjectSource {
+    /// An object named `name` with `bytes`.
+    pub fn new(name: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Self {
+        Self {
+            name: name.into(),
+            bytes: bytes.into(),
+        }
+    }
+}
+
+/// What [`Kernel::load`] created for an object set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadedSet {
+    /// Every map of the set by its key ([`crate::map_key`]), reused or created.
+    pub maps: BTreeMap<String, ObjRef>,
+    /// Every program by name.
+    pub programs: BTreeMap<String, ObjRef>,
+    /// BTF objects loaded for the set.
+    pub btf: Vec<ObjRef>,
+}
+
+/// Facts about the running kernel that the plan depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelFacts {
+    /// Page size (ring buffer sizes).
+    pub page_size: u32,
+    /// Possible CPUs (per-CPU value geometry).
+    pub possible_cpus: u32,
+    /// Whether bpffs renames can exchange two pins atomically (`RENAME_EXCHANGE`).
+    pub rename_exchange: bool,
+}
+
+/// A kernel call that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KernelError {
+    /// A compare-and-swap found another program than the expected one.
+    #[error("{what}: runs {actual:?} rather than the expected {expected}")]
+    Mismatch {
+        /// The attachment.
+        what: String,
+        /// The program id expected.
+        expected: u32,
+        /// The program id found (`None`: detached).
+        actual: Option<u32>,
+    },
+    /// Something is pinned where a new pin was to go.
+    #[error("{path} is pinned already")]
+    Exists {
+        /// The pin path.
+        path: String,
+    },
+    /// An object or pin that should exist does not.
+    #[error("{what} does not exist")]
+    Missing {
+        /// What was looked for.
+        what: String,
+    },
+    /// Any other refusal, with its cause.
+    #[error("{op}: {source}")]
+    Failed {
+        /// What was being done.
+        op: String,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl KernelError {
+    /// A failure of `op` caused by `source`.
+    pub fn failed(
+        op: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Failed {
+            op: op.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
+/// The kernel as the executor sees it. Pin paths are relative to the pin root.
+pub trait Kernel {
+    /// Page size, CPUs and probed features.
+    fn facts(&mut self) -> KernelFacts;
+
+    /// Loads an object set: every map (taking those in `reuse` instead of creating
+    /// them; program arrays are never in it), every program verified against that map
+    /// set, program arrays filled with the set's programs. Returns holds on all of it.
+    ///
+    /// # Errors
+    /// A map or program the kernel refuses; nothing created is kept.
+    fn load(
+        &mut self,
+        objects: &[ObjectSource],
+        options: &Options,
+        reuse: &BTreeMap<String, ObjRef>,
+    ) -> Result<LoadedSet, KernelError>;
+
+    /// Opens the object pinned at `path` and holds it; `None` when nothing is there.
+    ///
+    /// # Errors
+    /// The pin cannot be read.
+    fn get(&mut self, path: &str) -> Result<Option<ObjRef>, KernelError>;
+
+    /// Pins a held object at `path`, which must be free ([`KernelError::Exists`]).
+    ///
+    /// # Errors
+    /// The path is taken or the pin fails.
+    fn pin(&mut self, object: ObjRef, path: &str) -> Result<(), KernelError>;
+
+    /// Pins a held object at `path` atomically in place of what is there, keeping the
+    /// previous object at the path's rollback pin until [`Kernel::drop_rollback`].
+    ///
+    /// # Errors
+    /// The pin fails; `path` is unchanged then.
+    fn exchange(&mut self, object: ObjRef, path: &str) -> Result<(), KernelError>;
+
+    /// Removes the rollback pin [`Kernel::exchange`] kept for `path`, if any.
+    ///
+    /// # Errors
+    /// The unpin fails.
+    fn drop_rollback(&mut self, path: &str) -> Result<(), KernelError>;
+
+    /// Removes the pin at `path` (and its temporary and rollback pins); `false` when
+    /// nothing was pinned.
+    ///
+    /// # Errors
+    /// The unpin fails.
+    fn unpin(&mut self, path: &str) -> Result<bool, KernelError>;
+
+    /// Every pin under the pin root, temporaries included, sorted.
+    ///
+    /// # Errors
+    /// The directory cannot be read.
+    fn pins(&mut self) -> Result<Vec<String>, KernelError>;
+
+    /// Attaches a held program at `point` through a new link, held.
+    ///
+    /// # Errors
+    /// The kernel refuses.
+    fn attach(&mut self, program: ObjRef, point: &AttachPoint) -> Result<ObjRef, KernelError>;
+
+    /// The program a held link runs now (`None`: detached).
+    ///
+    /// # Errors
+    /// The link cannot be inspected.
+    fn link_program(&mut self, link: ObjRef) -> Result<Option<u32>, KernelError>;
+
+    /// Replaces the program of `link` with `new` if and only if it runs `expected`
+    /// (`BPF_LINK_UPDATE` with `BPF_F_REPLACE`).
+    ///
+    /// # Errors
+    /// [`KernelError::Mismatch`] when it runs another program.
+    fn update_link(
+        &mut self,
+        link: ObjRef,
+        new: ObjRef,
+        expected: ObjRef,
+    ) -> Result<(), KernelError>;
+
+    /// Detaches the program of a held link (the link stays, defunct).
+    ///
+    /// # Errors
+    /// The kernel refuses.
+    fn detach(&mut self, link: ObjRef) -> Result<(), KernelError>;
+
+    /// Returns once no program that was replaced before the call can still be running
+    /// (an update of a map-in-map waits for running programs, as the kernel's
+    /// `maybe_wait_bpf_programs` does).
+    ///
+    /// # Errors
+    /// The barrier cannot be created.
+    fn synchronize(&mut self) -> Result<(), KernelError>;
+
+    /// Map access to a held map, for copy, delta passes, reconcile and daemon writes.
+    ///
+    /// # Errors
+    /// The map is not held or cannot be opened.
+    fn map_access(&mut self, map: ObjRef) -> Result<Arc<dyn MapAccess>, KernelError>;
+
+    /// Whether the object still exists in the kernel (`BPF_*_GET_FD_BY_ID`); does not
+    /// hold it.
+    fn alive(&mut self, object: ObjRef) -> bool;
+
+    /// Drops this process's hold on an object.
+    fn release(&mut self, object: ObjRef);
+
+    /// After an uninstall: removes what the pin root holds besides pins (the
+    /// directories the pins were made in).
+    ///
+    /// # Errors
+    /// File system errors.
+    fn cleanup(&mut self) -> Result<(), KernelError> {
+        Ok(())
+    }
+}

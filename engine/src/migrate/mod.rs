@@ -1,0 +1,45 @@
+//! The data path of an upgrade: carrying map entries from the old maps to the new.
+//!
+//! - [`copy_map`] (step 2): every entry, converted, by overlapped batches; it writes
+//!   the [`MergeBase`] into the state directory as it goes.
+//! - [`delta_pass`] / [`delta_passes`] (step 3): what the old programs changed since,
+//!   while they still run.
+//! - [`reconcile`] (step 5): the three-way merge of base, old map and new map after
+//!   the switch, per field with [`MergeRule`]s, with `sum` applied in the kernel.
+//!
+//! Everything reads and writes maps through [`MapAccess`], implemented for the
+//! kernel's [`sys::Map`] and by the in-memory [`FakeMap`] of the pure tests.
+
+// The crates this module builds on, named once so that a move of the bpf(2) layer
+// or of the conversion code is an edit of these lines only.
+pub(crate) use handover_plan as plan;
+pub(crate) use handover_sys as sys;
+
+mod access;
+mod base;
+mod conversion;
+mod copy;
+mod delta;
+mod digest;
+mod error;
+mod fake;
+mod fields;
+mod kernel;
+mod patch_prog;
+mod reconcile;
+mod walk;
+mod write;
+
+pub use access::{Cursor, Geometry, MapAccess, Partial, batch_unsupported};
+pub use base::{BaseChange, BaseEntry, BaseShape, BaseWriter, MergeBase, base_path};
+pub use conversion::Conversion;
+pub use copy::{CopyOptions, CopyReport, copy_map};
+pub use delta::{DeltaLimits, DeltaReport, delta_pass, delta_passes};
+pub use error::MigrateError;
+pub use fake::{FakeEntries, FakeMap, FakeStats, WriterHook};
+pub use fields::{Leaf, MAX_ARRAY_LEAVES, MergeRule, ValueFields};
+pub use patch_prog::KernelPatcher;
+pub use reconcile::{
+    Conflicts, Patch, Patcher, ReconcileOptions, ReconcileReport, UserPatcher, merge_value,
+    reconcile,
+};

@@ -1,0 +1,475 @@
+//! Step 5 of an upgrade: the three-way reconcile after the switch.
+//!
+//! For every key, base (what the last delta pass carried), old (the old map now, which
+//! no program writes any more) and new (the new map now, which the new programs keep
+//! writing) decide:
+//!
+//! | base | old now        | new now          | result                               |
+//! |------|----------------|------------------|--------------------------------------|
+//! | -    | present        | absent           | added (old created it)               |
+//! | -    | present        | present          | merged per field against zero        |
+//! | yes  | absent         | = base           | deleted (old deleted it)             |
+//! | yes  | absent         | changed / absent | kept as new has it                   |
+//! | yes  | = base         | any              | kept as new has it                   |
+//! | yes  | changed        | absent           | kept deleted (new deleted it)        |
+//! | yes  | changed        | any              | merged per field                     |
+//!
+//! Per field (a [`Leaf`]): a field old did not change keeps new's value; a field only
+//! old changed takes old's value; a field both changed follows its [`MergeRule`]. A
+//! `sum` field always gets old's delta added (old - base) rather than written, so
+//! adds the new programs make meanwhile are kept: the [`Patcher`] the kernel path
+//! uses applies it with an atomic add in a program run by `BPF_PROG_TEST_RUN`.
+//!
+//! # The undecidable window, and tombstones
+//! An entry the old programs created after the last delta pass, which the new
+//! programs deleted before the reconcile, looks exactly like one old created and new
+//! never saw: it is added back. [`ReconcileReport::window`] is the length of that
+//! window (from the last delta pass to the reconcile), and
+//! [`ReconcileReport::ambiguous_adds`] counts the adds that fell in it. To make it
+//! exact, give [`ReconcileOptions::tombstones`]: a map (pinned for the upgrade) into
+//! which the new programs write, on every delete during an upgrade, the deleted key
+//! (new key layout) with any value; a key found there is not added back.
+//!
+//! Contract for BPF writers of the tombstone map: a hash (or LRU hash) map whose key is
+//! the new map's key; on every `bpf_map_delete_elem` on the carried map, also
+//! `bpf_map_update_elem(&tombstones, key, &one, BPF_ANY)`; an insertion of the key
+//! later deletes the tombstone (`bpf_map_delete_elem(&tombstones, key)`), so an entry
+//! re-created by the new programs is not mistaken for a deleted one. The engine
+//! creates and removes the map around the upgrade.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::access::MapAccess;
+use super::base::MergeBase;
+use super::conversion::Conversion;
+use super::copy::check_sizes;
+use super::error::{MigrateError, kernel};
+use super::fields::{Leaf, MergeRule, ValueFields};
+use super::sys::UpdateFlags;
+use super::walk::{Chunk, DEFAULT_CHUNK, Walker};
+
+/// Changes to one entry of the new map, by leaf of [`ValueFields`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Patch {
+    /// (leaf index, CPU slot, bytes): write these bytes over the leaf.
+    pub writes: Vec<(usize, usize, Vec<u8>)>,
+    /// (leaf index, delta): add to the leaf (a `sum` leaf), wrapping at its width;
+    /// for per-CPU maps into one CPU's slot, since readers sum the slots.
+    pub adds: Vec<(usize, u64)>,
+}
+
+impl Patch {
+    /// Whether the patch changes nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.adds.iter().all(|(_, d)| *d == 0)
+    }
+}
+
+/// Applies a [`Patch`] to an entry of the new map while its programs run.
+pub trait Patcher: Send + Sync + std::fmt::Debug {
+    /// Applies `patch` to the entry `key`; `false` when there is no such entry.
+    ///
+    /// # Errors
+    /// The map or the patch program refuses.
+    fn apply(&self, key: &[u8], patch: &Patch) -> Result<bool, MigrateError>;
+}
+
+/// A [`Patcher`] that reads the value, changes it and writes it back: exact only while
+/// nothing else writes the entry (the fake maps of tests; maps whose values carry a
+/// spin lock are read and written with `BPF_F_LOCK`, which makes each step, not the
+/// pair, atomic). The kernel path uses the in-kernel patcher for `sum`.
+#[derive(Debug)]
+pub struct UserPatcher<'m, M: MapAccess + ?Sized> {
+    map: &'m M,
+    name: String,
+    fields: ValueFields,
+    lock: bool,
+}
+
+impl<'m, M: MapAccess + ?Sized> UserPatcher<'m, M> {
+    /// A patcher of `map` with the value `fields`.
+    #[must_use]
+    pub fn new(map: &'m M, name: &str, fields: ValueFields, lock: bool) -> Self {
+        Self {
+            map,
+            name: name.to_owned(),
+            fields,
+            lock,
+        }
+    }
+}
+
+/// Adds `delta` to the little-endian integer in `bytes`, wrapping at its width.
+fn add_le(bytes: &mut [u8], delta: u64) {
+    let mut b = [0u8; 8];
+    let n = bytes.len().min(8);
+    if let (Some(dst), Some(src)) = (b.get_mut(..n), bytes.get(..n)) {
+        dst.copy_from_slice(src);
+    }
+    let v = u64::from_le_bytes(b).wrapping_add(delta);
+    if let (Some(dst), Some(src)) = (bytes.get_mut(..n), v.to_le_bytes().get(..n)) {
+        dst.copy_from_slice(src);
+    }
+}
+
+fn le(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = bytes.len().min(8);
+    if let (Some(dst), Some(src)) = (b.get_mut(..n), bytes.get(..n)) {
+        dst.copy_from_slice(src);
+    }
+    u64::from_le_bytes(b)
+}
+
+fn stride(fields: &ValueFields, cpus: usize) -> usize {
+    if cpus > 1 {
+        fields.size.next_multiple_of(8)
+    } else {
+        fields.size
+    }
+}
+
+impl<M: MapAccess + ?Sized> Patcher for UserPatcher<'_, M> {
+    fn apply(&self, key: &[u8], patch: &Patch) -> Result<bool, MigrateError> {
+        let g = self.map.geometry();
+        let flags = if self.lock {
+            UpdateFlags::LOCK
+        } else {
+            UpdateFlags::ANY
+        };
+        let mut value = vec![0u8; g.value_len];
+        if !self
+            .map
+            .lookup(key, &mut value, flags)
+            .map_err(kernel(&self.name, "reading an entry to patch"))?
+        {
+            return Ok(false);
+        }
+        let st = stride(&self.fields, g.cpus);
+        for (leaf, slot, bytes) in &patch.writes {
+            if let Some(l) = self.fields.leaves.get(*leaf) {
+                let at = slot * st + l.offset;
+                if let Some(dst) = value.get_mut(at..at + bytes.len()) {
+                    dst.copy_from_slice(bytes);
+                }
+            }
+        }
+        for (leaf, delta) in &patch.adds {
+            if let Some(l) = self.fields.leaves.get(*leaf)
+                && let Some(dst) = value.get_mut(l.offset..l.offset + l.len)
+            {
+                add_le(dst, *delta);
+            }
+        }
+        let flags = UpdateFlags(UpdateFlags::EXIST.0 | flags.0);
+        match self.map.update(key, &value, flags) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(kernel(&self.name, "writing a patched entry")(e)),
+        }
+    }
+}
+
+/// Conflicts (fields both sides changed) by the rule that decided them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Conflicts {
+    /// Decided by `new`: new's value kept.
+    pub new: usize,
+    /// Decided by `sum`: old's delta added.
+    pub sum: usize,
+    /// Decided by `max`.
+    pub max: usize,
+}
+
+/// The three-way merge of one value's fields: what to change in the new entry, given
+/// `base` (the carried value, converted), `old` (the old value now, converted) and
+/// `new` (the new value now), all in the new layout with `cpus` slots.
+#[must_use]
+pub fn merge_value(
+    fields: &ValueFields,
+    cpus: usize,
+    base: &[u8],
+    old: &[u8],
+    new: &[u8],
+    conflicts: &mut Conflicts,
+) -> Patch {
+    let st = stride(fields, cpus);
+    let mut patch = Patch::default();
+    let mut sums = vec![0u64; fields.leaves.len()];
+    for slot in 0..cpus.max(1) {
+        for (i, leaf) in fields.leaves.iter().enumerate() {
+            let r = slot * st + leaf.offset..slot * st + leaf.offset + leaf.len;
+            let (Some(b), Some(o), Some(n)) = (base.get(r.clone()), old.get(r.clone()), new.get(r))
+            else {
+                continue;
+            };
+            if o == b {
+                continue;
+            }
+            let new_changed = n != b;
+            match leaf.rule {
+                MergeRule::Sum => {
+                    if new_changed {
+                        conflicts.sum += 1;
+                    }
+                    if let Some(s) = sums.get_mut(i) {
+                        *s = s.wrapping_add(le(o).wrapping_sub(le(b)));
+                    }
+                }
+                _ if !new_changed => patch.writes.push((i, slot, o.to_vec())),
+                MergeRule::New => conflicts.new += 1,
+                MergeRule::Max => {
+                    conflicts.max += 1;
+                    if greater(leaf, o, n) {
+                        patch.writes.push((i, slot, o.to_vec()));
+                    }
+                }
+            }
+        }
+    }
+    for (i, (s, leaf)) in sums.into_iter().zip(&fields.leaves).enumerate() {
+        if leaf.rule == MergeRule::Sum && s & width_mask(leaf.len) != 0 {
+            patch.adds.push((i, s & width_mask(leaf.len)));
+        }
+    }
+    patch
+}
+
+fn width_mask(len: usize) -> u64 {
+    if len >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (len * 8)) - 1
+    }
+}
+
+fn greater(leaf: &Leaf, a: &[u8], b: &[u8]) -> bool {
+    let (x, y) = (le(a), le(b));
+    if leaf.int == Some(true) {
+        let shift = 64 - 8 * u32::try_from(leaf.len.min(8)).unwrap_or(8);
+        #[expect(
+            clippy::cast_possible_wrap,
+            reason = "reinterpreting the bits as signed"
+        )]
+        let (x, y) = (
+            ((x << shift) as i64) >> shift,
+            ((y << shift) as i64) >> shift,
+        );
+        x > y
+    } else {
+        x > y
+    }
+}
+
+/// How the reconcile runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReconcileOptions<'a> {
+    /// Values hold a `bpf_spin_lock`.
+    pub lock: bool,
+    /// The tombstone map the new programs write deleted keys into (see the module
+    /// documentation).
+    pub tombstones: Option<&'a dyn MapAccess>,
+}
+
+/// What the reconcile of one map did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReconcileReport {
+    /// Keys in the base (carried by the copy and the delta passes).
+    pub copied: usize,
+    /// Entries the old programs created that were added.
+    pub added: usize,
+    /// Entries changed (patched) with the old programs' changes.
+    pub changed: usize,
+    /// Entries the old programs deleted that were deleted.
+    pub deleted: usize,
+    /// Fields both sides changed, by rule.
+    pub conflicts: Conflicts,
+    /// Entries old deleted or changed that new had changed or deleted: new's kept.
+    pub kept_new: usize,
+    /// Entries not added back because the tombstone map held their key.
+    pub tombstoned: usize,
+    /// Adds that fall in the undecidable window (no tombstone map to tell).
+    pub ambiguous_adds: usize,
+    /// From the last delta pass to the start of the reconcile: the window in which an
+    /// entry old created and new deleted cannot be told from one new never saw.
+    pub window: Duration,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Reconciles map `name`: `old` and `new` now against `base`, with the new value's
+/// `fields` and their rules; changes go through `patcher` (in the kernel for `sum`).
+///
+/// # Errors
+/// A map command fails, an entry cannot be converted, or the base cannot be read.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is one input of the three-way merge"
+)]
+pub fn reconcile(
+    name: &str,
+    old: &dyn MapAccess,
+    new: &dyn MapAccess,
+    conversion: &Conversion,
+    base: &MergeBase,
+    fields: &ValueFields,
+    patcher: &dyn Patcher,
+    options: &ReconcileOptions<'_>,
+) -> Result<ReconcileReport, MigrateError> {
+    let start = Instant::now();
+    let (og, ng) = (old.geometry(), new.geometry());
+    check_sizes(name, conversion, &og, &ng)?;
+    if fields.size != ng.value_size {
+        return Err(MigrateError::Invalid {
+            map: name.to_owned(),
+            reason: format!(
+                "the field layout is {} bytes, the new map's value {}",
+                fields.size, ng.value_size
+            ),
+        });
+    }
+    let mut report = ReconcileReport {
+        copied: base.len(),
+        window: SystemTime::now()
+            .duration_since(base.last_pass())
+            .unwrap_or_default(),
+        ..ReconcileReport::default()
+    };
+    let flags = if options.lock {
+        UpdateFlags::LOCK
+    } else {
+        UpdateFlags::ANY
+    };
+    let mut seen = vec![false; base.len()];
+    let mut created_seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut walk = Walker::new(old, name, DEFAULT_CHUNK, options.lock);
+    let mut chunk = Chunk::default();
+    let (ks, vl) = (og.key_size.max(1), og.value_len.max(1));
+    let mut new_value = vec![0u8; ng.value_len];
+    let zero = vec![0u8; ng.value_len];
+    while walk.next_chunk(&mut chunk)? {
+        for (k, v) in chunk
+            .keys
+            .chunks_exact(ks)
+            .zip(chunk.values.chunks_exact(vl))
+        {
+            let found = base.find(k)?;
+            // The fast path: old did not change the entry (its digest covers the key,
+            // so a key-hash collision falls through to the record check below).
+            let mut in_base = None;
+            if let Some(i) = found {
+                if seen.get(i).copied().unwrap_or(true) {
+                    continue;
+                }
+                let entry = base.entries().get(i).copied();
+                if entry.is_some_and(|e| e.old_digest == base.old_digest(k, v)) {
+                    if let Some(s) = seen.get_mut(i) {
+                        *s = true;
+                    }
+                    continue;
+                }
+                let (bk, bv) = base.record(i)?;
+                if bk == k {
+                    if let Some(s) = seen.get_mut(i) {
+                        *s = true;
+                    }
+                    in_base = Some((i, bv));
+                }
+            }
+            if in_base.is_none() && !created_seen.insert(k.to_vec()) {
+                continue;
+            }
+            let nk = conversion.key(name, k)?;
+            let old_conv = conversion.value(name, v)?;
+            let present = new
+                .lookup(&nk, &mut new_value, flags)
+                .map_err(kernel(name, "reading the new map"))?;
+            match in_base {
+                None if !present => {
+                    if let Some(t) = options.tombstones {
+                        let mut tv = vec![0u8; t.geometry().value_len];
+                        if t.lookup(&nk, &mut tv, UpdateFlags::ANY)
+                            .map_err(kernel(name, "reading the tombstone map"))?
+                        {
+                            report.tombstoned += 1;
+                            continue;
+                        }
+                    } else {
+                        report.ambiguous_adds += 1;
+                    }
+                    let add = UpdateFlags(UpdateFlags::NOEXIST.0 | flags.0);
+                    match new.update(&nk, &old_conv, add) {
+                        Ok(()) => report.added += 1,
+                        // The new programs created it meanwhile: theirs stays.
+                        Err(e) if e.errno() == Some(libc::EEXIST) => report.kept_new += 1,
+                        Err(e) => return Err(kernel(name, "adding an entry")(e)),
+                    }
+                }
+                None => {
+                    // Both created the key: merge against an all-zero base.
+                    let patch = merge_value(
+                        fields,
+                        ng.cpus,
+                        &zero,
+                        &old_conv,
+                        &new_value,
+                        &mut report.conflicts,
+                    );
+                    if !patch.is_empty() && patcher.apply(&nk, &patch)? {
+                        report.changed += 1;
+                    }
+                }
+                Some(_) if !present => report.kept_new += 1,
+                Some((i, bv)) => {
+                    let base_conv = conversion.value(name, &bv)?;
+                    let new_unchanged = base
+                        .entries()
+                        .get(i)
+                        .is_some_and(|e| e.new_digest == base.new_digest(&nk, &new_value));
+                    let before = report.conflicts;
+                    let patch = merge_value(
+                        fields,
+                        ng.cpus,
+                        &base_conv,
+                        &old_conv,
+                        &new_value,
+                        &mut report.conflicts,
+                    );
+                    debug_assert!(!new_unchanged || report.conflicts == before);
+                    if !patch.is_empty() && patcher.apply(&nk, &patch)? {
+                        report.changed += 1;
+                    }
+                }
+            }
+        }
+    }
+    // Keys of the base the walk never met: old deleted them.
+    for (i, s) in seen.iter().enumerate() {
+        if *s {
+            continue;
+        }
+        let (k, _) = base.record(i)?;
+        let nk = conversion.key(name, &k)?;
+        if !new
+            .lookup(&nk, &mut new_value, flags)
+            .map_err(kernel(name, "reading the new map"))?
+        {
+            continue;
+        }
+        let unchanged = base
+            .entries()
+            .get(i)
+            .is_some_and(|e| e.new_digest == base.new_digest(&nk, &new_value));
+        if unchanged {
+            if new.delete(&nk).map_err(kernel(name, "deleting an entry"))? {
+                report.deleted += 1;
+            }
+        } else {
+            report.kept_new += 1;
+        }
+    }
+    report.elapsed = start.elapsed();
+    Ok(report)
+}

@@ -1,0 +1,146 @@
+//! Reading a whole map in chunks: batch lookups whose buffer grows on `ENOSPC`, and a
+//! key-by-key walk where the kernel or map type has no batch lookup.
+
+use super::access::{Cursor, Geometry, MapAccess, batch_unsupported};
+use super::error::{MigrateError, kernel};
+use super::sys::UpdateFlags;
+
+/// Entries per chunk to start with.
+pub const DEFAULT_CHUNK: usize = 4096;
+
+/// A chunk of entries, packed as the syscalls take them.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    /// Keys, back to back.
+    pub keys: Vec<u8>,
+    /// Values, back to back.
+    pub values: Vec<u8>,
+    /// Number of entries.
+    pub len: usize,
+}
+
+enum Mode {
+    Batch { cursor: Cursor, first: bool },
+    PerElement { prev: Option<Vec<u8>>, steps: usize },
+}
+
+/// A walk over every entry of a map.
+pub(crate) struct Walker<'m> {
+    map: &'m dyn MapAccess,
+    name: &'m str,
+    g: Geometry,
+    chunk: usize,
+    flags: UpdateFlags,
+    mode: Mode,
+    done: bool,
+    /// Whether batch lookups served the walk.
+    pub batched: bool,
+}
+
+impl<'m> Walker<'m> {
+    pub(crate) fn new(map: &'m dyn MapAccess, name: &'m str, chunk: usize, lock: bool) -> Self {
+        let g = map.geometry();
+        Self {
+            map,
+            name,
+            chunk: chunk.clamp(1, (g.max_entries as usize).max(1)),
+            flags: if lock {
+                UpdateFlags::LOCK
+            } else {
+                UpdateFlags::ANY
+            },
+            mode: Mode::Batch {
+                cursor: Cursor::start(&g),
+                first: true,
+            },
+            g,
+            done: false,
+            batched: true,
+        }
+    }
+
+    /// Fills `out` with the next entries; `false` once the map is exhausted.
+    pub(crate) fn next_chunk(&mut self, out: &mut Chunk) -> Result<bool, MigrateError> {
+        let (ks, vl) = (self.g.key_size, self.g.value_len);
+        out.len = 0;
+        while !self.done {
+            match &mut self.mode {
+                Mode::Batch { cursor, first } => {
+                    out.keys.resize(self.chunk * ks, 0);
+                    out.values.resize(self.chunk * vl, 0);
+                    match self
+                        .map
+                        .lookup_batch(cursor, &mut out.keys, &mut out.values, self.flags)
+                    {
+                        Ok(n) => {
+                            *first = false;
+                            self.done = cursor.done();
+                            if n > 0 {
+                                out.keys.truncate(n * ks);
+                                out.values.truncate(n * vl);
+                                out.len = n;
+                                return Ok(true);
+                            }
+                        }
+                        Err(e)
+                            if e.errno() == Some(libc::ENOSPC)
+                                && self.chunk < self.g.max_entries as usize =>
+                        {
+                            // A bucket holds more entries than the buffer: grow it.
+                            self.chunk = self
+                                .chunk
+                                .saturating_mul(2)
+                                .min(self.g.max_entries as usize);
+                        }
+                        Err(e) if *first && batch_unsupported(&e) => {
+                            self.batched = false;
+                            self.mode = Mode::PerElement {
+                                prev: None,
+                                steps: 0,
+                            };
+                        }
+                        Err(e) => return Err(kernel(self.name, "reading entries by batch")(e)),
+                    }
+                }
+                Mode::PerElement { prev, steps } => {
+                    out.keys.clear();
+                    out.values.clear();
+                    let mut next = vec![0u8; ks];
+                    let mut value = vec![0u8; vl];
+                    let limit = (self.g.max_entries as usize)
+                        .saturating_mul(4)
+                        .saturating_add(16);
+                    while out.len < self.chunk {
+                        let more = self
+                            .map
+                            .next_key(prev.as_deref(), &mut next)
+                            .map_err(kernel(self.name, "listing keys"))?;
+                        *steps += 1;
+                        if !more || *steps > limit {
+                            // Past the limit the keys change faster than they can be
+                            // listed; what was read is kept and the next pass catches
+                            // the rest.
+                            self.done = true;
+                            break;
+                        }
+                        // A key deleted since it was listed is skipped.
+                        if self
+                            .map
+                            .lookup(&next, &mut value, self.flags)
+                            .map_err(kernel(self.name, "reading an entry"))?
+                        {
+                            out.keys.extend_from_slice(&next);
+                            out.values.extend_from_slice(&value);
+                            out.len += 1;
+                        }
+                        *prev = Some(next.clone());
+                    }
+                    if out.len > 0 {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+}

@@ -1,0 +1,212 @@
+//! What a daemon hands the engine besides its objects: policy, program types, renames,
+//! merge rules and where each program attaches. All of it is part of the identity of
+//! a load ([`identity`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::files::hex;
+use crate::kernel::ObjectSource;
+use crate::upstream::Policy;
+
+/// The program type and expected attach type given for a section whose name does not
+/// say them, by their uapi names (`cgroup_sock_addr`, `cgroup_inet4_connect`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramTypeOption {
+    /// The program type.
+    pub prog_type: String,
+    /// The expected attach type, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach_type: Option<String>,
+}
+
+/// How a field both versions changed during an upgrade is merged by the reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeRule {
+    /// The new programs' value wins.
+    #[default]
+    New,
+    /// Both sides' deltas are added (counters).
+    Sum,
+    /// The larger value wins (timestamps).
+    Max,
+}
+
+/// Where a program attaches.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum AttachPoint {
+    /// A cgroup hook, through a cgroup link.
+    Cgroup {
+        /// The cgroup directory (cgroup v2).
+        path: PathBuf,
+        /// The attach type's uapi name (`cgroup_inet4_connect`).
+        attach_type: String,
+    },
+    /// XDP on a network device, through an XDP link.
+    Xdp {
+        /// The device name.
+        iface: String,
+    },
+    /// A tracing program (`fentry`, `fexit`, `fmod_ret`, `lsm`) at the target its
+    /// section names, through a tracing link, which has no program update.
+    Tracing,
+}
+
+/// How an attachment is moved from the old program to the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwitchMethod {
+    /// `BPF_LINK_UPDATE` with `BPF_F_REPLACE` and the old program: atomic, and it
+    /// fails without effect if the link runs another program.
+    LinkUpdate,
+    /// The link type has no update: a link of the new program is created first, then
+    /// the old link is detached, so both run for a moment and the hook is never empty.
+    AttachThenDetach,
+}
+
+impl fmt::Display for SwitchMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SwitchMethod::LinkUpdate => "link update with compare-and-swap (BPF_F_REPLACE)",
+            SwitchMethod::AttachThenDetach => {
+                "no compare-and-swap for this link type: attach new, then detach old"
+            }
+        })
+    }
+}
+
+impl AttachPoint {
+    /// How an upgrade switches an attachment here.
+    #[must_use]
+    pub fn switch_method(&self) -> SwitchMethod {
+        match self {
+            AttachPoint::Cgroup { .. } | AttachPoint::Xdp { .. } => SwitchMethod::LinkUpdate,
+            AttachPoint::Tracing => SwitchMethod::AttachThenDetach,
+        }
+    }
+}
+
+impl fmt::Display for AttachPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttachPoint::Cgroup { path, attach_type } => {
+                write!(f, "cgroup {} ({attach_type})", path.display())
+            }
+            AttachPoint::Xdp { iface } => write!(f, "xdp on {iface}"),
+            AttachPoint::Tracing => f.write_str("tracing target of the program's section"),
+        }
+    }
+}
+
+/// One attachment of a program of the set.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Its name: the link is pinned under it (`links/NAME`).
+    pub name: String,
+    /// The program's name.
+    pub program: String,
+    /// Where it attaches.
+    pub point: AttachPoint,
+}
+
+/// Everything besides the objects that goes into a load.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Options {
+    /// How far the upgrade goes to keep entries.
+    #[serde(default)]
+    pub policy: Policy,
+    /// Program types by section name, for sections whose names do not say them.
+    #[serde(default)]
+    pub program_types: BTreeMap<String, ProgramTypeOption>,
+    /// Declared map renames: new map key to the old map key it continues.
+    #[serde(default)]
+    pub renames: BTreeMap<String, String>,
+    /// Merge rules by `map.field`, for the reconcile of fields both versions changed.
+    #[serde(default)]
+    pub merge_rules: BTreeMap<String, MergeRule>,
+    /// Where the programs attach.
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+}
+
+/// The identity of a load: SHA-256 over every object's name and bytes and the
+/// canonical JSON of the options (maps are ordered, so equal options encode equally).
+#[must_use]
+pub fn identity(objects: &[ObjectSource], options: &Options) -> String {
+    let mut h = Sha256::new();
+    h.update(b"handover-identity-1\0");
+    for o in objects {
+        h.update((o.name.len() as u64).to_le_bytes());
+        h.update(o.name.as_bytes());
+        h.update((o.bytes.len() as u64).to_le_bytes());
+        h.update(&o.bytes);
+    }
+    // Serialising a struct of strings, maps and enums cannot fail.
+    let canonical = serde_json::to_vec(options).unwrap_or_default();
+    h.update((canonical.len() as u64).to_le_bytes());
+    h.update(&canonical);
+    hex(&h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_covers_every_byte_and_every_option() {
+        let objs = vec![ObjectSource::new("a.o", vec![1, 2, 3])];
+        let base = identity(&objs, &Options::default());
+        assert_eq!(base, identity(&objs, &Options::default()));
+        assert_ne!(
+            base,
+            identity(
+                &[ObjectSource::new("a.o", vec![1, 2, 4])],
+                &Options::default()
+            )
+        );
+        assert_ne!(
+            base,
+            identity(
+                &[ObjectSource::new("b.o", vec![1, 2, 3])],
+                &Options::default()
+            )
+        );
+        let strict = Options {
+            policy: Policy::Strict,
+            ..Options::default()
+        };
+        assert_ne!(base, identity(&objs, &strict));
+        let attached = Options {
+            attachments: vec![Attachment {
+                name: "c".into(),
+                program: "p".into(),
+                point: AttachPoint::Xdp { iface: "lo".into() },
+            }],
+            ..Options::default()
+        };
+        assert_ne!(base, identity(&objs, &attached));
+        // Object boundaries count: [ab][c] is not [a][bc].
+        assert_ne!(
+            identity(
+                &[
+                    ObjectSource::new("x", vec![1, 2]),
+                    ObjectSource::new("y", vec![3])
+                ],
+                &Options::default()
+            ),
+            identity(
+                &[
+                    ObjectSource::new("x", vec![1]),
+                    ObjectSource::new("y", vec![2, 3])
+                ],
+                &Options::default()
+            )
+        );
+    }
+}

@@ -1,0 +1,511 @@
+//! [`RealKernel`]: the [`Kernel`] trait over the bpf(2) layer, the loader and bpffs.
+//!
+//! Pins go through [`PinRoot`] (directory fds, atomic replacement, `RENAME_EXCHANGE`
+//! with a rollback pin, a manifest of what is ours, kept in the state directory).
+//! Objects this process holds are its descriptors, by id.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use handover_bpffs::{PinPath, PinRoot};
+use handover_load::LoadOptions;
+use handover_loader::{Object, ObjectOptions};
+use handover_sys::{
+    AttachTarget, Bpf, LinkCreate, LinkTarget, Map, MapCreate, MapType, ObjectKind, OpenFlags,
+    UpdateFlags,
+};
+
+use crate::kernel::{Kernel, KernelError, KernelFacts, Kind, LoadedSet, ObjRef, ObjectSource};
+use crate::migrate::MapAccess;
+use crate::options::{AttachPoint, Options};
+use crate::plan::map_key;
+
+/// The running kernel, with a pin root on bpffs.
+#[derive(Debug)]
+pub struct RealKernel {
+    bpf: Bpf,
+    root: PinRoot,
+    fds: HashMap<ObjRef, OwnedFd>,
+}
+
+fn failed(op: impl Into<String>) -> impl FnOnce(handover_sys::Error) -> KernelError {
+    let op = op.into();
+    move |e| KernelError::failed(op, e)
+}
+
+fn bpffs_failed(op: impl Into<String>) -> impl FnOnce(handover_bpffs::Error) -> KernelError {
+    let op = op.into();
+    move |e| KernelError::failed(op, e)
+}
+
+fn pin_path(path: &str) -> Result<PinPath, KernelError> {
+    PinPath::new(path).map_err(bpffs_failed(format!("pin path {path}")))
+}
+
+const fn object_kind(kind: Kind) -> ObjectKind {
+    match kind {
+        Kind::Map => ObjectKind::Map,
+        Kind::Prog => ObjectKind::Program,
+        Kind::Link => ObjectKind::Link,
+        Kind::Btf => ObjectKind::Btf,
+    }
+}
+
+impl RealKernel {
+    /// Opens the pin root `pin_root` (a directory on a bpffs), with the manifest of
+    /// pins kept in `state_dir`.
+    ///
+    /// # Errors
+    /// The pin root is not a bpffs directory; the manifest is unreadable.
+    pub fn open(pin_root: &Path, state_dir: &Path) -> Result<Self, KernelError> {
+        let bpf = Bpf::kernel();
+        let root = PinRoot::open(&bpf, pin_root, &state_dir.join("bpffs-manifest.json")).map_err(
+            bpffs_failed(format!("open pin root {}", pin_root.display())),
+        )?;
+        Ok(Self {
+            bpf,
+            root,
+            fds: HashMap::new(),
+        })
+    }
+
+    /// The bpf(2) handle.
+    #[must_use]
+    pub fn bpf(&self) -> &Bpf {
+        &self.bpf
+    }
+
+    /// The descriptor of an object this process holds.
+    #[must_use]
+    pub fn fd(&self, object: ObjRef) -> Option<BorrowedFd<'_>> {
+        self.fds.get(&object).map(AsFd::as_fd)
+    }
+
+    fn fd_of(&mut self, object: ObjRef) -> Result<BorrowedFd<'_>, KernelError> {
+        if !self.fds.contains_key(&object) {
+            let fd = self
+                .bpf
+                .fd_by_id(object_kind(object.kind), object.id, OpenFlags::READ_WRITE)
+                .map_err(failed(format!("open {object} by id")))?;
+            self.fds.insert(object, fd);
+        }
+        self.fds
+            .get(&object)
+            .map(AsFd::as_fd)
+            .ok_or_else(|| KernelError::Missing {
+                what: object.to_string(),
+            })
+    }
+
+    fn hold(&mut self, fd: OwnedFd) -> Result<ObjRef, KernelError> {
+        let r = self.identify(fd.as_fd())?;
+        self.fds.entry(r).or_insert(fd);
+        Ok(r)
+    }
+
+    /// The kind and id of a descriptor. The kind is read from the descriptor's
+    /// anonymous inode (`anon_inode:bpf-map`, `bpf-prog`, `bpf-link`, `btf`): the info
+    /// command answers for any kind with the bytes of that kind's record.
+    fn identify(&self, fd: BorrowedFd<'_>) -> Result<ObjRef, KernelError> {
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let target = std::fs::read_link(format!("/proc/self/fd/{raw}"))
+            .map_err(|e| KernelError::failed("identify a pinned object", e))?;
+        let target = target.to_string_lossy();
+        let kind = match target.strip_prefix("anon_inode:") {
+            Some("bpf-map") => Kind::Map,
+            Some("bpf-prog") => Kind::Prog,
+            Some("bpf_link" | "bpf-link") => Kind::Link,
+            Some("btf") => Kind::Btf,
+            _ => {
+                return Err(KernelError::failed(
+                    "identify a pinned object",
+                    std::io::Error::other(format!("{target} is not a BPF object")),
+                ));
+            }
+        };
+        let id = match kind {
+            Kind::Map => self.bpf.map_info(fd).map(|i| i.id),
+            Kind::Prog => self.bpf.prog_info(fd).map(|i| i.id),
+            Kind::Link => self.bpf.link_info(fd).map(|i| i.id),
+            Kind::Btf => self.bpf.btf_info(fd).map(|i| i.id),
+        }
+        .map_err(failed(format!("info of a pinned {target}")))?;
+        Ok(ObjRef { kind, id })
+    }
+
+    fn walk(&self, dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), KernelError> {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| KernelError::failed(format!("list {}", dir.display()), e))?;
+        for e in entries {
+            let e = e.map_err(|e| KernelError::failed(format!("list {}", dir.display()), e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let ft = e
+                .file_type()
+                .map_err(|e| KernelError::failed(format!("stat {rel}"), e))?;
+            if ft.is_dir() {
+                self.walk(&e.path(), &rel, out)?;
+            } else {
+                out.push(rel);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn object_options(options: &Options) -> Result<ObjectOptions, KernelError> {
+    let mut oo = ObjectOptions::new();
+    for (section, t) in &options.program_types {
+        let prog_type = t
+            .prog_type
+            .parse()
+            .map_err(|e| KernelError::failed(format!("program type of section {section}"), e))?;
+        let attach_type = match &t.attach_type {
+            Some(a) => Some(a.parse().map_err(|e| {
+                KernelError::failed(format!("attach type of section {section}"), e)
+            })?),
+            None => None,
+        };
+        oo = oo.program_type(section, prog_type, attach_type);
+    }
+    Ok(oo)
+}
+
+/// The index of a network device, from sysfs.
+fn ifindex(iface: &str) -> Result<u32, KernelError> {
+    let path = PathBuf::from("/sys/class/net").join(iface).join("ifindex");
+    std::fs::read_to_string(&path)
+        .map_err(|e| KernelError::failed(format!("read {}", path.display()), e))?
+        .trim()
+        .parse()
+        .map_err(|e| KernelError::failed(format!("parse {}", path.display()), e))
+}
+
+impl Kernel for RealKernel {
+    fn facts(&mut self) -> KernelFacts {
+        KernelFacts {
+            page_size: handover_sys::page_size(),
+            possible_cpus: self
+                .bpf
+                .possible_cpus()
+                .ok()
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(1),
+            // bpffs renames through simple_rename, which exchanges since 5.x; the
+            // pin root's exchange reports a kernel that refuses.
+            rename_exchange: true,
+        }
+    }
+
+    fn load(
+        &mut self,
+        objects: &[ObjectSource],
+        options: &Options,
+        reuse: &BTreeMap<String, ObjRef>,
+    ) -> Result<LoadedSet, KernelError> {
+        let oo = object_options(options)?;
+        let mut set = LoadedSet::default();
+        let mut created: Vec<(ObjRef, OwnedFd)> = Vec::new();
+        for o in objects {
+            let object = Object::parse_with(&o.bytes, &oo)
+                .map_err(|e| KernelError::failed(format!("parse {}", o.name), e))?;
+            let mut reuse_maps = std::collections::HashMap::new();
+            for spec in object.maps() {
+                let key = map_key(&o.name, &spec.name);
+                let shared = set.maps.get(&key).or_else(|| reuse.get(&key)).copied();
+                if let Some(r) = shared {
+                    let fd = match created.iter().find(|(c, _)| *c == r) {
+                        Some((_, fd)) => fd.try_clone(),
+                        None => self.fd_of(r)?.try_clone_to_owned(),
+                    }
+                    .map_err(|e| KernelError::failed(format!("dup {r}"), e))?;
+                    reuse_maps.insert(spec.name.clone(), fd);
+                }
+            }
+            let loaded = handover_load::load(
+                &self.bpf,
+                &object,
+                LoadOptions {
+                    reuse_maps,
+                    ..LoadOptions::default()
+                },
+            )
+            .map_err(|e| KernelError::failed(format!("load {}", o.name), e))?;
+            if let Some(btf) = loaded.btf {
+                let id = self
+                    .bpf
+                    .btf_info(btf.as_fd())
+                    .map_err(failed("BTF info"))?
+                    .id;
+                let r = ObjRef {
+                    kind: Kind::Btf,
+                    id,
+                };
+                set.btf.push(r);
+                created.push((r, btf));
+            }
+            for (name, m) in loaded.maps {
+                let key = map_key(&o.name, &name);
+                let id = self
+                    .bpf
+                    .map_info(m.fd())
+                    .map_err(failed(format!("info of map {key}")))?
+                    .id;
+                let r = ObjRef::map(id);
+                if !m.reused {
+                    created.push((r, m.map.into_fd()));
+                }
+                set.maps.insert(key, r);
+            }
+            for (name, p) in loaded.programs {
+                let id = self
+                    .bpf
+                    .prog_info(p.fd.as_fd())
+                    .map_err(failed(format!("info of {name}")))?
+                    .id;
+                let r = ObjRef::prog(id);
+                created.push((r, p.fd));
+                set.programs.insert(name, r);
+            }
+        }
+        for (r, fd) in created {
+            self.fds.entry(r).or_insert(fd);
+        }
+        Ok(set)
+    }
+
+    fn get(&mut self, path: &str) -> Result<Option<ObjRef>, KernelError> {
+        match self.root.get(&pin_path(path)?, OpenFlags::READ_WRITE) {
+            Ok(fd) => self.hold(fd).map(Some),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(KernelError::failed(format!("open pin {path}"), e)),
+        }
+    }
+
+    fn pin(&mut self, object: ObjRef, path: &str) -> Result<(), KernelError> {
+        let p = pin_path(path)?;
+        let fd = self
+            .fd_of(object)?
+            .try_clone_to_owned()
+            .map_err(|e| KernelError::failed("dup", e))?;
+        match self.root.pin(&fd, &p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.errno() == Some(libc::EEXIST) => Err(KernelError::Exists {
+                path: path.to_owned(),
+            }),
+            Err(e) => Err(KernelError::failed(format!("pin {object} at {path}"), e)),
+        }
+    }
+
+    fn exchange(&mut self, object: ObjRef, path: &str) -> Result<(), KernelError> {
+        let p = pin_path(path)?;
+        let fd = self
+            .fd_of(object)?
+            .try_clone_to_owned()
+            .map_err(|e| KernelError::failed("dup", e))?;
+        self.root
+            .exchange(&fd, &p)
+            .map_err(bpffs_failed(format!("exchange {object} in at {path}")))
+    }
+
+    fn drop_rollback(&mut self, path: &str) -> Result<(), KernelError> {
+        match self.root.commit(&pin_path(path)?) {
+            Ok(()) => Ok(()),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+            Err(e) => Err(KernelError::failed(
+                format!("drop rollback pin of {path}"),
+                e,
+            )),
+        }
+    }
+
+    fn unpin(&mut self, path: &str) -> Result<bool, KernelError> {
+        let p = pin_path(path)?;
+        let had = match self.root.get(&p, OpenFlags::READ_ONLY) {
+            Ok(_) => true,
+            Err(e) if e.errno() == Some(libc::ENOENT) => false,
+            Err(_) => true,
+        };
+        if !self.root.entries().iter().any(|e| e.path == path) {
+            // Not pinned through this root: nothing of ours to remove.
+            return Ok(false);
+        }
+        self.root
+            .unpin(&p)
+            .map_err(bpffs_failed(format!("unpin {path}")))?;
+        Ok(had)
+    }
+
+    fn pins(&mut self) -> Result<Vec<String>, KernelError> {
+        let mut out = Vec::new();
+        let root = self.root.path().to_owned();
+        self.walk(&root, "", &mut out)?;
+        out.sort();
+        Ok(out)
+    }
+
+    fn attach(&mut self, program: ObjRef, point: &AttachPoint) -> Result<ObjRef, KernelError> {
+        let link = match point {
+            AttachPoint::Cgroup { path, attach_type } => {
+                let cgroup = std::fs::File::open(path).map_err(|e| {
+                    KernelError::failed(format!("open cgroup {}", path.display()), e)
+                })?;
+                let attach_type = attach_type
+                    .parse()
+                    .map_err(|e| KernelError::failed(format!("attach type {attach_type}"), e))?;
+                let prog = self
+                    .fd_of(program)?
+                    .try_clone_to_owned()
+                    .map_err(|e| KernelError::failed("dup", e))?;
+                self.bpf
+                    .link_create(&LinkCreate::new(
+                        prog.as_fd(),
+                        AttachTarget::Fd(cgroup.as_fd()),
+                        attach_type,
+                    ))
+                    .map_err(failed(format!("attach {program} at {point}")))?
+            }
+            AttachPoint::Xdp { iface } => {
+                let index = ifindex(iface)?;
+                let prog = self
+                    .fd_of(program)?
+                    .try_clone_to_owned()
+                    .map_err(|e| KernelError::failed("dup", e))?;
+                self.bpf
+                    .link_create(&LinkCreate::new(
+                        prog.as_fd(),
+                        AttachTarget::Ifindex(index),
+                        handover_sys::AttachType::Xdp,
+                    ))
+                    .map_err(failed(format!("attach {program} at {point}")))?
+            }
+            AttachPoint::Tracing => {
+                return Err(KernelError::failed(
+                    format!("attach {program} at {point}"),
+                    std::io::Error::other("tracing links are not created by this engine yet"),
+                ));
+            }
+        };
+        self.hold(link)
+    }
+
+    fn link_program(&mut self, link: ObjRef) -> Result<Option<u32>, KernelError> {
+        let fd = self
+            .fd_of(link)?
+            .try_clone_to_owned()
+            .map_err(|e| KernelError::failed("dup", e))?;
+        let info = self
+            .bpf
+            .link_info(&fd)
+            .map_err(failed(format!("info of {link}")))?;
+        // A detached cgroup link reports no cgroup; its program is not running.
+        let detached = matches!(info.target, LinkTarget::Cgroup { cgroup_id: 0, .. })
+            || matches!(info.target, LinkTarget::Xdp { ifindex: 0 });
+        Ok((!detached && info.prog_id != 0).then_some(info.prog_id))
+    }
+
+    fn update_link(
+        &mut self,
+        link: ObjRef,
+        new: ObjRef,
+        expected: ObjRef,
+    ) -> Result<(), KernelError> {
+        let new_fd = self
+            .fd_of(new)?
+            .try_clone_to_owned()
+            .map_err(|e| KernelError::failed("dup", e))?;
+        let old_fd = match self.fd_of(expected) {
+            Ok(fd) => fd
+                .try_clone_to_owned()
+                .map_err(|e| KernelError::failed("dup", e))?,
+            Err(_) => {
+                // The expected program is gone: the link cannot be running it.
+                let actual = self.link_program(link)?;
+                return Err(KernelError::Mismatch {
+                    what: link.to_string(),
+                    expected: expected.id,
+                    actual,
+                });
+            }
+        };
+        let link_fd = self
+            .fd_of(link)?
+            .try_clone_to_owned()
+            .map_err(|e| KernelError::failed("dup", e))?;
+        match self.bpf.link_update(&link_fd, &new_fd, &old_fd) {
+            Ok(()) => Ok(()),
+            Err(e) if e.errno() == Some(libc::EPERM) => {
+                let actual = self.link_program(link)?;
+                Err(KernelError::Mismatch {
+                    what: link.to_string(),
+                    expected: expected.id,
+                    actual,
+                })
+            }
+            Err(e) => Err(KernelError::failed(format!("update {link}"), e)),
+        }
+    }
+
+    fn detach(&mut self, link: ObjRef) -> Result<(), KernelError> {
+        let fd = self
+            .fd_of(link)?
+            .try_clone_to_owned()
+            .map_err(|e| KernelError::failed("dup", e))?;
+        self.bpf
+            .link_detach(&fd)
+            .map_err(failed(format!("detach {link}")))
+    }
+
+    fn synchronize(&mut self) -> Result<(), KernelError> {
+        // An update of a map-in-map from user space returns only after the programs
+        // running at the time have finished (the kernel's maybe_wait_bpf_programs).
+        let inner = self
+            .bpf
+            .map_create(&MapCreate::new(MapType::Array, 4, 4, 1))
+            .map_err(failed("create the barrier's inner map"))?;
+        let mut outer = MapCreate::new(MapType::ArrayOfMaps, 4, 4, 1);
+        outer.inner_map_fd = Some(inner.as_fd());
+        let outer = Map::create(&self.bpf, &outer).map_err(failed("create the barrier map"))?;
+        let fd = u32::try_from(std::os::fd::AsRawFd::as_raw_fd(&inner)).unwrap_or(0);
+        outer
+            .update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), UpdateFlags::ANY)
+            .map_err(failed("update the barrier map"))
+    }
+
+    fn map_access(&mut self, map: ObjRef) -> Result<Arc<dyn MapAccess>, KernelError> {
+        let fd = self
+            .fd_of(map)?
+            .try_clone_to_owned()
+            .map_err(|e| KernelError::failed("dup", e))?;
+        let m = Map::new(&self.bpf, fd).map_err(failed(format!("open {map}")))?;
+        Ok(Arc::new(m))
+    }
+
+    fn alive(&mut self, object: ObjRef) -> bool {
+        match self
+            .bpf
+            .fd_by_id(object_kind(object.kind), object.id, OpenFlags::READ_ONLY)
+        {
+            Ok(_) => true,
+            Err(e) => e.errno() != Some(libc::ENOENT),
+        }
+    }
+
+    fn release(&mut self, object: ObjRef) {
+        self.fds.remove(&object);
+    }
+
+    fn cleanup(&mut self) -> Result<(), KernelError> {
+        // Every pin is gone; this removes the directories the manifest records as
+        // ours (when empty) and empties the manifest.
+        self.root
+            .uninstall()
+            .map_err(bpffs_failed("remove pin directories"))
+    }
+}

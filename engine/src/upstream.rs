@@ -1,0 +1,8 @@
+//! Everything the engine takes from the pure pipeline (specs, snapshot, diff and
+//! conversion), in one place: these are the crate's only imports of it, so moving the
+//! pipeline to its own crate changes this file alone.
+
+pub use handover_plan::{
+    ConversionPlan, FieldLoc, FieldMapping, KernelEnv, MapModel, Policy, Side, Verdict, diff_maps,
+    object_model,
+};

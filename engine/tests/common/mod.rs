@@ -1,0 +1,130 @@
+//! Shared by the engine's tests: the fixture objects and options, temporary state
+//! directories, filling and reading the fake kernel's maps.
+#![allow(dead_code, reason = "each test file uses a different part")]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use handover_engine::migrate::FakeEntries;
+use handover_engine::{AttachPoint, Attachment, FakeWorld, ObjectSource, Options};
+
+/// programs/engine_vN.c, built by programs/build.sh into programs/build/engine_vN.o.
+pub fn objects(version: u32) -> Vec<ObjectSource> {
+    static CACHE: std::sync::Mutex<BTreeMap<u32, Vec<ObjectSource>>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    cache
+        .entry(version)
+        .or_insert_with(|| read_objects(version))
+        .clone()
+}
+
+fn read_objects(version: u32) -> Vec<ObjectSource> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../programs/build/engine_v{version}.o"));
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run programs/build.sh", path.display()));
+    vec![ObjectSource::new("engine.o", bytes)]
+}
+
+pub fn cgroup_point(path: &Path) -> AttachPoint {
+    AttachPoint::Cgroup {
+        path: path.to_owned(),
+        attach_type: "cgroup_inet4_connect".into(),
+    }
+}
+
+pub fn options(cgroup: &Path) -> Options {
+    Options {
+        attachments: vec![Attachment {
+            name: "connect".into(),
+            program: "count_connect".into(),
+            point: cgroup_point(cgroup),
+        }],
+        ..Options::default()
+    }
+}
+
+/// A state directory removed on drop.
+#[derive(Debug)]
+pub struct StateDir(pub PathBuf);
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+impl StateDir {
+    pub fn new(tag: &str) -> Self {
+        let base = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let p = base.join(format!(
+            "handover-engine-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Version 1's `struct backend { u64 connects; u32 last_port; }` (16 bytes).
+pub fn backend_v1(connects: u64, port: u32) -> Vec<u8> {
+    let mut v = connects.to_ne_bytes().to_vec();
+    v.extend_from_slice(&port.to_ne_bytes());
+    v.extend_from_slice(&[0; 4]);
+    v
+}
+
+/// Version 2's `struct backend { u64 connects; u32 flags; u64 last_port; }` (24 bytes).
+pub fn backend_v2(connects: u64, port: u32) -> Vec<u8> {
+    let mut v = connects.to_ne_bytes().to_vec();
+    v.extend_from_slice(&[0; 8]);
+    v.extend_from_slice(&u64::from(port).to_ne_bytes());
+    v
+}
+
+/// Fills `backends` and `conns` of the installed set with `n` entries each; returns
+/// what version 1 and version 2 must hold afterwards.
+pub fn fill(
+    world: &FakeWorld,
+    n: u32,
+) -> (
+    BTreeMap<&'static str, FakeEntries>,
+    BTreeMap<&'static str, FakeEntries>,
+) {
+    let backends = world.map_at("maps/backends").expect("backends pinned");
+    let conns = world.map_at("maps/conns").expect("conns pinned");
+    let mut v1 = BTreeMap::new();
+    let mut v2 = BTreeMap::new();
+    let (mut b1, mut b2, mut c) = (FakeEntries::new(), FakeEntries::new(), FakeEntries::new());
+    for i in 0..n {
+        let ip = 0x7f00_0000u32 + i;
+        b1.insert(
+            ip.to_ne_bytes().to_vec(),
+            backend_v1(u64::from(i) * 3, 1000 + i),
+        );
+        b2.insert(
+            ip.to_ne_bytes().to_vec(),
+            backend_v2(u64::from(i) * 3, 1000 + i),
+        );
+        c.insert((2 * i).to_ne_bytes().to_vec(), ip.to_ne_bytes().to_vec());
+    }
+    backends.with_entries(|e| *e = b1.clone());
+    conns.with_entries(|e| *e = c.clone());
+    v1.insert("backends", b1);
+    v1.insert("conns", c.clone());
+    v2.insert("backends", b2);
+    v2.insert("conns", c);
+    (v1, v2)
+}

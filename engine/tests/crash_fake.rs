@@ -1,0 +1,233 @@
+//! Crash tests against the fake kernel: an upgrade from programs/engine_v1.c to
+//! engine_v2.c is killed at every failpoint of the engine (every occurrence of each),
+//! then its recovery is killed at every failpoint, then recovered again; each run must
+//! end with exactly one consistent set of pins (version 1's or version 2's), every
+//! entry there, no temporary or rollback pin left, and no object leaked.
+//!
+//! The failpoints come from `failpoints()`, derived from the step list, so a new step
+//! is covered here without a change to this file. One test in this binary: the
+//! failpoint registry is global to the process.
+#![allow(clippy::indexing_slicing, reason = "tests index values they built")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{StateDir, fill, objects, options};
+use handover_engine::migrate::FakeEntries;
+use handover_engine::{
+    ApplyOptions, Direction, Engine, Error, FakeKernel, FakeWorld, Kind, LockWait, failpoints,
+    identity,
+};
+
+const CGROUP: &str = "/fake/cgroup";
+const ENTRIES: u32 = 300;
+
+type Expected = BTreeMap<&'static str, FakeEntries>;
+
+struct Setup {
+    world: FakeWorld,
+    dir: StateDir,
+    v1: Expected,
+    v2: Expected,
+}
+
+fn engine(s: &Setup) -> Engine<FakeKernel> {
+    Engine::with_kernel(
+        s.world.process(),
+        &s.dir.0,
+        LockWait::Timeout(std::time::Duration::from_secs(10)),
+    )
+    .unwrap()
+}
+
+fn apply_version(s: &Setup, version: u32) -> Result<handover_engine::Report, Error> {
+    let mut e = engine(s);
+    let objs = objects(version);
+    let plan = e.plan(&objs, &options(Path::new(CGROUP)))?;
+    e.apply(&plan, &objs, ApplyOptions::default())
+}
+
+impl Setup {
+    /// The machine and the state directory as they are, after every process died.
+    fn crashed_copy(&self) -> Setup {
+        let dir = StateDir::new("crash-copy");
+        for f in std::fs::read_dir(&self.dir.0).unwrap() {
+            let f = f.unwrap();
+            if f.file_name() != "lock" {
+                std::fs::copy(f.path(), dir.0.join(f.file_name())).unwrap();
+            }
+        }
+        Setup {
+            world: self.world.crashed_copy(),
+            dir,
+            v1: self.v1.clone(),
+            v2: self.v2.clone(),
+        }
+    }
+}
+
+fn installed() -> Setup {
+    let s = Setup {
+        world: FakeWorld::new(),
+        dir: StateDir::new("crash"),
+        v1: Expected::new(),
+        v2: Expected::new(),
+    };
+    apply_version(&s, 1).unwrap();
+    let (v1, v2) = fill(&s.world, ENTRIES);
+    Setup { v1, v2, ..s }
+}
+
+/// Runs `f` with `point` firing at its `n`th evaluation (0-based).
+fn with_crash<R>(point: &str, n: usize, f: impl FnOnce() -> R) -> R {
+    fail::cfg(point, &format!("{n}*off->return")).unwrap();
+    let r = f();
+    fail::remove(point);
+    r
+}
+
+fn crashed(r: &Result<impl std::fmt::Debug, Error>) -> bool {
+    match r {
+        Err(Error::Crashed { .. }) => true,
+        Ok(_) => false,
+        Err(e) => panic!("expected a crash or success, got: {e}"),
+    }
+}
+
+/// The invariants after a completed recovery; returns which version is live.
+fn check(s: &Setup, context: &str) -> u32 {
+    let e = engine(s);
+    assert!(e.journal().unwrap().is_none(), "{context}: journal left");
+    let state = e.state().unwrap().expect("a state");
+    drop(e);
+    let version = if state.identity == identity(&objects(2), &options(Path::new(CGROUP))) {
+        2
+    } else {
+        assert_eq!(
+            state.identity,
+            identity(&objects(1), &options(Path::new(CGROUP))),
+            "{context}"
+        );
+        1
+    };
+    let pins = s.world.pins();
+    let mut recorded: Vec<String> = state
+        .maps
+        .values()
+        .chain(state.programs.values())
+        .map(|p| p.pin.clone())
+        .chain(state.links.values().map(|l| l.pin.clone()))
+        .collect();
+    recorded.sort();
+    assert_eq!(
+        pins, recorded,
+        "{context}: exactly the recorded pins, no temporary or rollback pin"
+    );
+    for p in state.maps.values().chain(state.programs.values()) {
+        assert_eq!(
+            s.world.pinned(&p.pin).map(|r| r.id),
+            Some(p.id),
+            "{context}: {}",
+            p.pin
+        );
+    }
+    let expected = if version == 2 { &s.v2 } else { &s.v1 };
+    for (map, entries) in expected {
+        let got = s.world.map_at(&format!("maps/{map}")).unwrap().entries();
+        assert_eq!(
+            &got, entries,
+            "{context}: entries of {map} (version {version})"
+        );
+    }
+    assert_eq!(
+        s.world.attached(&common::cgroup_point(Path::new(CGROUP))),
+        ["count_connect"],
+        "{context}: one live attachment"
+    );
+    let link = state.links.get("connect").unwrap();
+    assert_eq!(link.prog, state.programs["count_connect"].id, "{context}");
+    // Nothing leaked: every object is reachable from a pin of the set.
+    assert_eq!(
+        s.world.count(Kind::Map),
+        state.maps.len(),
+        "{context}: maps"
+    );
+    assert_eq!(
+        s.world.count(Kind::Prog),
+        state.programs.len(),
+        "{context}: programs"
+    );
+    assert_eq!(s.world.count(Kind::Link), 1, "{context}: links");
+    version
+}
+
+fn recover(s: &Setup) -> Result<Option<handover_engine::Recovered>, Error> {
+    engine(s).recover()
+}
+
+#[test]
+fn every_crash_of_an_upgrade_and_of_its_recovery_ends_in_one_consistent_set() {
+    let _scenario = fail::FailScenario::setup();
+    let points = failpoints();
+    let mut upgrade_crashes = 0;
+    let mut recovery_crashes = 0;
+    let mut outcomes = BTreeMap::<u32, usize>::new();
+    for point in &points {
+        for n in 0.. {
+            let s = installed();
+            let r = with_crash(point, n, || apply_version(&s, 2));
+            if !crashed(&r) {
+                assert_eq!(check(&s, &format!("{point} #{n} not reached")), 2);
+                break;
+            }
+            upgrade_crashes += 1;
+            // Every crash point of the recovery, each on a copy of the machine and the
+            // state directory as this crash left them.
+            let mut live_after_recovery = None;
+            for rpoint in &points {
+                for m in 0.. {
+                    let c = s.crashed_copy();
+                    let r = with_crash(rpoint, m, || recover(&c));
+                    let context =
+                        format!("upgrade crash {point} #{n}, recovery crash {rpoint} #{m}");
+                    let recovery_crashed = crashed(&r);
+                    let (v, direction) = if recovery_crashed {
+                        recovery_crashes += 1;
+                        // Recovery of the recovery.
+                        let again = recover(&c).unwrap().expect("a journal to recover");
+                        (check(&c, &context), again.direction)
+                    } else {
+                        let rec = r.unwrap().expect("a journal to recover");
+                        (check(&c, &context), rec.direction)
+                    };
+                    assert_eq!(v == 2, direction == Direction::Forward, "{context}");
+                    if let Some(prev) = live_after_recovery {
+                        assert_eq!(
+                            prev, v,
+                            "{context}: the direction depends only on the upgrade's crash"
+                        );
+                    }
+                    live_after_recovery = Some(v);
+                    if !recovery_crashed {
+                        *outcomes.entry(v).or_default() += 1;
+                        if rpoint == &points[0] {
+                            // The set works afterwards: upgrading (or restarting) succeeds.
+                            apply_version(&c, 2).unwrap();
+                            assert_eq!(check(&c, &format!("{context}, then upgraded")), 2);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{} failpoints; {upgrade_crashes} upgrade crashes x recovery crashes: {recovery_crashes}; \
+         outcomes by version: {outcomes:?}",
+        points.len()
+    );
+    assert!(upgrade_crashes >= 20, "{upgrade_crashes}");
+    assert!(outcomes.get(&1).is_some_and(|&n| n > 0) && outcomes.get(&2).is_some_and(|&n| n > 0));
+}

@@ -1,0 +1,320 @@
+//! The data path against the running kernel: copy with conversion of 100,000 entries
+//! per map type, a writer during the copy caught by a delta pass, and the reconcile
+//! with `sum` applied by the in-kernel patch program while another program keeps
+//! adding to the same counter. Each test has its own bpffs mount and state directory;
+//! the maps live only as long as their descriptors.
+#![allow(clippy::indexing_slicing, reason = "tests index fixed buffers")]
+#![allow(clippy::cast_possible_truncation, reason = "test values are small")]
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+#[path = "../../loader/tests/testenv/mod.rs"]
+mod testenv;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{cstruct, u32_, u64_};
+use handover_engine::migrate::{
+    Conversion, CopyOptions, KernelPatcher, MapAccess, MergeRule, Patch, Patcher, ReconcileOptions,
+    ValueFields, copy_map, delta_pass, reconcile,
+};
+use handover_plan::{Side, map_layout};
+use handover_sys::{Bpf, Map, MapCreate, MapEntries, MapType, UpdateFlags};
+
+const N: u32 = 100_000;
+
+fn old_layout() -> handover_plan::TypeLayout {
+    cstruct(
+        Some("v"),
+        vec![("hits", u32_()), ("flags", u32_()), ("bytes", u64_())],
+    )
+}
+
+fn new_layout() -> handover_plan::TypeLayout {
+    cstruct(
+        Some("v"),
+        vec![
+            ("bytes", u64_()),
+            ("hits", u64_()),
+            ("flags", u32_()),
+            ("extra", u32_()),
+        ],
+    )
+}
+
+fn conversion(map: &Map) -> Conversion {
+    let g = MapAccess::geometry(map);
+    Conversion {
+        key: map_layout(&u32_(), &u32_(), 4, 4, Side::Key).plan,
+        value: map_layout(&old_layout(), &new_layout(), 16, 24, Side::Value).plan,
+        cpus: g.cpus,
+        per_cpu: g.per_cpu(),
+    }
+}
+
+fn old_value(hits: u32, flags: u32, bytes: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[0..4].copy_from_slice(&hits.to_le_bytes());
+    v[4..8].copy_from_slice(&flags.to_le_bytes());
+    v[8..16].copy_from_slice(&bytes.to_le_bytes());
+    v
+}
+
+fn fields_of(v: &[u8]) -> (u64, u64, u32, u32) {
+    (
+        u64::from_le_bytes(v[0..8].try_into().unwrap()),
+        u64::from_le_bytes(v[8..16].try_into().unwrap()),
+        u32::from_le_bytes(v[16..20].try_into().unwrap()),
+        u32::from_le_bytes(v[20..24].try_into().unwrap()),
+    )
+}
+
+fn create(bpf: &Bpf, t: MapType, value: u32, max: u32, name: &str) -> Map {
+    let mut spec = MapCreate::new(t, 4, value, max);
+    spec.name = name;
+    Map::create(bpf, &spec).unwrap()
+}
+
+/// The value of entry `i` on CPU slot `c`.
+fn expected(i: u32, c: u32) -> (u64, u64, u32) {
+    (u64::from(i) * 3 + u64::from(c), u64::from(i + c), i ^ 0xa5)
+}
+
+fn fill(map: &Map, t: MapType) {
+    let g = MapAccess::geometry(map);
+    let mut entries = MapEntries::new(4, g.value_len);
+    for i in 0..N {
+        let mut v = Vec::with_capacity(g.value_len);
+        for c in 0..g.cpus as u32 {
+            let (bytes, hits, flags) = expected(i, c);
+            v.extend_from_slice(&old_value(hits as u32, flags, bytes));
+            v.resize(v.len().next_multiple_of(if g.per_cpu() { 8 } else { 1 }), 0);
+        }
+        entries.push(&i.to_ne_bytes(), &v);
+    }
+    map.update_all(&entries, UpdateFlags::ANY)
+        .unwrap_or_else(|e| panic!("{t}: {e}"));
+}
+
+#[test]
+fn one_hundred_thousand_entries_per_map_type_are_copied_converted() {
+    if !testenv::privileged("one_hundred_thousand_entries_per_map_type_are_copied_converted") {
+        return;
+    }
+    let _bpffs = testenv::Bpffs::mount();
+    let state = testenv::TempDir::new("migrate-kernel-copy");
+    let bpf = Bpf::kernel();
+    for t in [
+        MapType::Hash,
+        MapType::PercpuHash,
+        MapType::Array,
+        MapType::LruHash,
+    ] {
+        // LRU maps get room to spare, so that filling them evicts nothing.
+        let max = if t == MapType::LruHash { 2 * N } else { N };
+        let old = create(&bpf, t, 16, max, "mig_old");
+        let new = create(&bpf, t, 24, max, "mig_new");
+        fill(&old, t);
+        let conv = conversion(&old);
+        let (base, report) = copy_map(
+            "m",
+            &old,
+            &new,
+            &conv,
+            state.path(),
+            &CopyOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(report.copied, N as usize, "{t}: {report:?}");
+        assert_eq!(base.len(), N as usize);
+        let got = new.dump().unwrap();
+        assert_eq!(got.len(), N as usize, "{t}");
+        let g = MapAccess::geometry(&new);
+        for (k, v) in got.iter() {
+            let i = u32::from_ne_bytes(k.try_into().unwrap());
+            for c in 0..g.cpus {
+                let stride = if g.per_cpu() { 24 } else { 0 };
+                let (bytes, hits, flags, extra) = fields_of(&v[c * stride..c * stride + 24]);
+                let (eb, eh, ef) = expected(i, c as u32);
+                assert_eq!(
+                    (bytes, hits, flags, extra),
+                    (eb, eh, ef, 0),
+                    "{t} key {i} cpu {c}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_writer_during_the_copy_is_caught_by_the_delta_pass() {
+    if !testenv::privileged("a_writer_during_the_copy_is_caught_by_the_delta_pass") {
+        return;
+    }
+    let _bpffs = testenv::Bpffs::mount();
+    let state = testenv::TempDir::new("migrate-kernel-delta");
+    let bpf = Bpf::kernel();
+    let old = create(&bpf, MapType::Hash, 16, 2 * N, "mig_old");
+    let new = create(&bpf, MapType::Hash, 24, 2 * N, "mig_new");
+    fill(&old, MapType::Hash);
+    let conv = conversion(&old);
+    let stop = AtomicBool::new(false);
+    let (mut base, _) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                old.update(
+                    &(n % N).to_ne_bytes(),
+                    &old_value(1, 2, 3),
+                    UpdateFlags::ANY,
+                )
+                .unwrap();
+                old.update(
+                    &(N + n % N).to_ne_bytes(),
+                    &old_value(n, 0, 0),
+                    UpdateFlags::ANY,
+                )
+                .unwrap();
+                let _ = old.delete(&((n * 7 + 3) % N).to_ne_bytes()).unwrap();
+                n += 1;
+            }
+        });
+        let r = copy_map(
+            "m",
+            &old,
+            &new,
+            &conv,
+            state.path(),
+            &CopyOptions::default(),
+        );
+        stop.store(true, Ordering::Relaxed);
+        r.unwrap()
+    });
+    let d = delta_pass("m", &old, &new, &conv, &mut base, false).unwrap();
+    assert!(d.total() > 0, "the writer ran during the copy: {d:?}");
+    let want: BTreeMap<Vec<u8>, Vec<u8>> = old
+        .dump()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.to_vec(), conv.value("m", v).unwrap()))
+        .collect();
+    let got: BTreeMap<Vec<u8>, Vec<u8>> = new
+        .dump()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the new map is the converted old map");
+}
+
+#[test]
+fn the_reconcile_sums_exactly_while_a_program_keeps_adding() {
+    if !testenv::privileged("the_reconcile_sums_exactly_while_a_program_keeps_adding") {
+        return;
+    }
+    let _bpffs = testenv::Bpffs::mount();
+    let state = testenv::TempDir::new("migrate-kernel-reconcile");
+    let bpf = Bpf::kernel();
+    let old = create(&bpf, MapType::Hash, 16, 1000, "mig_old");
+    let new = create(&bpf, MapType::Hash, 24, 1000, "mig_new");
+    for i in 0..100u32 {
+        old.update(&i.to_ne_bytes(), &old_value(i, 0, 10), UpdateFlags::ANY)
+            .unwrap();
+    }
+    let conv = conversion(&old);
+    let (base, _) = copy_map(
+        "m",
+        &old,
+        &new,
+        &conv,
+        state.path(),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    let rules: BTreeMap<String, MergeRule> = [
+        ("hits".to_owned(), MergeRule::Sum),
+        ("bytes".to_owned(), MergeRule::Max),
+    ]
+    .into();
+    let fields = ValueFields::new("m", &new_layout(), 24, &rules).unwrap();
+    let patcher = KernelPatcher::new(&bpf, &new, "m", &fields).unwrap();
+    // Old's last changes: +1000 hits on every entry, a created and a deleted entry.
+    for i in 0..100u32 {
+        old.update(
+            &i.to_ne_bytes(),
+            &old_value(i + 1000, 0, 5),
+            UpdateFlags::ANY,
+        )
+        .unwrap();
+    }
+    old.update(&500u32.to_ne_bytes(), &old_value(1, 1, 1), UpdateFlags::ANY)
+        .unwrap();
+    assert!(old.delete(&99u32.to_ne_bytes()).unwrap());
+    // A program keeps adding 1 to `hits` of every entry of the new map, by the same
+    // atomic add, while the reconcile runs.
+    let adder = KernelPatcher::new(&bpf, &new, "m", &fields).unwrap();
+    let hits_leaf = fields.leaves.iter().position(|l| l.path == "hits").unwrap();
+    let one = Patch {
+        writes: Vec::new(),
+        adds: vec![(hits_leaf, 1)],
+    };
+    let stop = AtomicBool::new(false);
+    let (report, adds) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let mut adds = vec![0u64; 100];
+            let mut round = 0;
+            while !stop.load(Ordering::Relaxed) || round < 3 {
+                for i in 0..99u32 {
+                    if adder.apply(&i.to_ne_bytes(), &one).unwrap() {
+                        adds[i as usize] += 1;
+                    }
+                }
+                round += 1;
+            }
+            adds
+        });
+        let r = reconcile(
+            "m",
+            &old,
+            &new,
+            &conv,
+            &base,
+            &fields,
+            &patcher,
+            &ReconcileOptions::default(),
+        );
+        stop.store(true, Ordering::Relaxed);
+        (r.unwrap(), h.join().unwrap())
+    });
+    let mut v = vec![0u8; 24];
+    for i in 0..99u32 {
+        assert!(
+            new.lookup(&i.to_ne_bytes(), &mut v, UpdateFlags::ANY)
+                .unwrap()
+        );
+        let (bytes, hits, _, _) = fields_of(&v);
+        assert_eq!(
+            hits,
+            u64::from(i) + 1000 + adds[i as usize],
+            "key {i}: exact sum"
+        );
+        assert_eq!(bytes, 5, "a field only old changed takes old's value");
+    }
+    assert!(
+        !new.lookup(&99u32.to_ne_bytes(), &mut v, UpdateFlags::ANY)
+            .unwrap(),
+        "deleted"
+    );
+    assert!(
+        new.lookup(&500u32.to_ne_bytes(), &mut v, UpdateFlags::ANY)
+            .unwrap(),
+        "added"
+    );
+    assert_eq!(
+        (report.added, report.deleted, report.changed),
+        (1, 1, 99),
+        "{report:?}"
+    );
+}
