@@ -55,13 +55,14 @@ pub enum DaemonError {
 }
 
 /// The line `meshd` prints on stdout once the dataplane is installed and synced:
-/// `ready fresh`, `ready restart` or `ready repaired`.
+/// `ready fresh`, `ready restart`, `ready upgrade` or `ready recovered`.
 #[must_use]
 pub fn ready_line(start: &Start) -> String {
     let word = match start {
         Start::Fresh => "fresh",
         Start::Restart => "restart",
-        Start::Repaired { .. } => "repaired",
+        Start::Upgrade => "upgrade",
+        Start::Recovered { .. } => "recovered",
     };
     format!("ready {word}")
 }

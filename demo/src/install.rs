@@ -1,25 +1,23 @@
-//! Putting the dataplane into the kernel, reopening it after a restart, and removing it:
-//! the [`Installer`] trait, and [`LoaderInstaller`], which does it with handover's
-//! loader and pin root (a stand-in until the upgrade engine takes this over: it
-//! installs and restarts, and refuses an object whose maps differ from the pinned ones).
+//! Putting the dataplane into the kernel, reopening it after a restart, upgrading it
+//! to another version, and removing it: the [`Installer`] trait, and
+//! [`EngineInstaller`], which does all of it with the upgrade engine
+//! ([`handover_engine`]): install, restart (nothing loaded), upgrade (maps carried,
+//! programs switched atomically), recovery of an interrupted upgrade, uninstall.
 //!
-//! Layout under the pin root: every map pinned by name (`ROOT/NAME`, as
-//! `LIBBPF_PIN_BY_NAME` does), every attachment's link at `ROOT/links/PROGRAM`. The
-//! state directory (outside bpffs) holds the manifest of what was pinned
-//! (`pins.json`) and the lock (`meshd.lock`) that keeps two daemons from working on the
-//! same installation at once.
+//! Layout under the pin root is the engine's: `maps/NAME`, `progs/NAME`,
+//! `links/PROGRAM`; its state (identity, journal, lock) is in the state directory.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use handover_bpffs::{PinPath, PinRoot};
-use handover_sys::{AttachTarget, AttachType, Bpf, LinkCreate, LinkTarget, OpenFlags};
-use handover_load::{LoadOptions, load};
-use handover_loader::{Object, Pinning};
-use tracing::{info, info_span, warn};
+use handover_engine::{
+    ApplyOptions, AttachPoint, Attachment, Engine, LockWait, MapAction, ObjectSource, Options,
+    Plan, Report, pin_name,
+};
+use handover_sys::{AttachType, Bpf, Map, OpenFlags};
+use serde::{Deserialize, Serialize};
+use tracing::{info, info_span};
 
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::layout::{Layout, LayoutError};
@@ -31,27 +29,44 @@ pub const ATTACHMENTS: &[(&str, AttachType)] = &[
     ("mesh_sockops", AttachType::CgroupSockOps),
 ];
 
-/// Directory of the link pins under the pin root.
-const LINKS_DIR: &str = "links";
-/// The manifest of pins, in the state directory.
-const MANIFEST: &str = "pins.json";
-/// The lock file, in the state directory.
-const LOCK: &str = "meshd.lock";
+/// The name every version of the dataplane object is given to the engine: versions
+/// are told apart by their bytes, and map keys do not change with the version.
+pub const OBJECT_NAME: &str = "mesh.o";
+
+/// How long an installer waits for another process holding the state lock.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// How the installation was found.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Start {
     /// Nothing was installed: everything was created.
     Fresh,
-    /// Everything was pinned and attached: reopened, nothing loaded.
+    /// The same version was installed: reopened, nothing loaded.
     Restart,
-    /// Part was installed (an earlier start was interrupted): the rest was created.
-    Repaired {
-        /// Maps created and pinned.
-        created_maps: Vec<String>,
-        /// Programs attached.
-        attached: Vec<String>,
+    /// Another version was installed: its maps were carried into this one.
+    Upgrade,
+    /// An upgrade had been interrupted (its daemon died): it was finished or undone,
+    /// then this version installed.
+    Recovered {
+        /// `forward` or `back`.
+        direction: String,
     },
+}
+
+/// What happened to one map in an [`Installer::open`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapOutcome {
+    /// `create`, `reuse`, `copy` or `remove`.
+    pub action: String,
+    /// The diff's verdict (`reuse`, `grow`, `migrate`, `rekey`, ...) on an upgrade.
+    pub verdict: Option<String>,
+    /// Entries copied into the new map.
+    pub copied: u64,
+    /// Entries the reconcile after the switch added or changed.
+    pub reconciled: u64,
+    /// Entries the reconcile deleted.
+    pub deleted: u64,
 }
 
 /// The installed dataplane.
@@ -63,6 +78,10 @@ pub struct Installed {
     pub dataplane: Dataplane,
     /// Kernel ids of the attachments' links, by program name.
     pub links: BTreeMap<String, u32>,
+    /// Per map: the action, the verdict and the entries carried.
+    pub maps: BTreeMap<String, MapOutcome>,
+    /// Microseconds during which old and new programs both ran (an upgrade).
+    pub switch_window_us: Option<u64>,
 }
 
 /// What to install: the object's bytes and where to attach it.
@@ -105,78 +124,40 @@ pub trait Installer {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InstallError {
-    /// A state file or directory.
-    #[error("{what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The path.
-        path: String,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The pin root or a pin.
-    #[error(transparent)]
-    Pins(#[from] handover_bpffs::Error),
     /// The object cannot be parsed.
     #[error("parsing the dataplane object: {0}")]
     Object(#[from] handover_loader::ObjectError),
     /// The object is not a dataplane this daemon knows.
     #[error(transparent)]
     Layout(#[from] LayoutError),
-    /// The object cannot be loaded, or does not fit the pinned maps.
-    #[error(
-        "loading the dataplane object (a pinned map that does not match it is an upgrade, which this installer does not do: uninstall first, or upgrade with handover)"
-    )]
-    Load(#[source] Box<handover_load::LoadError>),
-    /// The object lacks a program to attach.
-    #[error("the dataplane object has no program {program} to attach")]
-    MissingProgram {
-        /// The program.
-        program: String,
-    },
-    /// A program cannot be attached.
-    #[error("attaching {program} to cgroup {cgroup}")]
-    Attach {
-        /// The program.
-        program: String,
-        /// The cgroup.
-        cgroup: String,
+    /// The engine refused or failed (its error says which step and what to do).
+    #[error("upgrade engine: {0}")]
+    Engine(#[from] handover_engine::Error),
+    /// A map pinned by the engine cannot be opened.
+    #[error("opening map pin {path}")]
+    Pin {
+        /// The pin.
+        path: String,
         /// The kernel's error.
         #[source]
         source: handover_sys::Error,
-    },
-    /// A pinned link is not the attachment asked for.
-    #[error("pinned link {path} {reason}: uninstall first to move the dataplane")]
-    ForeignLink {
-        /// The link's pin.
-        path: String,
-        /// How it differs.
-        reason: String,
     },
     /// The maps cannot be opened or configured.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
 }
 
-impl From<handover_load::LoadError> for InstallError {
-    fn from(e: handover_load::LoadError) -> Self {
-        InstallError::Load(Box::new(e))
-    }
-}
-
-/// [`Installer`] with handover's loader ([`load`]) and pin root ([`PinRoot`]).
+/// [`Installer`] over the upgrade engine ([`Engine`]) on the running kernel.
 #[derive(Debug)]
-pub struct LoaderInstaller {
+pub struct EngineInstaller {
     bpf: Bpf,
     root: PathBuf,
     state: PathBuf,
 }
 
-impl LoaderInstaller {
-    /// An installer pinning under `root` (a directory on a bpffs) and keeping its
-    /// manifest and lock in `state` (created when missing; not on bpffs).
+impl EngineInstaller {
+    /// An installer pinning under `root` (a directory on a bpffs) and keeping the
+    /// engine's state in `state` (created when missing; not on bpffs).
     #[must_use]
     pub fn new(bpf: &Bpf, root: &Path, state: &Path) -> Self {
         Self {
@@ -186,227 +167,126 @@ impl LoaderInstaller {
         }
     }
 
-    /// Takes the installation's lock, waiting while another daemon holds it.
-    fn lock(&self) -> Result<File, InstallError> {
-        std::fs::create_dir_all(&self.state).map_err(|source| InstallError::Io {
-            what: "creating state directory",
-            path: self.state.display().to_string(),
-            source,
-        })?;
-        let path = self.state.join(LOCK);
-        let io = |what| {
-            let path = path.display().to_string();
-            move |source| InstallError::Io { what, path, source }
-        };
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io("opening lock"))?;
-        if file.try_lock().is_err() {
-            warn!(lock = %path.display(), "another daemon holds the lock; waiting");
-            file.lock().map_err(io("locking"))?;
-        }
-        Ok(file)
-    }
-
-    fn pin_root(&self) -> Result<PinRoot, InstallError> {
-        Ok(PinRoot::open(
-            &self.bpf,
+    fn engine(&self) -> Result<Engine<handover_engine::RealKernel>, InstallError> {
+        Ok(Engine::open(
             &self.root,
-            &self.state.join(MANIFEST),
+            &self.state,
+            LockWait::Timeout(LOCK_WAIT),
         )?)
     }
-}
 
-fn pin_path(path: &str) -> Result<PinPath, InstallError> {
-    Ok(PinPath::new(path)?)
-}
+    /// The engine options of a dataplane attached to `cgroup`.
+    #[must_use]
+    pub fn options(cgroup: &Path) -> Options {
+        Options {
+            attachments: ATTACHMENTS
+                .iter()
+                .map(|&(program, attach_type)| Attachment {
+                    name: program.to_owned(),
+                    program: program.to_owned(),
+                    point: AttachPoint::Cgroup {
+                        path: cgroup.to_owned(),
+                        attach_type: attach_type.name().to_owned(),
+                    },
+                })
+                .collect(),
+            ..Options::default()
+        }
+    }
 
-/// The pinned object at `path`, `None` when nothing is pinned there.
-fn pinned(root: &PinRoot, path: &PinPath) -> Result<Option<OwnedFd>, InstallError> {
-    match root.get(path, OpenFlags::READ_WRITE) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
-        Err(e) => Err(e.into()),
+    /// Opens the engine's pin of every map of `plan` that the new set keeps.
+    fn maps(&self, plan: &Plan) -> Result<BTreeMap<String, Map>, InstallError> {
+        let mut maps = BTreeMap::new();
+        for m in plan.maps.iter().filter(|m| m.action != MapAction::Remove) {
+            let path = self.root.join("maps").join(pin_name(&m.key));
+            let pin_err = |source| InstallError::Pin {
+                path: path.display().to_string(),
+                source,
+            };
+            let fd = self
+                .bpf
+                .obj_get(&path, OpenFlags::READ_WRITE)
+                .map_err(pin_err)?;
+            let map = Map::new(&self.bpf, fd).map_err(pin_err)?;
+            maps.insert(m.key.clone(), map);
+        }
+        Ok(maps)
     }
 }
 
-impl Installer for LoaderInstaller {
+fn outcomes(plan: &Plan, report: &Report) -> BTreeMap<String, MapOutcome> {
+    plan.maps
+        .iter()
+        .map(|m| {
+            let counts = report.maps.get(&m.key).cloned().unwrap_or_default();
+            let verdict = m
+                .verdict
+                .and_then(|v| serde_json::to_value(v).ok())
+                .and_then(|v| v.as_str().map(str::to_owned));
+            let action = serde_json::to_value(m.action)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let outcome = MapOutcome {
+                action,
+                verdict,
+                copied: counts.copied + counts.delta,
+                reconciled: counts.reconciled,
+                deleted: counts.deleted,
+            };
+            (m.key.clone(), outcome)
+        })
+        .collect()
+}
+
+impl Installer for EngineInstaller {
     fn open(
         &mut self,
         request: &InstallRequest<'_>,
         ready: &mut dyn FnMut(&Dataplane) -> Result<(), DataplaneError>,
     ) -> Result<Installed, InstallError> {
         let _span = info_span!("install", root = %self.root.display()).entered();
-        let _lock = self.lock()?;
-        let root = self.pin_root()?;
-        let object = Object::parse(request.object)?;
+        let object = handover_loader::Object::parse(request.object)?;
         let layout = Layout::of(&object)?;
-        let cgroup = File::open(request.cgroup).map_err(|source| InstallError::Io {
-            what: "opening cgroup",
-            path: request.cgroup.display().to_string(),
-            source,
-        })?;
-        let cgroup_id = cgroup
-            .metadata()
-            .map_err(|source| InstallError::Io {
-                what: "reading cgroup",
-                path: request.cgroup.display().to_string(),
-                source,
-            })?
-            .ino();
-
-        // What is pinned already.
-        let mut existing: BTreeMap<String, OwnedFd> = BTreeMap::new();
-        let mut missing_maps = Vec::new();
-        for spec in object
-            .maps()
-            .iter()
-            .filter(|m| m.pinning == Pinning::ByName)
-        {
-            match pinned(&root, &pin_path(&spec.name)?)? {
-                Some(fd) => {
-                    existing.insert(spec.name.clone(), fd);
-                }
-                None => missing_maps.push(spec.name.clone()),
-            }
-        }
-        let mut links = BTreeMap::new();
-        let mut missing_links = Vec::new();
-        for &(program, attach_type) in ATTACHMENTS {
-            let path = pin_path(&format!("{LINKS_DIR}/{program}"))?;
-            match pinned(&root, &path)? {
-                Some(fd) => {
-                    let info = self
-                        .bpf
-                        .link_info(&fd)
-                        .map_err(|source| InstallError::Attach {
-                            program: program.into(),
-                            cgroup: request.cgroup.display().to_string(),
-                            source,
-                        })?;
-                    let want = LinkTarget::Cgroup {
-                        cgroup_id,
-                        attach_type: Some(attach_type),
-                    };
-                    if info.target != want {
-                        return Err(InstallError::ForeignLink {
-                            path: path.to_string(),
-                            reason: format!("is attached at {:?}, not at {want:?}", info.target),
-                        });
-                    }
-                    links.insert(program.to_owned(), info.id);
-                }
-                None => missing_links.push((program, attach_type)),
-            }
-        }
-
-        if missing_maps.is_empty() && missing_links.is_empty() {
-            info!(
-                maps = existing.len(),
-                links = links.len(),
-                "restart: reopened every pin"
-            );
-            let dataplane = Dataplane::new(&self.bpf, existing, layout)?;
-            ready(&dataplane)?;
-            return Ok(Installed {
-                start: Start::Restart,
-                dataplane,
-                links,
-            });
-        }
-
-        let fresh = existing.is_empty() && links.is_empty();
-        let loaded = load(
-            &self.bpf,
-            &object,
-            LoadOptions {
-                reuse_maps: existing.into_iter().collect(),
-                ..LoadOptions::default()
+        let objects = [ObjectSource::new(OBJECT_NAME, request.object)];
+        let options = Self::options(request.cgroup);
+        // The engine (and its lock) is held for the install only: a successor can
+        // take over while this daemon still runs.
+        let mut engine = self.engine()?;
+        let plan = engine.plan(&objects, &options)?;
+        info!(start = ?plan.start, "plan");
+        let report = engine.apply(&plan, &objects, ApplyOptions::default())?;
+        let start = match (&report.recovered, &plan.start) {
+            (Some(r), _) => Start::Recovered {
+                direction: format!("{:?}", r.direction).to_lowercase(),
             },
-        )?;
-        let mut maps = BTreeMap::new();
-        let mut programs = loaded.programs;
-        for (name, map) in loaded.maps {
-            if !map.reused && map.spec.pinning == Pinning::ByName {
-                root.pin(map.fd(), &pin_path(&name)?)?;
-                info!(map = %name, "created and pinned");
-            }
-            maps.insert(name, map.map);
-        }
-        let dataplane = Dataplane::from_maps(maps, layout);
-        ready(&dataplane)?;
-        let mut attached = Vec::new();
-        for (program, attach_type) in missing_links {
-            let prog = programs
-                .remove(program)
-                .ok_or_else(|| InstallError::MissingProgram {
-                    program: program.into(),
-                })?;
-            let link = self
-                .bpf
-                .link_create(&LinkCreate::new(
-                    prog.fd.as_fd(),
-                    AttachTarget::Fd(cgroup.as_fd()),
-                    attach_type,
-                ))
-                .map_err(|source| InstallError::Attach {
-                    program: program.into(),
-                    cgroup: request.cgroup.display().to_string(),
-                    source,
-                })?;
-            root.pin(&link, &pin_path(&format!("{LINKS_DIR}/{program}"))?)?;
-            let id = self
-                .bpf
-                .link_info(&link)
-                .map_err(|source| InstallError::Attach {
-                    program: program.into(),
-                    cgroup: request.cgroup.display().to_string(),
-                    source,
-                })?
-                .id;
-            info!(program, link = id, cgroup = %request.cgroup.display(), "attached and pinned");
-            links.insert(program.to_owned(), id);
-            attached.push(program.to_owned());
-        }
-        let start = if fresh {
-            Start::Fresh
-        } else {
-            Start::Repaired {
-                created_maps: missing_maps,
-                attached,
-            }
+            (None, handover_engine::Start::Fresh { .. }) => Start::Fresh,
+            (None, handover_engine::Start::Restart) => Start::Restart,
+            (None, _) => Start::Upgrade,
         };
+        let links = ATTACHMENTS
+            .iter()
+            .filter_map(|&(program, _)| {
+                let id = engine.state().ok()??.links.get(program)?.id;
+                Some((program.to_owned(), id))
+            })
+            .collect();
+        drop(engine);
+        let dataplane = Dataplane::from_maps(self.maps(&plan)?, layout);
+        ready(&dataplane)?;
         Ok(Installed {
             start,
             dataplane,
             links,
+            maps: outcomes(&plan, &report),
+            switch_window_us: report.switch_window_us,
         })
     }
 
     fn uninstall(&mut self) -> Result<(), InstallError> {
         let _span = info_span!("uninstall", root = %self.root.display()).entered();
-        let lock = self.lock()?;
-        let root = self.pin_root()?;
-        let pins = root.entries().len();
-        // Unpinning a link releases it, which detaches its program.
-        root.uninstall()?;
-        info!(pins, "removed every pin");
-        let manifest = self.state.join(MANIFEST);
-        match std::fs::remove_file(&manifest) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(InstallError::Io {
-                    what: "removing manifest",
-                    path: manifest.display().to_string(),
-                    source: e,
-                });
-            }
-            _ => {}
-        }
-        drop(lock);
-        let _ = std::fs::remove_file(self.state.join(LOCK));
+        let removed = self.engine()?.uninstall()?;
+        info!(pins = removed.pins.len(), "removed every pin");
         Ok(())
     }
 }

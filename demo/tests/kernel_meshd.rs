@@ -243,7 +243,7 @@ impl Env {
             "conns",
         ] {
             let fd = bpf
-                .obj_get(&self.fs.path().join(name), OpenFlags::READ_WRITE)
+                .obj_get(&self.fs.path().join("maps").join(name), OpenFlags::READ_WRITE)
                 .unwrap_or_else(|e| panic!("open pin {name}: {e}"));
             fds.insert(name.to_owned(), fd);
         }
@@ -682,7 +682,7 @@ fn uninstall_detaches_and_leaves_the_bpffs_empty() {
     assert_eq!(env.start_daemon(), "fresh");
     let pins: Vec<String> = walk(env.fs.path());
     assert!(pins.contains(&"links/mesh_connect4".to_owned()), "{pins:?}");
-    assert!(pins.contains(&"backend".to_owned()), "{pins:?}");
+    assert!(pins.contains(&"maps/backend".to_owned()), "{pins:?}");
     let bpf = Bpf::kernel();
     let link_ids: Vec<u32> = ["mesh_connect4", "mesh_sockops"]
         .iter()

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use handover_demo::daemon::{DaemonOptions, run};
-use handover_demo::install::{Installer, LoaderInstaller};
+use handover_demo::install::{Installer, EngineInstaller};
 use handover_sys::Bpf;
 use tracing_subscriber::EnvFilter;
 
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         (Err(e), _) | (_, Err(e)) => return usage(e),
     };
     let bpf = Bpf::kernel();
-    let mut installer = LoaderInstaller::new(&bpf, &root, &state);
+    let mut installer = EngineInstaller::new(&bpf, &root, &state);
     let result = match args.command.as_str() {
         "run" => {
             let options = match (
