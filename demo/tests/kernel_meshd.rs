@@ -243,7 +243,10 @@ impl Env {
             "conns",
         ] {
             let fd = bpf
-                .obj_get(&self.fs.path().join("maps").join(name), OpenFlags::READ_WRITE)
+                .obj_get(
+                    &self.fs.path().join("maps").join(name),
+                    OpenFlags::READ_WRITE,
+                )
                 .unwrap_or_else(|e| panic!("open pin {name}: {e}"));
             fds.insert(name.to_owned(), fd);
         }

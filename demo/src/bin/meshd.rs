@@ -2,26 +2,32 @@
 //!
 //! ```text
 //! meshd run --root DIR --state DIR --cgroup DIR --config FILE --object FILE
+//!           [--admin-port PORT] [--handoff ADDR] [--generation LABEL]
 //! meshd uninstall --root DIR --state DIR
 //! ```
 //!
 //! `run` installs the dataplane object (or reopens it when it is pinned under `--root`),
 //! attaches it to `--cgroup`, syncs the maps with `--config`, prints `ready START` on
-//! stdout and waits; SIGHUP re-syncs, SIGTERM and SIGINT stop the daemon and leave the
-//! dataplane pinned and attached. `uninstall` detaches and unpins everything.
-//! Logs go to stderr (`RUST_LOG` filters them; default `info`).
-//! Exit codes: 0 ok, 1 failed, 2 usage.
+//! stdout and serves; SIGHUP re-syncs, SIGTERM and SIGINT stop the daemon and leave the
+//! dataplane pinned and attached. With `--handoff ADDR` (a socket path in a 0700
+//! directory, or `@name`) it first takes over from the meshd serving there (its admin
+//! listener and bpf descriptors), then listens there for its own successor.
+//! `--admin-port` serves Prometheus metrics on 127.0.0.1:PORT. `uninstall` detaches
+//! and unpins everything. Logs go to stderr (`RUST_LOG` filters them; default `info`).
+//! Exit codes: 0 ok, 1 failed, 2 usage, 3 a running meshd serves on (not taken over).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use handover_demo::daemon::{DaemonOptions, run};
-use handover_demo::install::{Installer, EngineInstaller};
+use handover_demo::daemon::{DaemonError, DaemonOptions, run};
+use handover_demo::install::{EngineInstaller, Installer};
+use handover_handoff::Address;
 use handover_sys::Bpf;
 use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "usage:
   meshd run --root DIR --state DIR --cgroup DIR --config FILE --object FILE
+            [--admin-port PORT] [--handoff ADDR] [--generation LABEL]
   meshd uninstall --root DIR --state DIR";
 
 struct Args {
@@ -31,6 +37,9 @@ struct Args {
     cgroup: Option<PathBuf>,
     config: Option<PathBuf>,
     object: Option<PathBuf>,
+    admin_port: Option<PathBuf>,
+    handoff: Option<PathBuf>,
+    generation: Option<PathBuf>,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -42,6 +51,9 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         cgroup: None,
         config: None,
         object: None,
+        admin_port: None,
+        handoff: None,
+        generation: None,
     };
     while let Some(flag) = args.next() {
         let slot = match flag.as_str() {
@@ -50,6 +62,9 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--cgroup" => &mut a.cgroup,
             "--config" => &mut a.config,
             "--object" => &mut a.object,
+            "--admin-port" => &mut a.admin_port,
+            "--handoff" => &mut a.handoff,
+            "--generation" => &mut a.generation,
             other => return Err(format!("unknown argument {other}")),
         };
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -90,14 +105,42 @@ fn main() -> ExitCode {
                 need(args.object, "--object"),
                 need(args.cgroup, "--cgroup"),
             ) {
-                (Ok(config), Ok(object), Ok(cgroup)) => DaemonOptions {
-                    config,
-                    object,
-                    cgroup,
-                },
+                (Ok(config), Ok(object), Ok(cgroup)) => (config, object, cgroup),
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return usage(e),
             };
-            run(&mut installer, &options).map_err(error_chain)
+            let (config, object_path, cgroup) = options;
+            let admin_port = match args.admin_port.map(|p| p.to_string_lossy().parse::<u16>()) {
+                None => None,
+                Some(Ok(p)) => Some(p),
+                Some(Err(e)) => return usage(format!("--admin-port: {e}")),
+            };
+            let object = match std::fs::read(&object_path) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!(
+                        "meshd: reading the dataplane object {}: {e}",
+                        object_path.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            let options = DaemonOptions {
+                config,
+                object,
+                cgroup,
+                admin_port,
+                handoff: args.handoff.map(|a| Address::parse(&a.to_string_lossy())),
+                generation: args
+                    .generation
+                    .map_or_else(|| "1".to_owned(), |g| g.to_string_lossy().into_owned()),
+            };
+            match run(&mut installer, &options) {
+                Err(e @ DaemonError::NotServing(_)) => {
+                    eprintln!("meshd: {}", error_chain(e));
+                    return ExitCode::from(3);
+                }
+                r => r.map_err(error_chain),
+            }
         }
         "uninstall" => installer.uninstall().map_err(error_chain),
         other => return usage(format!("unknown command {other}")),
