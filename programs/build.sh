@@ -31,7 +31,11 @@ done
 mkdir -p build/dataplane
 for src in dataplane/*.c; do
     out="build/${src%.c}.o"
-    if [ ! -e "$out" ] || [ "$src" -nt "$out" ] || [ dataplane/dataplane.h -nt "$out" ]; then
+    stale=0
+    [ -e "$out" ] || stale=1
+    # A version may include another's source (v3.c includes v2.c).
+    for dep in dataplane/*.c dataplane/*.h; do [ "$dep" -nt "$out" ] && stale=1; done
+    if [ "$stale" = 1 ]; then
         clang -O2 -g -target bpf -mcpu=v3 -Wall -Werror \
             -I/usr/include/x86_64-linux-gnu -c "$src" -o "$out"
     fi

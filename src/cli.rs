@@ -62,6 +62,40 @@ pub(crate) enum Command {
         "  4  every entry is carried, but some field values are dropped",
     ))]
     Diff(DiffArgs),
+    /// Runs the mesh demo: a Kmesh-like dataplane and its daemon restarted, killed,
+    /// upgraded and uninstalled under live traffic, in a private bpffs, cgroup and
+    /// network namespace (needs root).
+    #[command(
+        after_help = "Examples:\n  sudo handover demo\n  sudo handover demo --json --rate 500"
+    )]
+    Demo(DemoArgs),
+    /// The demo's daemon (meshd with an embedded dataplane version).
+    #[command(name = "__demo-meshd", hide = true)]
+    DemoMeshd {
+        #[arg(long)]
+        version: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+    /// The demo's clients and backends (the traffic harness on stdin and stdout).
+    #[command(name = "__demo-traffic", hide = true)]
+    DemoTraffic {
+        #[arg(long)]
+        cgroup: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Prints the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Connects per second the clients aim at.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub rate: u32,
+    /// How long each phase runs after its action, in milliseconds.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(200..=600_000))]
+    pub phase_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

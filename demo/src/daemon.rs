@@ -104,6 +104,20 @@ pub fn ready_line(start: &Start, took_over: bool) -> String {
     }
 }
 
+/// What `meshd` prints on the line after its ready line, `installed JSON`: how it
+/// started and what happened to each map.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InstallSummary {
+    /// How the installation was found.
+    pub start: Start,
+    /// Whether it took over from a running daemon.
+    pub took_over: bool,
+    /// Per map: action, verdict, entries carried and reconciled.
+    pub maps: std::collections::BTreeMap<String, crate::install::MapOutcome>,
+    /// Microseconds old and new programs both ran (an upgrade).
+    pub switch_window_us: Option<u64>,
+}
+
 /// The maps and whether the daemon may write them.
 #[derive(Debug)]
 struct Sync {
@@ -317,6 +331,12 @@ pub fn run(installer: &mut dyn Installer, options: &DaemonOptions) -> Result<(),
         }
     };
     info!(start = ?installed.start, links = ?installed.links, "dataplane ready");
+    let summary = InstallSummary {
+        start: installed.start.clone(),
+        took_over,
+        maps: installed.maps.clone(),
+        switch_window_us: installed.switch_window_us,
+    };
     shared.generation.store(1, Ordering::Release);
     let bpf = handover_sys::Bpf::kernel();
     let links = installed
@@ -363,6 +383,10 @@ pub fn run(installer: &mut dyn Installer, options: &DaemonOptions) -> Result<(),
     .transpose()
     .map_err(|e| DaemonError::Handoff(e.to_string()))?;
     say(&ready_line(&installed.start, took_over))?;
+    say(&format!(
+        "installed {}",
+        serde_json::to_string(&summary).unwrap_or_default()
+    ))?;
 
     if let Some(server) = server {
         let handle = signals.handle();

@@ -253,10 +253,19 @@ impl Installer for EngineInstaller {
         // The engine (and its lock) is held for the install only: a successor can
         // take over while this daemon still runs.
         let mut engine = self.engine()?;
-        let plan = engine.plan(&objects, &options)?;
+        let mut plan = engine.plan(&objects, &options)?;
         info!(start = ?plan.start, "plan");
-        let report = engine.apply(&plan, &objects, ApplyOptions::default())?;
-        let start = match (&report.recovered, &plan.start) {
+        let mut report = engine.apply(&plan, &objects, ApplyOptions::default())?;
+        let recovered = report.recovered.clone();
+        if let Some(r) = &recovered {
+            // Recovery finished or undid the interrupted upgrade; now install what
+            // was asked for, from there.
+            info!(tx = r.tx, direction = ?r.direction, "recovered an interrupted upgrade");
+            plan = engine.plan(&objects, &options)?;
+            info!(start = ?plan.start, "plan after recovery");
+            report = engine.apply(&plan, &objects, ApplyOptions::default())?;
+        }
+        let start = match (&recovered, &plan.start) {
             (Some(r), _) => Start::Recovered {
                 direction: format!("{:?}", r.direction).to_lowercase(),
             },

@@ -11,7 +11,9 @@
 //! - [`daemon`]: what `meshd` does: take over from a running meshd, install, reopen or
 //!   upgrade, sync, serve the admin endpoint, re-sync on SIGHUP, hand over.
 //! - [`traffic`]: backends, clients at a target rate, counts per phase.
+//! - [`meshd_cli`]: the `meshd` command line.
 //! - [`phases`]: the list of phases a demonstration runs under traffic.
+//! - [`story`]: the whole demonstration `handover demo` runs, and its report.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -22,6 +24,8 @@ pub mod dataplane;
 pub mod install;
 pub mod isolation;
 pub mod layout;
+pub mod meshd_cli;
 pub mod phases;
+pub mod story;
 pub mod sync;
 pub mod traffic;

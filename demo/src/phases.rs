@@ -121,6 +121,30 @@ pub fn run_phases(
     settle: Duration,
     action: &mut dyn FnMut(&Phase) -> Result<(), String>,
 ) -> Result<Vec<PhaseStats>, PhaseError> {
+    run_phases_with(
+        traffic,
+        initial,
+        phases,
+        &mut |_| {
+            std::thread::sleep(settle);
+            Ok(())
+        },
+        action,
+    )
+}
+
+/// [`run_phases`] with the wait after each action done by `settle`, which may use the
+/// harness meanwhile (to show progress).
+///
+/// # Errors
+/// The harness fails, or an action does.
+pub fn run_phases_with(
+    traffic: &mut RemoteTraffic,
+    initial: &Config,
+    phases: &[Phase],
+    settle: &mut dyn FnMut(&mut RemoteTraffic) -> Result<(), RemoteError>,
+    action: &mut dyn FnMut(&Phase) -> Result<(), String>,
+) -> Result<Vec<PhaseStats>, PhaseError> {
     let mut current = allowed_of(initial);
     for phase in phases {
         let next: BTreeSet<String> = match (&phase.config, phase.kind) {
@@ -135,7 +159,7 @@ pub fn run_phases(
             message,
         })?;
         traffic.allow(next.clone())?;
-        std::thread::sleep(settle);
+        settle(traffic)?;
         current = next;
     }
     Ok(traffic.report()?)

@@ -4,7 +4,10 @@
 //! and the bpf descriptors over from the old through the handoff socket.
 //! Needs root; skips loudly otherwise.
 
-#![expect(clippy::indexing_slicing, reason = "tests index the daemons they started")]
+#![expect(
+    clippy::indexing_slicing,
+    reason = "tests index the daemons they started"
+)]
 
 #[path = "../../loader/tests/testenv/mod.rs"]
 mod testenv;
