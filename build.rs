@@ -31,6 +31,7 @@ fn main() {
     if clang {
         let status = Command::new("bash")
             .arg(root.join("programs/build.sh"))
+            .arg("dataplane")
             .status();
         if !matches!(status, Ok(s) if s.success()) {
             panic!(
@@ -42,7 +43,7 @@ fn main() {
     assert!(
         still.is_empty(),
         "missing {}: `handover demo` embeds the mesh dataplane objects. Build them first with \
-         `bash programs/build.sh` (needs clang with the BPF target and the kernel headers: \
+         `bash programs/build.sh dataplane` (needs clang with the BPF target and the kernel headers: \
          apt-get install clang libbpf-dev)",
         still
             .iter()

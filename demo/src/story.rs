@@ -345,7 +345,10 @@ impl<'l> Stage<'l> {
     fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("meshd.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
+        lines
+            .get(lines.len().saturating_sub(15)..)
+            .unwrap_or_default()
+            .join("\n")
     }
 
     /// Waits for `d`'s ready and installed lines.
@@ -673,7 +676,6 @@ pub fn run(
         Ok(())
     };
     let stats = run_phases_with(&mut traffic, &first, &phases, &mut settle_fn, &mut action);
-    drop(action);
     let stage = stage_cell.into_inner();
     if options.interrupted.load(Ordering::Acquire) {
         stop_prober.store(true, Ordering::Release);
