@@ -6,6 +6,7 @@
 
 mod cli;
 mod cmd_btf;
+mod cmd_demo;
 mod cmd_diff;
 mod cmd_dump;
 mod cmd_inspect;
@@ -72,6 +73,9 @@ fn main() -> ExitCode {
         cli::Command::Dump(args) => ("dump", cmd_dump::run(&args)),
         cli::Command::Recover(args) => ("recover", cmd_recover::recover(&args)),
         cli::Command::Uninstall(args) => ("uninstall", cmd_recover::uninstall(&args)),
+        cli::Command::Demo(args) => ("demo", cmd_demo::run(&args)),
+        cli::Command::DemoMeshd { version, rest } => return cmd_demo::meshd(&version, &rest),
+        cli::Command::DemoTraffic { cgroup } => ("__demo-traffic", cmd_demo::traffic(&cgroup)),
     };
     match result {
         Ok(code) => code,
