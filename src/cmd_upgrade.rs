@@ -31,10 +31,10 @@ fn progress_bar() -> handover::engine::ProgressFn {
         let mut slot = bar
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if slot.as_ref().is_some_and(|(m, _)| *m != p.map) {
-            if let Some((_, b)) = slot.take() {
-                b.finish_and_clear();
-            }
+        if slot.as_ref().is_some_and(|(m, _)| *m != p.map)
+            && let Some((_, b)) = slot.take()
+        {
+            b.finish_and_clear();
         }
         if slot.is_none() && !p.done && p.read >= BAR_FROM.min(p.total.unwrap_or(u64::MAX)) {
             let b = ProgressBar::with_draw_target(p.total, ProgressDrawTarget::stderr());

@@ -596,6 +596,7 @@ fn run(f: &Format, bytes: &[u8], style: Style, out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests index values they built")]
 mod tests {
     use super::*;
     use crate::{EnumValue, MapType, Member, Pinning};
