@@ -35,6 +35,7 @@ pub use spec::kernel_view::{
     kernel_view,
 };
 pub use spec::layout::{LayoutError, TAG_PREFIX, layout_of};
+pub use spec::leaves::{Leaf, LeavesError, MAX_LEAVES};
 pub use spec::model::{EnumValue, MapModel, Member, MergeRule, TypeLayout, same_layout};
 pub use spec::snapshot::{
     FORMAT_NAME, FORMAT_VERSION, FormatError, MAX_SNAPSHOT_SIZE, ObjectModel, Snapshot,

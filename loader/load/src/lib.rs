@@ -485,7 +485,7 @@ fn create_map(
     match bpf.map_create(&args) {
         Ok(fd) => Ok((fd, ids)),
         // As libbpf: a map type that turns out to refuse BTF is created without it.
-        Err(e) if args.btf.is_some() && e.errno() != Some(libc::EPERM) => {
+        Err(e) if args.btf.is_some() && e.errno() != Some(sys::errno::EPERM) => {
             args.btf = None;
             bpf.map_create(&args)
                 .map(|fd| (fd, None))
@@ -651,7 +651,7 @@ pub fn load(
             (Some(dir), Pinning::ByName) if !reuse_maps.contains_key(&spec.name) => {
                 match bpf.obj_get_at(dir.as_fd(), &spec.name, sys::OpenFlags::READ_WRITE) {
                     Ok(fd) => Some(Arc::new(fd)),
-                    Err(e) if e.errno() == Some(libc::ENOENT) => None,
+                    Err(e) if e.errno() == Some(sys::errno::ENOENT) => None,
                     Err(source) => {
                         return Err(LoadError::MapInit {
                             map: spec.name.clone(),
