@@ -32,7 +32,7 @@ pub use spec::from_object::{
 };
 pub use spec::kernel_view::{
     ADJUSTMENTS, Adjustment, BPF_F_NO_PREALLOC, BPF_F_RDONLY_PROG, KERNEL_NAME_LEN, KernelEnv,
-    kernel_view,
+    kernel_view, kernel_view_of,
 };
 pub use spec::layout::{LayoutError, TAG_PREFIX, layout_of};
 pub use spec::leaves::{Leaf, LeavesError, MAX_LEAVES};

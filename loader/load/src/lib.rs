@@ -17,11 +17,11 @@ use std::sync::Arc;
 use handover_bpffs::PinRoot;
 use handover_btf::{Btf, Builder, Endian, Kind, Linkage, StrOffset, TypeId};
 use handover_loader::{
-    BtfFeatures, CoreOutcome, CoreTarget, KCONFIG_SECTION, KconfigSource, MapOrigin, MapSpec,
-    Object, Pinning, PrepareError, ProgramSpec, ProgramTypes, RefTarget, SlotTarget, apply_core,
-    attach_btf_name, created_max_entries, func_info_bytes, kallsyms_address, kconfig_data,
-    kernel_name, kernel_version_code, line_info_bytes, map_btf_ids, needs_config, prepare_btf,
-    relocate, resolve_ksyms,
+    BtfFeatures, CoreOutcome, CoreTarget, KCONFIG_SECTION, KconfigSource, MapSpec, Object, Pinning,
+    PrepareError, ProgramSpec, ProgramTypes, RefTarget, SlotTarget, apply_core, attach_btf_name,
+    created_max_entries, func_info_bytes, kallsyms_address, kconfig_data, kernel_name,
+    kernel_version_code, line_info_bytes, map_btf_ids, needs_config, prepare_btf, relocate,
+    resolve_ksyms,
 };
 use handover_sys::{
     self as sys, Bpf, LogLevel, Map, MapBtf, MapCreate, MapType, ProgLoad, ProgramType, UpdateFlags,
@@ -328,6 +328,19 @@ pub struct LoadOptions {
     pub require_btf: bool,
 }
 
+impl LoadOptions {
+    /// The default options for the object read from the file `file_name`: its
+    /// [`LoadOptions::object_name`] is libbpf's (the file name up to its first `.`), so
+    /// its global data maps get libbpf's names.
+    #[must_use]
+    pub fn for_file(file_name: &str) -> Self {
+        Self {
+            object_name: Some(handover_uapi::object_name(file_name).to_owned()),
+            ..Self::default()
+        }
+    }
+}
+
 impl std::fmt::Debug for LoadOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The target BTF is megabytes of bytes: show its size only.
@@ -439,18 +452,6 @@ impl LoadedObject {
     }
 }
 
-/// The name a map is created with: a global data map of an object whose name is
-/// known gets libbpf's name for it (the object name's start before the section name),
-/// every other map the kernel's cut of its own name.
-fn created_name(spec: &MapSpec, object_name: Option<&str>) -> String {
-    match (&spec.origin, object_name) {
-        (MapOrigin::GlobalData { section }, Some(object)) => {
-            handover_uapi::global_data_map_name(object, section)
-        }
-        _ => kernel_name(&spec.name),
-    }
-}
-
 fn create_map(
     bpf: &Bpf,
     spec: &MapSpec,
@@ -459,7 +460,7 @@ fn create_map(
     inner: Option<BorrowedFd<'_>>,
     object_name: Option<&str>,
 ) -> Result<(OwnedFd, Option<(u32, u32)>), LoadError> {
-    let name = created_name(spec, object_name);
+    let name = handover_uapi::created_map_name(object_name, &spec.name);
     let cpus = match spec.map_type {
         MapType::PerfEventArray if spec.max_entries == 0 => {
             bpf.possible_cpus().map_err(|source| LoadError::MapCreate {

@@ -65,6 +65,15 @@ fn only(names: impl IntoIterator<Item = String>) -> LoadOptions {
     }
 }
 
+/// [`only`] for the object read from `file`, whose name its global data maps carry
+/// (as under libbpf).
+fn only_in(file: &str, names: impl IntoIterator<Item = String>) -> LoadOptions {
+    LoadOptions {
+        programs: Some(names.into_iter().collect()),
+        ..LoadOptions::for_file(file)
+    }
+}
+
 /// Map types the kernel refuses BTF key/value types for (libbpf creates them without).
 const NO_BTF_TYPES: &[MapType] = &[
     MapType::ProgArray,
@@ -110,7 +119,13 @@ fn check_info(
         assert_eq!(info.max_entries, max_entries, "{ctx}: max_entries");
         assert_eq!(info.flags, s.flags, "{ctx}: flags");
         assert_eq!(info.map_extra, s.map_extra, "{ctx}: map_extra");
-        assert_eq!(info.name, kernel_name(name), "{ctx}: name");
+        // Loaded with the file's object name: global data maps have libbpf's names.
+        let object = handover_uapi::object_name(file);
+        assert_eq!(
+            info.name,
+            handover_uapi::created_map_name(Some(object), name),
+            "{ctx}: name"
+        );
         let global_data = matches!(s.origin, MapOrigin::GlobalData { .. });
         if !features.btf {
             assert_eq!(info.btf_id, 0, "{ctx}: BTF id without BTF");
@@ -264,7 +279,7 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
             .map(|p| p.name.clone())
             .filter(|n| !skip.contains(n))
             .collect();
-        let loaded = load(&bpf, &obj, only(wanted.clone()))
+        let loaded = load(&bpf, &obj, only_in(&file, wanted.clone()))
             .unwrap_or_else(|e| panic!("{file}: {}", common::chain(&e)));
         assert_eq!(loaded.programs.len(), wanted.len(), "{file}");
         assert_eq!(loaded.maps.len(), obj.maps().len(), "{file}");
@@ -382,7 +397,7 @@ fn xdp_tools_objects_load_where_libbpf_loads_them() {
         let ours = Object::parse(&data)
             .map_err(|e| common::chain(&e))
             .and_then(|obj| {
-                load(&bpf, &obj, LoadOptions::default())
+                load(&bpf, &obj, LoadOptions::for_file(&file))
                     .map_err(|e| common::chain(&e))
                     .map(|l| {
                         check_info(&bpf, &file, &l, probe_btf_features(&bpf));
@@ -595,7 +610,7 @@ fn btf_sanitised_for_an_old_kernel_is_accepted() {
         }
         let options = LoadOptions {
             btf_features: Some(BtfFeatures::BASIC),
-            ..only(loadable)
+            ..only_in(&file, loadable)
         };
         let loaded = load(&bpf, &obj, options)
             .unwrap_or_else(|e| panic!("{file} with basic BTF: {}", common::chain(&e)));
