@@ -122,13 +122,6 @@ pub enum ErrorKind {
         /// The type's id.
         id: TypeId,
     },
-    /// A flattened layout would have more fields than the limit.
-    LayoutTooLarge {
-        /// The aggregate asked for.
-        id: TypeId,
-        /// The limit.
-        limit: usize,
-    },
 }
 
 impl Error {
@@ -216,9 +209,6 @@ impl fmt::Display for ErrorKind {
             }
             Self::NoSize { id } => write!(f, "type {} has no size", id.0),
             Self::Overflow { id } => write!(f, "size of type {} overflows", id.0),
-            Self::LayoutTooLarge { id, limit } => {
-                write!(f, "layout of type {} has more than {limit} fields", id.0)
-            }
         }
     }
 }

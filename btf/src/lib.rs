@@ -27,8 +27,8 @@ mod btf;
 mod builder;
 mod dump;
 mod error;
-mod layout;
 mod printable;
+mod query;
 mod raw;
 mod types;
 
@@ -36,8 +36,8 @@ pub use crate::btf::{Btf, StrOffset, TypeId};
 pub use builder::Builder;
 pub use dump::{DumpError, write_raw_dump};
 pub use error::{Error, ErrorKind};
-pub use layout::{Field, MAX_DEPTH, MAX_LAYOUT_FIELDS, MAX_STEPS, PathComponent};
 pub use printable::printable;
+pub use query::{MAX_DEPTH, MAX_STEPS};
 pub use raw::{Endian, MAGIC};
 pub use types::{
     Array, Composite, Datasec, DeclTag, Detail, Enum, EnumValue, EnumValues, Func, FuncProto, Int,

@@ -9,8 +9,7 @@
 use proptest::prelude::*;
 
 use crate::{
-    Btf, Builder, Detail, Endian, ErrorKind, Field, Kind, Linkage, PathComponent, StrOffset,
-    TypeId, write_raw_dump,
+    Btf, Builder, Detail, Endian, ErrorKind, Kind, Linkage, StrOffset, TypeId, write_raw_dump,
 };
 
 /// Encodes `BTF_KIND_INT`'s trailing word.
@@ -145,12 +144,7 @@ fn walk(btf: &Btf<'_>) -> Option<String> {
             }),
             _ => {}
         }
-        let _ = (
-            btf.resolve(id),
-            btf.size_of(id),
-            btf.align_of(id),
-            btf.layout(id),
-        );
+        let _ = (btf.resolve(id), btf.size_of(id), btf.align_of(id));
     }
     let mut out = Vec::new();
     write_raw_dump(btf, &mut out).ok()?;
@@ -381,52 +375,6 @@ fn queries_resolve_size_align_and_name() {
     assert_eq!(btf.string_at(StrOffset(1)), Ok("int"));
 }
 
-fn fields(layout: &[Field<'_>]) -> Vec<(String, u64, u64, u32)> {
-    layout
-        .iter()
-        .map(|f| (f.path.clone(), f.bit_offset, f.bit_size, f.ty.0))
-        .collect()
-}
-
-#[test]
-fn layout_flattens_nested_aggregates_arrays_and_bitfields() {
-    let blob = every_kind(Endian::Little);
-    let btf = Btf::parse(&blob).expect("parse");
-    let outer = btf.layout(TypeId(28)).expect("layout");
-    let s = |p: &str| p.to_string();
-    assert_eq!(
-        fields(&outer),
-        [
-            (s("n.next"), 0, 64, 4),
-            (s("n.bits"), 64, 3, 1),
-            (s("n.flag"), 67, 1, 3),
-            (s("i"), 128, 32, 1),
-            (s("c[0]"), 128, 8, 2),
-            (s("c[1]"), 136, 8, 2),
-            (s("c[2]"), 144, 8, 2),
-            (s("c[3]"), 152, 8, 2),
-            (s("x"), 160, 32, 13),
-        ]
-    );
-    assert_eq!(
-        outer[5].components,
-        [PathComponent::Member("c"), PathComponent::Index(1)]
-    );
-    let pair = btf.layout(TypeId(30)).expect("layout");
-    assert_eq!(pair.len(), 6);
-    assert_eq!(pair[5].path, "nodes[1].flag");
-    assert_eq!(pair[5].bit_offset, 128 + 67);
-    // Through a typedef, and refused for a non-aggregate.
-    assert_eq!(btf.layout(TypeId(11)).expect("typedef").len(), 3);
-    assert!(matches!(
-        btf.layout(TypeId(1)).map_err(|e| e.kind()),
-        Err(ErrorKind::UnexpectedKind {
-            kind: Kind::Int,
-            ..
-        })
-    ));
-}
-
 #[test]
 fn reference_cycles_end_in_an_error() {
     // struct a { struct a *next; } is fine; typedef b b; and struct c { struct c c; } are
@@ -447,7 +395,6 @@ fn reference_cycles_end_in_an_error() {
     b.add(StrOffset(0), Kind::Volatile, false, 0, 5, &[]); // 6
     let blob = b.finish();
     let btf = Btf::parse(&blob).expect("parse");
-    assert_eq!(btf.layout(TypeId(1)).expect("layout").len(), 1);
     assert_eq!(btf.size_of(TypeId(1)), Ok(8));
     assert_eq!(btf.align_of(TypeId(1)), Ok(8));
     let depth = |r: Result<_, crate::Error>| {
@@ -461,7 +408,6 @@ fn reference_cycles_end_in_an_error() {
     assert!(depth(btf.align_of(TypeId(3)).map(|_| ())));
     assert!(depth(btf.resolve(TypeId(5)).map(|_| ())));
     assert!(depth(btf.align_of(TypeId(4)).map(|_| ())));
-    assert!(depth(btf.layout(TypeId(4)).map(|_| ())));
 }
 
 #[test]
@@ -490,7 +436,7 @@ fn split_blob_continues_ids_and_strings_of_its_base() {
         split.ids_by_name("int").collect::<Vec<_>>(),
         [TypeId(1), TypeId(32)]
     );
-    assert_eq!(split.layout(TypeId(32)).expect("layout")[3].path, "inner.i");
+    assert_eq!(split.size_of(TypeId(32)), Ok(24));
     assert_eq!(
         dump(&split),
         "[31] STRUCT 'wrapper' size=24 vlen=1\n\t'inner' type_id=28 bits_offset=0\n[32] TYPEDEF 'int' type_id=31\n"
@@ -741,7 +687,7 @@ fn bad_references_and_names_fail_when_read() {
 }
 
 #[test]
-fn huge_arrays_overflow_or_hit_the_layout_limit() {
+fn huge_arrays_overflow() {
     let mut b = Builder::new(Endian::Little);
     let (int, s, f, g) = (b.string("int"), b.string("s"), b.string("f"), b.string("g"));
     b.add(int, Kind::Int, false, 0, 4, &[int_word(1, 0, 32)]); // 1
@@ -755,11 +701,9 @@ fn huge_arrays_overflow_or_hit_the_layout_limit() {
         btf.size_of(TypeId(2)).map_err(|e| e.kind()),
         Err(ErrorKind::Overflow { .. })
     ));
-    assert!(btf.layout(TypeId(3)).is_err());
-    assert!(matches!(
-        btf.layout(TypeId(5)).map_err(|e| e.kind()),
-        Err(ErrorKind::LayoutTooLarge { .. })
-    ));
+    // A struct's size is its record's, whatever its members claim.
+    assert_eq!(btf.size_of(TypeId(3)), Ok(0));
+    assert_eq!(btf.size_of(TypeId(5)), Ok(4 << 20));
 }
 
 proptest! {
@@ -892,12 +836,10 @@ fn dangling_references_and_cycles_give_their_error_at_the_faulty_record() {
     let size = |id| btf.size_of(TypeId(id)).map(|_| ());
     let align = |id| btf.align_of(TypeId(id)).map(|_| ());
     let resolve = |id| btf.resolve(TypeId(id)).map(|_| ());
-    let layout = |id| btf.layout(TypeId(id)).map(|_| ());
     let cases: Vec<(&str, Result<(), crate::Error>, ErrorKind, usize)> = vec![
         ("typedef to id 99: resolve", resolve(2), out, 40),
         ("typedef to id 99: size", size(2), out, 40),
         ("typedef to id 99: align", align(2), out, 40),
-        ("member of type 99: layout", layout(4), out, 64),
         ("member of type 99: align", align(4), out, 64),
         ("array of type 99: size", size(5), out, 88),
         ("array of type 99: align", align(5), out, 88),

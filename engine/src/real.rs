@@ -233,7 +233,7 @@ impl Kernel for RealKernel {
                 &object,
                 LoadOptions {
                     reuse_maps,
-                    ..LoadOptions::default()
+                    ..LoadOptions::for_file(&o.name)
                 },
             )
             .map_err(|e| KernelError::failed(format!("load {}", o.name), e))?;

@@ -1,13 +1,12 @@
 //! Parses arbitrary bytes as BTF (standalone, and split on top of a small base), walks
-//! every type, follows every reference, computes every size, alignment and layout, dumps,
+//! every type, follows every reference, computes every size, alignment and layout (the
+//! plan's layout tree and its leaves), dumps,
 //! and checks the laws that tie these together.
 
 #![no_main]
 
-use handover_btf::{
-    Btf, Builder, Detail, Endian, ErrorKind, Kind, MAX_LAYOUT_FIELDS, PathComponent, TypeId,
-    write_raw_dump,
-};
+use handover_btf::{Btf, Builder, Detail, Endian, ErrorKind, Kind, TypeId, write_raw_dump};
+use handover_plan::{LayoutError, LeavesError, MAX_LEAVES, layout_of};
 use libfuzzer_sys::fuzz_target;
 
 /// One record of every kind (written by handover-btf's `fuzz_seeds_are_current` test).
@@ -99,19 +98,30 @@ fn check(btf: &Btf<'_>, standalone: bool) {
         if let Ok(align) = btf.align_of(id) {
             assert!(align >= 1);
         }
-        match btf.layout(id) {
-            Ok(fields) => {
-                assert!(fields.len() <= MAX_LAYOUT_FIELDS);
-                for f in &fields {
-                    assert_eq!(f.path, join(&f.components));
-                    assert!(f.ty.0 != 0 && btf.type_by_id(f.ty).is_ok());
+        // The layout tree (the one walk over types) agrees with the parser on sizes,
+        // and its flat view opens every aggregate down to leaves.
+        match layout_of(btf, id) {
+            Ok(layout) => {
+                if let Ok(size) = btf.size_of(id) {
+                    assert_eq!(layout.size(), Some(u64::from(size)));
+                }
+                match layout.leaves() {
+                    Ok(leaves) => {
+                        assert!(leaves.len() <= MAX_LEAVES);
+                        // Only a layout that is itself a leaf has a leaf without a path.
+                        if leaves.iter().any(|l| l.path.is_empty()) {
+                            assert!(leaves.len() == 1 && std::ptr::eq(leaves[0].ty, &layout));
+                        }
+                    }
+                    Err(e) => assert_eq!(e, LeavesError::TooLarge),
                 }
             }
-            Err(e) => {
-                if !matches!(t.kind(), Kind::Struct | Kind::Union) && !t.kind().is_modifier() {
-                    assert!(matches!(e.kind(), ErrorKind::UnexpectedKind { .. }));
-                }
+            // Only functions and tags have no data layout.
+            Err(LayoutError::NotData { id: at, .. }) => {
+                let kind = btf.type_by_id(TypeId(at)).expect("reported type exists").kind();
+                assert!(matches!(kind, Kind::Func | Kind::FuncProto | Kind::DeclTag));
             }
+            Err(_) => {}
         }
     }
     assert_eq!(count as usize, btf.type_count());
@@ -155,20 +165,4 @@ fn check(btf: &Btf<'_>, standalone: bool) {
         write_raw_dump(&copy, &mut again).expect("the copy dumps");
         assert_eq!(String::from_utf8(again).expect("UTF-8"), text);
     }
-}
-
-fn join(components: &[PathComponent<'_>]) -> String {
-    let mut path = String::new();
-    for c in components {
-        match c {
-            PathComponent::Member(name) => {
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(name);
-            }
-            PathComponent::Index(i) => path.push_str(&format!("[{i}]")),
-        }
-    }
-    path
 }

@@ -32,9 +32,10 @@ pub use spec::from_object::{
 };
 pub use spec::kernel_view::{
     ADJUSTMENTS, Adjustment, BPF_F_NO_PREALLOC, BPF_F_RDONLY_PROG, KERNEL_NAME_LEN, KernelEnv,
-    kernel_view,
+    kernel_view, kernel_view_of,
 };
 pub use spec::layout::{LayoutError, TAG_PREFIX, layout_of};
+pub use spec::leaves::{Leaf, LeavesError, MAX_LEAVES};
 pub use spec::model::{EnumValue, MapModel, Member, MergeRule, TypeLayout, same_layout};
 pub use spec::snapshot::{
     FORMAT_NAME, FORMAT_VERSION, FormatError, MAX_SNAPSHOT_SIZE, ObjectModel, Snapshot,

@@ -8,17 +8,20 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod pinned;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
+use handover_bpffs::PinRoot;
 use handover_btf::{Btf, Builder, Endian, Kind, Linkage, StrOffset, TypeId};
 use handover_loader::{
-    BtfFeatures, CoreOutcome, CoreTarget, KCONFIG_SECTION, KconfigSource, MapOrigin, MapSpec,
-    Object, Pinning, PrepareError, ProgramSpec, ProgramTypes, RefTarget, SlotTarget, apply_core,
-    attach_btf_name, created_max_entries, func_info_bytes, kallsyms_address, kconfig_data,
-    kernel_name, kernel_version_code, line_info_bytes, map_btf_ids, needs_config, prepare_btf,
-    relocate, resolve_ksyms,
+    BtfFeatures, CoreOutcome, CoreTarget, KCONFIG_SECTION, KconfigSource, MapSpec, Object, Pinning,
+    PrepareError, ProgramSpec, ProgramTypes, RefTarget, SlotTarget, apply_core, attach_btf_name,
+    created_max_entries, func_info_bytes, kallsyms_address, kconfig_data, kernel_name,
+    kernel_version_code, line_info_bytes, map_btf_ids, needs_config, prepare_btf, relocate,
+    resolve_ksyms,
 };
 use handover_sys::{
     self as sys, Bpf, LogLevel, Map, MapBtf, MapCreate, MapType, ProgLoad, ProgramType, UpdateFlags,
@@ -113,6 +116,18 @@ pub enum LoadError {
         /// The kernel's error.
         #[source]
         source: sys::Error,
+    },
+    /// A map declared `LIBBPF_PIN_BY_NAME` could not be opened from or pinned under the
+    /// pin root.
+    #[error("map {map}: {what}")]
+    Pin {
+        /// The map's name in the object.
+        map: String,
+        /// The step that failed.
+        what: &'static str,
+        /// The bpffs error (boxed: it is large, and rare).
+        #[source]
+        source: Box<handover_bpffs::Error>,
     },
     /// A map descriptor could not be duplicated.
     #[error("duplicating the descriptor of map {map}")]
@@ -289,12 +304,13 @@ pub struct LoadOptions {
     /// Attach targets of tracing and `freplace` programs, by program name, instead of
     /// the target their section names.
     pub attach_to: HashMap<String, AttachTo>,
-    /// The pin directory of maps declared `__uint(pinning, LIBBPF_PIN_BY_NAME)` (a
-    /// descriptor of a bpffs directory, as `handover-bpffs` opens one): such a map
-    /// pinned there under its name is reused when it matches the definition (and
-    /// refused with the differences when not), else it is created and pinned there, as
-    /// libbpf does under its pin root. `None`: such maps are created and not pinned.
-    pub pin_root: Option<Arc<OwnedFd>>,
+    /// The pin root of maps declared `__uint(pinning, LIBBPF_PIN_BY_NAME)`: such a map
+    /// pinned there under its name is reused when it matches the definition, including
+    /// the BTF layout of its key and value where both maps carry BTF (and refused with
+    /// the differences when not), else it is created and pinned there (recorded in the
+    /// root's manifest), as libbpf does under its pin root. `None`: such maps are
+    /// created and not pinned.
+    pub pin_root: Option<Arc<PinRoot>>,
     /// BTF features to assume instead of probing the kernel.
     pub btf_features: Option<BtfFeatures>,
     /// Verifier log level for program loads.
@@ -310,6 +326,19 @@ pub struct LoadOptions {
     /// (libbpf's default, kept here: the refusal is then in
     /// [`LoadedObject::btf_error`]).
     pub require_btf: bool,
+}
+
+impl LoadOptions {
+    /// The default options for the object read from the file `file_name`: its
+    /// [`LoadOptions::object_name`] is libbpf's (the file name up to its first `.`), so
+    /// its global data maps get libbpf's names.
+    #[must_use]
+    pub fn for_file(file_name: &str) -> Self {
+        Self {
+            object_name: Some(handover_uapi::object_name(file_name).to_owned()),
+            ..Self::default()
+        }
+    }
 }
 
 impl std::fmt::Debug for LoadOptions {
@@ -423,18 +452,6 @@ impl LoadedObject {
     }
 }
 
-/// The name a map is created with: a global data map of an object whose name is
-/// known gets libbpf's name for it (the object name's start before the section name),
-/// every other map the kernel's cut of its own name.
-fn created_name(spec: &MapSpec, object_name: Option<&str>) -> String {
-    match (&spec.origin, object_name) {
-        (MapOrigin::GlobalData { section }, Some(object)) => {
-            handover_uapi::global_data_map_name(object, section)
-        }
-        _ => kernel_name(&spec.name),
-    }
-}
-
 fn create_map(
     bpf: &Bpf,
     spec: &MapSpec,
@@ -443,7 +460,7 @@ fn create_map(
     inner: Option<BorrowedFd<'_>>,
     object_name: Option<&str>,
 ) -> Result<(OwnedFd, Option<(u32, u32)>), LoadError> {
-    let name = created_name(spec, object_name);
+    let name = handover_uapi::created_map_name(object_name, &spec.name);
     let cpus = match spec.map_type {
         MapType::PerfEventArray if spec.max_entries == 0 => {
             bpf.possible_cpus().map_err(|source| LoadError::MapCreate {
@@ -485,7 +502,7 @@ fn create_map(
     match bpf.map_create(&args) {
         Ok(fd) => Ok((fd, ids)),
         // As libbpf: a map type that turns out to refuse BTF is created without it.
-        Err(e) if args.btf.is_some() && e.errno() != Some(libc::EPERM) => {
+        Err(e) if args.btf.is_some() && e.errno() != Some(sys::errno::EPERM) => {
             args.btf = None;
             bpf.map_create(&args)
                 .map(|fd| (fd, None))
@@ -495,8 +512,15 @@ fn create_map(
     }
 }
 
-/// The handle of a map given for reuse, checked against its definition.
-fn check_reused(bpf: &Bpf, spec: &MapSpec, fd: OwnedFd) -> Result<Map, LoadError> {
+/// The handle of a map given for reuse, checked against its definition, and against
+/// the key and value layouts of `layouts` (the BTF this load gives the kernel) when
+/// given.
+fn check_reused(
+    bpf: &Bpf,
+    spec: &MapSpec,
+    fd: OwnedFd,
+    layouts: Option<&Btf<'_>>,
+) -> Result<Map, LoadError> {
     let map = Map::new(bpf, fd).map_err(|source| LoadError::MapInit {
         map: spec.name.clone(),
         what: "reading the reused map's info".into(),
@@ -514,7 +538,10 @@ fn check_reused(bpf: &Bpf, spec: &MapSpec, fd: OwnedFd) -> Result<Map, LoadError
         _ => 0,
     };
     let cpus = u32::try_from(cpus).unwrap_or(u32::MAX);
-    let diffs = reused_map_differences(info, spec, sys::page_size(), cpus);
+    let mut diffs = reused_map_differences(info, spec, sys::page_size(), cpus);
+    if let Some(ours) = layouts {
+        diffs.extend(pinned::layout_differences(bpf, info, spec, ours)?);
+    }
     if diffs.is_empty() {
         Ok(map)
     } else {
@@ -627,20 +654,27 @@ pub fn load(
     // kernel refuses the object's BTF, maps are created and programs loaded without it
     // (no BTF key/value ids, no func/line info) and the refusal is kept in the result.
     let mut btf_error = None;
-    let btf_fd = if features.btf {
-        match prepare_btf(object, &features)? {
-            Some(blob) => match bpf.btf_load(&blob, LogLevel::OnFailure) {
-                Ok(fd) => Some(fd),
-                Err(source) if require_btf => return Err(LoadError::BtfLoad { source }),
-                Err(source) => {
-                    btf_error = Some(source);
-                    None
-                }
-            },
-            None => None,
-        }
+    let prepared = if features.btf {
+        prepare_btf(object, &features)?
     } else {
         None
+    };
+    let btf_fd = match &prepared {
+        Some(blob) => match bpf.btf_load(blob, LogLevel::OnFailure) {
+            Ok(fd) => Some(fd),
+            Err(source) if require_btf => return Err(LoadError::BtfLoad { source }),
+            Err(source) => {
+                btf_error = Some(source);
+                None
+            }
+        },
+        None => None,
+    };
+    // The layouts of maps pinned by name are compared with the BTF given to the kernel
+    // (sanitised as theirs was), when it took it.
+    let our_btf = match (&pin_root, &prepared, &btf_fd) {
+        (Some(_), Some(blob), Some(_)) => Btf::parse(blob).ok(),
+        _ => None,
     };
     let btf = btf_fd.as_ref().map(AsFd::as_fd);
 
@@ -648,18 +682,8 @@ pub fn load(
     let mut maps = BTreeMap::new();
     for spec in object.maps() {
         let pinned = match (&pin_root, spec.pinning) {
-            (Some(dir), Pinning::ByName) if !reuse_maps.contains_key(&spec.name) => {
-                match bpf.obj_get_at(dir.as_fd(), &spec.name, sys::OpenFlags::READ_WRITE) {
-                    Ok(fd) => Some(Arc::new(fd)),
-                    Err(e) if e.errno() == Some(libc::ENOENT) => None,
-                    Err(source) => {
-                        return Err(LoadError::MapInit {
-                            map: spec.name.clone(),
-                            what: "opening its pin (LIBBPF_PIN_BY_NAME)".into(),
-                            source,
-                        });
-                    }
-                }
+            (Some(root), Pinning::ByName) if !reuse_maps.contains_key(&spec.name) => {
+                pinned::open(root, spec)?.map(Arc::new)
             }
             _ => None,
         };
@@ -669,7 +693,8 @@ pub fn load(
                 map: spec.name.clone(),
                 source,
             })?;
-            let map = check_reused(bpf, spec, fd).map_err(|e| match (e, &pinned) {
+            let layouts = our_btf.as_ref().filter(|_| pinned.is_some());
+            let map = check_reused(bpf, spec, fd, layouts).map_err(|e| match (e, &pinned) {
                 (LoadError::ReusedMap { map, reason }, Some(_)) => LoadError::ReusedMap {
                     map,
                     reason: format!(
@@ -723,13 +748,8 @@ pub fn load(
         if let Some(data) = data {
             init_data(spec, &map, data)?;
         }
-        if let (Some(dir), Pinning::ByName) = (&pin_root, spec.pinning) {
-            bpf.obj_pin_at(map.fd(), dir.as_fd(), &spec.name)
-                .map_err(|source| LoadError::MapInit {
-                    map: spec.name.clone(),
-                    what: "pinning it by name (LIBBPF_PIN_BY_NAME)".into(),
-                    source,
-                })?;
+        if let (Some(root), Pinning::ByName) = (&pin_root, spec.pinning) {
+            pinned::pin(root, spec, map.fd())?;
         }
         maps.insert(
             spec.name.clone(),
@@ -1181,10 +1201,7 @@ fn program_func_id(bpf: &Bpf, prog: BorrowedFd<'_>, function: &str) -> Result<u3
             info.name
         ));
     }
-    let btf_fd = bpf
-        .fd_by_id(sys::ObjectKind::Btf, info.btf_id, sys::OpenFlags::READ_ONLY)
-        .map_err(|e| e.to_string())?;
-    let data = bpf.btf_data(&btf_fd).map_err(|e| e.to_string())?;
+    let data = pinned::kernel_btf(bpf, info.btf_id).map_err(|e| e.to_string())?;
     let btf = Btf::parse(&data).map_err(|e| format!("the target program's BTF: {e}"))?;
     btf.id_by_name(function, Kind::Func)
         .map(|id| id.0)

@@ -42,7 +42,9 @@ fn refusing_backend(calls: Calls, refuse_btf: bool) -> Bpf {
             if let Some(log) = log {
                 log[..text.len()].copy_from_slice(text);
             }
-            Err(std::io::Error::from_raw_os_error(libc::EACCES))
+            Err(std::io::Error::from_raw_os_error(
+                handover_sys::errno::EACCES,
+            ))
         };
         match c {
             sys::Command::BtfLoad if refuse_btf => refuse(b"[3] STRUCT x: bad size\0", log),

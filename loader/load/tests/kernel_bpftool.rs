@@ -352,15 +352,20 @@ fn global_data_maps_get_libbpfs_names_and_rodata_is_bound_to_every_program() {
         let file = path.file_name().unwrap().to_str().unwrap().to_owned();
         let data = common::read(&path);
         let obj = Object::parse(&data).unwrap();
-        let ours = handover_load::load(
-            &bpf,
-            &obj,
-            handover_load::LoadOptions {
-                object_name: Some(handover_uapi::object_name(&file).to_owned()),
-                ..handover_load::LoadOptions::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{file}: {}", common::chain(&e)));
+        let ours = handover_load::load(&bpf, &obj, handover_load::LoadOptions::for_file(&file))
+            .unwrap_or_else(|e| panic!("{file}: {}", common::chain(&e)));
+        // The plan's kernel view of every map names it as it was created.
+        let model = handover_plan::object_model(&file, &data).unwrap();
+        let env = handover_plan::KernelEnv {
+            page_size: handover_sys::page_size(),
+            possible_cpus: u32::try_from(bpf.possible_cpus().unwrap()).unwrap(),
+        };
+        let object = handover_uapi::object_name(&file);
+        for m in &model.maps {
+            let viewed = handover_plan::kernel_view_of(Some(object), m, &env).name;
+            let created = bpf.map_info(ours.map(&m.name).unwrap().fd()).unwrap().name;
+            assert_eq!(viewed, created, "{file}: map {}", m.name);
+        }
         let mut our_names: Vec<String> = ours
             .maps
             .values()

@@ -65,6 +65,15 @@ fn only(names: impl IntoIterator<Item = String>) -> LoadOptions {
     }
 }
 
+/// [`only`] for the object read from `file`, whose name its global data maps carry
+/// (as under libbpf).
+fn only_in(file: &str, names: impl IntoIterator<Item = String>) -> LoadOptions {
+    LoadOptions {
+        programs: Some(names.into_iter().collect()),
+        ..LoadOptions::for_file(file)
+    }
+}
+
 /// Map types the kernel refuses BTF key/value types for (libbpf creates them without).
 const NO_BTF_TYPES: &[MapType] = &[
     MapType::ProgArray,
@@ -110,7 +119,13 @@ fn check_info(
         assert_eq!(info.max_entries, max_entries, "{ctx}: max_entries");
         assert_eq!(info.flags, s.flags, "{ctx}: flags");
         assert_eq!(info.map_extra, s.map_extra, "{ctx}: map_extra");
-        assert_eq!(info.name, kernel_name(name), "{ctx}: name");
+        // Loaded with the file's object name: global data maps have libbpf's names.
+        let object = handover_uapi::object_name(file);
+        assert_eq!(
+            info.name,
+            handover_uapi::created_map_name(Some(object), name),
+            "{ctx}: name"
+        );
         let global_data = matches!(s.origin, MapOrigin::GlobalData { .. });
         if !features.btf {
             assert_eq!(info.btf_id, 0, "{ctx}: BTF id without BTF");
@@ -264,7 +279,7 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
             .map(|p| p.name.clone())
             .filter(|n| !skip.contains(n))
             .collect();
-        let loaded = load(&bpf, &obj, only(wanted.clone()))
+        let loaded = load(&bpf, &obj, only_in(&file, wanted.clone()))
             .unwrap_or_else(|e| panic!("{file}: {}", common::chain(&e)));
         assert_eq!(loaded.programs.len(), wanted.len(), "{file}");
         assert_eq!(loaded.maps.len(), obj.maps().len(), "{file}");
@@ -382,7 +397,7 @@ fn xdp_tools_objects_load_where_libbpf_loads_them() {
         let ours = Object::parse(&data)
             .map_err(|e| common::chain(&e))
             .and_then(|obj| {
-                load(&bpf, &obj, LoadOptions::default())
+                load(&bpf, &obj, LoadOptions::for_file(&file))
                     .map_err(|e| common::chain(&e))
                     .map(|l| {
                         check_info(&bpf, &file, &l, probe_btf_features(&bpf));
@@ -595,7 +610,7 @@ fn btf_sanitised_for_an_old_kernel_is_accepted() {
         }
         let options = LoadOptions {
             btf_features: Some(BtfFeatures::BASIC),
-            ..only(loadable)
+            ..only_in(&file, loadable)
         };
         let loaded = load(&bpf, &obj, options)
             .unwrap_or_else(|e| panic!("{file} with basic BTF: {}", common::chain(&e)));
@@ -1317,15 +1332,22 @@ fn maps_pinned_by_name_are_pinned_and_reused_when_compatible() {
     // programs/maps_btf.c: flows, a hash map declared __uint(pinning, LIBBPF_PIN_BY_NAME).
     let data = common::read(&common::fixture("maps_btf"));
     let obj = Object::parse(&data).unwrap();
-    let root = fs.path().join("pins");
-    std::fs::create_dir(&root).unwrap();
-    let dir = std::sync::Arc::new(std::os::fd::OwnedFd::from(
-        std::fs::File::open(&root).unwrap(),
-    ));
-    let pinned = |dir: &std::sync::Arc<std::os::fd::OwnedFd>| LoadOptions {
+    let state = testenv::TempDir::new("pin-by-name");
+    // A pin root of handover-bpffs, whose manifest (outside bpffs) records the pins.
+    let pin_root = |name: &str| {
+        let root = fs.path().join(name);
+        std::fs::create_dir(&root).unwrap();
+        let manifest = state.path().join(format!("{name}.json"));
+        (
+            root.clone(),
+            std::sync::Arc::new(handover_bpffs::PinRoot::open(&bpf, &root, &manifest).unwrap()),
+        )
+    };
+    let pinned = |dir: &std::sync::Arc<handover_bpffs::PinRoot>| LoadOptions {
         pin_root: Some(dir.clone()),
         ..LoadOptions::default()
     };
+    let (root, dir) = pin_root("pins");
     let first = load(&bpf, &obj, pinned(&dir)).unwrap_or_else(|e| panic!("{}", common::chain(&e)));
     let flows = first.map("flows").unwrap();
     assert!(!flows.reused);
@@ -1347,6 +1369,8 @@ fn maps_pinned_by_name_are_pinned_and_reused_when_compatible() {
         .map(|m| m.name.as_str())
         .collect();
     assert_eq!(pins, by_name);
+    let recorded: Vec<String> = dir.entries().iter().map(|e| e.path.clone()).collect();
+    assert_eq!(recorded, by_name, "the pins are in the root's manifest");
 
     // A second load shares the pinned map, state and all.
     let key = vec![7u8; flows.spec.key_size as usize];
@@ -1361,15 +1385,11 @@ fn maps_pinned_by_name_are_pinned_and_reused_when_compatible() {
     assert_eq!(got, val);
 
     // A map of another shape pinned under that name is refused, with the differences.
-    let other_root = fs.path().join("other");
-    std::fs::create_dir(&other_root).unwrap();
+    let (other_root, other) = pin_root("other");
     let mut create = handover_sys::MapCreate::new(MapType::Array, 4, 8, 16);
     create.name = "flows";
     let wrong = Map::create(&bpf, &create).unwrap();
     bpf.obj_pin(wrong.fd(), &other_root.join("flows")).unwrap();
-    let other = std::sync::Arc::new(std::os::fd::OwnedFd::from(
-        std::fs::File::open(&other_root).unwrap(),
-    ));
     let err = load(&bpf, &obj, pinned(&other)).unwrap_err();
     let text = common::chain(&err);
     assert!(
@@ -1378,6 +1398,75 @@ fn maps_pinned_by_name_are_pinned_and_reused_when_compatible() {
     );
     assert!(
         text.contains("pinned under its name") && text.contains("type array (object: hash)"),
+        "{text}"
+    );
+
+    // A map of the same shape whose BTF gives the value another layout is refused too,
+    // naming the layout and the fields that differ; an equal key layout is no
+    // difference (its struct is spelt without the object's typedefs).
+    let mut b = testenv::BtfBuilder::new();
+    let (u8_, u16_, u32_, u64_) = (
+        b.int("__u8", 1),
+        b.int("__u16", 2),
+        b.int("__u32", 4),
+        b.int("__u64", 8),
+    );
+    let pad = b.array(u8_, u32_, 3);
+    let key = b.structure(
+        "flow_key",
+        16,
+        &[
+            ("saddr", u32_, 0),
+            ("daddr", u32_, 32),
+            ("sport", u16_, 64),
+            ("dport", u16_, 80),
+            ("proto", u8_, 96),
+            ("pad", pad, 104),
+        ],
+    );
+    let value = b.structure(
+        "flow_stats",
+        24,
+        &[
+            ("packets", u64_, 0),
+            ("bytes", u64_, 64),
+            ("last_seen", u32_, 128),
+            ("mode", u32_, 160),
+        ],
+    );
+    let btf = bpf
+        .btf_load(&b.build(), handover_sys::LogLevel::OnFailure)
+        .unwrap();
+    let flows_spec = obj.maps().iter().find(|m| m.name == "flows").unwrap();
+    let mut create = handover_sys::MapCreate::new(
+        MapType::Hash,
+        flows_spec.key_size,
+        flows_spec.value_size,
+        flows_spec.max_entries,
+    );
+    create.name = "flows";
+    create.flags = flows_spec.flags;
+    create.btf = Some(handover_sys::MapBtf {
+        fd: btf.as_fd(),
+        key_type_id: key,
+        value_type_id: value,
+        vmlinux_value_type_id: 0,
+    });
+    let (layout_root, layout_dir) = pin_root("layout");
+    let renamed = Map::create(&bpf, &create).unwrap();
+    bpf.obj_pin(renamed.fd(), &layout_root.join("flows"))
+        .unwrap();
+    let err = load(&bpf, &obj, pinned(&layout_dir)).unwrap_err();
+    let text = common::chain(&err);
+    assert!(
+        matches!(&err, LoadError::ReusedMap { map, .. } if map == "flows"),
+        "{text}"
+    );
+    assert!(
+        text.contains("value layout struct flow_stats (object: struct flow_stats)")
+            && text.contains("flags zero-fill")
+            && text.contains("mode drop")
+            && !text.contains("key layout"),
         "{text}"
     );
 }

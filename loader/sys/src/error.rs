@@ -5,6 +5,12 @@ use std::io;
 /// `ENOTSUPP`, a kernel-internal errno that some bpf(2) commands return to user space.
 pub(crate) const ENOTSUPP: i32 = 524;
 
+/// The errno values that callers of this layer test [`Error::errno`] against, so that
+/// code above the kernel layer needs no libc of its own.
+pub mod errno {
+    pub use libc::{E2BIG, EACCES, EBUSY, EEXIST, EINVAL, ENOENT, ENOSPC, EOPNOTSUPP, EPERM};
+}
+
 /// A failed bpf(2) command, or an argument refused before the kernel saw it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

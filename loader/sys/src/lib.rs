@@ -48,7 +48,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, OnceLock};
 
 pub use backend::{Backend, FnBackend};
-pub use error::{Error, LOG_LINES_SHOWN};
+pub use error::{Error, LOG_LINES_SHOWN, errno};
 pub use files::{
     KALLSYMS, MAX_KERNEL_CONFIG, OSRELEASE, PROC_CONFIG_GZ, VMLINUX_BTF, kallsyms, kernel_config,
     kernel_release, module_btf, vmlinux_btf,

@@ -23,8 +23,8 @@ pub use insn::{
     PSEUDO_MAP_FD, PSEUDO_MAP_VALUE,
 };
 pub use name::{
-    KERNEL_NAME_LEN, NameError, OBJ_NAME_LEN, global_data_map_name, is_name_byte, kernel_name,
-    name_field, object_name,
+    KERNEL_NAME_LEN, NameError, OBJ_NAME_LEN, created_map_name, global_data_map_name, is_name_byte,
+    kernel_name, name_field, object_name,
 };
 pub use pinning::Pinning;
 pub use types::{AttachType, LinkType, MapType, ProgramType, UnknownName, UnknownValue};

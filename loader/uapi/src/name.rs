@@ -114,6 +114,19 @@ pub fn global_data_map_name(object: &str, section: &str) -> String {
     kernel_name(&String::from_utf8_lossy(&name))
 }
 
+/// The name a loader gives the kernel for map `map` of the object named `object`
+/// (see [`object_name`]; `None` when not known): a global data map (named after its
+/// section, so starting with `.`) gets libbpf's [`global_data_map_name`] when the
+/// object name is known, every other map (and every map of an unnamed object)
+/// [`kernel_name`] of its own name.
+#[must_use]
+pub fn created_map_name(object: Option<&str>, map: &str) -> String {
+    match object {
+        Some(object) if map.starts_with('.') => global_data_map_name(object, map),
+        _ => kernel_name(map),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

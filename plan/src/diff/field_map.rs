@@ -25,7 +25,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::model::{MAX_DEPTH, Member, MergeRule, TypeLayout, enum_values_kept, same_layout};
+use crate::spec::model::{
+    MAX_DEPTH, Member, MergeRule, TypeLayout, enum_values_kept, join, same_layout,
+};
 
 /// Most conversion steps an array may expand into; a key or value is at most a few
 /// kilobytes in practice, so only a layout that contradicts its map's size gets here.
@@ -288,14 +290,6 @@ fn loc(f: Field<'_>) -> FieldLoc {
         ty: f.ty.describe(),
         bit_offset: f.bit,
         bits: width_bits(f),
-    }
-}
-
-fn join(path: &str, name: &str) -> String {
-    if path.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{path}.{name}")
     }
 }
 

@@ -6,7 +6,7 @@
 //! map) never look different. Each row of [`ADJUSTMENTS`] has its own test.
 
 use handover_loader::ringbuf_size;
-use handover_uapi::{MapType, kernel_name, map_flags};
+use handover_uapi::{MapType, created_map_name, map_flags};
 
 use crate::spec::model::MapModel;
 
@@ -36,7 +36,14 @@ pub struct Adjustment {
     pub field: &'static str,
     /// What happens, in one sentence.
     pub rule: &'static str,
-    apply: fn(&mut MapModel, &KernelEnv),
+    apply: fn(&mut MapModel, &View<'_>),
+}
+
+/// What a row may depend on: the machine, and the name of the map's object.
+struct View<'a> {
+    page_size: u32,
+    possible_cpus: u32,
+    object: Option<&'a str>,
 }
 
 /// Every adjustment, in the order it is applied.
@@ -44,8 +51,8 @@ pub const ADJUSTMENTS: &[Adjustment] = &[
     Adjustment {
         map_types: &[],
         field: "name",
-        rule: "the loader gives the kernel the first 15 bytes of a map name, every byte the kernel refuses as '_'",
-        apply: |m, _| m.name = kernel_name(&m.name),
+        rule: "the loader gives the kernel the first 15 bytes of a map name, every byte the kernel refuses as '_'; a global data map of a named object gets libbpf's name (the object name's start, then the section's)",
+        apply: |m, view| m.name = created_map_name(view.object, &m.name),
     },
     Adjustment {
         map_types: &[MapType::Ringbuf, MapType::UserRingbuf],
@@ -128,17 +135,31 @@ pub const ADJUSTMENTS: &[Adjustment] = &[
 ];
 
 /// The map as the kernel will report it once created: every row of [`ADJUSTMENTS`]
-/// applied, recursively to an inner map.
+/// applied, recursively to an inner map. Global data maps are named as the loader
+/// names them without an object name; see [`kernel_view_of`].
 #[must_use]
 pub fn kernel_view(map: &MapModel, env: &KernelEnv) -> MapModel {
+    kernel_view_of(None, map, env)
+}
+
+/// [`kernel_view`] of a map of the object named `object` (libbpf's object name, the
+/// file name up to its first `.`), as the loader creates it when given that name
+/// (`LoadOptions::object_name`): global data maps get libbpf's names.
+#[must_use]
+pub fn kernel_view_of(object: Option<&str>, map: &MapModel, env: &KernelEnv) -> MapModel {
+    let view = View {
+        page_size: env.page_size,
+        possible_cpus: env.possible_cpus,
+        object,
+    };
     let mut m = map.clone();
     for row in ADJUSTMENTS {
         if row.map_types.is_empty() || row.map_types.contains(&m.map_type) {
-            (row.apply)(&mut m, env);
+            (row.apply)(&mut m, &view);
         }
     }
     if let Some(inner) = m.inner.take() {
-        m.inner = Some(Box::new(kernel_view(&inner, env)));
+        m.inner = Some(Box::new(kernel_view_of(object, &inner, env)));
     }
     m
 }
@@ -204,6 +225,22 @@ mod tests {
         assert_eq!(
             kernel_view(&m, &ENV).name,
             handover_uapi::kernel_name(&m.name)
+        );
+    }
+
+    #[test]
+    fn global_data_of_a_named_object_gets_libbpfs_name() {
+        let mut m = map("array");
+        m.name = ".rodata".into();
+        assert_eq!(kernel_view(&m, &ENV).name, ".rodata");
+        assert_eq!(
+            kernel_view_of(Some("global_data"), &m, &ENV).name,
+            "global_d.rodata"
+        );
+        m.name = "counters".into();
+        assert_eq!(
+            kernel_view_of(Some("global_data"), &m, &ENV).name,
+            "counters"
         );
     }
 

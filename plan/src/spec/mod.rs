@@ -6,6 +6,7 @@ pub(crate) mod from_object;
 pub(crate) mod hex;
 pub(crate) mod kernel_view;
 pub(crate) mod layout;
+pub(crate) mod leaves;
 pub(crate) mod model;
 pub(crate) mod snapshot;
 pub(crate) mod validate;

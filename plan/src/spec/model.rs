@@ -392,6 +392,16 @@ fn same_layout_depth(old: &TypeLayout, new: &TypeLayout, depth: usize) -> bool {
     }
 }
 
+/// The dotted path of member `name` of the field at `path` (empty: the whole key or
+/// value), as field mappings and layout errors name fields.
+pub(crate) fn join(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
 /// Every old constant is still present in the new enum with the same value.
 pub(crate) fn enum_values_kept(old: &[EnumValue], new: &[EnumValue]) -> bool {
     old.iter()

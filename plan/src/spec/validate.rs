@@ -6,7 +6,7 @@
 //! exceeds struct_size"). A layout read from a crafted object or snapshot may break
 //! either rule; the diff would then plan conversions over bytes that do not exist.
 
-use crate::spec::model::{MAX_DEPTH, MapModel, Member, TypeLayout};
+use crate::spec::model::{MAX_DEPTH, MapModel, Member, TypeLayout, join};
 
 /// The largest key or value a map can hold: `KMALLOC_MAX_SIZE` with 4 KiB pages and
 /// the default `MAX_PAGE_ORDER` of 10, 4 MiB. Every map type refuses larger ones
@@ -72,14 +72,6 @@ pub fn check_layouts(map: &MapModel) -> Result<(), InvalidLayout> {
         check_layouts(inner)?;
     }
     Ok(())
-}
-
-fn join(path: &str, name: &str) -> String {
-    if path.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{path}.{name}")
-    }
 }
 
 fn check_type(t: &TypeLayout, path: &str, depth: usize) -> Result<(), (String, String)> {
