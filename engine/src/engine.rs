@@ -20,10 +20,11 @@ use crate::datapath::{self, Carry};
 use crate::error::Error;
 use crate::files::{LockWait, StateLock};
 use crate::kernel::{Kernel, KernelError, ObjRef, ObjectSource};
-use crate::migrate::MapAccess;
+use crate::migrate::{MARK_VALUE_SIZE, MapAccess, Patcher, UserPatcher};
 use crate::options::{Options, SwitchMethod, identity};
 use crate::plan::{
-    self, AttachAction, LiveState, MapAction, Plan, PlanInput, ProgramAction, Start, staged_pin,
+    self, AttachAction, LiveState, MapAction, MapPlan, Plan, PlanInput, ProgramAction, Start,
+    staged_pin,
 };
 use crate::real::RealKernel;
 use crate::state::{
@@ -36,6 +37,9 @@ use crate::step::{Step, checkpoint};
 pub struct ApplyOptions {
     /// Accept a plan that loses entries (a `recreate` of a map holding state).
     pub allow_state_loss: bool,
+    /// Entries per batch of the copy and the reconcile (`None`: the data path's
+    /// default); kept in the journal, so a recovery runs with the same.
+    pub batch: Option<usize>,
 }
 
 /// What recovery did with an interrupted upgrade.
@@ -86,6 +90,31 @@ pub struct Engine<K: Kernel> {
     /// The installed set's maps and programs, held for handles.
     maps: BTreeMap<String, ObjRef>,
     programs: BTreeMap<String, ObjRef>,
+}
+
+/// A carried map of an upgrade, its live map and its staged replacement open.
+struct Carried {
+    plan: MapPlan,
+    old: Arc<dyn MapAccess>,
+    new: Arc<dyn MapAccess>,
+    new_ref: ObjRef,
+}
+
+impl Carried {
+    fn carry(&self) -> Carry<'_> {
+        Carry {
+            key: &self.plan.key,
+            old: Arc::clone(&self.old),
+            new: Arc::clone(&self.new),
+            key_plan: self.plan.key_plan.as_ref(),
+            value_plan: self.plan.value_plan.as_ref(),
+        }
+    }
+}
+
+/// The pin of the reconcile's marks of map `key` (all of them: `key` empty).
+fn marks_pin(key: &str) -> String {
+    staged_pin(&format!("reconcile/{}", plan::pin_name(key)))
 }
 
 fn kerr(step: &'static str, what: impl Into<String>) -> impl FnOnce(KernelError) -> Error {
@@ -372,6 +401,8 @@ impl<K: Kernel> Engine<K> {
             direction: Direction::Forward,
             counts: BTreeMap::new(),
             switch_window_ns: None,
+            reconciled: BTreeSet::new(),
+            batch: options.batch,
         };
         // Write-ahead: the journal exists before the first object does.
         self.dir.write_journal(&j)?;
@@ -436,6 +467,8 @@ impl<K: Kernel> Engine<K> {
             if j.done(step) {
                 continue;
             }
+            let span = tracing::info_span!("step", step = step.name(), tx = %j.tx);
+            let _entered = span.enter();
             if !j.started(step) {
                 self.record(j, step, Phase::Started)?;
             }
@@ -448,13 +481,13 @@ impl<K: Kernel> Engine<K> {
                     self.preflight(j, objects)?;
                 }
                 Step::Copy => self.copy(j)?,
-                Step::Delta => {}
+                Step::Delta => self.delta(j)?,
                 Step::Switch => self.switch(j)?,
                 Step::Synchronize => self
                     .kernel
                     .synchronize()
                     .map_err(kerr("synchronize", "barrier"))?,
-                Step::Reconcile => {}
+                Step::Reconcile => self.reconcile(j)?,
                 Step::Commit => self.commit(j)?,
                 Step::Release => self.release(j)?,
             }
@@ -568,11 +601,12 @@ impl<K: Kernel> Engine<K> {
         }
     }
 
-    fn copy(&mut self, j: &mut Journal) -> Result<(), Error> {
-        const STEP: &str = "copy";
-        let plan = j.plan.clone();
-        for m in plan.maps.iter().filter(|m| m.action == MapAction::Copy) {
-            checkpoint(Step::Copy.item_point())?;
+    /// The maps an upgrade carries, each with its live map and its staged
+    /// replacement opened.
+    fn carried(&mut self, j: &Journal, step: Step) -> Result<Vec<Carried>, Error> {
+        let name = step.name();
+        let mut out = Vec::new();
+        for m in j.plan.maps.iter().filter(|m| m.action == MapAction::Copy) {
             let old_key = m.from.as_deref().unwrap_or(&m.key);
             let Some(old) = j.old.as_ref().and_then(|s| s.maps.get(old_key)).cloned() else {
                 continue;
@@ -581,18 +615,145 @@ impl<K: Kernel> Engine<K> {
                 continue;
             };
             let old_r = self
-                .get(STEP, &old.pin)?
+                .get(name, &old.pin)?
                 .ok_or_else(|| Error::Stale(format!("{} is gone", old.pin)))?;
-            let new_r = self.staged(STEP, &m.pin, new)?;
-            let carry = Carry {
-                key: &m.key,
-                old: self.access(STEP, old_r)?,
-                new: self.access(STEP, new_r)?,
-                key_plan: m.key_plan.as_ref(),
-                value_plan: m.value_plan.as_ref(),
+            let new_r = self.staged(name, &m.pin, new)?;
+            out.push(Carried {
+                plan: m.clone(),
+                old: self.access(name, old_r)?,
+                new: self.access(name, new_r)?,
+                new_ref: new_r,
+            });
+        }
+        Ok(out)
+    }
+
+    fn copy(&mut self, j: &mut Journal) -> Result<(), Error> {
+        for c in self.carried(j, Step::Copy)? {
+            checkpoint(Step::Copy.item_point())?;
+            let _span = tracing::info_span!("map", map = %c.plan.key).entered();
+            let counts = datapath::copy(&c.carry(), self.dir.path(), j.batch)?;
+            tracing::info!(copied = counts.copied, "copied");
+            j.counts.insert(c.plan.key.clone(), counts);
+        }
+        Ok(())
+    }
+
+    /// Delta passes of every carried map, bounded by the options; then one more of
+    /// each, right before the switch.
+    fn delta(&mut self, j: &mut Journal) -> Result<(), Error> {
+        let carried = self.carried(j, Step::Delta)?;
+        let limits = j.plan.options.delta.limits();
+        for last in [false, true] {
+            for c in &carried {
+                checkpoint(Step::Delta.item_point())?;
+                let _span =
+                    tracing::info_span!("map", map = %c.plan.key, final_pass = last).entered();
+                let carry = c.carry();
+                let n = datapath::delta(&carry, self.dir.path(), (!last).then_some(&limits))?;
+                tracing::info!(carried = n, "delta passes");
+                j.counts.entry(c.plan.key.clone()).or_default().delta += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// The three-way reconcile of every carried map not reconciled yet. Each map's
+    /// marks (the keys done) are pinned under `stage/` while it runs, so a crash in
+    /// the middle is followed by a run that carries on rather than applying a `sum`
+    /// twice; the journal records each map when it is done.
+    fn reconcile(&mut self, j: &mut Journal) -> Result<(), Error> {
+        const STEP: &str = "reconcile";
+        for c in self.carried(j, Step::Reconcile)? {
+            let key = c.plan.key.clone();
+            if j.reconciled.contains(&key) {
+                continue;
+            }
+            checkpoint(Step::Reconcile.item_point())?;
+            let _span = tracing::info_span!("map", map = %key).entered();
+            let fields = datapath::value_fields(&key, &j.plan.models, &j.plan.options.merge_rules)?;
+            let pin = marks_pin(&key);
+            let marks = match self.get(STEP, &pin)? {
+                Some(r) => r,
+                None => {
+                    let max = c.old.geometry().max_entries;
+                    let r = self
+                        .kernel
+                        .create_map(c.new.geometry().key_size, MARK_VALUE_SIZE, max)
+                        .map_err(kerr(STEP, format!("create the marks of {key}")))?;
+                    self.opened.insert(r);
+                    self.kernel
+                        .pin(r, &pin)
+                        .map_err(kerr(STEP, format!("pin {pin}")))?;
+                    r
+                }
             };
-            let counts = datapath::copy(&carry, self.dir.path())?;
-            j.counts.insert(m.key.clone(), counts);
+            let marks_access = self.access(STEP, marks)?;
+            let patcher = self
+                .kernel
+                .patcher(c.new_ref, &key, &fields, marks)
+                .map_err(kerr(STEP, format!("the patcher of {key}")))?;
+            let user = UserPatcher::new(c.new.as_ref(), &key, fields.clone(), false);
+            let patcher: &dyn Patcher = patcher.as_deref().unwrap_or(&user);
+            let carry = c.carry();
+            let report = datapath::reconcile_map(
+                &carry,
+                self.dir.path(),
+                &datapath::Reconcile {
+                    fields: &fields,
+                    patcher,
+                    marks: marks_access.as_ref(),
+                    keep: None,
+                    batch: j.batch,
+                },
+            )?;
+            tracing::info!(
+                added = report.added,
+                changed = report.changed,
+                deleted = report.deleted,
+                kept_new = report.kept_new,
+                resumed = report.resumed,
+                window_us = report.window.as_micros(),
+                "reconciled"
+            );
+            let counts = j.counts.entry(key.clone()).or_default();
+            counts.reconciled += (report.added + report.changed) as u64;
+            counts.deleted += report.deleted as u64;
+            counts.conflicts +=
+                (report.conflicts.new + report.conflicts.sum + report.conflicts.max) as u64;
+            counts.window_us = u64::try_from(report.window.as_micros()).unwrap_or(u64::MAX);
+            j.reconciled.insert(key.clone());
+            self.dir.write_journal(j)?;
+            self.kernel
+                .unpin(&pin)
+                .map_err(kerr(STEP, format!("unpin {pin}")))?;
+        }
+        // Marks of maps recorded done before a crash kept their unpin from running.
+        self.drop_stage_pins(STEP, &marks_pin(""))?;
+        Ok(())
+    }
+
+    /// Removes the merge bases of the maps the upgrade carries.
+    fn remove_bases(&self, j: &Journal) -> Result<(), Error> {
+        for m in j.plan.maps.iter().filter(|m| m.action == MapAction::Copy) {
+            crate::files::remove(&crate::migrate::base_path(self.dir.path(), &m.key))?;
+        }
+        Ok(())
+    }
+
+    /// Removes every pin under `prefix` (a directory of `stage/`).
+    fn drop_stage_pins(&mut self, step: &'static str, prefix: &str) -> Result<(), Error> {
+        let pins: Vec<String> = self
+            .kernel
+            .pins()
+            .map_err(kerr(step, "list pins"))?
+            .into_iter()
+            .filter(|p| p.starts_with(prefix))
+            .collect();
+        for pin in pins {
+            self.kernel
+                .unpin(&pin)
+                .map_err(kerr(step, format!("unpin {pin}")))?;
         }
         Ok(())
     }
@@ -798,6 +959,8 @@ impl<K: Kernel> Engine<K> {
                     .map_err(kerr(STEP, format!("unpin {pin}")))?;
             }
         }
+        self.drop_stage_pins(STEP, "stage/")?;
+        self.remove_bases(j)?;
         // Old objects this process opened are released now, not when it exits.
         for r in std::mem::take(&mut self.opened) {
             if !new.objects().contains(&r) {
@@ -875,6 +1038,7 @@ impl<K: Kernel> Engine<K> {
                 .unpin(&pin)
                 .map_err(kerr(STEP, format!("unpin {pin}")))?;
         }
+        self.remove_bases(j)?;
         checkpoint("rollback:end")?;
         self.dir.remove_journal()?;
         let staged: BTreeSet<ObjRef> = j

@@ -554,6 +554,31 @@ impl Kernel for FakeKernel {
         }
     }
 
+    fn create_map(
+        &mut self,
+        key_size: usize,
+        value_size: usize,
+        max_entries: u32,
+    ) -> Result<ObjRef, KernelError> {
+        let g = Geometry::new(
+            handover_sys::MapType::Hash,
+            key_size,
+            value_size,
+            max_entries,
+            1,
+        );
+        let pid = self.pid;
+        let mut w = self.lock();
+        Ok(w.add(
+            pid,
+            Obj::Map {
+                name: "scratch".into(),
+                map: Arc::new(FakeMap::new(g)),
+            },
+            Kind::Map,
+        ))
+    }
+
     fn alive(&mut self, object: ObjRef) -> bool {
         self.world.exists(object)
     }

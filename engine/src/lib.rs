@@ -36,7 +36,7 @@ pub use fake::{FakeKernel, FakeWorld};
 pub use files::LockWait;
 pub use kernel::{Kernel, KernelError, KernelFacts, Kind, LoadedSet, ObjRef, ObjectSource};
 pub use options::{
-    AttachPoint, Attachment, MergeRule, Options, ProgramTypeOption, SwitchMethod, identity,
+    AttachPoint, Attachment, DeltaBounds, Options, ProgramTypeOption, SwitchMethod, identity,
 };
 pub use plan::{
     AttachAction, AttachPlan, LiveState, MapAction, MapPlan, Plan, ProgramAction, ProgramPlan,
@@ -47,3 +47,4 @@ pub use state::{
     Direction, Journal, LinkRecord, MapCounts, ObjectRecord, Phase, Pinned, Staged, State,
 };
 pub use step::{OTHER_POINTS, ROLLBACK_POINTS, Step, failpoints};
+pub use upstream::MergeRule;
