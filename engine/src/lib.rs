@@ -32,7 +32,7 @@ mod upstream;
 
 pub use engine::{ApplyOptions, Engine, Recovered, Report, TypedMap, Uninstalled, wait_gone};
 pub use error::Error;
-pub use fake::{FakeKernel, FakeWorld};
+pub use fake::{FakeKernel, FakeWorld, Running};
 pub use files::LockWait;
 pub use kernel::{Kernel, KernelError, KernelFacts, Kind, LoadedSet, ObjRef, ObjectSource};
 pub use options::{
