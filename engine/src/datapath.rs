@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::migrate::{
-    Conversion, CopyOptions, DeltaLimits, MapAccess, MergeBase, MigrateError, Patcher,
+    Conversion, CopyOptions, DeltaLimits, Geometry, MapAccess, MergeBase, MigrateError, Patcher,
     ReconcileOptions, ReconcileReport, ValueFields, copy_map, delta_pass, delta_passes, reconcile,
 };
 use crate::state::MapCounts;
@@ -39,22 +39,29 @@ fn data_err(step: Step, key: &str) -> impl FnOnce(MigrateError) -> Error {
     }
 }
 
+/// The conversion of a map of geometry `og` by the planned key and value
+/// conversions (`None`: unchanged).
+pub(crate) fn conversion(
+    og: &Geometry,
+    key_plan: Option<&ConversionPlan>,
+    value_plan: Option<&ConversionPlan>,
+) -> Conversion {
+    let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    Conversion {
+        key: key_plan
+            .cloned()
+            .unwrap_or_else(|| ConversionPlan::identity(size(og.key_size))),
+        value: value_plan
+            .cloned()
+            .unwrap_or_else(|| ConversionPlan::identity(size(og.value_size))),
+        cpus: og.cpus,
+        per_cpu: og.per_cpu(),
+    }
+}
+
 impl Carry<'_> {
     fn conversion(&self) -> Conversion {
-        let og = self.old.geometry();
-        let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        Conversion {
-            key: self
-                .key_plan
-                .cloned()
-                .unwrap_or_else(|| ConversionPlan::identity(size(og.key_size))),
-            value: self
-                .value_plan
-                .cloned()
-                .unwrap_or_else(|| ConversionPlan::identity(size(og.value_size))),
-            cpus: og.cpus,
-            per_cpu: og.per_cpu(),
-        }
+        conversion(&self.old.geometry(), self.key_plan, self.value_plan)
     }
 
     fn base(&self, step: Step, state_dir: &Path) -> Result<MergeBase, Error> {

@@ -31,6 +31,7 @@ use crate::state::{
     Direction, Journal, LinkRecord, MapCounts, Phase, Pinned, Staged, State, StateDir,
 };
 use crate::step::{Step, checkpoint};
+use crate::writer::{MapWriter, Migration, Target as WriterTarget};
 
 /// Choices of [`Engine::apply`] that are not part of the load's identity.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -90,6 +91,8 @@ pub struct Engine<K: Kernel> {
     /// The installed set's maps and programs, held for handles.
     maps: BTreeMap<String, ObjRef>,
     programs: BTreeMap<String, ObjRef>,
+    /// The daemon's dual-write handles, by map key.
+    writers: BTreeMap<String, MapWriter>,
 }
 
 /// A carried map of an upgrade, its live map and its staged replacement open.
@@ -169,6 +172,7 @@ impl<K: Kernel> Engine<K> {
             opened: BTreeSet::new(),
             maps: BTreeMap::new(),
             programs: BTreeMap::new(),
+            writers: BTreeMap::new(),
         }
     }
 
@@ -479,6 +483,7 @@ impl<K: Kernel> Engine<K> {
                         reason: "the preflight was interrupted; it is rolled back".into(),
                     })?;
                     self.preflight(j, objects)?;
+                    self.writers_start_dual(j)?;
                 }
                 Step::Copy => self.copy(j)?,
                 Step::Delta => self.delta(j)?,
@@ -488,7 +493,10 @@ impl<K: Kernel> Engine<K> {
                     .synchronize()
                     .map_err(kerr("synchronize", "barrier"))?,
                 Step::Reconcile => self.reconcile(j)?,
-                Step::Commit => self.commit(j)?,
+                Step::Commit => {
+                    self.commit(j)?;
+                    self.writers_settle(j)?;
+                }
                 Step::Release => self.release(j)?,
             }
             checkpoint(step.end_point())?;
@@ -655,6 +663,91 @@ impl<K: Kernel> Engine<K> {
                 j.counts.entry(c.plan.key.clone()).or_default().delta += n;
             }
         }
+        // Right after the last pass: the daemon's writes, which the passes may have
+        // carried over with the old map's converted entry.
+        for w in self.writers.values() {
+            let n = w.replay()?;
+            tracing::info!(map = w.key(), replayed = n, "daemon writes replayed");
+        }
+        Ok(())
+    }
+
+    /// A dual-write handle to map `key` for the daemon's own writes, in the layout of
+    /// the set `plan` applies; see [`MapWriter`]. Before an upgrade of the map it
+    /// writes the installed map through the reverse conversion; while the upgrade
+    /// runs, both maps; after it, the new map.
+    ///
+    /// # Errors
+    /// Nothing is installed, or the plan creates the map (there is nothing to write
+    /// before its commit).
+    pub fn map_writer(&mut self, plan: &Plan, key: &str) -> Result<MapWriter, Error> {
+        const STEP: &str = "handle";
+        let m = plan.map(key).ok_or_else(|| Error::NoSuch {
+            kind: "map",
+            name: key.to_owned(),
+        })?;
+        let state = self
+            .dir
+            .read_state()?
+            .ok_or_else(|| Error::Stale("nothing is installed: apply the plan first".into()))?;
+        let old_key = m.from.as_deref().unwrap_or(key);
+        let installed = state.maps.get(old_key).ok_or_else(|| Error::NoSuch {
+            kind: "installed map",
+            name: old_key.to_owned(),
+        })?;
+        let r = self
+            .get(STEP, &installed.pin)?
+            .ok_or_else(|| Error::Stale(format!("{} is gone", installed.pin)))?;
+        let old = self.access(STEP, r)?;
+        let target = match (&plan.start, m.action) {
+            (Start::Upgrade { .. }, MapAction::Copy) => {
+                let conversion = datapath::conversion(
+                    &old.geometry(),
+                    m.key_plan.as_ref(),
+                    m.value_plan.as_ref(),
+                );
+                let fields = datapath::value_fields(key, &plan.models, &plan.options.merge_rules)?;
+                WriterTarget::Migrating(Migration::new(old, conversion, fields))
+            }
+            (Start::Upgrade { .. }, MapAction::Create) => {
+                return Err(Error::Options(format!(
+                    "map {key} is created empty by this plan: ask for its writer after the apply"
+                )));
+            }
+            _ => WriterTarget::Map(old),
+        };
+        let w = MapWriter::new(key, target);
+        self.writers.insert(key.to_owned(), w.clone());
+        Ok(w)
+    }
+
+    /// The new maps exist: the writers of carried maps write both.
+    fn writers_start_dual(&mut self, j: &Journal) -> Result<(), Error> {
+        let keys: Vec<(String, MapWriter)> = self
+            .writers
+            .iter()
+            .map(|(k, w)| (k.clone(), w.clone()))
+            .collect();
+        for (key, w) in keys {
+            if let Some(&r) = j.staged.maps.get(&key) {
+                w.start_dual(self.access("preflight", r)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The commit is done: the writers of replaced maps write the new map only.
+    fn writers_settle(&mut self, j: &Journal) -> Result<(), Error> {
+        let keys: Vec<(String, MapWriter)> = self
+            .writers
+            .iter()
+            .map(|(k, w)| (k.clone(), w.clone()))
+            .collect();
+        for (key, w) in keys {
+            if let Some(&r) = j.staged.maps.get(&key) {
+                w.settle(self.access("commit", r)?);
+            }
+        }
         Ok(())
     }
 
@@ -696,6 +789,7 @@ impl<K: Kernel> Engine<K> {
             let user = UserPatcher::new(c.new.as_ref(), &key, fields.clone(), false);
             let patcher: &dyn Patcher = patcher.as_deref().unwrap_or(&user);
             let carry = c.carry();
+            let keep = self.writers.get(&key).map(MapWriter::written_after_replay);
             let report = datapath::reconcile_map(
                 &carry,
                 self.dir.path(),
@@ -703,7 +797,7 @@ impl<K: Kernel> Engine<K> {
                     fields: &fields,
                     patcher,
                     marks: marks_access.as_ref(),
-                    keep: None,
+                    keep: keep.as_ref(),
                     batch: j.batch,
                 },
             )?;
@@ -976,6 +1070,9 @@ impl<K: Kernel> Engine<K> {
     /// aborted: attachments moved back, every staged pin removed, the journal closed.
     fn rollback(&mut self, j: &Journal) -> Result<(), Error> {
         const STEP: &str = "rollback";
+        for w in self.writers.values() {
+            w.abandon();
+        }
         checkpoint("rollback:start")?;
         for a in &j.plan.attachments {
             let AttachAction::Switch(method) = a.action else {

@@ -29,6 +29,7 @@ mod real;
 mod state;
 mod step;
 mod upstream;
+mod writer;
 
 pub use engine::{ApplyOptions, Engine, Recovered, Report, TypedMap, Uninstalled, wait_gone};
 pub use error::Error;
@@ -48,3 +49,4 @@ pub use state::{
 };
 pub use step::{OTHER_POINTS, ROLLBACK_POINTS, Step, failpoints};
 pub use upstream::MergeRule;
+pub use writer::MapWriter;

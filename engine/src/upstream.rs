@@ -3,6 +3,6 @@
 //! pipeline to its own crate changes this file alone.
 
 pub use handover_plan::{
-    ConversionPlan, FieldLoc, FieldMapping, KernelEnv, MapModel, MergeRule, Policy, Side, Verdict,
-    diff_maps, object_model,
+    ConversionPlan, ConvertError, FieldLoc, FieldMapping, KernelEnv, MapModel, MergeRule, Policy,
+    Side, Verdict, diff_maps, object_model, reverse,
 };
