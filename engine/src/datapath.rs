@@ -173,6 +173,7 @@ pub(crate) struct Reconcile<'a> {
     pub(crate) fields: &'a ValueFields,
     pub(crate) patcher: &'a dyn Patcher,
     pub(crate) marks: &'a dyn MapAccess,
+    pub(crate) tombstones: Option<&'a dyn MapAccess>,
     pub(crate) keep: Option<&'a HashSet<Vec<u8>>>,
     pub(crate) batch: Option<usize>,
 }
@@ -186,6 +187,7 @@ pub(crate) fn reconcile_map(
     let base = c.base(Step::Reconcile, state_dir)?;
     let options = ReconcileOptions {
         marks: Some(r.marks),
+        tombstones: r.tombstones,
         keep: r.keep,
         chunk: r.batch.unwrap_or(0),
         batch_point: Step::Reconcile.batch_point(),

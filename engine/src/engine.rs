@@ -790,6 +790,22 @@ impl<K: Kernel> Engine<K> {
             let patcher: &dyn Patcher = patcher.as_deref().unwrap_or(&user);
             let carry = c.carry();
             let keep = self.writers.get(&key).map(MapWriter::written_after_replay);
+            let tombstones = match j.plan.options.tombstones.get(&key) {
+                Some(t) => {
+                    let pin = plan::map_pin(t);
+                    let r = match j.staged.maps.get(t) {
+                        Some(&r) => self.staged(STEP, &pin, r)?,
+                        // Reused from the installed set.
+                        None => self.get(STEP, &pin)?.ok_or_else(|| {
+                            Error::Options(format!(
+                                "the tombstone map {t} of {key} is not a map of the set"
+                            ))
+                        })?,
+                    };
+                    Some(self.access(STEP, r)?)
+                }
+                None => None,
+            };
             let report = datapath::reconcile_map(
                 &carry,
                 self.dir.path(),
@@ -797,6 +813,7 @@ impl<K: Kernel> Engine<K> {
                     fields: &fields,
                     patcher,
                     marks: marks_access.as_ref(),
+                    tombstones: tombstones.as_deref(),
                     keep: keep.as_ref(),
                     batch: j.batch,
                 },

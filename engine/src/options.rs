@@ -122,6 +122,12 @@ pub struct Options {
     /// Where the programs attach.
     #[serde(default)]
     pub attachments: Vec<Attachment>,
+    /// Tombstone maps of the new set by the carried map they serve (`conns` →
+    /// `conns_tombstones`): the new programs write every key they delete from the
+    /// carried map into its tombstone map (see the reconcile's contract), which makes
+    /// the reconcile exact for entries the old programs created late.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tombstones: BTreeMap<String, String>,
     /// Bounds of the delta passes before the switch (left out of the options' JSON,
     /// and so of the identity, when they are the defaults).
     #[serde(default, skip_serializing_if = "DeltaBounds::is_default")]
