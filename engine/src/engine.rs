@@ -707,7 +707,7 @@ impl<K: Kernel> Engine<K> {
                     m.value_plan.as_ref(),
                 );
                 let fields = datapath::value_fields(key, &plan.models, &plan.options.merge_rules)?;
-                WriterTarget::Migrating(Migration::new(old, conversion, fields))
+                WriterTarget::Migrating(Box::new(Migration::new(old, conversion, fields)))
             }
             (Start::Upgrade { .. }, MapAction::Create) => {
                 return Err(Error::Options(format!(

@@ -71,7 +71,7 @@ pub(crate) enum Target {
     /// One map, in the writer's layout.
     Map(Arc<dyn MapAccess>),
     /// A migration runs.
-    Migrating(Migration),
+    Migrating(Box<Migration>),
 }
 
 impl std::fmt::Debug for Target {

@@ -96,7 +96,7 @@ fn connect(model: &Mutex<Model>, v1: u32, r: &Running) {
         if !old {
             return;
         }
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             m.connects.remove(&i);
             backends.with_entries(|e| e.remove(&key));
             return;

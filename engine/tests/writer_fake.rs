@@ -75,7 +75,7 @@ fn daemon_writes_during_an_upgrade_are_in_the_new_map_converted() {
             };
             n += 1;
             let i = (n * 7) % (ENTRIES + 50);
-            if n % 5 == 0 {
+            if n.is_multiple_of(5) {
                 writer.remove(&key(i)).unwrap();
                 last.lock().unwrap().insert(i, None);
             } else {

@@ -30,12 +30,35 @@
 //! which the new programs write, on every delete during an upgrade, the deleted key
 //! (new key layout) with any value; a key found there is not added back.
 //!
+//! # Running again
+//! A reconcile killed in its middle is run again from the start (the engine's
+//! roll-forward). Deletes and adds with `BPF_NOEXIST` are idempotent by themselves;
+//! a `sum` delta is not, so every key patched or added is recorded in a marks map
+//! ([`ReconcileOptions::marks`]), pinned by the engine while the map's reconcile runs,
+//! and a key marked done is skipped on the next run:
+//!
+//! - the in-kernel patcher writes the mark from its program, in the same run as the
+//!   atomic adds ([`Patcher::marks_done`]): a killed process has both or neither;
+//! - a patch from user space is marked *patching* with the digest of the entry before
+//!   it, applied, then marked done; a next run that finds the mark and the entry
+//!   changed takes the patch as applied (exact unless the new programs changed the
+//!   entry in the microseconds between the mark and the patch);
+//! - an add is marked *adding*, made, then marked done; a next run that finds the
+//!   mark and the entry takes the add as made.
+//!
+//! The engine journals each map whose reconcile is done, so a next run starts at the
+//! first map not done.
+//!
 //! Contract for BPF writers of the tombstone map: a hash (or LRU hash) map whose key is
 //! the new map's key; on every `bpf_map_delete_elem` on the carried map, also
 //! `bpf_map_update_elem(&tombstones, key, &one, BPF_ANY)`; an insertion of the key
 //! later deletes the tombstone (`bpf_map_delete_elem(&tombstones, key)`), so an entry
-//! re-created by the new programs is not mistaken for a deleted one. The engine
-//! creates and removes the map around the upgrade.
+//! re-created by the new programs is not mistaken for a deleted one. Write the
+//! tombstone *before* the delete, so that the reconcile never sees the entry gone
+//! without its tombstone. The map belongs to the new object (an LRU hash keeps it
+//! bounded, as its entries matter only during the next upgrade's reconcile); the
+//! engine is told which map it is by `Options::tombstones` (carried map to tombstone
+//! map), and programs/engine_load_v2.c follows the contract.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
