@@ -63,6 +63,40 @@ pub(crate) enum Command {
         "  4  every entry is carried, but some field values are dropped",
     ))]
     Diff(DiffArgs),
+    /// Runs the mesh demo: a Kmesh-like dataplane and its daemon restarted, killed,
+    /// upgraded and uninstalled under live traffic, in a private bpffs, cgroup and
+    /// network namespace (needs root).
+    #[command(
+        after_help = "Examples:\n  handover demo\n  handover demo --json --rate 500 --phase-ms 5000"
+    )]
+    Demo(DemoArgs),
+    /// The demo's daemon (meshd with an embedded dataplane version).
+    #[command(name = "__demo-meshd", hide = true)]
+    DemoMeshd {
+        #[arg(long)]
+        version: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+    /// The demo's clients and backends (the traffic harness on stdin and stdout).
+    #[command(name = "__demo-traffic", hide = true)]
+    DemoTraffic {
+        #[arg(long)]
+        cgroup: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Prints the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Connects per second the clients aim at.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub rate: u32,
+    /// How long each phase runs after its action, in milliseconds.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(200..=600_000))]
+    pub phase_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -287,7 +321,8 @@ mod tests {
         let mut stack = vec![cmd];
         while let Some(mut c) = stack.pop() {
             let leaf = c.get_subcommands().next().is_none();
-            if leaf && c.get_name() != "help" {
+            // Hidden commands are the roles `handover demo` re-executes itself in.
+            if leaf && c.get_name() != "help" && !c.is_hide_set() {
                 let help = c.render_long_help().to_string();
                 assert!(
                     help.contains("Examples:\n  handover "),

@@ -6,6 +6,7 @@
 
 mod cli;
 mod cmd_btf;
+mod cmd_demo;
 mod cmd_diff;
 mod cmd_inspect;
 mod cmd_snapshot;
@@ -55,6 +56,9 @@ fn main() -> ExitCode {
         cli::Command::Inspect(args) => ("inspect", cmd_inspect::run(&args)),
         cli::Command::Snapshot(args) => ("snapshot", cmd_snapshot::run(&args)),
         cli::Command::Diff(args) => ("diff", cmd_diff::run(&args)),
+        cli::Command::Demo(args) => ("demo", cmd_demo::run(&args)),
+        cli::Command::DemoMeshd { version, rest } => return cmd_demo::meshd(&version, &rest),
+        cli::Command::DemoTraffic { cgroup } => ("__demo-traffic", cmd_demo::traffic(&cgroup)),
     };
     match result {
         Ok(code) => code,
