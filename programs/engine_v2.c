@@ -1,6 +1,7 @@
 // The upgrade engine's fixture, version 2 (programs/build/engine_v2.o); version 1 is
 // programs/engine_v1.c. As version 1, with a wider backend value: a flags field and
-// the port widened to 64 bits (a `migrate` of `backends`). A cgroup connect4 program counts connects per destination
+// the port widened to 64 bits (a `migrate` of `backends`); the counter is declared a
+// `sum` for the reconcile (the connects both versions count add up). A cgroup connect4 program counts connects per destination
 // address in `backends` and keeps per-port entries in `conns`: it inserts the entry of
 // an even destination port and deletes the entry of the port below an odd one.
 #include <linux/bpf.h>
@@ -10,7 +11,7 @@
 char LICENSE[] SEC("license") = "GPL";
 
 struct backend {
-	__u64 connects;
+	__u64 connects __attribute__((btf_decl_tag("handover:merge:sum")));
 	__u32 flags;
 	__u64 last_port;
 };

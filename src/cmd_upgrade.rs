@@ -82,7 +82,14 @@ fn apply(
         });
     }
     engine
-        .apply(plan, objects, ApplyOptions { allow_state_loss })
+        .apply(
+            plan,
+            objects,
+            ApplyOptions {
+                allow_state_loss,
+                ..ApplyOptions::default()
+            },
+        )
         .map_err(|e| engine_failure(&e))
 }
 

@@ -295,6 +295,7 @@ pub(crate) fn options(objects: &[ObjectSource], args: &LoadArgs) -> Result<Optio
         merge_rules: args.merge.iter().cloned().collect(),
         attachments,
         layouts,
+        ..Options::default()
     })
 }
 

@@ -20,10 +20,11 @@ use crate::datapath::{self, Carry};
 use crate::error::Error;
 use crate::files::{LockWait, StateLock};
 use crate::kernel::{Kernel, KernelError, ObjRef, ObjectSource};
-use crate::migrate::MapAccess;
+use crate::migrate::{MARK_VALUE_SIZE, MapAccess, Patcher, UserPatcher};
 use crate::options::{Options, SwitchMethod, identity};
 use crate::plan::{
-    self, AttachAction, LiveState, MapAction, Plan, PlanInput, ProgramAction, Start, staged_pin,
+    self, AttachAction, LiveState, MapAction, MapPlan, Plan, PlanInput, ProgramAction, Start,
+    staged_pin,
 };
 use crate::progress::{ProgressFn, Reporter, Watched};
 use crate::real::RealKernel;
@@ -31,12 +32,16 @@ use crate::state::{
     Direction, Journal, LinkRecord, MapCounts, Phase, Pinned, Staged, State, StateDir,
 };
 use crate::step::{Step, checkpoint};
+use crate::writer::{MapWriter, Migration, Target as WriterTarget};
 
 /// Choices of [`Engine::apply`] that are not part of the load's identity.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ApplyOptions {
     /// Accept a plan that loses entries (a `recreate` of a map holding state).
     pub allow_state_loss: bool,
+    /// Entries per batch of the copy and the reconcile (`None`: the data path's
+    /// default); kept in the journal, so a recovery runs with the same.
+    pub batch: Option<usize>,
 }
 
 /// What recovery did with an interrupted upgrade.
@@ -87,8 +92,35 @@ pub struct Engine<K: Kernel> {
     /// The installed set's maps and programs, held for handles.
     maps: BTreeMap<String, ObjRef>,
     programs: BTreeMap<String, ObjRef>,
+    /// The daemon's dual-write handles, by map key.
+    writers: BTreeMap<String, MapWriter>,
     /// Where the copy step reports how far it is.
     progress: Reporter,
+}
+
+/// A carried map of an upgrade, its live map and its staged replacement open.
+struct Carried {
+    plan: MapPlan,
+    old: Arc<dyn MapAccess>,
+    new: Arc<dyn MapAccess>,
+    new_ref: ObjRef,
+}
+
+impl Carried {
+    fn carry(&self) -> Carry<'_> {
+        Carry {
+            key: &self.plan.key,
+            old: Arc::clone(&self.old),
+            new: Arc::clone(&self.new),
+            key_plan: self.plan.key_plan.as_ref(),
+            value_plan: self.plan.value_plan.as_ref(),
+        }
+    }
+}
+
+/// The pin of the reconcile's marks of map `key` (all of them: `key` empty).
+fn marks_pin(key: &str) -> String {
+    staged_pin(&format!("reconcile/{}", plan::pin_name(key)))
 }
 
 fn kerr(step: &'static str, what: impl Into<String>) -> impl FnOnce(KernelError) -> Error {
@@ -143,6 +175,7 @@ impl<K: Kernel> Engine<K> {
             opened: BTreeSet::new(),
             maps: BTreeMap::new(),
             programs: BTreeMap::new(),
+            writers: BTreeMap::new(),
             progress: Reporter::default(),
         }
     }
@@ -299,58 +332,14 @@ impl<K: Kernel> Engine<K> {
         } else {
             state.as_ref()
         };
-        let mut plan = plan::compute(PlanInput {
+        plan::compute(PlanInput {
             objects,
             options,
             state: trusted,
             stale,
             live,
             facts,
-        })?;
-        if let Some(state) = trusted {
-            self.count_shrinks(&mut plan, state)?;
-        }
-        Ok(plan)
-    }
-
-    /// A shrink loses entries only when the live map holds more than the new
-    /// capacity: its live entries are counted, and a shrink that fits is planned as
-    /// losing nothing (the preflight counts again before anything changes).
-    fn count_shrinks(&mut self, plan: &mut Plan, state: &State) -> Result<(), Error> {
-        const STEP: &str = "plan";
-        for m in plan
-            .maps
-            .iter_mut()
-            .filter(|m| m.verdict == Some(crate::upstream::Verdict::Shrink) && m.loses_entries)
-        {
-            let old_key = m.from.as_deref().unwrap_or(&m.key);
-            let Some(old) = state.maps.get(old_key) else {
-                continue;
-            };
-            let Some(r) = self.get(STEP, &old.pin)? else {
-                continue;
-            };
-            let live = self
-                .access(STEP, r)?
-                .count_entries()
-                .map_err(|e| Error::Data {
-                    step: STEP,
-                    map: old_key.to_owned(),
-                    reason: e.to_string(),
-                })?;
-            if live <= m.max_entries as usize {
-                m.loses_entries = false;
-                m.notes.push(
-                    "the live entries fit the new capacity (counted again when executed)".into(),
-                );
-            } else {
-                m.notes.push(format!(
-                    "the live map holds more entries than the new capacity {}",
-                    m.max_entries
-                ));
-            }
-        }
-        Ok(())
+        })
     }
 
     /// Executes `plan`, computed by [`Engine::plan`] for these `objects`: installs,
@@ -426,6 +415,8 @@ impl<K: Kernel> Engine<K> {
             direction: Direction::Forward,
             counts: BTreeMap::new(),
             switch_window_ns: None,
+            reconciled: BTreeSet::new(),
+            batch: options.batch,
         };
         // Write-ahead: the journal exists before the first object does.
         self.dir.write_journal(&j)?;
@@ -490,6 +481,8 @@ impl<K: Kernel> Engine<K> {
             if j.done(step) {
                 continue;
             }
+            let span = tracing::info_span!("step", step = step.name(), tx = %j.tx);
+            let _entered = span.enter();
             if !j.started(step) {
                 self.record(j, step, Phase::Started)?;
             }
@@ -500,16 +493,20 @@ impl<K: Kernel> Engine<K> {
                         reason: "the preflight was interrupted; it is rolled back".into(),
                     })?;
                     self.preflight(j, objects)?;
+                    self.writers_start_dual(j)?;
                 }
                 Step::Copy => self.copy(j)?,
-                Step::Delta => {}
+                Step::Delta => self.delta(j)?,
                 Step::Switch => self.switch(j)?,
                 Step::Synchronize => self
                     .kernel
                     .synchronize()
                     .map_err(kerr("synchronize", "barrier"))?,
-                Step::Reconcile => {}
-                Step::Commit => self.commit(j)?,
+                Step::Reconcile => self.reconcile(j)?,
+                Step::Commit => {
+                    self.commit(j)?;
+                    self.writers_settle(j)?;
+                }
                 Step::Release => self.release(j)?,
             }
             checkpoint(step.end_point())?;
@@ -622,11 +619,12 @@ impl<K: Kernel> Engine<K> {
         }
     }
 
-    fn copy(&mut self, j: &mut Journal) -> Result<(), Error> {
-        const STEP: &str = "copy";
-        let plan = j.plan.clone();
-        for m in plan.maps.iter().filter(|m| m.action == MapAction::Copy) {
-            checkpoint(Step::Copy.item_point())?;
+    /// The maps an upgrade carries, each with its live map and its staged
+    /// replacement opened.
+    fn carried(&mut self, j: &Journal, step: Step) -> Result<Vec<Carried>, Error> {
+        let name = step.name();
+        let mut out = Vec::new();
+        for m in j.plan.maps.iter().filter(|m| m.action == MapAction::Copy) {
             let old_key = m.from.as_deref().unwrap_or(&m.key);
             let Some(old) = j.old.as_ref().and_then(|s| s.maps.get(old_key)).cloned() else {
                 continue;
@@ -635,29 +633,260 @@ impl<K: Kernel> Engine<K> {
                 continue;
             };
             let old_r = self
-                .get(STEP, &old.pin)?
+                .get(name, &old.pin)?
                 .ok_or_else(|| Error::Stale(format!("{} is gone", old.pin)))?;
-            let new_r = self.staged(STEP, &m.pin, new)?;
-            let old_access = self.access(STEP, old_r)?;
+            let new_r = self.staged(name, &m.pin, new)?;
+            out.push(Carried {
+                plan: m.clone(),
+                old: self.access(name, old_r)?,
+                new: self.access(name, new_r)?,
+                new_ref: new_r,
+            });
+        }
+        Ok(out)
+    }
+
+    fn copy(&mut self, j: &mut Journal) -> Result<(), Error> {
+        for c in self.carried(j, Step::Copy)? {
+            checkpoint(Step::Copy.item_point())?;
+            let _span = tracing::info_span!("map", map = %c.plan.key).entered();
             let watched = self
                 .progress
                 .0
                 .clone()
-                .map(|report| Arc::new(Watched::new(&m.key, old_access.clone(), report)));
-            let carry = Carry {
-                key: &m.key,
-                old: watched
-                    .clone()
-                    .map_or(old_access, |w| w as Arc<dyn MapAccess>),
-                new: self.access(STEP, new_r)?,
-                key_plan: m.key_plan.as_ref(),
-                value_plan: m.value_plan.as_ref(),
-            };
-            let counts = datapath::copy(&carry, self.dir.path())?;
+                .map(|report| Arc::new(Watched::new(&c.plan.key, Arc::clone(&c.old), report)));
+            let mut carry = c.carry();
+            if let Some(w) = &watched {
+                carry.old = Arc::clone(w) as Arc<dyn MapAccess>;
+            }
+            let counts = datapath::copy(&carry, self.dir.path(), j.batch)?;
             if let Some(w) = watched {
                 w.finish();
             }
-            j.counts.insert(m.key.clone(), counts);
+            tracing::info!(copied = counts.copied, "copied");
+            j.counts.insert(c.plan.key.clone(), counts);
+        }
+        Ok(())
+    }
+
+    /// Delta passes of every carried map, bounded by the options; then one more of
+    /// each, right before the switch.
+    fn delta(&mut self, j: &mut Journal) -> Result<(), Error> {
+        let carried = self.carried(j, Step::Delta)?;
+        let limits = j.plan.options.delta.limits();
+        for last in [false, true] {
+            for c in &carried {
+                checkpoint(Step::Delta.item_point())?;
+                let _span =
+                    tracing::info_span!("map", map = %c.plan.key, final_pass = last).entered();
+                let carry = c.carry();
+                let n = datapath::delta(&carry, self.dir.path(), (!last).then_some(&limits))?;
+                tracing::info!(carried = n, "delta passes");
+                j.counts.entry(c.plan.key.clone()).or_default().delta += n;
+            }
+        }
+        // Right after the last pass: the daemon's writes, which the passes may have
+        // carried over with the old map's converted entry.
+        for w in self.writers.values() {
+            let n = w.replay()?;
+            tracing::info!(map = w.key(), replayed = n, "daemon writes replayed");
+        }
+        Ok(())
+    }
+
+    /// A dual-write handle to map `key` for the daemon's own writes, in the layout of
+    /// the set `plan` applies; see [`MapWriter`]. Before an upgrade of the map it
+    /// writes the installed map through the reverse conversion; while the upgrade
+    /// runs, both maps; after it, the new map.
+    ///
+    /// # Errors
+    /// Nothing is installed, or the plan creates the map (there is nothing to write
+    /// before its commit).
+    pub fn map_writer(&mut self, plan: &Plan, key: &str) -> Result<MapWriter, Error> {
+        const STEP: &str = "handle";
+        let m = plan.map(key).ok_or_else(|| Error::NoSuch {
+            kind: "map",
+            name: key.to_owned(),
+        })?;
+        let state = self
+            .dir
+            .read_state()?
+            .ok_or_else(|| Error::Stale("nothing is installed: apply the plan first".into()))?;
+        let old_key = m.from.as_deref().unwrap_or(key);
+        let installed = state.maps.get(old_key).ok_or_else(|| Error::NoSuch {
+            kind: "installed map",
+            name: old_key.to_owned(),
+        })?;
+        let r = self
+            .get(STEP, &installed.pin)?
+            .ok_or_else(|| Error::Stale(format!("{} is gone", installed.pin)))?;
+        let old = self.access(STEP, r)?;
+        let target = match (&plan.start, m.action) {
+            (Start::Upgrade { .. }, MapAction::Copy) => {
+                let conversion = datapath::conversion(
+                    &old.geometry(),
+                    m.key_plan.as_ref(),
+                    m.value_plan.as_ref(),
+                );
+                let fields = datapath::value_fields(key, &plan.models, &plan.options.merge_rules)?;
+                WriterTarget::Migrating(Box::new(Migration::new(old, conversion, fields)))
+            }
+            (Start::Upgrade { .. }, MapAction::Create) => {
+                return Err(Error::Options(format!(
+                    "map {key} is created empty by this plan: ask for its writer after the apply"
+                )));
+            }
+            _ => WriterTarget::Map(old),
+        };
+        let w = MapWriter::new(key, target);
+        self.writers.insert(key.to_owned(), w.clone());
+        Ok(w)
+    }
+
+    /// The new maps exist: the writers of carried maps write both.
+    fn writers_start_dual(&mut self, j: &Journal) -> Result<(), Error> {
+        let keys: Vec<(String, MapWriter)> = self
+            .writers
+            .iter()
+            .map(|(k, w)| (k.clone(), w.clone()))
+            .collect();
+        for (key, w) in keys {
+            if let Some(&r) = j.staged.maps.get(&key) {
+                w.start_dual(self.access("preflight", r)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The commit is done: the writers of replaced maps write the new map only.
+    fn writers_settle(&mut self, j: &Journal) -> Result<(), Error> {
+        let keys: Vec<(String, MapWriter)> = self
+            .writers
+            .iter()
+            .map(|(k, w)| (k.clone(), w.clone()))
+            .collect();
+        for (key, w) in keys {
+            if let Some(&r) = j.staged.maps.get(&key) {
+                w.settle(self.access("commit", r)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The three-way reconcile of every carried map not reconciled yet. Each map's
+    /// marks (the keys done) are pinned under `stage/` while it runs, so a crash in
+    /// the middle is followed by a run that carries on rather than applying a `sum`
+    /// twice; the journal records each map when it is done.
+    fn reconcile(&mut self, j: &mut Journal) -> Result<(), Error> {
+        const STEP: &str = "reconcile";
+        for c in self.carried(j, Step::Reconcile)? {
+            let key = c.plan.key.clone();
+            if j.reconciled.contains(&key) {
+                continue;
+            }
+            checkpoint(Step::Reconcile.item_point())?;
+            let _span = tracing::info_span!("map", map = %key).entered();
+            let fields = datapath::value_fields(&key, &j.plan.models, &j.plan.options.merge_rules)?;
+            let pin = marks_pin(&key);
+            let marks = match self.get(STEP, &pin)? {
+                Some(r) => r,
+                None => {
+                    let max = c.old.geometry().max_entries;
+                    let r = self
+                        .kernel
+                        .create_map(c.new.geometry().key_size, MARK_VALUE_SIZE, max)
+                        .map_err(kerr(STEP, format!("create the marks of {key}")))?;
+                    self.opened.insert(r);
+                    self.kernel
+                        .pin(r, &pin)
+                        .map_err(kerr(STEP, format!("pin {pin}")))?;
+                    r
+                }
+            };
+            let marks_access = self.access(STEP, marks)?;
+            let patcher = self
+                .kernel
+                .patcher(c.new_ref, &key, &fields, marks)
+                .map_err(kerr(STEP, format!("the patcher of {key}")))?;
+            let user = UserPatcher::new(c.new.as_ref(), &key, fields.clone(), false);
+            let patcher: &dyn Patcher = patcher.as_deref().unwrap_or(&user);
+            let carry = c.carry();
+            let keep = self.writers.get(&key).map(MapWriter::written_after_replay);
+            let tombstones = match j.plan.options.tombstones.get(&key) {
+                Some(t) => {
+                    let pin = plan::map_pin(t);
+                    let r = match j.staged.maps.get(t) {
+                        Some(&r) => self.staged(STEP, &pin, r)?,
+                        // Reused from the installed set.
+                        None => self.get(STEP, &pin)?.ok_or_else(|| {
+                            Error::Options(format!(
+                                "the tombstone map {t} of {key} is not a map of the set"
+                            ))
+                        })?,
+                    };
+                    Some(self.access(STEP, r)?)
+                }
+                None => None,
+            };
+            let report = datapath::reconcile_map(
+                &carry,
+                self.dir.path(),
+                &datapath::Reconcile {
+                    fields: &fields,
+                    patcher,
+                    marks: marks_access.as_ref(),
+                    tombstones: tombstones.as_deref(),
+                    keep: keep.as_ref(),
+                    batch: j.batch,
+                },
+            )?;
+            tracing::info!(
+                added = report.added,
+                changed = report.changed,
+                deleted = report.deleted,
+                kept_new = report.kept_new,
+                resumed = report.resumed,
+                window_us = report.window.as_micros(),
+                "reconciled"
+            );
+            let counts = j.counts.entry(key.clone()).or_default();
+            counts.reconciled += (report.added + report.changed) as u64;
+            counts.deleted += report.deleted as u64;
+            counts.conflicts +=
+                (report.conflicts.new + report.conflicts.sum + report.conflicts.max) as u64;
+            counts.window_us = u64::try_from(report.window.as_micros()).unwrap_or(u64::MAX);
+            j.reconciled.insert(key.clone());
+            self.dir.write_journal(j)?;
+            self.kernel
+                .unpin(&pin)
+                .map_err(kerr(STEP, format!("unpin {pin}")))?;
+        }
+        // Marks of maps recorded done before a crash kept their unpin from running.
+        self.drop_stage_pins(STEP, &marks_pin(""))?;
+        Ok(())
+    }
+
+    /// Removes the merge bases of the maps the upgrade carries.
+    fn remove_bases(&self, j: &Journal) -> Result<(), Error> {
+        for m in j.plan.maps.iter().filter(|m| m.action == MapAction::Copy) {
+            crate::files::remove(&crate::migrate::base_path(self.dir.path(), &m.key))?;
+        }
+        Ok(())
+    }
+
+    /// Removes every pin under `prefix` (a directory of `stage/`).
+    fn drop_stage_pins(&mut self, step: &'static str, prefix: &str) -> Result<(), Error> {
+        let pins: Vec<String> = self
+            .kernel
+            .pins()
+            .map_err(kerr(step, "list pins"))?
+            .into_iter()
+            .filter(|p| p.starts_with(prefix))
+            .collect();
+        for pin in pins {
+            self.kernel
+                .unpin(&pin)
+                .map_err(kerr(step, format!("unpin {pin}")))?;
         }
         Ok(())
     }
@@ -863,6 +1092,8 @@ impl<K: Kernel> Engine<K> {
                     .map_err(kerr(STEP, format!("unpin {pin}")))?;
             }
         }
+        self.drop_stage_pins(STEP, "stage/")?;
+        self.remove_bases(j)?;
         // Old objects this process opened are released now, not when it exits.
         for r in std::mem::take(&mut self.opened) {
             if !new.objects().contains(&r) {
@@ -878,6 +1109,9 @@ impl<K: Kernel> Engine<K> {
     /// aborted: attachments moved back, every staged pin removed, the journal closed.
     fn rollback(&mut self, j: &Journal) -> Result<(), Error> {
         const STEP: &str = "rollback";
+        for w in self.writers.values() {
+            w.abandon();
+        }
         checkpoint("rollback:start")?;
         for a in &j.plan.attachments {
             let AttachAction::Switch(method) = a.action else {
@@ -940,6 +1174,7 @@ impl<K: Kernel> Engine<K> {
                 .unpin(&pin)
                 .map_err(kerr(STEP, format!("unpin {pin}")))?;
         }
+        self.remove_bases(j)?;
         checkpoint("rollback:end")?;
         self.dir.remove_journal()?;
         let staged: BTreeSet<ObjRef> = j

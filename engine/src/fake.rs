@@ -91,6 +91,31 @@ impl World {
 #[derive(Debug, Clone, Default)]
 pub struct FakeWorld {
     inner: Arc<Mutex<World>>,
+    traffic: Traffic,
+}
+
+/// A program of the machine running on traffic: called by [`FakeWorld::set_traffic`]'s
+/// function once per attached program, each time the engine calls into the kernel.
+#[derive(Debug)]
+pub struct Running {
+    /// The program.
+    pub program: ObjRef,
+    /// Its name.
+    pub name: String,
+    /// The maps it uses, by name.
+    pub maps: BTreeMap<String, Arc<FakeMap>>,
+}
+
+type TrafficFn = Box<dyn FnMut(&Running) + Send>;
+
+/// The traffic of a machine: what its attached programs do.
+#[derive(Clone, Default)]
+struct Traffic(Arc<Mutex<Option<TrafficFn>>>);
+
+impl std::fmt::Debug for Traffic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Traffic")
+    }
 }
 
 impl FakeWorld {
@@ -162,6 +187,7 @@ impl FakeWorld {
         copy.collect();
         FakeWorld {
             inner: Arc::new(Mutex::new(copy)),
+            traffic: Traffic::default(),
         }
     }
 
@@ -267,6 +293,58 @@ impl FakeWorld {
         w.collect();
     }
 
+    /// Makes the attached programs run: before each call the engine makes into the
+    /// kernel, `f` is called once for every program a live link runs, with its maps,
+    /// as traffic through the hooks would run them. A [`FakeWorld::crashed_copy`] has
+    /// no traffic.
+    pub fn set_traffic(&self, f: impl FnMut(&Running) + Send + 'static) {
+        *self
+            .traffic
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Box::new(f));
+    }
+
+    /// Runs every attached program once ([`FakeWorld::set_traffic`]).
+    pub fn tick(&self) {
+        let running: Vec<Running> = {
+            let w = self.lock();
+            w.objects
+                .values()
+                .filter_map(|o| match o {
+                    Obj::Link { prog: Some(p), .. } => Some(*p),
+                    _ => None,
+                })
+                .filter_map(|p| match w.objects.get(&p) {
+                    Some(Obj::Prog { name, refs }) => Some(Running {
+                        program: p,
+                        name: name.clone(),
+                        maps: refs
+                            .iter()
+                            .filter_map(|r| match w.objects.get(r) {
+                                Some(Obj::Map { name, map }) => {
+                                    Some((name.clone(), Arc::clone(map)))
+                                }
+                                _ => None,
+                            })
+                            .collect(),
+                    }),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut traffic = self
+            .traffic
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = traffic.as_mut() {
+            for r in &running {
+                f(r);
+            }
+        }
+    }
+
     /// How many synchronize barriers ran.
     #[must_use]
     pub fn barriers(&self) -> usize {
@@ -347,6 +425,7 @@ impl Kernel for FakeKernel {
         options: &Options,
         reuse: &BTreeMap<String, ObjRef>,
     ) -> Result<LoadedSet, KernelError> {
+        self.world.tick();
         let parsed: Vec<(&ObjectSource, Object<'_>)> = objects
             .iter()
             .map(|o| parse(o, options).map(|p| (o, p)))
@@ -424,6 +503,7 @@ impl Kernel for FakeKernel {
     }
 
     fn get(&mut self, path: &str) -> Result<Option<ObjRef>, KernelError> {
+        self.world.tick();
         let mut w = self.lock();
         let Some(r) = w.pins.get(path).copied() else {
             return Ok(None);
@@ -433,6 +513,7 @@ impl Kernel for FakeKernel {
     }
 
     fn pin(&mut self, object: ObjRef, path: &str) -> Result<(), KernelError> {
+        self.world.tick();
         let mut w = self.lock();
         w.held(self.pid, object)?;
         if w.pins.contains_key(path) {
@@ -445,6 +526,7 @@ impl Kernel for FakeKernel {
     }
 
     fn exchange(&mut self, object: ObjRef, path: &str) -> Result<(), KernelError> {
+        self.world.tick();
         let mut w = self.lock();
         w.held(self.pid, object)?;
         if let Some(old) = w.pins.insert(path.to_owned(), object) {
@@ -454,6 +536,7 @@ impl Kernel for FakeKernel {
     }
 
     fn drop_rollback(&mut self, path: &str) -> Result<(), KernelError> {
+        self.world.tick();
         let mut w = self.lock();
         w.pins.remove(&format!("{path}{ROLLBACK_SUFFIX}"));
         w.collect();
@@ -461,6 +544,7 @@ impl Kernel for FakeKernel {
     }
 
     fn unpin(&mut self, path: &str) -> Result<bool, KernelError> {
+        self.world.tick();
         let mut w = self.lock();
         let had = w.pins.remove(path).is_some();
         w.pins.remove(&format!("{path}{ROLLBACK_SUFFIX}"));
@@ -473,6 +557,7 @@ impl Kernel for FakeKernel {
     }
 
     fn attach(&mut self, program: ObjRef, point: &AttachPoint) -> Result<ObjRef, KernelError> {
+        self.world.tick();
         let mut w = self.lock();
         w.held(self.pid, program)?;
         if w.refuse_attach {
@@ -492,6 +577,7 @@ impl Kernel for FakeKernel {
     }
 
     fn link_program(&mut self, link: ObjRef) -> Result<Option<u32>, KernelError> {
+        self.world.tick();
         let w = self.lock();
         w.held(self.pid, link)?;
         match w.objects.get(&link) {
@@ -508,6 +594,7 @@ impl Kernel for FakeKernel {
         new: ObjRef,
         expected: ObjRef,
     ) -> Result<(), KernelError> {
+        self.world.tick();
         let mut w = self.lock();
         w.held(self.pid, link)?;
         w.held(self.pid, new)?;
@@ -529,6 +616,7 @@ impl Kernel for FakeKernel {
     }
 
     fn detach(&mut self, link: ObjRef) -> Result<(), KernelError> {
+        self.world.tick();
         let mut w = self.lock();
         w.held(self.pid, link)?;
         if let Some(Obj::Link { prog, .. }) = w.objects.get_mut(&link) {
@@ -539,11 +627,13 @@ impl Kernel for FakeKernel {
     }
 
     fn synchronize(&mut self) -> Result<(), KernelError> {
+        self.world.tick();
         self.lock().barriers += 1;
         Ok(())
     }
 
     fn map_access(&mut self, map: ObjRef) -> Result<Arc<dyn MapAccess>, KernelError> {
+        self.world.tick();
         let w = self.lock();
         w.held(self.pid, map)?;
         match w.objects.get(&map) {
@@ -552,6 +642,32 @@ impl Kernel for FakeKernel {
                 what: map.to_string(),
             }),
         }
+    }
+
+    fn create_map(
+        &mut self,
+        key_size: usize,
+        value_size: usize,
+        max_entries: u32,
+    ) -> Result<ObjRef, KernelError> {
+        self.world.tick();
+        let g = Geometry::new(
+            handover_sys::MapType::Hash,
+            key_size,
+            value_size,
+            max_entries,
+            1,
+        );
+        let pid = self.pid;
+        let mut w = self.lock();
+        Ok(w.add(
+            pid,
+            Obj::Map {
+                name: "scratch".into(),
+                map: Arc::new(FakeMap::new(g)),
+            },
+            Kind::Map,
+        ))
     }
 
     fn alive(&mut self, object: ObjRef) -> bool {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::migrate::MapAccess;
+use crate::migrate::{MapAccess, Patcher, ValueFields};
 use crate::options::{AttachPoint, Options};
 
 /// What kind of kernel object an id names (ids are per kind).
@@ -281,6 +281,37 @@ pub trait Kernel {
     /// # Errors
     /// The map is not held or cannot be opened.
     fn map_access(&mut self, map: ObjRef) -> Result<Arc<dyn MapAccess>, KernelError>;
+
+    /// Creates a hash map of `key_size`-byte keys and `value_size`-byte values, for at
+    /// most `max_entries`, without preallocation, and holds it: scratch state of an
+    /// upgrade, such as the reconcile's marks.
+    ///
+    /// # Errors
+    /// The kernel refuses.
+    fn create_map(
+        &mut self,
+        key_size: usize,
+        value_size: usize,
+        max_entries: u32,
+    ) -> Result<ObjRef, KernelError>;
+
+    /// A patcher applying the reconcile's patches to the held map `map` in the kernel
+    /// (atomic adds for `sum` fields), marking each key done in the held map `marks`
+    /// in the same step; `None` when patches are applied from user space
+    /// ([`UserPatcher`](crate::migrate::UserPatcher)), as for values with a spin lock.
+    ///
+    /// # Errors
+    /// The patch program cannot be made or loaded.
+    fn patcher(
+        &mut self,
+        map: ObjRef,
+        name: &str,
+        fields: &ValueFields,
+        marks: ObjRef,
+    ) -> Result<Option<Box<dyn Patcher>>, KernelError> {
+        let _ = (map, name, fields, marks);
+        Ok(None)
+    }
 
     /// Whether the object still exists in the kernel (`BPF_*_GET_FD_BY_ID`); does not
     /// hold it.

@@ -31,17 +31,18 @@ mod real;
 mod state;
 mod step;
 mod upstream;
+mod writer;
 
 pub use engine::{ApplyOptions, Engine, Recovered, Report, TypedMap, Uninstalled, wait_gone};
 pub use error::Error;
-pub use fake::{FakeKernel, FakeWorld};
+pub use fake::{FakeKernel, FakeWorld, Running};
 pub use files::LockWait;
 pub use inspect::{
     InspectedMap, Inspector, JournalStatus, LinkState, LinkStatus, PinState, PinStatus, Status,
 };
 pub use kernel::{Kernel, KernelError, KernelFacts, Kind, LoadedSet, ObjRef, ObjectSource};
 pub use options::{
-    AttachPoint, Attachment, LayoutOption, MergeRule, Options, ProgramTypeOption, SwitchMethod,
+    AttachPoint, Attachment, DeltaBounds, LayoutOption, Options, ProgramTypeOption, SwitchMethod,
     identity,
 };
 pub use plan::{
@@ -54,3 +55,5 @@ pub use state::{
     Direction, Journal, LinkRecord, MapCounts, ObjectRecord, Phase, Pinned, Staged, State,
 };
 pub use step::{OTHER_POINTS, ROLLBACK_POINTS, Step, failpoints};
+pub use upstream::MergeRule;
+pub use writer::MapWriter;

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::files::hex;
 use crate::kernel::ObjectSource;
-use crate::upstream::{LayoutHint, ModelOptions, Policy};
+use crate::upstream::{LayoutHint, MergeRule, ModelOptions, Policy};
 
 /// The program type and expected attach type given for a section whose name does not
 /// say them, by their uapi names (`cgroup_sock_addr`, `cgroup_inet4_connect`).
@@ -22,19 +22,6 @@ pub struct ProgramTypeOption {
     /// The expected attach type, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attach_type: Option<String>,
-}
-
-/// How a field both versions changed during an upgrade is merged by the reconcile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MergeRule {
-    /// The new programs' value wins.
-    #[default]
-    New,
-    /// Both sides' deltas are added (counters).
-    Sum,
-    /// The larger value wins (timestamps).
-    Max,
 }
 
 /// Where a program attaches.
@@ -127,7 +114,9 @@ pub struct Options {
     /// Declared map renames: new map key to the old map key it continues.
     #[serde(default)]
     pub renames: BTreeMap<String, String>,
-    /// Merge rules by `map.field`, for the reconcile of fields both versions changed.
+    /// Merge rules by `map.field` (`backends.stats.hits`), for the reconcile of fields
+    /// both versions changed; a rule here wins over the `handover:merge:` tag of the
+    /// field in the new object.
     #[serde(default)]
     pub merge_rules: BTreeMap<String, MergeRule>,
     /// Where the programs attach.
@@ -139,6 +128,16 @@ pub struct Options {
     /// before the field existed stay the same.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub layouts: BTreeMap<String, LayoutOption>,
+    /// Tombstone maps of the new set by the carried map they serve (`conns` →
+    /// `conns_tombstones`): the new programs write every key they delete from the
+    /// carried map into its tombstone map (see the reconcile's contract), which makes
+    /// the reconcile exact for entries the old programs created late.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tombstones: BTreeMap<String, String>,
+    /// Bounds of the delta passes before the switch (left out of the options' JSON,
+    /// and so of the identity, when they are the defaults).
+    #[serde(default, skip_serializing_if = "DeltaBounds::is_default")]
+    pub delta: DeltaBounds,
 }
 
 /// The layout of a size-only map's key and value: names of types of the object's BTF.
@@ -166,6 +165,44 @@ impl Options {
                     value: l.value.clone(),
                 })
                 .collect(),
+        }
+    }
+}
+
+/// How many delta passes run while the old programs still write, and for how long:
+/// passes repeat until one carries at most `settle_at` entries, `max_passes` ran or
+/// `max_time_ms` passed; one more pass of every map follows right before the switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaBounds {
+    /// At most this many passes per map (the final one not counted).
+    pub max_passes: u32,
+    /// No pass starts after this many milliseconds.
+    pub max_time_ms: u64,
+    /// A pass carrying at most this many entries ends the passes.
+    pub settle_at: u64,
+}
+
+impl Default for DeltaBounds {
+    fn default() -> Self {
+        Self {
+            max_passes: 8,
+            max_time_ms: 10_000,
+            settle_at: 64,
+        }
+    }
+}
+
+impl DeltaBounds {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The data path's limits.
+    pub(crate) fn limits(&self) -> crate::migrate::DeltaLimits {
+        crate::migrate::DeltaLimits {
+            max_passes: self.max_passes as usize,
+            max_time: std::time::Duration::from_millis(self.max_time_ms),
+            settle_at: usize::try_from(self.settle_at).unwrap_or(usize::MAX),
         }
     }
 }

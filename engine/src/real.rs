@@ -14,11 +14,11 @@ use handover_load::LoadOptions;
 use handover_loader::{Object, ObjectOptions};
 use handover_sys::{
     AttachTarget, Bpf, LinkCreate, LinkTarget, Map, MapCreate, MapType, ObjectKind, OpenFlags,
-    UpdateFlags,
+    UpdateFlags, map_flags,
 };
 
 use crate::kernel::{Kernel, KernelError, KernelFacts, Kind, LoadedSet, ObjRef, ObjectSource};
-use crate::migrate::MapAccess;
+use crate::migrate::{KernelPatcher, MapAccess, Patcher, ValueFields};
 use crate::options::{AttachPoint, Options};
 use crate::plan::map_key;
 
@@ -485,6 +485,48 @@ impl Kernel for RealKernel {
             .map_err(|e| KernelError::failed("dup", e))?;
         let m = Map::new(&self.bpf, fd).map_err(failed(format!("open {map}")))?;
         Ok(Arc::new(m))
+    }
+
+    fn create_map(
+        &mut self,
+        key_size: usize,
+        value_size: usize,
+        max_entries: u32,
+    ) -> Result<ObjRef, KernelError> {
+        let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let mut spec = MapCreate::new(
+            MapType::Hash,
+            size(key_size),
+            size(value_size),
+            max_entries.max(1),
+        );
+        spec.flags = map_flags::NO_PREALLOC;
+        spec.name = "handover_marks";
+        let fd = self
+            .bpf
+            .map_create(&spec)
+            .map_err(failed("create a scratch map"))?;
+        self.hold(fd)
+    }
+
+    fn patcher(
+        &mut self,
+        map: ObjRef,
+        name: &str,
+        fields: &ValueFields,
+        marks: ObjRef,
+    ) -> Result<Option<Box<dyn Patcher>>, KernelError> {
+        let mut open = |r: ObjRef| -> Result<Map, KernelError> {
+            let fd = self
+                .fd_of(r)?
+                .try_clone_to_owned()
+                .map_err(|e| KernelError::failed("dup", e))?;
+            Map::new(&self.bpf, fd).map_err(failed(format!("open {r}")))
+        };
+        let (map, marks) = (open(map)?, open(marks)?);
+        let p = KernelPatcher::new(&self.bpf, &map, name, fields, Some(&marks))
+            .map_err(|e| KernelError::failed(format!("the patch program of {name}"), e))?;
+        Ok(Some(Box::new(p)))
     }
 
     fn alive(&mut self, object: ObjRef) -> bool {

@@ -2,7 +2,7 @@
 //! the map specs, pins, attachments, kernel ids) and, while an upgrade runs, its
 //! [`Journal`]. Both are checksummed files replaced atomically (`files.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -128,6 +128,11 @@ pub struct MapCounts {
     pub deleted: u64,
     /// Entries both versions changed, merged by rule.
     pub conflicts: u64,
+    /// Microseconds from the last delta pass to the reconcile: an entry the old
+    /// programs created in this window and the new ones deleted comes back (see the
+    /// tombstone contract of the reconcile).
+    #[serde(default)]
+    pub window_us: u64,
 }
 
 /// The write-ahead journal of one upgrade.
@@ -152,6 +157,13 @@ pub struct Journal {
     pub counts: BTreeMap<String, MapCounts>,
     /// Monotonic nanoseconds of the first and last switch, for the report's window.
     pub switch_window_ns: Option<(u64, u64)>,
+    /// Maps whose reconcile is done: one interrupted in the middle of the reconcile
+    /// runs it again for the others only.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub reconciled: BTreeSet<String>,
+    /// Entries per batch of the copy and the reconcile, when the apply chose it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
 }
 
 impl Journal {

@@ -100,6 +100,27 @@ impl Step {
     pub const fn end_point(self) -> &'static str {
         self.points()[2]
     }
+
+    /// The failpoint evaluated inside the work on one map, before each batch of
+    /// entries, for the steps that work by batches: a crash in the middle of a
+    /// copy, or of a reconcile that must then be safe to run again.
+    #[must_use]
+    pub const fn batch_point(self) -> Option<&'static str> {
+        match self {
+            Step::Copy => Some("copy:batch"),
+            Step::Reconcile => Some("reconcile:batch"),
+            _ => None,
+        }
+    }
+
+    /// Every failpoint of the step, in the order the step meets them.
+    #[must_use]
+    pub fn all_points(self) -> Vec<&'static str> {
+        let mut v = vec![self.start_point(), self.item_point()];
+        v.extend(self.batch_point());
+        v.push(self.end_point());
+        v
+    }
 }
 
 impl fmt::Display for Step {
@@ -118,10 +139,7 @@ pub const OTHER_POINTS: [&str; 2] = ["reattach:item", "uninstall:item"];
 /// Every failpoint of the engine.
 #[must_use]
 pub fn failpoints() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = Step::ALL
-        .iter()
-        .flat_map(|s| [s.start_point(), s.item_point(), s.end_point()])
-        .collect();
+    let mut v: Vec<&'static str> = Step::ALL.iter().flat_map(|s| s.all_points()).collect();
     v.extend(ROLLBACK_POINTS);
     v.extend(OTHER_POINTS);
     v

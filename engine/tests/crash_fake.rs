@@ -1,8 +1,17 @@
 //! Crash tests against the fake kernel: an upgrade from programs/engine_v1.c to
-//! engine_v2.c is killed at every failpoint of the engine (every occurrence of each),
-//! then its recovery is killed at every failpoint, then recovered again; each run must
-//! end with exactly one consistent set of pins (version 1's or version 2's), every
-//! entry there, no temporary or rollback pin left, and no object leaked.
+//! engine_v2.c is killed at every failpoint of the engine (every occurrence of each,
+//! including between the batches of a copy and of a reconcile), then its recovery is
+//! killed at every failpoint, then recovered again; each run must end with exactly one
+//! consistent set of pins (version 1's or version 2's), every entry there, no
+//! temporary or rollback pin left, and no object leaked.
+//!
+//! The programs run while the upgrade does: before every call the engine makes into
+//! the fake kernel, the attached program counts a connect in `backends` (version 1's
+//! or version 2's, whichever the link runs), creating keys past the filled ones, and
+//! version 1 also deletes keys version 2 never touches. The counters at the end must
+//! equal the connects counted (the `sum` rule, declared by a tag in engine_v2.c, exact
+//! even when a reconcile killed in its middle runs again), and every deleted key must
+//! be gone.
 //!
 //! The failpoints come from `failpoints()`, derived from the step list, so a new step
 //! is covered here without a change to this file. One test in this binary: the
@@ -13,24 +22,98 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use common::{StateDir, fill, objects, options};
+use common::{StateDir, backend_v1, backend_v2, fill, objects, options};
 use handover_engine::migrate::FakeEntries;
 use handover_engine::{
-    ApplyOptions, Direction, Engine, Error, FakeKernel, FakeWorld, Kind, LockWait, failpoints,
-    identity,
+    ApplyOptions, Direction, Engine, Error, FakeKernel, FakeWorld, Kind, LockWait, Running,
+    failpoints, identity,
 };
 
 const CGROUP: &str = "/fake/cgroup";
 const ENTRIES: u32 = 300;
+/// Keys the programs count connects in: the filled ones and ten more.
+const KEYS: u32 = ENTRIES + 10;
+/// Keys only version 1 touches: it deletes them as well as counting in them.
+const DELETED_BY_V1: std::ops::Range<u32> = 280..290;
+/// Entries per batch of the copy and the reconcile: several batches per map.
+const BATCH: usize = 64;
 
 type Expected = BTreeMap<&'static str, FakeEntries>;
+
+/// What the maps must hold: connects per key index (absent: no entry).
+#[derive(Debug, Clone, Default)]
+struct Model {
+    connects: BTreeMap<u32, u64>,
+    events: usize,
+}
+
+fn backend_key(i: u32) -> Vec<u8> {
+    (0x7f00_0000u32 + i).to_ne_bytes().to_vec()
+}
 
 struct Setup {
     world: FakeWorld,
     dir: StateDir,
-    v1: Expected,
-    v2: Expected,
+    conns: FakeEntries,
+    model: Arc<Mutex<Model>>,
+}
+
+impl Setup {
+    fn expected(&self, version: u32) -> Expected {
+        let model = self.model.lock().unwrap().clone();
+        let backends = model
+            .connects
+            .iter()
+            .map(|(&i, &c)| {
+                let v = if version == 2 {
+                    backend_v2(c, 1000 + i)
+                } else {
+                    backend_v1(c, 1000 + i)
+                };
+                (backend_key(i), v)
+            })
+            .collect();
+        [("backends", backends), ("conns", self.conns.clone())]
+            .into_iter()
+            .collect()
+    }
+}
+
+/// Version 1's program (`v1`, by id) or version 2's counting one connect.
+fn connect(model: &Mutex<Model>, v1: u32, r: &Running) {
+    let Some(backends) = r.maps.get("backends") else {
+        return;
+    };
+    let old = r.program.id == v1;
+    let mut m = model.lock().unwrap();
+    let n = m.events;
+    m.events += 1;
+    let i = u32::try_from(n).unwrap() % KEYS;
+    let key = backend_key(i);
+    if DELETED_BY_V1.contains(&i) {
+        if !old {
+            return;
+        }
+        if n.is_multiple_of(3) {
+            m.connects.remove(&i);
+            backends.with_entries(|e| e.remove(&key));
+            return;
+        }
+    }
+    *m.connects.entry(i).or_insert(0) += 1;
+    backends.with_entries(|e| {
+        let v = e.entry(key).or_insert_with(|| {
+            if old {
+                backend_v1(0, 1000 + i)
+            } else {
+                backend_v2(0, 1000 + i)
+            }
+        });
+        let c = u64::from_ne_bytes(v[..8].try_into().unwrap()) + 1;
+        v[..8].copy_from_slice(&c.to_ne_bytes());
+    });
 }
 
 fn engine(s: &Setup) -> Engine<FakeKernel> {
@@ -46,7 +129,11 @@ fn apply_version(s: &Setup, version: u32) -> Result<handover_engine::Report, Err
     let mut e = engine(s);
     let objs = objects(version);
     let plan = e.plan(&objs, &options(Path::new(CGROUP)))?;
-    e.apply(&plan, &objs, ApplyOptions::default())
+    let apply = ApplyOptions {
+        batch: Some(BATCH),
+        ..ApplyOptions::default()
+    };
+    e.apply(&plan, &objs, apply)
 }
 
 impl Setup {
@@ -62,22 +149,28 @@ impl Setup {
         Setup {
             world: self.world.crashed_copy(),
             dir,
-            v1: self.v1.clone(),
-            v2: self.v2.clone(),
+            conns: self.conns.clone(),
+            model: Arc::new(Mutex::new(self.model.lock().unwrap().clone())),
         }
     }
 }
 
 fn installed() -> Setup {
-    let s = Setup {
+    let mut s = Setup {
         world: FakeWorld::new(),
         dir: StateDir::new("crash"),
-        v1: Expected::new(),
-        v2: Expected::new(),
+        conns: FakeEntries::new(),
+        model: Arc::default(),
     };
     apply_version(&s, 1).unwrap();
-    let (v1, v2) = fill(&s.world, ENTRIES);
-    Setup { v1, v2, ..s }
+    let (v1, _) = fill(&s.world, ENTRIES);
+    s.conns = v1["conns"].clone();
+    s.model.lock().unwrap().connects = (0..ENTRIES).map(|i| (i, u64::from(i) * 3)).collect();
+    let v1_prog = engine(&s).state().unwrap().unwrap().programs["count_connect"].id;
+    let model = Arc::clone(&s.model);
+    s.world
+        .set_traffic(move |r: &Running| connect(&model, v1_prog, r));
+    s
 }
 
 /// Runs `f` with `point` firing at its `n`th evaluation (0-based).
@@ -133,12 +226,22 @@ fn check(s: &Setup, context: &str) -> u32 {
             p.pin
         );
     }
-    let expected = if version == 2 { &s.v2 } else { &s.v1 };
-    for (map, entries) in expected {
+    let expected = s.expected(version);
+    for (map, entries) in &expected {
         let got = s.world.map_at(&format!("maps/{map}")).unwrap().entries();
-        assert_eq!(
-            &got, entries,
-            "{context}: entries of {map} (version {version})"
+        let differ: Vec<String> = entries
+            .keys()
+            .chain(got.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|k| entries.get(*k) != got.get(*k))
+            .take(5)
+            .map(|k| format!("{k:?}: expected {:?}, got {:?}", entries.get(k), got.get(k)))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "{context}: entries of {map} (version {version}) differ:\n{}",
+            differ.join("\n")
         );
     }
     assert_eq!(

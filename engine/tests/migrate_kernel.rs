@@ -1,7 +1,9 @@
 //! The data path against the running kernel: copy with conversion of 100,000 entries
 //! per map type, a writer during the copy caught by a delta pass, and the reconcile
 //! with `sum` applied by the in-kernel patch program while another program keeps
-//! adding to the same counter. Each test has its own bpffs mount and state directory;
+//! adding to the same counter, and a reconcile interrupted between two batches and run
+//! again, which adds no `sum` twice (the patch program marks each key done in the
+//! same run). Each test has its own bpffs mount and state directory;
 //! the maps live only as long as their descriptors.
 #![allow(clippy::indexing_slicing, reason = "tests index fixed buffers")]
 #![allow(clippy::cast_possible_truncation, reason = "test values are small")]
@@ -16,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{cstruct, u32_, u64_};
 use handover_engine::migrate::{
-    Conversion, CopyOptions, KernelPatcher, MapAccess, MergeRule, Patch, Patcher, ReconcileOptions,
-    ValueFields, copy_map, delta_pass, reconcile,
+    Conversion, CopyOptions, KernelPatcher, MARK_VALUE_SIZE, MapAccess, MergeRule, MigrateError,
+    Patch, Patcher, ReconcileOptions, ValueFields, copy_map, delta_pass, reconcile,
 };
 use handover_plan::{Side, map_layout};
 use handover_sys::{Bpf, Map, MapCreate, MapEntries, MapType, UpdateFlags};
@@ -239,7 +241,7 @@ fn the_reconcile_sums_exactly_while_a_program_keeps_adding() {
     ]
     .into();
     let fields = ValueFields::new("m", &new_layout(), 24, &rules).unwrap();
-    let patcher = KernelPatcher::new(&bpf, &new, "m", &fields).unwrap();
+    let patcher = KernelPatcher::new(&bpf, &new, "m", &fields, None).unwrap();
     // Old's last changes: +1000 hits on every entry, a created and a deleted entry.
     for i in 0..100u32 {
         old.update(
@@ -254,7 +256,7 @@ fn the_reconcile_sums_exactly_while_a_program_keeps_adding() {
     assert!(old.delete(&99u32.to_ne_bytes()).unwrap());
     // A program keeps adding 1 to `hits` of every entry of the new map, by the same
     // atomic add, while the reconcile runs.
-    let adder = KernelPatcher::new(&bpf, &new, "m", &fields).unwrap();
+    let adder = KernelPatcher::new(&bpf, &new, "m", &fields, None).unwrap();
     let hits_leaf = fields.leaves.iter().position(|l| l.path == "hits").unwrap();
     let one = Patch {
         writes: Vec::new(),
@@ -317,4 +319,99 @@ fn the_reconcile_sums_exactly_while_a_program_keeps_adding() {
         (1, 1, 99),
         "{report:?}"
     );
+}
+
+#[test]
+fn a_reconcile_interrupted_between_batches_and_run_again_adds_each_sum_once() {
+    const TEST: &str = "a_reconcile_interrupted_between_batches_and_run_again_adds_each_sum_once";
+    const POINT: &str = "test:interrupted_reconcile";
+    if !testenv::privileged(TEST) {
+        return;
+    }
+    let _bpffs = testenv::Bpffs::mount();
+    let state = testenv::TempDir::new("migrate-kernel-rerun");
+    let bpf = Bpf::kernel();
+    let old = create(&bpf, MapType::Hash, 16, 1000, "mig_old");
+    let new = create(&bpf, MapType::Hash, 24, 1000, "mig_new");
+    for i in 0..200u32 {
+        old.update(&i.to_ne_bytes(), &old_value(i, 0, 10), UpdateFlags::ANY)
+            .unwrap();
+    }
+    let conv = conversion(&old);
+    let (base, _) = copy_map(
+        "m",
+        &old,
+        &new,
+        &conv,
+        state.path(),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    let rules: BTreeMap<String, MergeRule> = [("hits".to_owned(), MergeRule::Sum)].into();
+    let fields = ValueFields::new("m", &new_layout(), 24, &rules).unwrap();
+    let mut spec = MapCreate::new(MapType::Hash, 4, MARK_VALUE_SIZE as u32, 1000);
+    spec.flags = handover_sys::map_flags::NO_PREALLOC;
+    spec.name = "mig_marks";
+    let marks = Map::create(&bpf, &spec).unwrap();
+    let patcher = KernelPatcher::new(&bpf, &new, "m", &fields, Some(&marks)).unwrap();
+    assert!(patcher.marks_done());
+    // The old programs' last changes (+1000 hits each, 50 created entries), and the
+    // new programs' (+7 hits each).
+    for i in 0..200u32 {
+        old.update(
+            &i.to_ne_bytes(),
+            &old_value(i + 1000, 0, 10),
+            UpdateFlags::ANY,
+        )
+        .unwrap();
+    }
+    for i in 1000..1050u32 {
+        old.update(&i.to_ne_bytes(), &old_value(3, 0, 1), UpdateFlags::ANY)
+            .unwrap();
+    }
+    let seven = Patch {
+        writes: Vec::new(),
+        adds: vec![(
+            fields.leaves.iter().position(|l| l.path == "hits").unwrap(),
+            7,
+        )],
+    };
+    for i in 0..200u32 {
+        KernelPatcher::new(&bpf, &new, "m", &fields, None)
+            .unwrap()
+            .apply(&i.to_ne_bytes(), &seven)
+            .unwrap();
+    }
+    let options = ReconcileOptions {
+        marks: Some(&marks),
+        chunk: 32,
+        batch_point: Some(POINT),
+        ..ReconcileOptions::default()
+    };
+    // Stopped before the fourth batch: three batches of patches applied and marked.
+    fail::cfg(POINT, "3*off->return").unwrap();
+    let first = reconcile("m", &old, &new, &conv, &base, &fields, &patcher, &options);
+    fail::remove(POINT);
+    assert!(
+        matches!(first, Err(MigrateError::Interrupted { .. })),
+        "{first:?}"
+    );
+    let again = reconcile("m", &old, &new, &conv, &base, &fields, &patcher, &options).unwrap();
+    assert!(again.resumed > 0, "{again:?}");
+    let mut v = vec![0u8; 24];
+    for i in 0..200u32 {
+        assert!(
+            new.lookup(&i.to_ne_bytes(), &mut v, UpdateFlags::ANY)
+                .unwrap()
+        );
+        let (_, hits, _, _) = fields_of(&v);
+        assert_eq!(hits, u64::from(i) + 1000 + 7, "key {i}: the sum added once");
+    }
+    for i in 1000..1050u32 {
+        assert!(
+            new.lookup(&i.to_ne_bytes(), &mut v, UpdateFlags::ANY)
+                .unwrap()
+        );
+        assert_eq!(fields_of(&v).1, 3, "created key {i} added once");
+    }
 }

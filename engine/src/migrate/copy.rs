@@ -19,7 +19,7 @@ use super::access::MapAccess;
 use super::base::{BaseShape, BaseWriter, MergeBase};
 use super::conversion::{Compiled, Conversion};
 use super::digest::{hash_key_and_entry, hash64};
-use super::error::MigrateError;
+use super::error::{MigrateError, between_batches};
 use super::walk::{Chunk, walk_overlapped};
 use super::write::Writer;
 
@@ -35,6 +35,8 @@ pub struct CopyOptions {
     /// Threads writing the new map (at most [`MAX_WRITERS`]): each takes the keys
     /// of its share of the key hashes, so that one key's writes keep their order.
     pub writers: usize,
+    /// A failpoint evaluated before each batch is converted (crash tests).
+    pub batch_point: Option<&'static str>,
 }
 
 /// Entries per batch a copy starts with: large batches cost fewer syscalls, and
@@ -51,6 +53,7 @@ impl Default for CopyOptions {
             chunk: COPY_CHUNK,
             depth: 4,
             writers: 2,
+            batch_point: None,
         }
     }
 }
@@ -156,6 +159,7 @@ pub fn copy_map(
             .collect();
         let mut outs: Vec<Chunk> = Vec::with_capacity(writers);
         let walked = walk_overlapped(old, name, options.chunk, options.lock, depth, |chunk| {
+            between_batches(options.batch_point)?;
             read += chunk.len;
             outs.clear();
             for (_, free_rx) in &lanes {

@@ -53,6 +53,13 @@ pub enum MigrateError {
         /// What is wrong.
         reason: String,
     },
+    /// A failpoint between two batches fired (crash tests): the work stopped there as
+    /// if the process had been killed.
+    #[error("stopped at failpoint {point}")]
+    Interrupted {
+        /// The failpoint.
+        point: String,
+    },
     /// The arguments do not fit the maps (sizes, merge rules, a field a rule names).
     #[error("map {map:?}: {reason}")]
     Invalid {
@@ -67,4 +74,24 @@ pub enum MigrateError {
 pub(crate) fn kernel(map: &str, doing: &'static str) -> impl FnOnce(sys::Error) -> MigrateError {
     let map = map.to_owned();
     move |source| MigrateError::Kernel { map, doing, source }
+}
+
+/// Evaluates the failpoint `point` between two batches of a copy or a reconcile (the
+/// `fail` crate; without its `failpoints` feature this does nothing).
+///
+/// # Errors
+/// [`MigrateError::Interrupted`] when the failpoint fires.
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "always Ok without the failpoints feature"
+)]
+pub(crate) fn between_batches(point: Option<&'static str>) -> Result<(), MigrateError> {
+    let Some(point) = point else {
+        return Ok(());
+    };
+    let _ = point;
+    fail::fail_point!(point, |_| Err(MigrateError::Interrupted {
+        point: point.to_owned()
+    }));
+    Ok(())
 }

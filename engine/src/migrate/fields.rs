@@ -6,55 +6,21 @@
 //! covering those bytes (a byte is the smallest unit written). Padding belongs to no
 //! leaf and is never written.
 //!
-//! Rules are named by field path (`stats.bytes`, `hits[2]`); a rule on a struct or
-//! array applies to every leaf under it. `sum` and `max` apply to integer leaves only;
+//! A leaf's rule comes from the `handover:merge:` declaration tag of its member in the
+//! new layout (a tag on a struct or array member applies to every leaf under it),
+//! unless a rule given by field path (`stats.bytes`, `hits[2]`; the daemon's options)
+//! names it or a field above it: the given rule wins. Every rule, tagged or given,
+//! must fit its leaf. `sum` and `max` apply to integer leaves only;
 //! `sum` further needs a 4- or 8-byte integer aligned to its size, since it is applied
 //! by an atomic add in the kernel.
 
 use std::collections::BTreeMap;
 
 use super::error::MigrateError;
-use super::plan::TypeLayout;
+use super::plan::{MergeRule, TypeLayout};
 
 /// Arrays with more elements than this are one opaque leaf.
 pub const MAX_ARRAY_LEAVES: u32 = 1024;
-
-/// What the reconcile does with a field that both the old and the new programs changed
-/// since the last delta pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub enum MergeRule {
-    /// The new programs' value stays (the default).
-    #[default]
-    New,
-    /// The old programs' change is added to the new value (counters): the result is
-    /// new + (old - base).
-    Sum,
-    /// The larger of the two values (timestamps, high-water marks).
-    Max,
-}
-
-impl MergeRule {
-    /// Parses `new`, `sum` or `max` (the suffix of a `handover:merge:` tag).
-    #[must_use]
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "new" => Some(Self::New),
-            "sum" => Some(Self::Sum),
-            "max" => Some(Self::Max),
-            _ => None,
-        }
-    }
-
-    /// The rule's name.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::New => "new",
-            Self::Sum => "sum",
-            Self::Max => "max",
-        }
-    }
-}
 
 /// One leaf of a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,12 +62,12 @@ impl ValueFields {
         }
     }
 
-    /// The leaves of `layout` (the new value layout) of `size` bytes, with `rules` by
-    /// field path.
+    /// The leaves of `layout` (the new value layout) of `size` bytes, with the rules
+    /// its members' tags declare, overridden by `rules` by field path.
     ///
     /// # Errors
-    /// A rule names no field of the layout, or `sum`/`max` names a field that is not
-    /// an integer of a width the rule can take.
+    /// A rule names no field of the layout, or `sum`/`max` (tagged or given) names a
+    /// field that is not an integer of a width the rule can take.
     pub fn new(
         map: &str,
         layout: &TypeLayout,
@@ -109,7 +75,7 @@ impl ValueFields {
         rules: &BTreeMap<String, MergeRule>,
     ) -> Result<Self, MigrateError> {
         let mut raw = Vec::new();
-        collect(layout, 0, "", &mut raw, 0);
+        collect(layout, 0, "", MergeRule::New, &mut raw, 0);
         raw.retain(|l| l.len > 0 && l.offset + l.len <= size);
         raw.sort_by_key(|l| (l.offset, l.len));
         // Merge leaves that share bytes (bitfields).
@@ -128,15 +94,17 @@ impl ValueFields {
             map: map.to_owned(),
             reason,
         };
+        let mut given = vec![false; leaves.len()];
         for (path, rule) in rules {
             let mut matched = false;
-            for leaf in &mut leaves {
+            for (leaf, given) in leaves.iter_mut().zip(&mut given) {
                 if under(&leaf.path, path) {
                     matched = true;
                     check_rule(leaf, *rule).map_err(|why| {
                         invalid(format!("merge rule {} on {path:?}: {why}", rule.as_str()))
                     })?;
                     leaf.rule = *rule;
+                    *given = true;
                 }
             }
             if !matched {
@@ -145,6 +113,15 @@ impl ValueFields {
                     rule.as_str()
                 )));
             }
+        }
+        for (leaf, _) in leaves.iter().zip(&given).filter(|(_, g)| !**g) {
+            check_rule(leaf, leaf.rule).map_err(|why| {
+                invalid(format!(
+                    "the tag handover:merge:{} on {:?} does not fit: {why}",
+                    leaf.rule.as_str(),
+                    leaf.path
+                ))
+            })?;
         }
         Ok(Self { leaves, size })
     }
@@ -190,20 +167,36 @@ fn join(path: &str, name: &str) -> String {
     }
 }
 
-fn opaque(path: &str, bit: u64, t: &TypeLayout, out: &mut Vec<Leaf>, int: Option<bool>) {
+/// Where a leaf is, and the rule it inherits from the tags above it.
+#[derive(Clone, Copy)]
+struct At<'p> {
+    path: &'p str,
+    bit: u64,
+    rule: MergeRule,
+}
+
+fn opaque(at: At<'_>, t: &TypeLayout, out: &mut Vec<Leaf>, int: Option<bool>) {
     let len = t.size().unwrap_or(0);
     out.push(Leaf {
-        path: path.to_owned(),
-        offset: usize::try_from(bit / 8).unwrap_or(usize::MAX),
+        path: at.path.to_owned(),
+        offset: usize::try_from(at.bit / 8).unwrap_or(usize::MAX),
         len: usize::try_from(len).unwrap_or(0),
         int,
-        rule: MergeRule::New,
+        rule: at.rule,
     });
 }
 
-fn collect(t: &TypeLayout, bit: u64, path: &str, out: &mut Vec<Leaf>, depth: usize) {
+fn collect(
+    t: &TypeLayout,
+    bit: u64,
+    path: &str,
+    rule: MergeRule,
+    out: &mut Vec<Leaf>,
+    depth: usize,
+) {
+    let here = At { path, bit, rule };
     if depth > 32 {
-        opaque(path, bit, t, out, None);
+        opaque(here, t, out, None);
         return;
     }
     match t.peel() {
@@ -211,6 +204,7 @@ fn collect(t: &TypeLayout, bit: u64, path: &str, out: &mut Vec<Leaf>, depth: usi
             for m in members {
                 let at = bit.saturating_add(m.bit_offset);
                 let child = join(path, m.name.as_deref().unwrap_or(""));
+                let rule = m.merge.unwrap_or(rule);
                 if m.bitfield_size > 0 {
                     let first = at / 8;
                     let end = (at + u64::from(m.bitfield_size)).div_ceil(8);
@@ -219,17 +213,18 @@ fn collect(t: &TypeLayout, bit: u64, path: &str, out: &mut Vec<Leaf>, depth: usi
                         offset: usize::try_from(first).unwrap_or(usize::MAX),
                         len: usize::try_from(end - first).unwrap_or(0),
                         int: None,
-                        rule: MergeRule::New,
+                        rule,
                     });
                 } else {
-                    collect(&m.ty, at, &child, out, depth + 1);
+                    collect(&m.ty, at, &child, rule, out, depth + 1);
                 }
             }
         }
         TypeLayout::Array { elem, len } if *len <= MAX_ARRAY_LEAVES => {
             let es = elem.size().unwrap_or(0).saturating_mul(8);
             for i in 0..u64::from(*len) {
-                collect(elem, bit + i * es, &format!("{path}[{i}]"), out, depth + 1);
+                let child = format!("{path}[{i}]");
+                collect(elem, bit + i * es, &child, rule, out, depth + 1);
             }
         }
         TypeLayout::Int {
@@ -240,8 +235,8 @@ fn collect(t: &TypeLayout, bit: u64, path: &str, out: &mut Vec<Leaf>, depth: usi
             ..
         } => {
             let whole = *bit_offset == 0 && *bits == size.saturating_mul(8);
-            opaque(path, bit, t.peel(), out, whole.then_some(*signed));
+            opaque(here, t.peel(), out, whole.then_some(*signed));
         }
-        other => opaque(path, bit, other, out, None),
+        other => opaque(here, other, out, None),
     }
 }

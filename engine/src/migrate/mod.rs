@@ -40,11 +40,12 @@ pub use copy::{CopyOptions, CopyReport, MAX_WRITERS, StageTimes, copy_map};
 pub use delta::{DeltaLimits, DeltaReport, delta_pass, delta_passes};
 pub use error::MigrateError;
 pub use fake::{FakeEntries, FakeMap, FakeStats, WriterHook};
-pub use fields::{Leaf, MAX_ARRAY_LEAVES, MergeRule, ValueFields};
+pub use fields::{Leaf, MAX_ARRAY_LEAVES, ValueFields};
 pub use patch_prog::KernelPatcher;
+pub use plan::MergeRule;
 pub use reconcile::{
-    Conflicts, Patch, Patcher, ReconcileOptions, ReconcileReport, UserPatcher, merge_value,
-    reconcile,
+    Conflicts, MARK_DONE, MARK_VALUE_SIZE, Patch, Patcher, ReconcileOptions, ReconcileReport,
+    UserPatcher, merge_value, reconcile,
 };
 pub use sockets::{SocketReport, carry_sockets};
 pub use walk::{Chunk, DEFAULT_CHUNK, read_map};

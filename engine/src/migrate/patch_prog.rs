@@ -20,8 +20,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::access::MapAccess;
 use super::error::{MigrateError, kernel};
-use super::fields::{MergeRule, ValueFields};
-use super::reconcile::{Patch, Patcher};
+use super::fields::ValueFields;
+use super::plan::MergeRule;
+use super::reconcile::{MARK_DONE, MARK_VALUE_SIZE, Patch, Patcher};
 use super::sys::{Bpf, Insn, Map, ProgLoad, ProgramType, UpdateFlags};
 
 /// `BPF_PSEUDO_MAP_FD`: the immediate of a 64-bit load is a map descriptor.
@@ -47,6 +48,9 @@ pub(super) const LD_IMM64: u8 = 0x18;
 const ATOMIC_ADD_W: u8 = 0xc3;
 const ATOMIC_ADD_DW: u8 = 0xdb;
 const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+const BPF_FUNC_MAP_UPDATE_ELEM: i32 = 2;
+/// `BPF_ST | BPF_MEM | BPF_DW` and `| BPF_W`: store an immediate.
+const ST_DW_IMM: u8 = 0x7a;
 
 /// `BPF_LDX | BPF_MEM | size` and `BPF_STX | BPF_MEM | size` for 8, 4, 2, 1 bytes.
 pub(super) const MOVES: [(usize, u8, u8); 4] = [
@@ -95,8 +99,8 @@ impl Layout {
     }
 }
 
-/// The program for `fields` over the map `map_fd`.
-fn program(fields: &ValueFields, layout: &Layout, map_fd: i32) -> Vec<Insn> {
+/// The program for `fields` over the map `map_fd`, marking keys done in `marks_fd`.
+fn program(fields: &ValueFields, layout: &Layout, map_fd: i32, marks_fd: Option<i32>) -> Vec<Insn> {
     let mut p = vec![
         Insn::new(MOV64_REG, 6, 1, 0, 0),
         // data, data_end of struct xdp_md.
@@ -152,6 +156,19 @@ fn program(fields: &ValueFields, layout: &Layout, map_fd: i32) -> Vec<Insn> {
         p.push(Insn::new(JEQ_IMM, 1, 0, i16_of(body.len()), 0));
         p.extend(body);
     }
+    if let Some(fd) = marks_fd {
+        // The mark's value on the stack: the state, then zeros.
+        let at = -i16_of(MARK_VALUE_SIZE);
+        p.push(Insn::new(ST_DW_IMM, 10, 0, at, i32_of(MARK_DONE as usize)));
+        p.push(Insn::new(ST_DW_IMM, 10, 0, at + 8, 0));
+        p.push(Insn::new(LD_IMM64, 1, PSEUDO_MAP_FD, 0, fd));
+        p.push(Insn::new(0, 0, 0, 0, 0));
+        p.push(Insn::new(MOV64_REG, 2, 7, 0, 0));
+        p.push(Insn::new(MOV64_REG, 3, 10, 0, 0));
+        p.push(Insn::new(ADD64_IMM, 3, 0, 0, i32::from(at)));
+        p.push(Insn::new(MOV64_IMM, 4, 0, 0, 0));
+        p.push(Insn::new(CALL, 0, 0, 0, BPF_FUNC_MAP_UPDATE_ELEM));
+    }
     p.push(Insn::new(MOV64_IMM, 0, 0, 0, 1));
     p.push(Insn::new(EXIT, 0, 0, 0, 0));
     p
@@ -159,9 +176,10 @@ fn program(fields: &ValueFields, layout: &Layout, map_fd: i32) -> Vec<Insn> {
 
 /// A [`Patcher`] that applies patches in the kernel; see the module documentation.
 #[derive(Debug)]
-pub struct KernelPatcher<'m> {
+pub struct KernelPatcher {
     bpf: Bpf,
-    map: &'m Map,
+    map: Map,
+    marks: Option<Map>,
     name: String,
     fields: ValueFields,
     layout: Layout,
@@ -177,18 +195,20 @@ impl std::fmt::Debug for Layout {
     }
 }
 
-impl<'m> KernelPatcher<'m> {
+impl KernelPatcher {
     /// Generates and loads the patch program of `map` (the new map) with value
-    /// `fields`.
+    /// `fields`; with `marks` (the reconcile's marks map), each patch marks its key
+    /// done in the same run.
     ///
     /// # Errors
     /// More than 64 leaves, a packet larger than a page, or the kernel refuses the
     /// program (the error carries the verifier log).
     pub fn new(
         bpf: &Bpf,
-        map: &'m Map,
+        map: &Map,
         name: &str,
         fields: &ValueFields,
+        marks: Option<&Map>,
     ) -> Result<Self, MigrateError> {
         let g = MapAccess::geometry(map);
         let invalid = |reason: String| MigrateError::Invalid {
@@ -208,7 +228,20 @@ impl<'m> KernelPatcher<'m> {
                 layout.len
             )));
         }
-        let insns = program(fields, &layout, map.fd().as_raw_fd());
+        let own = |m: &Map| {
+            m.fd()
+                .try_clone_to_owned()
+                .map_err(|e| invalid(format!("duplicating a map descriptor: {e}")))
+                .and_then(|fd| Map::new(bpf, fd).map_err(kernel(name, "opening a map to patch")))
+        };
+        let map = own(map)?;
+        let marks = marks.map(own).transpose()?;
+        let insns = program(
+            fields,
+            &layout,
+            map.fd().as_raw_fd(),
+            marks.as_ref().map(|m| m.fd().as_raw_fd()),
+        );
         let mut spec = ProgLoad::new(ProgramType::Xdp, &insns, "Apache-2.0");
         spec.name = "handover_patch";
         let prog = bpf
@@ -217,6 +250,7 @@ impl<'m> KernelPatcher<'m> {
         Ok(Self {
             bpf: bpf.clone(),
             map,
+            marks,
             name: name.to_owned(),
             fields: fields.clone(),
             layout,
@@ -272,9 +306,9 @@ impl<'m> KernelPatcher<'m> {
 
     /// Per-CPU writes: every slot, from user space.
     fn write_slots(&self, key: &[u8], patch: &Patch) -> Result<bool, MigrateError> {
-        let g = MapAccess::geometry(self.map);
+        let g = MapAccess::geometry(&self.map);
         let mut value = vec![0u8; g.value_len];
-        if !Map::lookup(self.map, key, &mut value, UpdateFlags::ANY)
+        if !Map::lookup(&self.map, key, &mut value, UpdateFlags::ANY)
             .map_err(kernel(&self.name, "reading an entry to patch"))?
         {
             return Ok(false);
@@ -288,7 +322,7 @@ impl<'m> KernelPatcher<'m> {
                 }
             }
         }
-        match Map::update(self.map, key, &value, UpdateFlags::EXIST) {
+        match Map::update(&self.map, key, &value, UpdateFlags::EXIST) {
             Ok(()) => Ok(true),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
             Err(e) => Err(kernel(&self.name, "writing a patched entry")(e)),
@@ -296,7 +330,11 @@ impl<'m> KernelPatcher<'m> {
     }
 }
 
-impl Patcher for KernelPatcher<'_> {
+impl Patcher for KernelPatcher {
+    fn marks_done(&self) -> bool {
+        self.marks.is_some()
+    }
+
     fn apply(&self, key: &[u8], patch: &Patch) -> Result<bool, MigrateError> {
         if self.per_cpu && !patch.writes.is_empty() && !self.write_slots(key, patch)? {
             return Ok(false);

@@ -30,12 +30,35 @@
 //! which the new programs write, on every delete during an upgrade, the deleted key
 //! (new key layout) with any value; a key found there is not added back.
 //!
+//! # Running again
+//! A reconcile killed in its middle is run again from the start (the engine's
+//! roll-forward). Deletes and adds with `BPF_NOEXIST` are idempotent by themselves;
+//! a `sum` delta is not, so every key patched or added is recorded in a marks map
+//! ([`ReconcileOptions::marks`]), pinned by the engine while the map's reconcile runs,
+//! and a key marked done is skipped on the next run:
+//!
+//! - the in-kernel patcher writes the mark from its program, in the same run as the
+//!   atomic adds ([`Patcher::marks_done`]): a killed process has both or neither;
+//! - a patch from user space is marked *patching* with the digest of the entry before
+//!   it, applied, then marked done; a next run that finds the mark and the entry
+//!   changed takes the patch as applied (exact unless the new programs changed the
+//!   entry in the microseconds between the mark and the patch);
+//! - an add is marked *adding*, made, then marked done; a next run that finds the
+//!   mark and the entry takes the add as made.
+//!
+//! The engine journals each map whose reconcile is done, so a next run starts at the
+//! first map not done.
+//!
 //! Contract for BPF writers of the tombstone map: a hash (or LRU hash) map whose key is
 //! the new map's key; on every `bpf_map_delete_elem` on the carried map, also
 //! `bpf_map_update_elem(&tombstones, key, &one, BPF_ANY)`; an insertion of the key
 //! later deletes the tombstone (`bpf_map_delete_elem(&tombstones, key)`), so an entry
-//! re-created by the new programs is not mistaken for a deleted one. The engine
-//! creates and removes the map around the upgrade.
+//! re-created by the new programs is not mistaken for a deleted one. Write the
+//! tombstone *before* the delete, so that the reconcile never sees the entry gone
+//! without its tombstone. The map belongs to the new object (an LRU hash keeps it
+//! bounded, as its entries matter only during the next upgrade's reconcile); the
+//! engine is told which map it is by `Options::tombstones` (carried map to tombstone
+//! map), and programs/engine_load_v2.c follows the contract.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
@@ -44,9 +67,10 @@ use super::access::MapAccess;
 use super::base::MergeBase;
 use super::conversion::Conversion;
 use super::copy::check_sizes;
-use super::digest::hash_key_and_entry;
-use super::error::{MigrateError, kernel};
-use super::fields::{Leaf, MergeRule, ValueFields};
+use super::digest::{hash_key_and_entry, hash64};
+use super::error::{MigrateError, between_batches, kernel};
+use super::fields::{Leaf, ValueFields};
+use super::plan::MergeRule;
 use super::sys::UpdateFlags;
 use super::walk::{DEFAULT_CHUNK, walk_overlapped};
 
@@ -75,6 +99,13 @@ pub trait Patcher: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// The map or the patch program refuses.
     fn apply(&self, key: &[u8], patch: &Patch) -> Result<bool, MigrateError>;
+
+    /// Whether [`Patcher::apply`] also marks the key done in the reconcile's marks
+    /// map, in the same step as the patch (the in-kernel patcher does, in the one run
+    /// of its program), so that no mark needs writing around it.
+    fn marks_done(&self) -> bool {
+        false
+    }
 }
 
 /// A [`Patcher`] that reads the value, changes it and writes it back: exact only while
@@ -272,6 +303,67 @@ pub struct ReconcileOptions<'a> {
     /// The tombstone map the new programs write deleted keys into (see the module
     /// documentation).
     pub tombstones: Option<&'a dyn MapAccess>,
+    /// The map of keys already reconciled, which makes the reconcile safe to run again
+    /// after it was interrupted (see "Running again" in the module documentation): a
+    /// hash map keyed by the new key with [`MARK_VALUE_SIZE`]-byte values, empty on the
+    /// first run and kept until the map's reconcile is recorded as done.
+    pub marks: Option<&'a dyn MapAccess>,
+    /// New keys to leave as the new map has them (the daemon wrote them through a
+    /// dual-write handle after its writes were replayed).
+    pub keep: Option<&'a HashSet<Vec<u8>>>,
+    /// Entries per batch of the walk over the old map (0: the default).
+    pub chunk: usize,
+    /// A failpoint evaluated before each batch (crash tests).
+    pub batch_point: Option<&'static str>,
+}
+
+/// Bytes of a value of the [`ReconcileOptions::marks`] map: the state (`u32`: 1 a
+/// patch is being applied, 2 an entry is being added, 3 done), 4 bytes of zero, and
+/// for a patch being applied the digest (`u64`) of the entry before it.
+pub const MARK_VALUE_SIZE: usize = 16;
+
+/// A mark's state: a patch is about to be applied from user space.
+const MARK_PATCHING: u32 = 1;
+/// A mark's state: the entry is about to be added.
+const MARK_ADDING: u32 = 2;
+/// A mark's state: the key is reconciled.
+pub const MARK_DONE: u32 = 3;
+
+/// Marks of keys reconciled, read and written through the marks map.
+struct Marks<'a> {
+    map: Option<&'a dyn MapAccess>,
+    name: &'a str,
+}
+
+impl Marks<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<(u32, u64)>, MigrateError> {
+        let Some(m) = self.map else {
+            return Ok(None);
+        };
+        let mut v = [0u8; MARK_VALUE_SIZE];
+        if !m
+            .lookup(key, &mut v, UpdateFlags::ANY)
+            .map_err(kernel(self.name, "reading the reconcile's marks"))?
+        {
+            return Ok(None);
+        }
+        let (state, digest) = v.split_at(8);
+        Ok(Some((
+            u32::try_from(le(state.get(..4).unwrap_or(&[])) & 0xffff_ffff).unwrap_or(0),
+            le(digest),
+        )))
+    }
+
+    fn set(&self, key: &[u8], state: u32, digest: u64) -> Result<(), MigrateError> {
+        let Some(m) = self.map else {
+            return Ok(());
+        };
+        let mut v = [0u8; MARK_VALUE_SIZE];
+        v[..4].copy_from_slice(&state.to_le_bytes());
+        v[8..].copy_from_slice(&digest.to_le_bytes());
+        m.update(key, &v, UpdateFlags::ANY)
+            .map_err(kernel(self.name, "writing the reconcile's marks"))
+    }
 }
 
 /// What the reconcile of one map did.
@@ -293,6 +385,8 @@ pub struct ReconcileReport {
     pub tombstoned: usize,
     /// Adds that fall in the undecidable window (no tombstone map to tell).
     pub ambiguous_adds: usize,
+    /// Keys found reconciled already by an earlier, interrupted run.
+    pub resumed: usize,
     /// From the last delta pass to the start of the reconcile: the window in which an
     /// entry old created and new deleted cannot be told from one new never saw.
     pub window: Duration,
@@ -349,7 +443,17 @@ pub fn reconcile(
     let mut new_value = vec![0u8; ng.value_len];
     let zero = vec![0u8; ng.value_len];
     // The walk reads ahead on its own thread while the entries are checked here.
-    walk_overlapped(old, name, DEFAULT_CHUNK, options.lock, 4, |chunk| {
+    let marks = Marks {
+        map: options.marks,
+        name,
+    };
+    let chunk_len = if options.chunk == 0 {
+        DEFAULT_CHUNK
+    } else {
+        options.chunk
+    };
+    walk_overlapped(old, name, chunk_len, options.lock, 4, |chunk| {
+        between_batches(options.batch_point)?;
         for (k, v) in chunk
             .keys
             .chunks_exact(ks)
@@ -383,11 +487,39 @@ pub fn reconcile(
                 continue;
             }
             let nk = conversion.key(name, k)?;
+            if options.keep.is_some_and(|keep| keep.contains(&nk)) {
+                report.kept_new += 1;
+                continue;
+            }
+            let mark = marks.get(&nk)?;
+            if mark.is_some_and(|(state, _)| state == MARK_DONE) {
+                report.resumed += 1;
+                continue;
+            }
             let old_conv = conversion.value(name, v)?;
             let present = new
                 .lookup(&nk, &mut new_value, flags)
                 .map_err(kernel(name, "reading the new map"))?;
-            match in_base {
+            match mark {
+                // Interrupted between marking an add and marking it done: the add
+                // happened if the entry is there.
+                Some((MARK_ADDING, _)) if present => {
+                    marks.set(&nk, MARK_DONE, 0)?;
+                    report.resumed += 1;
+                    continue;
+                }
+                // Interrupted around a patch from user space: it was applied if the
+                // entry is no longer the one it was applied to.
+                Some((MARK_PATCHING, before))
+                    if !present || hash64(base.seed(), &[&new_value]) != before =>
+                {
+                    marks.set(&nk, MARK_DONE, 0)?;
+                    report.resumed += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            let patch = match in_base {
                 None if !present => {
                     if let Some(t) = options.tombstones {
                         let mut tv = vec![0u8; t.geometry().value_len];
@@ -400,6 +532,7 @@ pub fn reconcile(
                     } else {
                         report.ambiguous_adds += 1;
                     }
+                    marks.set(&nk, MARK_ADDING, 0)?;
                     let add = UpdateFlags(UpdateFlags::NOEXIST.0 | flags.0);
                     match new.update(&nk, &old_conv, add) {
                         Ok(()) => report.added += 1,
@@ -407,22 +540,22 @@ pub fn reconcile(
                         Err(e) if e.errno() == Some(libc::EEXIST) => report.kept_new += 1,
                         Err(e) => return Err(kernel(name, "adding an entry")(e)),
                     }
+                    marks.set(&nk, MARK_DONE, 0)?;
+                    continue;
                 }
-                None => {
-                    // Both created the key: merge against an all-zero base.
-                    let patch = merge_value(
-                        fields,
-                        ng.cpus,
-                        &zero,
-                        &old_conv,
-                        &new_value,
-                        &mut report.conflicts,
-                    );
-                    if !patch.is_empty() && patcher.apply(&nk, &patch)? {
-                        report.changed += 1;
-                    }
+                // Both created the key: merge against an all-zero base.
+                None => merge_value(
+                    fields,
+                    ng.cpus,
+                    &zero,
+                    &old_conv,
+                    &new_value,
+                    &mut report.conflicts,
+                ),
+                Some(_) if !present => {
+                    report.kept_new += 1;
+                    continue;
                 }
-                Some(_) if !present => report.kept_new += 1,
                 Some((i, bv)) => {
                     let base_conv = conversion.value(name, &bv)?;
                     let new_unchanged = base
@@ -439,15 +572,28 @@ pub fn reconcile(
                         &mut report.conflicts,
                     );
                     debug_assert!(!new_unchanged || report.conflicts == before);
-                    if !patch.is_empty() && patcher.apply(&nk, &patch)? {
-                        report.changed += 1;
-                    }
+                    patch
                 }
+            };
+            if patch.is_empty() {
+                continue;
+            }
+            let around = marks.map.is_some() && !patcher.marks_done();
+            if around {
+                marks.set(&nk, MARK_PATCHING, hash64(base.seed(), &[&new_value]))?;
+            }
+            if patcher.apply(&nk, &patch)? {
+                report.changed += 1;
+            }
+            if around {
+                marks.set(&nk, MARK_DONE, 0)?;
             }
         }
         Ok(true)
     })?;
-    // Keys of the base the walk never met: old deleted them.
+    // Keys of the base the walk never met: old deleted them. Running this again is
+    // harmless: a key deleted before is not in the new map any more.
+    between_batches(options.batch_point)?;
     for (i, s) in seen.iter().enumerate() {
         if *s {
             continue;
