@@ -332,14 +332,58 @@ impl<K: Kernel> Engine<K> {
         } else {
             state.as_ref()
         };
-        plan::compute(PlanInput {
+        let mut plan = plan::compute(PlanInput {
             objects,
             options,
             state: trusted,
             stale,
             live,
             facts,
-        })
+        })?;
+        if let Some(state) = trusted {
+            self.count_shrinks(&mut plan, state)?;
+        }
+        Ok(plan)
+    }
+
+    /// A shrink loses entries only when the live map holds more than the new
+    /// capacity: its live entries are counted, and a shrink that fits is planned as
+    /// losing nothing (the preflight counts again before anything changes).
+    fn count_shrinks(&mut self, plan: &mut Plan, state: &State) -> Result<(), Error> {
+        const STEP: &str = "plan";
+        for m in plan
+            .maps
+            .iter_mut()
+            .filter(|m| m.verdict == Some(crate::upstream::Verdict::Shrink) && m.loses_entries)
+        {
+            let old_key = m.from.as_deref().unwrap_or(&m.key);
+            let Some(old) = state.maps.get(old_key) else {
+                continue;
+            };
+            let Some(r) = self.get(STEP, &old.pin)? else {
+                continue;
+            };
+            let live = self
+                .access(STEP, r)?
+                .count_entries()
+                .map_err(|e| Error::Data {
+                    step: STEP,
+                    map: old_key.to_owned(),
+                    reason: e.to_string(),
+                })?;
+            if live <= m.max_entries as usize {
+                m.loses_entries = false;
+                m.notes.push(
+                    "the live entries fit the new capacity (counted again when executed)".into(),
+                );
+            } else {
+                m.notes.push(format!(
+                    "the live map holds more entries than the new capacity {}",
+                    m.max_entries
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Executes `plan`, computed by [`Engine::plan`] for these `objects`: installs,
