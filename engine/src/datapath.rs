@@ -37,19 +37,51 @@ pub(crate) fn copy(c: &Carry<'_>, state_dir: &Path) -> Result<MapCounts, Error> 
         cpus: og.cpus,
         per_cpu: og.per_cpu(),
     };
+    let lru = crate::capacity::is_lru(c.new.geometry().map_type);
+    // One writer for an LRU map: each writing CPU keeps a batch of free nodes, which
+    // the preflight's capacity allows for one CPU at a time (capacity.rs).
+    let copy_options = CopyOptions {
+        writers: if lru {
+            1
+        } else {
+            CopyOptions::default().writers
+        },
+        ..CopyOptions::default()
+    };
     let (_base, report) = copy_map(
         c.key,
         c.old.as_ref(),
         c.new.as_ref(),
         &conversion,
         state_dir,
-        &CopyOptions::default(),
+        &copy_options,
     )
     .map_err(|e| Error::Data {
         step: Step::Copy.name(),
         map: c.key.to_owned(),
         reason: e.to_string(),
     })?;
+    if lru {
+        // The kernel evicts from an LRU map silently: an entry copied and gone since
+        // is an entry lost, and the upgrade is still before its switch.
+        let held = c.new.count_entries().map_err(|e| Error::Data {
+            step: Step::Copy.name(),
+            map: c.key.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if held < report.copied {
+            return Err(Error::Data {
+                step: Step::Copy.name(),
+                map: c.key.to_owned(),
+                reason: format!(
+                    "the new LRU map evicted {} of the {} entries copied into it; raise its \
+                     max_entries",
+                    report.copied - held,
+                    report.copied
+                ),
+            });
+        }
+    }
     Ok(MapCounts {
         copied: report.copied as u64,
         ..MapCounts::default()

@@ -17,6 +17,7 @@
 
 pub mod migrate;
 
+mod capacity;
 mod datapath;
 mod engine;
 mod error;
@@ -36,7 +37,8 @@ pub use fake::{FakeKernel, FakeWorld};
 pub use files::LockWait;
 pub use kernel::{Kernel, KernelError, KernelFacts, Kind, LoadedSet, ObjRef, ObjectSource};
 pub use options::{
-    AttachPoint, Attachment, MergeRule, Options, ProgramTypeOption, SwitchMethod, identity,
+    AttachPoint, Attachment, InnerMapOption, LayoutHintOption, MergeRule, Options,
+    ProgramTypeOption, SwitchMethod, identity,
 };
 pub use plan::{
     AttachAction, AttachPlan, LiveState, MapAction, MapPlan, Plan, ProgramAction, ProgramPlan,

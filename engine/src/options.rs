@@ -24,6 +24,39 @@ pub struct ProgramTypeOption {
     pub attach_type: Option<String>,
 }
 
+/// A layout for a map declared with `key_size`/`value_size` only (no BTF key or value
+/// type): the name of a struct, union or typedef of the object's BTF for its key,
+/// its value or both. With it the diff sees fields and can migrate the map; without
+/// it a size-only map whose size changed can only be recreated.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LayoutHintOption {
+    /// The map's name in its object.
+    pub map: String,
+    /// Name of the key's type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Name of the value's type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// The inner map template of a map-in-map declared with key and value sizes only:
+/// what every map stored in it must look like.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InnerMapOption {
+    /// The map type's uapi name (`hash`, `array`).
+    pub map_type: String,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes.
+    pub value_size: u32,
+    /// Capacity.
+    pub max_entries: u32,
+    /// `BPF_F_*` creation flags.
+    #[serde(default)]
+    pub flags: u32,
+}
+
 /// How a field both versions changed during an upgrade is merged by the reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -121,9 +154,18 @@ pub struct Options {
     /// How far the upgrade goes to keep entries.
     #[serde(default)]
     pub policy: Policy,
-    /// Program types by section name, for sections whose names do not say them.
+    /// Program types for sections whose names do not say them, by rule: a section
+    /// name, `PREFIX*` for every section starting with `PREFIX`, or `*` for every
+    /// program without a more specific rule (the loader's `ProgramTypes`).
     #[serde(default)]
     pub program_types: BTreeMap<String, ProgramTypeOption>,
+    /// Layouts of maps declared with sizes only; they win over a layout tag in the
+    /// object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layouts: Vec<LayoutHintOption>,
+    /// Inner map templates of map-in-maps declared with sizes only, by outer map name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inner_maps: BTreeMap<String, InnerMapOption>,
     /// Declared map renames: new map key to the old map key it continues.
     #[serde(default)]
     pub renames: BTreeMap<String, String>,
@@ -133,6 +175,70 @@ pub struct Options {
     /// Where the programs attach.
     #[serde(default)]
     pub attachments: Vec<Attachment>,
+}
+
+impl Options {
+    /// The layout hints as the model takes them.
+    #[must_use]
+    pub fn model_options(&self) -> handover_plan::ModelOptions {
+        handover_plan::ModelOptions {
+            layouts: self
+                .layouts
+                .iter()
+                .map(|h| handover_plan::LayoutHint {
+                    map: h.map.clone(),
+                    key: h.key.clone(),
+                    value: h.value.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The program type rules as the loader takes them.
+    ///
+    /// # Errors
+    /// A rule names an unknown program or attach type.
+    pub fn loader_program_types(&self) -> Result<handover_loader::ProgramTypes, String> {
+        self.program_types.iter().try_fold(
+            handover_loader::ProgramTypes::new(),
+            |types, (section, t)| {
+                let spec = match &t.attach_type {
+                    Some(a) => format!("{section}={}:{a}", t.prog_type),
+                    None => format!("{section}={}", t.prog_type),
+                };
+                types
+                    .rule(&spec)
+                    .map_err(|e| format!("program type of {section}: {e}"))
+            },
+        )
+    }
+
+    /// The inner map templates as the loader takes them.
+    ///
+    /// # Errors
+    /// A template names an unknown map type.
+    pub fn loader_inner_maps(
+        &self,
+    ) -> Result<std::collections::HashMap<String, handover_loader::MapSpec>, String> {
+        self.inner_maps
+            .iter()
+            .map(|(outer, t)| {
+                let map_type = t
+                    .map_type
+                    .parse()
+                    .map_err(|e| format!("inner map of {outer}: {e}"))?;
+                let mut spec = handover_loader::MapSpec::new(
+                    &format!("{outer}.inner"),
+                    map_type,
+                    t.key_size,
+                    t.value_size,
+                    t.max_entries,
+                );
+                spec.flags = t.flags;
+                Ok((outer.clone(), spec))
+            })
+            .collect()
+    }
 }
 
 /// The identity of a load: SHA-256 over every object's name and bytes and the
@@ -191,6 +297,40 @@ mod tests {
             ..Options::default()
         };
         assert_ne!(base, identity(&objs, &attached));
+        let hinted = Options {
+            layouts: vec![LayoutHintOption {
+                map: "m".into(),
+                key: None,
+                value: Some("v".into()),
+            }],
+            ..Options::default()
+        };
+        assert_ne!(base, identity(&objs, &hinted));
+        let typed = Options {
+            program_types: BTreeMap::from([(
+                "custom*".to_owned(),
+                ProgramTypeOption {
+                    prog_type: "xdp".into(),
+                    attach_type: None,
+                },
+            )]),
+            ..Options::default()
+        };
+        assert_ne!(base, identity(&objs, &typed));
+        let templated = Options {
+            inner_maps: BTreeMap::from([(
+                "outer".to_owned(),
+                InnerMapOption {
+                    map_type: "hash".into(),
+                    key_size: 4,
+                    value_size: 8,
+                    max_entries: 16,
+                    flags: 0,
+                },
+            )]),
+            ..Options::default()
+        };
+        assert_ne!(base, identity(&objs, &templated));
         // Object boundaries count: [ab][c] is not [a][bc].
         assert_ne!(
             identity(

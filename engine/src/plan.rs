@@ -12,7 +12,7 @@ use crate::kernel::{KernelFacts, ObjectSource};
 use crate::options::{AttachPoint, Options, SwitchMethod, identity};
 use crate::state::{ObjectRecord, State};
 use crate::upstream::{
-    ConversionPlan, FieldMapping, KernelEnv, MapModel, Side, Verdict, diff_maps, object_model,
+    ConversionPlan, FieldMapping, KernelEnv, MapModel, Side, Verdict, diff_maps, object_model_with,
 };
 
 /// How this start relates to what is installed.
@@ -250,7 +250,8 @@ pub(crate) struct SetModel {
 
 /// Models every map of the set; a map several objects share (same name) must be
 /// defined alike by each.
-pub(crate) fn set_model(objects: &[ObjectSource]) -> Result<SetModel, Error> {
+pub(crate) fn set_model(objects: &[ObjectSource], options: &Options) -> Result<SetModel, Error> {
+    let model_options = options.model_options();
     let mut set = SetModel::default();
     let mut names = BTreeSet::new();
     for o in objects {
@@ -260,10 +261,11 @@ pub(crate) fn set_model(objects: &[ObjectSource]) -> Result<SetModel, Error> {
                 reason: "two objects of the set have this name".into(),
             });
         }
-        let model = object_model(&o.name, &o.bytes).map_err(|e| Error::Object {
-            object: o.name.clone(),
-            reason: e.to_string(),
-        })?;
+        let model =
+            object_model_with(&o.name, &o.bytes, &model_options).map_err(|e| Error::Object {
+                object: o.name.clone(),
+                reason: e.to_string(),
+            })?;
         for mut m in model.maps {
             let key = map_key(&o.name, &m.name);
             let name = std::mem::replace(&mut m.name, key.clone());
@@ -362,7 +364,7 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
         live,
         facts,
     } = input;
-    let set = set_model(objects)?;
+    let set = set_model(objects, options)?;
     check_options(&set, options)?;
     let identity = identity(objects, options);
     let start = match state {
@@ -415,6 +417,22 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
             })
             .collect(),
     };
+    // A reused map keeps its live capacity where the new object declares another
+    // (the diff reuses a map of sockets that grows): the snapshot records what is live.
+    let mut models = set.maps.clone();
+    let mut maps = maps;
+    if let (Start::Upgrade { .. }, Some(s)) = (&start, state) {
+        for m in maps.iter_mut().filter(|m| m.action == MapAction::Reuse) {
+            let old = s.models.iter().find(|o| o.name == m.key);
+            let new = models.iter_mut().find(|n| n.name == m.key);
+            if let (Some(old), Some(new)) = (old, new)
+                && old.max_entries != new.max_entries
+            {
+                new.max_entries = old.max_entries;
+                m.max_entries = old.max_entries;
+            }
+        }
+    }
     let restart = start == Start::Restart;
     let mut programs: Vec<ProgramPlan> = set
         .programs
@@ -480,7 +498,7 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
         maps,
         programs,
         attachments,
-        models: set.maps,
+        models,
     })
 }
 

@@ -4,5 +4,5 @@
 
 pub use handover_plan::{
     ConversionPlan, FieldLoc, FieldMapping, KernelEnv, MapModel, Policy, Side, Verdict, diff_maps,
-    object_model,
+    object_model_with,
 };
