@@ -18,6 +18,7 @@
 pub mod migrate;
 
 mod capacity;
+mod carry;
 mod datapath;
 mod engine;
 mod error;
@@ -31,6 +32,7 @@ mod state;
 mod step;
 mod upstream;
 
+pub use carry::Carry;
 pub use engine::{ApplyOptions, Engine, Recovered, Report, TypedMap, Uninstalled, wait_gone};
 pub use error::Error;
 pub use fake::{FakeKernel, FakeWorld};

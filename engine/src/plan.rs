@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::carry::{self, Carry};
 use crate::error::Error;
 use crate::files::sha256_hex;
 use crate::kernel::{KernelFacts, ObjectSource};
@@ -98,6 +99,8 @@ pub struct MapPlan {
     /// Why, in words.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// How its entries get into the new set.
+    pub carry: Carry,
 }
 
 /// What happens to one program.
@@ -395,6 +398,7 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
                 value_plan: None,
                 fields: Vec::new(),
                 notes: Vec::new(),
+                carry: Carry::Keep,
             })
             .collect(),
         (Start::Upgrade { .. }, Some(s)) => upgrade_maps(&set, s, options, &env),
@@ -414,6 +418,7 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
                 value_plan: None,
                 fields: Vec::new(),
                 notes: Vec::new(),
+                carry: Carry::Fresh,
             })
             .collect(),
     };
@@ -422,6 +427,12 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
     let mut models = set.maps.clone();
     let mut maps = maps;
     if let (Start::Upgrade { .. }, Some(s)) = (&start, state) {
+        for m in &mut maps {
+            let old_key = m.from.clone().unwrap_or_else(|| m.key.clone());
+            let old = s.models.iter().find(|o| o.name == old_key);
+            let new = models.iter().find(|n| n.name == m.key);
+            carry::decide(m, old, new);
+        }
         for m in maps.iter_mut().filter(|m| m.action == MapAction::Reuse) {
             let old = s.models.iter().find(|o| o.name == m.key);
             let new = models.iter_mut().find(|n| n.name == m.key);
@@ -571,6 +582,7 @@ fn upgrade_maps(set: &SetModel, state: &State, options: &Options, env: &KernelEn
                 value_plan: d.value_plan,
                 fields: d.fields,
                 notes,
+                carry: Carry::Fresh,
             }
         })
         .collect()
@@ -661,6 +673,7 @@ impl fmt::Display for Plan {
             for n in &m.notes {
                 writeln!(f, "      {n}")?;
             }
+            writeln!(f, "      entries: {}", m.carry)?;
         }
         writeln!(f, "programs:")?;
         for p in &self.programs {
