@@ -40,7 +40,7 @@ pub use files::LockWait;
 pub use kernel::{Kernel, KernelError, KernelFacts, Kind, LoadedSet, ObjRef, ObjectSource};
 pub use options::{
     AttachPoint, Attachment, InnerMapOption, LayoutHintOption, MergeRule, Options,
-    ProgramTypeOption, SwitchMethod, identity,
+    ProgramTypeOption, SwitchMethod, TcDirection, identity,
 };
 pub use plan::{
     AttachAction, AttachPlan, LiveState, MapAction, MapPlan, Plan, ProgramAction, ProgramPlan,

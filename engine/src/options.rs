@@ -86,9 +86,38 @@ pub enum AttachPoint {
         /// The device name.
         iface: String,
     },
+    /// A tc program (`sched_cls`) on a network device, through a tcx link (6.6+;
+    /// the plan refuses it on a kernel without tcx links, probed).
+    Tcx {
+        /// The device name.
+        iface: String,
+        /// Ingress or egress.
+        direction: TcDirection,
+    },
     /// A tracing program (`fentry`, `fexit`, `fmod_ret`, `lsm`) at the target its
     /// section names, through a tracing link, which has no program update.
     Tracing,
+}
+
+/// The direction of a tc hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcDirection {
+    /// Packets the device receives.
+    Ingress,
+    /// Packets the device sends.
+    Egress,
+}
+
+impl TcDirection {
+    /// The tcx attach type of the direction.
+    #[must_use]
+    pub const fn attach_type(self) -> handover_sys::AttachType {
+        match self {
+            TcDirection::Ingress => handover_sys::AttachType::TcxIngress,
+            TcDirection::Egress => handover_sys::AttachType::TcxEgress,
+        }
+    }
 }
 
 /// How an attachment is moved from the old program to the new one.
@@ -119,7 +148,9 @@ impl AttachPoint {
     #[must_use]
     pub fn switch_method(&self) -> SwitchMethod {
         match self {
-            AttachPoint::Cgroup { .. } | AttachPoint::Xdp { .. } => SwitchMethod::LinkUpdate,
+            AttachPoint::Cgroup { .. } | AttachPoint::Xdp { .. } | AttachPoint::Tcx { .. } => {
+                SwitchMethod::LinkUpdate
+            }
             AttachPoint::Tracing => SwitchMethod::AttachThenDetach,
         }
     }
@@ -132,6 +163,13 @@ impl fmt::Display for AttachPoint {
                 write!(f, "cgroup {} ({attach_type})", path.display())
             }
             AttachPoint::Xdp { iface } => write!(f, "xdp on {iface}"),
+            AttachPoint::Tcx { iface, direction } => {
+                let d = match direction {
+                    TcDirection::Ingress => "ingress",
+                    TcDirection::Egress => "egress",
+                };
+                write!(f, "tcx {d} on {iface}")
+            }
             AttachPoint::Tracing => f.write_str("tracing target of the program's section"),
         }
     }

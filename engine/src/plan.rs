@@ -369,6 +369,17 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
     } = input;
     let set = set_model(objects, options)?;
     check_options(&set, options)?;
+    // Hooks this kernel cannot switch are refused here, before anything runs.
+    for a in &options.attachments {
+        if matches!(a.point, AttachPoint::Tcx { .. }) && !facts.tcx_links {
+            return Err(Error::Options(format!(
+                "attachment {} at {}: this kernel has no tcx links (the probe of \
+                 BPF_TCX_INGRESS failed; they came with 6.6), and attaching tc programs \
+                 through netlink is not supported",
+                a.name, a.point
+            )));
+        }
+    }
     let identity = identity(objects, options);
     let start = match state {
         None => Start::Fresh { stale },

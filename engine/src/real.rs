@@ -189,6 +189,7 @@ impl Kernel for RealKernel {
             // bpffs renames through simple_rename, which exchanges since 5.x; the
             // pin root's exchange reports a kernel that refuses.
             rename_exchange: true,
+            tcx_links: self.bpf.has(handover_sys::Feature::TcxLink),
         }
     }
 
@@ -396,6 +397,20 @@ impl Kernel for RealKernel {
                     ))
                     .map_err(failed(format!("attach {program} at {point}")))?
             }
+            AttachPoint::Tcx { iface, direction } => {
+                let index = ifindex(iface)?;
+                let prog = self
+                    .fd_of(program)?
+                    .try_clone_to_owned()
+                    .map_err(|e| KernelError::failed("dup", e))?;
+                self.bpf
+                    .link_create(&LinkCreate::new(
+                        prog.as_fd(),
+                        AttachTarget::Ifindex(index),
+                        direction.attach_type(),
+                    ))
+                    .map_err(failed(format!("attach {program} at {point}")))?
+            }
             AttachPoint::Tracing => {
                 return Err(KernelError::failed(
                     format!("attach {program} at {point}"),
@@ -417,7 +432,8 @@ impl Kernel for RealKernel {
             .map_err(failed(format!("info of {link}")))?;
         // A detached cgroup link reports no cgroup; its program is not running.
         let detached = matches!(info.target, LinkTarget::Cgroup { cgroup_id: 0, .. })
-            || matches!(info.target, LinkTarget::Xdp { ifindex: 0 });
+            || matches!(info.target, LinkTarget::Xdp { ifindex: 0 })
+            || matches!(info.target, LinkTarget::Tcx { ifindex: 0, .. });
         Ok((!detached && info.prog_id != 0).then_some(info.prog_id))
     }
 
