@@ -2,10 +2,32 @@
 # Compiles every programs/*.c into programs/build/NAME.o with clang (-O2 -g -target bpf;
 # sources named NAME.bpfeb.c with -target bpfeb).
 # Tests name the source of each object they use: programs/NAME.c -> programs/build/NAME.o.
+# `build.sh dataplane` builds only the mesh dataplane (clang alone), which the
+# `handover` binary embeds for `handover demo`.
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p build
 shopt -s nullglob
+build_dataplane() {
+    # Mesh dataplane versions driven by the meshd daemon (demo/):
+    # programs/dataplane/vN.c -> programs/build/dataplane/vN.o. -mcpu=v3 for atomic fetch-add.
+    mkdir -p build/dataplane
+    for src in dataplane/*.c; do
+        out="build/${src%.c}.o"
+        stale=0
+        [ -e "$out" ] || stale=1
+        # A version may include another's source (v3.c includes v2.c).
+        for dep in dataplane/*.c dataplane/*.h; do [ "$dep" -nt "$out" ] && stale=1; done
+        if [ "$stale" = 1 ]; then
+            clang -O2 -g -target bpf -mcpu=v3 -Wall -Werror \
+                -I/usr/include/x86_64-linux-gnu -c "$src" -o "$out"
+        fi
+    done
+}
+if [ "${1:-}" = dataplane ]; then
+    build_dataplane
+    exit 0
+fi
 for src in *.c; do
     out="build/${src%.c}.o"
     # Sources named NAME.bpfeb.c are built big-endian.
@@ -26,6 +48,7 @@ for src in diff/*.c; do
             -I/usr/include/x86_64-linux-gnu -c "$src" -o "$out"
     fi
 done
+build_dataplane
 # Variants of the sources above, for object shapes a compiler or linker produces from the
 # same code: programs/build/NAME.VARIANT.o.
 variant() {
@@ -39,6 +62,8 @@ variant() {
 for cpu in v1 v2 v3; do
     variant "subprogs.$cpu.o" subprogs.c -O2 -g -target bpf -mcpu="$cpu"
 done
+# The engine's version 1 with a smaller backends map (a shrink).
+variant engine_v1.small.o engine_v1.c -O2 -g -target bpf -DBACKENDS_MAX=1024
 # Unoptimised: every local on the stack, no inlining.
 variant map_types_edge.O0.o map_types_edge.c -O0 -g -target bpf
 # One section per function: subprograms in .text.NAME instead of .text.

@@ -21,7 +21,9 @@ use handover_uapi::{AttachType, ProgramType};
         "  handover btf dump /sys/kernel/btf/vmlinux\n",
         "  handover inspect daemon.bpf.o\n",
         "  handover snapshot daemon.bpf.o -o maps.json\n",
-        "  handover diff maps.json daemon-next.bpf.o\n\n",
+        "  handover diff maps.json daemon-next.bpf.o\n",
+        "  handover upgrade --root /sys/fs/bpf/daemon daemon.bpf.o --cgroup /sys/fs/cgroup/daemon\n",
+        "  handover status --root /sys/fs/bpf/daemon\n\n",
         crate::exit_codes!(),
     )
 )]
@@ -63,6 +65,240 @@ pub(crate) enum Command {
         "  4  every entry is carried, but some field values are dropped",
     ))]
     Diff(DiffArgs),
+    /// What upgrading the set at --root to OBJ... would do, per map and field; changes
+    /// nothing.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  handover plan --root /sys/fs/bpf/daemon daemon.bpf.o --cgroup /sys/fs/cgroup/daemon\n",
+        "  handover plan --root /sys/fs/bpf/daemon daemon.bpf.o -o upgrade.plan\n",
+        "  handover plan --root /sys/fs/bpf/daemon a.bpf.o b.bpf.o --merge backends.packets=sum --json\n\n",
+        "Exit codes:\n",
+        "  0  every entry is carried with every field value (or a fresh install, a restart)\n",
+        "  1  failure\n",
+        "  2  usage error\n",
+        "  3  map entries would be lost (upgrade needs --allow-state-loss)\n",
+        "  4  every entry is carried, but some field values are dropped\n",
+        "  6  the state directory is locked by another process",
+    ))]
+    Plan(PlanArgs),
+    /// Installs, restarts or upgrades the set at --root: OBJ... with the options
+    /// given, or exactly the plan stored by `handover plan -o`.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  handover upgrade --root /sys/fs/bpf/daemon daemon.bpf.o --cgroup /sys/fs/cgroup/daemon\n",
+        "  handover upgrade --root /sys/fs/bpf/daemon --plan upgrade.plan\n",
+        "  handover upgrade --root /sys/fs/bpf/daemon daemon.bpf.o --policy strict --allow-state-loss\n\n",
+        "Exit codes:\n",
+        "  0  installed, restarted or upgraded (or an interrupted upgrade recovered)\n",
+        "  1  failure (an upgrade that fails before its switch is rolled back)\n",
+        "  2  usage error\n",
+        "  3  refused: map entries would be lost; see the plan, and give --allow-state-loss to accept\n",
+        "  5  refused: the live state is no longer the one the plan was made against\n",
+        "  6  the state directory is locked by another process",
+    ))]
+    Upgrade(UpgradeArgs),
+    /// The set at --root: its pins, attachments (live or missing), snapshot and
+    /// the journal of an unfinished upgrade.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  handover status --root /sys/fs/bpf/daemon\n",
+        "  handover status --root /sys/fs/bpf/daemon --state /run/daemon/handover --json\n\n",
+        "Exit codes:\n",
+        "  0  shown (whatever the state)\n",
+        "  1  failure (the state is unreadable or not trusted)\n",
+        "  2  usage error",
+    ))]
+    Status(StatusArgs),
+    /// Every entry of a map of the set at --root, decoded by the layouts of the
+    /// set's snapshot.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  handover dump --root /sys/fs/bpf/daemon backends\n",
+        "  handover dump --root /sys/fs/bpf/daemon backends --json | jq '.[0]'\n",
+        "  handover dump --root /sys/fs/bpf/daemon .data:daemon.bpf.o\n\n",
+        "Exit codes:\n",
+        "  0  every entry printed (or the reader closed the pipe)\n",
+        "  1  failure (no such map, the map is not the one the state records)\n",
+        "  2  usage error",
+    ))]
+    Dump(DumpArgs),
+    /// Finishes or rolls back an interrupted upgrade of the set at --root now.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  handover recover --root /sys/fs/bpf/daemon\n",
+        "  handover recover --root /sys/fs/bpf/daemon --json\n\n",
+        "Exit codes:\n",
+        "  0  recovered, or nothing to recover\n",
+        "  1  failure\n",
+        "  2  usage error\n",
+        "  6  the state directory is locked by another process",
+    ))]
+    Recover(SetArgs),
+    /// Removes the set at --root: links detached, every pin and the state removed.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  handover uninstall --root /sys/fs/bpf/daemon\n",
+        "  handover uninstall --root /sys/fs/bpf/daemon --state /run/daemon/handover --json\n\n",
+        "Exit codes:\n",
+        "  0  removed, or nothing was installed\n",
+        "  1  failure (the state is kept: run it again)\n",
+        "  2  usage error\n",
+        "  6  the state directory is locked by another process",
+    ))]
+    Uninstall(SetArgs),
+    /// Runs the mesh demo: a Kmesh-like dataplane and its daemon restarted, killed,
+    /// upgraded and uninstalled under live traffic, in a private bpffs, cgroup and
+    /// network namespace (needs root).
+    #[command(
+        after_help = "Examples:\n  handover demo\n  handover demo --json --rate 500 --phase-ms 5000"
+    )]
+    Demo(DemoArgs),
+    /// The demo's daemon (meshd with an embedded dataplane version).
+    #[command(name = "__demo-meshd", hide = true)]
+    DemoMeshd {
+        #[arg(long)]
+        version: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+    /// The demo's clients and backends (the traffic harness on stdin and stdout).
+    #[command(name = "__demo-traffic", hide = true)]
+    DemoTraffic {
+        #[arg(long)]
+        cgroup: PathBuf,
+    },
+}
+
+/// Where an installed set lives: shared by every command that acts on one.
+#[derive(Debug, Args)]
+pub(crate) struct SetArgs {
+    /// The pin root: a directory on a bpffs under which the set's maps, programs and
+    /// links are pinned (`maps/`, `progs/`, `links/`).
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// The state directory (snapshot of the map specs, journal, lock). Default:
+    /// /var/lib/handover/ROOT, ROOT being the pin root's absolute path escaped as
+    /// `systemd-escape --path` does (/sys/fs/bpf/daemon -> sys-fs-bpf-daemon).
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Print JSON for machines instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The options that are part of a load's identity: `plan` and `upgrade` take the
+/// same ones, so that a plan is made for exactly the load that is executed.
+#[derive(Debug, Args)]
+pub(crate) struct LoadArgs {
+    /// Program type (and expected attach type) of the programs of a section whose
+    /// name does not say them: `my_hook=sock_ops:cgroup_sock_ops`; a SECTION ending
+    /// in `*` is a prefix, `*` alone every program. Repeatable.
+    #[arg(long, value_name = "SECTION=TYPE[:ATTACH]", value_parser = parse_program_type)]
+    pub program_type: Vec<ProgramTypeRule>,
+    /// Layout of a map declared with key_size/value_size only:
+    /// `endpoints=key:ep_key,value:ep_value`. Repeatable.
+    #[arg(long, value_name = "MAP=key:STRUCT,value:STRUCT", value_parser = parse_layout)]
+    pub layout: Vec<LayoutHint>,
+    /// Attach every cgroup program of the set (cgroup_skb, cgroup_sock, sock_addr,
+    /// sock_ops, sockopt, sysctl, device) to this cgroup v2 directory, by a pinned
+    /// link named after the program.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Attach every XDP program of the set to this network device.
+    #[arg(long, value_name = "NAME")]
+    pub iface: Option<String>,
+    /// How far the upgrade goes to keep entries [default: migrate].
+    #[arg(long, value_enum)]
+    pub policy: Option<PolicyArg>,
+    /// How the reconcile merges a field both versions changed while they ran side
+    /// by side: `backends.packets=sum` (counters), `max` (timestamps), `new` (the
+    /// default). Repeatable; wins over a tag in the object.
+    #[arg(long, value_name = "MAP.FIELD=sum|max|new", value_parser = parse_merge)]
+    pub merge: Vec<(String, handover::engine::MergeRule)>,
+    /// Map NEW continues the installed map OLD under a new name: its entries are
+    /// carried. Repeatable.
+    #[arg(long, value_name = "NEW=OLD", value_parser = parse_rename)]
+    pub rename: Vec<(String, String)>,
+}
+
+impl LoadArgs {
+    /// Whether any option was given (a stored plan carries its own).
+    pub(crate) fn any(&self) -> bool {
+        !self.program_type.is_empty()
+            || !self.layout.is_empty()
+            || self.cgroup.is_some()
+            || self.iface.is_some()
+            || self.policy.is_some()
+            || !self.merge.is_empty()
+            || !self.rename.is_empty()
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    #[command(flatten)]
+    pub set: SetArgs,
+    /// The BPF objects of the new set.
+    #[arg(required = true, value_name = "OBJ")]
+    pub objects: Vec<PathBuf>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Also write the plan to this file (a new or regular file; replaced
+    /// atomically), for `handover upgrade --plan FILE`.
+    #[arg(short, long, value_name = "PLAN")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpgradeArgs {
+    #[command(flatten)]
+    pub set: SetArgs,
+    /// The BPF objects of the new set.
+    #[arg(
+        value_name = "OBJ",
+        required_unless_present = "plan",
+        conflicts_with = "plan"
+    )]
+    pub objects: Vec<PathBuf>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Execute exactly this plan, written by `handover plan -o` (its objects and
+    /// options are the plan's); refused if the live state changed since.
+    #[arg(long, value_name = "PLAN")]
+    pub plan: Option<PathBuf>,
+    /// Accept a plan that loses map entries (a recreate of a map holding state, a
+    /// shrink below the live entry count).
+    #[arg(long)]
+    pub allow_state_loss: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub set: SetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DumpArgs {
+    #[command(flatten)]
+    pub set: SetArgs,
+    /// The map's key in the set: its name, or SECTION:OBJECT for global data
+    /// (`.data:daemon.bpf.o`); `handover status` lists them.
+    #[arg(value_name = "MAP")]
+    pub map: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Prints the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Connects per second the clients aim at.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub rate: u32,
+    /// How long each phase runs after its action, in milliseconds.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(200..=600_000))]
+    pub phase_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,7 +375,7 @@ pub(crate) struct DiffArgs {
 }
 
 /// `--policy`.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum PolicyArg {
     /// Reuse unchanged maps (capacity may grow), recreate everything else.
     Strict,
@@ -250,6 +486,36 @@ fn parse_layout(value: &str) -> Result<LayoutHint, String> {
     Ok(hint)
 }
 
+fn parse_merge(value: &str) -> Result<(String, handover::engine::MergeRule), String> {
+    let (field, rule) = value
+        .rsplit_once('=')
+        .ok_or_else(|| "expected MAP.FIELD=sum|max|new, e.g. backends.packets=sum".to_owned())?;
+    match field.split_once('.') {
+        Some((map, path)) if !map.is_empty() && !path.is_empty() => {}
+        _ => return Err(format!("`{field}` is not MAP.FIELD")),
+    }
+    let rule = match rule {
+        "sum" => handover::engine::MergeRule::Sum,
+        "max" => handover::engine::MergeRule::Max,
+        "new" => handover::engine::MergeRule::New,
+        other => {
+            return Err(format!(
+                "unknown merge rule `{other}`; accepted: sum, max, new"
+            ));
+        }
+    };
+    Ok((field.to_owned(), rule))
+}
+
+fn parse_rename(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((new, old)) if !new.is_empty() && !old.is_empty() => {
+            Ok((new.to_owned(), old.to_owned()))
+        }
+        _ => Err("expected NEW=OLD, e.g. backends_v2=backends".to_owned()),
+    }
+}
+
 /// Refuses a `--layout` naming a map that none of the loaded objects has: a typo
 /// would otherwise change nothing, silently.
 pub(crate) fn check_layout_maps(
@@ -287,7 +553,8 @@ mod tests {
         let mut stack = vec![cmd];
         while let Some(mut c) = stack.pop() {
             let leaf = c.get_subcommands().next().is_none();
-            if leaf && c.get_name() != "help" {
+            // Hidden commands are the roles `handover demo` re-executes itself in.
+            if leaf && c.get_name() != "help" && !c.is_hide_set() {
                 let help = c.render_long_help().to_string();
                 assert!(
                     help.contains("Examples:\n  handover "),

@@ -8,17 +8,20 @@
 //!   [`diff_maps`] gives a [`Verdict`] per map with the [`FieldMapping`] of its key and
 //!   value, [`convert`] turns old encoded entries into new ones, [`Plan`] is the value
 //!   an upgrade executes.
-//! - Objects ([`loader`]), the kernel layer ([`sys`]), loading ([`load`]) and bpffs
-//!   ([`bpffs`]) are re-exported as modules.
+//! - Objects ([`loader`]), the kernel layer ([`sys`]), loading ([`load`]), bpffs
+//!   ([`bpffs`]) and the upgrade executor ([`engine`]) are re-exported as modules.
+//! - [`decode`] prints map entries by their layouts (`handover dump`).
 
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod btf_file;
+pub mod decode;
 pub mod inspect;
 
 pub use handover_bpffs as bpffs;
 pub use handover_btf as btf;
+pub use handover_engine as engine;
 pub use handover_load as load;
 pub use handover_loader as loader;
 pub use handover_plan::*;

@@ -6,14 +6,21 @@
 
 mod cli;
 mod cmd_btf;
+mod cmd_demo;
 mod cmd_diff;
+mod cmd_dump;
 mod cmd_inspect;
+mod cmd_plan;
+mod cmd_recover;
 mod cmd_snapshot;
+mod cmd_status;
+mod cmd_upgrade;
 mod inspect_render;
 mod output;
 #[cfg(test)]
 mod render_tests;
 mod report;
+mod set_args;
 
 use std::process::ExitCode;
 
@@ -24,18 +31,23 @@ use clap::Parser as _;
 macro_rules! exit_codes {
     () => {
         "Exit codes:
-  0  success (diff: every entry is carried with every field value)
-  1  the command failed (unreadable or malformed input, refused output path)
+  0  success (diff, plan: every entry is carried with every field value)
+  1  the command failed (unreadable or malformed input, refused output path, a
+     failed upgrade: rolled back when it failed before its switch)
   2  usage error (unknown command, option or value)
-  3  diff: map entries would be lost (a recreate of a map holding state, or a shrink)
-  4  diff: every entry is carried, but some field values are dropped"
+  3  diff, plan: map entries would be lost (a recreate of a map holding state, or a
+     shrink); upgrade: refused for that reason without --allow-state-loss
+  4  diff, plan: every entry is carried, but some field values are dropped
+  5  upgrade --plan: refused, the live state is not the one the plan was made against
+  6  plan, upgrade, recover, uninstall: the state directory is locked by another
+     process (a daemon or an upgrade)"
     };
 }
 pub(crate) use exit_codes;
 
-/// `diff`: entries would be lost.
+/// `diff`, `plan`: entries would be lost (`upgrade`: refused for that).
 pub(crate) const EXIT_LOSES_ENTRIES: u8 = 3;
-/// `diff`: every entry is carried, some field values are dropped.
+/// `diff`, `plan`: every entry is carried, some field values are dropped.
 pub(crate) const EXIT_DROPS_FIELDS: u8 = 4;
 
 fn main() -> ExitCode {
@@ -55,6 +67,15 @@ fn main() -> ExitCode {
         cli::Command::Inspect(args) => ("inspect", cmd_inspect::run(&args)),
         cli::Command::Snapshot(args) => ("snapshot", cmd_snapshot::run(&args)),
         cli::Command::Diff(args) => ("diff", cmd_diff::run(&args)),
+        cli::Command::Plan(args) => ("plan", cmd_plan::run(&args)),
+        cli::Command::Upgrade(args) => ("upgrade", cmd_upgrade::run(&args)),
+        cli::Command::Status(args) => ("status", cmd_status::run(&args)),
+        cli::Command::Dump(args) => ("dump", cmd_dump::run(&args)),
+        cli::Command::Recover(args) => ("recover", cmd_recover::recover(&args)),
+        cli::Command::Uninstall(args) => ("uninstall", cmd_recover::uninstall(&args)),
+        cli::Command::Demo(args) => ("demo", cmd_demo::run(&args)),
+        cli::Command::DemoMeshd { version, rest } => return cmd_demo::meshd(&version, &rest),
+        cli::Command::DemoTraffic { cgroup } => ("__demo-traffic", cmd_demo::traffic(&cgroup)),
     };
     match result {
         Ok(code) => code,

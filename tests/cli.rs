@@ -78,6 +78,12 @@ fn version_and_help_with_examples() {
         &["snapshot", "--help"],
         &["diff", "--help"],
         &["btf", "dump", "--help"],
+        &["plan", "--help"],
+        &["upgrade", "--help"],
+        &["status", "--help"],
+        &["dump", "--help"],
+        &["recover", "--help"],
+        &["uninstall", "--help"],
     ] {
         let o = run(cmd);
         assert!(o.status.success(), "{cmd:?}");
@@ -86,7 +92,8 @@ fn version_and_help_with_examples() {
     }
     let top = String::from_utf8(run(&["--help"]).stdout).unwrap();
     assert!(
-        top.contains("4  diff: every entry is carried, but some field values are dropped"),
+        top.contains("4  diff, plan: every entry is carried, but some field values are dropped")
+            && top.contains("5  upgrade --plan: refused"),
         "{top}"
     );
     assert_eq!(run::<&str>(&[]).status.code(), Some(2));

@@ -25,6 +25,7 @@ use crate::options::{Options, SwitchMethod, identity};
 use crate::plan::{
     self, AttachAction, LiveState, MapAction, Plan, PlanInput, ProgramAction, Start, staged_pin,
 };
+use crate::progress::{ProgressFn, Reporter, Watched};
 use crate::real::RealKernel;
 use crate::state::{
     Direction, Journal, LinkRecord, MapCounts, Phase, Pinned, Staged, State, StateDir,
@@ -86,6 +87,8 @@ pub struct Engine<K: Kernel> {
     /// The installed set's maps and programs, held for handles.
     maps: BTreeMap<String, ObjRef>,
     programs: BTreeMap<String, ObjRef>,
+    /// Where the copy step reports how far it is.
+    progress: Reporter,
 }
 
 fn kerr(step: &'static str, what: impl Into<String>) -> impl FnOnce(KernelError) -> Error {
@@ -140,7 +143,14 @@ impl<K: Kernel> Engine<K> {
             opened: BTreeSet::new(),
             maps: BTreeMap::new(),
             programs: BTreeMap::new(),
+            progress: Reporter::default(),
         }
+    }
+
+    /// Reports the copy step's progress to `report` (from the copy's reader thread),
+    /// or to nobody with `None`.
+    pub fn set_progress(&mut self, report: Option<ProgressFn>) {
+        self.progress = Reporter(report);
     }
 
     /// The kernel the engine acts on.
@@ -289,14 +299,58 @@ impl<K: Kernel> Engine<K> {
         } else {
             state.as_ref()
         };
-        plan::compute(PlanInput {
+        let mut plan = plan::compute(PlanInput {
             objects,
             options,
             state: trusted,
             stale,
             live,
             facts,
-        })
+        })?;
+        if let Some(state) = trusted {
+            self.count_shrinks(&mut plan, state)?;
+        }
+        Ok(plan)
+    }
+
+    /// A shrink loses entries only when the live map holds more than the new
+    /// capacity: its live entries are counted, and a shrink that fits is planned as
+    /// losing nothing (the preflight counts again before anything changes).
+    fn count_shrinks(&mut self, plan: &mut Plan, state: &State) -> Result<(), Error> {
+        const STEP: &str = "plan";
+        for m in plan
+            .maps
+            .iter_mut()
+            .filter(|m| m.verdict == Some(crate::upstream::Verdict::Shrink) && m.loses_entries)
+        {
+            let old_key = m.from.as_deref().unwrap_or(&m.key);
+            let Some(old) = state.maps.get(old_key) else {
+                continue;
+            };
+            let Some(r) = self.get(STEP, &old.pin)? else {
+                continue;
+            };
+            let live = self
+                .access(STEP, r)?
+                .count_entries()
+                .map_err(|e| Error::Data {
+                    step: STEP,
+                    map: old_key.to_owned(),
+                    reason: e.to_string(),
+                })?;
+            if live <= m.max_entries as usize {
+                m.loses_entries = false;
+                m.notes.push(
+                    "the live entries fit the new capacity (counted again when executed)".into(),
+                );
+            } else {
+                m.notes.push(format!(
+                    "the live map holds more entries than the new capacity {}",
+                    m.max_entries
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Executes `plan`, computed by [`Engine::plan`] for these `objects`: installs,
@@ -594,14 +648,25 @@ impl<K: Kernel> Engine<K> {
                 .get(STEP, &old.pin)?
                 .ok_or_else(|| Error::Stale(format!("{} is gone", old.pin)))?;
             let new_r = self.staged(STEP, &m.pin, new)?;
+            let old_access = self.access(STEP, old_r)?;
+            let watched = self
+                .progress
+                .0
+                .clone()
+                .map(|report| Arc::new(Watched::new(&m.key, old_access.clone(), report)));
             let carry = Carry {
                 key: &m.key,
-                old: self.access(STEP, old_r)?,
+                old: watched
+                    .clone()
+                    .map_or(old_access, |w| w as Arc<dyn MapAccess>),
                 new: self.access(STEP, new_r)?,
                 key_plan: m.key_plan.as_ref(),
                 value_plan: m.value_plan.as_ref(),
             };
             let counts = datapath::copy(&carry, self.dir.path())?;
+            if let Some(w) = watched {
+                w.finish();
+            }
             j.counts.insert(m.key.clone(), counts);
         }
         Ok(())

@@ -146,6 +146,15 @@ pub(crate) struct StateLock {
 }
 
 impl StateLock {
+    /// Whether another process holds the lock of `dir` now. The lock file is neither
+    /// created nor kept locked: the probe takes the lock and drops it at once.
+    pub(crate) fn held_by_other(dir: &Path) -> bool {
+        let Ok(file) = OpenOptions::new().write(true).open(dir.join("lock")) else {
+            return false;
+        };
+        matches!(file.try_lock(), Err(TryLockError::WouldBlock))
+    }
+
     pub(crate) fn acquire(dir: &Path, wait: LockWait) -> Result<Self, Error> {
         let path = dir.join("lock");
         let file = OpenOptions::new()

@@ -24,9 +24,11 @@ mod engine;
 mod error;
 mod fake;
 mod files;
+mod inspect;
 mod kernel;
 mod options;
 mod plan;
+mod progress;
 mod real;
 mod state;
 mod step;
@@ -37,15 +39,19 @@ pub use engine::{ApplyOptions, Engine, Recovered, Report, TypedMap, Uninstalled,
 pub use error::Error;
 pub use fake::{FakeKernel, FakeWorld};
 pub use files::LockWait;
+pub use inspect::{
+    InspectedMap, Inspector, JournalStatus, LinkState, LinkStatus, PinState, PinStatus, Status,
+};
 pub use kernel::{Kernel, KernelError, KernelFacts, Kind, LoadedSet, ObjRef, ObjectSource};
 pub use options::{
-    AttachPoint, Attachment, InnerMapOption, LayoutHintOption, MergeRule, Options,
+    AttachPoint, Attachment, InnerMapOption, LayoutOption, MergeRule, Options,
     ProgramTypeOption, SwitchMethod, TcDirection, identity,
 };
 pub use plan::{
     AttachAction, AttachPlan, LiveState, MapAction, MapPlan, Plan, ProgramAction, ProgramPlan,
     Start, map_key, pin_name,
 };
+pub use progress::{CopyProgress, ProgressFn};
 pub use real::RealKernel;
 pub use state::{
     Direction, Journal, LinkRecord, MapCounts, ObjectRecord, Phase, Pinned, Staged, State,

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::files::hex;
 use crate::kernel::ObjectSource;
-use crate::upstream::Policy;
+use crate::upstream::{LayoutHint, ModelOptions, Policy};
 
 /// The program type and expected attach type given for a section whose name does not
 /// say them, by their uapi names (`cgroup_sock_addr`, `cgroup_inet4_connect`).
@@ -22,22 +22,6 @@ pub struct ProgramTypeOption {
     /// The expected attach type, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attach_type: Option<String>,
-}
-
-/// A layout for a map declared with `key_size`/`value_size` only (no BTF key or value
-/// type): the name of a struct, union or typedef of the object's BTF for its key,
-/// its value or both. With it the diff sees fields and can migrate the map; without
-/// it a size-only map whose size changed can only be recreated.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct LayoutHintOption {
-    /// The map's name in its object.
-    pub map: String,
-    /// Name of the key's type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    /// Name of the value's type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
 }
 
 /// The inner map template of a map-in-map declared with key and value sizes only:
@@ -197,10 +181,6 @@ pub struct Options {
     /// program without a more specific rule (the loader's `ProgramTypes`).
     #[serde(default)]
     pub program_types: BTreeMap<String, ProgramTypeOption>,
-    /// Layouts of maps declared with sizes only; they win over a layout tag in the
-    /// object.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub layouts: Vec<LayoutHintOption>,
     /// Inner map templates of map-in-maps declared with sizes only, by outer map name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inner_maps: BTreeMap<String, InnerMapOption>,
@@ -213,25 +193,44 @@ pub struct Options {
     /// Where the programs attach.
     #[serde(default)]
     pub attachments: Vec<Attachment>,
+    /// Key and value layouts of maps declared with sizes only, by map name (as
+    /// `--layout MAP=key:STRUCT,value:STRUCT` says them); they win over a tag in the
+    /// object. Left out of the encoding when empty, so that identities computed
+    /// before the field existed stay the same.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub layouts: BTreeMap<String, LayoutOption>,
+}
+
+/// The layout of a size-only map's key and value: names of types of the object's BTF.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutOption {
+    /// The key's type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The value's type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 impl Options {
-    /// The layout hints as the model takes them.
+    /// The layouts as the model takes them.
     #[must_use]
-    pub fn model_options(&self) -> handover_plan::ModelOptions {
-        handover_plan::ModelOptions {
+    pub fn model_options(&self) -> ModelOptions {
+        ModelOptions {
             layouts: self
                 .layouts
                 .iter()
-                .map(|h| handover_plan::LayoutHint {
-                    map: h.map.clone(),
-                    key: h.key.clone(),
-                    value: h.value.clone(),
+                .map(|(map, l)| LayoutHint {
+                    map: map.clone(),
+                    key: l.key.clone(),
+                    value: l.value.clone(),
                 })
                 .collect(),
         }
     }
+}
 
+impl Options {
     /// The program type rules as the loader takes them.
     ///
     /// # Errors
@@ -336,11 +335,13 @@ mod tests {
         };
         assert_ne!(base, identity(&objs, &attached));
         let hinted = Options {
-            layouts: vec![LayoutHintOption {
-                map: "m".into(),
-                key: None,
-                value: Some("v".into()),
-            }],
+            layouts: BTreeMap::from([(
+                "m".to_owned(),
+                LayoutOption {
+                    key: None,
+                    value: Some("v".into()),
+                },
+            )]),
             ..Options::default()
         };
         assert_ne!(base, identity(&objs, &hinted));

@@ -335,6 +335,13 @@ fn check_options(set: &SetModel, options: &Options) -> Result<(), Error> {
             )));
         }
     }
+    for map in options.layouts.keys() {
+        if !set.sources.values().any(|(_, name)| name == map) {
+            return Err(Error::Options(format!(
+                "a layout is given for map {map}, which no object of the set has"
+            )));
+        }
+    }
     for new in options.renames.keys() {
         if !set.sources.contains_key(new) {
             return Err(Error::Options(format!(

@@ -199,6 +199,14 @@ impl StateDir {
         })
     }
 
+    /// A state directory to read only: not created when it does not exist (its files
+    /// are then absent).
+    pub(crate) fn existing(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+        }
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.dir
     }

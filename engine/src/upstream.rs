@@ -3,6 +3,6 @@
 //! pipeline to its own crate changes this file alone.
 
 pub use handover_plan::{
-    ConversionPlan, FieldLoc, FieldMapping, KernelEnv, MapModel, Policy, Side, Verdict, diff_maps,
-    object_model_with,
+    ConversionPlan, FieldLoc, FieldMapping, KernelEnv, LayoutHint, MapModel, ModelOptions, Policy,
+    Side, Verdict, diff_maps, object_model_with,
 };

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use handover_engine::migrate::MapAccess;
 use handover_engine::{
-    ApplyOptions, Engine, Error, LayoutHintOption, LockWait, MapAction, ObjectSource, Options,
+    ApplyOptions, Engine, Error, LayoutOption, LockWait, MapAction, ObjectSource, Options,
     Plan, Start,
 };
 use handover_plan::{FieldAction, FieldMapping, MapModel, MapType, Side, TypeLayout, read_bits};
@@ -62,11 +62,13 @@ fn object(pair: &str, side: &str) -> ObjectSource {
 fn options(pair: &str) -> Options {
     let mut o = Options::default();
     if pair == "size_only" {
-        o.layouts.push(LayoutHintOption {
-            map: "backends".into(),
-            key: None,
-            value: Some("be_val".into()),
-        });
+        o.layouts.insert(
+            "backends".into(),
+            LayoutOption {
+                key: None,
+                value: Some("be_val".into()),
+            },
+        );
     }
     o
 }

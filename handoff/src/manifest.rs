@@ -19,21 +19,23 @@ pub enum FdKind {
     BpfMap,
     /// A bpf program (`anon_inode:bpf-prog`).
     BpfProg,
-    /// A bpf link (`anon_inode:bpf_link`).
+    /// A bpf link (`anon_inode:bpf_link`, or `anon_inode:bpf-link` when reopened).
     BpfLink,
     /// Anything else; not checked.
     Other,
 }
 
 impl FdKind {
-    /// The `/proc/self/fd` link target of a bpf object of this kind.
-    const fn anon_inode(self) -> Option<&'static str> {
+    /// The `/proc/self/fd` link targets of a bpf object of this kind.
+    const fn anon_inodes(self) -> &'static [&'static str] {
         match self {
-            Self::BpfMap => Some("anon_inode:bpf-map"),
-            Self::BpfProg => Some("anon_inode:bpf-prog"),
-            // The kernel names link files with an underscore (`bpf_link_prime`).
-            Self::BpfLink => Some("anon_inode:bpf_link"),
-            Self::Listener | Self::Other => None,
+            Self::BpfMap => &["anon_inode:bpf-map"],
+            Self::BpfProg => &["anon_inode:bpf-prog"],
+            // The kernel names the file of a new link with an underscore
+            // (`bpf_link_prime`) and that of a link reopened from a pin or by id
+            // with a dash (`bpf_link_new_fd`).
+            Self::BpfLink => &["anon_inode:bpf_link", "anon_inode:bpf-link"],
+            Self::Listener | Self::Other => &[],
         }
     }
 }
@@ -159,8 +161,9 @@ pub(crate) fn check_kind(
             let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
             let target = std::fs::read_link(&link).map_err(inspect)?;
             if kind
-                .anon_inode()
-                .is_some_and(|want| target.as_os_str() == want)
+                .anon_inodes()
+                .iter()
+                .any(|want| target.as_os_str() == *want)
             {
                 Ok(())
             } else {

@@ -186,6 +186,114 @@ pub fn read_regular(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u
     Ok(data)
 }
 
+/// A file that [`write_regular`] did not write; the path is left as it was.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The path names something other than a regular file (a device, a FIFO, a
+    /// symbolic link, a directory), which an output must not replace.
+    #[error(
+        "{path}: refused, it is {kind}, not a regular file: give the path of a new or regular file"
+    )]
+    NotRegular {
+        /// The path.
+        path: PathBuf,
+        /// What it is ([`file_kind`]).
+        kind: &'static str,
+    },
+    /// The file system refused.
+    #[error("{action} {path}")]
+    Io {
+        /// What was being done (`creating temporary file for`, `renaming into place`...).
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn refuse_non_regular(path: &Path) -> Result<(), WriteError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_file() => Err(WriteError::NotRegular {
+            path: path.to_owned(),
+            kind: file_kind(meta.file_type()),
+        }),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(WriteError::Io {
+            action: "checking",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Writes `bytes` to `path` atomically and durably: the file holds either its old
+/// contents or all of `bytes`, even across a crash. `path` must be a new path or a
+/// regular file: the rename that puts the file in place would replace a device
+/// node, a FIFO or a symbolic link itself. Every output file of the workspace is
+/// written through here.
+///
+/// # Errors
+/// [`WriteError::NotRegular`] (nothing is written), [`WriteError::Io`] naming the step
+/// that failed.
+pub fn write_regular(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    use std::io::Write as _;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path.file_name().ok_or_else(|| WriteError::Io {
+        action: "naming",
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let io = |action: &'static str, p: &Path| {
+        let p = p.to_owned();
+        move |source| WriteError::Io {
+            action,
+            path: p,
+            source,
+        }
+    };
+    refuse_non_regular(path)?;
+    let result = (|| {
+        // create_new: never write through a file or symlink someone else put there.
+        let create = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+        };
+        let mut f = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Left by an earlier process that had the same pid and died mid-write.
+                std::fs::remove_file(&tmp).and_then(|()| create())
+            }
+            other => other,
+        }
+        .map_err(io("creating temporary file for", &tmp))?;
+        f.write_all(bytes).map_err(io("writing", &tmp))?;
+        f.sync_all().map_err(io("syncing", &tmp))?;
+        // Checked again just before the rename, which would replace whatever is there.
+        refuse_non_regular(path)?;
+        std::fs::rename(&tmp, path).map_err(io("renaming into place", path))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("syncing the directory of", path))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,7 +33,9 @@ mod section;
 pub use crate::core::{CoreError, CoreKind, CoreOutcome, CoreTarget, POISON_HELPER, apply_core};
 pub use btf_ext::{CoreRelocation, FuncInfo, LineInfo};
 pub use error::ObjectError;
-pub use file::{MAX_OBJECT_SIZE, ObjectFile, ReadError, file_kind, read_regular};
+pub use file::{
+    MAX_OBJECT_SIZE, ObjectFile, ReadError, WriteError, file_kind, read_regular, write_regular,
+};
 pub use handover_uapi::{
     INSN_SIZE, PSEUDO_BTF_ID, PSEUDO_KFUNC_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE,
 };

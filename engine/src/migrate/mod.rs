@@ -47,3 +47,4 @@ pub use reconcile::{
     reconcile,
 };
 pub use sockets::{SocketReport, carry_sockets};
+pub use walk::{Chunk, DEFAULT_CHUNK, read_map};

@@ -204,3 +204,20 @@ pub(crate) fn walk_overlapped(
     result?;
     Ok(walked)
 }
+
+/// Reads every entry of `map` by batches of `chunk` entries (growing on `ENOSPC`; key
+/// by key where the kernel or map type has no batch lookup), on a reader thread a
+/// few chunks ahead, and calls `each` with every chunk in order; `each` returns
+/// `false` to stop. Memory stays bounded by a few chunks, whatever the map holds.
+/// Returns whether batch lookups served the walk.
+///
+/// # Errors
+/// The walk fails (`name` names the map in the error), or `each` does.
+pub fn read_map(
+    map: &dyn MapAccess,
+    name: &str,
+    chunk: usize,
+    each: impl FnMut(&Chunk) -> Result<bool, MigrateError>,
+) -> Result<bool, MigrateError> {
+    walk_overlapped(map, name, chunk, false, 2, each).map(|(batched, _)| batched)
+}

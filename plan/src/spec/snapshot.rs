@@ -20,11 +20,9 @@
 //! Files are written atomically: a temporary file in the same directory, `fsync`,
 //! `rename` over the target, `fsync` of the directory.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use handover_loader::{ReadError, file_kind, read_regular};
+use handover_loader::{ReadError, WriteError, read_regular, write_regular};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -174,7 +172,7 @@ pub enum SnapshotError {
     NotRegular {
         /// The path, left as it was.
         path: PathBuf,
-        /// What it is ([`file_kind`]).
+        /// What it is ([`file_kind`](handover_loader::file_kind)).
         kind: &'static str,
     },
     /// The file is not a readable snapshot.
@@ -332,24 +330,6 @@ pub fn read_snapshot(path: &Path) -> Result<Snapshot, SnapshotError> {
     })
 }
 
-/// Refuses a target that exists and is not a regular file: the rename that puts a
-/// snapshot in place would replace a device node, a FIFO or a symbolic link itself.
-fn refuse_non_regular(path: &Path) -> Result<(), SnapshotError> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if !meta.file_type().is_file() => Err(SnapshotError::NotRegular {
-            path: path.to_owned(),
-            kind: file_kind(meta.file_type()),
-        }),
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(SnapshotError::Io {
-            action: "checking",
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
 /// Writes a snapshot file atomically: the file holds either its old contents or the
 /// whole new snapshot, even across a crash.
 ///
@@ -363,50 +343,22 @@ pub fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), SnapshotEr
         source,
     })?;
     let bytes = encode(snapshot);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path.file_name().ok_or_else(|| SnapshotError::Io {
-        action: "naming",
-        path: path.to_owned(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
-    })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let io = |action: &'static str, p: &Path| {
-        let p = p.to_owned();
-        move |source| SnapshotError::Io {
+    write_regular(path, &bytes).map_err(|e| match e {
+        WriteError::NotRegular { path, kind } => SnapshotError::NotRegular { path, kind },
+        WriteError::Io {
             action,
-            path: p,
+            path,
             source,
-        }
-    };
-    refuse_non_regular(path)?;
-    let result = (|| {
-        // create_new: never write through a file or symlink someone else put there.
-        let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
-        let mut f = match create() {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                // Left by an earlier process that had the same pid and died mid-write.
-                std::fs::remove_file(&tmp).and_then(|()| create())
-            }
-            other => other,
-        }
-        .map_err(io("creating temporary file for", &tmp))?;
-        f.write_all(&bytes).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
-        // Checked again just before the rename, which would replace whatever is there.
-        refuse_non_regular(path)?;
-        std::fs::rename(&tmp, path).map_err(io("renaming into place", path))?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("syncing the directory of", path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+        } => SnapshotError::Io {
+            action,
+            path,
+            source,
+        },
+        // WriteError is non-exhaustive: a new refusal is still a refusal to write.
+        other => SnapshotError::Io {
+            action: "writing",
+            path: path.to_owned(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })
 }
