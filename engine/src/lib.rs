@@ -44,8 +44,8 @@ pub use inspect::{
 };
 pub use kernel::{Kernel, KernelError, KernelFacts, Kind, LoadedSet, ObjRef, ObjectSource};
 pub use options::{
-    AttachPoint, Attachment, InnerMapOption, LayoutOption, MergeRule, Options,
-    ProgramTypeOption, SwitchMethod, TcDirection, identity,
+    AttachPoint, Attachment, InnerMapOption, LayoutOption, MergeRule, Options, ProgramTypeOption,
+    SwitchMethod, TcDirection, identity,
 };
 pub use plan::{
     AttachAction, AttachPlan, LiveState, MapAction, MapPlan, Plan, ProgramAction, ProgramPlan,

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 
 use handover_engine::migrate::MapAccess;
 use handover_engine::{
-    ApplyOptions, Engine, Error, LayoutOption, LockWait, MapAction, ObjectSource, Options,
-    Plan, Start,
+    ApplyOptions, Engine, Error, LayoutOption, LockWait, MapAction, ObjectSource, Options, Plan,
+    Start,
 };
 use handover_plan::{FieldAction, FieldMapping, MapModel, MapType, Side, TypeLayout, read_bits};
 use handover_sys::UpdateFlags;
