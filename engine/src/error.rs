@@ -79,8 +79,9 @@ pub enum Error {
     },
     /// A live map holds more entries than its replacement can take.
     #[error(
-        "map {map} holds {live} entries, more than the {capacity} its replacement takes \
-         ({why}); nothing was changed: raise max_entries or remove entries first"
+        "map {map} holds {live} entries, more than the new capacity {capacity}, what its \
+         replacement takes without dropping any ({why}); nothing was changed: raise \
+         max_entries or remove entries first"
     )]
     DoesNotFit {
         /// The map.
