@@ -37,7 +37,7 @@ int pass_xdp(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-SEC("tc")
+SEC("classifier")
 int pass_tc(struct __sk_buff *skb)
 {
 	count(&tc_hits);
