@@ -383,7 +383,12 @@ impl Kernel for RealKernel {
                     ))
                     .map_err(failed(format!("attach {program} at {point}")))?
             }
-            AttachPoint::Xdp { iface } => {
+            // Device hooks: an XDP or tcx link to the device's index.
+            AttachPoint::Xdp { iface } | AttachPoint::Tcx { iface, .. } => {
+                let attach_type = match point {
+                    AttachPoint::Tcx { direction, .. } => direction.attach_type(),
+                    _ => handover_sys::AttachType::Xdp,
+                };
                 let index = ifindex(iface)?;
                 let prog = self
                     .fd_of(program)?
@@ -393,21 +398,7 @@ impl Kernel for RealKernel {
                     .link_create(&LinkCreate::new(
                         prog.as_fd(),
                         AttachTarget::Ifindex(index),
-                        handover_sys::AttachType::Xdp,
-                    ))
-                    .map_err(failed(format!("attach {program} at {point}")))?
-            }
-            AttachPoint::Tcx { iface, direction } => {
-                let index = ifindex(iface)?;
-                let prog = self
-                    .fd_of(program)?
-                    .try_clone_to_owned()
-                    .map_err(|e| KernelError::failed("dup", e))?;
-                self.bpf
-                    .link_create(&LinkCreate::new(
-                        prog.as_fd(),
-                        AttachTarget::Ifindex(index),
-                        direction.attach_type(),
+                        attach_type,
                     ))
                     .map_err(failed(format!("attach {program} at {point}")))?
             }
