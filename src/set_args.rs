@@ -295,6 +295,8 @@ pub(crate) fn options(objects: &[ObjectSource], args: &LoadArgs) -> Result<Optio
         merge_rules: args.merge.iter().cloned().collect(),
         attachments,
         layouts,
+        // No command-line form yet for inner_maps: a map-in-map declared with sizes
+        // only is refused.
         ..Options::default()
     })
 }

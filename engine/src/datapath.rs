@@ -83,6 +83,12 @@ pub(crate) fn copy(
     if let Some(n) = batch {
         options.chunk = n.max(1);
     }
+    let lru = crate::capacity::is_lru(c.new.geometry().map_type);
+    // One writer for an LRU map: each writing CPU keeps a batch of free nodes, which
+    // the preflight's capacity allows for one CPU at a time (capacity.rs).
+    if lru {
+        options.writers = 1;
+    }
     let (_base, report) = copy_map(
         c.key,
         c.old.as_ref(),
@@ -92,6 +98,27 @@ pub(crate) fn copy(
         &options,
     )
     .map_err(data_err(Step::Copy, c.key))?;
+    if lru {
+        // The kernel evicts from an LRU map silently: an entry copied and gone since
+        // is an entry lost, and the upgrade is still before its switch.
+        let held = c.new.count_entries().map_err(|e| Error::Data {
+            step: Step::Copy.name(),
+            map: c.key.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if held < report.copied {
+            return Err(Error::Data {
+                step: Step::Copy.name(),
+                map: c.key.to_owned(),
+                reason: format!(
+                    "the new LRU map evicted {} of the {} entries copied into it; raise its \
+                     max_entries",
+                    report.copied - held,
+                    report.copied
+                ),
+            });
+        }
+    }
     Ok(MapCounts {
         copied: report.copied as u64,
         ..MapCounts::default()

@@ -468,7 +468,16 @@ impl<K: Kernel> Engine<K> {
             Ok(()) => {}
             Err(e @ Error::Crashed { .. }) => return Err(e),
             Err(e) if !j.started(Step::Switch) || matches!(e, Error::Aborted { .. }) => {
-                let reason = e.to_string();
+                // The causes too: a verifier refusal is deep in the chain.
+                let mut reason = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    let c_text = c.to_string();
+                    if !reason.contains(&c_text) {
+                        reason = format!("{reason}: {c_text}");
+                    }
+                    cause = c.source();
+                }
                 j.direction = Direction::Back;
                 self.dir.write_journal(&j)?;
                 self.rollback(&j)?;
@@ -580,23 +589,24 @@ impl<K: Kernel> Engine<K> {
                 .kernel
                 .map_access(r)
                 .map_err(kerr(STEP, format!("open map {old_key}")))?;
-            let g = access.geometry();
-            if matches!(
-                g.map_type,
-                handover_sys::MapType::Array | handover_sys::MapType::PercpuArray
-            ) {
+            let Some(model) = plan.models.iter().find(|x| x.name == m.key) else {
                 continue;
-            }
+            };
+            let cpus = self.kernel.facts().possible_cpus;
+            let Some(capacity) = crate::capacity::copy_capacity(model, cpus) else {
+                continue;
+            };
             let live = access.count_entries().map_err(|e| Error::Data {
                 step: STEP,
                 map: old_key.to_owned(),
                 reason: e.to_string(),
             })?;
-            if live > m.max_entries as usize {
+            if live > capacity as usize {
                 return Err(Error::DoesNotFit {
                     map: m.key.clone(),
                     live,
-                    capacity: m.max_entries,
+                    capacity,
+                    why: crate::capacity::why(model, cpus),
                 });
             }
         }

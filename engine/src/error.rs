@@ -79,15 +79,19 @@ pub enum Error {
     },
     /// A live map holds more entries than its replacement can take.
     #[error(
-        "map {map} holds {live} entries, more than the new capacity {capacity}; nothing was changed"
+        "map {map} holds {live} entries, more than the new capacity {capacity}, what its \
+         replacement takes without dropping any ({why}); nothing was changed: raise \
+         max_entries or remove entries first"
     )]
     DoesNotFit {
         /// The map.
         map: String,
         /// Entries in the live map.
         live: usize,
-        /// The new capacity.
+        /// Entries the new map takes without dropping any.
         capacity: u32,
+        /// Why the capacity is what it is.
+        why: String,
     },
     /// The live state is not the one the plan was computed against.
     #[error("the plan no longer applies: {0}; compute a new plan")]

@@ -39,6 +39,7 @@ struct World {
     refuse_loads: Option<String>,
     refuse_attach: bool,
     barriers: usize,
+    no_tcx: bool,
 }
 
 impl World {
@@ -183,6 +184,7 @@ impl FakeWorld {
             refuse_loads: w.refuse_loads.clone(),
             refuse_attach: w.refuse_attach,
             barriers: w.barriers,
+            no_tcx: w.no_tcx,
         };
         copy.collect();
         FakeWorld {
@@ -263,6 +265,11 @@ impl FakeWorld {
     /// succeed again).
     pub fn refuse_loads(&self, reason: Option<&str>) {
         self.lock().refuse_loads = reason.map(str::to_owned);
+    }
+
+    /// Makes the machine's kernel one without tcx links (before 6.6), or with them.
+    pub fn set_tcx_links(&self, present: bool) {
+        self.lock().no_tcx = !present;
     }
 
     /// Makes every later attach fail.
@@ -416,6 +423,7 @@ impl Kernel for FakeKernel {
             page_size: 4096,
             possible_cpus: FAKE_CPUS,
             rename_exchange: true,
+            tcx_links: !self.world.lock().no_tcx,
         }
     }
 

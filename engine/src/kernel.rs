@@ -130,6 +130,9 @@ pub struct KernelFacts {
     pub possible_cpus: u32,
     /// Whether bpffs renames can exchange two pins atomically (`RENAME_EXCHANGE`).
     pub rename_exchange: bool,
+    /// Whether the kernel has tcx links (`BPF_TCX_INGRESS`/`BPF_TCX_EGRESS`, 6.6),
+    /// probed: without them tc attachments are refused by the plan.
+    pub tcx_links: bool,
 }
 
 /// A kernel call that failed.

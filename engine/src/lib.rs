@@ -17,6 +17,8 @@
 
 pub mod migrate;
 
+mod capacity;
+mod carry;
 mod datapath;
 mod engine;
 mod error;
@@ -33,6 +35,7 @@ mod step;
 mod upstream;
 mod writer;
 
+pub use carry::Carry;
 pub use engine::{ApplyOptions, Engine, Recovered, Report, TypedMap, Uninstalled, wait_gone};
 pub use error::Error;
 pub use fake::{FakeKernel, FakeWorld, Running};
@@ -42,8 +45,8 @@ pub use inspect::{
 };
 pub use kernel::{Kernel, KernelError, KernelFacts, Kind, LoadedSet, ObjRef, ObjectSource};
 pub use options::{
-    AttachPoint, Attachment, DeltaBounds, LayoutOption, Options, ProgramTypeOption, SwitchMethod,
-    identity,
+    AttachPoint, Attachment, DeltaBounds, InnerMapOption, LayoutOption, Options, ProgramTypeOption,
+    SwitchMethod, TcDirection, identity,
 };
 pub use plan::{
     AttachAction, AttachPlan, LiveState, MapAction, MapPlan, Plan, ProgramAction, ProgramPlan,

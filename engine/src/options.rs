@@ -24,6 +24,23 @@ pub struct ProgramTypeOption {
     pub attach_type: Option<String>,
 }
 
+/// The inner map template of a map-in-map declared with key and value sizes only:
+/// what every map stored in it must look like.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InnerMapOption {
+    /// The map type's uapi name (`hash`, `array`).
+    pub map_type: String,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes.
+    pub value_size: u32,
+    /// Capacity.
+    pub max_entries: u32,
+    /// `BPF_F_*` creation flags.
+    #[serde(default)]
+    pub flags: u32,
+}
+
 /// Where a program attaches.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -40,9 +57,38 @@ pub enum AttachPoint {
         /// The device name.
         iface: String,
     },
+    /// A tc program (`sched_cls`) on a network device, through a tcx link (6.6+;
+    /// the plan refuses it on a kernel without tcx links, probed).
+    Tcx {
+        /// The device name.
+        iface: String,
+        /// Ingress or egress.
+        direction: TcDirection,
+    },
     /// A tracing program (`fentry`, `fexit`, `fmod_ret`, `lsm`) at the target its
     /// section names, through a tracing link, which has no program update.
     Tracing,
+}
+
+/// The direction of a tc hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcDirection {
+    /// Packets the device receives.
+    Ingress,
+    /// Packets the device sends.
+    Egress,
+}
+
+impl TcDirection {
+    /// The tcx attach type of the direction.
+    #[must_use]
+    pub const fn attach_type(self) -> handover_sys::AttachType {
+        match self {
+            TcDirection::Ingress => handover_sys::AttachType::TcxIngress,
+            TcDirection::Egress => handover_sys::AttachType::TcxEgress,
+        }
+    }
 }
 
 /// How an attachment is moved from the old program to the new one.
@@ -73,7 +119,9 @@ impl AttachPoint {
     #[must_use]
     pub fn switch_method(&self) -> SwitchMethod {
         match self {
-            AttachPoint::Cgroup { .. } | AttachPoint::Xdp { .. } => SwitchMethod::LinkUpdate,
+            AttachPoint::Cgroup { .. } | AttachPoint::Xdp { .. } | AttachPoint::Tcx { .. } => {
+                SwitchMethod::LinkUpdate
+            }
             AttachPoint::Tracing => SwitchMethod::AttachThenDetach,
         }
     }
@@ -86,6 +134,13 @@ impl fmt::Display for AttachPoint {
                 write!(f, "cgroup {} ({attach_type})", path.display())
             }
             AttachPoint::Xdp { iface } => write!(f, "xdp on {iface}"),
+            AttachPoint::Tcx { iface, direction } => {
+                let d = match direction {
+                    TcDirection::Ingress => "ingress",
+                    TcDirection::Egress => "egress",
+                };
+                write!(f, "tcx {d} on {iface}")
+            }
             AttachPoint::Tracing => f.write_str("tracing target of the program's section"),
         }
     }
@@ -108,9 +163,14 @@ pub struct Options {
     /// How far the upgrade goes to keep entries.
     #[serde(default)]
     pub policy: Policy,
-    /// Program types by section name, for sections whose names do not say them.
+    /// Program types for sections whose names do not say them, by rule: a section
+    /// name, `PREFIX*` for every section starting with `PREFIX`, or `*` for every
+    /// program without a more specific rule (the loader's `ProgramTypes`).
     #[serde(default)]
     pub program_types: BTreeMap<String, ProgramTypeOption>,
+    /// Inner map templates of map-in-maps declared with sizes only, by outer map name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inner_maps: BTreeMap<String, InnerMapOption>,
     /// Declared map renames: new map key to the old map key it continues.
     #[serde(default)]
     pub renames: BTreeMap<String, String>,
@@ -207,6 +267,54 @@ impl DeltaBounds {
     }
 }
 
+impl Options {
+    /// The program type rules as the loader takes them.
+    ///
+    /// # Errors
+    /// A rule names an unknown program or attach type.
+    pub fn loader_program_types(&self) -> Result<handover_loader::ProgramTypes, String> {
+        self.program_types.iter().try_fold(
+            handover_loader::ProgramTypes::new(),
+            |types, (section, t)| {
+                let spec = match &t.attach_type {
+                    Some(a) => format!("{section}={}:{a}", t.prog_type),
+                    None => format!("{section}={}", t.prog_type),
+                };
+                types
+                    .rule(&spec)
+                    .map_err(|e| format!("program type of {section}: {e}"))
+            },
+        )
+    }
+
+    /// The inner map templates as the loader takes them.
+    ///
+    /// # Errors
+    /// A template names an unknown map type.
+    pub fn loader_inner_maps(
+        &self,
+    ) -> Result<std::collections::HashMap<String, handover_loader::MapSpec>, String> {
+        self.inner_maps
+            .iter()
+            .map(|(outer, t)| {
+                let map_type = t
+                    .map_type
+                    .parse()
+                    .map_err(|e| format!("inner map of {outer}: {e}"))?;
+                let mut spec = handover_loader::MapSpec::new(
+                    &format!("{outer}.inner"),
+                    map_type,
+                    t.key_size,
+                    t.value_size,
+                    t.max_entries,
+                );
+                spec.flags = t.flags;
+                Ok((outer.clone(), spec))
+            })
+            .collect()
+    }
+}
+
 /// The identity of a load: SHA-256 over every object's name and bytes and the
 /// canonical JSON of the options (maps are ordered, so equal options encode equally).
 #[must_use]
@@ -263,6 +371,42 @@ mod tests {
             ..Options::default()
         };
         assert_ne!(base, identity(&objs, &attached));
+        let hinted = Options {
+            layouts: BTreeMap::from([(
+                "m".to_owned(),
+                LayoutOption {
+                    key: None,
+                    value: Some("v".into()),
+                },
+            )]),
+            ..Options::default()
+        };
+        assert_ne!(base, identity(&objs, &hinted));
+        let typed = Options {
+            program_types: BTreeMap::from([(
+                "custom*".to_owned(),
+                ProgramTypeOption {
+                    prog_type: "xdp".into(),
+                    attach_type: None,
+                },
+            )]),
+            ..Options::default()
+        };
+        assert_ne!(base, identity(&objs, &typed));
+        let templated = Options {
+            inner_maps: BTreeMap::from([(
+                "outer".to_owned(),
+                InnerMapOption {
+                    map_type: "hash".into(),
+                    key_size: 4,
+                    value_size: 8,
+                    max_entries: 16,
+                    flags: 0,
+                },
+            )]),
+            ..Options::default()
+        };
+        assert_ne!(base, identity(&objs, &templated));
         // Object boundaries count: [ab][c] is not [a][bc].
         assert_ne!(
             identity(

@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::carry::{self, Carry};
 use crate::error::Error;
 use crate::files::sha256_hex;
 use crate::kernel::{KernelFacts, ObjectSource};
@@ -98,6 +99,8 @@ pub struct MapPlan {
     /// Why, in words.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// How its entries get into the new set.
+    pub carry: Carry,
 }
 
 /// What happens to one program.
@@ -373,6 +376,17 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
     } = input;
     let set = set_model(objects, options)?;
     check_options(&set, options)?;
+    // Hooks this kernel cannot switch are refused here, before anything runs.
+    for a in &options.attachments {
+        if matches!(a.point, AttachPoint::Tcx { .. }) && !facts.tcx_links {
+            return Err(Error::Options(format!(
+                "attachment {} at {}: this kernel has no tcx links (the probe of \
+                 BPF_TCX_INGRESS failed; they came with 6.6), and attaching tc programs \
+                 through netlink is not supported",
+                a.name, a.point
+            )));
+        }
+    }
     let identity = identity(objects, options);
     let start = match state {
         None => Start::Fresh { stale },
@@ -402,6 +416,7 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
                 value_plan: None,
                 fields: Vec::new(),
                 notes: Vec::new(),
+                carry: Carry::Keep,
             })
             .collect(),
         (Start::Upgrade { .. }, Some(s)) => upgrade_maps(&set, s, options, &env),
@@ -421,9 +436,32 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
                 value_plan: None,
                 fields: Vec::new(),
                 notes: Vec::new(),
+                carry: Carry::Fresh,
             })
             .collect(),
     };
+    // A reused map keeps its live capacity where the new object declares another
+    // (the diff reuses a map of sockets that grows): the snapshot records what is live.
+    let mut models = set.maps.clone();
+    let mut maps = maps;
+    if let (Start::Upgrade { .. }, Some(s)) = (&start, state) {
+        for m in &mut maps {
+            let old_key = m.from.clone().unwrap_or_else(|| m.key.clone());
+            let old = s.models.iter().find(|o| o.name == old_key);
+            let new = models.iter().find(|n| n.name == m.key);
+            carry::decide(m, old, new);
+        }
+        for m in maps.iter_mut().filter(|m| m.action == MapAction::Reuse) {
+            let old = s.models.iter().find(|o| o.name == m.key);
+            let new = models.iter_mut().find(|n| n.name == m.key);
+            if let (Some(old), Some(new)) = (old, new)
+                && old.max_entries != new.max_entries
+            {
+                new.max_entries = old.max_entries;
+                m.max_entries = old.max_entries;
+            }
+        }
+    }
     let restart = start == Start::Restart;
     let mut programs: Vec<ProgramPlan> = set
         .programs
@@ -489,7 +527,7 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
         maps,
         programs,
         attachments,
-        models: set.maps,
+        models,
     })
 }
 
@@ -562,6 +600,7 @@ fn upgrade_maps(set: &SetModel, state: &State, options: &Options, env: &KernelEn
                 value_plan: d.value_plan,
                 fields: d.fields,
                 notes,
+                carry: Carry::Fresh,
             }
         })
         .collect()
@@ -652,6 +691,7 @@ impl fmt::Display for Plan {
             for n in &m.notes {
                 writeln!(f, "      {n}")?;
             }
+            writeln!(f, "      entries: {}", m.carry)?;
         }
         writeln!(f, "programs:")?;
         for p in &self.programs {

@@ -160,21 +160,10 @@ impl RealKernel {
 }
 
 fn object_options(options: &Options) -> Result<ObjectOptions, KernelError> {
-    let mut oo = ObjectOptions::new();
-    for (section, t) in &options.program_types {
-        let prog_type = t
-            .prog_type
-            .parse()
-            .map_err(|e| KernelError::failed(format!("program type of section {section}"), e))?;
-        let attach_type = match &t.attach_type {
-            Some(a) => Some(a.parse().map_err(|e| {
-                KernelError::failed(format!("attach type of section {section}"), e)
-            })?),
-            None => None,
-        };
-        oo = oo.program_type(section, prog_type, attach_type);
-    }
-    Ok(oo)
+    let types = options
+        .loader_program_types()
+        .map_err(|e| KernelError::failed("program types", std::io::Error::other(e)))?;
+    Ok(ObjectOptions::new().program_types(types))
 }
 
 /// The index of a network device, from sysfs.
@@ -200,6 +189,7 @@ impl Kernel for RealKernel {
             // bpffs renames through simple_rename, which exchanges since 5.x; the
             // pin root's exchange reports a kernel that refuses.
             rename_exchange: true,
+            tcx_links: self.bpf.has(handover_sys::Feature::TcxLink),
         }
     }
 
@@ -210,12 +200,19 @@ impl Kernel for RealKernel {
         reuse: &BTreeMap<String, ObjRef>,
     ) -> Result<LoadedSet, KernelError> {
         let oo = object_options(options)?;
+        let oo_types = options
+            .loader_program_types()
+            .map_err(|e| KernelError::failed("program types", std::io::Error::other(e)))?;
+        let inner_maps = options
+            .loader_inner_maps()
+            .map_err(|e| KernelError::failed("inner map templates", std::io::Error::other(e)))?;
         let mut set = LoadedSet::default();
         let mut created: Vec<(ObjRef, OwnedFd)> = Vec::new();
         for o in objects {
-            let object = Object::parse_with(&o.bytes, &oo)
+            let mut object = Object::parse_with(&o.bytes, &oo)
                 .map_err(|e| KernelError::failed(format!("parse {}", o.name), e))?;
             let mut reuse_maps = std::collections::HashMap::new();
+            let mut kept_capacity = Vec::new();
             for spec in object.maps() {
                 let key = map_key(&o.name, &spec.name);
                 let shared = set.maps.get(&key).or_else(|| reuse.get(&key)).copied();
@@ -225,14 +222,29 @@ impl Kernel for RealKernel {
                         None => self.fd_of(r)?.try_clone_to_owned(),
                     }
                     .map_err(|e| KernelError::failed(format!("dup {r}"), e))?;
+                    // A reused map keeps its capacity (the plan says so where the
+                    // object declares another): the programs load against it.
+                    let live = self
+                        .bpf
+                        .map_info(fd.as_fd())
+                        .map_err(failed(format!("info of reused map {key}")))?
+                        .max_entries;
+                    if live != spec.max_entries && spec.max_entries != 0 {
+                        kept_capacity.push((spec.name.clone(), live));
+                    }
                     reuse_maps.insert(spec.name.clone(), std::sync::Arc::new(fd));
                 }
+            }
+            for (name, live) in kept_capacity {
+                object.set_max_entries(&name, live);
             }
             let loaded = handover_load::load(
                 &self.bpf,
                 &object,
                 LoadOptions {
                     reuse_maps,
+                    program_types: oo_types.clone(),
+                    inner_maps: inner_maps.clone(),
                     ..LoadOptions::for_file(&o.name)
                 },
             )
@@ -371,7 +383,12 @@ impl Kernel for RealKernel {
                     ))
                     .map_err(failed(format!("attach {program} at {point}")))?
             }
-            AttachPoint::Xdp { iface } => {
+            // Device hooks: an XDP or tcx link to the device's index.
+            AttachPoint::Xdp { iface } | AttachPoint::Tcx { iface, .. } => {
+                let attach_type = match point {
+                    AttachPoint::Tcx { direction, .. } => direction.attach_type(),
+                    _ => handover_sys::AttachType::Xdp,
+                };
                 let index = ifindex(iface)?;
                 let prog = self
                     .fd_of(program)?
@@ -381,7 +398,7 @@ impl Kernel for RealKernel {
                     .link_create(&LinkCreate::new(
                         prog.as_fd(),
                         AttachTarget::Ifindex(index),
-                        handover_sys::AttachType::Xdp,
+                        attach_type,
                     ))
                     .map_err(failed(format!("attach {program} at {point}")))?
             }
@@ -406,7 +423,8 @@ impl Kernel for RealKernel {
             .map_err(failed(format!("info of {link}")))?;
         // A detached cgroup link reports no cgroup; its program is not running.
         let detached = matches!(info.target, LinkTarget::Cgroup { cgroup_id: 0, .. })
-            || matches!(info.target, LinkTarget::Xdp { ifindex: 0 });
+            || matches!(info.target, LinkTarget::Xdp { ifindex: 0 })
+            || matches!(info.target, LinkTarget::Tcx { ifindex: 0, .. });
         Ok((!detached && info.prog_id != 0).then_some(info.prog_id))
     }
 

@@ -642,6 +642,19 @@ impl<'data> Object<'data> {
         self.maps.iter().find(|m| m.name == name)
     }
 
+    /// Sets the capacity of map `name` before it is loaded (libbpf's
+    /// `bpf_map__set_max_entries`): a caller that keeps a live map of another capacity
+    /// loads the programs against that one. Returns `false` when there is no such map.
+    pub fn set_max_entries(&mut self, name: &str, max_entries: u32) -> bool {
+        match self.maps.iter_mut().find(|m| m.name == name) {
+            Some(m) => {
+                m.max_entries = max_entries;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Every program, in section and offset order.
     #[must_use]
     pub fn programs(&self) -> &[ProgramSpec] {

@@ -1,0 +1,79 @@
+//! Maps whose entries the copy cannot carry whole get a stated strategy in the plan
+//! before anything runs, and a plan that would lose state needs `allow_state_loss`:
+//! programs/engine_state_v1.c upgraded to engine_state_v2.c on the fake kernel.
+
+mod common;
+
+use common::StateDir;
+use handover_engine::{
+    ApplyOptions, Carry, Engine, Error, FakeWorld, LockWait, MapAction, ObjectSource, Options,
+};
+
+fn object(version: u32) -> Vec<ObjectSource> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../programs/build/engine_state_v{version}.o"));
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run programs/build.sh", path.display()));
+    vec![ObjectSource::new("state.o", bytes)]
+}
+
+#[test]
+fn timers_sockets_events_and_inner_maps_each_have_a_stated_strategy() {
+    let world = FakeWorld::new();
+    let dir = StateDir::new("carry");
+    let mut e = Engine::with_kernel(world.process(), &dir.0, LockWait::Refuse).unwrap();
+    let v1 = object(1);
+    let plan = e.plan(&v1, &Options::default()).unwrap();
+    assert!(plan.maps.iter().all(|m| m.carry == Carry::Fresh), "{plan}");
+    e.apply(&plan, &v1, ApplyOptions::default()).unwrap();
+    let before = world.pins();
+
+    let v2 = object(2);
+    let plan = e.plan(&v2, &Options::default()).unwrap();
+    let carry = |key: &str| plan.map(key).unwrap().carry.clone();
+    // The timer of a session is the old programs' state: the kernel zeroes it on a
+    // copy, so the rest is copied and the loss is stated.
+    assert_eq!(
+        carry("sessions"),
+        Carry::CopyWithout {
+            fields: vec!["expiry (bpf_timer)".into()]
+        }
+    );
+    assert!(plan.map("sessions").unwrap().loses_entries);
+    assert_eq!(plan.map("sessions").unwrap().action, MapAction::Copy);
+    // A sockhash that grows is kept with its sockets.
+    assert_eq!(carry("socks"), Carry::Keep);
+    // Ring buffer records are drained from the old map, not carried; no loss.
+    assert_eq!(carry("events"), Carry::Drain);
+    assert!(!plan.map("events").unwrap().loses_entries);
+    // Inner maps are not carried by this engine's copy: a stated loss, not a copy
+    // that would fail half way.
+    let tenants = plan.map("tenants").unwrap();
+    assert!(matches!(tenants.carry, Carry::Lost { .. }), "{plan}");
+    assert_eq!(tenants.action, MapAction::Create);
+    let text = plan.to_string();
+    assert!(
+        text.contains("entries: every entry copied except kernel-managed fields"),
+        "{text}"
+    );
+    assert!(
+        text.contains("entries: entries lost: entries are inner maps"),
+        "{text}"
+    );
+
+    match e.apply(&plan, &v2, ApplyOptions::default()) {
+        Err(Error::StateLoss { maps }) => assert_eq!(maps, ["sessions", "tenants"]),
+        other => panic!("applied a plan that loses state: {other:?}"),
+    }
+    assert_eq!(world.pins(), before, "a refused plan changes nothing");
+    e.apply(
+        &plan,
+        &v2,
+        ApplyOptions {
+            allow_state_loss: true,
+            ..ApplyOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(e.journal().unwrap().is_none());
+}
