@@ -129,7 +129,7 @@ build_tests() {
     say "building fixtures and static test binaries"
     bash "$root/programs/build.sh"
     (cd "$root" && RUSTFLAGS='-C target-feature=+crt-static' cargo test --release \
-        --target "$triple" --workspace --no-run --message-format=json) >"$cache/build.json"
+        --target "$triple" --workspace --test 'kernel_*' --no-run --message-format=json) >"$cache/build.json"
     jq -r 'select(.reason == "compiler-artifact" and .profile.test and .executable != null
             and (.target.name | startswith("kernel_")))
            | "\(.executable) \(.manifest_path | rtrimstr("/Cargo.toml"))"' \
@@ -172,6 +172,8 @@ pack_common() {
     # they are.
     mkdir -p "$stage$root/programs"
     cp -a "$root/programs/build" "$stage$root/programs/"
+    # The tests find the workspace's root by this file.
+    cp "$root/programs/build.sh" "$stage$root/programs/"
     cp -a "$root/snapshots" "$stage$root/"
     if [ -d /usr/lib/x86_64-linux-gnu/bpf ]; then
         cp -a /usr/lib/x86_64-linux-gnu/bpf "$stage/usr/lib/x86_64-linux-gnu/"
@@ -206,7 +208,7 @@ pack_kernel() {
 
 # Prints the lines of a console log worth following live.
 progress() {
-    tr -d '\r' | tee "$1" |
+    stdbuf -oL tr -d '\r' | tee "$1" |
         grep --line-buffered -E '^HANDOVER-MATRIX|^test result:|panicked|!!!!!!!!|Kernel panic' || true
 }
 
