@@ -9,7 +9,8 @@
 # bookworm-backports through a private apt configuration that leaves the system's
 # alone), unpacked under target/kernels/VERSION/; the test binaries named kernel_*
 # built once as static executables; an initramfs of busybox, those binaries, the
-# fixture objects at the paths the binaries were built to read them from, bpftool with
+# workspace's programs, fixture objects and insta snapshots at the paths the binaries
+# were built to find them at, bpftool with
 # its libraries, and the kernel's own config as /boot/config-RELEASE; booted with qemu
 # (software emulation, no network device), its serial console saved to
 # target/kernels/VERSION/console.log. `host` runs the same binaries through the same
@@ -128,16 +129,21 @@ build_tests() {
     say "building fixtures and static test binaries"
     bash "$root/programs/build.sh"
     (cd "$root" && RUSTFLAGS='-C target-feature=+crt-static' cargo test --release \
-        --target "$triple" --workspace --no-run --message-format=json) >"$cache/build.json"
+        --target "$triple" --workspace --test 'kernel_*' --no-run --message-format=json) >"$cache/build.json"
     jq -r 'select(.reason == "compiler-artifact" and .profile.test and .executable != null
             and (.target.name | startswith("kernel_")))
            | "\(.executable) \(.manifest_path | rtrimstr("/Cargo.toml"))"' \
         "$cache/build.json" | sort -u >"$cache/tests.list"
     [ -s "$cache/tests.list" ] || die "no kernel_* test binary was built"
+    # The workspace's programs (handover, meshd, handoff-testd...), which the tests start
+    # through CARGO_BIN_EXE_NAME: an absolute path into this target directory.
+    jq -r 'select(.reason == "compiler-artifact" and (.profile.test | not)
+            and .executable != null and (.target.kind | index("bin")))
+           | .executable' "$cache/build.json" | sort -u >"$cache/bins.list"
     local bin _
     while read -r bin _; do
         is_static "$bin" || die "$bin is not static"
-    done <"$cache/tests.list"
+    done < <(cat "$cache/tests.list" "$cache/bins.list")
 }
 
 # The part of the initramfs every kernel shares: busybox, init, runner, test binaries,
@@ -158,9 +164,17 @@ pack_common() {
         mkdir -p "$stage$dir"
         echo "/handover/bin/$(basename "$bin") $dir" >>"$stage/handover/tests.list"
     done <"$cache/tests.list"
-    # Fixture objects where the binaries' CARGO_MANIFEST_DIR says they are.
+    while read -r bin; do
+        mkdir -p "$stage$(dirname "$bin")"
+        cp "$bin" "$stage$bin"
+    done <"$cache/bins.list"
+    # Fixture objects and insta snapshots where the binaries' CARGO_MANIFEST_DIR says
+    # they are.
     mkdir -p "$stage$root/programs"
     cp -a "$root/programs/build" "$stage$root/programs/"
+    # The tests find the workspace's root by this file.
+    cp "$root/programs/build.sh" "$stage$root/programs/"
+    cp -a "$root/snapshots" "$stage$root/"
     if [ -d /usr/lib/x86_64-linux-gnu/bpf ]; then
         cp -a /usr/lib/x86_64-linux-gnu/bpf "$stage/usr/lib/x86_64-linux-gnu/"
     fi
@@ -194,7 +208,7 @@ pack_kernel() {
 
 # Prints the lines of a console log worth following live.
 progress() {
-    tr -d '\r' | tee "$1" |
+    stdbuf -oL tr -d '\r' | tee "$1" |
         grep --line-buffered -E '^HANDOVER-MATRIX|^test result:|panicked|!!!!!!!!|Kernel panic' || true
 }
 

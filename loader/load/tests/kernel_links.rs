@@ -366,6 +366,8 @@ fn feature_probes_answer_for_this_kernel() {
 
     // Pins relative to a directory work with BPF_F_PATH_FD or without it.
     has(Feature::PathFd);
+    // Fetch-add (clang -mcpu=v3 atomics), which the demo dataplane needs.
+    has(Feature::AtomicFetch);
 }
 
 #[test]

@@ -22,9 +22,12 @@ pub enum Feature {
     TcxLink,
     /// `BPF_F_PATH_FD` for `BPF_OBJ_PIN`/`BPF_OBJ_GET` relative to a directory fd (6.5).
     PathFd,
+    /// Atomic operations that return the old value (`BPF_ATOMIC` with `BPF_FETCH`,
+    /// clang's `-mcpu=v3` fetch-add; 5.12).
+    AtomicFetch,
 }
 
-const FEATURES: usize = 4;
+const FEATURES: usize = 5;
 
 impl Feature {
     const fn index(self) -> usize {
@@ -33,6 +36,7 @@ impl Feature {
             Feature::Ringbuf => 1,
             Feature::TcxLink => 2,
             Feature::PathFd => 3,
+            Feature::AtomicFetch => 4,
         }
     }
 }
@@ -127,6 +131,20 @@ impl Bpf {
             Feature::PathFd => {
                 // A bad path_fd fails with EBADF when the flag is known, EINVAL if not.
                 matches!(self.probe_path_fd(), Some(libc::EBADF))
+            }
+            Feature::AtomicFetch => {
+                // A fetch-add on a stack slot: an older verifier refuses the nonzero
+                // immediate of its BPF_XADD.
+                let insns = [
+                    Insn::new(0xb7, 1, 0, 0, 0),   // r1 = 0
+                    Insn::new(0x7b, 10, 1, -8, 0), // *(u64 *)(r10 - 8) = r1
+                    Insn::new(0xb7, 1, 0, 0, 1),   // r1 = 1
+                    Insn::new(0xdb, 10, 1, -8, 1), // r1 = atomic_fetch_add((u64 *)(r10 - 8), r1)
+                    Insn::new(0xb7, 0, 0, 0, 0),   // r0 = 0
+                    Insn::new(0x95, 0, 0, 0, 0),   // exit
+                ];
+                self.prog_load(&ProgLoad::new(ProgramType::SocketFilter, &insns, "GPL"))
+                    .is_ok()
             }
         }
     }
