@@ -145,6 +145,7 @@ fn diff_of_dataplane_v1_to_v2() {
     assert_eq!(verdict("backend_conns"), Verdict::Reuse);
     assert_eq!(verdict("sock_meta"), Verdict::New);
     assert_eq!(verdict("service_stats"), Verdict::New);
+    assert_eq!(verdict("conns_tombstones"), Verdict::New);
     assert_eq!(verdict("sock_ctx"), Verdict::Removed);
     // The size-only backend map is migrated by its handover:value tag (the appended
     // flags word zero-filled), frontend by its renamed_from tag: nothing is lost.

@@ -15,12 +15,13 @@ use handover_engine::{
     ApplyOptions, AttachPoint, Attachment, Engine, LockWait, MapAction, ObjectSource, Options,
     Plan, Report, pin_name,
 };
+use handover_loader::Object;
 use handover_sys::{AttachType, Bpf, Map, OpenFlags};
 use serde::{Deserialize, Serialize};
 use tracing::{info, info_span};
 
 use crate::dataplane::{Dataplane, DataplaneError};
-use crate::layout::{Layout, LayoutError};
+use crate::layout::{Layout, LayoutError, maps};
 
 /// The programs the dataplane attaches, each to the cgroup at its hook. The lb policy
 /// programs are reached by tail call and attach nowhere.
@@ -175,9 +176,17 @@ impl EngineInstaller {
         )?)
     }
 
-    /// The engine options of a dataplane attached to `cgroup`.
+    /// The engine options of the dataplane `object` attached to `cgroup`. An object
+    /// that declares `conns_tombstones` writes there every key it deletes from `conns`
+    /// (the engine's tombstone contract): the engine is told, so that the reconcile
+    /// of an upgrade to it does not add back connections it closed during the switch.
     #[must_use]
-    pub fn options(cgroup: &Path) -> Options {
+    pub fn options(object: &Object<'_>, cgroup: &Path) -> Options {
+        let tombstones = object
+            .map(maps::CONNS_TOMBSTONES)
+            .map(|_| (maps::CONNS.to_owned(), maps::CONNS_TOMBSTONES.to_owned()))
+            .into_iter()
+            .collect();
         Options {
             attachments: ATTACHMENTS
                 .iter()
@@ -190,6 +199,7 @@ impl EngineInstaller {
                     },
                 })
                 .collect(),
+            tombstones,
             ..Options::default()
         }
     }
@@ -246,10 +256,10 @@ impl Installer for EngineInstaller {
         ready: &mut dyn FnMut(&Dataplane) -> Result<(), DataplaneError>,
     ) -> Result<Installed, InstallError> {
         let _span = info_span!("install", root = %self.root.display()).entered();
-        let object = handover_loader::Object::parse(request.object)?;
+        let object = Object::parse(request.object)?;
         let layout = Layout::of(&object)?;
         let objects = [ObjectSource::new(OBJECT_NAME, request.object)];
-        let options = Self::options(request.cgroup);
+        let options = Self::options(&object, request.cgroup);
         // The engine (and its lock) is held for the install only: a successor can
         // take over while this daemon still runs.
         let mut engine = self.engine()?;

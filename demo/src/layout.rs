@@ -27,6 +27,8 @@ pub mod maps {
     pub const BACKEND_CONNS: &str = "backend_conns";
     /// One entry per open connection; written by the programs.
     pub const CONNS: &str = "conns";
+    /// The keys the programs deleted from `conns` (v2 on): the engine's tombstones.
+    pub const CONNS_TOMBSTONES: &str = "conns_tombstones";
     /// The lb policy programs (tail calls).
     pub const LB_POLICIES: &str = "lb_policies";
 }
