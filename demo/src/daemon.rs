@@ -270,10 +270,35 @@ pub fn run(installer: &mut dyn Installer, options: &DaemonOptions) -> Result<(),
         })?;
     let config = Config::read(&options.config)?;
     let label = format!("meshd {}", options.generation);
-    let (mut received, mut salvaged) = match &options.handoff {
-        Some(address) => try_take_over(address, &label)?,
-        None => (None, NamedFds::default()),
-    };
+    let (mut received, mut salvaged, mut bound) = (None, NamedFds::default(), None);
+    if let Some(address) = &options.handoff {
+        // A daemon that holds the admin port is alive even when its handoff socket did
+        // not answer (between two handoffs, or still binding it after taking over): ask
+        // again for a while rather than start beside it.
+        let mut attempts = 0;
+        loop {
+            let (r, s) = try_take_over(address, &label)?;
+            if r.is_some() || !s.is_empty() {
+                (received, salvaged) = (r, s);
+                break;
+            }
+            match options.admin_port.map(admin::bind) {
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::AddrInUse && attempts < 50 => {
+                    attempts += 1;
+                    warn!("the admin port is held by a running daemon: asking it again");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => {
+                    bound = other.transpose().map_err(|source| DaemonError::Io {
+                        what: "binding the admin listener",
+                        source,
+                    })?;
+                    salvaged = s;
+                    break;
+                }
+            }
+        }
+    }
     let took_over = received.is_some();
     let shared = Arc::new(Shared {
         sync: Mutex::new(Sync {
@@ -293,7 +318,7 @@ pub fn run(installer: &mut dyn Installer, options: &DaemonOptions) -> Result<(),
         .and_then(|r| r.fds.take("admin"))
         .or_else(|| salvaged.take("admin"))
         .map(TcpListener::from);
-    let listener = match (inherited, options.admin_port) {
+    let listener = match (inherited.or(bound), options.admin_port) {
         (Some(l), _) => Some(l),
         (None, Some(port)) => Some(admin::bind(port).map_err(|source| DaemonError::Io {
             what: "binding the admin listener",
@@ -301,17 +326,6 @@ pub fn run(installer: &mut dyn Installer, options: &DaemonOptions) -> Result<(),
         })?),
         (None, None) => None,
     };
-    let admin = listener
-        .map(|l| {
-            let metrics: Arc<dyn Metrics> = Arc::clone(&shared) as Arc<dyn Metrics>;
-            Admin::start(l, &options.generation, metrics)
-        })
-        .transpose()
-        .map_err(|source| DaemonError::Io {
-            what: "starting the admin endpoint",
-            source,
-        })?;
-
     // The final reconcile: install or upgrade, then sync with the configuration.
     // The descriptors taken over stay open until the installation holds its own.
     let request = InstallRequest {
@@ -322,15 +336,25 @@ pub fn run(installer: &mut dyn Installer, options: &DaemonOptions) -> Result<(),
     {
         Ok(i) => i,
         Err(e) => {
-            // Dropping `received` calls the handover off: the old daemon resumes.
-            if let Some(a) = &admin {
-                a.stop_accepting();
-                a.drain(DRAIN);
-            }
+            // Dropping `received` calls the handover off: the old daemon resumes. This
+            // one never accepted on the admin listener, so no request is lost with it.
             return Err(e.into());
         }
     };
     info!(start = ?installed.start, links = ?installed.links, "dataplane ready");
+    // Only a daemon whose dataplane is ready accepts admin requests: one killed during
+    // its installation (an upgrade) leaves no accepted request unanswered, the old
+    // daemon answers them all until this one serves.
+    let admin = listener
+        .map(|l| {
+            let metrics: Arc<dyn Metrics> = Arc::clone(&shared) as Arc<dyn Metrics>;
+            Admin::start(l, &options.generation, metrics)
+        })
+        .transpose()
+        .map_err(|source| DaemonError::Io {
+            what: "starting the admin endpoint",
+            source,
+        })?;
     let summary = InstallSummary {
         start: installed.start.clone(),
         took_over,
