@@ -78,6 +78,24 @@ fn create(bpf: &Bpf, t: MapType, value: u32, max: u32, name: &str) -> Map {
     Map::create(bpf, &spec).unwrap()
 }
 
+/// An old hash map of `entries` entries (hits 0, bytes 10) copied with conversion into a
+/// new one, the merge base written to `state`.
+fn copied(
+    bpf: &Bpf,
+    entries: u32,
+    state: &std::path::Path,
+) -> (Map, Map, Conversion, handover_engine::migrate::MergeBase) {
+    let old = create(bpf, MapType::Hash, 16, 1000, "mig_old");
+    let new = create(bpf, MapType::Hash, 24, 1000, "mig_new");
+    for i in 0..entries {
+        old.update(&i.to_ne_bytes(), &old_value(i, 0, 10), UpdateFlags::ANY)
+            .unwrap();
+    }
+    let conv = conversion(&old);
+    let (base, _) = copy_map("m", &old, &new, &conv, state, &CopyOptions::default()).unwrap();
+    (old, new, conv, base)
+}
+
 /// The value of entry `i` on CPU slot `c`.
 fn expected(i: u32, c: u32) -> (u64, u64, u32) {
     (u64::from(i) * 3 + u64::from(c), u64::from(i + c), i ^ 0xa5)
@@ -219,22 +237,7 @@ fn the_reconcile_sums_exactly_while_a_program_keeps_adding() {
     let _bpffs = testenv::Bpffs::mount();
     let state = testenv::TempDir::new("migrate-kernel-reconcile");
     let bpf = Bpf::kernel();
-    let old = create(&bpf, MapType::Hash, 16, 1000, "mig_old");
-    let new = create(&bpf, MapType::Hash, 24, 1000, "mig_new");
-    for i in 0..100u32 {
-        old.update(&i.to_ne_bytes(), &old_value(i, 0, 10), UpdateFlags::ANY)
-            .unwrap();
-    }
-    let conv = conversion(&old);
-    let (base, _) = copy_map(
-        "m",
-        &old,
-        &new,
-        &conv,
-        state.path(),
-        &CopyOptions::default(),
-    )
-    .unwrap();
+    let (old, new, conv, base) = copied(&bpf, 100, state.path());
     let rules: BTreeMap<String, MergeRule> = [
         ("hits".to_owned(), MergeRule::Sum),
         ("bytes".to_owned(), MergeRule::Max),
@@ -331,22 +334,7 @@ fn a_reconcile_interrupted_between_batches_and_run_again_adds_each_sum_once() {
     let _bpffs = testenv::Bpffs::mount();
     let state = testenv::TempDir::new("migrate-kernel-rerun");
     let bpf = Bpf::kernel();
-    let old = create(&bpf, MapType::Hash, 16, 1000, "mig_old");
-    let new = create(&bpf, MapType::Hash, 24, 1000, "mig_new");
-    for i in 0..200u32 {
-        old.update(&i.to_ne_bytes(), &old_value(i, 0, 10), UpdateFlags::ANY)
-            .unwrap();
-    }
-    let conv = conversion(&old);
-    let (base, _) = copy_map(
-        "m",
-        &old,
-        &new,
-        &conv,
-        state.path(),
-        &CopyOptions::default(),
-    )
-    .unwrap();
+    let (old, new, conv, base) = copied(&bpf, 200, state.path());
     let rules: BTreeMap<String, MergeRule> = [("hits".to_owned(), MergeRule::Sum)].into();
     let fields = ValueFields::new("m", &new_layout(), 24, &rules).unwrap();
     let mut spec = MapCreate::new(MapType::Hash, 4, MARK_VALUE_SIZE as u32, 1000);
