@@ -1,13 +1,16 @@
 //! Step 2 of an upgrade: copy every entry of the old map into the new one, converted,
 //! recording the merge base as it goes.
 //!
-//! Reads, conversion and writes overlap in a pipeline of threads joined by bounded
-//! channels: a reader walks the old map by batches into chunk buffers; the calling
-//! thread converts each chunk with the compiled [`Conversion`] and records it in the
-//! [`MergeBase`] file; writers put the converted entries into the new map by batch.
-//! Each writer takes the keys whose hash falls in its share, in the walk's order, so
-//! a key the walk returned twice ends with the value read last, as the base records
-//! it, however the writers interleave. Every buffer goes back to its stage for reuse: nothing is allocated
+//! Reads and writes overlap: the calling thread walks the old map by batches,
+//! converts each chunk with the compiled [`Conversion`] and records it in the
+//! [`MergeBase`] file; writer threads, fed through bounded channels, put the converted
+//! entries into the new map by batch. Both ends are bpf(2) calls of about the same
+//! cost, and the conversion and the base are small next to them, so one reading and
+//! one writing thread keep two CPUs busy; a thread of its own for the conversion
+//! would only add a hop per chunk. With more than one writer each takes the keys
+//! whose hash falls in its share, in the walk's order, so a key the walk returned
+//! twice ends with the value read last, as the base records it, however the writers
+//! interleave. Every buffer goes back to its stage for reuse: nothing is allocated
 //! per entry or per chunk once the pipeline runs, and memory stays bounded by the
 //! channel depth times the chunk size, plus the base's index.
 
@@ -20,7 +23,7 @@ use super::base::{BaseShape, BaseWriter, MergeBase};
 use super::conversion::{Compiled, Conversion};
 use super::digest::{hash_key_and_entry, hash64};
 use super::error::{MigrateError, between_batches};
-use super::walk::{Chunk, walk_overlapped};
+use super::walk::{Chunk, walk_inline};
 use super::write::Writer;
 
 /// How a copy runs.
@@ -34,6 +37,8 @@ pub struct CopyOptions {
     pub depth: usize,
     /// Threads writing the new map (at most [`MAX_WRITERS`]): each takes the keys
     /// of its share of the key hashes, so that one key's writes keep their order.
+    /// One by default: the reading thread and one writer already fill two CPUs, and
+    /// a kernel's hash-map update gains little from a second writer on the same map.
     pub writers: usize,
     /// A failpoint evaluated before each batch is converted (crash tests).
     pub batch_point: Option<&'static str>,
@@ -52,7 +57,7 @@ impl Default for CopyOptions {
             lock: false,
             chunk: COPY_CHUNK,
             depth: 4,
-            writers: 2,
+            writers: 1,
             batch_point: None,
         }
     }
@@ -120,8 +125,7 @@ pub fn copy_map(
     let writer = Writer::new(new, name, options.lock);
     let depth = options.depth.max(1);
     let writers = options.writers.clamp(1, MAX_WRITERS);
-    // Old chunks go from the reader to the converter (`walk_overlapped`), new chunks
-    // from the converter to each writer, and back empty. Each lane has `depth`
+    // New chunks go from the walk to each writer, and back empty. Each lane has `depth`
     // buffers in flight plus one being filled, all allocated once.
     let mut lanes = Vec::with_capacity(writers);
     let mut lane_ends = Vec::with_capacity(writers);
@@ -136,7 +140,7 @@ pub fn copy_map(
     }
     let mut read = 0usize;
     let mut converting = Duration::ZERO;
-    let (walked, writer_results) = std::thread::scope(|s| {
+    let (walked, finishing, writer_results) = std::thread::scope(|s| {
         let writer = &writer;
         let handles: Vec<_> = lane_ends
             .into_iter()
@@ -158,7 +162,7 @@ pub fn copy_map(
             })
             .collect();
         let mut outs: Vec<Chunk> = Vec::with_capacity(writers);
-        let walked = walk_overlapped(old, name, options.chunk, options.lock, depth, |chunk| {
+        let each = |chunk: &Chunk| {
             between_batches(options.batch_point)?;
             read += chunk.len;
             outs.clear();
@@ -178,25 +182,31 @@ pub fn copy_map(
                 }
             }
             Ok(true)
-        });
+        };
+        let walked = walk_inline(old, name, options.chunk, options.lock, each);
         // Dropping the lanes ends each writer after its last chunk.
         drop(lanes);
+        // The base is closed (index sorted, file synced) while the writers put the
+        // last chunks in: it is the copy's record of what was read, complete once the
+        // walk is. A writer that fails after this still fails the copy, whose step
+        // the journal then does not count as done, so the base is never trusted.
+        let t = Instant::now();
+        let walked = walked.and_then(|w| Ok((w, base.finish()?)));
+        let finishing = t.elapsed();
         let writer_results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
-        (walked, writer_results)
+        (walked, finishing, writer_results)
     });
     // A writer's error is the cause of a walk that stopped early: report it first.
     let mut writing = Duration::ZERO;
     for r in writer_results {
         writing = writing.max(joined(r)?);
     }
-    let (read_by_batch, reading) = walked?;
-    let t = Instant::now();
-    let base = base.finish()?;
+    let ((read_by_batch, reading), base) = walked?;
     let stages = StageTimes {
         read: reading,
         convert: converting,
         write: writing,
-        finish: t.elapsed(),
+        finish: finishing,
     };
     let copied = base.len();
     Ok((

@@ -145,6 +145,34 @@ impl<'m> Walker<'m> {
     }
 }
 
+/// Walks every entry of `map` on the calling thread, calling `each` on every chunk
+/// as soon as it is read: for a caller whose work per chunk is small next to the
+/// read, where a thread hop per chunk costs more than it overlaps. Returns whether
+/// batch lookups served the walk and the time spent reading.
+///
+/// # Errors
+/// The walk fails, or `each` does.
+pub(crate) fn walk_inline(
+    map: &dyn MapAccess,
+    name: &str,
+    chunk: usize,
+    lock: bool,
+    mut each: impl FnMut(&Chunk) -> Result<bool, MigrateError>,
+) -> Result<(bool, std::time::Duration), MigrateError> {
+    let mut walk = Walker::new(map, name, chunk, lock);
+    let mut c = Chunk::default();
+    let mut busy = std::time::Duration::ZERO;
+    loop {
+        let t = std::time::Instant::now();
+        let more = walk.next_chunk(&mut c)?;
+        busy += t.elapsed();
+        if !more || !each(&c)? {
+            break;
+        }
+    }
+    Ok((walk.batched, busy))
+}
+
 /// Walks every entry of `map` on a reader thread, `depth` chunks ahead, and calls
 /// `each` on the calling thread for every chunk in the walk's order; `each` returns
 /// `false` to stop early. Returns whether batch lookups served the walk and the time
