@@ -184,6 +184,10 @@ pub(crate) struct SetArgs {
     /// Print JSON for machines instead of text.
     #[arg(long)]
     pub json: bool,
+    /// When another process holds the state directory's lock (a daemon, another
+    /// upgrade), wait for it at most SECONDS instead of exiting with 6 at once.
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<u64>,
 }
 
 /// The options that are part of a load's identity: `plan` and `upgrade` take the

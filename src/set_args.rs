@@ -74,6 +74,8 @@ pub(crate) fn finish(command: &str, r: Result<ExitCode, Refusal>) -> Result<Exit
 pub(crate) struct Place {
     pub root: PathBuf,
     pub state: PathBuf,
+    /// How long to wait for the state directory's lock.
+    pub wait: LockWait,
 }
 
 /// `path` as `systemd-escape --path` writes it: slashes at the ends dropped, inner
@@ -121,13 +123,16 @@ impl Place {
             .state
             .clone()
             .unwrap_or_else(|| Path::new(STATE_BASE).join(escape_path(&root)));
-        Ok(Self { root, state })
+        let wait = set.wait.map_or(LockWait::Refuse, |s| {
+            LockWait::Timeout(std::time::Duration::from_secs(s))
+        });
+        Ok(Self { root, state, wait })
     }
 
-    /// Opens the engine on the set, refusing at once when another process holds its
-    /// lock.
+    /// Opens the engine on the set; when another process holds its lock, refuses at
+    /// once or waits as `--wait` says.
     pub(crate) fn engine(&self) -> Result<Engine<RealKernel>, Refusal> {
-        Engine::open(&self.root, &self.state, LockWait::Refuse).map_err(|e| engine_failure(&e))
+        Engine::open(&self.root, &self.state, self.wait).map_err(|e| engine_failure(&e))
     }
 }
 

@@ -213,6 +213,61 @@ fn a_stored_plan_runs_exactly_a_stale_one_is_refused_and_uninstall_leaves_nothin
 }
 
 #[test]
+fn a_held_lock_is_refused_with_exit_6_or_waited_for_with_wait() {
+    const TEST: &str = "a_held_lock_is_refused_with_exit_6_or_waited_for_with_wait";
+    if !testenv::privileged(TEST) {
+        return;
+    }
+    let w = World::new();
+    let v1 = fixture("engine_v1.o");
+    let [cg, cgroup] = w.cgroup_arg();
+    w.expect(0, "upgrade", &[&v1, &cg, &cgroup]);
+
+    // A daemon holds the set: every command that takes the lock refuses at once.
+    let daemon = w.engine();
+    for command in ["upgrade", "recover", "uninstall"] {
+        let args: Vec<&dyn AsRef<std::ffi::OsStr>> = if command == "upgrade" {
+            vec![&v1, &cg, &cgroup]
+        } else {
+            Vec::new()
+        };
+        let out = w.run(command, &args);
+        assert_eq!(out.status.code(), Some(6), "{command}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("locked by another process"), "{err}");
+    }
+    // Too short a wait ends as a refusal too, after waiting.
+    let short = w.run("upgrade", &[&v1, &cg, &cgroup, &"--wait", &"1"]);
+    assert_eq!(short.status.code(), Some(6), "{short:?}");
+
+    // With --wait the upgrade waits while the lock is held and runs once it is not.
+    let mut waiting = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .arg("upgrade")
+        .arg("--root")
+        .arg(w.root())
+        .arg("--state")
+        .arg(w.state.path())
+        .args([v1.as_os_str(), cg.as_os_str(), cgroup.as_os_str()])
+        .args(["--wait", "120"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "the upgrade did not wait for the lock"
+    );
+    drop(daemon);
+    let out = waiting.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("restarted "), "{text}");
+    w.expect(0, "uninstall", &[]);
+}
+
+#[test]
 fn lost_entries_need_allow_state_loss() {
     const TEST: &str = "lost_entries_need_allow_state_loss";
     if !testenv::privileged(TEST) {
