@@ -133,7 +133,7 @@ pub(crate) enum Command {
         "  2  usage error\n",
         "  6  the state directory is locked by another process",
     ))]
-    Recover(SetArgs),
+    Recover(ChangeArgs),
     /// Removes the set at --root: links detached, every pin and the state removed.
     #[command(after_help = concat!(
         "Examples:\n",
@@ -145,7 +145,7 @@ pub(crate) enum Command {
         "  2  usage error\n",
         "  6  the state directory is locked by another process",
     ))]
-    Uninstall(SetArgs),
+    Uninstall(ChangeArgs),
     /// Runs the mesh demo: a Kmesh-like dataplane and its daemon restarted, killed,
     /// upgraded and uninstalled under live traffic, in a private bpffs, cgroup and
     /// network namespace (needs root).
@@ -184,10 +184,24 @@ pub(crate) struct SetArgs {
     /// Print JSON for machines instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How a command that changes the set takes its lock.
+#[derive(Debug, Args)]
+pub(crate) struct LockArgs {
     /// When another process holds the state directory's lock (a daemon, another
     /// upgrade), wait for it at most SECONDS instead of exiting with 6 at once.
     #[arg(long, value_name = "SECONDS")]
     pub wait: Option<u64>,
+}
+
+/// The arguments of `recover` and `uninstall`: the set and how to take its lock.
+#[derive(Debug, Args)]
+pub(crate) struct ChangeArgs {
+    #[command(flatten)]
+    pub set: SetArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 /// The options that are part of a load's identity: `plan` and `upgrade` take the
@@ -242,6 +256,8 @@ impl LoadArgs {
 pub(crate) struct PlanArgs {
     #[command(flatten)]
     pub set: SetArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
     /// The BPF objects of the new set.
     #[arg(required = true, value_name = "OBJ")]
     pub objects: Vec<PathBuf>,
@@ -257,6 +273,8 @@ pub(crate) struct PlanArgs {
 pub(crate) struct UpgradeArgs {
     #[command(flatten)]
     pub set: SetArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
     /// The BPF objects of the new set.
     #[arg(
         value_name = "OBJ",

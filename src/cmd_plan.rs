@@ -55,7 +55,7 @@ fn body(args: &PlanArgs) -> Result<ExitCode, Failure> {
     let place = Place::of(&args.set)?;
     let objects = crate::set_args::read_objects(&args.objects)?;
     let options = crate::set_args::options(&objects, &args.load)?;
-    let mut engine = place.engine()?;
+    let mut engine = place.engine(&args.lock)?;
     let plan = engine
         .plan(&objects, &options)
         .map_err(|e| engine_failure(&e))?;

@@ -5,18 +5,18 @@ use std::process::ExitCode;
 
 use handover::engine::Direction;
 
-use crate::cli::SetArgs;
+use crate::cli::ChangeArgs;
 use crate::set_args::{Failure, Place, engine_failure};
 
-pub(crate) fn recover(args: &SetArgs) -> Result<ExitCode, String> {
+pub(crate) fn recover(args: &ChangeArgs) -> Result<ExitCode, String> {
     crate::set_args::finish("recover", recover_body(args))
 }
 
-fn recover_body(args: &SetArgs) -> Result<ExitCode, Failure> {
-    let place = Place::of(args)?;
-    let mut engine = place.engine()?;
+fn recover_body(args: &ChangeArgs) -> Result<ExitCode, Failure> {
+    let place = Place::of(&args.set)?;
+    let mut engine = place.engine(&args.lock)?;
     let recovered = engine.recover().map_err(|e| engine_failure(&e))?;
-    let text = if args.json {
+    let text = if args.set.json {
         let mut t = serde_json::to_string_pretty(&serde_json::json!({ "recovered": recovered }))
             .unwrap_or_default();
         t.push('\n');
@@ -38,15 +38,15 @@ fn recover_body(args: &SetArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn uninstall(args: &SetArgs) -> Result<ExitCode, String> {
+pub(crate) fn uninstall(args: &ChangeArgs) -> Result<ExitCode, String> {
     crate::set_args::finish("uninstall", uninstall_body(args))
 }
 
-fn uninstall_body(args: &SetArgs) -> Result<ExitCode, Failure> {
-    let place = Place::of(args)?;
-    let mut engine = place.engine()?;
+fn uninstall_body(args: &ChangeArgs) -> Result<ExitCode, Failure> {
+    let place = Place::of(&args.set)?;
+    let mut engine = place.engine(&args.lock)?;
     let gone = engine.uninstall().map_err(|e| engine_failure(&e))?;
-    let text = if args.json {
+    let text = if args.set.json {
         let mut t = serde_json::to_string_pretty(&gone).unwrap_or_default();
         t.push('\n');
         t

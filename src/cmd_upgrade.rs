@@ -122,7 +122,7 @@ fn body(args: &UpgradeArgs) -> Result<ExitCode, Failure> {
         }
         None => (crate::set_args::read_objects(&args.objects)?, None),
     };
-    let mut engine = place.engine()?;
+    let mut engine = place.engine(&args.lock)?;
     if std::io::stderr().is_terminal() {
         engine.set_progress(Some(progress_bar()));
     }

@@ -13,7 +13,7 @@ use handover::loader::{MAX_OBJECT_SIZE, Object, ObjectOptions, read_regular, wri
 use handover::uapi::ProgramType;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{LoadArgs, ProgramTypeRule, SetArgs};
+use crate::cli::{LoadArgs, LockArgs, ProgramTypeRule, SetArgs};
 
 /// `plan`/`upgrade`: map entries would be lost.
 pub(crate) const EXIT_LOSES_ENTRIES: u8 = crate::EXIT_LOSES_ENTRIES;
@@ -74,8 +74,6 @@ pub(crate) fn finish(command: &str, r: Result<ExitCode, Refusal>) -> Result<Exit
 pub(crate) struct Place {
     pub root: PathBuf,
     pub state: PathBuf,
-    /// How long to wait for the state directory's lock.
-    pub wait: LockWait,
 }
 
 /// `path` as `systemd-escape --path` writes it: slashes at the ends dropped, inner
@@ -123,16 +121,16 @@ impl Place {
             .state
             .clone()
             .unwrap_or_else(|| Path::new(STATE_BASE).join(escape_path(&root)));
-        let wait = set.wait.map_or(LockWait::Refuse, |s| {
-            LockWait::Timeout(std::time::Duration::from_secs(s))
-        });
-        Ok(Self { root, state, wait })
+        Ok(Self { root, state })
     }
 
     /// Opens the engine on the set; when another process holds its lock, refuses at
     /// once or waits as `--wait` says.
-    pub(crate) fn engine(&self) -> Result<Engine<RealKernel>, Refusal> {
-        Engine::open(&self.root, &self.state, self.wait).map_err(|e| engine_failure(&e))
+    pub(crate) fn engine(&self, lock: &LockArgs) -> Result<Engine<RealKernel>, Refusal> {
+        let wait = lock.wait.map_or(LockWait::Refuse, |s| {
+            LockWait::Timeout(std::time::Duration::from_secs(s))
+        });
+        Engine::open(&self.root, &self.state, wait).map_err(|e| engine_failure(&e))
     }
 }
 
