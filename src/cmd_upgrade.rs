@@ -201,6 +201,13 @@ fn render_report(plan: &Plan, r: &Report) -> String {
             c.deleted,
             c.conflicts
         );
+        if c.tombstoned > 0 || c.ambiguous_adds > 0 {
+            let _ = writeln!(
+                t,
+                "  {:<24} not brought back (tombstones) {}, added back within the {} us window {}",
+                "", c.tombstoned, c.window_us, c.ambiguous_adds
+            );
+        }
     }
     for a in &r.reattached {
         let _ = writeln!(t, "  re-attached {}", handover::btf::printable(a));

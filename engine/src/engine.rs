@@ -900,6 +900,8 @@ impl<K: Kernel> Engine<K> {
                 deleted = report.deleted,
                 kept_new = report.kept_new,
                 resumed = report.resumed,
+                tombstoned = report.tombstoned,
+                ambiguous_adds = report.ambiguous_adds,
                 window_us = report.window.as_micros(),
                 "reconciled"
             );
@@ -909,6 +911,8 @@ impl<K: Kernel> Engine<K> {
             counts.conflicts +=
                 (report.conflicts.new + report.conflicts.sum + report.conflicts.max) as u64;
             counts.window_us = u64::try_from(report.window.as_micros()).unwrap_or(u64::MAX);
+            counts.tombstoned += report.tombstoned as u64;
+            counts.ambiguous_adds += report.ambiguous_adds as u64;
             j.reconciled.insert(key.clone());
             self.dir.write_journal(j)?;
             self.kernel

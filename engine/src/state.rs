@@ -133,6 +133,15 @@ pub struct MapCounts {
     /// tombstone contract of the reconcile).
     #[serde(default)]
     pub window_us: u64,
+    /// Entries old created that the reconcile did not add back because the new
+    /// programs' tombstone map held their key (deleted by the new programs).
+    #[serde(default)]
+    pub tombstoned: u64,
+    /// Entries the reconcile added back that fell in the window with no tombstone
+    /// map to tell: either created by old and never seen by new (right), or created
+    /// by old and deleted by new (brought back).
+    #[serde(default)]
+    pub ambiguous_adds: u64,
 }
 
 /// The write-ahead journal of one upgrade.
