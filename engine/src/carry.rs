@@ -94,6 +94,26 @@ fn uncopyable(t: MapType) -> Option<&'static str> {
     })
 }
 
+/// Whether a value layout holds a `struct bpf_spin_lock` (the kernel finds it by that
+/// name in the map's BTF): its values are then read and written with `BPF_F_LOCK`,
+/// each one whole under the lock the programs take.
+pub(crate) fn has_spin_lock(layout: &TypeLayout) -> bool {
+    fn walk(layout: &TypeLayout, depth: u32) -> bool {
+        if depth > 32 {
+            return false;
+        }
+        match layout {
+            TypeLayout::Struct { name: Some(n), .. } if n == "bpf_spin_lock" => true,
+            TypeLayout::Struct { members, .. } | TypeLayout::Union { members, .. } => {
+                members.iter().any(|m| walk(&m.ty, depth + 1))
+            }
+            TypeLayout::Typedef { target, .. } => walk(target, depth + 1),
+            _ => false,
+        }
+    }
+    walk(layout, 0)
+}
+
 /// Kernel-managed fields of a value layout, by path: structs the kernel knows by
 /// name, and pointers (kptrs: a map value holds a pointer only as a kernel reference).
 fn managed_fields(layout: &TypeLayout, path: &str, out: &mut Vec<String>, depth: u32) {
@@ -158,6 +178,15 @@ pub(crate) fn decide(m: &mut MapPlan, old: Option<&MapModel>, new: Option<&MapMo
         },
         (MapAction::Create, _) => Carry::Fresh,
         (MapAction::Copy, Some(o)) => {
+            let locked =
+                |m: Option<&MapModel>| m.and_then(|m| m.value.as_ref()).is_some_and(has_spin_lock);
+            if locked(Some(o)) && locked(new) {
+                m.notes.push(
+                    "values hold a bpf_spin_lock: every copy, pass and reconcile reads and \
+                     writes them whole under BPF_F_LOCK"
+                        .to_owned(),
+                );
+            }
             if let Some(reason) = uncopyable(o.map_type) {
                 m.action = MapAction::Create;
                 m.loses_entries = true;

@@ -23,6 +23,8 @@ pub(crate) struct Carry<'a> {
     pub(crate) new: Arc<dyn MapAccess>,
     pub(crate) key_plan: Option<&'a ConversionPlan>,
     pub(crate) value_plan: Option<&'a ConversionPlan>,
+    /// Values hold a `bpf_spin_lock` on both sides: read and written with `BPF_F_LOCK`.
+    pub(crate) lock: bool,
 }
 
 /// The error of `step` on map `key`: a failpoint between batches is the crash it
@@ -77,6 +79,7 @@ pub(crate) fn copy(
     batch: Option<usize>,
 ) -> Result<MapCounts, Error> {
     let mut options = CopyOptions {
+        lock: c.lock,
         batch_point: Step::Copy.batch_point(),
         ..CopyOptions::default()
     };
@@ -141,7 +144,7 @@ pub(crate) fn delta(
             c.new.as_ref(),
             &conversion,
             &mut base,
-            false,
+            c.lock,
             l,
         ),
         None => delta_pass(
@@ -150,7 +153,7 @@ pub(crate) fn delta(
             c.new.as_ref(),
             &conversion,
             &mut base,
-            false,
+            c.lock,
         )
         .map(|r| vec![r]),
     }
@@ -217,8 +220,8 @@ pub(crate) fn reconcile_map(
         tombstones: r.tombstones,
         keep: r.keep,
         chunk: r.batch.unwrap_or(0),
+        lock: c.lock,
         batch_point: Step::Reconcile.batch_point(),
-        ..ReconcileOptions::default()
     };
     reconcile(
         c.key,

@@ -104,6 +104,9 @@ struct Carried {
     old: Arc<dyn MapAccess>,
     new: Arc<dyn MapAccess>,
     new_ref: ObjRef,
+    /// Both versions' values hold a `bpf_spin_lock`: every read and write of them
+    /// goes with `BPF_F_LOCK`.
+    lock: bool,
 }
 
 impl Carried {
@@ -114,6 +117,7 @@ impl Carried {
             new: Arc::clone(&self.new),
             key_plan: self.plan.key_plan.as_ref(),
             value_plan: self.plan.value_plan.as_ref(),
+            lock: self.lock,
         }
     }
 }
@@ -690,11 +694,21 @@ impl<K: Kernel> Engine<K> {
                 .get(name, &old.pin)?
                 .ok_or_else(|| Error::Stale(format!("{} is gone", old.pin)))?;
             let new_r = self.staged(name, &m.pin, new)?;
+            let locked = |models: Option<&Vec<crate::upstream::MapModel>>, key: &str| {
+                models
+                    .and_then(|ms| ms.iter().find(|x| x.name == key))
+                    .and_then(|x| x.value.as_ref())
+                    .is_some_and(crate::carry::has_spin_lock)
+            };
+            // BPF_F_LOCK is refused for a map without a lock: only where both have one.
+            let lock = locked(j.old.as_ref().map(|s| &s.models), old_key)
+                && locked(Some(&j.plan.models), &m.key);
             out.push(Carried {
                 plan: m.clone(),
                 old: self.access(name, old_r)?,
                 new: self.access(name, new_r)?,
                 new_ref: new_r,
+                lock,
             });
         }
         Ok(out)
@@ -858,11 +872,16 @@ impl<K: Kernel> Engine<K> {
                 }
             };
             let marks_access = self.access(STEP, marks)?;
-            let patcher = self
-                .kernel
-                .patcher(c.new_ref, &key, &fields, marks)
-                .map_err(kerr(STEP, format!("the patcher of {key}")))?;
-            let user = UserPatcher::new(c.new.as_ref(), &key, fields.clone(), false);
+            // The in-kernel patcher takes no spin lock: locked values are patched from
+            // user space under BPF_F_LOCK.
+            let patcher = if c.lock {
+                None
+            } else {
+                self.kernel
+                    .patcher(c.new_ref, &key, &fields, marks)
+                    .map_err(kerr(STEP, format!("the patcher of {key}")))?
+            };
+            let user = UserPatcher::new(c.new.as_ref(), &key, fields.clone(), c.lock);
             let patcher: &dyn Patcher = patcher.as_deref().unwrap_or(&user);
             let carry = c.carry();
             let keep = self.writers.get(&key).map(MapWriter::written_after_replay);

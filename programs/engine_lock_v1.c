@@ -1,0 +1,38 @@
+// A map whose values hold a bpf_spin_lock, for the engine's locked copy
+// (engine/tests/kernel_lock.rs); version 1, built into programs/build/engine_lock_v1.o.
+// Version 2 moves the fields around the lock and adds one, so that an upgrade
+// converts every value while reading and writing it under BPF_F_LOCK.
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct account {
+#if 1 == 2
+	__u64 opened;
+#endif
+	struct bpf_spin_lock lock;
+	__u32 owner;
+	__u64 balance;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct account);
+	__uint(max_entries, 16384);
+} accounts SEC(".maps");
+
+SEC("xdp")
+int credit(struct xdp_md *ctx)
+{
+	__u32 key = ctx->ingress_ifindex;
+	struct account *a = bpf_map_lookup_elem(&accounts, &key);
+
+	if (!a)
+		return XDP_PASS;
+	bpf_spin_lock(&a->lock);
+	a->balance += 1;
+	bpf_spin_unlock(&a->lock);
+	return XDP_PASS;
+}
