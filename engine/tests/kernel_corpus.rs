@@ -32,9 +32,10 @@ const TEST: &str = "every_verdict_of_the_corpus_through_the_engine";
 /// Entries filled into a map whose capacity allows it.
 const FILL: u32 = 100_000;
 
-/// The diff corpus's pair list, shared with the facade's tests.
+/// The diff corpus's pair list, shared with the facade's tests; compiled in, so that the
+/// binary runs where the sources are not (the kernel matrix's VMs).
 fn pairs() -> Vec<String> {
-    let text = std::fs::read_to_string(root().join("tests/common/corpus.rs")).unwrap();
+    let text = include_str!("../../tests/common/corpus.rs");
     let start = text.find("pub const PAIRS").expect("PAIRS in corpus.rs");
     let list = &text[start..];
     let list = &list[..list.find("];").expect("end of PAIRS")];
