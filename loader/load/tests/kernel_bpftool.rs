@@ -198,7 +198,7 @@ fn kernel_maps_equal_specs() {
         if !by_name {
             args.extend([OsStr::new("pinmaps"), maps.as_os_str()]);
         }
-        let (ok, err) = common::bpftool_in(&auto, &args);
+        let (ok, err) = testenv::bpftool_in(&auto, &args);
         if !ok {
             // Only where this kernel refuses the object whoever loads it (a program
             // the verifier rejects, a kfunc it lacks): there are no maps to compare.
@@ -339,7 +339,7 @@ fn nested_subprograms_get_the_program_tags_libbpf_gives_them() {
         }
         assert!(ours.failed.contains_key("xdp_second"), "{:?}", ours.failed);
         assert!(ours.programs.contains_key("xdp_first"));
-        let (ok, err) = common::bpftool_in(
+        let (ok, err) = testenv::bpftool_in(
             fs.path(),
             &[
                 std::ffi::OsStr::new("prog"),
@@ -358,7 +358,7 @@ fn nested_subprograms_get_the_program_tags_libbpf_gives_them() {
     }
     let ours = handover_load::load(&bpf, &obj, handover_load::LoadOptions::default())
         .unwrap_or_else(|e| panic!("{}", common::chain(&e)));
-    common::bpftool_loadall(fs.path(), &path, &progs, None);
+    testenv::bpftool_loadall(fs.path(), &path, &progs, None);
     let mut compared = Vec::new();
     for (name, p) in &ours.programs {
         let pin = progs.join(name);
@@ -417,7 +417,7 @@ fn global_data_maps_get_libbpfs_names_and_rodata_is_bound_to_every_program() {
         let dir = fs.path().join(fixture);
         let (progs, maps) = (dir.join("progs"), dir.join("maps"));
         std::fs::create_dir(&dir).unwrap();
-        common::bpftool_loadall(fs.path(), &path, &progs, Some(&maps));
+        testenv::bpftool_loadall(fs.path(), &path, &progs, Some(&maps));
         let mut their_names: Vec<String> = std::fs::read_dir(&maps)
             .unwrap()
             .flatten()
