@@ -240,24 +240,24 @@ fn every_fixture_loads_and_matches_the_kernel_info() {
                 .map(|p| p.name.clone())
                 .filter(|n| !skip.contains(n));
             match load(&bpf, &obj, only(wanted.collect::<Vec<_>>())) {
-                Err(
-                    LoadError::ProgramLoad {
-                        program, source, ..
-                    }
-                    | LoadError::KernelLacks {
-                        program, source, ..
-                    },
-                ) => {
+                Err(e @ (LoadError::ProgramLoad { .. } | LoadError::KernelLacks { .. })) => {
+                    let (LoadError::ProgramLoad { program, .. }
+                    | LoadError::KernelLacks { program, .. }) = &e
+                    else {
+                        unreachable!()
+                    };
+                    // What the kernel lacks, where a probe says, then the kernel's error.
+                    let why = common::chain(&e);
                     let bpftool =
                         libbpf.get_or_insert_with(|| testenv::bpftool_loads(&path, fs.path()));
                     assert!(
                         bpftool.is_err(),
-                        "{file}: {program} refused ({source}) but bpftool loads the object"
+                        "{file}: {program} refused ({why}) but bpftool loads the object"
                     );
                     eprintln!(
-                        "{file}: {program} refused by this kernel ({source}); bpftool: {bpftool:?}"
+                        "{file}: {program} refused by this kernel ({why}); bpftool: {bpftool:?}"
                     );
-                    skip.push(program);
+                    skip.push(program.clone());
                 }
                 Err(e) => {
                     // The object as a whole is refused (e.g. its BTF): libbpf must be too.
