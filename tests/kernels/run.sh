@@ -128,7 +128,7 @@ fetch_kernel() {
 build_tests() {
     say "building fixtures and static test binaries"
     bash "$root/programs/build.sh"
-    (cd "$root" && RUSTFLAGS='-C target-feature=+crt-static' cargo test --release \
+    (cd "$root" && RUSTFLAGS='-C target-feature=+crt-static' cargo test --profile matrix \
         --target "$triple" --workspace --test 'kernel_*' --no-run --message-format=json) >"$cache/build.json"
     jq -r 'select(.reason == "compiler-artifact" and .profile.test and .executable != null
             and (.target.name | startswith("kernel_")))

@@ -149,7 +149,10 @@ pub fn carry_sockets(
     };
     for rec in out.chunks_exact(record) {
         let (key, ret) = rec.split_at(record - 8);
-        let ret = ret.try_into().map_or(0, i64::from_ne_bytes);
+        // The update's result is an int: a kernel whose map operations return int
+        // (5.10) calls the map's update directly and leaves the upper half of r0 zero,
+        // so only the lower half, sign-extended, is the result.
+        let ret = (ret.try_into().map_or(0, i64::from_ne_bytes) << 32) >> 32;
         if ret == 0 {
             report.carried += 1;
         } else {

@@ -73,6 +73,50 @@ pub fn probe_btf_features(bpf: &Bpf) -> BtfFeatures {
     }
 }
 
+/// Whether the kernel takes the address of a BPF function (`ld_imm64` with
+/// `BPF_PSEUDO_FUNC`, 5.13): how a program hands a callback to `bpf_loop`,
+/// `bpf_for_each_map_elem` and the like. An older verifier counts only called
+/// functions as subprograms, so it refuses such a program, whichever loader sends it.
+///
+/// Probed by loading a socket filter that takes the address of a static function of
+/// its own, with the BTF `func_info` the kernel requires for it. A probe refused for
+/// another reason (no BTF, no privilege) also answers `false`.
+#[must_use]
+pub fn probe_func_addresses(bpf: &Bpf) -> bool {
+    let mut b = Builder::new(Endian::native());
+    let name = b.string("int");
+    let int = b.add(name, Kind::Int, false, 0, 4, &[(1 << 24) | 32]);
+    let proto = b.add(StrOffset(0), Kind::FuncProto, false, 0, int.0, &[]);
+    let name = b.string("probe");
+    let main = b.add(name, Kind::Func, false, 0, proto.0, &[]);
+    let name = b.string("callback");
+    let callback = b.add(name, Kind::Func, false, 0, proto.0, &[]);
+    let Ok(btf) = bpf.btf_load(&b.finish(), LogLevel::Always(0)) else {
+        return false;
+    };
+    let insns = [
+        // r1 = &callback (instruction 4: 0 + imm + 1)
+        sys::Insn::new(handover_uapi::LD_IMM64, 1, handover_uapi::PSEUDO_FUNC, 0, 3),
+        sys::Insn::new(0, 0, 0, 0, 0),
+        sys::Insn::new(0xb7, 0, 0, 0, 0), // r0 = 0
+        sys::Insn::new(0x95, 0, 0, 0, 0), // exit
+        sys::Insn::new(0xb7, 0, 0, 0, 0), // callback: r0 = 0
+        sys::Insn::new(0x95, 0, 0, 0, 0), // exit
+    ];
+    // struct bpf_func_info { insn_off, type_id } of both functions.
+    let func_info: Vec<u8> = [0, main.0, 4, callback.0]
+        .iter()
+        .flat_map(|w: &u32| w.to_ne_bytes())
+        .collect();
+    let mut args = ProgLoad::new(ProgramType::SocketFilter, &insns, "GPL");
+    args.name = "func_addr";
+    args.prog_btf_fd = Some(btf.as_fd());
+    args.func_info = &func_info;
+    args.func_info_rec_size = 8;
+    args.log_level = LogLevel::Always(0);
+    bpf.prog_load(&args).is_ok()
+}
+
 /// A native-endian blob with `int` as type 1 and whatever `more` adds.
 fn probe_blob(more: impl FnOnce(&mut Builder, TypeId)) -> Vec<u8> {
     let mut b = Builder::new(Endian::native());
@@ -204,6 +248,19 @@ pub enum LoadError {
         #[source]
         source: sys::Error,
     },
+    /// The kernel refused a program that uses what a probe then found the kernel
+    /// lacks: no loader can load the program on this kernel.
+    #[error("loading program {program}: {lacks}")]
+    KernelLacks {
+        /// The program's name.
+        program: String,
+        /// What the program uses that the kernel does not have (boxed: the error
+        /// stays small).
+        lacks: Box<Lack>,
+        /// The kernel's error, with the verifier log.
+        #[source]
+        source: sys::Error,
+    },
     /// The kernel refused a program.
     #[error("loading program {program} (section {section})")]
     ProgramLoad {
@@ -215,6 +272,31 @@ pub enum LoadError {
         #[source]
         source: sys::Error,
     },
+}
+
+/// What a program uses that the running kernel does not have ([`LoadError::KernelLacks`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Lack {
+    /// The program takes the address of `function` (a callback: `ld_imm64` with
+    /// `BPF_PSEUDO_FUNC`, Linux 5.13; see [`probe_func_addresses`]).
+    FuncAddress {
+        /// The first function whose address the program takes.
+        function: String,
+    },
+}
+
+impl std::fmt::Display for Lack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lack::FuncAddress { function } => write!(
+                f,
+                "it passes function {function} by address (a callback: ld_imm64 with \
+                 BPF_PSEUDO_FUNC), which this kernel does not support (Linux 5.13 added \
+                 it): load it on a newer kernel, or leave it out (LoadOptions::programs)"
+            ),
+        }
+    }
 }
 
 /// The CO-RE relocation whose poisoned instruction the verifier reached.
@@ -821,6 +903,7 @@ pub fn load(
             })
         })?;
     let core_target = core_btf.as_ref().map(CoreTarget::new);
+    let func_addresses = std::sync::OnceLock::new();
     for spec in to_load {
         let ctx = ProgContext {
             bpf,
@@ -832,6 +915,7 @@ pub fn load(
             log_level,
             kallsyms: &kallsyms,
             attach_to: attach_to.get(&spec.name),
+            func_addresses: &func_addresses,
         };
         match load_program(&ctx, &spec, &mut vmlinux, core_target.as_ref()) {
             Ok((fd, core)) => {
@@ -1020,6 +1104,8 @@ struct ProgContext<'a> {
     kallsyms: &'a std::sync::OnceLock<Result<String, String>>,
     /// What the program attaches to, when the caller says.
     attach_to: Option<&'a AttachTo>,
+    /// [`probe_func_addresses`], run on the first refusal of a program that needs it.
+    func_addresses: &'a std::sync::OnceLock<bool>,
 }
 
 /// The kernel's BTF, read on first need.
@@ -1062,6 +1148,7 @@ fn load_program(
         log_level,
         kallsyms,
         attach_to,
+        func_addresses,
     } = *ctx;
     let perr = |reason: String| {
         LoadError::Prepare(PrepareError::Program {
@@ -1181,14 +1268,38 @@ fn load_program(
                 }),
                 source,
             },
-            None => LoadError::ProgramLoad {
-                program: spec.name.clone(),
-                section: spec.section.clone(),
-                source,
+            None => match lacks(spec, bpf, func_addresses) {
+                Some(lacks) => LoadError::KernelLacks {
+                    program: spec.name.clone(),
+                    lacks: Box::new(lacks),
+                    source,
+                },
+                None => LoadError::ProgramLoad {
+                    program: spec.name.clone(),
+                    section: spec.section.clone(),
+                    source,
+                },
             },
         }
     })?;
     Ok((fd, outcomes))
+}
+
+/// What refused program `spec` uses that the kernel lacks, asked of the kernel's probes
+/// only for what the program uses.
+fn lacks(
+    spec: &ProgramSpec,
+    bpf: &Bpf,
+    func_addresses: &std::sync::OnceLock<bool>,
+) -> Option<Lack> {
+    let function = spec.references.iter().find_map(|r| match &r.target {
+        RefTarget::FuncAddr { function } => Some(function),
+        _ => None,
+    })?;
+    let present = *func_addresses.get_or_init(|| probe_func_addresses(bpf));
+    (!present).then(|| Lack::FuncAddress {
+        function: function.clone(),
+    })
 }
 
 /// The BTF id of function `function` in the BTF of loaded program `prog`, which an

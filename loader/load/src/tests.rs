@@ -62,6 +62,93 @@ fn refusing_backend(calls: Calls, refuse_btf: bool) -> Bpf {
     Bpf::with_backend(backend)
 }
 
+/// A backend standing in for a kernel older than 5.13, as Linux 5.10 answers: a program
+/// that takes a function's address (`ld_imm64` with `BPF_PSEUDO_FUNC`) is refused with
+/// `EINVAL`, since its verifier counts only called functions as subprograms and so
+/// finds more `func_info` records than subprograms; every other command succeeds with
+/// a descriptor of /dev/null. The name of every program it refused is recorded.
+fn kernel_without_func_addresses(refused: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> Bpf {
+    use std::os::fd::IntoRawFd;
+    let kernel = move |c: sys::Command, attr: &mut [u8], log: Option<&mut [u8]>| {
+        if c == sys::Command::ProgLoad {
+            // bpf_attr: insn_cnt at 4, insns (a pointer) at 8, prog_name at 48.
+            let count = word(attr, 4) as usize;
+            let at = u64::from_ne_bytes(attr[8..16].try_into().unwrap());
+            // SAFETY: the loader's attr points at `count` instructions it owns for the
+            // duration of the call.
+            #[allow(unsafe_code, reason = "reading the instructions the attr points at")]
+            let bytes = unsafe { std::slice::from_raw_parts(at as *const u8, count * 8) };
+            let takes_address = bytes.chunks_exact(8).any(|i| {
+                i[0] == handover_uapi::LD_IMM64 && i[1] >> 4 == handover_uapi::PSEUDO_FUNC
+            });
+            if takes_address {
+                let name = attr[48..64].split(|&b| b == 0).next().unwrap_or_default();
+                refused
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(name).into_owned());
+                let text = b"number of funcs in func_info doesn't match number of subprogs\0";
+                if let Some(log) = log {
+                    log[..text.len()].copy_from_slice(text);
+                }
+                return Err(std::io::Error::from_raw_os_error(
+                    handover_sys::errno::EINVAL,
+                ));
+            }
+        }
+        let fd = std::fs::File::open("/dev/null").unwrap().into_raw_fd();
+        Ok(i64::from(fd))
+    };
+    // SAFETY: the fake kernel returns errnos, or a descriptor of /dev/null it just
+    // opened and gave up with `into_raw_fd`.
+    #[allow(unsafe_code, reason = "a fake backend")]
+    let backend = unsafe { sys::FnBackend::new(kernel) };
+    Bpf::with_backend(backend)
+}
+
+#[test]
+fn a_kernel_without_function_addresses_is_named_as_what_refused_a_callback() {
+    // programs/subprogs.c: xdp_second hands loop_step to bpf_loop and xdp_third hands
+    // sum_entry to bpf_for_each_map_elem; xdp_first and xdp_dispatch take no address.
+    let data = fixture("subprogs");
+    let obj = Object::parse(&data).unwrap();
+    let refused = std::sync::Arc::default();
+    let bpf = kernel_without_func_addresses(std::sync::Arc::clone(&refused));
+    let options = LoadOptions {
+        btf_features: Some(BtfFeatures::ALL),
+        keep_going: true,
+        ..LoadOptions::default()
+    };
+    let loaded = load(&bpf, &obj, options).unwrap();
+    let loaded_names: Vec<&str> = loaded.programs.keys().map(String::as_str).collect();
+    assert_eq!(loaded_names, ["xdp_dispatch", "xdp_first"]);
+    let mut lacking = Vec::new();
+    for (program, err) in &loaded.failed {
+        let LoadError::KernelLacks { lacks, source, .. } = err else {
+            panic!("{program}: {err}")
+        };
+        let Lack::FuncAddress { function } = &**lacks;
+        assert_eq!(source.errno(), Some(handover_sys::errno::EINVAL));
+        assert!(source.log().unwrap().contains("func_info"), "{source}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("passes function {function} by address"))
+                && text.contains("BPF_PSEUDO_FUNC"),
+            "{text}"
+        );
+        lacking.push((program.as_str(), function.as_str()));
+    }
+    assert_eq!(
+        lacking,
+        [("xdp_second", "loop_step"), ("xdp_third", "sum_entry")]
+    );
+    // The load probed once, after the first refusal, not once per program.
+    let probes = |refused: &[String]| refused.iter().filter(|n| *n == "func_addr").count();
+    assert_eq!(probes(&refused.lock().unwrap()), 1, "{refused:?}");
+    assert!(!probe_func_addresses(&bpf));
+    assert_eq!(probes(&refused.lock().unwrap()), 2, "{refused:?}");
+}
+
 fn word(attr: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes(attr[at..at + 4].try_into().unwrap())
 }

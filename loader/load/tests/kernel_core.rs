@@ -103,7 +103,7 @@ fn core_relocation_values_equal_libbpfs() {
         let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let obj = Object::parse(&data).expect("object parses");
         let pins = fs.path().join(format!("all{n}"));
-        let (_, log) = common::bpftool_in(
+        let (_, log) = testenv::bpftool_in(
             fs.path(),
             &[
                 "-d",
@@ -183,7 +183,7 @@ fn core_programs_translate_like_libbpfs() {
                 .expect("llvm-objcopy");
             assert!(st.success(), "{name}: llvm-objcopy failed");
             let pin = fs.path().join(format!("p{n}_{}", spec.name));
-            let (ok, log) = common::bpftool_in(
+            let (ok, log) = testenv::bpftool_in(
                 fs.path(),
                 &[
                     "prog",

@@ -64,7 +64,7 @@ fn ksyms_translate_like_libbpfs() {
     }
 
     let pin = fs.path().join("ksyms");
-    let (ok, log) = common::bpftool_in(
+    let (ok, log) = testenv::bpftool_in(
         fs.path(),
         &[
             "prog",
@@ -110,7 +110,7 @@ fn ksym_vars_load_like_libbpf() {
         return;
     }
     let pin = fs.path().join("ksym_vars");
-    let (ok, log) = common::bpftool_in(
+    let (ok, log) = testenv::bpftool_in(
         fs.path(),
         &[
             "prog",

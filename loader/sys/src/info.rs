@@ -70,12 +70,14 @@ pub struct ProgInfo {
     pub load_time: u64,
     /// Uid of the loader.
     pub created_by_uid: u32,
-    /// Instructions the verifier processed.
-    pub verified_insns: u32,
-    /// Attach target type id (tracing, `ext`, `lsm`).
-    pub attach_btf_id: u32,
-    /// BTF object holding that type.
-    pub attach_btf_obj_id: u32,
+    /// Instructions the verifier processed; `None` where the kernel does not report
+    /// it (before 5.16).
+    pub verified_insns: Option<u32>,
+    /// Attach target type id (tracing, `ext`, `lsm`); `None` where the kernel does not
+    /// report it (before 6.0).
+    pub attach_btf_id: Option<u32>,
+    /// BTF object holding that type; `None` as for `attach_btf_id`.
+    pub attach_btf_obj_id: Option<u32>,
 }
 
 /// Where a link attaches its program.
@@ -198,20 +200,22 @@ fn decode_link_info(raw: &RawLinkInfo) -> LinkInfo {
 }
 
 impl Bpf {
+    /// Fills `info`; returns how many of its bytes the kernel wrote (`info_len` as it
+    /// answers: less than the struct where the kernel's is older, the rest left zero).
     fn info<T: IntoBytes + FromBytes>(
         &self,
         fd: BorrowedFd<'_>,
         info: &mut T,
         what: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<usize, Error> {
         let mut attr = InfoAttr::new_zeroed();
         attr.bpf_fd = raw_fd(fd);
         attr.info_len = u32::try_from(size_of::<T>()).unwrap_or(u32::MAX);
         attr.info = info.as_mut_bytes().as_mut_ptr() as u64;
         self.raw(Command::ObjGetInfoByFd, &mut attr, None, || {
             format!("{what} fd {}", fd.as_raw_fd())
-        })
-        .map(drop)
+        })?;
+        Ok((attr.info_len as usize).min(size_of::<T>()))
     }
 
     /// Describes a map.
@@ -248,7 +252,9 @@ impl Bpf {
     pub fn prog_info(&self, prog: impl AsFd) -> Result<ProgInfo, Error> {
         let fd = prog.as_fd();
         let mut raw = RawProgInfo::new_zeroed();
-        self.info(fd, &mut raw, "program")?;
+        let filled = self.info(fd, &mut raw, "program")?;
+        // A field the kernel's struct does not reach is not reported, not zero.
+        let reported = |offset: usize, value: u32| (offset + 4 <= filled).then_some(value);
         let mut map_ids = vec![0u32; raw.nr_map_ids as usize];
         if !map_ids.is_empty() {
             let mut again = RawProgInfo::new_zeroed();
@@ -271,9 +277,18 @@ impl Bpf {
             jited_prog_len: raw.jited_prog_len,
             load_time: raw.load_time,
             created_by_uid: raw.created_by_uid,
-            verified_insns: raw.verified_insns,
-            attach_btf_id: raw.attach_btf_id,
-            attach_btf_obj_id: raw.attach_btf_obj_id,
+            verified_insns: reported(
+                std::mem::offset_of!(RawProgInfo, verified_insns),
+                raw.verified_insns,
+            ),
+            attach_btf_id: reported(
+                std::mem::offset_of!(RawProgInfo, attach_btf_id),
+                raw.attach_btf_id,
+            ),
+            attach_btf_obj_id: reported(
+                std::mem::offset_of!(RawProgInfo, attach_btf_obj_id),
+                raw.attach_btf_obj_id,
+            ),
         })
     }
 
@@ -327,7 +342,9 @@ impl Bpf {
                 raw = RawBtfInfo::new_zeroed();
                 self.info(btf.as_fd(), &mut raw, "BTF")?;
             }
-            other => other?,
+            other => {
+                other?;
+            }
         }
         Ok(BtfInfo {
             id: raw.id,

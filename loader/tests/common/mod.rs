@@ -5,7 +5,6 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Directory of the xdp-tools objects.
 pub const XDP_TOOLS_DIR: &str = "/usr/lib/x86_64-linux-gnu/bpf";
@@ -131,40 +130,6 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-/// `bpftool prog loadall OBJ PROGS [pinmaps MAPS]` run by [`bpftool_in`]: libbpf's
-/// load of `obj`, its programs pinned under `progs` (and its maps under `maps`);
-/// panics with bpftool's output when it fails.
-pub fn bpftool_loadall(bpffs: &Path, obj: &Path, progs: &Path, maps: Option<&Path>) {
-    let mut args = vec![
-        std::ffi::OsStr::new("prog"),
-        std::ffi::OsStr::new("loadall"),
-        obj.as_os_str(),
-        progs.as_os_str(),
-    ];
-    if let Some(maps) = maps {
-        args.extend([std::ffi::OsStr::new("pinmaps"), maps.as_os_str()]);
-    }
-    let (ok, err) = bpftool_in(bpffs, &args);
-    assert!(ok, "bpftool prog loadall {}: {err}", obj.display());
-}
-
-/// Runs bpftool in a private mount namespace whose /sys/fs/bpf is `bpffs` (so maps
-/// libbpf pins by name land in the test's own bpffs); returns (success, stderr).
-pub fn bpftool_in<S: AsRef<std::ffi::OsStr>>(bpffs: &Path, args: &[S]) -> (bool, String) {
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        .arg(r#"dir="$1"; shift; mount --bind "$dir" /sys/fs/bpf && exec bpftool "$@""#)
-        .arg("sh")
-        .arg(bpffs)
-        .args(args)
-        .output()
-        .expect("run unshare/bpftool");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Translated instructions with the map ids the kernel put in `ld_imm64` map loads

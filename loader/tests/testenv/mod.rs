@@ -371,3 +371,71 @@ impl BtfBuilder {
         out
     }
 }
+
+/// Runs bpftool in a private mount namespace whose /sys/fs/bpf is `bpffs` (so maps
+/// libbpf pins by name land in the test's own bpffs); returns (success, stderr).
+pub fn bpftool_in<S: AsRef<std::ffi::OsStr>>(bpffs: &Path, args: &[S]) -> (bool, String) {
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"dir="$1"; shift; mount --bind "$dir" /sys/fs/bpf && exec bpftool "$@""#)
+        .arg("sh")
+        .arg(bpffs)
+        .args(args)
+        .output()
+        .expect("run unshare/bpftool");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `bpftool prog loadall OBJ PROGS [pinmaps MAPS]` run by [`bpftool_in`]: libbpf's
+/// load of `obj`, its programs pinned under `progs` (and its maps under `maps`);
+/// panics with bpftool's output when it fails.
+pub fn bpftool_loadall(bpffs: &Path, obj: &Path, progs: &Path, maps: Option<&Path>) {
+    let mut args = vec![
+        std::ffi::OsStr::new("prog"),
+        std::ffi::OsStr::new("loadall"),
+        obj.as_os_str(),
+        progs.as_os_str(),
+    ];
+    if let Some(maps) = maps {
+        args.extend([std::ffi::OsStr::new("pinmaps"), maps.as_os_str()]);
+    }
+    let (ok, err) = bpftool_in(bpffs, &args);
+    assert!(ok, "bpftool prog loadall {}: {err}", obj.display());
+}
+
+/// Whether libbpf (through bpftool) loads `obj`: `bpftool prog loadall` in a private
+/// mount namespace whose /sys/fs/bpf is a directory of the test's bpffs `bpffs` (for
+/// maps pinned by name), everything it pinned removed afterwards. The error is
+/// libbpf's reason.
+pub fn bpftool_loads(obj: &Path, bpffs: &Path) -> Result<(), String> {
+    let name = obj.file_name().map_or_else(String::new, |n| {
+        n.to_string_lossy().replace(['.', '-'], "_")
+    });
+    let auto = bpffs.join(format!("auto{name}"));
+    let pins = bpffs.join(format!("pins{name}"));
+    std::fs::create_dir(&auto).expect("create a directory in the test's bpffs");
+    let (ok, err) = bpftool_in(
+        &auto,
+        &[
+            std::ffi::OsStr::new("prog"),
+            std::ffi::OsStr::new("loadall"),
+            obj.as_os_str(),
+            pins.as_os_str(),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&pins);
+    let _ = std::fs::remove_dir_all(&auto);
+    if ok {
+        Ok(())
+    } else {
+        // The reason is on libbpf's last line before bpftool's own summary.
+        let reason = err
+            .lines()
+            .rfind(|l| l.starts_with("libbpf:"))
+            .unwrap_or("bpftool failed");
+        Err(reason.to_owned())
+    }
+}
