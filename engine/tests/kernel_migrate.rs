@@ -12,38 +12,21 @@
 mod common;
 #[path = "../../loader/tests/testenv/mod.rs"]
 mod testenv;
+mod values;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{cstruct, u32_, u64_};
+use common::u32_;
 use handover_engine::migrate::{
     Conversion, CopyOptions, KernelPatcher, MARK_VALUE_SIZE, MapAccess, MergeRule, MigrateError,
     Patch, Patcher, ReconcileOptions, ValueFields, copy_map, delta_pass, reconcile,
 };
 use handover_plan::{Side, map_layout};
 use handover_sys::{Bpf, Map, MapCreate, MapEntries, MapType, UpdateFlags};
+use values::{new_fields, new_layout, old_layout, old_value};
 
 const N: u32 = 100_000;
-
-fn old_layout() -> handover_plan::TypeLayout {
-    cstruct(
-        Some("v"),
-        vec![("hits", u32_()), ("flags", u32_()), ("bytes", u64_())],
-    )
-}
-
-fn new_layout() -> handover_plan::TypeLayout {
-    cstruct(
-        Some("v"),
-        vec![
-            ("bytes", u64_()),
-            ("hits", u64_()),
-            ("flags", u32_()),
-            ("extra", u32_()),
-        ],
-    )
-}
 
 fn conversion(map: &Map) -> Conversion {
     let g = MapAccess::geometry(map);
@@ -53,23 +36,6 @@ fn conversion(map: &Map) -> Conversion {
         cpus: g.cpus,
         per_cpu: g.per_cpu(),
     }
-}
-
-fn old_value(hits: u32, flags: u32, bytes: u64) -> [u8; 16] {
-    let mut v = [0u8; 16];
-    v[0..4].copy_from_slice(&hits.to_le_bytes());
-    v[4..8].copy_from_slice(&flags.to_le_bytes());
-    v[8..16].copy_from_slice(&bytes.to_le_bytes());
-    v
-}
-
-fn fields_of(v: &[u8]) -> (u64, u64, u32, u32) {
-    (
-        u64::from_le_bytes(v[0..8].try_into().unwrap()),
-        u64::from_le_bytes(v[8..16].try_into().unwrap()),
-        u32::from_le_bytes(v[16..20].try_into().unwrap()),
-        u32::from_le_bytes(v[20..24].try_into().unwrap()),
-    )
 }
 
 fn create(bpf: &Bpf, t: MapType, value: u32, max: u32, name: &str) -> Map {
@@ -155,7 +121,7 @@ fn one_hundred_thousand_entries_per_map_type_are_copied_converted() {
             let i = u32::from_ne_bytes(k.try_into().unwrap());
             for c in 0..g.cpus {
                 let stride = if g.per_cpu() { 24 } else { 0 };
-                let (bytes, hits, flags, extra) = fields_of(&v[c * stride..c * stride + 24]);
+                let (bytes, hits, flags, extra) = new_fields(&v[c * stride..c * stride + 24]);
                 let (eb, eh, ef) = expected(i, c as u32);
                 assert_eq!(
                     (bytes, hits, flags, extra),
@@ -299,7 +265,7 @@ fn the_reconcile_sums_exactly_while_a_program_keeps_adding() {
             new.lookup(&i.to_ne_bytes(), &mut v, UpdateFlags::ANY)
                 .unwrap()
         );
-        let (bytes, hits, _, _) = fields_of(&v);
+        let (bytes, hits, _, _) = new_fields(&v);
         assert_eq!(
             hits,
             u64::from(i) + 1000 + adds[i as usize],
@@ -392,7 +358,7 @@ fn a_reconcile_interrupted_between_batches_and_run_again_adds_each_sum_once() {
             new.lookup(&i.to_ne_bytes(), &mut v, UpdateFlags::ANY)
                 .unwrap()
         );
-        let (_, hits, _, _) = fields_of(&v);
+        let (_, hits, _, _) = new_fields(&v);
         assert_eq!(hits, u64::from(i) + 1000 + 7, "key {i}: the sum added once");
     }
     for i in 1000..1050u32 {
@@ -400,6 +366,6 @@ fn a_reconcile_interrupted_between_batches_and_run_again_adds_each_sum_once() {
             new.lookup(&i.to_ne_bytes(), &mut v, UpdateFlags::ANY)
                 .unwrap()
         );
-        assert_eq!(fields_of(&v).1, 3, "created key {i} added once");
+        assert_eq!(new_fields(&v).1, 3, "created key {i} added once");
     }
 }

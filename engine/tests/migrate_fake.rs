@@ -7,12 +7,13 @@
 mod common;
 #[path = "../../loader/tests/testenv/mod.rs"]
 mod testenv;
+mod values;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use common::{cstruct, u32_, u64_};
+use common::{cstruct, u32_};
 use handover_engine::migrate::{
     Conflicts, Conversion, CopyOptions, FakeMap, Geometry, MapAccess, MergeBase, MergeRule, Patch,
     Patcher as _, ReconcileOptions, UserPatcher, ValueFields, base_path, copy_map, delta_pass,
@@ -22,28 +23,7 @@ use handover_plan::{Side, map_layout};
 use handover_sys::{MapType, UpdateFlags};
 use proptest::prelude::*;
 use testenv::TempDir;
-
-/// Old value: `struct { u32 hits; u32 flags; u64 bytes; }` (16 bytes).
-fn old_layout() -> handover_plan::TypeLayout {
-    cstruct(
-        Some("v"),
-        vec![("hits", u32_()), ("flags", u32_()), ("bytes", u64_())],
-    )
-}
-
-/// New value: reordered, `hits` widened, a field appended:
-/// `struct { u64 bytes; u64 hits; u32 flags; u32 extra; }` (24 bytes).
-fn new_layout() -> handover_plan::TypeLayout {
-    cstruct(
-        Some("v"),
-        vec![
-            ("bytes", u64_()),
-            ("hits", u64_()),
-            ("flags", u32_()),
-            ("extra", u32_()),
-        ],
-    )
-}
+use values::{new_fields, new_layout, old_layout, old_value};
 
 fn conversion(cpus: usize, per_cpu: bool) -> Conversion {
     let key = map_layout(&u32_(), &u32_(), 4, 4, Side::Key);
@@ -54,23 +34,6 @@ fn conversion(cpus: usize, per_cpu: bool) -> Conversion {
         cpus,
         per_cpu,
     }
-}
-
-fn old_value(hits: u32, flags: u32, bytes: u64) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(&hits.to_le_bytes());
-    v.extend_from_slice(&flags.to_le_bytes());
-    v.extend_from_slice(&bytes.to_le_bytes());
-    v
-}
-
-fn new_fields(v: &[u8]) -> (u64, u64, u32, u32) {
-    (
-        u64::from_le_bytes(v[0..8].try_into().unwrap()),
-        u64::from_le_bytes(v[8..16].try_into().unwrap()),
-        u32::from_le_bytes(v[16..20].try_into().unwrap()),
-        u32::from_le_bytes(v[20..24].try_into().unwrap()),
-    )
 }
 
 fn maps(n: u32, t: MapType) -> (FakeMap, FakeMap) {
