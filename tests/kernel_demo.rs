@@ -4,9 +4,12 @@
 
 #![expect(clippy::indexing_slicing, reason = "tests index the report they read")]
 
+#[path = "../demo/tests/dataplane/mod.rs"]
+mod dataplane;
 #[path = "../loader/tests/testenv/mod.rs"]
 mod testenv;
 
+use dataplane::dataplane_loads;
 use handover_demo::story::{DemoReport, all_good, render_text};
 
 const TEST: &str = "demo_report_shows_no_failure_in_any_phase";
@@ -38,16 +41,6 @@ fn redact(text: &str) -> String {
         out.push('\n');
     }
     out
-}
-
-/// Whether this kernel runs the demo dataplane (built with clang's `-mcpu=v3`, whose
-/// counters are atomic fetch-adds); if not, says so and `test` is skipped.
-fn dataplane_loads(test: &str) -> bool {
-    handover_sys::Bpf::kernel().has(handover_sys::Feature::AtomicFetch)
-        || testenv::kernel_lacks(
-            test,
-            "atomic fetch-add (BPF_ATOMIC with BPF_FETCH), which the demo dataplane uses",
-        )
 }
 
 #[test]

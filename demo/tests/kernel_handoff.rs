@@ -9,9 +9,11 @@
     reason = "tests index the daemons they started"
 )]
 
+mod dataplane;
 #[path = "../../loader/tests/testenv/mod.rs"]
 mod testenv;
 
+use dataplane::dataplane_loads;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
@@ -196,16 +198,6 @@ fn metric(body: &str, name: &str) -> Option<u64> {
 }
 
 const RESTART: &str = "a_restart_through_handover_refuses_and_resets_nothing";
-
-/// Whether this kernel runs the demo dataplane (built with clang's `-mcpu=v3`, whose
-/// counters are atomic fetch-adds); if not, says so and `test` is skipped.
-fn dataplane_loads(test: &str) -> bool {
-    handover_sys::Bpf::kernel().has(handover_sys::Feature::AtomicFetch)
-        || testenv::kernel_lacks(
-            test,
-            "atomic fetch-add (BPF_ATOMIC with BPF_FETCH), which the demo dataplane uses",
-        )
-}
 
 #[test]
 fn a_restart_through_handover_refuses_and_resets_nothing() {

@@ -8,9 +8,11 @@
 
 #![expect(clippy::indexing_slicing, reason = "tests index the reports they read")]
 
+mod dataplane;
 #[path = "../../loader/tests/testenv/mod.rs"]
 mod testenv;
 
+use dataplane::dataplane_loads;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
@@ -389,16 +391,6 @@ fn assert_clean(phases: &[PhaseStats]) {
         );
         assert!(p.connects > 0, "phase {} made no connects", p.name);
     }
-}
-
-/// Whether this kernel runs the demo dataplane (built with clang's `-mcpu=v3`, whose
-/// counters are atomic fetch-adds); if not, says so and `test` is skipped.
-fn dataplane_loads(test: &str) -> bool {
-    handover_sys::Bpf::kernel().has(handover_sys::Feature::AtomicFetch)
-        || testenv::kernel_lacks(
-            test,
-            "atomic fetch-add (BPF_ATOMIC with BPF_FETCH), which the demo dataplane uses",
-        )
 }
 
 #[test]
