@@ -97,7 +97,7 @@ fn uncopyable(t: MapType) -> Option<&'static str> {
 /// Whether a value layout holds a `struct bpf_spin_lock` (the kernel finds it by that
 /// name in the map's BTF): its values are then read and written with `BPF_F_LOCK`,
 /// each one whole under the lock the programs take.
-pub(crate) fn has_spin_lock(layout: &TypeLayout) -> bool {
+fn has_spin_lock(layout: &TypeLayout) -> bool {
     fn walk(layout: &TypeLayout, depth: u32) -> bool {
         if depth > 32 {
             return false;
@@ -112,6 +112,14 @@ pub(crate) fn has_spin_lock(layout: &TypeLayout) -> bool {
         }
     }
     walk(layout, 0)
+}
+
+/// Whether the values of both versions of a map hold a `bpf_spin_lock`: the only
+/// case where its entries are read and written with `BPF_F_LOCK`, which the kernel
+/// refuses for a map without a lock.
+pub(crate) fn values_locked(old: Option<&MapModel>, new: Option<&MapModel>) -> bool {
+    let locked = |m: Option<&MapModel>| m.and_then(|m| m.value.as_ref()).is_some_and(has_spin_lock);
+    locked(old) && locked(new)
 }
 
 /// Kernel-managed fields of a value layout, by path: structs the kernel knows by
@@ -178,9 +186,7 @@ pub(crate) fn decide(m: &mut MapPlan, old: Option<&MapModel>, new: Option<&MapMo
         },
         (MapAction::Create, _) => Carry::Fresh,
         (MapAction::Copy, Some(o)) => {
-            let locked =
-                |m: Option<&MapModel>| m.and_then(|m| m.value.as_ref()).is_some_and(has_spin_lock);
-            if locked(Some(o)) && locked(new) {
+            if values_locked(Some(o), new) {
                 m.notes.push(
                     "values hold a bpf_spin_lock: every copy, pass and reconcile reads and \
                      writes them whole under BPF_F_LOCK"

@@ -694,15 +694,12 @@ impl<K: Kernel> Engine<K> {
                 .get(name, &old.pin)?
                 .ok_or_else(|| Error::Stale(format!("{} is gone", old.pin)))?;
             let new_r = self.staged(name, &m.pin, new)?;
-            let locked = |models: Option<&Vec<crate::upstream::MapModel>>, key: &str| {
-                models
-                    .and_then(|ms| ms.iter().find(|x| x.name == key))
-                    .and_then(|x| x.value.as_ref())
-                    .is_some_and(crate::carry::has_spin_lock)
-            };
-            // BPF_F_LOCK is refused for a map without a lock: only where both have one.
-            let lock = locked(j.old.as_ref().map(|s| &s.models), old_key)
-                && locked(Some(&j.plan.models), &m.key);
+            let old_model = j
+                .old
+                .as_ref()
+                .and_then(|s| s.models.iter().find(|x| x.name == old_key));
+            let new_model = j.plan.models.iter().find(|x| x.name == m.key);
+            let lock = crate::carry::values_locked(old_model, new_model);
             out.push(Carried {
                 plan: m.clone(),
                 old: self.access(name, old_r)?,
