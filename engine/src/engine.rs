@@ -918,6 +918,7 @@ impl<K: Kernel> Engine<K> {
                 resumed = report.resumed,
                 tombstoned = report.tombstoned,
                 ambiguous_adds = report.ambiguous_adds,
+                rewritten = report.rewritten,
                 window_us = report.window.as_micros(),
                 "reconciled"
             );
@@ -929,6 +930,7 @@ impl<K: Kernel> Engine<K> {
             counts.window_us = u64::try_from(report.window.as_micros()).unwrap_or(u64::MAX);
             counts.tombstoned += report.tombstoned as u64;
             counts.ambiguous_adds += report.ambiguous_adds as u64;
+            counts.rewritten += report.rewritten as u64;
             j.reconciled.insert(key.clone());
             self.dir.write_journal(j)?;
             self.kernel

@@ -142,6 +142,10 @@ pub struct MapCounts {
     /// by old and deleted by new (brought back).
     #[serde(default)]
     pub ambiguous_adds: u64,
+    /// Patches and deletes the reconcile merged again because the new programs wrote
+    /// the entry between its read and the change (their write kept).
+    #[serde(default)]
+    pub rewritten: u64,
 }
 
 /// The write-ahead journal of one upgrade.

@@ -216,6 +216,8 @@ impl Migration {
                         .map_err(data_err(map))?;
                     let mut conflicts = crate::migrate::Conflicts::default();
                     let patch = merge_value(&self.fields, 1, &base, &now, &value, &mut conflicts);
+                    // A patch the new programs overtook (Outcome::Changed) leaves
+                    // their write: it is newer than both.
                     if !patch.is_empty() {
                         patcher.apply(&key, &patch).map_err(data_err(map))?;
                     }
