@@ -23,11 +23,19 @@ struct {
 	__uint(max_entries, 16384);
 } accounts SEC(".maps");
 
+// Credits the account whose key the packet starts with (run by BPF_PROG_TEST_RUN).
 SEC("xdp")
 int credit(struct xdp_md *ctx)
 {
-	__u32 key = ctx->ingress_ifindex;
-	struct account *a = bpf_map_lookup_elem(&accounts, &key);
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct account *a;
+	__u32 key;
+
+	if (data + sizeof(key) > end)
+		return XDP_PASS;
+	key = *(__u32 *)data;
+	a = bpf_map_lookup_elem(&accounts, &key);
 
 	if (!a)
 		return XDP_PASS;

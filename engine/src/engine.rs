@@ -869,15 +869,11 @@ impl<K: Kernel> Engine<K> {
                 }
             };
             let marks_access = self.access(STEP, marks)?;
-            // The in-kernel patcher takes no spin lock: locked values are patched from
-            // user space under BPF_F_LOCK.
-            let patcher = if c.lock {
-                None
-            } else {
-                self.kernel
-                    .patcher(c.new_ref, &key, &fields, marks)
-                    .map_err(kerr(STEP, format!("the patcher of {key}")))?
-            };
+            // The in-kernel patcher takes the value's spin lock where it has one.
+            let patcher = self
+                .kernel
+                .patcher(c.new_ref, &key, &fields, marks)
+                .map_err(kerr(STEP, format!("the patcher of {key}")))?;
             let user = UserPatcher::new(c.new.as_ref(), &key, fields.clone(), c.lock);
             let patcher: &dyn Patcher = patcher.as_deref().unwrap_or(&user);
             let carry = c.carry();

@@ -300,8 +300,9 @@ pub trait Kernel {
 
     /// A patcher applying the reconcile's patches to the held map `map` in the kernel
     /// (atomic adds for `sum` fields), marking each key done in the held map `marks`
-    /// in the same step; `None` when patches are applied from user space
-    /// ([`UserPatcher`](crate::migrate::UserPatcher)), as for values with a spin lock.
+    /// in the same step, under the value's spin lock where it has one; `None` when
+    /// patches are applied from user space
+    /// ([`UserPatcher`](crate::migrate::UserPatcher)), as on the fake kernel.
     ///
     /// # Errors
     /// The patch program cannot be made or loaded.

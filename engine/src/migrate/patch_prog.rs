@@ -19,8 +19,10 @@
 //! the delta lands in that one slot; readers of a per-CPU counter sum the slots, so
 //! the total is exact. Writes of per-CPU leaves go to every slot and are done from
 //! user space (read, change, write back), as no program can reach another CPU's slot.
-//! Values with a `bpf_spin_lock` are patched from user space under `BPF_F_LOCK`
-//! instead ([`UserPatcher`](super::UserPatcher)), since this program takes no lock.
+//! Values with a `bpf_spin_lock`: both programs take the element's lock around the
+//! compare and the change (`bpf_spin_lock`, 5.1), so that the compare, the writes and
+//! the adds are one step against programs that change the value under its lock; the
+//! delete program releases it before the delete (no helper may run under a lock).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -59,6 +61,8 @@ const ATOMIC_ADD_DW: u8 = 0xdb;
 const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 const BPF_FUNC_MAP_UPDATE_ELEM: i32 = 2;
 const BPF_FUNC_MAP_DELETE_ELEM: i32 = 3;
+const BPF_FUNC_SPIN_LOCK: i32 = 93;
+const BPF_FUNC_SPIN_UNLOCK: i32 = 94;
 /// Return values of the programs.
 const RET_APPLIED: i32 = 1;
 const RET_MISSING: i32 = 2;
@@ -126,23 +130,26 @@ impl Exits {
         p.push(Insn::new(code, dst, src, 0, imm));
     }
 
-    /// Appends the exit with `ret` and points every jump at it.
-    fn resolve(self, p: &mut Vec<Insn>, ret: i32) {
+    /// Appends the exit with `ret` (releasing the lock at `lock` first) and points
+    /// every jump at it.
+    fn resolve(self, p: &mut Vec<Insn>, lock: Option<usize>, ret: i32) {
         let at = p.len();
         for j in self.0 {
             if let Some(insn) = p.get_mut(j) {
                 insn.off = i16_of(at - j - 1);
             }
         }
+        lock_call(p, lock, BPF_FUNC_SPIN_UNLOCK);
         p.push(Insn::new(MOV64_IMM, 0, 0, 0, ret));
         p.push(Insn::new(EXIT, 0, 0, 0, 0));
     }
 }
 
-/// The start of both programs: r7 the packet, bounds checked against `len`; r0 the
-/// element of the key at the packet's start in `map_fd`, or the program returns.
-fn prologue(len: usize, map_fd: i32) -> Vec<Insn> {
-    vec![
+/// The start of both programs: r7 the packet, bounds checked against `len`; r6 the
+/// element of the key at the packet's start in `map_fd` (or the program returns),
+/// its spin lock taken when the value has one at `lock`.
+fn prologue(len: usize, map_fd: i32, lock: Option<usize>) -> Vec<Insn> {
+    let mut p = vec![
         Insn::new(MOV64_REG, 6, 1, 0, 0),
         // data, data_end of struct xdp_md.
         Insn::new(0x61, 7, 6, 0, 0),
@@ -159,10 +166,23 @@ fn prologue(len: usize, map_fd: i32) -> Vec<Insn> {
         Insn::new(JNE_IMM, 0, 0, 2, 0),
         Insn::new(MOV64_IMM, 0, 0, 0, RET_MISSING),
         Insn::new(EXIT, 0, 0, 0, 0),
-    ]
+        Insn::new(MOV64_REG, 6, 0, 0, 0),
+    ];
+    lock_call(&mut p, lock, BPF_FUNC_SPIN_LOCK);
+    p
 }
 
-/// Compares `len` bytes of the element (r0) at `offset` with the packet (r7) at `at`,
+/// `bpf_spin_lock` or `bpf_spin_unlock` (`func`) on the lock at `lock` of the element
+/// in r6; nothing without a lock.
+fn lock_call(p: &mut Vec<Insn>, lock: Option<usize>, func: i32) {
+    if let Some(at) = lock {
+        p.push(Insn::new(MOV64_REG, 1, 6, 0, 0));
+        p.push(Insn::new(ADD64_IMM, 1, 0, 0, i32_of(at)));
+        p.push(Insn::new(CALL, 0, 0, 0, func));
+    }
+}
+
+/// Compares `len` bytes of the element (r6) at `offset` with the packet (r7) at `at`,
 /// jumping to `changed` at the first difference.
 fn compare(p: &mut Vec<Insn>, changed: &mut Exits, offset: usize, at: usize, len: usize) {
     let mut c = 0;
@@ -171,7 +191,7 @@ fn compare(p: &mut Vec<Insn>, changed: &mut Exits, offset: usize, at: usize, len
             .iter()
             .find(|(s, ..)| *s <= len - c)
             .unwrap_or(&MOVES[3]);
-        p.push(Insn::new(ldx, 1, 0, i16_of(offset + c), 0));
+        p.push(Insn::new(ldx, 1, 6, i16_of(offset + c), 0));
         p.push(Insn::new(ldx, 2, 7, i16_of(at + c), 0));
         changed.jump(p, JNE_REG, 1, 2, 0);
         c += size;
@@ -190,7 +210,8 @@ fn masked(p: &mut Vec<Insn>, bit: usize, body: Vec<Insn>) {
 /// The patch program for `fields` over the map `map_fd`, marking keys done in
 /// `marks_fd`.
 fn program(fields: &ValueFields, layout: &Layout, map_fd: i32, marks_fd: Option<i32>) -> Vec<Insn> {
-    let mut p = prologue(layout.len, map_fd);
+    let lock = fields.spin_lock;
+    let mut p = prologue(layout.len, map_fd, lock);
     // The mask.
     p.push(Insn::new(0x79, 9, 7, i16_of(layout.key_size), 0));
     let mut changed = Exits::default();
@@ -226,7 +247,7 @@ fn program(fields: &ValueFields, layout: &Layout, map_fd: i32, marks_fd: Option<
             };
             body.push(Insn::new(load, 1, 7, i16_of(at), 0));
             // Immediate BPF_ADD (0) without BPF_FETCH.
-            body.push(Insn::new(add, 0, 1, i16_of(leaf.offset), 0));
+            body.push(Insn::new(add, 6, 1, i16_of(leaf.offset), 0));
         } else {
             let mut c = 0;
             while c < leaf.len {
@@ -235,12 +256,13 @@ fn program(fields: &ValueFields, layout: &Layout, map_fd: i32, marks_fd: Option<
                     .find(|(s, ..)| *s <= leaf.len - c)
                     .unwrap_or(&MOVES[3]);
                 body.push(Insn::new(ldx, 1, 7, i16_of(at + c), 0));
-                body.push(Insn::new(stx, 0, 1, i16_of(leaf.offset + c), 0));
+                body.push(Insn::new(stx, 6, 1, i16_of(leaf.offset + c), 0));
                 c += size;
             }
         }
         masked(&mut p, i, body);
     }
+    lock_call(&mut p, lock, BPF_FUNC_SPIN_UNLOCK);
     if let Some(fd) = marks_fd {
         // The mark's value on the stack: the state, then zeros.
         let at = -i16_of(MARK_VALUE_SIZE);
@@ -256,7 +278,7 @@ fn program(fields: &ValueFields, layout: &Layout, map_fd: i32, marks_fd: Option<
     }
     p.push(Insn::new(MOV64_IMM, 0, 0, 0, RET_APPLIED));
     p.push(Insn::new(EXIT, 0, 0, 0, 0));
-    changed.resolve(&mut p, RET_CHANGED);
+    changed.resolve(&mut p, lock, RET_CHANGED);
     p
 }
 
@@ -268,7 +290,8 @@ fn delete_len(key_size: usize, value_size: usize) -> usize {
 /// The program that deletes the key at the packet's start from `map_fd` if every leaf
 /// of its element holds the bytes of the value that follows the key in the packet.
 fn delete_program(fields: &ValueFields, key_size: usize, map_fd: i32) -> Vec<Insn> {
-    let mut p = prologue(delete_len(key_size, fields.size), map_fd);
+    let lock = fields.spin_lock;
+    let mut p = prologue(delete_len(key_size, fields.size), map_fd, lock);
     let mut changed = Exits::default();
     for leaf in &fields.leaves {
         compare(
@@ -279,6 +302,8 @@ fn delete_program(fields: &ValueFields, key_size: usize, map_fd: i32) -> Vec<Ins
             leaf.len,
         );
     }
+    // No helper but the unlock may run under the lock: the delete follows it.
+    lock_call(&mut p, lock, BPF_FUNC_SPIN_UNLOCK);
     p.extend([
         Insn::new(LD_IMM64, 1, PSEUDO_MAP_FD, 0, map_fd),
         Insn::new(0, 0, 0, 0, 0),
@@ -290,7 +315,7 @@ fn delete_program(fields: &ValueFields, key_size: usize, map_fd: i32) -> Vec<Ins
         Insn::new(MOV64_IMM, 0, 0, 0, RET_APPLIED),
         Insn::new(EXIT, 0, 0, 0, 0),
     ]);
-    changed.resolve(&mut p, RET_CHANGED);
+    changed.resolve(&mut p, lock, RET_CHANGED);
     p
 }
 
