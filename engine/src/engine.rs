@@ -11,7 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -119,6 +120,47 @@ impl Carried {
             value_plan: self.plan.value_plan.as_ref(),
             lock: self.lock,
         }
+    }
+}
+
+/// A carried map ready for its reconcile (see `Engine::reconcile`), owning all it
+/// runs with so that it can run on its own thread.
+struct Prepared {
+    c: Carried,
+    fields: crate::migrate::ValueFields,
+    /// The pin of its marks map.
+    pin: String,
+    marks: Arc<dyn MapAccess>,
+    /// The in-kernel patcher; none where patches are made from user space.
+    patcher: Option<Box<dyn Patcher>>,
+    tombstones: Option<Arc<dyn MapAccess>>,
+    /// Keys the daemon wrote through its dual-write handle after the replay.
+    keep: Option<std::collections::HashSet<Vec<u8>>>,
+}
+
+impl Prepared {
+    /// The reconcile itself.
+    fn run(
+        &self,
+        state_dir: &Path,
+        batch: Option<usize>,
+    ) -> Result<crate::migrate::ReconcileReport, Error> {
+        let key = &self.c.plan.key;
+        let _span = tracing::info_span!("map", map = %key).entered();
+        let user = UserPatcher::new(self.c.new.as_ref(), key, self.fields.clone(), self.c.lock);
+        let patcher: &dyn Patcher = self.patcher.as_deref().unwrap_or(&user);
+        datapath::reconcile_map(
+            &self.c.carry(),
+            state_dir,
+            &datapath::Reconcile {
+                fields: &self.fields,
+                patcher,
+                marks: self.marks.as_ref(),
+                tombstones: self.tombstones.as_deref(),
+                keep: self.keep.as_ref(),
+                batch,
+            },
+        )
     }
 }
 
@@ -838,103 +880,163 @@ impl<K: Kernel> Engine<K> {
         Ok(())
     }
 
-    /// The three-way reconcile of every carried map not reconciled yet. Each map's
-    /// marks (the keys done) are pinned under `stage/` while it runs, so a crash in
-    /// the middle is followed by a run that carries on rather than applying a `sum`
-    /// twice; the journal records each map when it is done.
+    /// The three-way reconcile of every carried map not reconciled yet, the maps side
+    /// by side (up to one thread per CPU), so that no map's undecidable window holds
+    /// the reconciles of the others. Each map's marks (the keys done) are pinned under
+    /// `stage/` while it runs, so a crash in the middle is followed by a run that
+    /// carries on rather than applying a `sum` twice; the journal records each map
+    /// when it is done.
     fn reconcile(&mut self, j: &mut Journal) -> Result<(), Error> {
         const STEP: &str = "reconcile";
+        let mut prepared = Vec::new();
         for c in self.carried(j, Step::Reconcile)? {
-            let key = c.plan.key.clone();
-            if j.reconciled.contains(&key) {
+            if j.reconciled.contains(&c.plan.key) {
                 continue;
             }
-            checkpoint(Step::Reconcile.item_point())?;
-            let _span = tracing::info_span!("map", map = %key).entered();
-            let fields = datapath::value_fields(&key, &j.plan.models, &j.plan.options.merge_rules)?;
-            let pin = marks_pin(&key);
-            let marks = match self.get(STEP, &pin)? {
-                Some(r) => r,
-                None => {
-                    let max = c.old.geometry().max_entries;
-                    let r = self
-                        .kernel
-                        .create_map(c.new.geometry().key_size, MARK_VALUE_SIZE, max)
-                        .map_err(kerr(STEP, format!("create the marks of {key}")))?;
-                    self.opened.insert(r);
-                    self.kernel
-                        .pin(r, &pin)
-                        .map_err(kerr(STEP, format!("pin {pin}")))?;
-                    r
+            prepared.push(self.prepare_reconcile(j, c)?);
+        }
+        let workers = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .min(prepared.len());
+        let (dir, batch) = (self.dir.path().to_owned(), j.batch);
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let mut first_error = None;
+        std::thread::scope(|s| -> Result<(), Error> {
+            let (tx, rx) = mpsc::channel();
+            for _ in 0..workers {
+                let (tx, prepared, next, stop, dir) = (tx.clone(), &prepared, &next, &stop, &dir);
+                s.spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(p) = prepared.get(i) else {
+                            break;
+                        };
+                        let r = checkpoint(Step::Reconcile.item_point())
+                            .and_then(|()| p.run(dir, batch));
+                        if r.is_err() {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        if tx.send((i, r)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for (i, r) in rx {
+                let Some(p) = prepared.get(i) else {
+                    continue;
+                };
+                match r {
+                    Ok(report) => self.reconciled(j, p, &report)?,
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
                 }
-            };
-            let marks_access = self.access(STEP, marks)?;
-            // The in-kernel patcher takes the value's spin lock where it has one.
-            let patcher = self
-                .kernel
-                .patcher(c.new_ref, &key, &fields, marks)
-                .map_err(kerr(STEP, format!("the patcher of {key}")))?;
-            let user = UserPatcher::new(c.new.as_ref(), &key, fields.clone(), c.lock);
-            let patcher: &dyn Patcher = patcher.as_deref().unwrap_or(&user);
-            let carry = c.carry();
-            let keep = self.writers.get(&key).map(MapWriter::written_after_replay);
-            let tombstones = match j.plan.options.tombstones.get(&key) {
-                Some(t) => {
-                    let pin = plan::map_pin(t);
-                    let r = match j.staged.maps.get(t) {
-                        Some(&r) => self.staged(STEP, &pin, r)?,
-                        // Reused from the installed set.
-                        None => self.get(STEP, &pin)?.ok_or_else(|| {
-                            Error::Options(format!(
-                                "the tombstone map {t} of {key} is not a map of the set"
-                            ))
-                        })?,
-                    };
-                    Some(self.access(STEP, r)?)
-                }
-                None => None,
-            };
-            let report = datapath::reconcile_map(
-                &carry,
-                self.dir.path(),
-                &datapath::Reconcile {
-                    fields: &fields,
-                    patcher,
-                    marks: marks_access.as_ref(),
-                    tombstones: tombstones.as_deref(),
-                    keep: keep.as_ref(),
-                    batch: j.batch,
-                },
-            )?;
-            tracing::info!(
-                added = report.added,
-                changed = report.changed,
-                deleted = report.deleted,
-                kept_new = report.kept_new,
-                resumed = report.resumed,
-                tombstoned = report.tombstoned,
-                ambiguous_adds = report.ambiguous_adds,
-                rewritten = report.rewritten,
-                window_us = report.window.as_micros(),
-                "reconciled"
-            );
-            let counts = j.counts.entry(key.clone()).or_default();
-            counts.reconciled += (report.added + report.changed) as u64;
-            counts.deleted += report.deleted as u64;
-            counts.conflicts +=
-                (report.conflicts.new + report.conflicts.sum + report.conflicts.max) as u64;
-            counts.window_us = u64::try_from(report.window.as_micros()).unwrap_or(u64::MAX);
-            counts.tombstoned += report.tombstoned as u64;
-            counts.ambiguous_adds += report.ambiguous_adds as u64;
-            counts.rewritten += report.rewritten as u64;
-            j.reconciled.insert(key.clone());
-            self.dir.write_journal(j)?;
-            self.kernel
-                .unpin(&pin)
-                .map_err(kerr(STEP, format!("unpin {pin}")))?;
+            }
+            Ok(())
+        })?;
+        if let Some(e) = first_error {
+            return Err(e);
         }
         // Marks of maps recorded done before a crash kept their unpin from running.
         self.drop_stage_pins(STEP, &marks_pin(""))?;
+        Ok(())
+    }
+
+    /// What the reconcile of `c` runs with: its fields, its marks map (pinned), its
+    /// patcher, tombstones and the keys the daemon wrote.
+    fn prepare_reconcile(&mut self, j: &Journal, c: Carried) -> Result<Prepared, Error> {
+        const STEP: &str = "reconcile";
+        let key = c.plan.key.clone();
+        let fields = datapath::value_fields(&key, &j.plan.models, &j.plan.options.merge_rules)?;
+        let pin = marks_pin(&key);
+        let marks = match self.get(STEP, &pin)? {
+            Some(r) => r,
+            None => {
+                let max = c.old.geometry().max_entries;
+                let r = self
+                    .kernel
+                    .create_map(c.new.geometry().key_size, MARK_VALUE_SIZE, max)
+                    .map_err(kerr(STEP, format!("create the marks of {key}")))?;
+                self.opened.insert(r);
+                self.kernel
+                    .pin(r, &pin)
+                    .map_err(kerr(STEP, format!("pin {pin}")))?;
+                r
+            }
+        };
+        let marks_access = self.access(STEP, marks)?;
+        // The in-kernel patcher takes the value's spin lock where it has one.
+        let patcher = self
+            .kernel
+            .patcher(c.new_ref, &key, &fields, marks)
+            .map_err(kerr(STEP, format!("the patcher of {key}")))?;
+        let keep = self.writers.get(&key).map(MapWriter::written_after_replay);
+        let tombstones = match j.plan.options.tombstones.get(&key) {
+            Some(t) => {
+                let pin = plan::map_pin(t);
+                let r = match j.staged.maps.get(t) {
+                    Some(&r) => self.staged(STEP, &pin, r)?,
+                    // Reused from the installed set.
+                    None => self.get(STEP, &pin)?.ok_or_else(|| {
+                        Error::Options(format!(
+                            "the tombstone map {t} of {key} is not a map of the set"
+                        ))
+                    })?,
+                };
+                Some(self.access(STEP, r)?)
+            }
+            None => None,
+        };
+        Ok(Prepared {
+            c,
+            fields,
+            pin,
+            marks: marks_access,
+            patcher,
+            tombstones,
+            keep,
+        })
+    }
+
+    /// Records the reconcile of `p` done: its counts in the journal, its marks unpinned.
+    fn reconciled(
+        &mut self,
+        j: &mut Journal,
+        p: &Prepared,
+        report: &crate::migrate::ReconcileReport,
+    ) -> Result<(), Error> {
+        const STEP: &str = "reconcile";
+        let key = &p.c.plan.key;
+        tracing::info!(
+            map = %key,
+            added = report.added,
+            changed = report.changed,
+            deleted = report.deleted,
+            kept_new = report.kept_new,
+            resumed = report.resumed,
+            tombstoned = report.tombstoned,
+            ambiguous_adds = report.ambiguous_adds,
+            rewritten = report.rewritten,
+            window_us = report.window.as_micros(),
+            "reconciled"
+        );
+        let counts = j.counts.entry(key.clone()).or_default();
+        counts.reconciled += (report.added + report.changed) as u64;
+        counts.deleted += report.deleted as u64;
+        counts.conflicts +=
+            (report.conflicts.new + report.conflicts.sum + report.conflicts.max) as u64;
+        counts.window_us = u64::try_from(report.window.as_micros()).unwrap_or(u64::MAX);
+        counts.tombstoned += report.tombstoned as u64;
+        counts.ambiguous_adds += report.ambiguous_adds as u64;
+        counts.rewritten += report.rewritten as u64;
+        j.reconciled.insert(key.clone());
+        self.dir.write_journal(j)?;
+        self.kernel
+            .unpin(&p.pin)
+            .map_err(kerr(STEP, format!("unpin {}", p.pin)))?;
         Ok(())
     }
 

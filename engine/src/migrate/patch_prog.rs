@@ -131,8 +131,12 @@ impl Exits {
     }
 
     /// Appends the exit with `ret` (releasing the lock at `lock` first) and points
-    /// every jump at it.
+    /// every jump at it; nothing without jumps.
     fn resolve(self, p: &mut Vec<Insn>, lock: Option<usize>, ret: i32) {
+        // The verifier refuses instructions no path reaches.
+        if self.0.is_empty() {
+            return;
+        }
         let at = p.len();
         for j in self.0 {
             if let Some(insn) = p.get_mut(j) {
