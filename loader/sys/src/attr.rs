@@ -192,6 +192,17 @@ pub(crate) struct ProgQueryAttr {
     pub revision: u64,
 }
 
+/// `BPF_RAW_TRACEPOINT_OPEN`: the tracepoint's name (0 for a tracing or LSM program,
+/// whose target was given at load), the program, and a cookie.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub(crate) struct RawTracepointAttr {
+    pub name: u64,
+    pub prog_fd: u32,
+    pub _pad: u32,
+    pub cookie: u64,
+}
+
 /// `BPF_LINK_CREATE`, with the `tcx`/`netkit` tail (`relative_fd`,
 /// `expected_revision`) that cgroup and xdp links leave at zero.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -390,6 +401,8 @@ mod tests {
         assert_eq!(offset_of!(ProgQueryAttr, link_ids), 40);
         assert_eq!(offset_of!(ProgQueryAttr, revision), 56);
         assert_eq!(size_of::<ProgQueryAttr>(), 64);
+        assert_eq!(offset_of!(RawTracepointAttr, prog_fd), 8);
+        assert_eq!(offset_of!(RawTracepointAttr, cookie), 16);
         assert_eq!(offset_of!(RawMapInfo, name), 24);
         assert_eq!(offset_of!(RawMapInfo, btf_id), 64);
         assert_eq!(size_of::<RawMapInfo>(), 88);

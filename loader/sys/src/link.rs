@@ -7,7 +7,7 @@ use zerocopy::FromZeros;
 
 use super::attr::{
     FdAttr, IterCreateAttr, IterLinkInfo, LinkCreateAttr, LinkCreateIterAttr, LinkUpdateAttr,
-    ProgAttachAttr, ProgQueryAttr,
+    ProgAttachAttr, ProgQueryAttr, RawTracepointAttr,
 };
 use super::map::raw_fd;
 use super::{AttachType, Bpf, Command, Error, REPLACE};
@@ -164,6 +164,40 @@ impl Bpf {
         attr.link_fd = raw_fd(link);
         self.raw_fd(Command::IterCreate, &mut attr, || {
             format!("iterator link fd {}", link.as_raw_fd())
+        })
+    }
+
+    /// Attaches a raw tracepoint program to the tracepoint `name`, or a tracing or LSM
+    /// program (`fentry`, `fexit`, `fmod_ret`, `tp_btf`, `lsm`; `name` `None`) to the
+    /// target it was loaded for, through a new link. The kernel has no update and no
+    /// detach for these links: the attachment lasts until the link is freed.
+    ///
+    /// # Errors
+    /// `ENOENT` for a tracepoint the kernel does not have; `EINVAL` for a program of
+    /// another type; any other refusal.
+    #[doc(alias = "BPF_RAW_TRACEPOINT_OPEN")]
+    pub fn raw_tracepoint_open(
+        &self,
+        prog: impl AsFd,
+        name: Option<&str>,
+    ) -> Result<OwnedFd, Error> {
+        let name_c = name
+            .map(|n| {
+                std::ffi::CString::new(n).map_err(|_| Error::Argument {
+                    command: Command::RawTracepointOpen.name(),
+                    object: format!("tracepoint {n:?}"),
+                    reason: "a tracepoint name holds no NUL byte".to_owned(),
+                })
+            })
+            .transpose()?;
+        let prog = prog.as_fd();
+        let mut attr = RawTracepointAttr::new_zeroed();
+        // The kernel reads the name during the call, while `name_c` lives here.
+        attr.name = name_c.as_ref().map_or(0, |c| c.as_ptr() as u64);
+        attr.prog_fd = raw_fd(prog);
+        self.raw_fd(Command::RawTracepointOpen, &mut attr, || match name {
+            Some(n) => format!("raw tracepoint {n}"),
+            None => format!("tracing program fd {}", prog.as_raw_fd()),
         })
     }
 
