@@ -1094,9 +1094,7 @@ impl<K: Kernel> Engine<K> {
                                 .link_program(old)
                                 .map_err(kerr(STEP, format!("inspect {}", a.pin)))?;
                             if runs.is_some() {
-                                self.kernel
-                                    .detach(old)
-                                    .map_err(kerr(STEP, format!("detach {}", a.pin)))?;
+                                self.stop_link(STEP, old, &a.pin)?;
                             }
                         }
                     }
@@ -1123,6 +1121,24 @@ impl<K: Kernel> Engine<K> {
             j.switch_window_ns = Some((ns(first), ns(last)));
         }
         Ok(())
+    }
+
+    /// Stops the link `link` pinned at `pin`: detached, or, where the kernel has no
+    /// detach for its type (tracing, raw tracepoint), unpinned and let go of, which
+    /// frees it (a rollback attaches the old program again).
+    fn stop_link(&mut self, step: &'static str, link: ObjRef, pin: &str) -> Result<(), Error> {
+        match self.kernel.detach(link) {
+            Ok(()) => Ok(()),
+            Err(KernelError::Unsupported { .. }) => {
+                self.kernel
+                    .unpin(pin)
+                    .map_err(kerr(step, format!("unpin {pin}")))?;
+                self.opened.remove(&link);
+                self.kernel.release(link);
+                Ok(())
+            }
+            Err(e) => Err(kerr(step, format!("detach {pin}"))(e)),
+        }
     }
 
     /// Switches or makes an attachment held by its cgroup without a link; whether
@@ -1240,9 +1256,7 @@ impl<K: Kernel> Engine<K> {
                 continue;
             }
             if let Some(link) = self.get(STEP, &a.pin)? {
-                self.kernel
-                    .detach(link)
-                    .map_err(kerr(STEP, format!("detach {}", a.pin)))?;
+                self.stop_link(STEP, link, &a.pin)?;
                 self.kernel
                     .unpin(&a.pin)
                     .map_err(kerr(STEP, format!("unpin {}", a.pin)))?;
@@ -1304,6 +1318,8 @@ impl<K: Kernel> Engine<K> {
             w.abandon();
         }
         checkpoint("rollback:start")?;
+        // Attachments whose old program runs through a new link now, by name.
+        let mut relinked = BTreeMap::new();
         for a in &j.plan.attachments {
             if a.hold == Hold::ProgAttach {
                 checkpoint("rollback:item")?;
@@ -1317,13 +1333,16 @@ impl<K: Kernel> Engine<K> {
                 continue;
             };
             checkpoint("rollback:item")?;
-            let Some(link) = self.get(STEP, &a.pin)? else {
-                continue;
+            // A link without update nor detach was stopped by removing its pin.
+            let link = self.get(STEP, &a.pin)?;
+            let runs = match link {
+                Some(link) => self
+                    .kernel
+                    .link_program(link)
+                    .map_err(kerr(STEP, format!("inspect {}", a.pin)))?,
+                None if method == SwitchMethod::AttachThenDetach => None,
+                None => continue,
             };
-            let runs = self
-                .kernel
-                .link_program(link)
-                .map_err(kerr(STEP, format!("inspect {}", a.pin)))?;
             let new_prog = j.staged.programs.get(&a.program).copied();
             let old_prog = self.get(STEP, &plan::prog_pin(&old.attachment.program))?;
             match method {
@@ -1333,6 +1352,7 @@ impl<K: Kernel> Engine<K> {
                         && old_prog.id == old.prog
                     {
                         let new = self.staged(STEP, &plan::prog_pin(&a.program), new)?;
+                        let Some(link) = link else { continue };
                         self.kernel
                             .update_link(link, old_prog, new)
                             .map_err(kerr(STEP, format!("move {} back", a.pin)))?;
@@ -1355,8 +1375,24 @@ impl<K: Kernel> Engine<K> {
                             .drop_rollback(&a.pin)
                             .map_err(kerr(STEP, format!("drop {}", a.pin)))?;
                     }
+                    // Also after a crash between the attach and the state's write.
+                    if let Some(l) = self.get(STEP, &a.pin)?
+                        && l.id != old.id
+                    {
+                        relinked.insert(a.name.clone(), l.id);
+                    }
                 }
             }
+        }
+        if !relinked.is_empty()
+            && let Some(mut state) = self.dir.read_state()?
+        {
+            for (name, id) in &relinked {
+                if let Some(l) = state.links.get_mut(name) {
+                    l.id = *id;
+                }
+            }
+            self.dir.write_state(&state)?;
         }
         let stage: Vec<String> = self
             .kernel
@@ -1581,9 +1617,11 @@ impl<K: Kernel> Engine<K> {
         for l in state.links.values() {
             checkpoint("uninstall:item")?;
             if let Some(link) = self.get(STEP, &l.pin)? {
-                self.kernel
-                    .detach(link)
-                    .map_err(kerr(STEP, format!("detach {}", l.pin)))?;
+                match self.kernel.detach(link) {
+                    // Freed with its pin, below, and the hold, after.
+                    Ok(()) | Err(KernelError::Unsupported { .. }) => {}
+                    Err(e) => return Err(kerr(STEP, format!("detach {}", l.pin))(e)),
+                }
             }
             if self
                 .kernel

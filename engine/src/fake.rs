@@ -716,6 +716,18 @@ impl Kernel for FakeKernel {
         self.world.tick();
         let mut w = self.lock();
         w.held(self.pid, link)?;
+        // As the kernel: tracing and raw tracepoint links have no detach.
+        let tracing = [
+            AttachPoint::Tracing.to_string(),
+            "raw tracepoint ".to_owned(),
+        ];
+        if let Some(Obj::Link { point, .. }) = w.objects.get(&link)
+            && tracing.iter().any(|t| point.starts_with(t.as_str()))
+        {
+            return Err(KernelError::Unsupported {
+                what: format!("detach {link} at {point}"),
+            });
+        }
         if let Some(Obj::Link { prog, .. }) = w.objects.get_mut(&link) {
             *prog = None;
         }

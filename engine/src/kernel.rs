@@ -161,6 +161,13 @@ pub enum KernelError {
         /// What was looked for.
         what: String,
     },
+    /// The kernel has no such operation for this object (`BPF_LINK_DETACH` of a
+    /// tracing or raw tracepoint link).
+    #[error("{what}: the kernel cannot do this for it")]
+    Unsupported {
+        /// What was being done.
+        what: String,
+    },
     /// Any other refusal, with its cause.
     #[error("{op}: {source}")]
     Failed {
@@ -268,7 +275,8 @@ pub trait Kernel {
     /// Detaches the program of a held link (the link stays, defunct).
     ///
     /// # Errors
-    /// The kernel refuses.
+    /// [`KernelError::Unsupported`] for link types the kernel cannot detach (tracing,
+    /// raw tracepoint: such a link runs until it is freed); any other refusal.
     fn detach(&mut self, link: ObjRef) -> Result<(), KernelError>;
 
     /// Whether the kernel has cgroup links at the cgroup hook `point` (probed once per

@@ -70,9 +70,16 @@ pub enum AttachPoint {
         /// Ingress or egress.
         direction: TcDirection,
     },
-    /// A tracing program (`fentry`, `fexit`, `fmod_ret`, `lsm`) at the target its
-    /// section names, through a tracing link, which has no program update.
+    /// A tracing program (`fentry`, `fexit`, `fmod_ret`, `tp_btf`, `lsm`) at the
+    /// target its section names, through a tracing link, which has no program update
+    /// (and no detach: it is detached by dropping the link).
     Tracing,
+    /// A raw tracepoint program (`raw_tp`) at a tracepoint, through a raw tracepoint
+    /// link, which has no program update (and no detach).
+    RawTracepoint {
+        /// The tracepoint's name (`sys_enter`).
+        tracepoint: String,
+    },
 }
 
 /// How a cgroup attachment is held, as the options ask.
@@ -170,7 +177,9 @@ pub enum SwitchMethod {
     /// program is not attached there.
     ProgAttachReplace,
     /// The link type has no update: a link of the new program is created first, then
-    /// the old link is detached, so both run for a moment and the hook is never empty.
+    /// the old link is detached (or, for link types the kernel cannot detach, unpinned
+    /// and closed, which frees it), so both run for a moment and the hook is never
+    /// empty.
     AttachThenDetach,
 }
 
@@ -193,7 +202,9 @@ impl AttachPoint {
             (AttachPoint::Cgroup { .. } | AttachPoint::Xdp { .. } | AttachPoint::Tcx { .. }, _) => {
                 SwitchMethod::LinkUpdate
             }
-            (AttachPoint::Tracing, _) => SwitchMethod::AttachThenDetach,
+            (AttachPoint::Tracing | AttachPoint::RawTracepoint { .. }, _) => {
+                SwitchMethod::AttachThenDetach
+            }
         }
     }
 
@@ -247,6 +258,9 @@ impl fmt::Display for AttachPoint {
                 write!(f, "tcx {d} on {iface}")
             }
             AttachPoint::Tracing => f.write_str("tracing target of the program's section"),
+            AttachPoint::RawTracepoint { tracepoint } => {
+                write!(f, "raw tracepoint {tracepoint}")
+            }
         }
     }
 }

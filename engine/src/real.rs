@@ -436,11 +436,18 @@ impl Kernel for RealKernel {
                     ))
                     .map_err(failed(format!("attach {program} at {point}")))?
             }
-            AttachPoint::Tracing => {
-                return Err(KernelError::failed(
-                    format!("attach {program} at {point}"),
-                    std::io::Error::other("tracing links are not created by this engine yet"),
-                ));
+            AttachPoint::Tracing | AttachPoint::RawTracepoint { .. } => {
+                let name = match point {
+                    AttachPoint::RawTracepoint { tracepoint } => Some(tracepoint.as_str()),
+                    _ => None,
+                };
+                let prog = self
+                    .fd_of(program)?
+                    .try_clone_to_owned()
+                    .map_err(|e| KernelError::failed("dup", e))?;
+                self.bpf
+                    .raw_tracepoint_open(&prog, name)
+                    .map_err(failed(format!("attach {program} at {point}")))?
             }
         };
         self.hold(link)
@@ -509,9 +516,13 @@ impl Kernel for RealKernel {
             .fd_of(link)?
             .try_clone_to_owned()
             .map_err(|e| KernelError::failed("dup", e))?;
-        self.bpf
-            .link_detach(&fd)
-            .map_err(failed(format!("detach {link}")))
+        match self.bpf.link_detach(&fd) {
+            Ok(()) => Ok(()),
+            Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => Err(KernelError::Unsupported {
+                what: format!("detach {link}"),
+            }),
+            Err(e) => Err(KernelError::failed(format!("detach {link}"), e)),
+        }
     }
 
     fn cgroup_links(&mut self, point: &AttachPoint) -> bool {

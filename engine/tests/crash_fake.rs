@@ -13,9 +13,12 @@
 //! even when a reconcile killed in its middle runs again), and every deleted key must
 //! be gone.
 //!
-//! The whole matrix runs twice: with the program attached at the cgroup hook through a
-//! pinned link (switched by a link update), and held by the cgroup without a link
-//! (`BPF_PROG_ATTACH`, switched by a prog attach replace, recorded in the state).
+//! The whole matrix runs three times: with the program attached at the cgroup hook
+//! through a pinned link (switched by a link update), held by the cgroup without a
+//! link (`BPF_PROG_ATTACH`, switched by a prog attach replace, recorded in the
+//! state), and at a hook whose links have neither update nor detach (a raw
+//! tracepoint: the new program attached, then the old link unpinned and dropped, so
+//! both versions run for a while).
 //!
 //! The failpoints come from `failpoints()`, derived from the step list, so a new step
 //! is covered here without a change to this file. One test in this binary: the
@@ -31,9 +34,29 @@ use std::sync::{Arc, Mutex};
 use common::{StateDir, backend_v1, backend_v2, fill, objects, options_via};
 use handover_engine::migrate::FakeEntries;
 use handover_engine::{
-    ApplyOptions, CgroupVia, Direction, Engine, Error, FakeKernel, FakeWorld, Kind, LockWait,
-    Options, Running, failpoints, identity,
+    ApplyOptions, AttachPoint, CgroupVia, Direction, Engine, Error, FakeKernel, FakeWorld, Kind,
+    LockWait, Options, Running, failpoints, identity,
 };
+
+/// Where the program attaches, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    /// The cgroup hook, held as the options say.
+    Cgroup(CgroupVia),
+    /// A raw tracepoint.
+    RawTracepoint,
+}
+
+impl Hook {
+    fn point(self) -> AttachPoint {
+        match self {
+            Hook::Cgroup(via) => common::cgroup_point_via(Path::new(CGROUP), via),
+            Hook::RawTracepoint => AttachPoint::RawTracepoint {
+                tracepoint: "sys_enter".into(),
+            },
+        }
+    }
+}
 
 const CGROUP: &str = "/fake/cgroup";
 const ENTRIES: u32 = 300;
@@ -62,12 +85,14 @@ struct Setup {
     dir: StateDir,
     conns: FakeEntries,
     model: Arc<Mutex<Model>>,
-    via: CgroupVia,
+    hook: Hook,
 }
 
 impl Setup {
     fn options(&self) -> Options {
-        options_via(Path::new(CGROUP), self.via)
+        let mut o = options_via(Path::new(CGROUP), CgroupVia::Auto);
+        o.attachments[0].point = self.hook.point();
+        o
     }
 
     fn expected(&self, version: u32) -> Expected {
@@ -160,18 +185,18 @@ impl Setup {
             dir,
             conns: self.conns.clone(),
             model: Arc::new(Mutex::new(self.model.lock().unwrap().clone())),
-            via: self.via,
+            hook: self.hook,
         }
     }
 }
 
-fn installed(via: CgroupVia) -> Setup {
+fn installed(hook: Hook) -> Setup {
     let mut s = Setup {
         world: FakeWorld::new(),
         dir: StateDir::new("crash"),
         conns: FakeEntries::new(),
         model: Arc::default(),
-        via,
+        hook,
     };
     apply_version(&s, 1).unwrap();
     let (v1, _) = fill(&s.world, ENTRIES);
@@ -256,12 +281,12 @@ fn check(s: &Setup, context: &str) -> u32 {
         );
     }
     assert_eq!(
-        s.world.attached(&common::cgroup_point(Path::new(CGROUP))),
+        s.world.attached(&s.hook.point()),
         ["count_connect"],
         "{context}: one live attachment"
     );
-    let point = common::cgroup_point_via(Path::new(CGROUP), s.via);
-    let links = if s.via == CgroupVia::ProgAttach {
+    let point = s.hook.point();
+    let links = if s.hook == Hook::Cgroup(CgroupVia::ProgAttach) {
         assert!(state.links.is_empty(), "{context}: {:?}", state.links);
         let held = &state.attached["connect"];
         assert_eq!(held.prog, state.programs["count_connect"].id, "{context}");
@@ -304,19 +329,23 @@ fn recover(s: &Setup) -> Result<Option<handover_engine::Recovered>, Error> {
 #[test]
 fn every_crash_of_an_upgrade_and_of_its_recovery_ends_in_one_consistent_set() {
     let _scenario = fail::FailScenario::setup();
-    for via in [CgroupVia::Link, CgroupVia::ProgAttach] {
-        crash_matrix(via);
+    for hook in [
+        Hook::Cgroup(CgroupVia::Link),
+        Hook::Cgroup(CgroupVia::ProgAttach),
+        Hook::RawTracepoint,
+    ] {
+        crash_matrix(hook);
     }
 }
 
-fn crash_matrix(via: CgroupVia) {
+fn crash_matrix(hook: Hook) {
     let points = failpoints();
     let mut upgrade_crashes = 0;
     let mut recovery_crashes = 0;
     let mut outcomes = BTreeMap::<u32, usize>::new();
     for point in &points {
         for n in 0.. {
-            let s = installed(via);
+            let s = installed(hook);
             let r = with_crash(point, n, || apply_version(&s, 2));
             if !crashed(&r) {
                 assert_eq!(check(&s, &format!("{point} #{n} not reached")), 2);
@@ -364,7 +393,7 @@ fn crash_matrix(via: CgroupVia) {
         }
     }
     eprintln!(
-        "{via:?}: {} failpoints; {upgrade_crashes} upgrade crashes x recovery crashes: {recovery_crashes}; \
+        "{hook:?}: {} failpoints; {upgrade_crashes} upgrade crashes x recovery crashes: {recovery_crashes}; \
          outcomes by version: {outcomes:?}",
         points.len()
     );
