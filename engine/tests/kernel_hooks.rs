@@ -145,7 +145,8 @@ fn a_prog_attach_hook_is_replaced_by_an_upgrade_reattached_by_a_restart_and_deta
         .prog_query(AttachTarget::Fd(cgroup.fd()), HOOK, 0)
         .unwrap()
         .prog_attach_flags;
-    assert_eq!(flags, [ALLOW_MULTI]);
+    // Kernels before 6.0 report no per-program flags.
+    assert!(flags.is_empty() || flags == [ALLOW_MULTI], "{flags:?}");
     let conns = e.map_access("cg_conns").unwrap();
     for i in 0..500u32 {
         conns

@@ -326,7 +326,9 @@ impl Bpf {
     /// [`QUERY_EFFECTIVE`].
     ///
     /// The list is read in two calls (count, then ids) and read again if programs
-    /// were attached in between (`ENOSPC`).
+    /// were attached in between (`ENOSPC`). Kernels before 6.0 know no per-program
+    /// flags and refuse the query that asks for them (`EINVAL`): it is asked again
+    /// without, and [`ProgQuery::prog_attach_flags`] is empty then.
     ///
     /// # Errors
     /// The kernel refuses (`EINVAL` for an attach type it cannot query at that
@@ -339,7 +341,7 @@ impl Bpf {
         query_flags: u32,
     ) -> Result<ProgQuery, Error> {
         let describe = || format!("{attach_type} programs at {}", target.describe());
-        let per_prog_flags = query_flags & QUERY_EFFECTIVE == 0;
+        let mut per_prog_flags = query_flags & QUERY_EFFECTIVE == 0;
         let mut capacity = 0u32;
         // Bounded: each retry follows an attach that happened between two calls.
         for _ in 0..16 {
@@ -363,6 +365,10 @@ impl Bpf {
                 Ok(_) => {}
                 Err(e) if e.errno() == Some(libc::ENOSPC) => {
                     capacity = attr.count.max(capacity.saturating_add(1));
+                    continue;
+                }
+                Err(e) if e.errno() == Some(libc::EINVAL) && per_prog_flags && capacity > 0 => {
+                    per_prog_flags = false;
                     continue;
                 }
                 Err(e) => return Err(e),

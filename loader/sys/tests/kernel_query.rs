@@ -55,7 +55,11 @@ fn prog_query_lists_what_prog_attach_and_replace_leave_at_a_cgroup_hook() {
     assert_eq!(one.prog_ids, [a_id]);
     assert_eq!(two.prog_ids, [a_id, b_id], "in the order they run");
     assert_eq!(two.attach_flags, ALLOW_MULTI, "{two:?}");
-    assert_eq!(two.prog_attach_flags, [ALLOW_MULTI, ALLOW_MULTI], "{two:?}");
+    if two.prog_attach_flags.is_empty() {
+        eprintln!("{TEST}: this kernel reports no per-program attach flags (before 6.0)");
+    } else {
+        assert_eq!(two.prog_attach_flags, [ALLOW_MULTI, ALLOW_MULTI], "{two:?}");
+    }
     match (empty.revision, one.revision, two.revision) {
         (Some(r0), Some(r1), Some(r2)) => assert!(r0 < r1 && r1 < r2, "{r0} {r1} {r2}"),
         (None, None, None) => eprintln!("{TEST}: this kernel keeps no revision of cgroup hooks"),
