@@ -8,7 +8,9 @@
 //! stay. Detached by hand, the hook is attached again by a restart; uninstall leaves
 //! the hook empty and the recorded programs gone. A program put in the recorded one's
 //! place by another process makes the kernel refuse the replace, and the upgrade
-//! rolls back, leaving that program alone.
+//! rolls back, leaving that program alone. Under a child connecting in a loop, no
+//! connect goes uncounted while the hook is switched (by a replace, and by a link
+//! update for comparison): every one is counted by exactly one version.
 #![allow(clippy::indexing_slicing, reason = "tests index values they built")]
 
 #[path = "../../loader/tests/testenv/mod.rs"]
@@ -65,6 +67,22 @@ fn connect_child() {
         let _ = TcpStream::connect_timeout(&to, Duration::from_secs(2));
     }
     println!("RESULT done");
+}
+
+/// The child: joins the cgroup, makes its own network namespace, and connects to
+/// 127.0.0.1 until the file `HANDOVER_STOP` exists; prints how many connects it made.
+fn loop_child() {
+    let cgroup = std::env::var("HANDOVER_CGROUP").expect("cgroup path");
+    let stop = std::env::var("HANDOVER_STOP").expect("stop file");
+    testenv::join_cgroup(cgroup.as_ref());
+    testenv::enter_new_netns();
+    let mut n = 0u64;
+    while !Path::new(&stop).exists() {
+        let to = SocketAddr::from((Ipv4Addr::LOCALHOST, 4000));
+        let _ = TcpStream::connect_timeout(&to, Duration::from_secs(2));
+        n += 1;
+    }
+    println!("RESULT connects={n}");
 }
 
 fn connect(test: &str, cgroup: &testenv::Cgroup, n: u16) {
@@ -290,4 +308,74 @@ fn a_program_replaced_behind_the_engines_back_makes_the_kernel_refuse_the_replac
     bpf.prog_detach(AttachTarget::Fd(cgroup.fd()), Some(stray.as_fd()), HOOK)
         .unwrap();
     assert!(query(&cgroup).is_empty());
+}
+
+#[test]
+fn no_connect_goes_uncounted_while_the_hook_is_switched() {
+    const TEST: &str = "no_connect_goes_uncounted_while_the_hook_is_switched";
+    if testenv::child_role().as_deref() == Some("loop") {
+        loop_child();
+        return;
+    }
+    if !testenv::privileged(TEST) {
+        return;
+    }
+    for via in [CgroupVia::ProgAttach, CgroupVia::Link] {
+        let fs = testenv::Bpffs::mount();
+        let cgroup = testenv::Cgroup::new();
+        let state = testenv::TempDir::new("handover-hooks-window");
+        let opts = options(cgroup.path(), via);
+        let mut e = Engine::open(fs.path(), state.path(), LockWait::Refuse).unwrap();
+        let v1 = objects(1);
+        let plan = e.plan(&v1, &opts).unwrap();
+        e.apply(&plan, &v1, ApplyOptions::default()).unwrap();
+
+        let stop = state.path().join("stop");
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .env(testenv::ROLE_VAR, "loop")
+            .env("HANDOVER_CGROUP", cgroup.path())
+            .env("HANDOVER_STOP", &stop)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Connects counted by version 1 before the upgrade starts.
+        while hits(&mut e)[0] < 100 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let v2 = objects(2);
+        let plan = e.plan(&v2, &opts).unwrap();
+        let started = std::time::Instant::now();
+        let report = e.apply(&plan, &v2, ApplyOptions::default()).unwrap();
+        let took = started.elapsed();
+        let at_switch = hits(&mut e);
+        while hits(&mut e)[1] < at_switch[1] + 100 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::fs::write(&stop, b"").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let made: u64 = stdout
+            .lines()
+            .find_map(|l| l.split_once("RESULT connects=").map(|(_, n)| n))
+            .unwrap_or_else(|| panic!("no count from the child: {stdout}"))
+            .trim()
+            .parse()
+            .unwrap();
+        let [old, new] = hits(&mut e);
+        eprintln!(
+            "{TEST}: {via:?}: {made} connects, {old} counted by version 1 and {new} by \
+             version 2; upgrade {took:?}, switch window {:?} us",
+            report.switch_window_us
+        );
+        assert_eq!(
+            old + new,
+            made,
+            "{via:?}: every connect counted exactly once"
+        );
+        assert!(old > 0 && new > 0);
+        e.uninstall().unwrap();
+        assert!(query(&cgroup).is_empty());
+    }
 }
