@@ -306,14 +306,15 @@ pub trait Kernel {
     ) -> Result<(), KernelError>;
 
     /// Detaches `program` from the cgroup hook `point` (`BPF_PROG_DETACH`); `false`
-    /// when it was not attached there.
+    /// when it was not attached there (or the cgroup no longer exists).
     ///
     /// # Errors
     /// The kernel refuses.
     fn prog_detach(&mut self, point: &AttachPoint, program: ObjRef) -> Result<bool, KernelError>;
 
     /// The cgroup's id and the ids of the programs attached to the cgroup hook
-    /// `point` itself, in the order they run (`BPF_PROG_QUERY`).
+    /// `point` itself, in the order they run (`BPF_PROG_QUERY`); none, and id 0, when
+    /// the cgroup no longer exists.
     ///
     /// # Errors
     /// The cgroup cannot be opened or queried.

@@ -169,6 +169,24 @@ fn object_options(options: &Options) -> Result<ObjectOptions, KernelError> {
     Ok(ObjectOptions::new().program_types(types))
 }
 
+/// The cgroup directory and attach type of a cgroup hook; `None` when the cgroup
+/// does not exist (nothing is attached there).
+fn existing_cgroup_hook(
+    point: &AttachPoint,
+) -> Result<Option<(std::fs::File, handover_sys::AttachType)>, KernelError> {
+    match cgroup_hook(point) {
+        Ok(hook) => Ok(Some(hook)),
+        Err(KernelError::Failed { source, .. })
+            if source
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The cgroup directory and attach type of a cgroup hook.
 fn cgroup_hook(
     point: &AttachPoint,
@@ -621,7 +639,9 @@ impl Kernel for RealKernel {
     }
 
     fn prog_detach(&mut self, point: &AttachPoint, program: ObjRef) -> Result<bool, KernelError> {
-        let (cgroup, attach_type) = cgroup_hook(point)?;
+        let Some((cgroup, attach_type)) = existing_cgroup_hook(point)? else {
+            return Ok(false);
+        };
         let fd = match self
             .bpf
             .fd_by_id(ObjectKind::Program, program.id, OpenFlags::READ_ONLY)
@@ -646,7 +666,9 @@ impl Kernel for RealKernel {
     }
 
     fn prog_query(&mut self, point: &AttachPoint) -> Result<(u64, Vec<u32>), KernelError> {
-        let (cgroup, attach_type) = cgroup_hook(point)?;
+        let Some((cgroup, attach_type)) = existing_cgroup_hook(point)? else {
+            return Ok((0, Vec::new()));
+        };
         let q = self
             .bpf
             .prog_query(AttachTarget::Fd(cgroup.as_fd()), attach_type, 0)

@@ -331,7 +331,7 @@ fn no_connect_goes_uncounted_while_the_hook_is_switched() {
         e.apply(&plan, &v1, ApplyOptions::default()).unwrap();
 
         let stop = state.path().join("stop");
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
             .env(testenv::ROLE_VAR, "loop")
             .env("HANDOVER_CGROUP", cgroup.path())
@@ -378,4 +378,40 @@ fn no_connect_goes_uncounted_while_the_hook_is_switched() {
         e.uninstall().unwrap();
         assert!(query(&cgroup).is_empty());
     }
+}
+
+#[test]
+fn a_removed_cgroup_is_reported_by_a_restart_and_leaves_nothing_to_detach() {
+    const TEST: &str = "a_removed_cgroup_is_reported_by_a_restart_and_leaves_nothing_to_detach";
+    if !testenv::privileged(TEST) {
+        return;
+    }
+    let fs = testenv::Bpffs::mount();
+    let parent = testenv::Cgroup::new();
+    let cgroup = parent.path().join("daemon");
+    std::fs::create_dir(&cgroup).unwrap();
+    let state = testenv::TempDir::new("handover-hooks-gone");
+    let opts = options(&cgroup, CgroupVia::ProgAttach);
+    let mut e = Engine::open(fs.path(), state.path(), LockWait::Refuse).unwrap();
+    let v1 = objects(1);
+    let plan = e.plan(&v1, &opts).unwrap();
+    e.apply(&plan, &v1, ApplyOptions::default()).unwrap();
+    let prog = e.state().unwrap().unwrap().attached["connect4"].prog;
+    // The cgroup goes (its programs with it); the restart cannot attach again.
+    std::fs::remove_dir(&cgroup).unwrap();
+    let plan = e.plan(&v1, &opts).unwrap();
+    assert_eq!(plan.live.attached["connect4"], 0);
+    let err = e
+        .apply(&plan, &v1, ApplyOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&cgroup.display().to_string()), "{err}");
+    // Uninstall has nothing to detach there, and removes the rest.
+    let gone = e.uninstall().unwrap();
+    drop(e);
+    let mut k = RealKernel::open(fs.path(), state.path()).unwrap();
+    let mut all = gone.objects.clone();
+    all.push(ObjRef::prog(prog));
+    let alive = wait_gone(&mut k, &all, Duration::from_secs(10));
+    assert!(alive.is_empty(), "still in the kernel: {alive:?}");
 }
