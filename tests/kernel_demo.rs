@@ -76,7 +76,11 @@ fn demo_report_shows_no_failure_in_any_phase() {
             assert!(p.connects > 0, "{} made no connects", p.name);
         }
         if p.install.as_ref().is_some_and(|i| i.took_over) {
-            assert_eq!(p.admin.failed, 0, "{}: admin requests refused", p.name);
+            assert_eq!(
+                p.admin.failed, 0,
+                "{}: admin requests refused: {:?}",
+                p.name, p.admin.errors
+            );
             assert!(p.admin.requests > 0, "{}", p.name);
         }
     }

@@ -86,6 +86,9 @@ pub struct AdminStats {
     pub answered_by: BTreeMap<u32, u64>,
     /// The longest time between two answers, in milliseconds.
     pub longest_gap_ms: u64,
+    /// The first few failures, each with the time into the phase it came at.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 /// One phase of the report.
@@ -454,8 +457,12 @@ fn admin_prober(
             return stats;
         }
         let mut last: Option<(String, Instant)> = None;
+        let mut phase_start: Option<(String, Instant)> = None;
         while !stop.load(Ordering::Acquire) {
             let name = phase.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            if phase_start.as_ref().is_none_or(|(p, _)| *p != name) {
+                phase_start = Some((name.clone(), Instant::now()));
+            }
             let result = get_metrics(ADMIN_PORT, Duration::from_secs(5));
             let s = stats.entry(name.clone()).or_default();
             s.requests += 1;
@@ -472,7 +479,14 @@ fn admin_prober(
                     }
                     last = Some((name, now));
                 }
-                Err(_) => s.failed += 1,
+                Err(e) => {
+                    s.failed += 1;
+                    if s.errors.len() < 5 {
+                        let at = phase_start.as_ref().filter(|(p, _)| *p == name);
+                        let ms = at.map_or(0, |(_, t)| t.elapsed().as_millis());
+                        s.errors.push(format!("{e} ({ms} ms into the phase)"));
+                    }
+                }
             }
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -30,6 +30,12 @@ use handover_sys::{
 };
 
 const HOOK: AttachType = AttachType::CgroupInet4Connect;
+/// How long a test waits for its own engine's lock after dropping the engine: a child
+/// that another test of this binary spawns in that moment holds a copy of every
+/// descriptor, the lock's too, until its exec closes them (flock locks belong to the
+/// open file, which the copy keeps alive), and on a loaded machine the child may take
+/// a while to reach its exec.
+const UNLOCKED: LockWait = LockWait::Timeout(Duration::from_secs(10));
 
 fn objects(version: u32) -> Vec<ObjectSource> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -125,7 +131,7 @@ fn a_prog_attach_hook_is_replaced_by_an_upgrade_reattached_by_a_restart_and_deta
     let fs = testenv::Bpffs::mount();
     let cgroup = testenv::Cgroup::new();
     let state = testenv::TempDir::new("handover-hooks-state");
-    let open = || Engine::open(fs.path(), state.path(), LockWait::Refuse).unwrap();
+    let open = || Engine::open(fs.path(), state.path(), UNLOCKED).unwrap();
     let mut e = open();
     let v1 = objects(1);
 
@@ -257,7 +263,7 @@ fn a_program_replaced_behind_the_engines_back_makes_the_kernel_refuse_the_replac
     let cgroup = testenv::Cgroup::new();
     let state = testenv::TempDir::new("handover-hooks-cas");
     let opts = options(cgroup.path(), CgroupVia::ProgAttach);
-    let mut e = Engine::open(fs.path(), state.path(), LockWait::Refuse).unwrap();
+    let mut e = Engine::open(fs.path(), state.path(), UNLOCKED).unwrap();
     let v1 = objects(1);
     let plan = e.plan(&v1, &opts).unwrap();
     e.apply(&plan, &v1, ApplyOptions::default()).unwrap();
@@ -287,7 +293,7 @@ fn a_program_replaced_behind_the_engines_back_makes_the_kernel_refuse_the_replac
     drop(v1_fd);
     assert_eq!(query(&cgroup), [stray_id]);
 
-    let mut e = Engine::open(fs.path(), state.path(), LockWait::Refuse).unwrap();
+    let mut e = Engine::open(fs.path(), state.path(), UNLOCKED).unwrap();
     let plan = e.plan(&v2, &opts).unwrap();
     assert_eq!(plan.live.attached["connect4"], 0, "{:?}", plan.live);
     match e.apply(&plan, &v2, ApplyOptions::default()) {
@@ -325,7 +331,7 @@ fn no_connect_goes_uncounted_while_the_hook_is_switched() {
         let cgroup = testenv::Cgroup::new();
         let state = testenv::TempDir::new("handover-hooks-window");
         let opts = options(cgroup.path(), via);
-        let mut e = Engine::open(fs.path(), state.path(), LockWait::Refuse).unwrap();
+        let mut e = Engine::open(fs.path(), state.path(), UNLOCKED).unwrap();
         let v1 = objects(1);
         let plan = e.plan(&v1, &opts).unwrap();
         e.apply(&plan, &v1, ApplyOptions::default()).unwrap();
@@ -392,7 +398,7 @@ fn a_removed_cgroup_is_reported_by_a_restart_and_leaves_nothing_to_detach() {
     std::fs::create_dir(&cgroup).unwrap();
     let state = testenv::TempDir::new("handover-hooks-gone");
     let opts = options(&cgroup, CgroupVia::ProgAttach);
-    let mut e = Engine::open(fs.path(), state.path(), LockWait::Refuse).unwrap();
+    let mut e = Engine::open(fs.path(), state.path(), UNLOCKED).unwrap();
     let v1 = objects(1);
     let plan = e.plan(&v1, &opts).unwrap();
     e.apply(&plan, &v1, ApplyOptions::default()).unwrap();
