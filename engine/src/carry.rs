@@ -1,8 +1,11 @@
 //! How the entries of each map get into the new set: a [`Carry`] strategy per map,
 //! decided by the plan before anything runs, from the map's type and value layout.
 //!
-//! The data path copies keys and values as bytes, converted. What it cannot copy is
-//! said per type: sockets (a sockmap's entries), per-object local storage, inner maps
+//! The data path copies keys and values as bytes, converted. The sockets of a sockmap
+//! or sockhash, which user space reads back as cookies and cannot insert again, are
+//! carried by the kernel's sockmap iterator where the kernel has it ([`Carry::Sockets`]).
+//! What cannot be carried is said per type: sockets without that iterator, or of other
+//! socket maps (`xskmap`, `reuseport_sockarray`), per-object local storage, inner maps
 //! of a map-in-map (ids, which an update does not take back), queues and stacks
 //! (reading pops), bloom filters (not readable); and, inside values it copies, the
 //! fields the kernel manages itself and zeroes on every update from user space
@@ -14,9 +17,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kernel::KernelFacts;
 use crate::plan::{MapAction, MapPlan};
 use crate::upstream::MapModel;
-use handover_plan::TypeLayout;
+use handover_plan::{TypeLayout, same_layout};
 use handover_sys::MapType;
 
 /// What happens to the entries of one map.
@@ -37,6 +41,12 @@ pub enum Carry {
         /// The fields, by path and kind.
         fields: Vec<String>,
     },
+    /// The sockets of a sockmap or sockhash, inserted into the new map under the same
+    /// keys by a generated `iter/sockmap` program over the old map: at the copy, at
+    /// each delta pass (sockets the old programs added since; those they removed are
+    /// removed), and after the switch a last pass that adds and removes what the old
+    /// programs changed, keeping what the new programs did.
+    Sockets,
     /// Ring buffer and perf event records: the old map stays readable until the
     /// release, so a reader drains what the old programs wrote; the new programs write
     /// to the new map from the switch on.
@@ -58,6 +68,10 @@ impl fmt::Display for Carry {
                 f,
                 "every entry copied except kernel-managed fields, which start empty: {}",
                 fields.join(", ")
+            ),
+            Carry::Sockets => f.write_str(
+                "sockets carried in the kernel by the sockmap iterator (copy, delta passes, \
+                 and a last pass after the switch)",
             ),
             Carry::Drain => f.write_str(
                 "event records: the old map stays readable until the release, drain it; \
@@ -164,9 +178,83 @@ fn managed_fields(layout: &TypeLayout, path: &str, out: &mut Vec<String>, depth:
     }
 }
 
+fn is_socket_map(t: MapType) -> bool {
+    matches!(t, MapType::Sockmap | MapType::Sockhash)
+}
+
+/// Whether the sockets of socket map `old` can be carried into `new` by the sockmap
+/// iterator on a kernel with `facts`; why not if not.
+fn sockets_carried(
+    old: &MapModel,
+    new: Option<&MapModel>,
+    facts: &KernelFacts,
+) -> Result<(), String> {
+    let Some(new) = new else {
+        return Err("the map is removed".to_owned());
+    };
+    if !facts.sockmap_iter {
+        return Err(
+            "entries are sockets, and this kernel has no sockmap iterator to carry them \
+             (the probe attaching an iter/sockmap program failed; it needs Linux 5.10 with BTF)"
+                .to_owned(),
+        );
+    }
+    if old.map_type != new.map_type {
+        return Err(format!(
+            "entries are sockets, carried only between maps of one type, not from {} to {}",
+            old.map_type, new.map_type
+        ));
+    }
+    if old.key_size != new.key_size {
+        return Err(format!(
+            "entries are sockets, and the key size changes from {} to {} bytes: the sockmap \
+             iterator inserts each socket under its old key bytes",
+            old.key_size, new.key_size
+        ));
+    }
+    if let (Some(a), Some(b)) = (&old.key, &new.key)
+        && !same_layout(a, b)
+    {
+        return Err(
+            "entries are sockets, and the key layout changes: the sockmap iterator inserts \
+             each socket under its old key bytes and cannot convert keys"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// Turns map `m`, a socket map whose sockets are carried, into a copy by the sockmap
+/// iterator at the new capacity `max_entries`.
+fn carry_sockets(m: &mut MapPlan, max_entries: u32, old_max: u32) -> Carry {
+    m.action = MapAction::Copy;
+    m.loses_entries = false;
+    m.max_entries = max_entries;
+    m.notes.retain(|n| {
+        !n.starts_with("capacity grows: the live map is reused")
+            && !n.contains("entries are sockets, which user space cannot insert again")
+    });
+    m.notes.push(
+        "sockets are carried into the new map by the kernel's sockmap iterator".to_owned(),
+    );
+    if max_entries < old_max {
+        m.notes.push(format!(
+            "the capacity shrinks from {old_max} to {max_entries}: a socket that does not \
+             fit fails the copy, and the upgrade is rolled back"
+        ));
+    }
+    Carry::Sockets
+}
+
 /// Decides the strategy of map `m` of an upgrade plan (the old map's model `old`,
-/// the new one's `new`), turning a copy the data path cannot do into a stated loss.
-pub(crate) fn decide(m: &mut MapPlan, old: Option<&MapModel>, new: Option<&MapModel>) {
+/// the new one's `new`) on a kernel with `facts`, turning a copy the data path cannot
+/// do into a stated loss.
+pub(crate) fn decide(
+    m: &mut MapPlan,
+    old: Option<&MapModel>,
+    new: Option<&MapModel>,
+    facts: &KernelFacts,
+) {
     let events = |t: MapType| {
         matches!(
             t,
@@ -175,8 +263,30 @@ pub(crate) fn decide(m: &mut MapPlan, old: Option<&MapModel>, new: Option<&MapMo
     };
     m.carry = match (m.action, old) {
         (MapAction::Remove, _) => Carry::Fresh,
+        // A socket map that grows is reused at its old capacity unless its sockets
+        // can be carried into one of the new capacity.
+        (MapAction::Reuse, Some(o))
+            if is_socket_map(o.map_type)
+                && new.is_some_and(|n| n.max_entries > o.max_entries)
+                && sockets_carried(o, new, facts).is_ok() =>
+        {
+            let max = new.map_or(o.max_entries, |n| n.max_entries);
+            carry_sockets(m, max, o.max_entries)
+        }
         (MapAction::Reuse, _) => Carry::Keep,
         (MapAction::Create, Some(o)) if events(o.map_type) => Carry::Drain,
+        (MapAction::Create, Some(o)) if m.loses_entries && is_socket_map(o.map_type) => {
+            match sockets_carried(o, new, facts) {
+                Ok(()) => {
+                    let max = new.map_or(o.max_entries, |n| n.max_entries);
+                    carry_sockets(m, max, o.max_entries)
+                }
+                Err(reason) => {
+                    m.notes.push(format!("sockets are not carried: {reason}"));
+                    Carry::Lost { reason }
+                }
+            }
+        }
         (MapAction::Create, Some(_)) if m.loses_entries => Carry::Lost {
             reason: m
                 .notes
@@ -220,4 +330,74 @@ pub(crate) fn decide(m: &mut MapPlan, old: Option<&MapModel>, new: Option<&MapMo
         }
         (MapAction::Copy, None) => Carry::Copy,
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(sockmap_iter: bool) -> KernelFacts {
+        KernelFacts {
+            page_size: 4096,
+            possible_cpus: 2,
+            rename_exchange: true,
+            tcx_links: true,
+            sockmap_iter,
+        }
+    }
+
+    fn model(map_type: &str, key_size: u32, max_entries: u32) -> MapModel {
+        serde_json::from_value(serde_json::json!({
+            "name": "socks", "map_type": map_type, "key_size": key_size, "value_size": 8,
+            "max_entries": max_entries, "flags": 0, "map_extra": 0, "pinning": 0,
+            "key": null, "value": null, "inner": null,
+        }))
+        .unwrap()
+    }
+
+    /// The plan of a socket map the diff recreates, losing its sockets.
+    fn recreated(max_entries: u32) -> MapPlan {
+        serde_json::from_value(serde_json::json!({
+            "key": "socks", "source": null, "pin": "maps/socks", "action": "create",
+            "verdict": "recreate", "loses_entries": true, "max_entries": max_entries,
+            "notes": ["changed, and entries are sockets, which user space cannot insert again from what it reads back"],
+            "carry": { "kind": "fresh" },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_recreated_sockmap_is_carried_by_the_iterator_where_the_kernel_has_it() {
+        let (old, new) = (model("sockmap", 4, 16), model("sockmap", 4, 8));
+        let mut m = recreated(8);
+        decide(&mut m, Some(&old), Some(&new), &facts(true));
+        assert_eq!(m.carry, Carry::Sockets);
+        assert_eq!((m.action, m.loses_entries, m.max_entries), (MapAction::Copy, false, 8));
+        assert!(m.notes.iter().any(|n| n.contains("shrinks from 16 to 8")), "{:?}", m.notes);
+        assert!(!m.notes.iter().any(|n| n.contains("cannot insert again")), "{:?}", m.notes);
+
+        let mut m = recreated(8);
+        decide(&mut m, Some(&old), Some(&new), &facts(false));
+        let Carry::Lost { reason } = &m.carry else {
+            panic!("{:?}", m.carry)
+        };
+        assert!(reason.contains("no sockmap iterator"), "{reason}");
+        assert!(m.loses_entries);
+        assert_eq!(m.action, MapAction::Create);
+    }
+
+    #[test]
+    fn sockets_are_not_carried_across_a_type_or_key_size_change() {
+        for (new, why) in [
+            (model("sockhash", 4, 16), "not from sockmap to sockhash"),
+            (model("sockmap", 8, 16), "key size changes from 4 to 8"),
+        ] {
+            let mut m = recreated(16);
+            decide(&mut m, Some(&model("sockmap", 4, 16)), Some(&new), &facts(true));
+            let Carry::Lost { reason } = &m.carry else {
+                panic!("{:?}", m.carry)
+            };
+            assert!(reason.contains(why), "{reason}");
+        }
+    }
 }

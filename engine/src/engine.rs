@@ -103,6 +103,7 @@ struct Carried {
     plan: MapPlan,
     old: Arc<dyn MapAccess>,
     new: Arc<dyn MapAccess>,
+    old_ref: ObjRef,
     new_ref: ObjRef,
     /// Both versions' values hold a `bpf_spin_lock`: every read and write of them
     /// goes with `BPF_F_LOCK`.
@@ -119,6 +120,17 @@ impl Carried {
             value_plan: self.plan.value_plan.as_ref(),
             lock: self.lock,
         }
+    }
+
+    /// The maps of a [`crate::Carry::Sockets`] map; `None` for the others.
+    fn sockets(&self) -> Option<crate::sockets::SocketMaps<'_>> {
+        (self.plan.carry == crate::Carry::Sockets).then(|| crate::sockets::SocketMaps {
+            key: &self.plan.key,
+            old: self.old_ref,
+            new: self.new_ref,
+            old_access: self.old.as_ref(),
+            new_access: self.new.as_ref(),
+        })
     }
 }
 
@@ -704,6 +716,7 @@ impl<K: Kernel> Engine<K> {
                 plan: m.clone(),
                 old: self.access(name, old_r)?,
                 new: self.access(name, new_r)?,
+                old_ref: old_r,
                 new_ref: new_r,
                 lock,
             });
@@ -715,6 +728,19 @@ impl<K: Kernel> Engine<K> {
         for c in self.carried(j, Step::Copy)? {
             checkpoint(Step::Copy.item_point())?;
             let _span = tracing::info_span!("map", map = %c.plan.key).entered();
+            if let Some(s) = c.sockets() {
+                let (copied, _) =
+                    crate::sockets::pass(&mut self.kernel, &s, Step::Copy, self.dir.path())?;
+                tracing::info!(copied, "sockets carried");
+                j.counts.insert(
+                    c.plan.key.clone(),
+                    crate::state::MapCounts {
+                        copied,
+                        ..Default::default()
+                    },
+                );
+                continue;
+            }
             let watched = self
                 .progress
                 .0
@@ -744,6 +770,13 @@ impl<K: Kernel> Engine<K> {
                 checkpoint(Step::Delta.item_point())?;
                 let _span =
                     tracing::info_span!("map", map = %c.plan.key, final_pass = last).entered();
+                if let Some(s) = c.sockets() {
+                    let (added, deleted) =
+                        crate::sockets::pass(&mut self.kernel, &s, Step::Delta, self.dir.path())?;
+                    tracing::info!(added, deleted, "socket pass");
+                    j.counts.entry(c.plan.key.clone()).or_default().delta += added + deleted;
+                    continue;
+                }
                 let carry = c.carry();
                 let n = datapath::delta(&carry, self.dir.path(), (!last).then_some(&limits))?;
                 tracing::info!(carried = n, "delta passes");
@@ -851,6 +884,22 @@ impl<K: Kernel> Engine<K> {
             }
             checkpoint(Step::Reconcile.item_point())?;
             let _span = tracing::info_span!("map", map = %key).entered();
+            if let Some(s) = c.sockets() {
+                let n = crate::sockets::last_pass(&mut self.kernel, &s, self.dir.path())?;
+                tracing::info!(
+                    added = n.reconciled,
+                    deleted = n.deleted,
+                    unsure = n.sockets_unsure,
+                    "sockets reconciled"
+                );
+                let counts = j.counts.entry(key.clone()).or_default();
+                counts.reconciled += n.reconciled;
+                counts.deleted += n.deleted;
+                counts.sockets_unsure += n.sockets_unsure;
+                j.reconciled.insert(key.clone());
+                self.dir.write_journal(j)?;
+                continue;
+            }
             let fields = datapath::value_fields(&key, &j.plan.models, &j.plan.options.merge_rules)?;
             let pin = marks_pin(&key);
             let marks = match self.get(STEP, &pin)? {
@@ -944,6 +993,7 @@ impl<K: Kernel> Engine<K> {
     fn remove_bases(&self, j: &Journal) -> Result<(), Error> {
         for m in j.plan.maps.iter().filter(|m| m.action == MapAction::Copy) {
             crate::files::remove(&crate::migrate::base_path(self.dir.path(), &m.key))?;
+            crate::files::remove(&crate::sockets::record_path(self.dir.path(), &m.key))?;
         }
         Ok(())
     }
