@@ -1,7 +1,7 @@
 //! The sockets of a sockhash carried through an engine upgrade on the running kernel
-//! (root): programs/engine_state_v1.c installed in a private bpffs, TCP connections
+//! (root): programs/engine_sockets_v1.c installed in a private bpffs, TCP connections
 //! on 127.0.0.1 in the test's own network namespace inserted into its pinned `socks`
-//! sockhash, then upgraded to programs/engine_state_v2.c, whose sockhash doubles its
+//! sockhash, then upgraded to programs/engine_sockets_v2.c, whose sockhash doubles its
 //! capacity and is therefore recreated: every socket must be in the new map (a
 //! lookup of a socket map answers the socket's cookie, compared with `SO_COOKIE` of
 //! each socket), and the old map must be gone.
@@ -23,10 +23,10 @@ const TEST: &str = "the_sockets_of_a_recreated_sockhash_are_in_the_new_map";
 
 fn object(version: u32) -> Vec<ObjectSource> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../programs/build/engine_state_v{version}.o"));
+        .join(format!("../programs/build/engine_sockets_v{version}.o"));
     let bytes = std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e}; run programs/build.sh", path.display()));
-    vec![ObjectSource::new("state.o", bytes)]
+    vec![ObjectSource::new("sockets.o", bytes)]
 }
 
 /// The socket's cookie (`SO_COOKIE`), the value a socket map answers for it.
@@ -91,18 +91,8 @@ fn the_sockets_of_a_recreated_sockhash_are_in_the_new_map() {
     let plan = e.plan(&v2, &opts).unwrap();
     let m = plan.map("socks").unwrap();
     assert_eq!(m.carry, Carry::Sockets, "{plan}");
-    assert!(!m.loses_entries);
-    let report = e
-        .apply(
-            &plan,
-            &v2,
-            ApplyOptions {
-                // The timers of `sessions` and the inner maps of `tenants` start anew.
-                allow_state_loss: true,
-                ..ApplyOptions::default()
-            },
-        )
-        .unwrap();
+    assert!(plan.lost_maps().is_empty(), "{plan}");
+    let report = e.apply(&plan, &v2, ApplyOptions::default()).unwrap();
     let counts = &report.maps["socks"];
     assert_eq!(counts.copied, 8, "{counts:?}");
     assert_eq!((counts.delta, counts.deleted), (0, 0), "{counts:?}");
@@ -111,7 +101,7 @@ fn the_sockets_of_a_recreated_sockhash_are_in_the_new_map() {
     assert_ne!(new_id, old_id, "the sockhash was recreated");
     let socks = e.map_access("socks").unwrap();
     let g = socks.geometry();
-    assert_eq!(g.max_entries, 512, "the new capacity");
+    assert_eq!(g.max_entries, 128, "the new capacity");
     for (i, c) in clients.iter().enumerate() {
         let mut v = [0u8; 8];
         let found = socks.lookup(&key(i), &mut v, UpdateFlags::ANY).unwrap();
