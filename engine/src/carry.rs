@@ -234,9 +234,8 @@ fn carry_sockets(m: &mut MapPlan, max_entries: u32, old_max: u32) -> Carry {
         !n.starts_with("capacity grows: the live map is reused")
             && !n.contains("entries are sockets, which user space cannot insert again")
     });
-    m.notes.push(
-        "sockets are carried into the new map by the kernel's sockmap iterator".to_owned(),
-    );
+    m.notes
+        .push("sockets are carried into the new map by the kernel's sockmap iterator".to_owned());
     if max_entries < old_max {
         m.notes.push(format!(
             "the capacity shrinks from {old_max} to {max_entries}: a socket that does not \
@@ -372,9 +371,20 @@ mod tests {
         let mut m = recreated(8);
         decide(&mut m, Some(&old), Some(&new), &facts(true));
         assert_eq!(m.carry, Carry::Sockets);
-        assert_eq!((m.action, m.loses_entries, m.max_entries), (MapAction::Copy, false, 8));
-        assert!(m.notes.iter().any(|n| n.contains("shrinks from 16 to 8")), "{:?}", m.notes);
-        assert!(!m.notes.iter().any(|n| n.contains("cannot insert again")), "{:?}", m.notes);
+        assert_eq!(
+            (m.action, m.loses_entries, m.max_entries),
+            (MapAction::Copy, false, 8)
+        );
+        assert!(
+            m.notes.iter().any(|n| n.contains("shrinks from 16 to 8")),
+            "{:?}",
+            m.notes
+        );
+        assert!(
+            !m.notes.iter().any(|n| n.contains("cannot insert again")),
+            "{:?}",
+            m.notes
+        );
 
         let mut m = recreated(8);
         decide(&mut m, Some(&old), Some(&new), &facts(false));
@@ -393,7 +403,12 @@ mod tests {
             (model("sockmap", 8, 16), "key size changes from 4 to 8"),
         ] {
             let mut m = recreated(16);
-            decide(&mut m, Some(&model("sockmap", 4, 16)), Some(&new), &facts(true));
+            decide(
+                &mut m,
+                Some(&model("sockmap", 4, 16)),
+                Some(&new),
+                &facts(true),
+            );
             let Carry::Lost { reason } = &m.carry else {
                 panic!("{:?}", m.carry)
             };

@@ -827,14 +827,23 @@ impl<K: Kernel> Engine<K> {
                     m.value_plan.as_ref(),
                 );
                 let fields = datapath::value_fields(key, &plan.models, &plan.options.merge_rules)?;
-                WriterTarget::Migrating(Box::new(Migration::new(old, conversion, fields)))
+                let old_model = state.models.iter().find(|x| x.name == old_key);
+                let new_model = plan.models.iter().find(|x| x.name == key);
+                let locks = (
+                    crate::carry::values_locked(old_model, new_model),
+                    crate::carry::values_locked(new_model, new_model),
+                );
+                WriterTarget::Migrating(Box::new(Migration::new(old, conversion, fields, locks)))
             }
             (Start::Upgrade { .. }, MapAction::Create) => {
                 return Err(Error::Options(format!(
                     "map {key} is created empty by this plan: ask for its writer after the apply"
                 )));
             }
-            _ => WriterTarget::Map(old),
+            _ => {
+                let model = state.models.iter().find(|x| x.name == old_key);
+                WriterTarget::Map(old, crate::carry::values_locked(model, model))
+            }
         };
         let w = MapWriter::new(key, target);
         self.writers.insert(key.to_owned(), w.clone());

@@ -481,7 +481,12 @@ impl Kernel for FakeKernel {
                     own.push(r);
                     continue;
                 }
-                let map = FakeMap::new(geometry(spec, FAKE_CPUS));
+                let mut map = FakeMap::new(geometry(spec, FAKE_CPUS));
+                // Values holding a bpf_spin_lock take BPF_F_LOCK, as the kernel's do.
+                let model = crate::upstream::map_model(&o.name, object, spec).ok();
+                if crate::carry::values_locked(model.as_ref(), model.as_ref()) {
+                    map = map.with_spin_lock();
+                }
                 if let Some(data) = &spec.initial_data {
                     let mut value = vec![0u8; map.geometry().value_len];
                     let n = data.len().min(value.len());
@@ -740,19 +745,18 @@ impl Kernel for FakeKernel {
             let mut cookie = value.clone();
             cookie.resize(ng.value_len, 0);
             let index = <[u8; 4]>::try_from(key.as_slice()).map(u32::from_ne_bytes);
-            let result = if og.map_type == MapType::Sockmap
-                && index.is_ok_and(|i| i >= ng.max_entries)
-            {
-                Err(libc::E2BIG)
-            } else {
-                let flags = if keep_existing {
-                    UpdateFlags::NOEXIST
+            let result =
+                if og.map_type == MapType::Sockmap && index.is_ok_and(|i| i >= ng.max_entries) {
+                    Err(libc::E2BIG)
                 } else {
-                    UpdateFlags::ANY
+                    let flags = if keep_existing {
+                        UpdateFlags::NOEXIST
+                    } else {
+                        UpdateFlags::ANY
+                    };
+                    new.update(&key, &cookie, flags)
+                        .map_err(|e| e.errno().unwrap_or(libc::EINVAL))
                 };
-                new.update(&key, &cookie, flags)
-                    .map_err(|e| e.errno().unwrap_or(libc::EINVAL))
-            };
             match result {
                 Ok(()) => {
                     report.carried += 1;

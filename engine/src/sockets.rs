@@ -68,7 +68,11 @@ fn data(step: Step, key: &str, reason: String) -> Error {
 
 /// Every socket of `map` by key, with its cookie; `None` when the map's values are
 /// not cookies (4 bytes).
-fn read(map: &dyn MapAccess, step: Step, key: &str) -> Result<Option<BTreeMap<Vec<u8>, u64>>, Error> {
+fn read(
+    map: &dyn MapAccess,
+    step: Step,
+    key: &str,
+) -> Result<Option<BTreeMap<Vec<u8>, u64>>, Error> {
     let g = map.geometry();
     if g.value_len != COOKIE {
         return Ok(None);
@@ -79,7 +83,9 @@ fn read(map: &dyn MapAccess, step: Step, key: &str) -> Result<Option<BTreeMap<Ve
     let mut cookie = [0u8; COOKIE];
     // A sockmap's next key walks every index, filled or not; a sockhash's, its
     // sockets. Bounded in case sockets come and go under the walk.
-    let limit = (g.max_entries as usize).saturating_mul(4).saturating_add(16);
+    let limit = (g.max_entries as usize)
+        .saturating_mul(4)
+        .saturating_add(16);
     let mut steps = 0usize;
     let walk_err = |e: handover_sys::Error| data(step, key, format!("reading the sockets: {e}"));
     while steps < limit && map.next_key(prev.as_deref(), &mut next).map_err(walk_err)? {
@@ -191,7 +197,11 @@ pub(crate) fn pass<K: Kernel>(
     let sockets = carried
         .iter()
         .map(|k| {
-            let c = cookies.as_ref().and_then(|c| c.get(k)).copied().unwrap_or(0);
+            let c = cookies
+                .as_ref()
+                .and_then(|c| c.get(k))
+                .copied()
+                .unwrap_or(0);
             (k.clone(), c)
         })
         .collect();

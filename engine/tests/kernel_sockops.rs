@@ -116,7 +116,12 @@ fn the_sockets_of_a_recreated_sockhash_are_in_the_new_map() {
     );
     // The old map is unpinned and, nothing holding it, freed.
     let pins: Vec<String> = e.kernel().pins().unwrap();
-    assert!(!pins.iter().any(|p| p.contains("stage/") || p.contains("__handover")), "{pins:?}");
+    assert!(
+        !pins
+            .iter()
+            .any(|p| p.contains("stage/") || p.contains("__handover")),
+        "{pins:?}"
+    );
     let alive = wait_gone(e.kernel(), &[ObjRef::map(old_id)], Duration::from_secs(10));
     assert!(alive.is_empty(), "the old sockhash is still in the kernel");
 

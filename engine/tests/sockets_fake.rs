@@ -146,7 +146,12 @@ fn sockets_are_carried_by_the_copy_the_delta_passes_and_the_last_pass() {
     assert_eq!(new, want, "2, 3 dropped by old, 5 dropped by new");
     let counts = &report.maps["socks"];
     assert_eq!(
-        (counts.copied, counts.delta, counts.reconciled, counts.deleted),
+        (
+            counts.copied,
+            counts.delta,
+            counts.reconciled,
+            counts.deleted
+        ),
         (6, 2, 2, 1),
         "{counts:?}"
     );

@@ -215,7 +215,9 @@ pub fn carry_sockets_with(
         let ret = (ret.try_into().map_or(0, i64::from_ne_bytes) << 32) >> 32;
         if ret == 0 {
             report.carried += 1;
-            report.keys.push(key.get(..key_size).unwrap_or(key).to_vec());
+            report
+                .keys
+                .push(key.get(..key_size).unwrap_or(key).to_vec());
         } else {
             let errno = i32::try_from(-ret).unwrap_or(i32::MAX);
             report
