@@ -204,10 +204,18 @@ fn per_cpu_and_spin_locked_values_are_dual_written_through_an_upgrade() {
     assert_eq!(stats.geometry().cpus, CPUS);
     for i in 0..20 {
         stats
-            .update(&k(i), &stat_v1(&[(u64::from(i), 80), (u64::from(i) * 2, 81)]), Default::default())
+            .update(
+                &k(i),
+                &stat_v1(&[(u64::from(i), 80), (u64::from(i) * 2, 81)]),
+                Default::default(),
+            )
             .unwrap();
         accounts
-            .update(&k(i), &account_v1(i, u64::from(i) * 100), handover_sys::UpdateFlags::LOCK)
+            .update(
+                &k(i),
+                &account_v1(i, u64::from(i) * 100),
+                handover_sys::UpdateFlags::LOCK,
+            )
             .unwrap();
     }
 
@@ -227,7 +235,10 @@ fn per_cpu_and_spin_locked_values_are_dual_written_through_an_upgrade() {
     let locked = accounts.stats().locked;
     accounts_w.insert(&k(100), &account_v2(7, 100, 5)).unwrap();
     assert_eq!(accounts.entries().get(&k(100)), Some(&account_v1(100, 5)));
-    assert!(accounts.stats().locked >= locked + 2, "read and written under BPF_F_LOCK");
+    assert!(
+        accounts.stats().locked >= locked + 2,
+        "read and written under BPF_F_LOCK"
+    );
     // A per-CPU value has a slot per CPU.
     let err = stats_w.insert(&k(1), &stat_v2(&[(1, 1, 1)])).unwrap_err();
     assert!(err.to_string().contains("value"), "{err}");
@@ -253,7 +264,11 @@ fn per_cpu_and_spin_locked_values_are_dual_written_through_an_upgrade() {
     e.apply(&plan, &v2, ApplyOptions::default()).unwrap();
     world.set_traffic(|_| {});
     let last = last.lock().unwrap().clone();
-    assert!(last.len() > 5, "{} keys written during the upgrade", last.len());
+    assert!(
+        last.len() > 5,
+        "{} keys written during the upgrade",
+        last.len()
+    );
     let stats2 = world.map_at("maps/stats").unwrap().entries();
     let accounts2 = world.map_at("maps/accounts").unwrap();
     assert!(accounts2.stats().locked > 0);
