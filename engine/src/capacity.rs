@@ -30,7 +30,7 @@ pub(crate) const fn is_lru(t: MapType) -> bool {
 pub(crate) fn copy_capacity(model: &MapModel, cpus: u32) -> Option<u32> {
     let max = model.max_entries;
     match model.map_type {
-        MapType::Array | MapType::PercpuArray | MapType::Sockmap => None,
+        MapType::Array | MapType::PercpuArray | MapType::Sockmap | MapType::ArrayOfMaps => None,
         t if is_lru(t) && model.flags & map_flags::NO_COMMON_LRU != 0 => Some(max / cpus.max(1)),
         t if is_lru(t) => Some(
             max.saturating_sub(LOCAL_FREE_TARGET * cpus.saturating_sub(1))

@@ -3,10 +3,12 @@
 //!
 //! The data path copies keys and values as bytes, converted. The sockets of a sockmap
 //! or sockhash, which user space reads back as cookies and cannot insert again, are
-//! carried by the kernel's sockmap iterator where the kernel has it ([`Carry::Sockets`]).
+//! carried by the kernel's sockmap iterator where the kernel has it ([`Carry::Sockets`]);
+//! the inner maps of a map-in-map, read back as ids, are reopened and inserted by
+//! descriptor where the new outer map takes them ([`Carry::InnerMaps`]).
 //! What cannot be carried is said per type: sockets without that iterator, or of other
 //! socket maps (`xskmap`, `reuseport_sockarray`), per-object local storage, inner maps
-//! of a map-in-map (ids, which an update does not take back), queues and stacks
+//! the new outer map's template refuses, queues and stacks
 //! (reading pops), bloom filters (not readable); and, inside values it copies, the
 //! fields the kernel manages itself and zeroes on every update from user space
 //! (`bpf_timer`, `bpf_wq`, kptrs, `bpf_list_head`, `bpf_rb_root`). Where live state
@@ -47,6 +49,11 @@ pub enum Carry {
     /// removed), and after the switch a last pass that adds and removes what the old
     /// programs changed, keeping what the new programs did.
     Sockets,
+    /// The inner maps of a map-in-map, read back by id, reopened
+    /// (`BPF_MAP_GET_FD_BY_ID`) and inserted into the new outer map under the same key,
+    /// by the same passes as [`Carry::Sockets`]: the live inner maps, shared by both
+    /// outer maps, keep their entries.
+    InnerMaps,
     /// Ring buffer and perf event records: the old map stays readable until the
     /// release, so a reader drains what the old programs wrote; the new programs write
     /// to the new map from the switch on.
@@ -73,6 +80,10 @@ impl fmt::Display for Carry {
                 "sockets carried in the kernel by the sockmap iterator (copy, delta passes, \
                  and a last pass after the switch)",
             ),
+            Carry::InnerMaps => f.write_str(
+                "inner maps reopened by id and inserted into the new outer map (copy, delta \
+                 passes, and a last pass after the switch)",
+            ),
             Carry::Drain => f.write_str(
                 "event records: the old map stays readable until the release, drain it; \
                  new records go to the new map",
@@ -94,9 +105,6 @@ fn uncopyable(t: MapType) -> Option<&'static str> {
         | MapType::CgrpStorage
         | MapType::CgroupStorage
         | MapType::PercpuCgroupStorage => "local storage belongs to kernel objects",
-        MapType::ArrayOfMaps | MapType::HashOfMaps => {
-            "entries are inner maps, which this engine's copy does not yet reopen by id and insert again"
-        }
         MapType::Queue | MapType::Stack => "reading a queue or stack pops its entries",
         MapType::BloomFilter => "a bloom filter cannot be read back",
         MapType::StructOps => "a struct_ops map is its programs, registered anew",
@@ -245,6 +253,105 @@ fn carry_sockets(m: &mut MapPlan, max_entries: u32, old_max: u32) -> Carry {
     Carry::Sockets
 }
 
+fn is_map_in_map(t: MapType) -> bool {
+    matches!(t, MapType::ArrayOfMaps | MapType::HashOfMaps)
+}
+
+/// Whether the live inner maps of map-in-map `old` fit the new outer map `new`, by
+/// the rule the kernel applies when an inner map is inserted (`bpf_map_meta_equal`
+/// and the map type's `map_meta_equal`): the same type, key size, value size, flags
+/// and special fields of the value (compared as the value layouts), and for array
+/// inner maps the same capacity unless the template has `BPF_F_INNER_MAP`; why not
+/// if not. The outer keys must keep their bytes: they are carried as they are.
+fn inner_maps_carried(old: &MapModel, new: Option<&MapModel>) -> Result<(), String> {
+    let Some(new) = new else {
+        return Err("the map is removed".to_owned());
+    };
+    if old.map_type != new.map_type {
+        return Err(format!(
+            "entries are inner maps, carried only between outer maps of one type, not from \
+             {} to {}",
+            old.map_type, new.map_type
+        ));
+    }
+    if old.key_size != new.key_size
+        || matches!((&old.key, &new.key), (Some(a), Some(b)) if !same_layout(a, b))
+    {
+        return Err(
+            "entries are inner maps, and the outer key changes: the inner maps are carried \
+             under their old key bytes"
+                .to_owned(),
+        );
+    }
+    let (Some(live), Some(template)) = (old.inner.as_deref(), new.inner.as_deref()) else {
+        return Err(
+            "entries are inner maps, and the inner map definition of either version is \
+             unknown"
+                .to_owned(),
+        );
+    };
+    let mut differs = Vec::new();
+    if live.map_type != template.map_type {
+        differs.push(format!("type {} to {}", live.map_type, template.map_type));
+    }
+    if live.key_size != template.key_size {
+        differs.push(format!(
+            "key size {} to {}",
+            live.key_size, template.key_size
+        ));
+    }
+    if live.value_size != template.value_size {
+        differs.push(format!(
+            "value size {} to {}",
+            live.value_size, template.value_size
+        ));
+    }
+    if live.flags != template.flags {
+        differs.push(format!("flags {:#x} to {:#x}", live.flags, template.flags));
+    }
+    if matches!((&live.value, &template.value), (Some(a), Some(b)) if !same_layout(a, b)) {
+        differs.push("value layout".to_owned());
+    }
+    let array = matches!(
+        template.map_type,
+        MapType::Array | MapType::PercpuArray | MapType::ArrayOfMaps
+    );
+    if array
+        && live.max_entries != template.max_entries
+        && template.flags & handover_sys::map_flags::INNER_MAP == 0
+    {
+        differs.push(format!(
+            "capacity {} to {} of an inner array without BPF_F_INNER_MAP",
+            live.max_entries, template.max_entries
+        ));
+    }
+    if differs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "entries are inner maps, and the kernel refuses the live ones in the new outer map \
+             (bpf_map_meta_equal): the inner definition changes {}",
+            differs.join(", ")
+        ))
+    }
+}
+
+/// Turns map `m`, a map-in-map whose inner maps are carried, into a copy by
+/// descriptor at the new capacity `max_entries`.
+fn carry_inner_maps(m: &mut MapPlan, max_entries: u32) -> Carry {
+    m.action = MapAction::Copy;
+    m.loses_entries = false;
+    m.max_entries = max_entries;
+    m.notes
+        .retain(|n| !n.contains("the inner maps were made for the old inner definition"));
+    m.notes.push(
+        "the live inner maps fit the new outer map's template: each is reopened by id and \
+         inserted"
+            .to_owned(),
+    );
+    Carry::InnerMaps
+}
+
 /// Decides the strategy of map `m` of an upgrade plan (the old map's model `old`,
 /// the new one's `new`) on a kernel with `facts`, turning a copy the data path cannot
 /// do into a stated loss.
@@ -286,6 +393,16 @@ pub(crate) fn decide(
                 }
             }
         }
+        (MapAction::Create, Some(o)) if m.loses_entries && is_map_in_map(o.map_type) => {
+            match inner_maps_carried(o, new) {
+                Ok(()) => carry_inner_maps(m, new.map_or(o.max_entries, |n| n.max_entries)),
+                Err(reason) => {
+                    m.notes
+                        .push(format!("inner maps are not carried: {reason}"));
+                    Carry::Lost { reason }
+                }
+            }
+        }
         (MapAction::Create, Some(_)) if m.loses_entries => Carry::Lost {
             reason: m
                 .notes
@@ -302,7 +419,18 @@ pub(crate) fn decide(
                         .to_owned(),
                 );
             }
-            if let Some(reason) = uncopyable(o.map_type) {
+            if is_map_in_map(o.map_type) {
+                match inner_maps_carried(o, new) {
+                    Ok(()) => carry_inner_maps(m, m.max_entries),
+                    Err(reason) => {
+                        m.action = MapAction::Create;
+                        m.loses_entries = true;
+                        m.notes
+                            .push(format!("inner maps are not carried: {reason}"));
+                        Carry::Lost { reason }
+                    }
+                }
+            } else if let Some(reason) = uncopyable(o.map_type) {
                 m.action = MapAction::Create;
                 m.loses_entries = true;
                 m.notes.push(format!("entries cannot be carried: {reason}"));
@@ -413,6 +541,60 @@ mod tests {
                 panic!("{:?}", m.carry)
             };
             assert!(reason.contains(why), "{reason}");
+        }
+    }
+
+    fn outer(inner_type: &str, inner_max: u32, inner_flags: u32) -> MapModel {
+        serde_json::from_value(serde_json::json!({
+            "name": "tenants", "map_type": "hash_of_maps", "key_size": 4, "value_size": 4,
+            "max_entries": 8, "flags": 0, "map_extra": 0, "pinning": 0,
+            "key": null, "value": null,
+            "inner": {
+                "name": "tenants.inner", "map_type": inner_type, "key_size": 4,
+                "value_size": 8, "max_entries": inner_max, "flags": inner_flags,
+                "map_extra": 0, "pinning": 0, "key": null, "value": null, "inner": null,
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn inner_maps_are_carried_where_the_kernel_takes_them_in_the_new_outer_map() {
+        let recreated = || {
+            let mut m = recreated(8);
+            m.key = "tenants".into();
+            m
+        };
+        // A hash inner map may change capacity; an array only with BPF_F_INNER_MAP.
+        for (old, new) in [
+            (outer("hash", 4, 0), outer("hash", 16, 0)),
+            (outer("array", 4, 0x1000), outer("array", 16, 0x1000)),
+        ] {
+            let mut m = recreated();
+            decide(&mut m, Some(&old), Some(&new), &facts(true));
+            assert_eq!(m.carry, Carry::InnerMaps, "{new:?}");
+            assert!(!m.loses_entries);
+        }
+        for (new, why) in [
+            (
+                outer("array", 16, 0),
+                "capacity 4 to 16 of an inner array without BPF_F_INNER_MAP",
+            ),
+            (outer("hash", 4, 1), "flags 0x0 to 0x1"),
+            (outer("lru_hash", 4, 0), "type hash to lru_hash"),
+        ] {
+            let old = if why.contains("array") {
+                outer("array", 4, 0)
+            } else {
+                outer("hash", 4, 0)
+            };
+            let mut m = recreated();
+            decide(&mut m, Some(&old), Some(&new), &facts(true));
+            let Carry::Lost { reason } = &m.carry else {
+                panic!("{:?}", m.carry)
+            };
+            assert!(reason.contains(why), "{reason}");
+            assert!(reason.contains("bpf_map_meta_equal"), "{reason}");
         }
     }
 }

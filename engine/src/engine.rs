@@ -122,14 +122,21 @@ impl Carried {
         }
     }
 
-    /// The maps of a [`crate::Carry::Sockets`] map; `None` for the others.
+    /// The maps of a [`crate::Carry::Sockets`] or [`crate::Carry::InnerMaps`] map;
+    /// `None` for the others.
     fn sockets(&self) -> Option<crate::sockets::SocketMaps<'_>> {
-        (self.plan.carry == crate::Carry::Sockets).then(|| crate::sockets::SocketMaps {
+        let inner_maps = match self.plan.carry {
+            crate::Carry::Sockets => false,
+            crate::Carry::InnerMaps => true,
+            _ => return None,
+        };
+        Some(crate::sockets::SocketMaps {
             key: &self.plan.key,
             old: self.old_ref,
             new: self.new_ref,
             old_access: self.old.as_ref(),
             new_access: self.new.as_ref(),
+            inner_maps,
         })
     }
 }

@@ -66,6 +66,19 @@ impl World {
             let edges: Vec<ObjRef> = match self.objects.get(&r) {
                 Some(Obj::Prog { refs, .. }) => refs.clone(),
                 Some(Obj::Link { prog, .. }) => prog.iter().copied().collect(),
+                // A map-in-map holds its inner maps, by the ids its values are.
+                Some(Obj::Map { map, .. })
+                    if matches!(
+                        map.geometry().map_type,
+                        handover_sys::MapType::ArrayOfMaps | handover_sys::MapType::HashOfMaps
+                    ) =>
+                {
+                    map.entries()
+                        .values()
+                        .filter_map(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+                        .map(|v| ObjRef::map(u32::from_ne_bytes(v)))
+                        .collect()
+                }
                 _ => Vec::new(),
             };
             for e in edges {
@@ -767,6 +780,34 @@ impl Kernel for FakeKernel {
         }
         report.elapsed = started.elapsed();
         Ok(report)
+    }
+
+    /// An outer map's value is its inner map's id, as a lookup from user space
+    /// answers.
+    fn insert_inner_map(
+        &mut self,
+        outer: ObjRef,
+        key: &[u8],
+        inner: u32,
+        keep_existing: bool,
+    ) -> Result<bool, KernelError> {
+        let what = || format!("insert map {inner} into {outer}");
+        if !self.world.exists(ObjRef::map(inner)) {
+            return Err(KernelError::Missing {
+                what: format!("map {inner}"),
+            });
+        }
+        let outer = self.map_access(outer)?;
+        let flags = if keep_existing {
+            handover_sys::UpdateFlags::NOEXIST
+        } else {
+            handover_sys::UpdateFlags::ANY
+        };
+        match outer.update(key, &inner.to_ne_bytes(), flags) {
+            Ok(()) => Ok(true),
+            Err(e) if keep_existing && e.errno() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(KernelError::failed(what(), e)),
+        }
     }
 
     fn alive(&mut self, object: ObjRef) -> bool {

@@ -344,6 +344,27 @@ pub trait Kernel {
         ))
     }
 
+    /// Inserts the live map of id `inner` into the held map-in-map `outer` at `key`
+    /// (`BPF_MAP_GET_FD_BY_ID`, then an update with the descriptor); with
+    /// `keep_existing` a key `outer` holds already keeps its map (`Ok(false)`).
+    ///
+    /// # Errors
+    /// The inner map is gone, or the outer map refuses it (an inner map that does
+    /// not fit the outer map's template, an index past its capacity).
+    fn insert_inner_map(
+        &mut self,
+        outer: ObjRef,
+        key: &[u8],
+        inner: u32,
+        keep_existing: bool,
+    ) -> Result<bool, KernelError> {
+        let _ = (key, keep_existing);
+        Err(KernelError::failed(
+            format!("insert map {inner} into {outer}"),
+            std::io::Error::other("this kernel cannot insert inner maps"),
+        ))
+    }
+
     /// Whether the object still exists in the kernel (`BPF_*_GET_FD_BY_ID`); does not
     /// hold it.
     fn alive(&mut self, object: ObjRef) -> bool;

@@ -627,6 +627,32 @@ impl Kernel for RealKernel {
             .map_err(|e| KernelError::failed(format!("carry the sockets of {name}"), e))
     }
 
+    fn insert_inner_map(
+        &mut self,
+        outer: ObjRef,
+        key: &[u8],
+        inner: u32,
+        keep_existing: bool,
+    ) -> Result<bool, KernelError> {
+        let what = || format!("insert map {inner} into {outer}");
+        let outer = self.open_map(outer)?;
+        let fd = self
+            .bpf
+            .fd_by_id(ObjectKind::Map, inner, OpenFlags::READ_WRITE)
+            .map_err(failed(what()))?;
+        let raw = u32::try_from(std::os::fd::AsRawFd::as_raw_fd(&fd)).unwrap_or(u32::MAX);
+        let flags = if keep_existing {
+            UpdateFlags::NOEXIST
+        } else {
+            UpdateFlags::ANY
+        };
+        match outer.update(key, &raw.to_ne_bytes(), flags) {
+            Ok(()) => Ok(true),
+            Err(e) if keep_existing && e.errno() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(KernelError::failed(what(), e)),
+        }
+    }
+
     fn alive(&mut self, object: ObjRef) -> bool {
         match self
             .bpf

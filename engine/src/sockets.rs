@@ -1,7 +1,11 @@
-//! The executor's passes of a [`Carry::Sockets`](crate::Carry::Sockets) map: the
-//! sockets of a sockmap or sockhash carried by the kernel's sockmap iterator
+//! The executor's passes of a [`Carry::Sockets`](crate::Carry::Sockets) map, whose
+//! entries are references to kernel objects rather than bytes: the sockets of a
+//! sockmap or sockhash carried by the kernel's sockmap iterator
 //! ([`Kernel::carry_sockets`]), since user space cannot insert a socket it reads back
-//! as a cookie.
+//! as a cookie; and, by the same passes, the inner maps of a map-in-map
+//! ([`Carry::InnerMaps`](crate::Carry::InnerMaps)), read back as ids and inserted
+//! again by descriptor ([`Kernel::insert_inner_map`]). Below, a socket's cookie is an
+//! inner map's id.
 //!
 //! - Before the switch (the copy, then each delta pass) only this upgrade writes the
 //!   new map: every socket of the old map is inserted again under its key, and the
@@ -42,6 +46,8 @@ pub(crate) struct SocketMaps<'a> {
     pub(crate) new: ObjRef,
     pub(crate) old_access: &'a dyn MapAccess,
     pub(crate) new_access: &'a dyn MapAccess,
+    /// The entries are inner maps (by id), not sockets.
+    pub(crate) inner_maps: bool,
 }
 
 /// The sockets the last pass before the switch put into the new map: key, cookie
@@ -66,15 +72,17 @@ fn data(step: Step, key: &str, reason: String) -> Error {
     }
 }
 
-/// Every socket of `map` by key, with its cookie; `None` when the map's values are
-/// not cookies (4 bytes).
+/// Every socket of `map` by key, with its cookie (`inner_maps`: every inner map, by
+/// id); `None` when the map's values are not cookies (4 bytes).
 fn read(
     map: &dyn MapAccess,
+    inner_maps: bool,
     step: Step,
     key: &str,
 ) -> Result<Option<BTreeMap<Vec<u8>, u64>>, Error> {
     let g = map.geometry();
-    if g.value_len != COOKIE {
+    let size = if inner_maps { 4 } else { COOKIE };
+    if g.value_len != size {
         return Ok(None);
     }
     let mut out = BTreeMap::new();
@@ -90,9 +98,12 @@ fn read(
     let walk_err = |e: handover_sys::Error| data(step, key, format!("reading the sockets: {e}"));
     while steps < limit && map.next_key(prev.as_deref(), &mut next).map_err(walk_err)? {
         steps += 1;
-        match map.lookup(&next, &mut cookie, UpdateFlags::ANY) {
+        let value = cookie.get_mut(..size).unwrap_or_default();
+        match map.lookup(&next, value, UpdateFlags::ANY) {
             Ok(true) => {
-                out.insert(next.clone(), u64::from_ne_bytes(cookie));
+                let mut c = [0u8; COOKIE];
+                c.get_mut(..size).unwrap_or_default().copy_from_slice(value);
+                out.insert(next.clone(), u64::from_ne_bytes(c));
             }
             Ok(false) => {}
             Err(e) if e.errno() == Some(libc::ENOENT) => {}
@@ -110,13 +121,17 @@ fn carry<K: Kernel>(
     only: Option<&[Vec<u8>]>,
     keep_existing: bool,
 ) -> Result<SocketReport, Error> {
-    let report = kernel
-        .carry_sockets(m.key, m.old, m.new, only, keep_existing)
-        .map_err(|source| Error::Kernel {
-            step: step.name(),
-            what: format!("carry the sockets of {}", m.key),
-            source,
-        })?;
+    let report = if m.inner_maps {
+        insert_inner_maps(kernel, m, step, only, keep_existing)?
+    } else {
+        kernel
+            .carry_sockets(m.key, m.old, m.new, only, keep_existing)
+            .map_err(|source| Error::Kernel {
+                step: step.name(),
+                what: format!("carry the sockets of {}", m.key),
+                source,
+            })?
+    };
     // A socket that no longer fits is one the new map loses: before the switch that
     // fails the upgrade (rolled back); a closing socket (EOPNOTSUPP) or one the new
     // map holds under NOEXIST (EEXIST) is not carried, as it should not be.
@@ -152,6 +167,52 @@ fn carry<K: Kernel>(
         elapsed_us = report.elapsed.as_micros(),
         "sockets carried"
     );
+    Ok(report)
+}
+
+/// Every inner map of the old outer map (at the keys `only` lists) inserted into the
+/// new one under the same key.
+fn insert_inner_maps<K: Kernel>(
+    kernel: &mut K,
+    m: &SocketMaps<'_>,
+    step: Step,
+    only: Option<&[Vec<u8>]>,
+    keep_existing: bool,
+) -> Result<SocketReport, Error> {
+    let started = std::time::Instant::now();
+    let old = read(m.old_access, true, step, m.key)?.ok_or_else(|| {
+        data(
+            step,
+            m.key,
+            "the outer map's values are not 4-byte map ids".to_owned(),
+        )
+    })?;
+    let mut report = SocketReport::default();
+    for (k, id) in old {
+        if only.is_some_and(|keys| !keys.contains(&k)) {
+            continue;
+        }
+        report.seen += 1;
+        let id = u32::try_from(id).unwrap_or(u32::MAX);
+        let inserted = kernel
+            .insert_inner_map(m.new, &k, id, keep_existing)
+            .map_err(|source| Error::Kernel {
+                step: step.name(),
+                what: format!(
+                    "carry inner map {id} of {} at key {}",
+                    m.key,
+                    files::hex(&k)
+                ),
+                source,
+            })?;
+        if inserted {
+            report.carried += 1;
+            report.keys.push(k);
+        } else {
+            report.refused.push((k, libc::EEXIST));
+        }
+    }
+    report.elapsed = started.elapsed();
     Ok(report)
 }
 
@@ -193,7 +254,7 @@ pub(crate) fn pass<K: Kernel>(
             }
         }
     }
-    let cookies = read(m.new_access, step, m.key)?;
+    let cookies = read(m.new_access, m.inner_maps, step, m.key)?;
     let sockets = carried
         .iter()
         .map(|k| {
@@ -231,8 +292,8 @@ pub(crate) fn last_pass<K: Kernel>(
     let before: BTreeMap<Vec<u8>, u64> = record.sockets.into_iter().collect();
     let mut counts = MapCounts::default();
     let (Some(old), Some(new)) = (
-        read(m.old_access, STEP, m.key)?,
-        read(m.new_access, STEP, m.key)?,
+        read(m.old_access, m.inner_maps, STEP, m.key)?,
+        read(m.new_access, m.inner_maps, STEP, m.key)?,
     ) else {
         // No cookies: every socket of the old map at a key the new map leaves empty.
         let report = carry(kernel, m, STEP, None, true)?;
