@@ -101,7 +101,7 @@ fn timers_sockets_events_and_inner_maps_each_have_a_stated_strategy() {
     for (t, m) in inner.iter().enumerate() {
         let t = u32::try_from(t).unwrap();
         assert_eq!(
-            entries.get(&t.to_ne_bytes().to_vec()),
+            entries.get(t.to_ne_bytes().as_slice()),
             Some(&m.id.to_ne_bytes().to_vec()),
             "tenant {t}"
         );

@@ -68,6 +68,9 @@ fn account_v2(opened: u64, owner: u32, balance: u64) -> Vec<u8> {
     v
 }
 
+/// The last `stats` and `accounts` values written per key.
+type Written = BTreeMap<u32, (Vec<u8>, Vec<u8>)>;
+
 fn k(i: u32) -> [u8; 4] {
     i.to_ne_bytes()
 }
@@ -118,7 +121,7 @@ fn per_cpu_and_spin_locked_values_are_dual_written_on_the_kernel() {
 
     // The daemon writes while the upgrade runs, from its own thread.
     let stop = Arc::new(AtomicBool::new(false));
-    let last: Arc<Mutex<BTreeMap<u32, (Vec<u8>, Vec<u8>)>>> = Arc::default();
+    let last: Arc<Mutex<Written>> = Arc::default();
     let daemon = {
         let (stop, last) = (Arc::clone(&stop), Arc::clone(&last));
         let (stats_w, accounts_w) = (stats_w.clone(), accounts_w.clone());

@@ -7,6 +7,8 @@
 //! keep what the new programs did. One test in this binary: the failpoint registry is
 //! global to the process.
 
+#![allow(clippy::indexing_slicing, reason = "tests index values they built")]
+
 mod common;
 
 use std::collections::BTreeMap;

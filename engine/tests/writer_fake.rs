@@ -177,6 +177,9 @@ fn account_v2(opened: u64, owner: u32, balance: u64) -> Vec<u8> {
     v
 }
 
+/// The last `stats` and `accounts` values written per key.
+type Written = BTreeMap<u32, (Vec<u8>, Vec<u8>)>;
+
 fn k(i: u32) -> Vec<u8> {
     i.to_ne_bytes().to_vec()
 }
@@ -244,7 +247,7 @@ fn per_cpu_and_spin_locked_values_are_dual_written_through_an_upgrade() {
     assert!(err.to_string().contains("value"), "{err}");
 
     // While the upgrade runs the daemon writes both maps before every kernel call.
-    let last: Arc<Mutex<BTreeMap<u32, (Vec<u8>, Vec<u8>)>>> = Arc::default();
+    let last: Arc<Mutex<Written>> = Arc::default();
     {
         let (stats_w, accounts_w, last) = (stats_w.clone(), accounts_w.clone(), Arc::clone(&last));
         let mut n = 0u32;
