@@ -827,6 +827,17 @@ impl<K: Kernel> Engine<K> {
             .ok_or_else(|| Error::Stale(format!("{} is gone", installed.pin)))?;
         let old = self.access(STEP, r)?;
         let target = match (&plan.start, m.action) {
+            (Start::Upgrade { .. }, MapAction::Copy)
+                if matches!(m.carry, crate::Carry::Sockets | crate::Carry::InnerMaps) =>
+            {
+                // A write of a descriptor cannot be replayed later: the descriptor may
+                // be closed or reused by then.
+                return Err(Error::Options(format!(
+                    "map {key} holds sockets or inner maps, which this plan carries by \
+                     reference: write its installed map (the upgrade's passes carry the \
+                     change) or ask for its writer after the apply"
+                )));
+            }
             (Start::Upgrade { .. }, MapAction::Copy) => {
                 let conversion = datapath::conversion(
                     &old.geometry(),

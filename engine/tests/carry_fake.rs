@@ -108,3 +108,19 @@ fn timers_sockets_events_and_inner_maps_each_have_a_stated_strategy() {
         assert!(world.exists(*m), "inner map {m} is alive");
     }
 }
+
+#[test]
+fn a_map_whose_sockets_are_carried_has_no_dual_write_handle_during_the_upgrade() {
+    let world = FakeWorld::new();
+    let dir = StateDir::new("sockets-writer");
+    let mut e = Engine::with_kernel(world.process(), &dir.0, LockWait::Refuse).unwrap();
+    let v1 = object(1);
+    let plan = e.plan(&v1, &Options::default()).unwrap();
+    e.apply(&plan, &v1, ApplyOptions::default()).unwrap();
+    let v2 = object(2);
+    let plan = e.plan(&v2, &Options::default()).unwrap();
+    for map in ["socks", "tenants"] {
+        let err = e.map_writer(&plan, map).unwrap_err();
+        assert!(err.to_string().contains("carries by reference"), "{err}");
+    }
+}
