@@ -19,7 +19,10 @@
 //!   `N` still `B`) is deleted; everything else is the new programs' and kept. The
 //!   rules hold when run again after a crash half way. A new program that inserted
 //!   the very socket already there under the same key changed nothing that can be
-//!   seen, so that socket is deleted too.
+//!   seen, so that socket is deleted too. A socket or inner map the new map refuses
+//!   then (full, or an index past its capacity) fails the pass before the switch, so
+//!   that the upgrade is rolled back; after it, it is logged as lost, since the
+//!   upgrade can only go forward.
 //! - Cookies are readable only from maps of 8-byte values (the kernel answers
 //!   `ENOSPC` to a lookup of a socket map of 4-byte values). Without them the last
 //!   pass cannot tell the new programs' sockets from the carried ones: it adds the
@@ -147,7 +150,16 @@ fn carry<K: Kernel>(
             )
         })
         .collect();
-    if !lost.is_empty() {
+    if !lost.is_empty() && step == Step::Reconcile {
+        // After the switch a failure would leave the upgrade unable to finish: what the
+        // old programs added there and the new map cannot take is lost, and said so.
+        tracing::warn!(
+            map = m.key,
+            lost = lost.len(),
+            keys = %lost.join(", "),
+            "the new map refused what the old programs added after the last delta pass"
+        );
+    } else if !lost.is_empty() {
         return Err(data(
             step,
             m.key,
@@ -194,17 +206,26 @@ fn insert_inner_maps<K: Kernel>(
         }
         report.seen += 1;
         let id = u32::try_from(id).unwrap_or(u32::MAX);
-        let inserted = kernel
-            .insert_inner_map(m.new, &k, id, keep_existing)
-            .map_err(|source| Error::Kernel {
-                step: step.name(),
-                what: format!(
-                    "carry inner map {id} of {} at key {}",
-                    m.key,
-                    files::hex(&k)
-                ),
-                source,
-            })?;
+        let inserted = match kernel.insert_inner_map(m.new, &k, id, keep_existing) {
+            Ok(inserted) => inserted,
+            // After the switch: refused, reported with the sockets' refusals.
+            Err(e) if step == Step::Reconcile => {
+                tracing::warn!(map = m.key, inner = id, error = %e, "inner map not carried");
+                report.refused.push((k, libc::EINVAL));
+                continue;
+            }
+            Err(source) => {
+                return Err(Error::Kernel {
+                    step: step.name(),
+                    what: format!(
+                        "carry inner map {id} of {} at key {}",
+                        m.key,
+                        files::hex(&k)
+                    ),
+                    source,
+                });
+            }
+        };
         if inserted {
             report.carried += 1;
             report.keys.push(k);
