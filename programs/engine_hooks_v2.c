@@ -1,7 +1,8 @@
 // Programs at device hooks for the engine's attachment tests
-// (engine/tests/kernel_attach.rs); version 2, built into programs/build/engine_hooks_v2.o.
-// Each program counts the packets it sees in slot 2 of its map, so a test tells
-// which version runs at a hook; the maps are alike in both versions and reused.
+// (engine/tests/kernel_attach.rs, engine/tests/kernel_hooks.rs); version 2, built into
+// programs/build/engine_hooks_v2.o. Each program counts what it sees (packets, IPv4
+// connects) in slot 2 of its map, so a test tells which version runs at a hook; the
+// maps are alike in both versions and reused.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
@@ -20,6 +21,21 @@ struct {
 	__type(value, __u64);
 	__uint(max_entries, 4);
 } tc_hits SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 4);
+} cg_hits SEC(".maps");
+
+// State the daemon keeps across upgrades (filled by the test, read by nothing here).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1024);
+} cg_conns SEC(".maps");
 
 static __always_inline void count(void *map)
 {
@@ -42,4 +58,11 @@ int pass_tc(struct __sk_buff *skb)
 {
 	count(&tc_hits);
 	return 0; // TCX_NEXT
+}
+
+SEC("cgroup/connect4")
+int count_connect4(struct bpf_sock_addr *ctx)
+{
+	count(&cg_hits);
+	return 1; // allow
 }

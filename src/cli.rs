@@ -222,6 +222,12 @@ pub(crate) struct LoadArgs {
     /// link named after the program.
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
+    /// How the --cgroup attachments are held: `link` (a pinned cgroup link),
+    /// `prog-attach` (BPF_PROG_ATTACH with BPF_F_ALLOW_MULTI, no link: the state
+    /// records the program, an upgrade replaces it with BPF_F_REPLACE), or `auto`
+    /// (a link where the kernel has cgroup links for the hook, probed) [default: auto].
+    #[arg(long, value_name = "link|prog-attach|auto", requires = "cgroup")]
+    pub cgroup_via: Option<handover::engine::CgroupVia>,
     /// Attach every XDP program of the set to this network device.
     #[arg(long, value_name = "NAME")]
     pub iface: Option<String>,
@@ -245,6 +251,7 @@ impl LoadArgs {
         !self.program_type.is_empty()
             || !self.layout.is_empty()
             || self.cgroup.is_some()
+            || self.cgroup_via.is_some()
             || self.iface.is_some()
             || self.policy.is_some()
             || !self.merge.is_empty()

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use handover::btf::printable;
-use handover::engine::{Direction, Inspector, LinkState, PinState, PinStatus, Status};
+use handover::engine::{Direction, Hold, Inspector, LinkState, PinState, PinStatus, Status};
 
 use crate::cli::StatusArgs;
 use crate::set_args::{Failure, Place, engine_failure};
@@ -102,6 +102,17 @@ fn render(place: &Place, s: &Status) -> String {
                     LinkState::Detached => "DETACHED (a restart attaches it again)".to_owned(),
                     LinkState::RunsOther { prog } => format!("RUNS ANOTHER PROGRAM (id {prog})"),
                 };
+                if l.hold == Hold::ProgAttach {
+                    let _ = writeln!(
+                        t,
+                        "  {:<24} {} at {}, held without a link, prog id {}: {state}",
+                        printable(&l.name),
+                        printable(&l.program),
+                        printable(&l.point.to_string()),
+                        l.id
+                    );
+                    continue;
+                }
                 let _ = writeln!(
                     t,
                     "  {:<24} {} at {}, {} id {}: {state}",

@@ -208,6 +208,13 @@ fn render_report(plan: &Plan, r: &Report) -> String {
                 "", c.tombstoned, c.window_us, c.ambiguous_adds
             );
         }
+        if c.rewritten > 0 {
+            let _ = writeln!(
+                t,
+                "  {:<24} merged again after the new programs wrote the entry {}",
+                "", c.rewritten
+            );
+        }
     }
     for a in &r.reattached {
         let _ = writeln!(t, "  re-attached {}", handover::btf::printable(a));

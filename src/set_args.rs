@@ -255,6 +255,7 @@ pub(crate) fn options(objects: &[ObjectSource], args: &LoadArgs) -> Result<Optio
                 AttachPoint::Cgroup {
                     path: path.clone(),
                     attach_type: attach_type.to_owned(),
+                    via: args.cgroup_via.unwrap_or_default(),
                 }
             } else if p.prog_type == ProgramType::Xdp {
                 xdp_programs += 1;

@@ -554,3 +554,61 @@ fn dump_decodes_every_field_and_a_closed_pipe_ends_it_quietly() {
     );
     assert!(head.starts_with(b"[\n{\"key\":"));
 }
+
+#[test]
+fn cgroup_via_prog_attach_is_planned_replaced_shown_and_detached() {
+    const TEST: &str = "cgroup_via_prog_attach_is_planned_replaced_shown_and_detached";
+    if !testenv::privileged(TEST) {
+        return;
+    }
+    let w = World::new();
+    let (v1, v2) = (fixture("engine_v1.o"), fixture("engine_v2.o"));
+    let [cg, cgroup] = w.cgroup_arg();
+    let (via, how) = ("--cgroup-via", "prog-attach");
+    let query = || {
+        handover_sys::Bpf::kernel()
+            .prog_query(
+                handover_sys::AttachTarget::Fd(w.cgroup.fd()),
+                handover_sys::AttachType::CgroupInet4Connect,
+                0,
+            )
+            .unwrap()
+            .prog_ids
+    };
+    let fresh = w.expect(0, "plan", &[&v1, &cg, &cgroup, &via, &how]);
+    assert!(
+        fresh.contains("attach without a link (prog attach, allow multi)"),
+        "{fresh}"
+    );
+    w.expect(0, "upgrade", &[&v1, &cg, &cgroup, &via, &how]);
+    let v1_prog = json(&w.expect(0, "status", &[&"--json"]))["status"]["links"][0]["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(query(), [u32::try_from(v1_prog).unwrap()]);
+    let plan = w.expect(0, "plan", &[&v2, &cg, &cgroup, &via, &how]);
+    assert!(
+        plan.contains("switch: prog attach replace (compare-and-swap)"),
+        "{plan}"
+    );
+    w.expect(0, "upgrade", &[&v2, &cg, &cgroup, &via, &how]);
+    let status = json(&w.expect(0, "status", &[&"--json"]))["status"].clone();
+    let link = &status["links"][0];
+    assert_eq!(link["hold"], "prog_attach", "{status}");
+    assert_eq!(link["state"]["kind"], "live", "{status}");
+    assert_ne!(link["id"].as_u64().unwrap(), v1_prog);
+    assert_eq!(
+        query(),
+        [u32::try_from(link["id"].as_u64().unwrap()).unwrap()]
+    );
+    let text = w.expect(0, "status", &[]);
+    assert!(text.contains("held without a link"), "{text}");
+    // A bad value names what is accepted.
+    let bad = w.run("plan", &[&v2, &cg, &cgroup, &via, &"sideways"]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("link, prog-attach or auto"),
+        "{bad:?}"
+    );
+    w.expect(0, "uninstall", &[]);
+    assert!(query().is_empty());
+}

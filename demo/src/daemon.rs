@@ -233,6 +233,13 @@ fn say(line: &str) -> Result<(), DaemonError> {
 /// Takes over from the daemon at `address`: `Some` with the descriptors and the
 /// old daemon quiesced, `None` when there is none (or it died: start from the pins,
 /// with what it salvaged).
+fn admin_bind_error(source: std::io::Error) -> DaemonError {
+    DaemonError::Io {
+        what: "binding the admin listener",
+        source,
+    }
+}
+
 fn try_take_over(
     address: &Address,
     label: &str,
@@ -289,10 +296,7 @@ pub fn run(installer: &mut dyn Installer, options: &DaemonOptions) -> Result<(),
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 other => {
-                    bound = other.transpose().map_err(|source| DaemonError::Io {
-                        what: "binding the admin listener",
-                        source,
-                    })?;
+                    bound = other.transpose().map_err(admin_bind_error)?;
                     salvaged = s;
                     break;
                 }
@@ -320,10 +324,7 @@ pub fn run(installer: &mut dyn Installer, options: &DaemonOptions) -> Result<(),
         .map(TcpListener::from);
     let listener = match (inherited.or(bound), options.admin_port) {
         (Some(l), _) => Some(l),
-        (None, Some(port)) => Some(admin::bind(port).map_err(|source| DaemonError::Io {
-            what: "binding the admin listener",
-            source,
-        })?),
+        (None, Some(port)) => Some(admin::bind(port).map_err(admin_bind_error)?),
         (None, None) => None,
     };
     // The final reconcile: install or upgrade, then sync with the configuration.

@@ -14,7 +14,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use handover_engine::{
-    ApplyOptions, AttachPoint, Attachment, Engine, LockWait, ObjectSource, Options, Start,
+    ApplyOptions, AttachPoint, Attachment, CgroupVia, Engine, LockWait, ObjectSource, Options,
+    Start,
 };
 use handover_sys::{Bpf, OpenFlags};
 
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
             point: AttachPoint::Cgroup {
                 path: cgroup.path().to_owned(),
                 attach_type: "cgroup_inet4_connect".into(),
+                via: CgroupVia::Auto,
             },
         }],
         ..Options::default()

@@ -11,7 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,7 @@ use crate::error::Error;
 use crate::files::{LockWait, StateLock};
 use crate::kernel::{Kernel, KernelError, ObjRef, ObjectSource};
 use crate::migrate::{MARK_VALUE_SIZE, MapAccess, Patcher, UserPatcher};
-use crate::options::{Options, SwitchMethod, identity};
+use crate::options::{AttachPoint, Hold, Options, SwitchMethod, identity};
 use crate::plan::{
     self, AttachAction, LiveState, MapAction, MapPlan, Plan, PlanInput, ProgramAction, Start,
     staged_pin,
@@ -29,7 +30,8 @@ use crate::plan::{
 use crate::progress::{ProgressFn, Reporter, Watched};
 use crate::real::RealKernel;
 use crate::state::{
-    Direction, Journal, LinkRecord, MapCounts, Phase, Pinned, Staged, State, StateDir,
+    AttachedRecord, Direction, Journal, LinkRecord, MapCounts, Phase, Pinned, Staged, State,
+    StateDir,
 };
 use crate::step::{Step, checkpoint};
 use crate::writer::{MapWriter, Migration, Target as WriterTarget};
@@ -138,6 +140,47 @@ impl Carried {
             new_access: self.new.as_ref(),
             inner_maps,
         })
+    }
+}
+
+/// A carried map ready for its reconcile (see `Engine::reconcile`), owning all it
+/// runs with so that it can run on its own thread.
+struct Prepared {
+    c: Carried,
+    fields: crate::migrate::ValueFields,
+    /// The pin of its marks map.
+    pin: String,
+    marks: Arc<dyn MapAccess>,
+    /// The in-kernel patcher; none where patches are made from user space.
+    patcher: Option<Box<dyn Patcher>>,
+    tombstones: Option<Arc<dyn MapAccess>>,
+    /// Keys the daemon wrote through its dual-write handle after the replay.
+    keep: Option<std::collections::HashSet<Vec<u8>>>,
+}
+
+impl Prepared {
+    /// The reconcile itself.
+    fn run(
+        &self,
+        state_dir: &Path,
+        batch: Option<usize>,
+    ) -> Result<crate::migrate::ReconcileReport, Error> {
+        let key = &self.c.plan.key;
+        let _span = tracing::info_span!("map", map = %key).entered();
+        let user = UserPatcher::new(self.c.new.as_ref(), key, self.fields.clone(), self.c.lock);
+        let patcher: &dyn Patcher = self.patcher.as_deref().unwrap_or(&user);
+        datapath::reconcile_map(
+            &self.c.carry(),
+            state_dir,
+            &datapath::Reconcile {
+                fields: &self.fields,
+                patcher,
+                marks: self.marks.as_ref(),
+                tombstones: self.tombstones.as_deref(),
+                keep: self.keep.as_ref(),
+                batch,
+            },
+        )
     }
 }
 
@@ -287,6 +330,14 @@ impl<K: Kernel> Engine<K> {
                 live.links.insert(l.pin.clone(), prog.unwrap_or(0));
             }
         }
+        for (name, r) in &state.attached {
+            let (_, ids) = self
+                .kernel
+                .prog_query(&r.attachment.point)
+                .map_err(kerr("plan", format!("query attachment {name}")))?;
+            let prog = if ids.contains(&r.prog) { r.prog } else { 0 };
+            live.attached.insert(name.clone(), prog);
+        }
         // Maps and programs must all be there; a missing link is re-attached.
         let maps_and_progs: BTreeSet<&str> = state
             .maps
@@ -355,6 +406,22 @@ impl<K: Kernel> Engine<K> {
         } else {
             state.as_ref()
         };
+        // Cgroup attachments that leave the way they are held to the kernel: a link
+        // where the probe finds cgroup links at the hook.
+        let holds = options
+            .attachments
+            .iter()
+            .map(|a| {
+                let hold = a.point.asked_hold().unwrap_or_else(|| {
+                    if self.kernel.cgroup_links(&a.point) {
+                        Hold::Link
+                    } else {
+                        Hold::ProgAttach
+                    }
+                });
+                (a.name.clone(), hold)
+            })
+            .collect();
         let mut plan = plan::compute(PlanInput {
             objects,
             options,
@@ -362,6 +429,7 @@ impl<K: Kernel> Engine<K> {
             stale,
             live,
             facts,
+            holds,
         })?;
         if let Some(state) = trusted {
             self.count_shrinks(&mut plan, state)?;
@@ -478,6 +546,7 @@ impl<K: Kernel> Engine<K> {
             old,
             staged: Staged::default(),
             new_links: BTreeMap::new(),
+            attached: BTreeMap::new(),
             steps: Vec::new(),
             direction: Direction::Forward,
             counts: BTreeMap::new(),
@@ -898,20 +967,24 @@ impl<K: Kernel> Engine<K> {
         Ok(())
     }
 
-    /// The three-way reconcile of every carried map not reconciled yet. Each map's
-    /// marks (the keys done) are pinned under `stage/` while it runs, so a crash in
-    /// the middle is followed by a run that carries on rather than applying a `sum`
-    /// twice; the journal records each map when it is done.
+    /// The three-way reconcile of every carried map not reconciled yet, the maps side
+    /// by side (up to one thread per CPU), so that no map's undecidable window holds
+    /// the reconciles of the others. Each map's marks (the keys done) are pinned under
+    /// `stage/` while it runs, so a crash in the middle is followed by a run that
+    /// carries on rather than applying a `sum` twice; the journal records each map
+    /// when it is done.
     fn reconcile(&mut self, j: &mut Journal) -> Result<(), Error> {
         const STEP: &str = "reconcile";
+        let mut prepared = Vec::new();
         for c in self.carried(j, Step::Reconcile)? {
-            let key = c.plan.key.clone();
-            if j.reconciled.contains(&key) {
+            if j.reconciled.contains(&c.plan.key) {
                 continue;
             }
-            checkpoint(Step::Reconcile.item_point())?;
-            let _span = tracing::info_span!("map", map = %key).entered();
             if let Some(s) = c.sockets() {
+                // Sockets and inner maps: the last pass, before the merges run.
+                let key = c.plan.key.clone();
+                checkpoint(Step::Reconcile.item_point())?;
+                let _span = tracing::info_span!("map", map = %key).entered();
                 let n = crate::sockets::last_pass(&mut self.kernel, &s, self.dir.path())?;
                 tracing::info!(
                     added = n.reconciled,
@@ -923,96 +996,154 @@ impl<K: Kernel> Engine<K> {
                 counts.reconciled += n.reconciled;
                 counts.deleted += n.deleted;
                 counts.sockets_unsure += n.sockets_unsure;
-                j.reconciled.insert(key.clone());
+                j.reconciled.insert(key);
                 self.dir.write_journal(j)?;
                 continue;
             }
-            let fields = datapath::value_fields(&key, &j.plan.models, &j.plan.options.merge_rules)?;
-            let pin = marks_pin(&key);
-            let marks = match self.get(STEP, &pin)? {
-                Some(r) => r,
-                None => {
-                    let max = c.old.geometry().max_entries;
-                    let r = self
-                        .kernel
-                        .create_map(c.new.geometry().key_size, MARK_VALUE_SIZE, max)
-                        .map_err(kerr(STEP, format!("create the marks of {key}")))?;
-                    self.opened.insert(r);
-                    self.kernel
-                        .pin(r, &pin)
-                        .map_err(kerr(STEP, format!("pin {pin}")))?;
-                    r
+            prepared.push(self.prepare_reconcile(j, c)?);
+        }
+        let workers = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .min(prepared.len());
+        let (dir, batch) = (self.dir.path().to_owned(), j.batch);
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let mut first_error = None;
+        std::thread::scope(|s| -> Result<(), Error> {
+            let (tx, rx) = mpsc::channel();
+            for _ in 0..workers {
+                let (tx, prepared, next, stop, dir) = (tx.clone(), &prepared, &next, &stop, &dir);
+                s.spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(p) = prepared.get(i) else {
+                            break;
+                        };
+                        let r = checkpoint(Step::Reconcile.item_point())
+                            .and_then(|()| p.run(dir, batch));
+                        if r.is_err() {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        if tx.send((i, r)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for (i, r) in rx {
+                let Some(p) = prepared.get(i) else {
+                    continue;
+                };
+                match r {
+                    Ok(report) => self.reconciled(j, p, &report)?,
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
                 }
-            };
-            let marks_access = self.access(STEP, marks)?;
-            // The in-kernel patcher takes no spin lock: locked values are patched from
-            // user space under BPF_F_LOCK.
-            let patcher = if c.lock {
-                None
-            } else {
-                self.kernel
-                    .patcher(c.new_ref, &key, &fields, marks)
-                    .map_err(kerr(STEP, format!("the patcher of {key}")))?
-            };
-            let user = UserPatcher::new(c.new.as_ref(), &key, fields.clone(), c.lock);
-            let patcher: &dyn Patcher = patcher.as_deref().unwrap_or(&user);
-            let carry = c.carry();
-            let keep = self.writers.get(&key).map(MapWriter::written_after_replay);
-            let tombstones = match j.plan.options.tombstones.get(&key) {
-                Some(t) => {
-                    let pin = plan::map_pin(t);
-                    let r = match j.staged.maps.get(t) {
-                        Some(&r) => self.staged(STEP, &pin, r)?,
-                        // Reused from the installed set.
-                        None => self.get(STEP, &pin)?.ok_or_else(|| {
-                            Error::Options(format!(
-                                "the tombstone map {t} of {key} is not a map of the set"
-                            ))
-                        })?,
-                    };
-                    Some(self.access(STEP, r)?)
-                }
-                None => None,
-            };
-            let report = datapath::reconcile_map(
-                &carry,
-                self.dir.path(),
-                &datapath::Reconcile {
-                    fields: &fields,
-                    patcher,
-                    marks: marks_access.as_ref(),
-                    tombstones: tombstones.as_deref(),
-                    keep: keep.as_ref(),
-                    batch: j.batch,
-                },
-            )?;
-            tracing::info!(
-                added = report.added,
-                changed = report.changed,
-                deleted = report.deleted,
-                kept_new = report.kept_new,
-                resumed = report.resumed,
-                tombstoned = report.tombstoned,
-                ambiguous_adds = report.ambiguous_adds,
-                window_us = report.window.as_micros(),
-                "reconciled"
-            );
-            let counts = j.counts.entry(key.clone()).or_default();
-            counts.reconciled += (report.added + report.changed) as u64;
-            counts.deleted += report.deleted as u64;
-            counts.conflicts +=
-                (report.conflicts.new + report.conflicts.sum + report.conflicts.max) as u64;
-            counts.window_us = u64::try_from(report.window.as_micros()).unwrap_or(u64::MAX);
-            counts.tombstoned += report.tombstoned as u64;
-            counts.ambiguous_adds += report.ambiguous_adds as u64;
-            j.reconciled.insert(key.clone());
-            self.dir.write_journal(j)?;
-            self.kernel
-                .unpin(&pin)
-                .map_err(kerr(STEP, format!("unpin {pin}")))?;
+            }
+            Ok(())
+        })?;
+        if let Some(e) = first_error {
+            return Err(e);
         }
         // Marks of maps recorded done before a crash kept their unpin from running.
         self.drop_stage_pins(STEP, &marks_pin(""))?;
+        Ok(())
+    }
+
+    /// What the reconcile of `c` runs with: its fields, its marks map (pinned), its
+    /// patcher, tombstones and the keys the daemon wrote.
+    fn prepare_reconcile(&mut self, j: &Journal, c: Carried) -> Result<Prepared, Error> {
+        const STEP: &str = "reconcile";
+        let key = c.plan.key.clone();
+        let fields = datapath::value_fields(&key, &j.plan.models, &j.plan.options.merge_rules)?;
+        let pin = marks_pin(&key);
+        let marks = match self.get(STEP, &pin)? {
+            Some(r) => r,
+            None => {
+                let max = c.old.geometry().max_entries;
+                let r = self
+                    .kernel
+                    .create_map(c.new.geometry().key_size, MARK_VALUE_SIZE, max)
+                    .map_err(kerr(STEP, format!("create the marks of {key}")))?;
+                self.opened.insert(r);
+                self.kernel
+                    .pin(r, &pin)
+                    .map_err(kerr(STEP, format!("pin {pin}")))?;
+                r
+            }
+        };
+        let marks_access = self.access(STEP, marks)?;
+        // The in-kernel patcher takes the value's spin lock where it has one.
+        let patcher = self
+            .kernel
+            .patcher(c.new_ref, &key, &fields, marks)
+            .map_err(kerr(STEP, format!("the patcher of {key}")))?;
+        let keep = self.writers.get(&key).map(MapWriter::written_after_replay);
+        let tombstones = match j.plan.options.tombstones.get(&key) {
+            Some(t) => {
+                let pin = plan::map_pin(t);
+                let r = match j.staged.maps.get(t) {
+                    Some(&r) => self.staged(STEP, &pin, r)?,
+                    // Reused from the installed set.
+                    None => self.get(STEP, &pin)?.ok_or_else(|| {
+                        Error::Options(format!(
+                            "the tombstone map {t} of {key} is not a map of the set"
+                        ))
+                    })?,
+                };
+                Some(self.access(STEP, r)?)
+            }
+            None => None,
+        };
+        Ok(Prepared {
+            c,
+            fields,
+            pin,
+            marks: marks_access,
+            patcher,
+            tombstones,
+            keep,
+        })
+    }
+
+    /// Records the reconcile of `p` done: its counts in the journal, its marks unpinned.
+    fn reconciled(
+        &mut self,
+        j: &mut Journal,
+        p: &Prepared,
+        report: &crate::migrate::ReconcileReport,
+    ) -> Result<(), Error> {
+        const STEP: &str = "reconcile";
+        let key = &p.c.plan.key;
+        tracing::info!(
+            map = %key,
+            added = report.added,
+            changed = report.changed,
+            deleted = report.deleted,
+            kept_new = report.kept_new,
+            resumed = report.resumed,
+            tombstoned = report.tombstoned,
+            ambiguous_adds = report.ambiguous_adds,
+            rewritten = report.rewritten,
+            window_us = report.window.as_micros(),
+            "reconciled"
+        );
+        let counts = j.counts.entry(key.clone()).or_default();
+        counts.reconciled += (report.added + report.changed) as u64;
+        counts.deleted += report.deleted as u64;
+        counts.conflicts +=
+            (report.conflicts.new + report.conflicts.sum + report.conflicts.max) as u64;
+        counts.window_us = u64::try_from(report.window.as_micros()).unwrap_or(u64::MAX);
+        counts.tombstoned += report.tombstoned as u64;
+        counts.ambiguous_adds += report.ambiguous_adds as u64;
+        counts.rewritten += report.rewritten as u64;
+        j.reconciled.insert(key.clone());
+        self.dir.write_journal(j)?;
+        self.kernel
+            .unpin(&p.pin)
+            .map_err(kerr(STEP, format!("unpin {}", p.pin)))?;
         Ok(())
     }
 
@@ -1078,6 +1209,15 @@ impl<K: Kernel> Engine<K> {
             };
             let new_prog = self.staged(STEP, &plan::prog_pin(&a.program), new_prog)?;
             let mut switched = false;
+            if a.hold == Hold::ProgAttach {
+                switched = self.switch_attached(j, a, new_prog)?;
+                if switched {
+                    let t = started.elapsed();
+                    first.get_or_insert(t);
+                    last = t;
+                }
+                continue;
+            }
             match a.action {
                 AttachAction::Switch(SwitchMethod::LinkUpdate) => {
                     let old = Self::old_link(j, &a.name).ok_or_else(|| {
@@ -1135,12 +1275,17 @@ impl<K: Kernel> Engine<K> {
                                 .link_program(old)
                                 .map_err(kerr(STEP, format!("inspect {}", a.pin)))?;
                             if runs.is_some() {
-                                self.kernel
-                                    .detach(old)
-                                    .map_err(kerr(STEP, format!("detach {}", a.pin)))?;
+                                self.stop_link(STEP, old, &a.pin)?;
                             }
                         }
                     }
+                }
+                AttachAction::Switch(SwitchMethod::ProgAttachReplace) => {
+                    return Err(Error::Options(format!(
+                        "attachment {} is held by a link, which a prog attach replace \
+                         cannot switch",
+                        a.name
+                    )));
                 }
                 AttachAction::Verify | AttachAction::Detach => {}
             }
@@ -1157,6 +1302,91 @@ impl<K: Kernel> Engine<K> {
             j.switch_window_ns = Some((ns(first), ns(last)));
         }
         Ok(())
+    }
+
+    /// Stops the link `link` pinned at `pin`: detached, or, where the kernel has no
+    /// detach for its type (tracing, raw tracepoint), unpinned and let go of, which
+    /// frees it (a rollback attaches the old program again).
+    fn stop_link(&mut self, step: &'static str, link: ObjRef, pin: &str) -> Result<(), Error> {
+        match self.kernel.detach(link) {
+            Ok(()) => Ok(()),
+            Err(KernelError::Unsupported { .. }) => {
+                self.kernel
+                    .unpin(pin)
+                    .map_err(kerr(step, format!("unpin {pin}")))?;
+                self.opened.remove(&link);
+                self.kernel.release(link);
+                Ok(())
+            }
+            Err(e) => Err(kerr(step, format!("detach {pin}"))(e)),
+        }
+    }
+
+    /// Switches or makes an attachment held by its cgroup without a link; whether
+    /// it changed the hook (a run after a crash finds the new program attached).
+    fn switch_attached(
+        &mut self,
+        j: &mut Journal,
+        a: &plan::AttachPlan,
+        new_prog: ObjRef,
+    ) -> Result<bool, Error> {
+        const STEP: &str = "switch";
+        let (cgroup, ids) = self
+            .kernel
+            .prog_query(&a.point)
+            .map_err(kerr(STEP, format!("query {}", a.point)))?;
+        j.attached.insert(a.name.clone(), cgroup);
+        if ids.contains(&new_prog.id) {
+            return Ok(false);
+        }
+        match a.action {
+            AttachAction::Switch(_) => {
+                let old = j
+                    .old
+                    .as_ref()
+                    .and_then(|s| s.attached.get(&a.name))
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::Stale(format!(
+                            "attachment {} is not in the installed state",
+                            a.name
+                        ))
+                    })?;
+                // The old program held open for the compare-and-swap.
+                let pinned = self.get(STEP, &plan::prog_pin(&old.attachment.program))?;
+                let expected = pinned
+                    .filter(|p| p.id == old.prog)
+                    .unwrap_or(ObjRef::prog(old.prog));
+                match self.kernel.prog_replace(&a.point, new_prog, expected) {
+                    Ok(()) => Ok(true),
+                    Err(e @ KernelError::Mismatch { .. }) => Err(Error::Aborted {
+                        reason: format!("attachment {}: {e}", a.name),
+                    }),
+                    Err(e) => Err(kerr(STEP, format!("replace at {}", a.point))(e)),
+                }
+            }
+            AttachAction::Attach => {
+                let cgroup = self
+                    .kernel
+                    .prog_attach(new_prog, &a.point)
+                    .map_err(kerr(STEP, format!("attach {} at {}", a.program, a.point)))?;
+                j.attached.insert(a.name.clone(), cgroup);
+                Ok(true)
+            }
+            AttachAction::Verify | AttachAction::Detach => Ok(false),
+        }
+    }
+
+    /// Detaches a recorded program from a cgroup hook, if it is still attached.
+    fn detach_attached(
+        &mut self,
+        step: &'static str,
+        point: &AttachPoint,
+        prog: u32,
+    ) -> Result<bool, Error> {
+        self.kernel
+            .prog_detach(point, ObjRef::prog(prog))
+            .map_err(kerr(step, format!("detach prog {prog} from {point}")))
     }
 
     fn commit(&mut self, j: &mut Journal) -> Result<(), Error> {
@@ -1199,10 +1429,15 @@ impl<K: Kernel> Engine<K> {
             .filter(|a| a.action == AttachAction::Detach)
         {
             checkpoint(Step::Commit.item_point())?;
+            if a.hold == Hold::ProgAttach {
+                if let Some(old) = j.old.as_ref().and_then(|s| s.attached.get(&a.name)) {
+                    let (point, prog) = (old.attachment.point.clone(), old.prog);
+                    self.detach_attached(STEP, &point, prog)?;
+                }
+                continue;
+            }
             if let Some(link) = self.get(STEP, &a.pin)? {
-                self.kernel
-                    .detach(link)
-                    .map_err(kerr(STEP, format!("detach {}", a.pin)))?;
+                self.stop_link(STEP, link, &a.pin)?;
                 self.kernel
                     .unpin(&a.pin)
                     .map_err(kerr(STEP, format!("unpin {}", a.pin)))?;
@@ -1264,7 +1499,14 @@ impl<K: Kernel> Engine<K> {
             w.abandon();
         }
         checkpoint("rollback:start")?;
+        // Attachments whose old program runs through a new link now, by name.
+        let mut relinked = BTreeMap::new();
         for a in &j.plan.attachments {
+            if a.hold == Hold::ProgAttach {
+                checkpoint("rollback:item")?;
+                self.rollback_attached(j, a)?;
+                continue;
+            }
             let AttachAction::Switch(method) = a.action else {
                 continue;
             };
@@ -1272,13 +1514,16 @@ impl<K: Kernel> Engine<K> {
                 continue;
             };
             checkpoint("rollback:item")?;
-            let Some(link) = self.get(STEP, &a.pin)? else {
-                continue;
+            // A link without update nor detach was stopped by removing its pin.
+            let link = self.get(STEP, &a.pin)?;
+            let runs = match link {
+                Some(link) => self
+                    .kernel
+                    .link_program(link)
+                    .map_err(kerr(STEP, format!("inspect {}", a.pin)))?,
+                None if method == SwitchMethod::AttachThenDetach => None,
+                None => continue,
             };
-            let runs = self
-                .kernel
-                .link_program(link)
-                .map_err(kerr(STEP, format!("inspect {}", a.pin)))?;
             let new_prog = j.staged.programs.get(&a.program).copied();
             let old_prog = self.get(STEP, &plan::prog_pin(&old.attachment.program))?;
             match method {
@@ -1288,11 +1533,13 @@ impl<K: Kernel> Engine<K> {
                         && old_prog.id == old.prog
                     {
                         let new = self.staged(STEP, &plan::prog_pin(&a.program), new)?;
+                        let Some(link) = link else { continue };
                         self.kernel
                             .update_link(link, old_prog, new)
                             .map_err(kerr(STEP, format!("move {} back", a.pin)))?;
                     }
                 }
+                SwitchMethod::ProgAttachReplace => {}
                 SwitchMethod::AttachThenDetach => {
                     if runs.is_none()
                         && let Some(old_prog) = old_prog.filter(|p| p.id == old.prog)
@@ -1309,8 +1556,24 @@ impl<K: Kernel> Engine<K> {
                             .drop_rollback(&a.pin)
                             .map_err(kerr(STEP, format!("drop {}", a.pin)))?;
                     }
+                    // Also after a crash between the attach and the state's write.
+                    if let Some(l) = self.get(STEP, &a.pin)?
+                        && l.id != old.id
+                    {
+                        relinked.insert(a.name.clone(), l.id);
+                    }
                 }
             }
+        }
+        if !relinked.is_empty()
+            && let Some(mut state) = self.dir.read_state()?
+        {
+            for (name, id) in &relinked {
+                if let Some(l) = state.links.get_mut(name) {
+                    l.id = *id;
+                }
+            }
+            self.dir.write_state(&state)?;
         }
         let stage: Vec<String> = self
             .kernel
@@ -1342,6 +1605,46 @@ impl<K: Kernel> Engine<K> {
             self.kernel.release(r);
         }
         Ok(())
+    }
+
+    /// Undoes the switch of an attachment held by its cgroup without a link: the old
+    /// program put back in the new one's place (compare-and-swap), or a program this
+    /// upgrade attached detached.
+    fn rollback_attached(&mut self, j: &Journal, a: &plan::AttachPlan) -> Result<(), Error> {
+        const STEP: &str = "rollback";
+        let Some(&new) = j.staged.programs.get(&a.program) else {
+            return Ok(());
+        };
+        match a.action {
+            AttachAction::Switch(_) => {
+                let (_, ids) = self
+                    .kernel
+                    .prog_query(&a.point)
+                    .map_err(kerr(STEP, format!("query {}", a.point)))?;
+                if !ids.contains(&new.id) {
+                    return Ok(());
+                }
+                let Some(old) = j.old.as_ref().and_then(|s| s.attached.get(&a.name)) else {
+                    return Ok(());
+                };
+                let (old_name, old_id) = (old.attachment.program.clone(), old.prog);
+                let Some(old_prog) = self
+                    .get(STEP, &plan::prog_pin(&old_name))?
+                    .filter(|p| p.id == old_id)
+                else {
+                    return Ok(());
+                };
+                let new = self.staged(STEP, &plan::prog_pin(&a.program), new)?;
+                self.kernel
+                    .prog_replace(&a.point, old_prog, new)
+                    .map_err(kerr(STEP, format!("move {} back", a.point)))
+            }
+            AttachAction::Attach => {
+                self.detach_attached(STEP, &a.point, new.id)?;
+                Ok(())
+            }
+            AttachAction::Verify | AttachAction::Detach => Ok(()),
+        }
     }
 
     /// Finishes an interrupted upgrade, forward or back as its journal says; `None`
@@ -1430,6 +1733,37 @@ impl<K: Kernel> Engine<K> {
             self.dir.write_state(&state)?;
             reattached.push(name);
         }
+        let names: Vec<String> = state.attached.keys().cloned().collect();
+        for name in names {
+            let Some(r) = state.attached.get(&name).cloned() else {
+                continue;
+            };
+            let (_, ids) = self
+                .kernel
+                .prog_query(&r.attachment.point)
+                .map_err(kerr(STEP, format!("query {}", r.attachment.point)))?;
+            if ids.contains(&r.prog) {
+                continue;
+            }
+            checkpoint("reattach:item")?;
+            let pin = plan::prog_pin(&r.attachment.program);
+            let prog = self
+                .get(STEP, &pin)?
+                .ok_or_else(|| Error::Stale(format!("program pin {pin} is gone")))?;
+            let cgroup = self
+                .kernel
+                .prog_attach(prog, &r.attachment.point)
+                .map_err(kerr(
+                    STEP,
+                    format!("attach {} at {}", r.attachment.program, r.attachment.point),
+                ))?;
+            if let Some(rec) = state.attached.get_mut(&name) {
+                rec.cgroup_id = cgroup;
+                rec.prog = prog.id;
+            }
+            self.dir.write_state(&state)?;
+            reattached.push(name);
+        }
         for p in state.maps.values().chain(state.programs.values()) {
             self.get(STEP, &p.pin)?;
         }
@@ -1464,9 +1798,11 @@ impl<K: Kernel> Engine<K> {
         for l in state.links.values() {
             checkpoint("uninstall:item")?;
             if let Some(link) = self.get(STEP, &l.pin)? {
-                self.kernel
-                    .detach(link)
-                    .map_err(kerr(STEP, format!("detach {}", l.pin)))?;
+                match self.kernel.detach(link) {
+                    // Freed with its pin, below, and the hold, after.
+                    Ok(()) | Err(KernelError::Unsupported { .. }) => {}
+                    Err(e) => return Err(kerr(STEP, format!("detach {}", l.pin))(e)),
+                }
             }
             if self
                 .kernel
@@ -1475,6 +1811,10 @@ impl<K: Kernel> Engine<K> {
             {
                 pins.push(l.pin.clone());
             }
+        }
+        for r in state.attached.values() {
+            checkpoint("uninstall:item")?;
+            self.detach_attached(STEP, &r.attachment.point, r.prog)?;
         }
         for p in state.programs.values().chain(state.maps.values()) {
             checkpoint("uninstall:item")?;
@@ -1662,12 +2002,44 @@ fn plan_state(j: &Journal) -> Result<State, Error> {
         );
     }
     let mut links = BTreeMap::new();
+    let mut attached = BTreeMap::new();
     for a in plan
         .attachments
         .iter()
         .filter(|a| a.action != AttachAction::Detach)
     {
         let prog = programs.get(&a.program).map_or(0, |p| p.id);
+        if a.hold == Hold::ProgAttach {
+            let attachment = plan
+                .options
+                .attachments
+                .iter()
+                .find(|x| x.name == a.name)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::Options(format!("attachment {} is not in the options", a.name))
+                })?;
+            let cgroup_id = j
+                .attached
+                .get(&a.name)
+                .copied()
+                .or_else(|| {
+                    j.old
+                        .as_ref()
+                        .and_then(|s| s.attached.get(&a.name))
+                        .map(|r| r.cgroup_id)
+                })
+                .unwrap_or(0);
+            attached.insert(
+                a.name.clone(),
+                AttachedRecord {
+                    attachment,
+                    cgroup_id,
+                    prog,
+                },
+            );
+            continue;
+        }
         let id = match j.new_links.get(&a.name) {
             Some(r) => r.id,
             None => j
@@ -1703,6 +2075,7 @@ fn plan_state(j: &Journal) -> Result<State, Error> {
         maps,
         programs,
         links,
+        attached,
         btf: j.staged.btf.iter().map(|r| r.id).collect(),
     })
 }
@@ -1722,6 +2095,14 @@ fn describe_live_change(then: &LiveState, now: &LiveState) -> String {
     for (pin, prog) in &then.links {
         if let Some(n) = now.links.get(pin).filter(|n| *n != prog) {
             changes.push(format!("link {pin} runs program {n}, not {prog}"));
+        }
+    }
+    for (name, prog) in &then.attached {
+        if let Some(n) = now.attached.get(name).filter(|n| *n != prog) {
+            changes.push(match n {
+                0 => format!("attachment {name}: program {prog} is no longer attached"),
+                n => format!("attachment {name}: program {n} is attached, not {prog}"),
+            });
         }
     }
     format!("the live state changed: {}", changes.join("; "))

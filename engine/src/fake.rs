@@ -41,9 +41,31 @@ struct World {
     barriers: usize,
     no_tcx: bool,
     no_sockmap_iter: bool,
+    /// Programs held by cgroup hooks without a link (`BPF_PROG_ATTACH`), by hook
+    /// (the attach point's text), in the order they run.
+    cgroup_progs: BTreeMap<String, Vec<ObjRef>>,
+    /// Ids of the cgroups by path, given on first use.
+    cgroup_ids: BTreeMap<String, u64>,
+    no_cgroup_links: bool,
+}
+
+/// The cgroup path of a cgroup hook; the hook's key in [`World::cgroup_progs`].
+fn cgroup_hook(point: &AttachPoint) -> Result<(String, String), KernelError> {
+    match point {
+        AttachPoint::Cgroup { path, .. } => Ok((path.display().to_string(), point.to_string())),
+        _ => Err(KernelError::failed(
+            format!("attach without a link at {point}"),
+            std::io::Error::from_raw_os_error(libc::EINVAL),
+        )),
+    }
 }
 
 impl World {
+    fn cgroup_id(&mut self, path: String) -> u64 {
+        let next = self.cgroup_ids.len() as u64 + 1;
+        *self.cgroup_ids.entry(path).or_insert(next)
+    }
+
     fn new_id(&mut self, kind: Kind) -> ObjRef {
         let n = self.next.entry(kind).or_insert(0);
         *n += 1;
@@ -61,6 +83,7 @@ impl World {
     fn collect(&mut self) {
         let mut live: BTreeSet<ObjRef> = self.pins.values().copied().collect();
         live.extend(self.holds.values().flatten().copied());
+        live.extend(self.cgroup_progs.values().flatten().copied());
         let mut todo: Vec<ObjRef> = live.iter().copied().collect();
         while let Some(r) = todo.pop() {
             let edges: Vec<ObjRef> = match self.objects.get(&r) {
@@ -200,6 +223,9 @@ impl FakeWorld {
             barriers: w.barriers,
             no_tcx: w.no_tcx,
             no_sockmap_iter: w.no_sockmap_iter,
+            cgroup_progs: w.cgroup_progs.clone(),
+            cgroup_ids: w.cgroup_ids.clone(),
+            no_cgroup_links: w.no_cgroup_links,
         };
         copy.collect();
         FakeWorld {
@@ -247,24 +273,86 @@ impl FakeWorld {
             .count()
     }
 
-    /// The programs attached at `point` (by the live links there), by name.
+    /// The programs attached at `point` (by the live links there, then those the
+    /// cgroup holds without a link), by name.
     #[must_use]
     pub fn attached(&self, point: &AttachPoint) -> Vec<String> {
         let w = self.lock();
         let key = point.to_string();
-        w.objects
+        let name = |p: &ObjRef| match w.objects.get(p) {
+            Some(Obj::Prog { name, .. }) => Some(name.clone()),
+            _ => None,
+        };
+        let mut names: Vec<String> = w
+            .objects
             .values()
             .filter_map(|o| match o {
                 Obj::Link {
                     prog: Some(p),
                     point,
-                } if *point == key => match w.objects.get(p) {
-                    Some(Obj::Prog { name, .. }) => Some(name.clone()),
-                    _ => None,
-                },
+                } if *point == key => name(p),
                 _ => None,
             })
-            .collect()
+            .collect();
+        names.extend(
+            w.cgroup_progs
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .filter_map(name),
+        );
+        names
+    }
+
+    /// The programs a cgroup hook holds without a link, in the order they run.
+    #[must_use]
+    pub fn prog_attached(&self, point: &AttachPoint) -> Vec<ObjRef> {
+        self.lock()
+            .cgroup_progs
+            .get(&point.to_string())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Makes the machine's kernel one without cgroup links (before 5.7), or with them.
+    pub fn set_cgroup_links(&self, present: bool) {
+        self.lock().no_cgroup_links = !present;
+    }
+
+    /// Replaces the first program the cgroup hook `point` holds without a link by a
+    /// stray program named `name`, as another process would with `BPF_F_REPLACE` (to
+    /// test compare-and-swap). The stray is pinned at `other/NAME`.
+    pub fn replace_attached_program(&self, point: &AttachPoint, name: &str) {
+        let mut w = self.lock();
+        let key = point.to_string();
+        if w.cgroup_progs.get(&key).is_none_or(Vec::is_empty) {
+            return;
+        }
+        let stray = w.new_id(Kind::Prog);
+        w.objects.insert(
+            stray,
+            Obj::Prog {
+                name: name.to_owned(),
+                refs: Vec::new(),
+            },
+        );
+        w.pins.insert(format!("other/{name}"), stray);
+        if let Some(first) = w.cgroup_progs.get_mut(&key).and_then(|v| v.first_mut()) {
+            *first = stray;
+        }
+        w.collect();
+    }
+
+    /// Detaches every program the cgroup hook `point` holds without a link, as
+    /// another process would; how many there were.
+    pub fn detach_attached(&self, point: &AttachPoint) -> usize {
+        let mut w = self.lock();
+        let n = w
+            .cgroup_progs
+            .remove(&point.to_string())
+            .map_or(0, |v| v.len());
+        w.collect();
+        n
     }
 
     /// The name of a map object.
@@ -343,6 +431,7 @@ impl FakeWorld {
                     Obj::Link { prog: Some(p), .. } => Some(*p),
                     _ => None,
                 })
+                .chain(w.cgroup_progs.values().flatten().copied())
                 .filter_map(|p| match w.objects.get(&p) {
                     Some(Obj::Prog { name, refs }) => Some(Running {
                         program: p,
@@ -655,11 +744,107 @@ impl Kernel for FakeKernel {
         self.world.tick();
         let mut w = self.lock();
         w.held(self.pid, link)?;
+        // As the kernel: tracing and raw tracepoint links have no detach.
+        let tracing = [
+            AttachPoint::Tracing.to_string(),
+            "raw tracepoint ".to_owned(),
+        ];
+        if let Some(Obj::Link { point, .. }) = w.objects.get(&link)
+            && tracing.iter().any(|t| point.starts_with(t.as_str()))
+        {
+            return Err(KernelError::Unsupported {
+                what: format!("detach {link} at {point}"),
+            });
+        }
         if let Some(Obj::Link { prog, .. }) = w.objects.get_mut(&link) {
             *prog = None;
         }
         w.collect();
         Ok(())
+    }
+
+    fn cgroup_links(&mut self, point: &AttachPoint) -> bool {
+        matches!(point, AttachPoint::Cgroup { .. }) && !self.lock().no_cgroup_links
+    }
+
+    fn prog_attach(&mut self, program: ObjRef, point: &AttachPoint) -> Result<u64, KernelError> {
+        self.world.tick();
+        let (path, key) = cgroup_hook(point)?;
+        let mut w = self.lock();
+        w.held(self.pid, program)?;
+        if w.refuse_attach {
+            return Err(KernelError::failed(
+                format!("attach at {point}"),
+                std::io::Error::from_raw_os_error(libc::EINVAL),
+            ));
+        }
+        let progs = w.cgroup_progs.entry(key).or_default();
+        if progs.contains(&program) {
+            // The kernel refuses a program twice at one hook.
+            return Err(KernelError::failed(
+                format!("attach {program} at {point}"),
+                std::io::Error::from_raw_os_error(libc::EINVAL),
+            ));
+        }
+        progs.push(program);
+        Ok(w.cgroup_id(path))
+    }
+
+    fn prog_replace(
+        &mut self,
+        point: &AttachPoint,
+        new: ObjRef,
+        expected: ObjRef,
+    ) -> Result<(), KernelError> {
+        self.world.tick();
+        let (_, key) = cgroup_hook(point)?;
+        let mut w = self.lock();
+        w.held(self.pid, new)?;
+        let progs = w.cgroup_progs.entry(key).or_default();
+        if progs.contains(&new) {
+            return Err(KernelError::failed(
+                format!("replace {expected} by {new} at {point}"),
+                std::io::Error::from_raw_os_error(libc::EINVAL),
+            ));
+        }
+        let Some(slot) = progs.iter_mut().find(|p| **p == expected) else {
+            return Err(KernelError::Mismatch {
+                what: point.to_string(),
+                expected: expected.id,
+                actual: None,
+            });
+        };
+        *slot = new;
+        w.collect();
+        Ok(())
+    }
+
+    fn prog_detach(&mut self, point: &AttachPoint, program: ObjRef) -> Result<bool, KernelError> {
+        self.world.tick();
+        let (_, key) = cgroup_hook(point)?;
+        let mut w = self.lock();
+        let Some(progs) = w.cgroup_progs.get_mut(&key) else {
+            return Ok(false);
+        };
+        let before = progs.len();
+        progs.retain(|p| *p != program);
+        let had = progs.len() != before;
+        w.collect();
+        Ok(had)
+    }
+
+    fn prog_query(&mut self, point: &AttachPoint) -> Result<(u64, Vec<u32>), KernelError> {
+        self.world.tick();
+        let (path, key) = cgroup_hook(point)?;
+        let mut w = self.lock();
+        let ids = w
+            .cgroup_progs
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .map(|p| p.id)
+            .collect();
+        Ok((w.cgroup_id(path), ids))
     }
 
     fn synchronize(&mut self) -> Result<(), KernelError> {

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::files::StateLock;
 use crate::kernel::{Kernel, KernelError, ObjRef};
 use crate::migrate::MapAccess;
-use crate::options::AttachPoint;
+use crate::options::{AttachPoint, Hold};
 use crate::real::RealKernel;
 use crate::state::{Direction, Journal, Phase, State, StateDir};
 use crate::step::Step;
@@ -73,11 +73,17 @@ pub struct LinkStatus {
     pub program: String,
     /// Where it attaches.
     pub point: AttachPoint,
-    /// Its link's pin.
+    /// Its link's pin (empty when it is held without a link).
     pub pin: String,
-    /// The link id the state records.
+    /// The link id the state records; for an attachment held without a link, the
+    /// id of the program recorded.
     pub id: u32,
-    /// What it does now.
+    /// How it is held.
+    #[serde(default)]
+    pub hold: Hold,
+    /// What it does now (held without a link: [`LinkState::Live`] while
+    /// `BPF_PROG_QUERY` lists the recorded program at the hook,
+    /// [`LinkState::Detached`] when it does not).
     pub state: LinkState,
 }
 
@@ -280,7 +286,27 @@ impl<K: Kernel> Inspector<K> {
                     point: l.attachment.point.clone(),
                     pin: l.pin.clone(),
                     id: l.id,
+                    hold: Hold::Link,
                     state,
+                });
+            }
+            for (name, r) in &s.attached {
+                let (_, ids) = self
+                    .kernel
+                    .prog_query(&r.attachment.point)
+                    .map_err(kerr(format!("query attachment {name}")))?;
+                status.links.push(LinkStatus {
+                    name: name.clone(),
+                    program: r.attachment.program.clone(),
+                    point: r.attachment.point.clone(),
+                    pin: String::new(),
+                    id: r.prog,
+                    hold: Hold::ProgAttach,
+                    state: if ids.contains(&r.prog) {
+                        LinkState::Live
+                    } else {
+                        LinkState::Detached
+                    },
                 });
             }
         }

@@ -166,6 +166,13 @@ pub enum KernelError {
         /// What was looked for.
         what: String,
     },
+    /// The kernel has no such operation for this object (`BPF_LINK_DETACH` of a
+    /// tracing or raw tracepoint link).
+    #[error("{what}: the kernel cannot do this for it")]
+    Unsupported {
+        /// What was being done.
+        what: String,
+    },
     /// Any other refusal, with its cause.
     #[error("{op}: {source}")]
     Failed {
@@ -273,8 +280,50 @@ pub trait Kernel {
     /// Detaches the program of a held link (the link stays, defunct).
     ///
     /// # Errors
-    /// The kernel refuses.
+    /// [`KernelError::Unsupported`] for link types the kernel cannot detach (tracing,
+    /// raw tracepoint: such a link runs until it is freed); any other refusal.
     fn detach(&mut self, link: ObjRef) -> Result<(), KernelError>;
+
+    /// Whether the kernel has cgroup links at the cgroup hook `point` (probed once per
+    /// attach type with a link on a throwaway cgroup made under `point`'s cgroup).
+    fn cgroup_links(&mut self, point: &AttachPoint) -> bool;
+
+    /// Attaches a held program to the cgroup hook `point` without a link
+    /// (`BPF_PROG_ATTACH` with `BPF_F_ALLOW_MULTI`): the cgroup holds it until it is
+    /// detached. Returns the cgroup's id.
+    ///
+    /// # Errors
+    /// The kernel refuses (the program is attached there already, or does not fit
+    /// the hook).
+    fn prog_attach(&mut self, program: ObjRef, point: &AttachPoint) -> Result<u64, KernelError>;
+
+    /// Puts the held program `new` in the place of `expected` at the cgroup hook
+    /// `point` (`BPF_PROG_ATTACH` with `BPF_F_ALLOW_MULTI | BPF_F_REPLACE`).
+    ///
+    /// # Errors
+    /// [`KernelError::Mismatch`] when `expected` is not attached there (nothing
+    /// changes then).
+    fn prog_replace(
+        &mut self,
+        point: &AttachPoint,
+        new: ObjRef,
+        expected: ObjRef,
+    ) -> Result<(), KernelError>;
+
+    /// Detaches `program` from the cgroup hook `point` (`BPF_PROG_DETACH`); `false`
+    /// when it was not attached there (or the cgroup no longer exists).
+    ///
+    /// # Errors
+    /// The kernel refuses.
+    fn prog_detach(&mut self, point: &AttachPoint, program: ObjRef) -> Result<bool, KernelError>;
+
+    /// The cgroup's id and the ids of the programs attached to the cgroup hook
+    /// `point` itself, in the order they run (`BPF_PROG_QUERY`); none, and id 0, when
+    /// the cgroup no longer exists.
+    ///
+    /// # Errors
+    /// The cgroup cannot be opened or queried.
+    fn prog_query(&mut self, point: &AttachPoint) -> Result<(u64, Vec<u32>), KernelError>;
 
     /// Returns once no program that was replaced before the call can still be running
     /// (an update of a map-in-map waits for running programs, as the kernel's
@@ -305,8 +354,9 @@ pub trait Kernel {
 
     /// A patcher applying the reconcile's patches to the held map `map` in the kernel
     /// (atomic adds for `sum` fields), marking each key done in the held map `marks`
-    /// in the same step; `None` when patches are applied from user space
-    /// ([`UserPatcher`](crate::migrate::UserPatcher)), as for values with a spin lock.
+    /// in the same step, under the value's spin lock where it has one; `None` when
+    /// patches are applied from user space
+    /// ([`UserPatcher`](crate::migrate::UserPatcher)), as on the fake kernel.
     ///
     /// # Errors
     /// The patch program cannot be made or loaded.

@@ -46,8 +46,8 @@ pub use inspect::{
 };
 pub use kernel::{Kernel, KernelError, KernelFacts, Kind, LoadedSet, ObjRef, ObjectSource};
 pub use options::{
-    AttachPoint, Attachment, DeltaBounds, InnerMapOption, LayoutOption, Options, ProgramTypeOption,
-    SwitchMethod, TcDirection, identity,
+    AttachPoint, Attachment, CgroupVia, DeltaBounds, Hold, InnerMapOption, LayoutOption, Options,
+    ProgramTypeOption, SwitchMethod, TcDirection, identity,
 };
 pub use plan::{
     AttachAction, AttachPlan, LiveState, MapAction, MapPlan, Plan, ProgramAction, ProgramPlan,
@@ -56,7 +56,8 @@ pub use plan::{
 pub use progress::{CopyProgress, ProgressFn};
 pub use real::RealKernel;
 pub use state::{
-    Direction, Journal, LinkRecord, MapCounts, ObjectRecord, Phase, Pinned, Staged, State,
+    AttachedRecord, Direction, Journal, LinkRecord, MapCounts, ObjectRecord, Phase, Pinned, Staged,
+    State,
 };
 pub use step::{OTHER_POINTS, ROLLBACK_POINTS, Step, failpoints};
 pub use upstream::MergeRule;

@@ -45,12 +45,17 @@ pub struct InnerMapOption {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum AttachPoint {
-    /// A cgroup hook, through a cgroup link.
+    /// A cgroup hook, through a cgroup link or held by `BPF_PROG_ATTACH`, as `via`
+    /// says.
     Cgroup {
         /// The cgroup directory (cgroup v2).
         path: PathBuf,
         /// The attach type's uapi name (`cgroup_inet4_connect`).
         attach_type: String,
+        /// How the program is held at the hook (left out of the options' JSON, and
+        /// so of the identity, when it is the default, [`CgroupVia::Auto`]).
+        #[serde(default, skip_serializing_if = "CgroupVia::is_auto")]
+        via: CgroupVia,
     },
     /// XDP on a network device, through an XDP link.
     Xdp {
@@ -65,9 +70,77 @@ pub enum AttachPoint {
         /// Ingress or egress.
         direction: TcDirection,
     },
-    /// A tracing program (`fentry`, `fexit`, `fmod_ret`, `lsm`) at the target its
-    /// section names, through a tracing link, which has no program update.
+    /// A tracing program (`fentry`, `fexit`, `fmod_ret`, `tp_btf`, `lsm`) at the
+    /// target its section names, through a tracing link, which has no program update
+    /// (and no detach: it is detached by dropping the link).
     Tracing,
+    /// A raw tracepoint program (`raw_tp`) at a tracepoint, through a raw tracepoint
+    /// link, which has no program update (and no detach).
+    RawTracepoint {
+        /// The tracepoint's name (`sys_enter`).
+        tracepoint: String,
+    },
+}
+
+/// How a cgroup attachment is held, as the options ask.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum CgroupVia {
+    /// A cgroup link (`BPF_LINK_CREATE`), pinned.
+    Link,
+    /// `BPF_PROG_ATTACH` with `BPF_F_ALLOW_MULTI`: no link; the cgroup holds the
+    /// program, and the engine's state records it.
+    ProgAttach,
+    /// A link where the kernel has cgroup links for the hook (probed with a link on
+    /// a throwaway cgroup), else `BPF_PROG_ATTACH`.
+    #[default]
+    Auto,
+}
+
+impl CgroupVia {
+    /// Whether it is [`CgroupVia::Auto`].
+    #[must_use]
+    pub fn is_auto(&self) -> bool {
+        *self == CgroupVia::Auto
+    }
+}
+
+impl std::str::FromStr for CgroupVia {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "link" => Ok(CgroupVia::Link),
+            "prog-attach" => Ok(CgroupVia::ProgAttach),
+            "auto" => Ok(CgroupVia::Auto),
+            _ => Err(format!(
+                "{s:?} is not a way to hold a cgroup attachment: link, prog-attach or auto"
+            )),
+        }
+    }
+}
+
+/// How an attachment is held in the kernel, once [`CgroupVia::Auto`] is decided.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hold {
+    /// By a link, pinned under `links/`.
+    #[default]
+    Link,
+    /// By the cgroup itself (`BPF_PROG_ATTACH`); recorded in the state, verified
+    /// with `BPF_PROG_QUERY`.
+    ProgAttach,
+}
+
+impl fmt::Display for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Hold::Link => "link",
+            Hold::ProgAttach => "prog attach",
+        })
+    }
 }
 
 /// The direction of a tc hook.
@@ -98,31 +171,72 @@ pub enum SwitchMethod {
     /// `BPF_LINK_UPDATE` with `BPF_F_REPLACE` and the old program: atomic, and it
     /// fails without effect if the link runs another program.
     LinkUpdate,
+    /// `BPF_PROG_ATTACH` with `BPF_F_ALLOW_MULTI | BPF_F_REPLACE` and the old program
+    /// as `replace_bpf_fd`: the new program takes the old one's place in the
+    /// cgroup's list atomically, and the kernel refuses without effect if the old
+    /// program is not attached there.
+    ProgAttachReplace,
     /// The link type has no update: a link of the new program is created first, then
-    /// the old link is detached, so both run for a moment and the hook is never empty.
+    /// the old link is detached (or, for link types the kernel cannot detach, unpinned
+    /// and closed, which frees it), so both run for a moment and the hook is never
+    /// empty.
     AttachThenDetach,
 }
 
 impl fmt::Display for SwitchMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            SwitchMethod::LinkUpdate => "link update with compare-and-swap (BPF_F_REPLACE)",
-            SwitchMethod::AttachThenDetach => {
-                "no compare-and-swap for this link type: attach new, then detach old"
-            }
+            SwitchMethod::LinkUpdate => "link update (compare-and-swap)",
+            SwitchMethod::ProgAttachReplace => "prog attach replace (compare-and-swap)",
+            SwitchMethod::AttachThenDetach => "attach new, then detach old",
         })
     }
 }
 
 impl AttachPoint {
-    /// How an upgrade switches an attachment here.
+    /// How an upgrade switches an attachment here, held as `hold` says.
     #[must_use]
-    pub fn switch_method(&self) -> SwitchMethod {
-        match self {
-            AttachPoint::Cgroup { .. } | AttachPoint::Xdp { .. } | AttachPoint::Tcx { .. } => {
+    pub fn switch_method(&self, hold: Hold) -> SwitchMethod {
+        match (self, hold) {
+            (AttachPoint::Cgroup { .. }, Hold::ProgAttach) => SwitchMethod::ProgAttachReplace,
+            (AttachPoint::Cgroup { .. } | AttachPoint::Xdp { .. } | AttachPoint::Tcx { .. }, _) => {
                 SwitchMethod::LinkUpdate
             }
-            AttachPoint::Tracing => SwitchMethod::AttachThenDetach,
+            (AttachPoint::Tracing | AttachPoint::RawTracepoint { .. }, _) => {
+                SwitchMethod::AttachThenDetach
+            }
+        }
+    }
+
+    /// Whether `other` is the same hook, however it is held.
+    #[must_use]
+    pub fn same_hook(&self, other: &AttachPoint) -> bool {
+        match (self, other) {
+            (
+                AttachPoint::Cgroup {
+                    path, attach_type, ..
+                },
+                AttachPoint::Cgroup {
+                    path: p,
+                    attach_type: t,
+                    ..
+                },
+            ) => path == p && attach_type == t,
+            _ => self == other,
+        }
+    }
+
+    /// The way the options ask the attachment to be held: `None` when the kernel
+    /// decides (a cgroup hook with [`CgroupVia::Auto`]).
+    #[must_use]
+    pub fn asked_hold(&self) -> Option<Hold> {
+        match self {
+            AttachPoint::Cgroup { via, .. } => match via {
+                CgroupVia::Link => Some(Hold::Link),
+                CgroupVia::ProgAttach => Some(Hold::ProgAttach),
+                CgroupVia::Auto => None,
+            },
+            _ => Some(Hold::Link),
         }
     }
 }
@@ -130,7 +244,9 @@ impl AttachPoint {
 impl fmt::Display for AttachPoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AttachPoint::Cgroup { path, attach_type } => {
+            AttachPoint::Cgroup {
+                path, attach_type, ..
+            } => {
                 write!(f, "cgroup {} ({attach_type})", path.display())
             }
             AttachPoint::Xdp { iface } => write!(f, "xdp on {iface}"),
@@ -142,6 +258,9 @@ impl fmt::Display for AttachPoint {
                 write!(f, "tcx {d} on {iface}")
             }
             AttachPoint::Tracing => f.write_str("tracing target of the program's section"),
+            AttachPoint::RawTracepoint { tracepoint } => {
+                write!(f, "raw tracepoint {tracepoint}")
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::carry::{self, Carry};
 use crate::error::Error;
 use crate::files::sha256_hex;
 use crate::kernel::{KernelFacts, ObjectSource};
-use crate::options::{AttachPoint, Options, SwitchMethod, identity};
+use crate::options::{AttachPoint, Hold, Options, SwitchMethod, identity};
 use crate::state::{ObjectRecord, State};
 use crate::upstream::{
     ConversionPlan, FieldMapping, KernelEnv, MapModel, Side, Verdict, diff_maps, object_model_with,
@@ -149,8 +149,11 @@ pub struct AttachPlan {
     pub program: String,
     /// Where.
     pub point: AttachPoint,
-    /// Where its link is pinned.
+    /// Where its link is pinned (empty for an attachment without a link).
     pub pin: String,
+    /// How it is held: by a pinned link, or by the cgroup (`BPF_PROG_ATTACH`).
+    #[serde(default)]
+    pub hold: Hold,
     /// What happens.
     pub action: AttachAction,
 }
@@ -163,6 +166,10 @@ pub struct LiveState {
     pub pins: BTreeMap<String, u32>,
     /// Link pin path to the id of the program it runs (0: detached).
     pub links: BTreeMap<String, u32>,
+    /// Attachments held by their cgroup without a link, by name: the recorded
+    /// program's id while `BPF_PROG_QUERY` lists it at the hook (0: not attached).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attached: BTreeMap<String, u32>,
 }
 
 /// What an install, restart or upgrade does.
@@ -362,6 +369,9 @@ pub(crate) struct PlanInput<'a> {
     pub(crate) stale: Option<String>,
     pub(crate) live: LiveState,
     pub(crate) facts: KernelFacts,
+    /// How each attachment of the options is held, by name, with
+    /// [`CgroupVia::Auto`](crate::CgroupVia::Auto) decided by the kernel's probe.
+    pub(crate) holds: BTreeMap<String, Hold>,
 }
 
 /// Computes the plan of loading `objects` with `options` over `state`.
@@ -373,6 +383,7 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
         stale,
         live,
         facts,
+        holds,
     } = input;
     let set = set_model(objects, options)?;
     check_options(&set, options)?;
@@ -487,21 +498,59 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
     }
     let mut attachments = Vec::new();
     for a in &options.attachments {
-        let old = state.and_then(|s| s.links.get(&a.name));
-        let action = match old {
-            _ if restart => AttachAction::Verify,
-            Some(old) if old.attachment.point == a.point => {
-                AttachAction::Switch(a.point.switch_method())
+        // What the installed state has under this name: where, and how it is held.
+        let old = state.and_then(|s| {
+            s.links
+                .get(&a.name)
+                .map(|l| (&l.attachment, Hold::Link))
+                .or_else(|| {
+                    s.attached
+                        .get(&a.name)
+                        .map(|r| (&r.attachment, Hold::ProgAttach))
+                })
+        });
+        let asked = holds
+            .get(&a.name)
+            .copied()
+            .or_else(|| a.point.asked_hold())
+            .unwrap_or_default();
+        let (hold, action) = match old {
+            // A restart keeps every attachment as it is held.
+            Some((_, held)) if restart => (held, AttachAction::Verify),
+            _ if restart => (asked, AttachAction::Verify),
+            Some((old, held)) if old.point.same_hook(&a.point) && held == asked => {
+                (asked, AttachAction::Switch(a.point.switch_method(asked)))
             }
-            // A new place (or a new attachment): a new link; an old one of the same
-            // name at another place is replaced at commit.
-            _ => AttachAction::Attach,
+            // A new place (or a new attachment, or another way to hold it): attached
+            // anew; an old link of the same name is replaced at commit, an old
+            // attachment without a link is detached then.
+            _ => (asked, AttachAction::Attach),
         };
+        if let Some((old, held)) = old
+            && action == AttachAction::Attach
+            && (held == Hold::ProgAttach || hold != held)
+        {
+            attachments.push(AttachPlan {
+                name: a.name.clone(),
+                program: old.program.clone(),
+                point: old.point.clone(),
+                pin: match held {
+                    Hold::Link => link_pin(&a.name),
+                    Hold::ProgAttach => String::new(),
+                },
+                hold: held,
+                action: AttachAction::Detach,
+            });
+        }
         attachments.push(AttachPlan {
             name: a.name.clone(),
             program: a.program.clone(),
             point: a.point.clone(),
-            pin: link_pin(&a.name),
+            pin: match hold {
+                Hold::Link => link_pin(&a.name),
+                Hold::ProgAttach => String::new(),
+            },
+            hold,
             action,
         });
     }
@@ -513,6 +562,19 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
                     program: l.attachment.program.clone(),
                     point: l.attachment.point.clone(),
                     pin: l.pin.clone(),
+                    hold: Hold::Link,
+                    action: AttachAction::Detach,
+                });
+            }
+        }
+        for (name, r) in &s.attached {
+            if !options.attachments.iter().any(|a| &a.name == name) {
+                attachments.push(AttachPlan {
+                    name: name.clone(),
+                    program: r.attachment.program.clone(),
+                    point: r.attachment.point.clone(),
+                    pin: String::new(),
+                    hold: Hold::ProgAttach,
                     action: AttachAction::Detach,
                 });
             }
@@ -707,11 +769,22 @@ impl fmt::Display for Plan {
             writeln!(f, "  none")?;
         }
         for a in &self.attachments {
-            let action = match a.action {
-                AttachAction::Attach => "attach a new link".to_owned(),
-                AttachAction::Switch(m) => format!("switch: {m}"),
-                AttachAction::Verify => "verify it is live, re-attach if not".to_owned(),
-                AttachAction::Detach => "detach and remove".to_owned(),
+            let action = match (a.action, a.hold) {
+                (AttachAction::Attach, Hold::Link) => "attach a new link".to_owned(),
+                (AttachAction::Attach, Hold::ProgAttach) => {
+                    "attach without a link (prog attach, allow multi)".to_owned()
+                }
+                (AttachAction::Switch(m), _) => format!("switch: {m}"),
+                (AttachAction::Verify, Hold::Link) => {
+                    "verify it is live, re-attach if not".to_owned()
+                }
+                (AttachAction::Verify, Hold::ProgAttach) => {
+                    "verify it is attached (prog query), re-attach if not".to_owned()
+                }
+                (AttachAction::Detach, Hold::Link) => "detach and remove".to_owned(),
+                (AttachAction::Detach, Hold::ProgAttach) => {
+                    "detach the recorded program (prog detach)".to_owned()
+                }
             };
             writeln!(
                 f,

@@ -33,6 +33,8 @@ pub struct RealKernel {
     fds: HashMap<ObjRef, OwnedFd>,
     /// The sockmap iterator probe's answer, once asked.
     sockmap_iter: Option<bool>,
+    /// Probed: whether the kernel has cgroup links, by attach type.
+    cgroup_links: HashMap<String, bool>,
 }
 
 fn failed(op: impl Into<String>) -> impl FnOnce(handover_sys::Error) -> KernelError {
@@ -74,6 +76,7 @@ impl RealKernel {
             root,
             fds: HashMap::new(),
             sockmap_iter: None,
+            cgroup_links: HashMap::new(),
         })
     }
 
@@ -198,6 +201,53 @@ fn object_options(options: &Options) -> Result<ObjectOptions, KernelError> {
         .loader_program_types()
         .map_err(|e| KernelError::failed("program types", std::io::Error::other(e)))?;
     Ok(ObjectOptions::new().program_types(types))
+}
+
+/// The cgroup directory and attach type of a cgroup hook; `None` when the cgroup
+/// does not exist (nothing is attached there).
+fn existing_cgroup_hook(
+    point: &AttachPoint,
+) -> Result<Option<(std::fs::File, handover_sys::AttachType)>, KernelError> {
+    match cgroup_hook(point) {
+        Ok(hook) => Ok(Some(hook)),
+        Err(KernelError::Failed { source, .. })
+            if source
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The cgroup directory and attach type of a cgroup hook.
+fn cgroup_hook(
+    point: &AttachPoint,
+) -> Result<(std::fs::File, handover_sys::AttachType), KernelError> {
+    let AttachPoint::Cgroup {
+        path, attach_type, ..
+    } = point
+    else {
+        return Err(KernelError::failed(
+            format!("attach without a link at {point}"),
+            std::io::Error::other("only cgroup hooks hold programs without a link"),
+        ));
+    };
+    let cgroup = std::fs::File::open(path)
+        .map_err(|e| KernelError::failed(format!("open cgroup {}", path.display()), e))?;
+    let attach_type = attach_type
+        .parse()
+        .map_err(|e| KernelError::failed(format!("attach type {attach_type}"), e))?;
+    Ok((cgroup, attach_type))
+}
+
+/// The id of a cgroup: the inode number of its directory.
+fn cgroup_id(cgroup: &std::fs::File, point: &AttachPoint) -> Result<u64, KernelError> {
+    cgroup
+        .metadata()
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .map_err(|e| KernelError::failed(format!("stat the cgroup of {point}"), e))
 }
 
 /// The index of a network device, from sysfs.
@@ -402,7 +452,9 @@ impl Kernel for RealKernel {
 
     fn attach(&mut self, program: ObjRef, point: &AttachPoint) -> Result<ObjRef, KernelError> {
         let link = match point {
-            AttachPoint::Cgroup { path, attach_type } => {
+            AttachPoint::Cgroup {
+                path, attach_type, ..
+            } => {
                 let cgroup = std::fs::File::open(path).map_err(|e| {
                     KernelError::failed(format!("open cgroup {}", path.display()), e)
                 })?;
@@ -440,11 +492,18 @@ impl Kernel for RealKernel {
                     ))
                     .map_err(failed(format!("attach {program} at {point}")))?
             }
-            AttachPoint::Tracing => {
-                return Err(KernelError::failed(
-                    format!("attach {program} at {point}"),
-                    std::io::Error::other("tracing links are not created by this engine yet"),
-                ));
+            AttachPoint::Tracing | AttachPoint::RawTracepoint { .. } => {
+                let name = match point {
+                    AttachPoint::RawTracepoint { tracepoint } => Some(tracepoint.as_str()),
+                    _ => None,
+                };
+                let prog = self
+                    .fd_of(program)?
+                    .try_clone_to_owned()
+                    .map_err(|e| KernelError::failed("dup", e))?;
+                self.bpf
+                    .raw_tracepoint_open(&prog, name)
+                    .map_err(failed(format!("attach {program} at {point}")))?
             }
         };
         self.hold(link)
@@ -513,9 +572,146 @@ impl Kernel for RealKernel {
             .fd_of(link)?
             .try_clone_to_owned()
             .map_err(|e| KernelError::failed("dup", e))?;
+        match self.bpf.link_detach(&fd) {
+            Ok(()) => Ok(()),
+            Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => Err(KernelError::Unsupported {
+                what: format!("detach {link}"),
+            }),
+            Err(e) => Err(KernelError::failed(format!("detach {link}"), e)),
+        }
+    }
+
+    fn cgroup_links(&mut self, point: &AttachPoint) -> bool {
+        let AttachPoint::Cgroup {
+            path, attach_type, ..
+        } = point
+        else {
+            return false;
+        };
+        if let Some(&known) = self.cgroup_links.get(attach_type) {
+            return known;
+        }
+        let Ok(at) = attach_type.parse::<handover_sys::AttachType>() else {
+            return false;
+        };
+        // A throwaway cgroup under the target: the probe's link runs nowhere else,
+        // and closing it detaches it before the cgroup is removed.
+        let probe = path.join(format!("handover-probe-{}", std::process::id()));
+        let present = match std::fs::create_dir(&probe) {
+            Ok(()) => {
+                let works = std::fs::File::open(&probe)
+                    .map(|dir| self.bpf.cgroup_link_works(&dir, at))
+                    .unwrap_or(false);
+                let _ = std::fs::remove_dir(&probe);
+                works
+            }
+            Err(e) => {
+                tracing::warn!(
+                    cgroup = %path.display(),
+                    error = %e,
+                    "no throwaway cgroup for the cgroup link probe: attaching without a link"
+                );
+                false
+            }
+        };
+        self.cgroup_links.insert(attach_type.clone(), present);
+        present
+    }
+
+    fn prog_attach(&mut self, program: ObjRef, point: &AttachPoint) -> Result<u64, KernelError> {
+        let (cgroup, attach_type) = cgroup_hook(point)?;
+        let prog = self
+            .fd_of(program)?
+            .try_clone_to_owned()
+            .map_err(|e| KernelError::failed("dup", e))?;
         self.bpf
-            .link_detach(&fd)
-            .map_err(failed(format!("detach {link}")))
+            .prog_attach(
+                AttachTarget::Fd(cgroup.as_fd()),
+                &prog,
+                attach_type,
+                handover_sys::ALLOW_MULTI,
+                None,
+            )
+            .map_err(failed(format!("attach {program} at {point}")))?;
+        cgroup_id(&cgroup, point)
+    }
+
+    fn prog_replace(
+        &mut self,
+        point: &AttachPoint,
+        new: ObjRef,
+        expected: ObjRef,
+    ) -> Result<(), KernelError> {
+        let (cgroup, attach_type) = cgroup_hook(point)?;
+        let mismatch = || KernelError::Mismatch {
+            what: point.to_string(),
+            expected: expected.id,
+            actual: None,
+        };
+        let new_fd = self
+            .fd_of(new)?
+            .try_clone_to_owned()
+            .map_err(|e| KernelError::failed("dup", e))?;
+        // The expected program is gone: it cannot be attached.
+        let Ok(old_fd) = self.fd_of(expected).and_then(|fd| {
+            fd.try_clone_to_owned()
+                .map_err(|e| KernelError::failed("dup", e))
+        }) else {
+            return Err(mismatch());
+        };
+        match self.bpf.prog_attach(
+            AttachTarget::Fd(cgroup.as_fd()),
+            &new_fd,
+            attach_type,
+            handover_sys::ALLOW_MULTI,
+            Some(old_fd.as_fd()),
+        ) {
+            Ok(()) => Ok(()),
+            // BPF_F_REPLACE of a program not in the cgroup's list.
+            Err(e) if e.errno() == Some(libc::ENOENT) => Err(mismatch()),
+            Err(e) => Err(KernelError::failed(
+                format!("replace {expected} by {new} at {point}"),
+                e,
+            )),
+        }
+    }
+
+    fn prog_detach(&mut self, point: &AttachPoint, program: ObjRef) -> Result<bool, KernelError> {
+        let Some((cgroup, attach_type)) = existing_cgroup_hook(point)? else {
+            return Ok(false);
+        };
+        let fd = match self
+            .bpf
+            .fd_by_id(ObjectKind::Program, program.id, OpenFlags::READ_ONLY)
+        {
+            Ok(fd) => fd,
+            // A program that no longer exists is attached nowhere.
+            Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(false),
+            Err(e) => return Err(KernelError::failed(format!("open {program} by id"), e)),
+        };
+        match self.bpf.prog_detach(
+            AttachTarget::Fd(cgroup.as_fd()),
+            Some(fd.as_fd()),
+            attach_type,
+        ) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(KernelError::failed(
+                format!("detach {program} from {point}"),
+                e,
+            )),
+        }
+    }
+
+    fn prog_query(&mut self, point: &AttachPoint) -> Result<(u64, Vec<u32>), KernelError> {
+        let Some((cgroup, attach_type)) = existing_cgroup_hook(point)? else {
+            return Ok((0, Vec::new()));
+        };
+        let q = self
+            .bpf
+            .prog_query(AttachTarget::Fd(cgroup.as_fd()), attach_type, 0)
+            .map_err(failed(format!("query {point}")))?;
+        Ok((cgroup_id(&cgroup, point)?, q.prog_ids))
     }
 
     fn synchronize(&mut self) -> Result<(), KernelError> {

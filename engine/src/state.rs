@@ -48,6 +48,21 @@ pub struct LinkRecord {
     pub prog: u32,
 }
 
+/// An attachment of the installed set held by its cgroup without a link
+/// (`BPF_PROG_ATTACH`): where, and the program the engine attached there. Nothing is
+/// pinned for it; a restart asks the kernel (`BPF_PROG_QUERY`) whether the program is
+/// still attached, and uninstall detaches exactly this program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedRecord {
+    /// What was attached where (the cgroup path and the attach type).
+    pub attachment: Attachment,
+    /// The id of the cgroup when the program was attached (its directory's inode
+    /// number): a cgroup removed and made again under the same path has another.
+    pub cgroup_id: u64,
+    /// Id of the program attached.
+    pub prog: u32,
+}
+
 /// The installed set, as of the last commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -65,6 +80,9 @@ pub struct State {
     pub programs: BTreeMap<String, Pinned>,
     /// Attachments by name.
     pub links: BTreeMap<String, LinkRecord>,
+    /// Attachments held by their cgroup without a link, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attached: BTreeMap<String, AttachedRecord>,
     /// BTF objects loaded with the set (held by its maps and programs).
     pub btf: Vec<u32>,
 }
@@ -148,6 +166,10 @@ pub struct MapCounts {
     /// programs may have emptied; and sockets the old programs removed stay.
     #[serde(default)]
     pub sockets_unsure: u64,
+    /// Patches and deletes the reconcile merged again because the new programs wrote
+    /// the entry between its read and the change (their write kept).
+    #[serde(default)]
+    pub rewritten: u64,
 }
 
 /// The write-ahead journal of one upgrade.
@@ -164,6 +186,10 @@ pub struct Journal {
     /// Links created by this upgrade (fresh attachments and attach-then-detach
     /// switches), by attachment name.
     pub new_links: BTreeMap<String, ObjRef>,
+    /// Cgroup ids of the attachments this upgrade made or switched without a link,
+    /// by attachment name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attached: BTreeMap<String, u64>,
     /// Steps, in order, with their phase.
     pub steps: Vec<(Step, Phase)>,
     /// Which way it goes.

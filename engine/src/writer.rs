@@ -275,6 +275,8 @@ impl Migration {
                     let mut conflicts = crate::migrate::Conflicts::default();
                     let patch =
                         merge_value(&self.fields, cpus, &base, &now, &value, &mut conflicts);
+                    // A patch the new programs overtook (Outcome::Changed) leaves
+                    // their write: it is newer than both.
                     if !patch.is_empty() {
                         patcher.apply(&key, &patch).map_err(data_err(map))?;
                     }

@@ -13,6 +13,13 @@
 //! even when a reconcile killed in its middle runs again), and every deleted key must
 //! be gone.
 //!
+//! The whole matrix runs three times: with the program attached at the cgroup hook
+//! through a pinned link (switched by a link update), held by the cgroup without a
+//! link (`BPF_PROG_ATTACH`, switched by a prog attach replace, recorded in the
+//! state), and at a hook whose links have neither update nor detach (a raw
+//! tracepoint: the new program attached, then the old link unpinned and dropped, so
+//! both versions run for a while).
+//!
 //! The failpoints come from `failpoints()`, derived from the step list, so a new step
 //! is covered here without a change to this file. One test in this binary: the
 //! failpoint registry is global to the process.
@@ -24,12 +31,32 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::{StateDir, backend_v1, backend_v2, fill, objects, options};
+use common::{StateDir, backend_v1, backend_v2, fill, objects, options_via};
 use handover_engine::migrate::FakeEntries;
 use handover_engine::{
-    ApplyOptions, Direction, Engine, Error, FakeKernel, FakeWorld, Kind, LockWait, Running,
-    failpoints, identity,
+    ApplyOptions, AttachPoint, CgroupVia, Direction, Engine, Error, FakeKernel, FakeWorld, Kind,
+    LockWait, Options, Running, failpoints, identity,
 };
+
+/// Where the program attaches, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    /// The cgroup hook, held as the options say.
+    Cgroup(CgroupVia),
+    /// A raw tracepoint.
+    RawTracepoint,
+}
+
+impl Hook {
+    fn point(self) -> AttachPoint {
+        match self {
+            Hook::Cgroup(via) => common::cgroup_point_via(Path::new(CGROUP), via),
+            Hook::RawTracepoint => AttachPoint::RawTracepoint {
+                tracepoint: "sys_enter".into(),
+            },
+        }
+    }
+}
 
 const CGROUP: &str = "/fake/cgroup";
 const ENTRIES: u32 = 300;
@@ -58,9 +85,16 @@ struct Setup {
     dir: StateDir,
     conns: FakeEntries,
     model: Arc<Mutex<Model>>,
+    hook: Hook,
 }
 
 impl Setup {
+    fn options(&self) -> Options {
+        let mut o = options_via(Path::new(CGROUP), CgroupVia::Auto);
+        o.attachments[0].point = self.hook.point();
+        o
+    }
+
     fn expected(&self, version: u32) -> Expected {
         let model = self.model.lock().unwrap().clone();
         let backends = model
@@ -128,7 +162,7 @@ fn engine(s: &Setup) -> Engine<FakeKernel> {
 fn apply_version(s: &Setup, version: u32) -> Result<handover_engine::Report, Error> {
     let mut e = engine(s);
     let objs = objects(version);
-    let plan = e.plan(&objs, &options(Path::new(CGROUP)))?;
+    let plan = e.plan(&objs, &s.options())?;
     let apply = ApplyOptions {
         batch: Some(BATCH),
         ..ApplyOptions::default()
@@ -151,16 +185,18 @@ impl Setup {
             dir,
             conns: self.conns.clone(),
             model: Arc::new(Mutex::new(self.model.lock().unwrap().clone())),
+            hook: self.hook,
         }
     }
 }
 
-fn installed() -> Setup {
+fn installed(hook: Hook) -> Setup {
     let mut s = Setup {
         world: FakeWorld::new(),
         dir: StateDir::new("crash"),
         conns: FakeEntries::new(),
         model: Arc::default(),
+        hook,
     };
     apply_version(&s, 1).unwrap();
     let (v1, _) = fill(&s.world, ENTRIES);
@@ -195,12 +231,12 @@ fn check(s: &Setup, context: &str) -> u32 {
     assert!(e.journal().unwrap().is_none(), "{context}: journal left");
     let state = e.state().unwrap().expect("a state");
     drop(e);
-    let version = if state.identity == identity(&objects(2), &options(Path::new(CGROUP))) {
+    let version = if state.identity == identity(&objects(2), &s.options()) {
         2
     } else {
         assert_eq!(
             state.identity,
-            identity(&objects(1), &options(Path::new(CGROUP))),
+            identity(&objects(1), &s.options()),
             "{context}"
         );
         1
@@ -245,12 +281,32 @@ fn check(s: &Setup, context: &str) -> u32 {
         );
     }
     assert_eq!(
-        s.world.attached(&common::cgroup_point(Path::new(CGROUP))),
+        s.world.attached(&s.hook.point()),
         ["count_connect"],
         "{context}: one live attachment"
     );
-    let link = state.links.get("connect").unwrap();
-    assert_eq!(link.prog, state.programs["count_connect"].id, "{context}");
+    let point = s.hook.point();
+    let links = if s.hook == Hook::Cgroup(CgroupVia::ProgAttach) {
+        assert!(state.links.is_empty(), "{context}: {:?}", state.links);
+        let held = &state.attached["connect"];
+        assert_eq!(held.prog, state.programs["count_connect"].id, "{context}");
+        assert_eq!(
+            s.world
+                .prog_attached(&point)
+                .iter()
+                .map(|p| p.id)
+                .collect::<Vec<_>>(),
+            [held.prog],
+            "{context}: exactly the recorded program held by the cgroup"
+        );
+        0
+    } else {
+        assert!(state.attached.is_empty(), "{context}");
+        let link = state.links.get("connect").unwrap();
+        assert_eq!(link.prog, state.programs["count_connect"].id, "{context}");
+        assert!(s.world.prog_attached(&point).is_empty(), "{context}");
+        1
+    };
     // Nothing leaked: every object is reachable from a pin of the set.
     assert_eq!(
         s.world.count(Kind::Map),
@@ -262,7 +318,7 @@ fn check(s: &Setup, context: &str) -> u32 {
         state.programs.len(),
         "{context}: programs"
     );
-    assert_eq!(s.world.count(Kind::Link), 1, "{context}: links");
+    assert_eq!(s.world.count(Kind::Link), links, "{context}: links");
     version
 }
 
@@ -273,13 +329,23 @@ fn recover(s: &Setup) -> Result<Option<handover_engine::Recovered>, Error> {
 #[test]
 fn every_crash_of_an_upgrade_and_of_its_recovery_ends_in_one_consistent_set() {
     let _scenario = fail::FailScenario::setup();
+    for hook in [
+        Hook::Cgroup(CgroupVia::Link),
+        Hook::Cgroup(CgroupVia::ProgAttach),
+        Hook::RawTracepoint,
+    ] {
+        crash_matrix(hook);
+    }
+}
+
+fn crash_matrix(hook: Hook) {
     let points = failpoints();
     let mut upgrade_crashes = 0;
     let mut recovery_crashes = 0;
     let mut outcomes = BTreeMap::<u32, usize>::new();
     for point in &points {
         for n in 0.. {
-            let s = installed();
+            let s = installed(hook);
             let r = with_crash(point, n, || apply_version(&s, 2));
             if !crashed(&r) {
                 assert_eq!(check(&s, &format!("{point} #{n} not reached")), 2);
@@ -327,7 +393,7 @@ fn every_crash_of_an_upgrade_and_of_its_recovery_ends_in_one_consistent_set() {
         }
     }
     eprintln!(
-        "{} failpoints; {upgrade_crashes} upgrade crashes x recovery crashes: {recovery_crashes}; \
+        "{hook:?}: {} failpoints; {upgrade_crashes} upgrade crashes x recovery crashes: {recovery_crashes}; \
          outcomes by version: {outcomes:?}",
         points.len()
     );

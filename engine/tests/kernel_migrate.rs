@@ -3,7 +3,8 @@
 //! with `sum` applied by the in-kernel patch program while another program keeps
 //! adding to the same counter, and a reconcile interrupted between two batches and run
 //! again, which adds no `sum` twice (the patch program marks each key done in the
-//! same run). Each test has its own bpffs mount and state directory;
+//! same run), and the patch and delete programs refusing to change an entry the new
+//! programs rewrote after the reconcile read it. Each test has its own bpffs mount and state directory;
 //! the maps live only as long as their descriptors.
 #![allow(clippy::indexing_slicing, reason = "tests index fixed buffers")]
 #![allow(clippy::cast_possible_truncation, reason = "test values are small")]
@@ -20,11 +21,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use common::u32_;
 use handover_engine::migrate::{
     Conversion, CopyOptions, KernelPatcher, MARK_VALUE_SIZE, MapAccess, MergeRule, MigrateError,
-    Patch, Patcher, ReconcileOptions, ValueFields, copy_map, delta_pass, reconcile,
+    Outcome, Patch, Patcher, ReconcileOptions, ValueFields, copy_map, delta_pass, merge_value,
+    reconcile,
 };
 use handover_plan::{Side, map_layout};
 use handover_sys::{Bpf, Map, MapCreate, MapEntries, MapType, UpdateFlags};
-use values::{new_fields, new_layout, old_layout, old_value};
+use values::{new_fields, new_layout, new_value, old_layout, old_value};
 
 const N: u32 = 100_000;
 
@@ -238,7 +240,7 @@ fn the_reconcile_sums_exactly_while_a_program_keeps_adding() {
             let mut round = 0;
             while !stop.load(Ordering::Relaxed) || round < 3 {
                 for i in 0..99u32 {
-                    if adder.apply(&i.to_ne_bytes(), &one).unwrap() {
+                    if adder.apply(&i.to_ne_bytes(), &one).unwrap() == Outcome::Applied {
                         adds[i as usize] += 1;
                     }
                 }
@@ -368,4 +370,64 @@ fn a_reconcile_interrupted_between_batches_and_run_again_adds_each_sum_once() {
         );
         assert_eq!(new_fields(&v).1, 3, "created key {i} added once");
     }
+}
+
+/// A patch or a delete decided from a read of the new map changes nothing once the
+/// new programs wrote the entry since: the in-kernel programs compare first.
+#[test]
+fn the_patch_and_delete_programs_leave_an_entry_the_new_programs_rewrote() {
+    if !testenv::privileged("the_patch_and_delete_programs_leave_an_entry_the_new_programs_rewrote")
+    {
+        return;
+    }
+    let _bpffs = testenv::Bpffs::mount();
+    let bpf = Bpf::kernel();
+    let new = create(&bpf, MapType::Hash, 24, 16, "mig_cas");
+    let rules: BTreeMap<String, MergeRule> = [("hits".to_owned(), MergeRule::Sum)].into();
+    let fields = ValueFields::new("m", &new_layout(), 24, &rules).unwrap();
+    let patcher = KernelPatcher::new(&bpf, &new, "m", &fields, None).unwrap();
+    let read = new_value(10, 5, 1, 0);
+    let old = new_value(20, 9, 2, 3);
+    let theirs = new_value(30, 6, 7, 8);
+    // Old changed every field since the base, which new still holds: write them all,
+    // add the hits delta.
+    let mut conflicts = handover_engine::migrate::Conflicts::default();
+    let patch = merge_value(&fields, 1, &read, &old, &read, &mut conflicts);
+    assert_eq!(patch.writes.len(), 3, "{patch:?}");
+    let (k1, k2, k3) = (1u32.to_ne_bytes(), 2u32.to_ne_bytes(), 3u32.to_ne_bytes());
+    new.update(&k1, &read, UpdateFlags::ANY).unwrap();
+    // Entry 2 was read as `read`, then rewritten by a new program.
+    new.update(&k2, &theirs, UpdateFlags::ANY).unwrap();
+    assert_eq!(patcher.apply(&k1, &patch).unwrap(), Outcome::Applied);
+    assert_eq!(patcher.apply(&k2, &patch).unwrap(), Outcome::Changed);
+    assert_eq!(patcher.apply(&k3, &patch).unwrap(), Outcome::Missing);
+    let mut v = vec![0u8; 24];
+    assert!(new.lookup(&k1, &mut v, UpdateFlags::ANY).unwrap());
+    assert_eq!(new_fields(&v), (20, 9, 2, 3));
+    assert!(new.lookup(&k2, &mut v, UpdateFlags::ANY).unwrap());
+    assert_eq!(
+        v, theirs,
+        "a refused patch changed nothing, not even the sum"
+    );
+    // A single changed byte in the last leaf refuses it too.
+    let mut almost = read.clone();
+    almost[23] ^= 1;
+    new.update(&k1, &almost, UpdateFlags::ANY).unwrap();
+    assert_eq!(patcher.apply(&k1, &patch).unwrap(), Outcome::Changed);
+    // Deletes: only of an entry that holds what was read.
+    assert_eq!(
+        patcher.delete_unchanged(&k2, &read).unwrap(),
+        Outcome::Changed
+    );
+    assert!(new.lookup(&k2, &mut v, UpdateFlags::ANY).unwrap());
+    assert_eq!(v, theirs);
+    assert_eq!(
+        patcher.delete_unchanged(&k2, &theirs).unwrap(),
+        Outcome::Applied
+    );
+    assert!(!new.lookup(&k2, &mut v, UpdateFlags::ANY).unwrap());
+    assert_eq!(
+        patcher.delete_unchanged(&k2, &theirs).unwrap(),
+        Outcome::Missing
+    );
 }

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use common::{cstruct, u32_};
 use handover_engine::migrate::{
-    Conflicts, Conversion, CopyOptions, FakeMap, Geometry, MapAccess, MergeBase, MergeRule, Patch,
-    Patcher as _, ReconcileOptions, UserPatcher, ValueFields, base_path, copy_map, delta_pass,
-    merge_value, reconcile,
+    Conflicts, Conversion, CopyOptions, FakeEntries, FakeMap, Geometry, MapAccess, MergeBase,
+    MergeRule, Patch, Patcher as _, ReconcileOptions, UserPatcher, ValueFields, base_path,
+    copy_map, delta_pass, merge_value, reconcile,
 };
 use handover_plan::{Side, map_layout};
 use handover_sys::{MapType, UpdateFlags};
@@ -377,6 +377,80 @@ fn a_tombstone_keeps_an_entry_new_deleted_from_coming_back() {
     assert_eq!((r.added, r.tombstoned, r.ambiguous_adds), (1, 1, 0));
     assert!(!new.entries().contains_key(&key(50)));
     assert!(new.entries().contains_key(&key(51)));
+}
+
+/// Runs `write` on the entries of `map` once, before its `at`-th call from now (the
+/// fake's writer hook runs before every call), and counts whether it ran.
+fn write_before_call(
+    map: &FakeMap,
+    at: u32,
+    write: impl Fn(&mut FakeEntries) + Send + 'static,
+) -> Arc<AtomicU32> {
+    let calls = Arc::new(AtomicU32::new(0));
+    let ran = Arc::new(AtomicU32::new(0));
+    let (c, r) = (calls.clone(), ran.clone());
+    map.set_writer(move |e| {
+        if c.fetch_add(1, Ordering::Relaxed) + 1 == at {
+            write(e);
+            r.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    ran
+}
+
+#[test]
+fn a_write_of_the_new_programs_after_the_reconcile_read_the_entry_is_not_overwritten() {
+    let dir = TempDir::new("migrate-rewrite");
+    let conv = conversion(1, false);
+    let fields =
+        ValueFields::new("m", &new_layout(), 24, &rules(&[("hits", MergeRule::Sum)])).unwrap();
+    let theirs = values::new_value(77, 1, 77, 77);
+    // A patch: old changed `flags` and `hits` of entry 0; a new program writes the
+    // whole entry after the reconcile read it (its first call on the new map) and
+    // before the patcher reads it (the second).
+    let (old, new) = maps(10, MapType::Hash);
+    fill(&old, 1);
+    let (base, _) = copy_map("m", &old, &new, &conv, dir.path(), &CopyOptions::default()).unwrap();
+    old.with_entries(|e| {
+        e.insert(key(0), old_value(5, 9, 0));
+    });
+    let t = theirs.clone();
+    let ran = write_before_call(&new, 2, move |e| {
+        e.insert(key(0), t.clone());
+    });
+    let patcher = UserPatcher::new(&new, "m", fields.clone(), false);
+    let options = ReconcileOptions::default();
+    let r = reconcile("m", &old, &new, &conv, &base, &fields, &patcher, &options).unwrap();
+    assert_eq!(ran.load(Ordering::Relaxed), 1);
+    let (bytes, hits, flags, extra) = new_fields(&new.entries()[&key(0)]);
+    assert_eq!(
+        (bytes, flags, extra),
+        (77, 77, 77),
+        "the new program's write kept: {r:?}"
+    );
+    assert_eq!(hits, 1 + 5, "old's hits delta still added");
+    assert_eq!(
+        (r.rewritten, r.changed, r.conflicts.new),
+        (1, 1, 1),
+        "{r:?}"
+    );
+
+    // A delete: old deleted entry 0, new left it as copied, then a new program wrote
+    // it after the reconcile read it.
+    let dir = TempDir::new("migrate-rewrite-delete");
+    let (old, new) = maps(10, MapType::Hash);
+    fill(&old, 1);
+    let (base, _) = copy_map("m", &old, &new, &conv, dir.path(), &CopyOptions::default()).unwrap();
+    old.with_entries(|e| e.remove(&key(0)));
+    let t = theirs.clone();
+    let ran = write_before_call(&new, 2, move |e| {
+        e.insert(key(0), t.clone());
+    });
+    let patcher = UserPatcher::new(&new, "m", fields.clone(), false);
+    let r = reconcile("m", &old, &new, &conv, &base, &fields, &patcher, &options).unwrap();
+    assert_eq!(ran.load(Ordering::Relaxed), 1);
+    assert_eq!(new.entries().get(&key(0)), Some(&theirs), "{r:?}");
+    assert_eq!((r.deleted, r.rewritten, r.kept_new), (0, 1, 1), "{r:?}");
 }
 
 #[test]

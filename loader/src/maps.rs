@@ -218,6 +218,23 @@ fn type_member(
             format!("field {field}: {:?}, expected a pointer (__type)", t.kind()),
         ));
     };
+    // A type only declared (a struct the object never defines, as clang emits it
+    // when nothing but pointers reach it) has no size for the map to take.
+    let resolved = btf.resolve(target).map_err(btf_err(map, field))?;
+    let rt = btf.type_by_id(resolved).map_err(btf_err(map, field))?;
+    if let Detail::Fwd { is_union } = rt.detail() {
+        let name = rt.name().unwrap_or("");
+        return Err(ObjectError::map(
+            map,
+            format!(
+                "field {field}: {} {name} (BTF type {}) is only declared, never defined in this \
+                 object's BTF, so its size is unknown; define it where a program or a global uses it \
+                 by value",
+                if is_union { "union" } else { "struct" },
+                resolved.0
+            ),
+        ));
+    }
     let size = btf.size_of(target).map_err(btf_err(map, field))?;
     Ok((target, size))
 }

@@ -44,6 +44,9 @@ pub struct ValueFields {
     pub leaves: Vec<Leaf>,
     /// Bytes of one value (one CPU's).
     pub size: usize,
+    /// Byte offset of the value's `struct bpf_spin_lock`, if it has one: the lock is
+    /// no leaf (never compared, merged or written), and a patch in the kernel takes it.
+    pub spin_lock: Option<usize>,
 }
 
 impl ValueFields {
@@ -59,6 +62,7 @@ impl ValueFields {
                 rule: MergeRule::New,
             }],
             size,
+            spin_lock: None,
         }
     }
 
@@ -76,7 +80,14 @@ impl ValueFields {
     ) -> Result<Self, MigrateError> {
         let mut raw = Vec::new();
         collect(layout, 0, "", MergeRule::New, &mut raw, 0);
-        raw.retain(|l| l.len > 0 && l.offset + l.len <= size);
+        let spin_lock = spin_lock_at(layout, 0, 0).and_then(|bit| usize::try_from(bit / 8).ok());
+        // The lock word belongs to the kernel: user space reads it as zero.
+        raw.retain(|l| {
+            l.len > 0
+                && l.offset + l.len <= size
+                && spin_lock
+                    .is_none_or(|at| l.offset + l.len <= at || l.offset >= at + SPIN_LOCK_SIZE)
+        });
         raw.sort_by_key(|l| (l.offset, l.len));
         // Merge leaves that share bytes (bitfields).
         let mut leaves: Vec<Leaf> = Vec::new();
@@ -123,13 +134,35 @@ impl ValueFields {
                 ))
             })?;
         }
-        Ok(Self { leaves, size })
+        Ok(Self {
+            leaves,
+            size,
+            spin_lock,
+        })
     }
 
     /// Whether any leaf has the `sum` rule.
     #[must_use]
     pub fn has_sum(&self) -> bool {
         self.leaves.iter().any(|l| l.rule == MergeRule::Sum)
+    }
+}
+
+/// Bytes of `struct bpf_spin_lock`.
+const SPIN_LOCK_SIZE: usize = 4;
+
+/// The bit offset of the `struct bpf_spin_lock` in `t` (the kernel allows one, at the
+/// top level or in a nested struct, never in an array or a union).
+fn spin_lock_at(t: &TypeLayout, bit: u64, depth: usize) -> Option<u64> {
+    if depth > 32 {
+        return None;
+    }
+    match t.peel() {
+        TypeLayout::Struct { name: Some(n), .. } if n == "bpf_spin_lock" => Some(bit),
+        TypeLayout::Struct { members, .. } => members
+            .iter()
+            .find_map(|m| spin_lock_at(&m.ty, bit.saturating_add(m.bit_offset), depth + 1)),
+        _ => None,
     }
 }
 

@@ -44,8 +44,8 @@ pub use fields::{Leaf, MAX_ARRAY_LEAVES, ValueFields};
 pub use patch_prog::KernelPatcher;
 pub use plan::MergeRule;
 pub use reconcile::{
-    Conflicts, MARK_DONE, MARK_VALUE_SIZE, Patch, Patcher, ReconcileOptions, ReconcileReport,
-    UserPatcher, merge_value, reconcile,
+    Conflicts, LeafWrite, MARK_DONE, MARK_VALUE_SIZE, Outcome, Patch, Patcher, ReconcileOptions,
+    ReconcileReport, UserPatcher, merge_value, reconcile,
 };
 pub use sockets::{SocketPass, SocketReport, carry_sockets, carry_sockets_with};
 pub use walk::{Chunk, DEFAULT_CHUNK, read_map};

@@ -20,6 +20,14 @@
 //! adds the new programs make meanwhile are kept: the [`Patcher`] the kernel path
 //! uses applies it with an atomic add in a program run by `BPF_PROG_TEST_RUN`.
 //!
+//! # Writes of the new programs between the read and the change
+//! The new programs keep writing while the reconcile decides from what it read of
+//! the new map. So every write of a leaf carries the bytes read there, and a delete
+//! the value read: the [`Patcher`] compares before it changes, and answers
+//! [`Outcome::Changed`] when the new programs wrote the entry since. The entry is
+//! then read and merged again (up to a bound, after which only old's `sum` deltas are
+//! added), and a delete is given up (new's entry kept).
+//!
 //! # The undecidable window, and tombstones
 //! An entry the old programs created after the last delta pass, which the new
 //! programs deleted before the reconcile, looks exactly like one old created and new
@@ -74,11 +82,26 @@ use super::plan::MergeRule;
 use super::sys::UpdateFlags;
 use super::walk::{DEFAULT_CHUNK, walk_overlapped};
 
+/// One leaf a [`Patch`] writes, on the condition that it still holds what the
+/// reconcile read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafWrite {
+    /// Index in [`ValueFields::leaves`].
+    pub leaf: usize,
+    /// CPU slot (0 unless per-CPU).
+    pub slot: usize,
+    /// The bytes to write.
+    pub bytes: Vec<u8>,
+    /// The bytes the leaf held when the new map was read: where it holds others now,
+    /// the new programs wrote the entry since, and the patch is not applied.
+    pub expect: Vec<u8>,
+}
+
 /// Changes to one entry of the new map, by leaf of [`ValueFields`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Patch {
-    /// (leaf index, CPU slot, bytes): write these bytes over the leaf.
-    pub writes: Vec<(usize, usize, Vec<u8>)>,
+    /// Leaves to write, each only if it still holds its expected bytes.
+    pub writes: Vec<LeafWrite>,
     /// (leaf index, delta): add to the leaf (a `sum` leaf), wrapping at its width;
     /// for per-CPU maps into one CPU's slot, since readers sum the slots.
     pub adds: Vec<(usize, u64)>,
@@ -92,13 +115,40 @@ impl Patch {
     }
 }
 
+/// What a [`Patcher`] did with one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Patched (or deleted).
+    Applied,
+    /// There is no such entry.
+    Missing,
+    /// A leaf no longer holds the bytes expected: the new programs wrote the entry
+    /// after it was read. Nothing was changed; read it again and merge again.
+    Changed,
+}
+
 /// Applies a [`Patch`] to an entry of the new map while its programs run.
+///
+/// Both operations compare before they change: a write of a leaf (or a delete) that
+/// the reconcile decided from a read of the new map is made only if the entry still
+/// holds what was read, so that a write the new programs made in between is never
+/// overwritten. In the kernel the compare and the change run in one program on the
+/// element looked up; a program's `bpf_map_update_elem` on a hash map replaces that
+/// element, so only a program writing the looked-up element in place, in the few
+/// instructions between the compare and the change, can still be overwritten.
 pub trait Patcher: Send + Sync + std::fmt::Debug {
-    /// Applies `patch` to the entry `key`; `false` when there is no such entry.
+    /// Applies `patch` to the entry `key`.
     ///
     /// # Errors
     /// The map or the patch program refuses.
-    fn apply(&self, key: &[u8], patch: &Patch) -> Result<bool, MigrateError>;
+    fn apply(&self, key: &[u8], patch: &Patch) -> Result<Outcome, MigrateError>;
+
+    /// Deletes the entry `key` if every leaf still holds its bytes in `expect` (a whole
+    /// value of the new map, every CPU slot, as read).
+    ///
+    /// # Errors
+    /// The map or the program refuses.
+    fn delete_unchanged(&self, key: &[u8], expect: &[u8]) -> Result<Outcome, MigrateError>;
 
     /// Whether [`Patcher::apply`] also marks the key done in the reconcile's marks
     /// map, in the same step as the patch (the in-kernel patcher does, in the one run
@@ -108,10 +158,11 @@ pub trait Patcher: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// A [`Patcher`] that reads the value, changes it and writes it back: exact only while
-/// nothing else writes the entry (the fake maps of tests; maps whose values carry a
-/// spin lock are read and written with `BPF_F_LOCK`, which makes each step, not the
-/// pair, atomic). The kernel path uses the in-kernel patcher for `sum`.
+/// A [`Patcher`] that reads the value, compares, changes it and writes it back: exact
+/// only while nothing else writes the entry between the read and the write (the fake
+/// maps of tests; maps whose values carry a spin lock are read and written with
+/// `BPF_F_LOCK`, which makes each step, not the pair, atomic). The kernel path uses
+/// the in-kernel patcher for `sum`.
 #[derive(Debug)]
 pub struct UserPatcher<'m, M: MapAccess + ?Sized> {
     map: &'m M,
@@ -163,28 +214,93 @@ fn stride(fields: &ValueFields, cpus: usize) -> usize {
     }
 }
 
-impl<M: MapAccess + ?Sized> Patcher for UserPatcher<'_, M> {
-    fn apply(&self, key: &[u8], patch: &Patch) -> Result<bool, MigrateError> {
-        let g = self.map.geometry();
-        let flags = if self.lock {
+/// Whether every leaf of `value` holds the bytes `expect` has at the same place.
+pub(super) fn leaves_hold(fields: &ValueFields, cpus: usize, value: &[u8], expect: &[u8]) -> bool {
+    let st = stride(fields, cpus);
+    (0..cpus.max(1)).all(|slot| {
+        fields.leaves.iter().all(|l| {
+            let r = slot * st + l.offset..slot * st + l.offset + l.len;
+            value.get(r.clone()) == expect.get(r)
+        })
+    })
+}
+
+/// Whether every write of `patch` finds its leaf holding its expected bytes in `value`.
+pub(super) fn writes_expected(
+    fields: &ValueFields,
+    cpus: usize,
+    value: &[u8],
+    patch: &Patch,
+) -> bool {
+    let st = stride(fields, cpus);
+    patch.writes.iter().all(|w| {
+        fields.leaves.get(w.leaf).is_some_and(|l| {
+            let at = w.slot * st + l.offset;
+            value.get(at..at + w.expect.len()) == Some(&w.expect[..])
+        })
+    })
+}
+
+/// The delete of [`Patcher::delete_unchanged`] from user space: read, compare, delete.
+pub(super) fn delete_if_unchanged<M: MapAccess + ?Sized>(
+    map: &M,
+    name: &str,
+    fields: &ValueFields,
+    flags: UpdateFlags,
+    key: &[u8],
+    expect: &[u8],
+) -> Result<Outcome, MigrateError> {
+    let g = map.geometry();
+    let mut value = vec![0u8; g.value_len];
+    if !map
+        .lookup(key, &mut value, flags)
+        .map_err(kernel(name, "reading an entry to delete"))?
+    {
+        return Ok(Outcome::Missing);
+    }
+    if !leaves_hold(fields, g.cpus, &value, expect) {
+        return Ok(Outcome::Changed);
+    }
+    Ok(
+        if map.delete(key).map_err(kernel(name, "deleting an entry"))? {
+            Outcome::Applied
+        } else {
+            Outcome::Missing
+        },
+    )
+}
+
+impl<M: MapAccess + ?Sized> UserPatcher<'_, M> {
+    fn flags(&self) -> UpdateFlags {
+        if self.lock {
             UpdateFlags::LOCK
         } else {
             UpdateFlags::ANY
-        };
+        }
+    }
+}
+
+impl<M: MapAccess + ?Sized> Patcher for UserPatcher<'_, M> {
+    fn apply(&self, key: &[u8], patch: &Patch) -> Result<Outcome, MigrateError> {
+        let g = self.map.geometry();
+        let flags = self.flags();
         let mut value = vec![0u8; g.value_len];
         if !self
             .map
             .lookup(key, &mut value, flags)
             .map_err(kernel(&self.name, "reading an entry to patch"))?
         {
-            return Ok(false);
+            return Ok(Outcome::Missing);
+        }
+        if !writes_expected(&self.fields, g.cpus, &value, patch) {
+            return Ok(Outcome::Changed);
         }
         let st = stride(&self.fields, g.cpus);
-        for (leaf, slot, bytes) in &patch.writes {
-            if let Some(l) = self.fields.leaves.get(*leaf) {
-                let at = slot * st + l.offset;
-                if let Some(dst) = value.get_mut(at..at + bytes.len()) {
-                    dst.copy_from_slice(bytes);
+        for w in &patch.writes {
+            if let Some(l) = self.fields.leaves.get(w.leaf) {
+                let at = w.slot * st + l.offset;
+                if let Some(dst) = value.get_mut(at..at + w.bytes.len()) {
+                    dst.copy_from_slice(&w.bytes);
                 }
             }
         }
@@ -197,10 +313,21 @@ impl<M: MapAccess + ?Sized> Patcher for UserPatcher<'_, M> {
         }
         let flags = UpdateFlags(UpdateFlags::EXIST.0 | flags.0);
         match self.map.update(key, &value, flags) {
-            Ok(()) => Ok(true),
-            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+            Ok(()) => Ok(Outcome::Applied),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(Outcome::Missing),
             Err(e) => Err(kernel(&self.name, "writing a patched entry")(e)),
         }
+    }
+
+    fn delete_unchanged(&self, key: &[u8], expect: &[u8]) -> Result<Outcome, MigrateError> {
+        delete_if_unchanged(
+            self.map,
+            &self.name,
+            &self.fields,
+            self.flags(),
+            key,
+            expect,
+        )
     }
 }
 
@@ -213,6 +340,14 @@ pub struct Conflicts {
     pub sum: usize,
     /// Decided by `max`.
     pub max: usize,
+}
+
+impl Conflicts {
+    fn add(&mut self, other: Conflicts) {
+        self.new += other.new;
+        self.sum += other.sum;
+        self.max += other.max;
+    }
 }
 
 /// The three-way merge of one value's fields: what to change in the new entry, given
@@ -250,12 +385,22 @@ pub fn merge_value(
                         *s = s.wrapping_add(le(o).wrapping_sub(le(b)));
                     }
                 }
-                _ if !new_changed => patch.writes.push((i, slot, o.to_vec())),
+                _ if !new_changed => patch.writes.push(LeafWrite {
+                    leaf: i,
+                    slot,
+                    bytes: o.to_vec(),
+                    expect: n.to_vec(),
+                }),
                 MergeRule::New => conflicts.new += 1,
                 MergeRule::Max => {
                     conflicts.max += 1;
                     if greater(leaf, o, n) {
-                        patch.writes.push((i, slot, o.to_vec()));
+                        patch.writes.push(LeafWrite {
+                            leaf: i,
+                            slot,
+                            bytes: o.to_vec(),
+                            expect: n.to_vec(),
+                        });
                     }
                 }
             }
@@ -322,6 +467,10 @@ pub struct ReconcileOptions<'a> {
 /// for a patch being applied the digest (`u64`) of the entry before it.
 pub const MARK_VALUE_SIZE: usize = 16;
 
+/// Merges of one entry against a new map the new programs keep rewriting, before its
+/// writes are given up (old's `sum` deltas are still added).
+const MAX_TRIES: usize = 8;
+
 /// A mark's state: a patch is about to be applied from user space.
 const MARK_PATCHING: u32 = 1;
 /// A mark's state: the entry is about to be added.
@@ -387,6 +536,9 @@ pub struct ReconcileReport {
     pub ambiguous_adds: usize,
     /// Keys found reconciled already by an earlier, interrupted run.
     pub resumed: usize,
+    /// Patches and deletes not made because the new programs wrote the entry between
+    /// its read and the change (each patch was merged again with what they wrote).
+    pub rewritten: usize,
     /// From the last delta pass to the start of the reconcile: the window in which an
     /// entry old created and new deleted cannot be told from one new never saw.
     pub window: Duration,
@@ -519,7 +671,9 @@ pub fn reconcile(
                 }
                 _ => {}
             }
-            let patch = match in_base {
+            // The value the merge takes as base: the carried one, or zeros where both
+            // sides created the key.
+            let merge_base = match in_base {
                 None if !present => {
                     if let Some(t) = options.tombstones {
                         let mut tv = vec![0u8; t.geometry().value_len];
@@ -543,48 +697,58 @@ pub fn reconcile(
                     marks.set(&nk, MARK_DONE, 0)?;
                     continue;
                 }
-                // Both created the key: merge against an all-zero base.
-                None => merge_value(
-                    fields,
-                    ng.cpus,
-                    &zero,
-                    &old_conv,
-                    &new_value,
-                    &mut report.conflicts,
-                ),
+                None => zero.clone(),
                 Some(_) if !present => {
                     report.kept_new += 1;
                     continue;
                 }
-                Some((i, bv)) => {
-                    let base_conv = conversion.value(name, &bv)?;
-                    let new_unchanged = base
-                        .entries()
-                        .get(i)
-                        .is_some_and(|e| e.new_digest == base.new_digest(&nk, &new_value));
-                    let before = report.conflicts;
-                    let patch = merge_value(
-                        fields,
-                        ng.cpus,
-                        &base_conv,
-                        &old_conv,
-                        &new_value,
-                        &mut report.conflicts,
-                    );
-                    debug_assert!(!new_unchanged || report.conflicts == before);
-                    patch
-                }
+                Some((_, bv)) => conversion.value(name, &bv)?,
             };
-            if patch.is_empty() {
-                continue;
-            }
             let around = marks.map.is_some() && !patcher.marks_done();
-            if around {
-                marks.set(&nk, MARK_PATCHING, hash64(base.seed(), &[&new_value]))?;
+            let mut tries = 0;
+            // The conflicts of the last merge only: a merge made again counts once.
+            let mut conflicts;
+            loop {
+                conflicts = Conflicts::default();
+                let mut patch = merge_value(
+                    fields,
+                    ng.cpus,
+                    &merge_base,
+                    &old_conv,
+                    &new_value,
+                    &mut conflicts,
+                );
+                if tries == MAX_TRIES {
+                    // The new programs rewrite this entry faster than it can be
+                    // patched: their fields stay, old's deltas are still added.
+                    patch.writes.clear();
+                    report.kept_new += 1;
+                }
+                if patch.is_empty() {
+                    break;
+                }
+                if around {
+                    marks.set(&nk, MARK_PATCHING, hash64(base.seed(), &[&new_value]))?;
+                }
+                match patcher.apply(&nk, &patch)? {
+                    Outcome::Applied => report.changed += 1,
+                    // The new programs deleted it: it stays deleted.
+                    Outcome::Missing => report.kept_new += 1,
+                    Outcome::Changed => {
+                        report.rewritten += 1;
+                        tries += 1;
+                        let present = new
+                            .lookup(&nk, &mut new_value, flags)
+                            .map_err(kernel(name, "reading the new map"))?;
+                        if present {
+                            continue;
+                        }
+                        report.kept_new += 1;
+                    }
+                }
+                break;
             }
-            if patcher.apply(&nk, &patch)? {
-                report.changed += 1;
-            }
+            report.conflicts.add(conflicts);
             if around {
                 marks.set(&nk, MARK_DONE, 0)?;
             }
@@ -610,12 +774,17 @@ pub fn reconcile(
             .entries()
             .get(i)
             .is_some_and(|e| e.new_digest == base.new_digest(&nk, &new_value));
-        if unchanged {
-            if new.delete(&nk).map_err(kernel(name, "deleting an entry"))? {
-                report.deleted += 1;
-            }
-        } else {
+        if !unchanged {
             report.kept_new += 1;
+            continue;
+        }
+        match patcher.delete_unchanged(&nk, &new_value)? {
+            Outcome::Applied => report.deleted += 1,
+            Outcome::Missing => {}
+            Outcome::Changed => {
+                report.rewritten += 1;
+                report.kept_new += 1;
+            }
         }
     }
     report.elapsed = start.elapsed();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use handover_engine::migrate::FakeEntries;
-use handover_engine::{AttachPoint, Attachment, FakeWorld, ObjectSource, Options};
+use handover_engine::{AttachPoint, Attachment, CgroupVia, FakeWorld, ObjectSource, Options};
 
 /// programs/engine_vN.c, built by programs/build.sh into programs/build/engine_vN.o.
 pub fn objects(version: u32) -> Vec<ObjectSource> {
@@ -31,18 +31,29 @@ fn read_objects(version: u32) -> Vec<ObjectSource> {
 }
 
 pub fn cgroup_point(path: &Path) -> AttachPoint {
+    cgroup_point_via(path, CgroupVia::Auto)
+}
+
+/// The connect4 hook of the cgroup at `path`, held as `via` says.
+pub fn cgroup_point_via(path: &Path, via: CgroupVia) -> AttachPoint {
     AttachPoint::Cgroup {
         path: path.to_owned(),
         attach_type: "cgroup_inet4_connect".into(),
+        via,
     }
 }
 
 pub fn options(cgroup: &Path) -> Options {
+    options_via(cgroup, CgroupVia::Auto)
+}
+
+/// engine_vN.c's `count_connect` attached at the cgroup's connect4 hook as `via` says.
+pub fn options_via(cgroup: &Path, via: CgroupVia) -> Options {
     Options {
         attachments: vec![Attachment {
             name: "connect".into(),
             program: "count_connect".into(),
-            point: cgroup_point(cgroup),
+            point: cgroup_point_via(cgroup, via),
         }],
         ..Options::default()
     }

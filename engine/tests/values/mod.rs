@@ -44,3 +44,13 @@ pub fn new_fields(v: &[u8]) -> (u64, u64, u32, u32) {
         u32::from_le_bytes(v[20..24].try_into().unwrap()),
     )
 }
+
+/// The bytes of a new value.
+pub fn new_value(bytes: u64, hits: u64, flags: u32, extra: u32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(24);
+    v.extend_from_slice(&bytes.to_le_bytes());
+    v.extend_from_slice(&hits.to_le_bytes());
+    v.extend_from_slice(&flags.to_le_bytes());
+    v.extend_from_slice(&extra.to_le_bytes());
+    v
+}

@@ -173,6 +173,36 @@ pub(crate) struct ProgAttachAttr {
     pub expected_revision: u64,
 }
 
+/// `BPF_PROG_QUERY`: the target and attach type in, the attached programs out
+/// (`revision` only from kernels with the multi-program API on the hook: tcx, and
+/// cgroup hooks on recent kernels; older kernels leave it at zero).
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub(crate) struct ProgQueryAttr {
+    pub target: u32,
+    pub attach_type: u32,
+    pub query_flags: u32,
+    pub attach_flags: u32,
+    pub prog_ids: u64,
+    pub count: u32,
+    pub _pad: u32,
+    pub prog_attach_flags: u64,
+    pub link_ids: u64,
+    pub link_attach_flags: u64,
+    pub revision: u64,
+}
+
+/// `BPF_RAW_TRACEPOINT_OPEN`: the tracepoint's name (0 for a tracing or LSM program,
+/// whose target was given at load), the program, and a cookie.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub(crate) struct RawTracepointAttr {
+    pub name: u64,
+    pub prog_fd: u32,
+    pub _pad: u32,
+    pub cookie: u64,
+}
+
 /// `BPF_LINK_CREATE`, with the `tcx`/`netkit` tail (`relative_fd`,
 /// `expected_revision`) that cgroup and xdp links leave at zero.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -365,6 +395,14 @@ mod tests {
         assert_eq!(size_of::<IterLinkInfo>(), 16);
         assert_eq!(size_of::<IterCreateAttr>(), 8);
         assert_eq!(offset_of!(ProgAttachAttr, expected_revision), 24);
+        assert_eq!(offset_of!(ProgQueryAttr, prog_ids), 16);
+        assert_eq!(offset_of!(ProgQueryAttr, count), 24);
+        assert_eq!(offset_of!(ProgQueryAttr, prog_attach_flags), 32);
+        assert_eq!(offset_of!(ProgQueryAttr, link_ids), 40);
+        assert_eq!(offset_of!(ProgQueryAttr, revision), 56);
+        assert_eq!(size_of::<ProgQueryAttr>(), 64);
+        assert_eq!(offset_of!(RawTracepointAttr, prog_fd), 8);
+        assert_eq!(offset_of!(RawTracepointAttr, cookie), 16);
         assert_eq!(offset_of!(RawMapInfo, name), 24);
         assert_eq!(offset_of!(RawMapInfo, btf_id), 64);
         assert_eq!(size_of::<RawMapInfo>(), 88);

@@ -59,10 +59,10 @@ pub use handover_uapi::{
     prog_flags,
 };
 pub use info::{BtfInfo, LinkInfo, LinkTarget, MapInfo, ProgInfo};
-pub use link::{AttachTarget, IterTarget, LinkCreate};
+pub use link::{AttachTarget, IterTarget, LinkCreate, ProgQuery, QUERY_EFFECTIVE};
 pub use map::{BatchSupport, Map, MapBtf, MapCreate, MapEntries, UpdateFlags};
 pub use obj::{ObjectKind, OpenFlags};
-pub use probe::Feature;
+pub use probe::{Feature, cgroup_program_type};
 pub use prog::{LogLevel, ProgLoad, TestRun};
 use syscall::KernelBackend;
 
@@ -91,6 +91,8 @@ pub enum Command {
     ProgGetFdById = 13,
     MapGetFdById = 14,
     ObjGetInfoByFd = 15,
+    ProgQuery = 16,
+    RawTracepointOpen = 17,
     BtfLoad = 18,
     BtfGetFdById = 19,
     MapLookupAndDeleteElem = 21,
@@ -130,6 +132,8 @@ impl Command {
             Command::ProgGetFdById => "BPF_PROG_GET_FD_BY_ID",
             Command::MapGetFdById => "BPF_MAP_GET_FD_BY_ID",
             Command::ObjGetInfoByFd => "BPF_OBJ_GET_INFO_BY_FD",
+            Command::ProgQuery => "BPF_PROG_QUERY",
+            Command::RawTracepointOpen => "BPF_RAW_TRACEPOINT_OPEN",
             Command::BtfLoad => "BPF_BTF_LOAD",
             Command::BtfGetFdById => "BPF_BTF_GET_FD_BY_ID",
             Command::MapLookupAndDeleteElem => "BPF_MAP_LOOKUP_AND_DELETE_ELEM",

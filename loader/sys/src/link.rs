@@ -7,7 +7,7 @@ use zerocopy::FromZeros;
 
 use super::attr::{
     FdAttr, IterCreateAttr, IterLinkInfo, LinkCreateAttr, LinkCreateIterAttr, LinkUpdateAttr,
-    ProgAttachAttr,
+    ProgAttachAttr, ProgQueryAttr, RawTracepointAttr,
 };
 use super::map::raw_fd;
 use super::{AttachType, Bpf, Command, Error, REPLACE};
@@ -36,6 +36,27 @@ impl AttachTarget<'_> {
             AttachTarget::Ifindex(i) => format!("ifindex {i}"),
         }
     }
+}
+
+/// `BPF_F_QUERY_EFFECTIVE`: a cgroup query lists the programs that run for the
+/// cgroup, inherited from its ancestors included, rather than those attached to it.
+pub const QUERY_EFFECTIVE: u32 = 1;
+
+/// What `BPF_PROG_QUERY` answered for one hook.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProgQuery {
+    /// The hook's attach flags (`BPF_F_ALLOW_OVERRIDE`, `BPF_F_ALLOW_MULTI`; 0 for a
+    /// hook without programs or one that has no flags).
+    pub attach_flags: u32,
+    /// Ids of the programs attached, in the order they run.
+    pub prog_ids: Vec<u32>,
+    /// Per program, the flags it was attached with (cgroup hooks, not asked for in an
+    /// effective query; empty otherwise).
+    pub prog_attach_flags: Vec<u32>,
+    /// The hook's revision, where the kernel keeps one (tcx; cgroup hooks of recent
+    /// kernels): it changes with every attach and detach. `None` when the kernel did
+    /// not write it (it has no revision for the hook, or does not know the field).
+    pub revision: Option<u64>,
 }
 
 /// `sizeof(union bpf_iter_link_info)`.
@@ -143,6 +164,40 @@ impl Bpf {
         attr.link_fd = raw_fd(link);
         self.raw_fd(Command::IterCreate, &mut attr, || {
             format!("iterator link fd {}", link.as_raw_fd())
+        })
+    }
+
+    /// Attaches a raw tracepoint program to the tracepoint `name`, or a tracing or LSM
+    /// program (`fentry`, `fexit`, `fmod_ret`, `tp_btf`, `lsm`; `name` `None`) to the
+    /// target it was loaded for, through a new link. The kernel has no update and no
+    /// detach for these links: the attachment lasts until the link is freed.
+    ///
+    /// # Errors
+    /// `ENOENT` for a tracepoint the kernel does not have; `EINVAL` for a program of
+    /// another type; any other refusal.
+    #[doc(alias = "BPF_RAW_TRACEPOINT_OPEN")]
+    pub fn raw_tracepoint_open(
+        &self,
+        prog: impl AsFd,
+        name: Option<&str>,
+    ) -> Result<OwnedFd, Error> {
+        let name_c = name
+            .map(|n| {
+                std::ffi::CString::new(n).map_err(|_| Error::Argument {
+                    command: Command::RawTracepointOpen.name(),
+                    object: format!("tracepoint {n:?}"),
+                    reason: "a tracepoint name holds no NUL byte".to_owned(),
+                })
+            })
+            .transpose()?;
+        let prog = prog.as_fd();
+        let mut attr = RawTracepointAttr::new_zeroed();
+        // The kernel reads the name during the call, while `name_c` lives here.
+        attr.name = name_c.as_ref().map_or(0, |c| c.as_ptr() as u64);
+        attr.prog_fd = raw_fd(prog);
+        self.raw_fd(Command::RawTracepointOpen, &mut attr, || match name {
+            Some(n) => format!("raw tracepoint {n}"),
+            None => format!("tracing program fd {}", prog.as_raw_fd()),
         })
     }
 
@@ -264,5 +319,80 @@ impl Bpf {
             format!("{attach_type} attachment to {}", target.describe())
         })
         .map(drop)
+    }
+
+    /// Lists the programs attached to `target` at `attach_type`, with their flags
+    /// and the hook's revision where the kernel has one. `query_flags` is 0 or
+    /// [`QUERY_EFFECTIVE`].
+    ///
+    /// The list is read in two calls (count, then ids) and read again if programs
+    /// were attached in between (`ENOSPC`). Kernels before 6.0 know no per-program
+    /// flags and refuse the query that asks for them (`EINVAL`): it is asked again
+    /// without, and [`ProgQuery::prog_attach_flags`] is empty then.
+    ///
+    /// # Errors
+    /// The kernel refuses (`EINVAL` for an attach type it cannot query at that
+    /// target, `EBADF` for a target that is not one).
+    #[doc(alias = "BPF_PROG_QUERY")]
+    pub fn prog_query(
+        &self,
+        target: AttachTarget<'_>,
+        attach_type: AttachType,
+        query_flags: u32,
+    ) -> Result<ProgQuery, Error> {
+        let describe = || format!("{attach_type} programs at {}", target.describe());
+        let mut per_prog_flags = query_flags & QUERY_EFFECTIVE == 0;
+        let mut capacity = 0u32;
+        // Bounded: each retry follows an attach that happened between two calls.
+        for _ in 0..16 {
+            let len = capacity as usize;
+            let mut ids = vec![0u32; len];
+            let mut flags = vec![0u32; len];
+            let mut attr = ProgQueryAttr::new_zeroed();
+            attr.target = target.raw();
+            attr.attach_type = attach_type.into();
+            attr.query_flags = query_flags;
+            attr.count = capacity;
+            if capacity > 0 {
+                // The kernel writes at most `count` entries into each buffer, which
+                // live here for the whole call.
+                attr.prog_ids = ids.as_mut_ptr() as u64;
+                if per_prog_flags {
+                    attr.prog_attach_flags = flags.as_mut_ptr() as u64;
+                }
+            }
+            match self.raw(Command::ProgQuery, &mut attr, None, describe) {
+                Ok(_) => {}
+                Err(e) if e.errno() == Some(libc::ENOSPC) => {
+                    capacity = attr.count.max(capacity.saturating_add(1));
+                    continue;
+                }
+                Err(e) if e.errno() == Some(libc::EINVAL) && per_prog_flags && capacity > 0 => {
+                    per_prog_flags = false;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            let n = attr.count as usize;
+            if n > len {
+                // Only the count was asked for (or programs came since): ask again
+                // with room for them all.
+                capacity = attr.count;
+                continue;
+            }
+            ids.truncate(n);
+            flags.truncate(if per_prog_flags { n } else { 0 });
+            return Ok(ProgQuery {
+                attach_flags: attr.attach_flags,
+                prog_ids: ids,
+                prog_attach_flags: flags,
+                revision: (attr.revision != 0).then_some(attr.revision),
+            });
+        }
+        Err(Error::Argument {
+            command: Command::ProgQuery.name(),
+            object: describe(),
+            reason: "the list of programs kept growing while it was read".to_owned(),
+        })
     }
 }

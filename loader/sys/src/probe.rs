@@ -1,5 +1,6 @@
 //! Feature probes for what varies by kernel, each run once per [`Bpf`] handle.
 
+use std::os::fd::AsFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -147,5 +148,68 @@ impl Bpf {
                     .is_ok()
             }
         }
+    }
+}
+
+/// The program type that runs at a cgroup hook (`None`: not a cgroup hook, or one
+/// that needs a BTF target, as `lsm_cgroup` does).
+#[must_use]
+pub fn cgroup_program_type(attach_type: AttachType) -> Option<ProgramType> {
+    use AttachType as A;
+    Some(match attach_type {
+        A::CgroupInetIngress | A::CgroupInetEgress => ProgramType::CgroupSkb,
+        A::CgroupInetSockCreate
+        | A::CgroupInetSockRelease
+        | A::CgroupInet4PostBind
+        | A::CgroupInet6PostBind => ProgramType::CgroupSock,
+        A::CgroupSockOps => ProgramType::SockOps,
+        A::CgroupDevice => ProgramType::CgroupDevice,
+        A::CgroupSysctl => ProgramType::CgroupSysctl,
+        A::CgroupGetsockopt | A::CgroupSetsockopt => ProgramType::CgroupSockopt,
+        A::CgroupInet4Bind
+        | A::CgroupInet6Bind
+        | A::CgroupInet4Connect
+        | A::CgroupInet6Connect
+        | A::CgroupUdp4Sendmsg
+        | A::CgroupUdp6Sendmsg
+        | A::CgroupUdp4Recvmsg
+        | A::CgroupUdp6Recvmsg
+        | A::CgroupInet4Getpeername
+        | A::CgroupInet6Getpeername
+        | A::CgroupInet4Getsockname
+        | A::CgroupInet6Getsockname
+        | A::CgroupUnixConnect
+        | A::CgroupUnixSendmsg
+        | A::CgroupUnixRecvmsg
+        | A::CgroupUnixGetpeername
+        | A::CgroupUnixGetsockname => ProgramType::CgroupSockAddr,
+        _ => return None,
+    })
+}
+
+impl Bpf {
+    /// Whether the kernel attaches programs to cgroup hook `attach_type` through
+    /// links: loads a program that returns 1 (allow, at every cgroup hook) and links
+    /// it to `cgroup`, a cgroup made for the probe (the link is closed, so detached,
+    /// before this returns). `false` when the hook is not a cgroup hook or any step
+    /// is refused.
+    #[doc(alias = "BPF_LINK_CREATE")]
+    #[must_use]
+    pub fn cgroup_link_works(&self, cgroup: impl AsFd, attach_type: AttachType) -> bool {
+        let Some(prog_type) = cgroup_program_type(attach_type) else {
+            return false;
+        };
+        let insns = [
+            Insn::new(0xb7, 0, 0, 0, 1), // r0 = 1
+            Insn::new(0x95, 0, 0, 0, 0), // exit
+        ];
+        let mut load = ProgLoad::new(prog_type, &insns, "GPL");
+        load.expected_attach_type = Some(attach_type);
+        load.log_level = super::LogLevel::Always(0);
+        let Ok(prog) = self.prog_load(&load) else {
+            return false;
+        };
+        let spec = LinkCreate::new(prog.as_fd(), AttachTarget::Fd(cgroup.as_fd()), attach_type);
+        self.link_create(&spec).is_ok()
     }
 }

@@ -92,6 +92,11 @@ pub const REJECTED: &[(&str, &str)] = &[
         "subprogs.g0.o",
         "section .maps: BTF-defined maps need a .BTF section",
     ),
+    // The inner map's value struct is reached only through pointers: BTF FWD.
+    (
+        "map_in_map_fwd.o",
+        "map backends_by_service.inner: field value: struct backend (BTF type 29) is only declared",
+    ),
 ];
 
 /// Fixtures the kernel refuses on purpose, with a piece of the loader's error:
