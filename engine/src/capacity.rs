@@ -24,11 +24,13 @@ pub(crate) const fn is_lru(t: MapType) -> bool {
 }
 
 /// Entries a copy can write into a new map of `model` on `cpus` possible CPUs
-/// without the kernel evicting any; `None` for arrays, whose slots always exist.
+/// without the kernel evicting any; `None` for arrays, whose slots always exist, and
+/// sockmaps, whose keys are indexes too (a socket past the new capacity fails the
+/// socket carry itself).
 pub(crate) fn copy_capacity(model: &MapModel, cpus: u32) -> Option<u32> {
     let max = model.max_entries;
     match model.map_type {
-        MapType::Array | MapType::PercpuArray => None,
+        MapType::Array | MapType::PercpuArray | MapType::Sockmap | MapType::ArrayOfMaps => None,
         t if is_lru(t) && model.flags & map_flags::NO_COMMON_LRU != 0 => Some(max / cpus.max(1)),
         t if is_lru(t) => Some(
             max.saturating_sub(LOCAL_FREE_TARGET * cpus.saturating_sub(1))

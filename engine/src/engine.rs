@@ -105,6 +105,7 @@ struct Carried {
     plan: MapPlan,
     old: Arc<dyn MapAccess>,
     new: Arc<dyn MapAccess>,
+    old_ref: ObjRef,
     new_ref: ObjRef,
     /// Both versions' values hold a `bpf_spin_lock`: every read and write of them
     /// goes with `BPF_F_LOCK`.
@@ -121,6 +122,24 @@ impl Carried {
             value_plan: self.plan.value_plan.as_ref(),
             lock: self.lock,
         }
+    }
+
+    /// The maps of a [`crate::Carry::Sockets`] or [`crate::Carry::InnerMaps`] map;
+    /// `None` for the others.
+    fn sockets(&self) -> Option<crate::sockets::SocketMaps<'_>> {
+        let inner_maps = match self.plan.carry {
+            crate::Carry::Sockets => false,
+            crate::Carry::InnerMaps => true,
+            _ => return None,
+        };
+        Some(crate::sockets::SocketMaps {
+            key: &self.plan.key,
+            old: self.old_ref,
+            new: self.new_ref,
+            old_access: self.old.as_ref(),
+            new_access: self.new.as_ref(),
+            inner_maps,
+        })
     }
 }
 
@@ -773,6 +792,7 @@ impl<K: Kernel> Engine<K> {
                 plan: m.clone(),
                 old: self.access(name, old_r)?,
                 new: self.access(name, new_r)?,
+                old_ref: old_r,
                 new_ref: new_r,
                 lock,
             });
@@ -784,6 +804,19 @@ impl<K: Kernel> Engine<K> {
         for c in self.carried(j, Step::Copy)? {
             checkpoint(Step::Copy.item_point())?;
             let _span = tracing::info_span!("map", map = %c.plan.key).entered();
+            if let Some(s) = c.sockets() {
+                let (copied, _) =
+                    crate::sockets::pass(&mut self.kernel, &s, Step::Copy, self.dir.path())?;
+                tracing::info!(copied, "sockets carried");
+                j.counts.insert(
+                    c.plan.key.clone(),
+                    crate::state::MapCounts {
+                        copied,
+                        ..Default::default()
+                    },
+                );
+                continue;
+            }
             let watched = self
                 .progress
                 .0
@@ -813,6 +846,13 @@ impl<K: Kernel> Engine<K> {
                 checkpoint(Step::Delta.item_point())?;
                 let _span =
                     tracing::info_span!("map", map = %c.plan.key, final_pass = last).entered();
+                if let Some(s) = c.sockets() {
+                    let (added, deleted) =
+                        crate::sockets::pass(&mut self.kernel, &s, Step::Delta, self.dir.path())?;
+                    tracing::info!(added, deleted, "socket pass");
+                    j.counts.entry(c.plan.key.clone()).or_default().delta += added + deleted;
+                    continue;
+                }
                 let carry = c.carry();
                 let n = datapath::delta(&carry, self.dir.path(), (!last).then_some(&limits))?;
                 tracing::info!(carried = n, "delta passes");
@@ -856,6 +896,17 @@ impl<K: Kernel> Engine<K> {
             .ok_or_else(|| Error::Stale(format!("{} is gone", installed.pin)))?;
         let old = self.access(STEP, r)?;
         let target = match (&plan.start, m.action) {
+            (Start::Upgrade { .. }, MapAction::Copy)
+                if matches!(m.carry, crate::Carry::Sockets | crate::Carry::InnerMaps) =>
+            {
+                // A write of a descriptor cannot be replayed later: the descriptor may
+                // be closed or reused by then.
+                return Err(Error::Options(format!(
+                    "map {key} holds sockets or inner maps, which this plan carries by \
+                     reference: write its installed map (the upgrade's passes carry the \
+                     change) or ask for its writer after the apply"
+                )));
+            }
             (Start::Upgrade { .. }, MapAction::Copy) => {
                 let conversion = datapath::conversion(
                     &old.geometry(),
@@ -863,14 +914,23 @@ impl<K: Kernel> Engine<K> {
                     m.value_plan.as_ref(),
                 );
                 let fields = datapath::value_fields(key, &plan.models, &plan.options.merge_rules)?;
-                WriterTarget::Migrating(Box::new(Migration::new(old, conversion, fields)))
+                let old_model = state.models.iter().find(|x| x.name == old_key);
+                let new_model = plan.models.iter().find(|x| x.name == key);
+                let locks = (
+                    crate::carry::values_locked(old_model, new_model),
+                    crate::carry::values_locked(new_model, new_model),
+                );
+                WriterTarget::Migrating(Box::new(Migration::new(old, conversion, fields, locks)))
             }
             (Start::Upgrade { .. }, MapAction::Create) => {
                 return Err(Error::Options(format!(
                     "map {key} is created empty by this plan: ask for its writer after the apply"
                 )));
             }
-            _ => WriterTarget::Map(old),
+            _ => {
+                let model = state.models.iter().find(|x| x.name == old_key);
+                WriterTarget::Map(old, crate::carry::values_locked(model, model))
+            }
         };
         let w = MapWriter::new(key, target);
         self.writers.insert(key.to_owned(), w.clone());
@@ -918,6 +978,26 @@ impl<K: Kernel> Engine<K> {
         let mut prepared = Vec::new();
         for c in self.carried(j, Step::Reconcile)? {
             if j.reconciled.contains(&c.plan.key) {
+                continue;
+            }
+            if let Some(s) = c.sockets() {
+                // Sockets and inner maps: the last pass, before the merges run.
+                let key = c.plan.key.clone();
+                checkpoint(Step::Reconcile.item_point())?;
+                let _span = tracing::info_span!("map", map = %key).entered();
+                let n = crate::sockets::last_pass(&mut self.kernel, &s, self.dir.path())?;
+                tracing::info!(
+                    added = n.reconciled,
+                    deleted = n.deleted,
+                    unsure = n.sockets_unsure,
+                    "sockets reconciled"
+                );
+                let counts = j.counts.entry(key.clone()).or_default();
+                counts.reconciled += n.reconciled;
+                counts.deleted += n.deleted;
+                counts.sockets_unsure += n.sockets_unsure;
+                j.reconciled.insert(key);
+                self.dir.write_journal(j)?;
                 continue;
             }
             prepared.push(self.prepare_reconcile(j, c)?);
@@ -1071,6 +1151,7 @@ impl<K: Kernel> Engine<K> {
     fn remove_bases(&self, j: &Journal) -> Result<(), Error> {
         for m in j.plan.maps.iter().filter(|m| m.action == MapAction::Copy) {
             crate::files::remove(&crate::migrate::base_path(self.dir.path(), &m.key))?;
+            crate::files::remove(&crate::sockets::record_path(self.dir.path(), &m.key))?;
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use handover_loader::{MapOrigin, Object, ObjectOptions};
 
 use crate::kernel::{Kernel, KernelError, KernelFacts, Kind, LoadedSet, ObjRef, ObjectSource};
-use crate::migrate::{FakeMap, Geometry, MapAccess};
+use crate::migrate::{FakeMap, Geometry, MapAccess, SocketReport};
 use crate::options::{AttachPoint, Options};
 use crate::plan::map_key;
 
@@ -40,6 +40,7 @@ struct World {
     refuse_attach: bool,
     barriers: usize,
     no_tcx: bool,
+    no_sockmap_iter: bool,
     /// Programs held by cgroup hooks without a link (`BPF_PROG_ATTACH`), by hook
     /// (the attach point's text), in the order they run.
     cgroup_progs: BTreeMap<String, Vec<ObjRef>>,
@@ -88,6 +89,19 @@ impl World {
             let edges: Vec<ObjRef> = match self.objects.get(&r) {
                 Some(Obj::Prog { refs, .. }) => refs.clone(),
                 Some(Obj::Link { prog, .. }) => prog.iter().copied().collect(),
+                // A map-in-map holds its inner maps, by the ids its values are.
+                Some(Obj::Map { map, .. })
+                    if matches!(
+                        map.geometry().map_type,
+                        handover_sys::MapType::ArrayOfMaps | handover_sys::MapType::HashOfMaps
+                    ) =>
+                {
+                    map.entries()
+                        .values()
+                        .filter_map(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+                        .map(|v| ObjRef::map(u32::from_ne_bytes(v)))
+                        .collect()
+                }
                 _ => Vec::new(),
             };
             for e in edges {
@@ -208,6 +222,7 @@ impl FakeWorld {
             refuse_attach: w.refuse_attach,
             barriers: w.barriers,
             no_tcx: w.no_tcx,
+            no_sockmap_iter: w.no_sockmap_iter,
             cgroup_progs: w.cgroup_progs.clone(),
             cgroup_ids: w.cgroup_ids.clone(),
             no_cgroup_links: w.no_cgroup_links,
@@ -360,6 +375,12 @@ impl FakeWorld {
         self.lock().no_tcx = !present;
     }
 
+    /// Makes the machine's kernel one without the sockmap iterator (before 5.10, or
+    /// without BTF), or with it.
+    pub fn set_sockmap_iter(&self, present: bool) {
+        self.lock().no_sockmap_iter = !present;
+    }
+
     /// Makes every later attach fail.
     pub fn refuse_attach(&self, refuse: bool) {
         self.lock().refuse_attach = refuse;
@@ -508,11 +529,13 @@ const FAKE_CPUS: u32 = 2;
 
 impl Kernel for FakeKernel {
     fn facts(&mut self) -> KernelFacts {
+        let w = self.world.lock();
         KernelFacts {
             page_size: 4096,
             possible_cpus: FAKE_CPUS,
             rename_exchange: true,
-            tcx_links: !self.world.lock().no_tcx,
+            tcx_links: !w.no_tcx,
+            sockmap_iter: !w.no_sockmap_iter,
         }
     }
 
@@ -560,7 +583,12 @@ impl Kernel for FakeKernel {
                     own.push(r);
                     continue;
                 }
-                let map = FakeMap::new(geometry(spec, FAKE_CPUS));
+                let mut map = FakeMap::new(geometry(spec, FAKE_CPUS));
+                // Values holding a bpf_spin_lock take BPF_F_LOCK, as the kernel's do.
+                let model = crate::upstream::map_model(&o.name, object, spec).ok();
+                if crate::carry::values_locked(model.as_ref(), model.as_ref()) {
+                    map = map.with_spin_lock();
+                }
                 if let Some(data) = &spec.initial_data {
                     let mut value = vec![0u8; map.geometry().value_len];
                     let n = data.len().min(value.len());
@@ -861,6 +889,110 @@ impl Kernel for FakeKernel {
             },
             Kind::Map,
         ))
+    }
+
+    /// A socket is modelled by its cookie, the value a lookup of a socket map
+    /// returns: the carry inserts the old map's value under the same key, with the
+    /// kernel's refusals (a sockmap index past the new capacity, a full sockhash, a
+    /// key taken under `BPF_NOEXIST`).
+    fn carry_sockets(
+        &mut self,
+        name: &str,
+        old: ObjRef,
+        new: ObjRef,
+        only: Option<&[Vec<u8>]>,
+        keep_existing: bool,
+    ) -> Result<SocketReport, KernelError> {
+        use handover_sys::{MapType, UpdateFlags};
+        let op = || format!("carry the sockets of {name}");
+        if self.lock().no_sockmap_iter {
+            return Err(KernelError::failed(
+                op(),
+                std::io::Error::other("the kernel has no sockmap iterator"),
+            ));
+        }
+        let (old, new) = (self.map_access(old)?, self.map_access(new)?);
+        let (og, ng) = (old.geometry(), new.geometry());
+        let sockets = |t: MapType| matches!(t, MapType::Sockmap | MapType::Sockhash);
+        if !sockets(og.map_type) || og.map_type != ng.map_type || og.key_size != ng.key_size {
+            return Err(KernelError::failed(
+                op(),
+                std::io::Error::other("not two socket maps of one type and key size"),
+            ));
+        }
+        let started = std::time::Instant::now();
+        let mut report = SocketReport::default();
+        let mut prev: Option<Vec<u8>> = None;
+        let mut key = vec![0u8; og.key_size];
+        let mut value = vec![0u8; og.value_len];
+        while old
+            .next_key(prev.as_deref(), &mut key)
+            .map_err(|e| KernelError::failed(op(), e))?
+        {
+            prev = Some(key.clone());
+            if !old
+                .lookup(&key, &mut value, UpdateFlags::ANY)
+                .map_err(|e| KernelError::failed(op(), e))?
+            {
+                continue;
+            }
+            if only.is_some_and(|keys| !keys.contains(&key)) {
+                continue;
+            }
+            report.seen += 1;
+            let mut cookie = value.clone();
+            cookie.resize(ng.value_len, 0);
+            let index = <[u8; 4]>::try_from(key.as_slice()).map(u32::from_ne_bytes);
+            let result =
+                if og.map_type == MapType::Sockmap && index.is_ok_and(|i| i >= ng.max_entries) {
+                    Err(libc::E2BIG)
+                } else {
+                    let flags = if keep_existing {
+                        UpdateFlags::NOEXIST
+                    } else {
+                        UpdateFlags::ANY
+                    };
+                    new.update(&key, &cookie, flags)
+                        .map_err(|e| e.errno().unwrap_or(libc::EINVAL))
+                };
+            match result {
+                Ok(()) => {
+                    report.carried += 1;
+                    report.keys.push(key.clone());
+                }
+                Err(errno) => report.refused.push((key.clone(), errno)),
+            }
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// An outer map's value is its inner map's id, as a lookup from user space
+    /// answers.
+    fn insert_inner_map(
+        &mut self,
+        outer: ObjRef,
+        key: &[u8],
+        inner: u32,
+        keep_existing: bool,
+    ) -> Result<bool, KernelError> {
+        let what = || format!("insert map {inner} into {outer}");
+        if !self.world.exists(ObjRef::map(inner)) {
+            return Err(KernelError::Missing {
+                what: format!("map {inner}"),
+            });
+        }
+        let outer = self.map_access(outer)?;
+        let flags = if keep_existing {
+            handover_sys::UpdateFlags::NOEXIST
+        } else {
+            handover_sys::UpdateFlags::ANY
+        };
+        match outer.update(key, &inner.to_ne_bytes(), flags) {
+            Ok(()) => Ok(true),
+            Err(e) if keep_existing && e.errno() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(KernelError::failed(what(), e)),
+        }
     }
 
     fn alive(&mut self, object: ObjRef) -> bool {

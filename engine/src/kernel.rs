@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::migrate::{MapAccess, Patcher, ValueFields};
+use crate::migrate::{MapAccess, Patcher, SocketReport, ValueFields};
 use crate::options::{AttachPoint, Options};
 
 /// What kind of kernel object an id names (ids are per kind).
@@ -133,6 +133,11 @@ pub struct KernelFacts {
     /// Whether the kernel has tcx links (`BPF_TCX_INGRESS`/`BPF_TCX_EGRESS`, 6.6),
     /// probed: without them tc attachments are refused by the plan.
     pub tcx_links: bool,
+    /// Whether the kernel runs the generated `iter/sockmap` program that carries the
+    /// sockets of a sockmap or sockhash into a new map, probed by attaching it to a
+    /// throwaway sockmap (5.10 with BTF): without it their entries are lost on a
+    /// recreate.
+    pub sockmap_iter: bool,
 }
 
 /// A kernel call that failed.
@@ -364,6 +369,50 @@ pub trait Kernel {
     ) -> Result<Option<Box<dyn Patcher>>, KernelError> {
         let _ = (map, name, fields, marks);
         Ok(None)
+    }
+
+    /// Inserts the sockets of the held sockmap or sockhash `old` into the held socket
+    /// map `new` under the same keys, in the kernel (the generated `iter/sockmap`
+    /// program): every socket, or only those at the keys `only` lists; with
+    /// `keep_existing` a key `new` holds already keeps its socket (`BPF_NOEXIST`,
+    /// reported refused with `EEXIST`). `name` names the map in errors.
+    ///
+    /// # Errors
+    /// The kernel has no sockmap iterator, or a command fails.
+    fn carry_sockets(
+        &mut self,
+        name: &str,
+        old: ObjRef,
+        new: ObjRef,
+        only: Option<&[Vec<u8>]>,
+        keep_existing: bool,
+    ) -> Result<SocketReport, KernelError> {
+        let _ = (old, new, only, keep_existing);
+        Err(KernelError::failed(
+            format!("carry the sockets of {name}"),
+            std::io::Error::other("this kernel cannot carry sockets"),
+        ))
+    }
+
+    /// Inserts the live map of id `inner` into the held map-in-map `outer` at `key`
+    /// (`BPF_MAP_GET_FD_BY_ID`, then an update with the descriptor); with
+    /// `keep_existing` a key `outer` holds already keeps its map (`Ok(false)`).
+    ///
+    /// # Errors
+    /// The inner map is gone, or the outer map refuses it (an inner map that does
+    /// not fit the outer map's template, an index past its capacity).
+    fn insert_inner_map(
+        &mut self,
+        outer: ObjRef,
+        key: &[u8],
+        inner: u32,
+        keep_existing: bool,
+    ) -> Result<bool, KernelError> {
+        let _ = (key, keep_existing);
+        Err(KernelError::failed(
+            format!("insert map {inner} into {outer}"),
+            std::io::Error::other("this kernel cannot insert inner maps"),
+        ))
     }
 
     /// Whether the object still exists in the kernel (`BPF_*_GET_FD_BY_ID`); does not

@@ -30,6 +30,7 @@ mod options;
 mod plan;
 mod progress;
 mod real;
+mod sockets;
 mod state;
 mod step;
 mod upstream;

@@ -460,7 +460,7 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
             let old_key = m.from.clone().unwrap_or_else(|| m.key.clone());
             let old = s.models.iter().find(|o| o.name == old_key);
             let new = models.iter().find(|n| n.name == m.key);
-            carry::decide(m, old, new);
+            carry::decide(m, old, new, &facts);
         }
         for m in maps.iter_mut().filter(|m| m.action == MapAction::Reuse) {
             let old = s.models.iter().find(|o| o.name == m.key);

@@ -18,7 +18,10 @@ use handover_sys::{
 };
 
 use crate::kernel::{Kernel, KernelError, KernelFacts, Kind, LoadedSet, ObjRef, ObjectSource};
-use crate::migrate::{KernelPatcher, MapAccess, Patcher, ValueFields};
+use crate::migrate::{
+    KernelPatcher, MapAccess, Patcher, SocketPass, SocketReport, ValueFields, carry_sockets,
+    carry_sockets_with,
+};
 use crate::options::{AttachPoint, Options};
 use crate::plan::map_key;
 
@@ -28,6 +31,8 @@ pub struct RealKernel {
     bpf: Bpf,
     root: PinRoot,
     fds: HashMap<ObjRef, OwnedFd>,
+    /// The sockmap iterator probe's answer, once asked.
+    sockmap_iter: Option<bool>,
     /// Probed: whether the kernel has cgroup links, by attach type.
     cgroup_links: HashMap<String, bool>,
 }
@@ -70,6 +75,7 @@ impl RealKernel {
             bpf,
             root,
             fds: HashMap::new(),
+            sockmap_iter: None,
             cgroup_links: HashMap::new(),
         })
     }
@@ -136,6 +142,34 @@ impl RealKernel {
         }
         .map_err(failed(format!("info of a pinned {target}")))?;
         Ok(ObjRef { kind, id })
+    }
+
+    /// Whether the kernel runs the socket carry: its program loaded and attached
+    /// over a throwaway sockmap, and one (empty) run read.
+    fn probe_sockmap_iter(&self) -> bool {
+        let create = || {
+            let mut spec = MapCreate::new(MapType::Sockmap, 4, 8, 1);
+            spec.name = "handover_probe";
+            Map::create(&self.bpf, &spec)
+        };
+        match (create(), create()) {
+            (Ok(a), Ok(b)) => match carry_sockets(&self.bpf, "probe", &a, &b) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::info!(reason = %e, "the kernel cannot carry sockets");
+                    false
+                }
+            },
+            _ => false,
+        }
+    }
+
+    fn open_map(&mut self, r: ObjRef) -> Result<Map, KernelError> {
+        let fd = self
+            .fd_of(r)?
+            .try_clone_to_owned()
+            .map_err(|e| KernelError::failed("dup", e))?;
+        Map::new(&self.bpf, fd).map_err(failed(format!("open {r}")))
     }
 
     fn walk(&self, dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), KernelError> {
@@ -240,6 +274,10 @@ impl Kernel for RealKernel {
             // pin root's exchange reports a kernel that refuses.
             rename_exchange: true,
             tcx_links: self.bpf.has(handover_sys::Feature::TcxLink),
+            sockmap_iter: match self.sockmap_iter {
+                Some(known) => known,
+                None => *self.sockmap_iter.insert(self.probe_sockmap_iter()),
+            },
         }
     }
 
@@ -741,6 +779,74 @@ impl Kernel for RealKernel {
         let p = KernelPatcher::new(&self.bpf, &map, name, fields, Some(&marks))
             .map_err(|e| KernelError::failed(format!("the patch program of {name}"), e))?;
         Ok(Some(Box::new(p)))
+    }
+
+    fn carry_sockets(
+        &mut self,
+        name: &str,
+        old: ObjRef,
+        new: ObjRef,
+        only: Option<&[Vec<u8>]>,
+        keep_existing: bool,
+    ) -> Result<SocketReport, KernelError> {
+        let (old, new) = (self.open_map(old)?, self.open_map(new)?);
+        let only = match only {
+            Some(keys) => {
+                let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                let mut spec = MapCreate::new(
+                    MapType::Hash,
+                    size(old.key_size()),
+                    1,
+                    size(keys.len()).max(1),
+                );
+                spec.flags = map_flags::NO_PREALLOC;
+                spec.name = "handover_only";
+                let m = Map::create(&self.bpf, &spec)
+                    .map_err(failed(format!("create the keys to carry of {name}")))?;
+                for k in keys {
+                    m.update(k, &[1], UpdateFlags::ANY)
+                        .map_err(failed(format!("list a key to carry of {name}")))?;
+                }
+                Some(m)
+            }
+            None => None,
+        };
+        let pass = SocketPass {
+            only: only.as_ref(),
+            flags: if keep_existing {
+                UpdateFlags::NOEXIST
+            } else {
+                UpdateFlags::ANY
+            },
+        };
+        carry_sockets_with(&self.bpf, name, &old, &new, pass)
+            .map_err(|e| KernelError::failed(format!("carry the sockets of {name}"), e))
+    }
+
+    fn insert_inner_map(
+        &mut self,
+        outer: ObjRef,
+        key: &[u8],
+        inner: u32,
+        keep_existing: bool,
+    ) -> Result<bool, KernelError> {
+        let what = || format!("insert map {inner} into {outer}");
+        let outer = self.open_map(outer)?;
+        let fd = self
+            .bpf
+            .fd_by_id(ObjectKind::Map, inner, OpenFlags::READ_WRITE)
+            .map_err(failed(what()))?;
+        let raw = u32::try_from(std::os::fd::AsRawFd::as_raw_fd(&fd)).unwrap_or(u32::MAX);
+        let flags = if keep_existing {
+            UpdateFlags::NOEXIST
+        } else {
+            UpdateFlags::ANY
+        };
+        match outer.update(key, &raw.to_ne_bytes(), flags) {
+            Ok(()) => Ok(true),
+            Err(e) if keep_existing && e.errno() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(KernelError::failed(what(), e)),
+        }
     }
 
     fn alive(&mut self, object: ObjRef) -> bool {

@@ -160,6 +160,12 @@ pub struct MapCounts {
     /// by old and deleted by new (brought back).
     #[serde(default)]
     pub ambiguous_adds: u64,
+    /// Sockets the last pass after the switch carried without being able to tell
+    /// them from the new programs' (a socket map of 4-byte values, whose cookies
+    /// cannot be read): added back at keys the new map left empty, which the new
+    /// programs may have emptied; and sockets the old programs removed stay.
+    #[serde(default)]
+    pub sockets_unsure: u64,
     /// Patches and deletes the reconcile merged again because the new programs wrote
     /// the entry between its read and the change (their write kept).
     #[serde(default)]

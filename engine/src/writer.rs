@@ -19,9 +19,12 @@
 //! 4. after the commit, the new map only.
 //!
 //! A write and the engine's phase changes exclude each other (one lock), so a write
-//! lands wholly in one phase. Per-CPU maps are not dual-written (a per-CPU value
-//! written from user space sets every CPU's slot, which the reverse conversion would
-//! have to do slot by slot): their writers refuse during a migration.
+//! lands wholly in one phase. Values holding a `bpf_spin_lock` (in both versions, as
+//! the copy decides: `carry::values_locked`) are read and written with `BPF_F_LOCK`
+//! in both maps, each whole under the lock the programs take. A per-CPU value is
+//! written as user space writes one, a slot per possible CPU (each slot the value
+//! size rounded up to 8 bytes), and converted back slot by slot, each over that
+//! CPU's slot of the old entry.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -53,6 +56,11 @@ pub(crate) struct Migration {
     pub(crate) new: Option<Arc<dyn MapAccess>>,
     pub(crate) conversion: Conversion,
     pub(crate) fields: ValueFields,
+    /// Both maps' values hold a `bpf_spin_lock`: every read and write of them is
+    /// under `BPF_F_LOCK`.
+    lock: bool,
+    /// The new map's values hold one: its writes after the commit are locked.
+    new_lock: bool,
     pending: BTreeMap<Vec<u8>, Pending>,
     replayed: bool,
     after_replay: HashSet<Vec<u8>>,
@@ -68,8 +76,8 @@ impl std::fmt::Debug for Migration {
 }
 
 pub(crate) enum Target {
-    /// One map, in the writer's layout.
-    Map(Arc<dyn MapAccess>),
+    /// One map, in the writer's layout; `true`: its values hold a `bpf_spin_lock`.
+    Map(Arc<dyn MapAccess>, bool),
     /// A migration runs.
     Migrating(Box<Migration>),
 }
@@ -77,7 +85,11 @@ pub(crate) enum Target {
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Target::Map(m) => f.debug_tuple("Map").field(&m.geometry()).finish(),
+            Target::Map(m, lock) => f
+                .debug_tuple("Map")
+                .field(&m.geometry())
+                .field(lock)
+                .finish(),
             Target::Migrating(m) => m.fmt(f),
         }
     }
@@ -111,16 +123,21 @@ fn convert_err(key: &str, what: &str) -> impl FnOnce(crate::upstream::ConvertErr
 }
 
 impl Migration {
+    /// A migration of `old` by `conversion`; `(lock, new_lock)`: both maps' values
+    /// hold a `bpf_spin_lock`, the new map's do.
     pub(crate) fn new(
         old: Arc<dyn MapAccess>,
         conversion: Conversion,
         fields: ValueFields,
+        (lock, new_lock): (bool, bool),
     ) -> Self {
         Self {
             old,
             new: None,
             conversion,
             fields,
+            lock,
+            new_lock,
             pending: BTreeMap::new(),
             replayed: false,
             after_replay: HashSet::new(),
@@ -132,20 +149,55 @@ impl Migration {
         reverse(&self.conversion.key, key, None).map_err(convert_err(map, "key"))
     }
 
+    fn flags(&self) -> UpdateFlags {
+        if self.lock {
+            UpdateFlags::LOCK
+        } else {
+            UpdateFlags::ANY
+        }
+    }
+
+    /// The old value of a new `value`, over the old entry `current`: per CPU slot for
+    /// a per-CPU map.
+    fn old_value(&self, map: &str, value: &[u8], current: Option<&[u8]>) -> Result<Vec<u8>, Error> {
+        let plan = &self.conversion.value;
+        if !self.conversion.per_cpu {
+            return reverse(plan, value, current).map_err(convert_err(map, "value"));
+        }
+        let (new_size, old_size) = (plan.new_size as usize, plan.old_size as usize);
+        let (new_stride, old_stride) = (new_size.next_multiple_of(8), old_size.next_multiple_of(8));
+        let mut out = vec![0u8; old_stride * self.conversion.cpus];
+        for cpu in 0..self.conversion.cpus {
+            let slot = value.get(cpu * new_stride..cpu * new_stride + new_size);
+            let cur = current.and_then(|c| c.get(cpu * old_stride..cpu * old_stride + old_size));
+            let dst = out.get_mut(cpu * old_stride..cpu * old_stride + old_size);
+            let (Some(slot), Some(dst)) = (slot, dst) else {
+                return Err(Error::Data {
+                    step: "write",
+                    map: map.to_owned(),
+                    reason: format!("the per-CPU value has no slot for CPU {cpu}"),
+                });
+            };
+            let v = reverse(plan, slot, cur).map_err(convert_err(map, "value"))?;
+            dst.copy_from_slice(v.get(..old_size).unwrap_or(&v));
+        }
+        Ok(out)
+    }
+
     fn put(&mut self, map: &str, key: &[u8], value: &[u8]) -> Result<(), Error> {
         let ok = self.old_key(map, key)?;
+        let flags = self.flags();
         let mut current = vec![0u8; self.old.geometry().value_len];
         let found = self
             .old
-            .lookup(&ok, &mut current, UpdateFlags::ANY)
+            .lookup(&ok, &mut current, flags)
             .map_err(kernel_err(map, "reading the old map"))?;
-        let old_value = reverse(&self.conversion.value, value, found.then_some(&current[..]))
-            .map_err(convert_err(map, "value"))?;
+        let old_value = self.old_value(map, value, found.then_some(&current[..]))?;
         self.old
-            .update(&ok, &old_value, UpdateFlags::ANY)
+            .update(&ok, &old_value, flags)
             .map_err(kernel_err(map, "writing the old map"))?;
         if let Some(new) = &self.new {
-            new.update(key, value, UpdateFlags::ANY)
+            new.update(key, value, flags)
                 .map_err(kernel_err(map, "writing the new map"))?;
         }
         self.remember(
@@ -193,18 +245,24 @@ impl Migration {
         let Some(new) = self.new.clone() else {
             return Ok(0);
         };
-        let patcher = UserPatcher::new(new.as_ref(), map, self.fields.clone(), false);
+        let patcher = UserPatcher::new(new.as_ref(), map, self.fields.clone(), self.lock);
+        let flags = self.flags();
+        let cpus = if self.conversion.per_cpu {
+            self.conversion.cpus
+        } else {
+            1
+        };
         let mut current = vec![0u8; self.old.geometry().value_len];
         let mut n = 0;
         for (key, p) in std::mem::take(&mut self.pending) {
             let ok = self.old_key(map, &key)?;
             let found = self
                 .old
-                .lookup(&ok, &mut current, UpdateFlags::ANY)
+                .lookup(&ok, &mut current, flags)
                 .map_err(kernel_err(map, "reading the old map"))?;
             match (p.new, p.old, found) {
                 (Some(value), Some(written), true) => {
-                    new.update(&key, &value, UpdateFlags::ANY)
+                    new.update(&key, &value, flags)
                         .map_err(kernel_err(map, "writing the new map"))?;
                     let base = self
                         .conversion
@@ -215,7 +273,8 @@ impl Migration {
                         .value(map, &current)
                         .map_err(data_err(map))?;
                     let mut conflicts = crate::migrate::Conflicts::default();
-                    let patch = merge_value(&self.fields, 1, &base, &now, &value, &mut conflicts);
+                    let patch =
+                        merge_value(&self.fields, cpus, &base, &now, &value, &mut conflicts);
                     // A patch the new programs overtook (Outcome::Changed) leaves
                     // their write: it is newer than both.
                     if !patch.is_empty() {
@@ -259,13 +318,21 @@ impl MapWriter {
     /// Writes `value` at `key` (new layout), in both maps while a migration runs.
     ///
     /// # Errors
-    /// A map refuses, the key or value is not of the map's sizes, or the map is
-    /// per-CPU and a migration runs.
+    /// A map refuses, or the key or value is not of the map's sizes (a per-CPU
+    /// value: one slot per possible CPU).
     pub fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
         let mut t = self.lock();
         match &mut *t {
-            Target::Map(m) => m
-                .update(key, value, UpdateFlags::ANY)
+            Target::Map(m, lock) => m
+                .update(
+                    key,
+                    value,
+                    if *lock {
+                        UpdateFlags::LOCK
+                    } else {
+                        UpdateFlags::ANY
+                    },
+                )
                 .map_err(kernel_err(&self.key, "writing the map")),
             Target::Migrating(m) => {
                 self.check(m, key, value)?;
@@ -282,7 +349,7 @@ impl MapWriter {
     pub fn remove(&self, key: &[u8]) -> Result<bool, Error> {
         let mut t = self.lock();
         match &mut *t {
-            Target::Map(m) => m
+            Target::Map(m, _) => m
                 .delete(key)
                 .map_err(kernel_err(&self.key, "deleting from the map")),
             Target::Migrating(m) => {
@@ -293,18 +360,14 @@ impl MapWriter {
     }
 
     fn check(&self, m: &Migration, key: &[u8], value: &[u8]) -> Result<(), Error> {
-        if m.conversion.per_cpu {
-            return Err(Error::Data {
-                step: "write",
-                map: self.key.clone(),
-                reason: "a per-CPU map is not written from the daemon while it is migrated; \
-                         write it after the upgrade"
-                    .into(),
-            });
-        }
+        let vs = m.conversion.value.new_size as usize;
         let (ks, vs) = (
             m.conversion.key.new_size as usize,
-            m.conversion.value.new_size as usize,
+            if m.conversion.per_cpu {
+                vs.next_multiple_of(8) * m.conversion.cpus
+            } else {
+                vs
+            },
         );
         if key.len() != ks || (!value.is_empty() && value.len() != vs) {
             return Err(Error::Size {
@@ -332,7 +395,7 @@ impl MapWriter {
     pub(crate) fn replay(&self) -> Result<usize, Error> {
         match &mut *self.lock() {
             Target::Migrating(m) => m.replay(&self.key),
-            Target::Map(_) => Ok(0),
+            Target::Map(..) => Ok(0),
         }
     }
 
@@ -340,13 +403,18 @@ impl MapWriter {
     pub(crate) fn written_after_replay(&self) -> HashSet<Vec<u8>> {
         match &*self.lock() {
             Target::Migrating(m) => m.after_replay.clone(),
-            Target::Map(_) => HashSet::new(),
+            Target::Map(..) => HashSet::new(),
         }
     }
 
     /// The end of a migration: one map from now on.
     pub(crate) fn settle(&self, map: Arc<dyn MapAccess>) {
-        *self.lock() = Target::Map(map);
+        let mut t = self.lock();
+        let lock = match &*t {
+            Target::Migrating(m) => m.new_lock,
+            Target::Map(_, lock) => *lock,
+        };
+        *t = Target::Map(map, lock);
     }
 
     /// After a rolled back migration: the old map only, through the reverse

@@ -122,3 +122,183 @@ fn daemon_writes_during_an_upgrade_are_in_the_new_map_converted() {
         Some(&written(1))
     );
 }
+
+fn writer_objects(version: u32) -> Vec<handover_engine::ObjectSource> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../programs/build/engine_writer_v{version}.o"));
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run programs/build.sh", path.display()));
+    vec![handover_engine::ObjectSource::new("writer.o", bytes)]
+}
+
+/// CPUs of the fake kernel.
+const CPUS: usize = 2;
+
+/// A version 1 `struct stat` per CPU: packets, port, padding (16 bytes a slot).
+fn stat_v1(slots: &[(u64, u32)]) -> Vec<u8> {
+    slots
+        .iter()
+        .flat_map(|(p, port)| {
+            let mut v = p.to_ne_bytes().to_vec();
+            v.extend(port.to_ne_bytes());
+            v.extend([0u8; 4]);
+            v
+        })
+        .collect()
+}
+
+/// A version 2 `struct stat` per CPU: flags, padding, packets, port, padding (24 bytes).
+fn stat_v2(slots: &[(u32, u64, u32)]) -> Vec<u8> {
+    slots
+        .iter()
+        .flat_map(|(flags, p, port)| {
+            let mut v = flags.to_ne_bytes().to_vec();
+            v.extend([0u8; 4]);
+            v.extend(p.to_ne_bytes());
+            v.extend(port.to_ne_bytes());
+            v.extend([0u8; 4]);
+            v
+        })
+        .collect()
+}
+
+/// A version 1 `struct account`: lock, owner, balance.
+fn account_v1(owner: u32, balance: u64) -> Vec<u8> {
+    let mut v = vec![0u8; 4];
+    v.extend(owner.to_ne_bytes());
+    v.extend(balance.to_ne_bytes());
+    v
+}
+
+/// A version 2 `struct account`: opened, lock, owner, balance.
+fn account_v2(opened: u64, owner: u32, balance: u64) -> Vec<u8> {
+    let mut v = opened.to_ne_bytes().to_vec();
+    v.extend(account_v1(owner, balance));
+    v
+}
+
+/// The last `stats` and `accounts` values written per key.
+type Written = BTreeMap<u32, (Vec<u8>, Vec<u8>)>;
+
+fn k(i: u32) -> Vec<u8> {
+    i.to_ne_bytes().to_vec()
+}
+
+#[test]
+fn per_cpu_and_spin_locked_values_are_dual_written_through_an_upgrade() {
+    let world = FakeWorld::new();
+    let dir = StateDir::new("writer-percpu");
+    let opts = handover_engine::Options {
+        attachments: vec![handover_engine::Attachment {
+            name: "count".into(),
+            program: "count".into(),
+            point: handover_engine::AttachPoint::Xdp {
+                iface: "fake0".into(),
+            },
+        }],
+        ..handover_engine::Options::default()
+    };
+    let mut e = Engine::with_kernel(world.process(), &dir.0, LockWait::Refuse).unwrap();
+    let v1 = writer_objects(1);
+    let plan = e.plan(&v1, &opts).unwrap();
+    e.apply(&plan, &v1, ApplyOptions::default()).unwrap();
+    let stats = world.map_at("maps/stats").unwrap();
+    let accounts = world.map_at("maps/accounts").unwrap();
+    assert_eq!(stats.geometry().cpus, CPUS);
+    for i in 0..20 {
+        stats
+            .update(
+                &k(i),
+                &stat_v1(&[(u64::from(i), 80), (u64::from(i) * 2, 81)]),
+                Default::default(),
+            )
+            .unwrap();
+        accounts
+            .update(
+                &k(i),
+                &account_v1(i, u64::from(i) * 100),
+                handover_sys::UpdateFlags::LOCK,
+            )
+            .unwrap();
+    }
+
+    let v2 = writer_objects(2);
+    let plan = e.plan(&v2, &opts).unwrap();
+    let stats_w = e.map_writer(&plan, "stats").unwrap();
+    let accounts_w = e.map_writer(&plan, "accounts").unwrap();
+    // Before the new maps exist: the old maps, converted back slot by slot, under
+    // the lock.
+    stats_w
+        .insert(&k(100), &stat_v2(&[(1, 1000, 90), (2, 2000, 91)]))
+        .unwrap();
+    assert_eq!(
+        stats.entries().get(&k(100)),
+        Some(&stat_v1(&[(1000, 90), (2000, 91)]))
+    );
+    let locked = accounts.stats().locked;
+    accounts_w.insert(&k(100), &account_v2(7, 100, 5)).unwrap();
+    assert_eq!(accounts.entries().get(&k(100)), Some(&account_v1(100, 5)));
+    assert!(
+        accounts.stats().locked >= locked + 2,
+        "read and written under BPF_F_LOCK"
+    );
+    // A per-CPU value has a slot per CPU.
+    let err = stats_w.insert(&k(1), &stat_v2(&[(1, 1, 1)])).unwrap_err();
+    assert!(err.to_string().contains("value"), "{err}");
+
+    // While the upgrade runs the daemon writes both maps before every kernel call.
+    let last: Arc<Mutex<Written>> = Arc::default();
+    {
+        let (stats_w, accounts_w, last) = (stats_w.clone(), accounts_w.clone(), Arc::clone(&last));
+        let mut n = 0u32;
+        world.set_traffic(move |r: &Running| {
+            if r.name != "count" {
+                return;
+            }
+            n += 1;
+            let i = 200 + n % 30;
+            let s = stat_v2(&[(n, u64::from(n) * 10, 70), (n + 1, u64::from(n) * 20, 71)]);
+            let a = account_v2(u64::from(n), i, u64::from(n) * 3);
+            stats_w.insert(&k(i), &s).unwrap();
+            accounts_w.insert(&k(i), &a).unwrap();
+            last.lock().unwrap().insert(i, (s, a));
+        });
+    }
+    e.apply(&plan, &v2, ApplyOptions::default()).unwrap();
+    world.set_traffic(|_| {});
+    let last = last.lock().unwrap().clone();
+    assert!(
+        last.len() > 5,
+        "{} keys written during the upgrade",
+        last.len()
+    );
+    let stats2 = world.map_at("maps/stats").unwrap().entries();
+    let accounts2 = world.map_at("maps/accounts").unwrap();
+    assert!(accounts2.stats().locked > 0);
+    let accounts2 = accounts2.entries();
+    for (i, (s, a)) in &last {
+        assert_eq!(stats2.get(&k(*i)), Some(s), "stats {i}");
+        assert_eq!(accounts2.get(&k(*i)), Some(a), "accounts {i}");
+    }
+    for i in 0..20 {
+        let n = u64::from(i);
+        assert_eq!(
+            stats2.get(&k(i)),
+            Some(&stat_v2(&[(0, n, 80), (0, n * 2, 81)])),
+            "stats {i} converted per CPU"
+        );
+        assert_eq!(accounts2.get(&k(i)), Some(&account_v2(0, i, n * 100)));
+    }
+    assert_eq!(
+        stats2.get(&k(100)),
+        Some(&stat_v2(&[(1, 1000, 90), (2, 2000, 91)])),
+        "the write before the upgrade, with its new field, replayed"
+    );
+    assert_eq!(accounts2.get(&k(100)), Some(&account_v2(7, 100, 5)));
+    // After the commit: the new map, still under the lock.
+    accounts_w.insert(&k(1), &account_v2(9, 1, 1)).unwrap();
+    assert_eq!(
+        world.map_at("maps/accounts").unwrap().entries().get(&k(1)),
+        Some(&account_v2(9, 1, 1))
+    );
+}

@@ -47,5 +47,5 @@ pub use reconcile::{
     Conflicts, LeafWrite, MARK_DONE, MARK_VALUE_SIZE, Outcome, Patch, Patcher, ReconcileOptions,
     ReconcileReport, UserPatcher, merge_value, reconcile,
 };
-pub use sockets::{SocketReport, carry_sockets};
+pub use sockets::{SocketPass, SocketReport, carry_sockets, carry_sockets_with};
 pub use walk::{Chunk, DEFAULT_CHUNK, read_map};

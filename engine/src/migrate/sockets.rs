@@ -11,10 +11,16 @@
 //! ctx = struct bpf_iter__sockmap { meta, map, key, sk }
 //! if ctx.key and ctx.sk:
 //!     record.key = *ctx.key            (the helper cannot take the context's buffer)
-//!     record.ret = bpf_map_update_elem(&new, &record.key, ctx.sk, BPF_ANY)
+//!     if only and not bpf_map_lookup_elem(&only, &record.key): return 0
+//!     record.ret = bpf_map_update_elem(&new, &record.key, ctx.sk, flags)
 //!     bpf_seq_write(ctx.meta.seq, &record, sizeof record)
 //! return 0
 //! ```
+//!
+//! `only` (a hash map of the keys to carry) and `flags` (`BPF_ANY`, or `BPF_NOEXIST`
+//! so that a socket the new map holds at a key is kept) are chosen per pass
+//! ([`SocketPass`]): the upgrade's copy and delta passes carry everything, its last
+//! pass after the switch only what the old programs changed.
 //!
 //! attaches it with an iterator link over the old map, and reads one run of the
 //! iterator to its end. Each record says which key was carried or why not (the
@@ -31,7 +37,8 @@ use super::patch_prog::{
     ADD64_IMM, CALL, EXIT, JEQ_IMM, LD_IMM64, MOV64_IMM, MOV64_REG, MOVES, PSEUDO_MAP_FD,
 };
 use super::sys::{
-    AttachType, Bpf, Insn, IterTarget, Map, MapType, ProgLoad, ProgramType, vmlinux_btf,
+    AttachType, Bpf, Insn, IterTarget, Map, MapType, ProgLoad, ProgramType, UpdateFlags,
+    vmlinux_btf,
 };
 
 /// The kernel's iterator target function for sockmap and sockhash elements.
@@ -41,6 +48,7 @@ const CTX_META: i16 = 0;
 const CTX_KEY: i16 = 16;
 const CTX_SK: i16 = 24;
 const META_SEQ: i16 = 0;
+const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 const BPF_FUNC_MAP_UPDATE_ELEM: i32 = 2;
 const BPF_FUNC_SEQ_WRITE: i32 = 127;
 /// `BPF_ST | BPF_MEM | BPF_DW`: store an immediate.
@@ -52,16 +60,40 @@ const LDX_DW: u8 = 0x79;
 /// Keys larger than this do not fit the program's stack record.
 const MAX_KEY: usize = 256;
 
+/// Which sockets one run of [`carry_sockets_with`] carries, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketPass<'a> {
+    /// Only the keys present in this map (a map keyed like the old one, any value);
+    /// `None`: every socket.
+    pub only: Option<&'a Map>,
+    /// The update's flags: [`UpdateFlags::ANY`], or [`UpdateFlags::NOEXIST`] to keep
+    /// a socket the new map holds already at a key (refused with `EEXIST`).
+    pub flags: UpdateFlags,
+}
+
+impl Default for SocketPass<'_> {
+    fn default() -> Self {
+        Self {
+            only: None,
+            flags: UpdateFlags::ANY,
+        }
+    }
+}
+
 /// What [`carry_sockets`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SocketReport {
-    /// Sockets the iterator met in the old map.
+    /// Sockets the iterator met in the old map (of the keys asked for, with
+    /// [`SocketPass::only`]).
     pub seen: usize,
     /// Sockets inserted into the new map.
     pub carried: usize,
+    /// The keys of the sockets inserted, in the iterator's order.
+    pub keys: Vec<Vec<u8>>,
     /// Keys (old key bytes) whose socket the new map refused, with the errno:
     /// `E2BIG` a sockmap index past the new capacity, `ENOMEM` a full sockhash,
-    /// `EOPNOTSUPP` a socket in a state a map takes no more (closing).
+    /// `EOPNOTSUPP` a socket in a state a map takes no more (closing), `EEXIST` a key
+    /// the new map holds already under [`UpdateFlags::NOEXIST`].
     pub refused: Vec<(Vec<u8>, i32)>,
     /// Wall time, program load included.
     pub elapsed: Duration,
@@ -83,6 +115,20 @@ pub fn carry_sockets(
     name: &str,
     old: &Map,
     new: &Map,
+) -> Result<SocketReport, MigrateError> {
+    carry_sockets_with(bpf, name, old, new, SocketPass::default())
+}
+
+/// [`carry_sockets`] of the sockets and with the flags `pass` says.
+///
+/// # Errors
+/// As [`carry_sockets`]; `pass.only` is not keyed like the old map.
+pub fn carry_sockets_with(
+    bpf: &Bpf,
+    name: &str,
+    old: &Map,
+    new: &Map,
+    pass: SocketPass<'_>,
 ) -> Result<SocketReport, MigrateError> {
     let start = Instant::now();
     let invalid = |reason: String| MigrateError::Invalid {
@@ -106,13 +152,27 @@ pub fn carry_sockets(
             new.key_size()
         )));
     }
+    if let Some(only) = pass.only
+        && only.key_size() != key_size
+    {
+        return Err(invalid(format!(
+            "the map of keys to carry has keys of {} bytes, the socket map of {key_size}",
+            only.key_size()
+        )));
+    }
     let target = iter_target_id().map_err(|reason| {
         invalid(format!(
             "the kernel offers no sockmap iterator ({reason}); it needs Linux 5.10 or newer with BTF"
         ))
     })?;
     let record = key_size.next_multiple_of(8) + 8;
-    let insns = program(key_size, record, new.fd().as_raw_fd());
+    let insns = program(
+        key_size,
+        record,
+        new.fd().as_raw_fd(),
+        pass.only.map(|m| m.fd().as_raw_fd()),
+        i32::try_from(pass.flags.0).unwrap_or(0),
+    );
     let mut spec = ProgLoad::new(ProgramType::Tracing, &insns, LICENSE);
     spec.name = "handover_socks";
     spec.expected_attach_type = Some(AttachType::TraceIter);
@@ -155,6 +215,9 @@ pub fn carry_sockets(
         let ret = (ret.try_into().map_or(0, i64::from_ne_bytes) << 32) >> 32;
         if ret == 0 {
             report.carried += 1;
+            report
+                .keys
+                .push(key.get(..key_size).unwrap_or(key).to_vec());
         } else {
             let errno = i32::try_from(-ret).unwrap_or(i32::MAX);
             report
@@ -186,7 +249,13 @@ fn i16_of(n: usize) -> i16 {
 
 /// The iterator program: see the module documentation. `record` bytes of stack hold
 /// the key (zero-padded to 8 bytes) and the update's result.
-fn program(key_size: usize, record: usize, new_map_fd: i32) -> Vec<Insn> {
+fn program(
+    key_size: usize,
+    record: usize,
+    new_map_fd: i32,
+    only_fd: Option<i32>,
+    flags: i32,
+) -> Vec<Insn> {
     let rec = -i16_of(record);
     let mut p = vec![
         Insn::new(MOV64_REG, 6, 1, 0, 0),
@@ -215,13 +284,24 @@ fn program(key_size: usize, record: usize, new_map_fd: i32) -> Vec<Insn> {
         p.push(Insn::new(stx, 10, 1, rec + i16_of(c), 0));
         c += size;
     }
+    if let Some(only) = only_fd {
+        p.extend([
+            Insn::new(LD_IMM64, 1, PSEUDO_MAP_FD, 0, only),
+            Insn::new(0, 0, 0, 0, 0),
+            Insn::new(MOV64_REG, 2, 10, 0, 0),
+            Insn::new(ADD64_IMM, 2, 0, 0, i32::from(rec)),
+            Insn::new(CALL, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM),
+        ]);
+        to_out.push(p.len());
+        p.push(Insn::new(JEQ_IMM, 0, 0, 0, 0));
+    }
     p.extend([
         Insn::new(LD_IMM64, 1, PSEUDO_MAP_FD, 0, new_map_fd),
         Insn::new(0, 0, 0, 0, 0),
         Insn::new(MOV64_REG, 2, 10, 0, 0),
         Insn::new(ADD64_IMM, 2, 0, 0, i32::from(rec)),
         Insn::new(MOV64_REG, 3, 8, 0, 0),
-        Insn::new(MOV64_IMM, 4, 0, 0, 0),
+        Insn::new(MOV64_IMM, 4, 0, 0, flags),
         Insn::new(CALL, 0, 0, 0, BPF_FUNC_MAP_UPDATE_ELEM),
         Insn::new(STX_DW, 10, 0, -8, 0),
         Insn::new(MOV64_REG, 1, 9, 0, 0),
