@@ -92,43 +92,52 @@ impl Admin {
 
     /// Stops taking connections; those queued are left for the successor.
     pub fn stop_accepting(&self) {
-        self.accepting.store(false, Ordering::Release);
+        self.accepting.store(false, Ordering::SeqCst);
     }
 
     /// Takes connections again (a successor died).
     pub fn resume_accepting(&self) {
-        self.accepting.store(true, Ordering::Release);
+        self.accepting.store(true, Ordering::SeqCst);
     }
 
     /// Waits until no request is in flight, at most `deadline`; returns how many
     /// were still in flight then.
     pub fn drain(&self, deadline: Duration) -> u64 {
         let until = Instant::now() + deadline;
-        while self.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < until {
+        while self.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
             thread::sleep(Duration::from_millis(2));
         }
-        self.in_flight.load(Ordering::Acquire)
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     fn accept_loop(self: &Arc<Self>, listener: &TcpListener) {
         loop {
-            if !self.accepting.load(Ordering::Acquire) {
+            // An accept under way counts as a request in flight from before the check
+            // of `accepting` on: a drain that starts after `stop_accepting` then waits
+            // for it, rather than letting the process exit with a connection taken
+            // from the queue and never answered. (Sequentially consistent with the
+            // store in `stop_accepting` and the load in `drain`: each side sees the
+            // other's write.)
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            if !self.accepting.load(Ordering::SeqCst) {
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
                 thread::sleep(Duration::from_millis(2));
                 continue;
             }
             match listener.accept() {
                 Ok((stream, _)) => {
-                    self.in_flight.fetch_add(1, Ordering::AcqRel);
                     let a = Arc::clone(self);
                     thread::spawn(move || {
                         a.answer(stream);
-                        a.in_flight.fetch_sub(1, Ordering::AcqRel);
+                        a.in_flight.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.in_flight.fetch_sub(1, Ordering::SeqCst);
                     thread::sleep(Duration::from_millis(1));
                 }
                 Err(e) => {
+                    self.in_flight.fetch_sub(1, Ordering::SeqCst);
                     warn!(error = %e, "admin accept failed");
                     thread::sleep(Duration::from_millis(10));
                 }
