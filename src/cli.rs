@@ -243,6 +243,12 @@ pub(crate) struct LoadArgs {
     /// carried. Repeatable.
     #[arg(long, value_name = "NEW=OLD", value_parser = parse_rename)]
     pub rename: Vec<(String, String)>,
+    /// The new programs write every key they delete from MAP into TOMBSTONES while an
+    /// upgrade runs (a hash or LRU hash map with MAP's key): the reconcile then never
+    /// brings back an entry the old programs created late and the new ones deleted.
+    /// Repeatable.
+    #[arg(long, value_name = "MAP=TOMBSTONES", value_parser = parse_tombstones)]
+    pub tombstones: Vec<(String, String)>,
 }
 
 impl LoadArgs {
@@ -256,6 +262,7 @@ impl LoadArgs {
             || self.policy.is_some()
             || !self.merge.is_empty()
             || !self.rename.is_empty()
+            || !self.tombstones.is_empty()
     }
 }
 
@@ -534,6 +541,13 @@ fn parse_merge(value: &str) -> Result<(String, handover::engine::MergeRule), Str
         }
     };
     Ok((field.to_owned(), rule))
+}
+
+fn parse_tombstones(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((map, t)) if !map.is_empty() && !t.is_empty() => Ok((map.to_owned(), t.to_owned())),
+        _ => Err("expected MAP=TOMBSTONES, e.g. conns=conns_tombstones".to_owned()),
+    }
 }
 
 fn parse_rename(value: &str) -> Result<(String, String), String> {

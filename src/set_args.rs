@@ -297,6 +297,7 @@ pub(crate) fn options(objects: &[ObjectSource], args: &LoadArgs) -> Result<Optio
         program_types,
         renames: args.rename.iter().cloned().collect(),
         merge_rules: args.merge.iter().cloned().collect(),
+        tombstones: args.tombstones.iter().cloned().collect(),
         attachments,
         layouts,
         // No command-line form yet for inner_maps: a map-in-map declared with sizes

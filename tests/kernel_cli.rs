@@ -612,3 +612,46 @@ fn cgroup_via_prog_attach_is_planned_replaced_shown_and_detached() {
     w.expect(0, "uninstall", &[]);
     assert!(query().is_empty());
 }
+
+#[test]
+fn tombstones_name_maps_of_the_set_and_become_part_of_its_identity() {
+    const TEST: &str = "tombstones_name_maps_of_the_set_and_become_part_of_its_identity";
+    if !testenv::privileged(TEST) {
+        return;
+    }
+    let w = World::new();
+    let v2 = fixture("engine_load_v2.o");
+    let [cg, cgroup] = w.cgroup_arg();
+    for (arg, why) in [
+        ("conns=nope", "no object of the set has map nope"),
+        ("nope=conns_tombstones", "no object of the set has map nope"),
+        ("conns=conns", "cannot be its own tombstone map"),
+    ] {
+        let out = w.run("plan", &[&v2, &cg, &cgroup, &"--tombstones", &arg]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{arg}: {err}");
+        assert!(err.contains(why), "{arg}: {err}");
+    }
+    let out = w.run("plan", &[&v2, &cg, &cgroup, &"--tombstones", &"conns"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let tombstones: [&dyn AsRef<std::ffi::OsStr>; 2] = [&"--tombstones", &"conns=conns_tombstones"];
+    let plan = w.expect(
+        0,
+        "plan",
+        &[&v2, &cg, &cgroup, tombstones[0], tombstones[1], &"--json"],
+    );
+    assert_eq!(
+        json(&plan)["options"]["tombstones"]["conns"],
+        "conns_tombstones",
+        "{plan}"
+    );
+    w.expect(
+        0,
+        "upgrade",
+        &[&v2, &cg, &cgroup, tombstones[0], tombstones[1]],
+    );
+    // The same objects without the option are another load: an upgrade, not a restart.
+    let plan = json(&w.expect(0, "plan", &[&v2, &cg, &cgroup, &"--json"]));
+    assert_eq!(plan["start"]["kind"], "upgrade", "{plan}");
+    w.expect(0, "uninstall", &[]);
+}

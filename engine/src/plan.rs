@@ -356,6 +356,20 @@ fn check_options(set: &SetModel, options: &Options) -> Result<(), Error> {
             )));
         }
     }
+    for (map, tombstones) in &options.tombstones {
+        for m in [map, tombstones] {
+            if !set.sources.contains_key(m) {
+                return Err(Error::Options(format!(
+                    "tombstones {tombstones} for map {map}: no object of the set has map {m}"
+                )));
+            }
+        }
+        if map == tombstones {
+            return Err(Error::Options(format!(
+                "map {map} cannot be its own tombstone map"
+            )));
+        }
+    }
     Ok(())
 }
 
