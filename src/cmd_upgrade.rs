@@ -215,6 +215,13 @@ fn render_report(plan: &Plan, r: &Report) -> String {
                 "", c.rewritten
             );
         }
+        if c.sockets_unsure > 0 {
+            let _ = writeln!(
+                t,
+                "  {:<24} sockets whose carrier could not be told (cookies unreadable) {}",
+                "", c.sockets_unsure
+            );
+        }
     }
     for a in &r.reattached {
         let _ = writeln!(t, "  re-attached {}", handover::btf::printable(a));
