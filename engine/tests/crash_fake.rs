@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::{StateDir, backend_v1, backend_v2, fill, objects, options_via};
+use common::{StateDir, backend_v1, backend_v2, crashed, fill, objects, options_via, with_crash};
 use handover_engine::migrate::FakeEntries;
 use handover_engine::{
     ApplyOptions, AttachPoint, CgroupVia, Direction, Engine, Error, FakeKernel, FakeWorld, Kind,
@@ -207,22 +207,6 @@ fn installed(hook: Hook) -> Setup {
     s.world
         .set_traffic(move |r: &Running| connect(&model, v1_prog, r));
     s
-}
-
-/// Runs `f` with `point` firing at its `n`th evaluation (0-based).
-fn with_crash<R>(point: &str, n: usize, f: impl FnOnce() -> R) -> R {
-    fail::cfg(point, &format!("{n}*off->return")).unwrap();
-    let r = f();
-    fail::remove(point);
-    r
-}
-
-fn crashed(r: &Result<impl std::fmt::Debug, Error>) -> bool {
-    match r {
-        Err(Error::Crashed { .. }) => true,
-        Ok(_) => false,
-        Err(e) => panic!("expected a crash or success, got: {e}"),
-    }
 }
 
 /// The invariants after a completed recovery; returns which version is live.

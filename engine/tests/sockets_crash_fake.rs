@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::StateDir;
+use common::{StateDir, crashed, with_crash};
 use handover_engine::migrate::{FakeEntries, MapAccess};
 use handover_engine::{
     ApplyOptions, Engine, Error, FakeKernel, FakeWorld, Kernel, LockWait, ObjRef, ObjectSource,
@@ -101,21 +101,6 @@ impl Setup {
             sockets: self.sockets.clone(),
             tenants: self.tenants.clone(),
         }
-    }
-}
-
-fn with_crash<R>(point: &str, n: usize, f: impl FnOnce() -> R) -> R {
-    fail::cfg(point, &format!("{n}*off->return")).unwrap();
-    let r = f();
-    fail::remove(point);
-    r
-}
-
-fn crashed(r: &Result<impl std::fmt::Debug, Error>) -> bool {
-    match r {
-        Err(Error::Crashed { .. }) => true,
-        Ok(_) => false,
-        Err(e) => panic!("expected a crash or success, got: {e}"),
     }
 }
 

@@ -139,3 +139,20 @@ pub fn fill(
     v2.insert("conns", c);
     (v1, v2)
 }
+
+/// Runs `f` with `point` firing at its `n`th evaluation (0-based).
+pub fn with_crash<R>(point: &str, n: usize, f: impl FnOnce() -> R) -> R {
+    fail::cfg(point, &format!("{n}*off->return")).unwrap();
+    let r = f();
+    fail::remove(point);
+    r
+}
+
+/// Whether `r` is a crash at a failpoint; any other error is a test failure.
+pub fn crashed(r: &Result<impl std::fmt::Debug, handover_engine::Error>) -> bool {
+    match r {
+        Err(handover_engine::Error::Crashed { .. }) => true,
+        Ok(_) => false,
+        Err(e) => panic!("expected a crash or success, got: {e}"),
+    }
+}
