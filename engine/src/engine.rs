@@ -2009,16 +2009,16 @@ fn plan_state(j: &Journal) -> Result<State, Error> {
         .filter(|a| a.action != AttachAction::Detach)
     {
         let prog = programs.get(&a.program).map_or(0, |p| p.id);
+        let attachment = plan
+            .options
+            .attachments
+            .iter()
+            .find(|x| x.name == a.name)
+            .cloned()
+            .ok_or_else(|| {
+                Error::Options(format!("attachment {} is not in the options", a.name))
+            })?;
         if a.hold == Hold::ProgAttach {
-            let attachment = plan
-                .options
-                .attachments
-                .iter()
-                .find(|x| x.name == a.name)
-                .cloned()
-                .ok_or_else(|| {
-                    Error::Options(format!("attachment {} is not in the options", a.name))
-                })?;
             let cgroup_id = j
                 .attached
                 .get(&a.name)
@@ -2048,15 +2048,6 @@ fn plan_state(j: &Journal) -> Result<State, Error> {
                 .and_then(|s| s.links.get(&a.name))
                 .map_or(0, |l| l.id),
         };
-        let attachment = plan
-            .options
-            .attachments
-            .iter()
-            .find(|x| x.name == a.name)
-            .cloned()
-            .ok_or_else(|| {
-                Error::Options(format!("attachment {} is not in the options", a.name))
-            })?;
         links.insert(
             a.name.clone(),
             LinkRecord {

@@ -173,13 +173,7 @@ fn apply_version(s: &Setup, version: u32) -> Result<handover_engine::Report, Err
 impl Setup {
     /// The machine and the state directory as they are, after every process died.
     fn crashed_copy(&self) -> Setup {
-        let dir = StateDir::new("crash-copy");
-        for f in std::fs::read_dir(&self.dir.0).unwrap() {
-            let f = f.unwrap();
-            if f.file_name() != "lock" {
-                std::fs::copy(f.path(), dir.0.join(f.file_name())).unwrap();
-            }
-        }
+        let dir = self.dir.crashed_copy("crash-copy");
         Setup {
             world: self.world.crashed_copy(),
             dir,

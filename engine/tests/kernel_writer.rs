@@ -7,6 +7,7 @@
 //! and every other entry converted.
 #![allow(clippy::indexing_slicing, reason = "tests index values they built")]
 
+mod common;
 #[path = "../../loader/tests/testenv/mod.rs"]
 mod testenv;
 
@@ -16,6 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use handover_engine::{ApplyOptions, Engine, Kernel, LockWait, ObjectSource, Options};
 use handover_sys::UpdateFlags;
+
+use common::{account_v1, account_v2};
 
 const TEST: &str = "per_cpu_and_spin_locked_values_are_dual_written_on_the_kernel";
 
@@ -27,45 +30,18 @@ fn object(version: u32) -> Vec<ObjectSource> {
     vec![ObjectSource::new("writer.o", bytes)]
 }
 
-/// A version 1 `struct stat` per CPU: packets, port, padding (16 bytes a slot).
+/// Version 1 `struct stat`s of `cpus` slots, slot `c` counting `packets + c`.
 fn stat_v1(cpus: usize, packets: u64, port: u32) -> Vec<u8> {
-    (0..cpus as u64)
-        .flat_map(|c| {
-            let mut v = (packets + c).to_ne_bytes().to_vec();
-            v.extend(port.to_ne_bytes());
-            v.extend([0u8; 4]);
-            v
-        })
-        .collect()
+    let slots: Vec<(u64, u32)> = (0..cpus as u64).map(|c| (packets + c, port)).collect();
+    common::stat_v1(&slots)
 }
 
-/// A version 2 `struct stat` per CPU: flags, padding, packets, port, padding.
+/// Version 2 `struct stat`s of `cpus` slots, slot `c` counting `packets + c`.
 fn stat_v2(cpus: usize, flags: u32, packets: u64, port: u32) -> Vec<u8> {
-    (0..cpus as u64)
-        .flat_map(|c| {
-            let mut v = flags.to_ne_bytes().to_vec();
-            v.extend([0u8; 4]);
-            v.extend((packets + c).to_ne_bytes());
-            v.extend(port.to_ne_bytes());
-            v.extend([0u8; 4]);
-            v
-        })
-        .collect()
-}
-
-/// A version 1 `struct account`: lock, owner, balance.
-fn account_v1(owner: u32, balance: u64) -> Vec<u8> {
-    let mut v = vec![0u8; 4];
-    v.extend(owner.to_ne_bytes());
-    v.extend(balance.to_ne_bytes());
-    v
-}
-
-/// A version 2 `struct account`: opened, lock, owner, balance.
-fn account_v2(opened: u64, owner: u32, balance: u64) -> Vec<u8> {
-    let mut v = opened.to_ne_bytes().to_vec();
-    v.extend(account_v1(owner, balance));
-    v
+    let slots: Vec<(u32, u64, u32)> = (0..cpus as u64)
+        .map(|c| (flags, packets + c, port))
+        .collect();
+    common::stat_v2(&slots)
 }
 
 /// The last `stats` and `accounts` values written per key.

@@ -13,7 +13,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::{StateDir, backend_v1, backend_v2, fill, objects, options};
+use common::{
+    StateDir, account_v1, account_v2, backend_v1, backend_v2, fill, objects, options, stat_v1,
+    stat_v2,
+};
 use handover_engine::migrate::MapAccess;
 use handover_engine::{ApplyOptions, Engine, FakeWorld, LockWait, MapWriter, Running, Start};
 
@@ -133,49 +136,6 @@ fn writer_objects(version: u32) -> Vec<handover_engine::ObjectSource> {
 
 /// CPUs of the fake kernel.
 const CPUS: usize = 2;
-
-/// A version 1 `struct stat` per CPU: packets, port, padding (16 bytes a slot).
-fn stat_v1(slots: &[(u64, u32)]) -> Vec<u8> {
-    slots
-        .iter()
-        .flat_map(|(p, port)| {
-            let mut v = p.to_ne_bytes().to_vec();
-            v.extend(port.to_ne_bytes());
-            v.extend([0u8; 4]);
-            v
-        })
-        .collect()
-}
-
-/// A version 2 `struct stat` per CPU: flags, padding, packets, port, padding (24 bytes).
-fn stat_v2(slots: &[(u32, u64, u32)]) -> Vec<u8> {
-    slots
-        .iter()
-        .flat_map(|(flags, p, port)| {
-            let mut v = flags.to_ne_bytes().to_vec();
-            v.extend([0u8; 4]);
-            v.extend(p.to_ne_bytes());
-            v.extend(port.to_ne_bytes());
-            v.extend([0u8; 4]);
-            v
-        })
-        .collect()
-}
-
-/// A version 1 `struct account`: lock, owner, balance.
-fn account_v1(owner: u32, balance: u64) -> Vec<u8> {
-    let mut v = vec![0u8; 4];
-    v.extend(owner.to_ne_bytes());
-    v.extend(balance.to_ne_bytes());
-    v
-}
-
-/// A version 2 `struct account`: opened, lock, owner, balance.
-fn account_v2(opened: u64, owner: u32, balance: u64) -> Vec<u8> {
-    let mut v = opened.to_ne_bytes().to_vec();
-    v.extend(account_v1(owner, balance));
-    v
-}
 
 /// The last `stats` and `accounts` values written per key.
 type Written = BTreeMap<u32, (Vec<u8>, Vec<u8>)>;

@@ -81,6 +81,19 @@ impl StateDir {
         std::fs::create_dir_all(&p).unwrap();
         Self(p)
     }
+
+    /// A copy of the directory's files as a crash leaves them (the lock, held by a
+    /// process that died, is not one of them), in a new directory tagged `tag`.
+    pub fn crashed_copy(&self, tag: &str) -> Self {
+        let dir = Self::new(tag);
+        for f in std::fs::read_dir(&self.0).unwrap() {
+            let f = f.unwrap();
+            if f.file_name() != "lock" {
+                std::fs::copy(f.path(), dir.0.join(f.file_name())).unwrap();
+            }
+        }
+        dir
+    }
 }
 
 impl Drop for StateDir {
@@ -155,4 +168,49 @@ pub fn crashed(r: &Result<impl std::fmt::Debug, handover_engine::Error>) -> bool
         Ok(_) => false,
         Err(e) => panic!("expected a crash or success, got: {e}"),
     }
+}
+
+// The values of programs/engine_writer.h (writer_fake, kernel_writer).
+
+/// A version 1 `struct stat` per CPU: packets, port, padding (16 bytes a slot).
+pub fn stat_v1(slots: &[(u64, u32)]) -> Vec<u8> {
+    slots
+        .iter()
+        .flat_map(|(p, port)| {
+            let mut v = p.to_ne_bytes().to_vec();
+            v.extend(port.to_ne_bytes());
+            v.extend([0u8; 4]);
+            v
+        })
+        .collect()
+}
+
+/// A version 2 `struct stat` per CPU: flags, padding, packets, port, padding (24 bytes).
+pub fn stat_v2(slots: &[(u32, u64, u32)]) -> Vec<u8> {
+    slots
+        .iter()
+        .flat_map(|(flags, p, port)| {
+            let mut v = flags.to_ne_bytes().to_vec();
+            v.extend([0u8; 4]);
+            v.extend(p.to_ne_bytes());
+            v.extend(port.to_ne_bytes());
+            v.extend([0u8; 4]);
+            v
+        })
+        .collect()
+}
+
+/// A version 1 `struct account`: lock, owner, balance.
+pub fn account_v1(owner: u32, balance: u64) -> Vec<u8> {
+    let mut v = vec![0u8; 4];
+    v.extend(owner.to_ne_bytes());
+    v.extend(balance.to_ne_bytes());
+    v
+}
+
+/// A version 2 `struct account`: opened, lock, owner, balance.
+pub fn account_v2(opened: u64, owner: u32, balance: u64) -> Vec<u8> {
+    let mut v = opened.to_ne_bytes().to_vec();
+    v.extend(account_v1(owner, balance));
+    v
 }
