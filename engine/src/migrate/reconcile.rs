@@ -68,6 +68,7 @@
 //! engine is told which map it is by `Options::tombstones` (carried map to tombstone
 //! map), and programs/engine_load_v2.c follows the contract.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -673,7 +674,7 @@ pub fn reconcile(
             }
             // The value the merge takes as base: the carried one, or zeros where both
             // sides created the key.
-            let merge_base = match in_base {
+            let merge_base = match &in_base {
                 None if !present => {
                     if let Some(t) = options.tombstones {
                         let mut tv = vec![0u8; t.geometry().value_len];
@@ -697,13 +698,20 @@ pub fn reconcile(
                     marks.set(&nk, MARK_DONE, 0)?;
                     continue;
                 }
-                None => zero.clone(),
+                None => Cow::Borrowed(&zero[..]),
                 Some(_) if !present => {
                     report.kept_new += 1;
                     continue;
                 }
-                Some((_, bv)) => conversion.value(name, &bv)?,
+                Some((_, bv)) => Cow::Owned(conversion.value(name, bv)?),
             };
+            // Whether the new programs left the entry as carried, when first read: then
+            // no field can be in conflict.
+            let new_unchanged = in_base.as_ref().is_some_and(|(i, _)| {
+                base.entries()
+                    .get(*i)
+                    .is_some_and(|e| e.new_digest == base.new_digest(&nk, &new_value))
+            });
             let around = marks.map.is_some() && !patcher.marks_done();
             let mut tries = 0;
             // The conflicts of the last merge only: a merge made again counts once.
@@ -718,6 +726,7 @@ pub fn reconcile(
                     &new_value,
                     &mut conflicts,
                 );
+                debug_assert!(tries > 0 || !new_unchanged || conflicts == Conflicts::default());
                 if tries == MAX_TRIES {
                     // The new programs rewrite this entry faster than it can be
                     // patched: their fields stay, old's deltas are still added.
