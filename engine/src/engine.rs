@@ -8,6 +8,7 @@
 //! exchanges those pins over the live ones, keeping the old objects at rollback pins
 //! until the release.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 use std::path::Path;
@@ -189,6 +190,23 @@ fn marks_pin(key: &str) -> String {
     staged_pin(&format!("reconcile/{}", plan::pin_name(key)))
 }
 
+/// `point` on the installed set's map where its hook is on a map.
+fn in_state<'a>(state: &State, point: &'a AttachPoint) -> Cow<'a, AttachPoint> {
+    point.on_map(|key| state.maps.get(key).map(|p| p.id))
+}
+
+/// `point` on the map of the set being loaded where its hook is on a map: the new
+/// map the upgrade created, or the old one it reuses (under its old key if renamed).
+fn in_set<'a>(j: &Journal, point: &'a AttachPoint) -> Cow<'a, AttachPoint> {
+    point.on_map(|key| {
+        j.staged.maps.get(key).map(|r| r.id).or_else(|| {
+            let old = j.old.as_ref()?;
+            let key = j.plan.options.renames.get(key).map_or(key, String::as_str);
+            old.maps.get(key).map(|p| p.id)
+        })
+    })
+}
+
 fn kerr(step: &'static str, what: impl Into<String>) -> impl FnOnce(KernelError) -> Error {
     let what = what.into();
     move |source| Error::Kernel { step, what, source }
@@ -333,7 +351,7 @@ impl<K: Kernel> Engine<K> {
         for (name, r) in &state.attached {
             let (_, ids) = self
                 .kernel
-                .prog_query(&r.attachment.point)
+                .prog_query(&in_state(state, &r.attachment.point))
                 .map_err(kerr("plan", format!("query attachment {name}")))?;
             let prog = if ids.contains(&r.prog) { r.prog } else { 0 };
             live.attached.insert(name.clone(), prog);
@@ -1254,7 +1272,8 @@ impl<K: Kernel> Engine<K> {
                     let link = match self.get(STEP, &stage)? {
                         Some(l) => l,
                         None => {
-                            let l = self.kernel.attach(new_prog, &a.point).map_err(kerr(
+                            let point = in_set(j, &a.point);
+                            let l = self.kernel.attach(new_prog, &point).map_err(kerr(
                                 STEP,
                                 format!("attach {} at {}", a.program, a.point),
                             ))?;
@@ -1280,10 +1299,11 @@ impl<K: Kernel> Engine<K> {
                         }
                     }
                 }
-                AttachAction::Switch(SwitchMethod::ProgAttachReplace) => {
+                AttachAction::Switch(
+                    SwitchMethod::ProgAttachReplace | SwitchMethod::MapProgAttach,
+                ) => {
                     return Err(Error::Options(format!(
-                        "attachment {} is held by a link, which a prog attach replace \
-                         cannot switch",
+                        "attachment {} is held by a link, which a prog attach cannot switch",
                         a.name
                     )));
                 }
@@ -1331,10 +1351,11 @@ impl<K: Kernel> Engine<K> {
         new_prog: ObjRef,
     ) -> Result<bool, Error> {
         const STEP: &str = "switch";
+        let point = in_set(j, &a.point).into_owned();
         let (cgroup, ids) = self
             .kernel
-            .prog_query(&a.point)
-            .map_err(kerr(STEP, format!("query {}", a.point)))?;
+            .prog_query(&point)
+            .map_err(kerr(STEP, format!("query {point}")))?;
         j.attached.insert(a.name.clone(), cgroup);
         if ids.contains(&new_prog.id) {
             return Ok(false);
@@ -1357,19 +1378,19 @@ impl<K: Kernel> Engine<K> {
                 let expected = pinned
                     .filter(|p| p.id == old.prog)
                     .unwrap_or(ObjRef::prog(old.prog));
-                match self.kernel.prog_replace(&a.point, new_prog, expected) {
+                match self.kernel.prog_replace(&point, new_prog, expected) {
                     Ok(()) => Ok(true),
                     Err(e @ KernelError::Mismatch { .. }) => Err(Error::Aborted {
                         reason: format!("attachment {}: {e}", a.name),
                     }),
-                    Err(e) => Err(kerr(STEP, format!("replace at {}", a.point))(e)),
+                    Err(e) => Err(kerr(STEP, format!("replace at {point}"))(e)),
                 }
             }
             AttachAction::Attach => {
                 let cgroup = self
                     .kernel
-                    .prog_attach(new_prog, &a.point)
-                    .map_err(kerr(STEP, format!("attach {} at {}", a.program, a.point)))?;
+                    .prog_attach(new_prog, &point)
+                    .map_err(kerr(STEP, format!("attach {} at {point}", a.program)))?;
                 j.attached.insert(a.name.clone(), cgroup);
                 Ok(true)
             }
@@ -1430,8 +1451,10 @@ impl<K: Kernel> Engine<K> {
         {
             checkpoint(Step::Commit.item_point())?;
             if a.hold == Hold::ProgAttach {
-                if let Some(old) = j.old.as_ref().and_then(|s| s.attached.get(&a.name)) {
-                    let (point, prog) = (old.attachment.point.clone(), old.prog);
+                if let Some(s) = &j.old
+                    && let Some(old) = s.attached.get(&a.name)
+                {
+                    let (point, prog) = (in_state(s, &old.attachment.point).into_owned(), old.prog);
                     self.detach_attached(STEP, &point, prog)?;
                 }
                 continue;
@@ -1539,14 +1562,18 @@ impl<K: Kernel> Engine<K> {
                             .map_err(kerr(STEP, format!("move {} back", a.pin)))?;
                     }
                 }
-                SwitchMethod::ProgAttachReplace => {}
+                SwitchMethod::ProgAttachReplace | SwitchMethod::MapProgAttach => {}
                 SwitchMethod::AttachThenDetach => {
                     if runs.is_none()
                         && let Some(old_prog) = old_prog.filter(|p| p.id == old.prog)
                     {
+                        let point = match &j.old {
+                            Some(s) => in_state(s, &a.point),
+                            None => Cow::Borrowed(&a.point),
+                        };
                         let l = self
                             .kernel
-                            .attach(old_prog, &a.point)
+                            .attach(old_prog, &point)
                             .map_err(kerr(STEP, format!("attach {} again", a.program)))?;
                         self.opened.insert(l);
                         self.kernel
@@ -1615,12 +1642,13 @@ impl<K: Kernel> Engine<K> {
         let Some(&new) = j.staged.programs.get(&a.program) else {
             return Ok(());
         };
+        let point = in_set(j, &a.point).into_owned();
         match a.action {
             AttachAction::Switch(_) => {
                 let (_, ids) = self
                     .kernel
-                    .prog_query(&a.point)
-                    .map_err(kerr(STEP, format!("query {}", a.point)))?;
+                    .prog_query(&point)
+                    .map_err(kerr(STEP, format!("query {point}")))?;
                 if !ids.contains(&new.id) {
                     return Ok(());
                 }
@@ -1636,11 +1664,11 @@ impl<K: Kernel> Engine<K> {
                 };
                 let new = self.staged(STEP, &plan::prog_pin(&a.program), new)?;
                 self.kernel
-                    .prog_replace(&a.point, old_prog, new)
-                    .map_err(kerr(STEP, format!("move {} back", a.point)))
+                    .prog_replace(&point, old_prog, new)
+                    .map_err(kerr(STEP, format!("move {point} back")))
             }
             AttachAction::Attach => {
-                self.detach_attached(STEP, &a.point, new.id)?;
+                self.detach_attached(STEP, &point, new.id)?;
                 Ok(())
             }
             AttachAction::Verify | AttachAction::Detach => Ok(()),
@@ -1738,10 +1766,11 @@ impl<K: Kernel> Engine<K> {
             let Some(r) = state.attached.get(&name).cloned() else {
                 continue;
             };
+            let point = in_state(&state, &r.attachment.point).into_owned();
             let (_, ids) = self
                 .kernel
-                .prog_query(&r.attachment.point)
-                .map_err(kerr(STEP, format!("query {}", r.attachment.point)))?;
+                .prog_query(&point)
+                .map_err(kerr(STEP, format!("query {point}")))?;
             if ids.contains(&r.prog) {
                 continue;
             }
@@ -1750,13 +1779,10 @@ impl<K: Kernel> Engine<K> {
             let prog = self
                 .get(STEP, &pin)?
                 .ok_or_else(|| Error::Stale(format!("program pin {pin} is gone")))?;
-            let cgroup = self
-                .kernel
-                .prog_attach(prog, &r.attachment.point)
-                .map_err(kerr(
-                    STEP,
-                    format!("attach {} at {}", r.attachment.program, r.attachment.point),
-                ))?;
+            let cgroup = self.kernel.prog_attach(prog, &point).map_err(kerr(
+                STEP,
+                format!("attach {} at {point}", r.attachment.program),
+            ))?;
             if let Some(rec) = state.attached.get_mut(&name) {
                 rec.cgroup_id = cgroup;
                 rec.prog = prog.id;
@@ -1814,7 +1840,8 @@ impl<K: Kernel> Engine<K> {
         }
         for r in state.attached.values() {
             checkpoint("uninstall:item")?;
-            self.detach_attached(STEP, &r.attachment.point, r.prog)?;
+            let point = in_state(&state, &r.attachment.point).into_owned();
+            self.detach_attached(STEP, &point, r.prog)?;
         }
         for p in state.programs.values().chain(state.maps.values()) {
             checkpoint("uninstall:item")?;

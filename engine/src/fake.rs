@@ -47,12 +47,20 @@ struct World {
     /// Ids of the cgroups by path, given on first use.
     cgroup_ids: BTreeMap<String, u64>,
     no_cgroup_links: bool,
+    /// The map of each socket map hook in [`World::cgroup_progs`]: its programs are
+    /// held while the map has a user (a pin or a descriptor), as the kernel releases
+    /// a socket map's programs when its last user goes.
+    hook_maps: BTreeMap<String, ObjRef>,
 }
 
-/// The cgroup path of a cgroup hook; the hook's key in [`World::cgroup_progs`].
+/// The cgroup path of a cgroup hook (the map id of a socket map hook); the hook's key
+/// in [`World::cgroup_progs`].
 fn cgroup_hook(point: &AttachPoint) -> Result<(String, String), KernelError> {
     match point {
         AttachPoint::Cgroup { path, .. } => Ok((path.display().to_string(), point.to_string())),
+        AttachPoint::SockMap {
+            target: Some(id), ..
+        } => Ok((id.to_string(), point.to_string())),
         _ => Err(KernelError::failed(
             format!("attach without a link at {point}"),
             std::io::Error::from_raw_os_error(libc::EINVAL),
@@ -83,6 +91,12 @@ impl World {
     fn collect(&mut self) {
         let mut live: BTreeSet<ObjRef> = self.pins.values().copied().collect();
         live.extend(self.holds.values().flatten().copied());
+        let users = live.clone();
+        // A socket map whose last user went released its programs.
+        let hook_maps = &self.hook_maps;
+        self.cgroup_progs
+            .retain(|key, _| hook_maps.get(key).is_none_or(|m| users.contains(m)));
+        self.hook_maps.retain(|_, m| users.contains(m));
         live.extend(self.cgroup_progs.values().flatten().copied());
         let mut todo: Vec<ObjRef> = live.iter().copied().collect();
         while let Some(r) = todo.pop() {
@@ -226,6 +240,7 @@ impl FakeWorld {
             cgroup_progs: w.cgroup_progs.clone(),
             cgroup_ids: w.cgroup_ids.clone(),
             no_cgroup_links: w.no_cgroup_links,
+            hook_maps: w.hook_maps.clone(),
         };
         copy.collect();
         FakeWorld {
@@ -778,6 +793,22 @@ impl Kernel for FakeKernel {
                 std::io::Error::from_raw_os_error(libc::EINVAL),
             ));
         }
+        if let AttachPoint::SockMap {
+            target: Some(id), ..
+        } = point
+        {
+            // One program per attach type: the map's is exchanged.
+            let map = ObjRef::map(*id);
+            if !w.objects.contains_key(&map) {
+                return Err(KernelError::Missing {
+                    what: point.to_string(),
+                });
+            }
+            w.hook_maps.insert(key.clone(), map);
+            w.cgroup_progs.insert(key, vec![program]);
+            w.collect();
+            return Ok(u64::from(*id));
+        }
         let progs = w.cgroup_progs.entry(key).or_default();
         if progs.contains(&program) {
             // The kernel refuses a program twice at one hook.
@@ -837,6 +868,13 @@ impl Kernel for FakeKernel {
         self.world.tick();
         let (path, key) = cgroup_hook(point)?;
         let mut w = self.lock();
+        if let AttachPoint::SockMap {
+            target: Some(id), ..
+        } = point
+        {
+            let ids = w.cgroup_progs.get(&key).into_iter().flatten().map(|p| p.id);
+            return Ok((u64::from(*id), ids.collect()));
+        }
         let ids = w
             .cgroup_progs
             .get(&key)

@@ -293,7 +293,11 @@ impl<K: Kernel> Inspector<K> {
             for (name, r) in &s.attached {
                 let (_, ids) = self
                     .kernel
-                    .prog_query(&r.attachment.point)
+                    .prog_query(
+                        &r.attachment
+                            .point
+                            .on_map(|key| s.maps.get(key).map(|p| p.id)),
+                    )
                     .map_err(kerr(format!("query attachment {name}")))?;
                 status.links.push(LinkStatus {
                     name: name.clone(),

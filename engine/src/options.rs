@@ -80,6 +80,24 @@ pub enum AttachPoint {
         /// The tracepoint's name (`sys_enter`).
         tracepoint: String,
     },
+    /// An `sk_msg` or `sk_skb` program on a sockmap or sockhash of the set, held by
+    /// the map (`BPF_PROG_ATTACH` with the map as target). The map holds one program
+    /// per attach type and copies its programs into a socket when the socket is
+    /// added: a socket keeps the programs it was added with until it leaves every
+    /// map, so an upgrade moves the sockets added after the switch to the new
+    /// program, and the others stay with the old one until they close.
+    SockMap {
+        /// The map's key in the set (`socks`, or `OBJECT/socks` for a private map).
+        map: String,
+        /// The attach type's uapi name (`sk_msg_verdict`, `sk_skb_stream_verdict`,
+        /// `sk_skb_stream_parser`, `sk_skb_verdict`).
+        attach_type: String,
+        /// The kernel id of the map the hook is on at the moment of a kernel call,
+        /// filled in by the executor ([`AttachPoint::on_map`]); never part of the
+        /// options or of the identity.
+        #[serde(skip)]
+        target: Option<u32>,
+    },
 }
 
 /// How a cgroup attachment is held, as the options ask.
@@ -181,6 +199,12 @@ pub enum SwitchMethod {
     /// and closed, which frees it), so both run for a moment and the hook is never
     /// empty.
     AttachThenDetach,
+    /// `BPF_PROG_ATTACH` of the new program to the socket map, which exchanges the
+    /// map's program in one step; the kernel has no compare-and-swap there, so the
+    /// old program is checked with `BPF_PROG_QUERY` first where the kernel answers
+    /// it for socket maps (5.19+). Sockets already in the map keep the old program
+    /// until they close.
+    MapProgAttach,
 }
 
 impl fmt::Display for SwitchMethod {
@@ -189,6 +213,10 @@ impl fmt::Display for SwitchMethod {
             SwitchMethod::LinkUpdate => "link update (compare-and-swap)",
             SwitchMethod::ProgAttachReplace => "prog attach replace (compare-and-swap)",
             SwitchMethod::AttachThenDetach => "attach new, then detach old",
+            SwitchMethod::MapProgAttach => {
+                "prog attach over the map's program (checked by query; sockets already \
+                 in the map keep the old program until they close)"
+            }
         })
     }
 }
@@ -199,6 +227,7 @@ impl AttachPoint {
     pub fn switch_method(&self, hold: Hold) -> SwitchMethod {
         match (self, hold) {
             (AttachPoint::Cgroup { .. }, Hold::ProgAttach) => SwitchMethod::ProgAttachReplace,
+            (AttachPoint::SockMap { .. }, _) => SwitchMethod::MapProgAttach,
             (AttachPoint::Cgroup { .. } | AttachPoint::Xdp { .. } | AttachPoint::Tcx { .. }, _) => {
                 SwitchMethod::LinkUpdate
             }
@@ -222,6 +251,16 @@ impl AttachPoint {
                     ..
                 },
             ) => path == p && attach_type == t,
+            (
+                AttachPoint::SockMap {
+                    map, attach_type, ..
+                },
+                AttachPoint::SockMap {
+                    map: m,
+                    attach_type: t,
+                    ..
+                },
+            ) => map == m && attach_type == t,
             _ => self == other,
         }
     }
@@ -236,7 +275,34 @@ impl AttachPoint {
                 CgroupVia::ProgAttach => Some(Hold::ProgAttach),
                 CgroupVia::Auto => None,
             },
+            AttachPoint::SockMap { .. } => Some(Hold::ProgAttach),
             _ => Some(Hold::Link),
+        }
+    }
+
+    /// The set's map a [`AttachPoint::SockMap`] hook is on (its key).
+    #[must_use]
+    pub fn map(&self) -> Option<&str> {
+        match self {
+            AttachPoint::SockMap { map, .. } => Some(map),
+            _ => None,
+        }
+    }
+
+    /// The point with the kernel id of the map its hook is on, as `id` answers for
+    /// the map's key: what the executor hands the kernel. Other points are returned
+    /// as they are.
+    #[must_use]
+    pub fn on_map(&self, id: impl FnOnce(&str) -> Option<u32>) -> std::borrow::Cow<'_, Self> {
+        match self {
+            AttachPoint::SockMap {
+                map, attach_type, ..
+            } => std::borrow::Cow::Owned(AttachPoint::SockMap {
+                map: map.clone(),
+                attach_type: attach_type.clone(),
+                target: id(map),
+            }),
+            _ => std::borrow::Cow::Borrowed(self),
         }
     }
 }
@@ -260,6 +326,17 @@ impl fmt::Display for AttachPoint {
             AttachPoint::Tracing => f.write_str("tracing target of the program's section"),
             AttachPoint::RawTracepoint { tracepoint } => {
                 write!(f, "raw tracepoint {tracepoint}")
+            }
+            AttachPoint::SockMap {
+                map,
+                attach_type,
+                target,
+            } => {
+                write!(f, "socket map {map} ({attach_type})")?;
+                match target {
+                    Some(id) => write!(f, " on map {id}"),
+                    None => Ok(()),
+                }
             }
         }
     }

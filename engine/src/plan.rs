@@ -341,6 +341,12 @@ fn check_options(set: &SetModel, options: &Options) -> Result<(), Error> {
                 a.name, a.program
             )));
         }
+        if let AttachPoint::SockMap {
+            map, attach_type, ..
+        } = &a.point
+        {
+            check_sock_map(set, &a.name, map, attach_type)?;
+        }
     }
     for map in options.layouts.keys() {
         if !set.sources.values().any(|(_, name)| name == map) {
@@ -371,6 +377,37 @@ fn check_options(set: &SetModel, options: &Options) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// A socket map hook names a sockmap or sockhash of the set and an attach type a
+/// socket map holds a program for.
+fn check_sock_map(set: &SetModel, name: &str, map: &str, attach_type: &str) -> Result<(), Error> {
+    use handover_sys::{AttachType, MapType};
+    let Some(m) = set.maps.iter().find(|m| m.name == map) else {
+        return Err(Error::Options(format!(
+            "attachment {name} is on map {map}, which no object of the set has"
+        )));
+    };
+    if !matches!(m.map_type, MapType::Sockmap | MapType::Sockhash) {
+        return Err(Error::Options(format!(
+            "attachment {name} is on map {map}, a {} map: programs attach to sockmaps \
+             and sockhashes only",
+            m.map_type
+        )));
+    }
+    match attach_type.parse::<AttachType>() {
+        Ok(
+            AttachType::SkMsgVerdict
+            | AttachType::SkSkbStreamParser
+            | AttachType::SkSkbStreamVerdict
+            | AttachType::SkSkbVerdict,
+        ) => Ok(()),
+        _ => Err(Error::Options(format!(
+            "attachment {name} on map {map}: {attach_type:?} is not an attach type of a \
+             socket map (sk_msg_verdict, sk_skb_stream_parser, sk_skb_stream_verdict, \
+             sk_skb_verdict)"
+        ))),
+    }
 }
 
 /// Inputs of [`compute`].
@@ -528,11 +565,19 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
             .copied()
             .or_else(|| a.point.asked_hold())
             .unwrap_or_default();
+        // A program on a socket map that the upgrade replaces is attached to the new
+        // map: the old one goes with its map.
+        let map_replaced = a.point.map().is_some_and(|key| {
+            maps.iter()
+                .any(|m| m.key == key && m.action != MapAction::Reuse)
+        });
         let (hold, action) = match old {
             // A restart keeps every attachment as it is held.
             Some((_, held)) if restart => (held, AttachAction::Verify),
             _ if restart => (asked, AttachAction::Verify),
-            Some((old, held)) if old.point.same_hook(&a.point) && held == asked => {
+            Some((old, held))
+                if old.point.same_hook(&a.point) && held == asked && !map_replaced =>
+            {
                 (asked, AttachAction::Switch(a.point.switch_method(asked)))
             }
             // A new place (or a new attachment, or another way to hold it): attached
@@ -783,7 +828,18 @@ impl fmt::Display for Plan {
             writeln!(f, "  none")?;
         }
         for a in &self.attachments {
+            let on_map = a.point.map().is_some();
             let action = match (a.action, a.hold) {
+                (AttachAction::Attach, Hold::ProgAttach) if on_map => {
+                    "attach to the map (prog attach; only sockets added to the map from \
+                     then on run it)"
+                        .to_owned()
+                }
+                (AttachAction::Verify, Hold::ProgAttach) if on_map => {
+                    "verify it is the map's program (prog query, 5.19+; attached again \
+                     where the kernel cannot say)"
+                        .to_owned()
+                }
                 (AttachAction::Attach, Hold::Link) => "attach a new link".to_owned(),
                 (AttachAction::Attach, Hold::ProgAttach) => {
                     "attach without a link (prog attach, allow multi)".to_owned()

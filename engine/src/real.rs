@@ -242,6 +242,39 @@ fn cgroup_hook(
     Ok((cgroup, attach_type))
 }
 
+/// A socket map hook: the map, open, its id and the attach type; `None` when the
+/// map is gone (a hook on a freed map holds nothing).
+fn sock_map_hook(
+    bpf: &Bpf,
+    point: &AttachPoint,
+) -> Result<Option<(OwnedFd, handover_sys::AttachType, u32)>, KernelError> {
+    let AttachPoint::SockMap {
+        map,
+        attach_type,
+        target,
+    } = point
+    else {
+        return Err(KernelError::failed(
+            format!("socket map hook {point}"),
+            std::io::Error::other("not a socket map hook"),
+        ));
+    };
+    let Some(id) = *target else {
+        return Err(KernelError::failed(
+            format!("attach at {point}"),
+            std::io::Error::other(format!("map {map} is not a map of the set")),
+        ));
+    };
+    let attach_type = attach_type
+        .parse()
+        .map_err(|e| KernelError::failed(format!("attach type {attach_type}"), e))?;
+    match bpf.fd_by_id(ObjectKind::Map, id, OpenFlags::READ_WRITE) {
+        Ok(fd) => Ok(Some((fd, attach_type, id))),
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(KernelError::failed(format!("open map {id} of {point}"), e)),
+    }
+}
+
 /// The id of a cgroup: the inode number of its directory.
 fn cgroup_id(cgroup: &std::fs::File, point: &AttachPoint) -> Result<u64, KernelError> {
     cgroup
@@ -505,6 +538,11 @@ impl Kernel for RealKernel {
                     .raw_tracepoint_open(&prog, name)
                     .map_err(failed(format!("attach {program} at {point}")))?
             }
+            AttachPoint::SockMap { .. } => {
+                return Err(KernelError::Unsupported {
+                    what: format!("a link for {point}: socket map programs are held by the map"),
+                });
+            }
         };
         self.hold(link)
     }
@@ -619,6 +657,21 @@ impl Kernel for RealKernel {
     }
 
     fn prog_attach(&mut self, program: ObjRef, point: &AttachPoint) -> Result<u64, KernelError> {
+        if let AttachPoint::SockMap { .. } = point {
+            let (map, attach_type, id) =
+                sock_map_hook(&self.bpf, point)?.ok_or_else(|| KernelError::Missing {
+                    what: point.to_string(),
+                })?;
+            let prog = self
+                .fd_of(program)?
+                .try_clone_to_owned()
+                .map_err(|e| KernelError::failed("dup", e))?;
+            // The map's program of this type is exchanged for `prog`.
+            self.bpf
+                .prog_attach(AttachTarget::Fd(map.as_fd()), &prog, attach_type, 0, None)
+                .map_err(failed(format!("attach {program} at {point}")))?;
+            return Ok(u64::from(id));
+        }
         let (cgroup, attach_type) = cgroup_hook(point)?;
         let prog = self
             .fd_of(program)?
@@ -642,6 +695,21 @@ impl Kernel for RealKernel {
         new: ObjRef,
         expected: ObjRef,
     ) -> Result<(), KernelError> {
+        if let AttachPoint::SockMap { .. } = point {
+            // No compare-and-swap at a socket map: the program there is checked first
+            // where the kernel can say (5.19+), under the engine's exclusive lock.
+            let (_, ids) = self.prog_query(point)?;
+            if let Some(&actual) = ids.first()
+                && actual != expected.id
+            {
+                return Err(KernelError::Mismatch {
+                    what: point.to_string(),
+                    expected: expected.id,
+                    actual: Some(actual),
+                });
+            }
+            return self.prog_attach(new, point).map(drop);
+        }
         let (cgroup, attach_type) = cgroup_hook(point)?;
         let mismatch = || KernelError::Mismatch {
             what: point.to_string(),
@@ -677,8 +745,15 @@ impl Kernel for RealKernel {
     }
 
     fn prog_detach(&mut self, point: &AttachPoint, program: ObjRef) -> Result<bool, KernelError> {
-        let Some((cgroup, attach_type)) = existing_cgroup_hook(point)? else {
-            return Ok(false);
+        let (target, attach_type) = match point {
+            AttachPoint::SockMap { .. } => match sock_map_hook(&self.bpf, point)? {
+                Some((map, attach_type, _)) => (map, attach_type),
+                None => return Ok(false),
+            },
+            _ => match existing_cgroup_hook(point)? {
+                Some((cgroup, attach_type)) => (OwnedFd::from(cgroup), attach_type),
+                None => return Ok(false),
+            },
         };
         let fd = match self
             .bpf
@@ -690,7 +765,7 @@ impl Kernel for RealKernel {
             Err(e) => return Err(KernelError::failed(format!("open {program} by id"), e)),
         };
         match self.bpf.prog_detach(
-            AttachTarget::Fd(cgroup.as_fd()),
+            AttachTarget::Fd(target.as_fd()),
             Some(fd.as_fd()),
             attach_type,
         ) {
@@ -704,6 +779,22 @@ impl Kernel for RealKernel {
     }
 
     fn prog_query(&mut self, point: &AttachPoint) -> Result<(u64, Vec<u32>), KernelError> {
+        if let AttachPoint::SockMap { .. } = point {
+            let Some((map, attach_type, id)) = sock_map_hook(&self.bpf, point)? else {
+                return Ok((0, Vec::new()));
+            };
+            return match self
+                .bpf
+                .prog_query(AttachTarget::Fd(map.as_fd()), attach_type, 0)
+            {
+                Ok(q) => Ok((u64::from(id), q.prog_ids)),
+                // Before 5.19 a socket map answers no query: nothing is known to be
+                // attached, and attaching again the program that is there is
+                // harmless.
+                Err(e) if e.errno() == Some(libc::EINVAL) => Ok((u64::from(id), Vec::new())),
+                Err(e) => Err(KernelError::failed(format!("query {point}"), e)),
+            };
+        }
         let Some((cgroup, attach_type)) = existing_cgroup_hook(point)? else {
             return Ok((0, Vec::new()));
         };
