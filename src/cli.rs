@@ -249,6 +249,21 @@ pub(crate) struct LoadArgs {
     /// Repeatable.
     #[arg(long, value_name = "MAP=TOMBSTONES", value_parser = parse_tombstones)]
     pub tombstones: Vec<(String, String)>,
+    /// Attach the sk_msg or sk_skb program PROGRAM to the sockmap or sockhash MAP of
+    /// the set, at ATTACH_TYPE (sk_msg_verdict, sk_skb_stream_parser,
+    /// sk_skb_stream_verdict, sk_skb_verdict; default: what the program's section
+    /// says). The map holds the program (BPF_PROG_ATTACH); sockets added to the map
+    /// run it. Repeatable.
+    #[arg(long, value_name = "PROGRAM=MAP[:ATTACH_TYPE]", value_parser = parse_attach_map)]
+    pub attach_map: Vec<AttachMap>,
+}
+
+/// One `--attach-map`.
+#[derive(Debug, Clone)]
+pub(crate) struct AttachMap {
+    pub program: String,
+    pub map: String,
+    pub attach_type: Option<String>,
 }
 
 impl LoadArgs {
@@ -263,6 +278,7 @@ impl LoadArgs {
             || !self.merge.is_empty()
             || !self.rename.is_empty()
             || !self.tombstones.is_empty()
+            || !self.attach_map.is_empty()
     }
 }
 
@@ -548,6 +564,24 @@ fn parse_tombstones(value: &str) -> Result<(String, String), String> {
         Some((map, t)) if !map.is_empty() && !t.is_empty() => Ok((map.to_owned(), t.to_owned())),
         _ => Err("expected MAP=TOMBSTONES, e.g. conns=conns_tombstones".to_owned()),
     }
+}
+
+fn parse_attach_map(value: &str) -> Result<AttachMap, String> {
+    let bad =
+        || "expected PROGRAM=MAP[:ATTACH_TYPE], e.g. redirect=socks:sk_msg_verdict".to_owned();
+    let (program, rest) = value.split_once('=').ok_or_else(bad)?;
+    let (map, attach_type) = match rest.split_once(':') {
+        Some((map, t)) => (map, Some(t)),
+        None => (rest, None),
+    };
+    if program.is_empty() || map.is_empty() || attach_type.is_some_and(str::is_empty) {
+        return Err(bad());
+    }
+    Ok(AttachMap {
+        program: program.to_owned(),
+        map: map.to_owned(),
+        attach_type: attach_type.map(str::to_owned),
+    })
 }
 
 fn parse_rename(value: &str) -> Result<(String, String), String> {

@@ -100,6 +100,11 @@ fn render(place: &Place, s: &Status) -> String {
                     LinkState::Live => "live".to_owned(),
                     LinkState::Missing => "MISSING (a restart attaches it again)".to_owned(),
                     LinkState::Detached => "DETACHED (a restart attaches it again)".to_owned(),
+                    LinkState::Unknown => {
+                        "unknown (the kernel answers no query here before 5.19; a restart \
+                         attaches it again)"
+                            .to_owned()
+                    }
                     LinkState::RunsOther { prog } => format!("RUNS ANOTHER PROGRAM (id {prog})"),
                 };
                 if l.hold == Hold::ProgAttach {

@@ -216,6 +216,58 @@ fn program_types(
     Ok(out)
 }
 
+/// The attachment an `--attach-map` asks for: an sk_msg or sk_skb program of the set
+/// on a socket map, at the attach type given or the one its section says.
+fn map_attachment(
+    objects: &[ObjectSource],
+    object_options: &ObjectOptions,
+    a: &crate::cli::AttachMap,
+) -> Result<Attachment, String> {
+    let name = handover::btf::printable(&a.program);
+    let mut found = None;
+    for o in objects {
+        if let Some(p) = parse(o, object_options)?
+            .programs()
+            .iter()
+            .find(|p| p.name == a.program)
+        {
+            found = Some((p.prog_type, p.attach_type_name()));
+        }
+    }
+    let Some((prog_type, section_attach)) = found else {
+        return Err(format!(
+            "--attach-map names program `{name}`, which no object of the set has"
+        ));
+    };
+    if !matches!(prog_type, ProgramType::SkMsg | ProgramType::SkSkb) {
+        return Err(format!(
+            "--attach-map: program `{name}` is a {} program; a socket map holds sk_msg and \
+             sk_skb programs",
+            prog_type.name()
+        ));
+    }
+    let attach_type = match (&a.attach_type, section_attach) {
+        (Some(t), _) => t.clone(),
+        (None, Some(t)) => t.to_owned(),
+        (None, None) => {
+            return Err(format!(
+                "--attach-map: the section of program `{name}` says no attach type; give \
+                 --attach-map {name}={}:ATTACH_TYPE",
+                handover::btf::printable(&a.map)
+            ));
+        }
+    };
+    Ok(Attachment {
+        name: a.program.clone(),
+        program: a.program.clone(),
+        point: AttachPoint::SockMap {
+            map: a.map.clone(),
+            attach_type,
+            target: None,
+        },
+    })
+}
+
 /// Builds the engine's options from the command line: every option that is part of
 /// the load's identity.
 pub(crate) fn options(objects: &[ObjectSource], args: &LoadArgs) -> Result<Options, String> {
@@ -272,6 +324,9 @@ pub(crate) fn options(objects: &[ObjectSource], args: &LoadArgs) -> Result<Optio
                 point,
             });
         }
+    }
+    for a in &args.attach_map {
+        attachments.push(map_attachment(objects, &object_options, a)?);
     }
     if cgroup.is_some() && cgroup_programs == 0 {
         return Err("--cgroup is given, but no program of the objects attaches to a cgroup".into());

@@ -655,3 +655,81 @@ fn tombstones_name_maps_of_the_set_and_become_part_of_its_identity() {
     assert_eq!(plan["start"]["kind"], "upgrade", "{plan}");
     w.expect(0, "uninstall", &[]);
 }
+
+#[test]
+fn attach_map_puts_a_program_on_a_socket_map_and_says_what_is_refused() {
+    const TEST: &str = "attach_map_puts_a_program_on_a_socket_map_and_says_what_is_refused";
+    if !testenv::privileged(TEST) {
+        return;
+    }
+    let w = World::new();
+    let (v1, v2) = (
+        fixture("engine_sockmsg_v1.o"),
+        fixture("engine_sockmsg_v2.o"),
+    );
+    for (arg, code, why) in [
+        (
+            "count=sent",
+            1,
+            "a array map: programs attach to sockmaps and sockhashes only",
+        ),
+        ("count=nope", 1, "which no object of the set has"),
+        (
+            "nope=socks",
+            1,
+            "names program `nope`, which no object of the set has",
+        ),
+        (
+            "count=socks:cgroup_inet4_connect",
+            1,
+            "is not an attach type of a socket map",
+        ),
+        ("count", 2, "expected PROGRAM=MAP[:ATTACH_TYPE]"),
+        ("count=socks:", 2, "expected PROGRAM=MAP[:ATTACH_TYPE]"),
+    ] {
+        let out = w.run("plan", &[&v1, &"--attach-map", &arg]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{arg}: {err}");
+        assert!(err.contains(why), "{arg}: {err}");
+    }
+    let attach: [&dyn AsRef<std::ffi::OsStr>; 2] = [&"--attach-map", &"count=socks"];
+    let fresh = w.expect(0, "plan", &[&v1, attach[0], attach[1]]);
+    assert!(
+        fresh.contains("socket map socks (sk_msg_verdict)"),
+        "{fresh}"
+    );
+    assert!(fresh.contains("attach to the map (prog attach"), "{fresh}");
+    w.expect(0, "upgrade", &[&v1, attach[0], attach[1]]);
+    // Socket maps answer BPF_PROG_QUERY from 5.19; before, status cannot know.
+    let live = if sockmap_query() { "live" } else { "unknown" };
+    let status = json(&w.expect(0, "status", &[&"--json"]))["status"].clone();
+    let link = &status["links"][0];
+    assert_eq!(link["hold"], "prog_attach", "{status}");
+    assert_eq!(link["state"]["kind"], live, "{status}");
+    let plan = w.expect(0, "plan", &[&v2, attach[0], attach[1]]);
+    assert!(
+        plan.contains("switch: prog attach over the map's program"),
+        "{plan}"
+    );
+    w.expect(0, "upgrade", &[&v2, attach[0], attach[1]]);
+    let status = json(&w.expect(0, "status", &[&"--json"]))["status"].clone();
+    assert_eq!(status["links"][0]["state"]["kind"], live, "{status}");
+    assert_ne!(status["links"][0]["id"], link["id"], "{status}");
+    w.expect(0, "uninstall", &[]);
+}
+
+/// Whether the kernel answers `BPF_PROG_QUERY` on a socket map (5.19+), asked of a
+/// throwaway sockhash.
+fn sockmap_query() -> bool {
+    use handover_sys::{AttachTarget, AttachType, Bpf, MapCreate, MapType};
+    use std::os::fd::AsFd;
+    let bpf = Bpf::kernel();
+    let map = bpf
+        .map_create(&MapCreate::new(MapType::Sockhash, 4, 8, 1))
+        .expect("create a sockhash");
+    match bpf.prog_query(AttachTarget::Fd(map.as_fd()), AttachType::SkMsgVerdict, 0) {
+        Ok(_) => true,
+        Err(e) if e.errno() == Some(libc::EINVAL) => false,
+        Err(e) => panic!("query a sockhash: {e}"),
+    }
+}

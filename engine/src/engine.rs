@@ -207,6 +207,16 @@ fn in_set<'a>(j: &Journal, point: &'a AttachPoint) -> Cow<'a, AttachPoint> {
     })
 }
 
+/// The id of the object a hook is on, where the point says it (a socket map's).
+fn hook_target(point: &AttachPoint) -> u64 {
+    match point {
+        AttachPoint::SockMap {
+            target: Some(id), ..
+        } => u64::from(*id),
+        _ => 0,
+    }
+}
+
 fn kerr(step: &'static str, what: impl Into<String>) -> impl FnOnce(KernelError) -> Error {
     let what = what.into();
     move |source| Error::Kernel { step, what, source }
@@ -349,11 +359,16 @@ impl<K: Kernel> Engine<K> {
             }
         }
         for (name, r) in &state.attached {
-            let (_, ids) = self
+            let prog = match self
                 .kernel
                 .prog_query(&in_state(state, &r.attachment.point))
-                .map_err(kerr("plan", format!("query attachment {name}")))?;
-            let prog = if ids.contains(&r.prog) { r.prog } else { 0 };
+            {
+                Ok((_, ids)) if ids.contains(&r.prog) => r.prog,
+                Ok(_) => 0,
+                // The kernel cannot say: the record stands.
+                Err(KernelError::Unsupported { .. }) => r.prog,
+                Err(e) => return Err(kerr("plan", format!("query attachment {name}"))(e)),
+            };
             live.attached.insert(name.clone(), prog);
         }
         // Maps and programs must all be there; a missing link is re-attached.
@@ -1352,10 +1367,12 @@ impl<K: Kernel> Engine<K> {
     ) -> Result<bool, Error> {
         const STEP: &str = "switch";
         let point = in_set(j, &a.point).into_owned();
-        let (cgroup, ids) = self
-            .kernel
-            .prog_query(&point)
-            .map_err(kerr(STEP, format!("query {point}")))?;
+        let (cgroup, ids) = match self.kernel.prog_query(&point) {
+            Ok(answer) => answer,
+            // A socket map that answers no query: attached (again) below.
+            Err(KernelError::Unsupported { .. }) => (hook_target(&point), Vec::new()),
+            Err(e) => return Err(kerr(STEP, format!("query {point}"))(e)),
+        };
         j.attached.insert(a.name.clone(), cgroup);
         if ids.contains(&new_prog.id) {
             return Ok(false);
@@ -1645,12 +1662,11 @@ impl<K: Kernel> Engine<K> {
         let point = in_set(j, &a.point).into_owned();
         match a.action {
             AttachAction::Switch(_) => {
-                let (_, ids) = self
-                    .kernel
-                    .prog_query(&point)
-                    .map_err(kerr(STEP, format!("query {point}")))?;
-                if !ids.contains(&new.id) {
-                    return Ok(());
+                match self.kernel.prog_query(&point) {
+                    Ok((_, ids)) if !ids.contains(&new.id) => return Ok(()),
+                    // Where the kernel cannot say, the old program is put back anyway.
+                    Ok(_) | Err(KernelError::Unsupported { .. }) => {}
+                    Err(e) => return Err(kerr(STEP, format!("query {point}"))(e)),
                 }
                 let Some(old) = j.old.as_ref().and_then(|s| s.attached.get(&a.name)) else {
                     return Ok(());
@@ -1767,13 +1783,14 @@ impl<K: Kernel> Engine<K> {
                 continue;
             };
             let point = in_state(&state, &r.attachment.point).into_owned();
-            let (_, ids) = self
-                .kernel
-                .prog_query(&point)
-                .map_err(kerr(STEP, format!("query {point}")))?;
-            if ids.contains(&r.prog) {
-                continue;
-            }
+            let known = match self.kernel.prog_query(&point) {
+                Ok((_, ids)) if ids.contains(&r.prog) => continue,
+                Ok(_) => true,
+                // A socket map that answers no query (before 5.19): the program is
+                // attached again, which changes nothing where it is there.
+                Err(KernelError::Unsupported { .. }) => false,
+                Err(e) => return Err(kerr(STEP, format!("query {point}"))(e)),
+            };
             checkpoint("reattach:item")?;
             let pin = plan::prog_pin(&r.attachment.program);
             let prog = self
@@ -1783,6 +1800,9 @@ impl<K: Kernel> Engine<K> {
                 STEP,
                 format!("attach {} at {point}", r.attachment.program),
             ))?;
+            if !known && state.attached.get(&name).is_some_and(|r| r.prog == prog.id) {
+                continue;
+            }
             if let Some(rec) = state.attached.get_mut(&name) {
                 rec.cgroup_id = cgroup;
                 rec.prog = prog.id;

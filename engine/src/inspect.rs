@@ -57,6 +57,10 @@ pub enum LinkState {
     /// The link is pinned but detached (its cgroup or device went away, or it was
     /// detached by hand).
     Detached,
+    /// Held without a link at a hook the kernel answers no query for (a socket map
+    /// before 5.19): whether the recorded program is there cannot be known; a
+    /// restart attaches it again, which changes nothing where it is.
+    Unknown,
     /// The link runs another program than the recorded one.
     RunsOther {
         /// The program it runs.
@@ -291,14 +295,16 @@ impl<K: Kernel> Inspector<K> {
                 });
             }
             for (name, r) in &s.attached {
-                let (_, ids) = self
-                    .kernel
-                    .prog_query(
-                        &r.attachment
-                            .point
-                            .on_map(|key| s.maps.get(key).map(|p| p.id)),
-                    )
-                    .map_err(kerr(format!("query attachment {name}")))?;
+                let point = r
+                    .attachment
+                    .point
+                    .on_map(|key| s.maps.get(key).map(|p| p.id));
+                let state = match self.kernel.prog_query(&point) {
+                    Ok((_, ids)) if ids.contains(&r.prog) => LinkState::Live,
+                    Ok(_) => LinkState::Detached,
+                    Err(KernelError::Unsupported { .. }) => LinkState::Unknown,
+                    Err(e) => return Err(kerr(format!("query attachment {name}"))(e)),
+                };
                 status.links.push(LinkStatus {
                     name: name.clone(),
                     program: r.attachment.program.clone(),
@@ -306,11 +312,7 @@ impl<K: Kernel> Inspector<K> {
                     pin: String::new(),
                     id: r.prog,
                     hold: Hold::ProgAttach,
-                    state: if ids.contains(&r.prog) {
-                        LinkState::Live
-                    } else {
-                        LinkState::Detached
-                    },
+                    state,
                 });
             }
         }

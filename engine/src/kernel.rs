@@ -322,7 +322,8 @@ pub trait Kernel {
     /// the cgroup no longer exists.
     ///
     /// # Errors
-    /// The cgroup cannot be opened or queried.
+    /// The cgroup cannot be opened or queried; [`KernelError::Unsupported`] where
+    /// the kernel answers no query at the hook (socket maps before 5.19).
     fn prog_query(&mut self, point: &AttachPoint) -> Result<(u64, Vec<u32>), KernelError>;
 
     /// Returns once no program that was replaced before the call can still be running

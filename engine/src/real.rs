@@ -698,7 +698,11 @@ impl Kernel for RealKernel {
         if let AttachPoint::SockMap { .. } = point {
             // No compare-and-swap at a socket map: the program there is checked first
             // where the kernel can say (5.19+), under the engine's exclusive lock.
-            let (_, ids) = self.prog_query(point)?;
+            let ids = match self.prog_query(point) {
+                Ok((_, ids)) => ids,
+                Err(KernelError::Unsupported { .. }) => Vec::new(),
+                Err(e) => return Err(e),
+            };
             if let Some(&actual) = ids.first()
                 && actual != expected.id
             {
@@ -788,10 +792,10 @@ impl Kernel for RealKernel {
                 .prog_query(AttachTarget::Fd(map.as_fd()), attach_type, 0)
             {
                 Ok(q) => Ok((u64::from(id), q.prog_ids)),
-                // Before 5.19 a socket map answers no query: nothing is known to be
-                // attached, and attaching again the program that is there is
-                // harmless.
-                Err(e) if e.errno() == Some(libc::EINVAL) => Ok((u64::from(id), Vec::new())),
+                // Before 5.19 a socket map answers no query.
+                Err(e) if e.errno() == Some(libc::EINVAL) => Err(KernelError::Unsupported {
+                    what: format!("query {point} (socket maps answer queries from 5.19)"),
+                }),
                 Err(e) => Err(KernelError::failed(format!("query {point}"), e)),
             };
         }
