@@ -1,0 +1,153 @@
+//! Crash tests of a program held by a socket map against the fake kernel:
+//! programs/engine_sockmsg_v1.c upgraded to v2 (the sockhash reused, its program
+//! exchanged) and to v3 (the sockhash recreated, the program attached to the new map),
+//! each killed at every occurrence of every failpoint, then its recovery at every
+//! failpoint, then recovered again. Each run must end with one set: the live sockhash
+//! holds exactly the program the state records, which is that set's program, no
+//! other map holds a program of the set, and no temporary or rollback pin is left.
+//! One test in this binary: the failpoint registry is global to the process.
+#![allow(clippy::indexing_slicing, reason = "tests index values they built")]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{StateDir, crashed, with_crash};
+use handover_engine::{
+    ApplyOptions, AttachPoint, Attachment, Engine, Error, FakeKernel, FakeWorld, LockWait,
+    ObjectSource, Options, failpoints, identity,
+};
+
+fn object(version: u32) -> Vec<ObjectSource> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../programs/build/engine_sockmsg_v{version}.o"));
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run programs/build.sh", path.display()));
+    vec![ObjectSource::new("sockmsg.o", bytes)]
+}
+
+fn point(map: Option<u32>) -> AttachPoint {
+    AttachPoint::SockMap {
+        map: "socks".into(),
+        attach_type: "sk_msg_verdict".into(),
+        target: map,
+    }
+}
+
+fn options() -> Options {
+    Options {
+        attachments: vec![Attachment {
+            name: "count_msgs".into(),
+            program: "count".into(),
+            point: point(None),
+        }],
+        ..Options::default()
+    }
+}
+
+fn engine(world: &FakeWorld, dir: &StateDir) -> Engine<FakeKernel> {
+    Engine::with_kernel(
+        world.process(),
+        &dir.0,
+        LockWait::Timeout(std::time::Duration::from_secs(10)),
+    )
+    .unwrap()
+}
+
+fn apply(world: &FakeWorld, dir: &StateDir, version: u32) -> Result<(), Error> {
+    let mut e = engine(world, dir);
+    let objs = object(version);
+    let plan = e.plan(&objs, &options())?;
+    e.apply(&plan, &objs, ApplyOptions::default()).map(drop)
+}
+
+/// The invariants after a completed recovery; returns which version is live.
+fn check(world: &FakeWorld, dir: &StateDir, to: u32, context: &str) -> u32 {
+    let e = engine(world, dir);
+    assert!(e.journal().unwrap().is_none(), "{context}: journal left");
+    let state = e.state().unwrap().expect("a state");
+    drop(e);
+    let version = if state.identity == identity(&object(to), &options()) {
+        to
+    } else {
+        assert_eq!(
+            state.identity,
+            identity(&object(1), &options()),
+            "{context}"
+        );
+        1
+    };
+    let socks = world.pinned("maps/socks").expect("a live sockhash");
+    assert_eq!(socks.id, state.maps["socks"].id, "{context}");
+    let held = world.prog_attached(&point(Some(socks.id)));
+    let recorded = state.attached["count_msgs"].prog;
+    assert_eq!(
+        held.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [recorded],
+        "{context}: the live sockhash holds the recorded program"
+    );
+    assert_eq!(recorded, state.programs["count"].id, "{context}");
+    assert_eq!(
+        state.attached["count_msgs"].cgroup_id,
+        u64::from(socks.id),
+        "{context}: the record names the live map"
+    );
+    let pins = world.pins();
+    assert!(
+        pins.iter()
+            .all(|p| !p.starts_with("stage/") && !p.contains("__handover")),
+        "{context}: {pins:?}"
+    );
+    version
+}
+
+#[test]
+fn every_crash_of_a_socket_map_program_switch_ends_in_one_consistent_set() {
+    let _scenario = fail::FailScenario::setup();
+    let points = failpoints();
+    let mut outcomes = BTreeMap::<(u32, u32), usize>::new();
+    for to in [2, 3] {
+        for point in &points {
+            for n in 0.. {
+                let world = FakeWorld::new();
+                let dir = StateDir::new("sockmap-crash");
+                apply(&world, &dir, 1).unwrap();
+                let r = with_crash(point, n, || apply(&world, &dir, to));
+                if !crashed(&r) {
+                    r.unwrap();
+                    assert_eq!(check(&world, &dir, to, &format!("{point} #{n}")), to);
+                    break;
+                }
+                for rpoint in &points {
+                    for m in 0.. {
+                        let w = world.crashed_copy();
+                        let d = dir.crashed_copy("sockmap-crash-copy");
+                        let r = with_crash(rpoint, m, || engine(&w, &d).recover());
+                        let context = format!(
+                            "1 -> {to}: upgrade crash {point} #{n}, recovery crash {rpoint} #{m}"
+                        );
+                        let recovery_crashed = crashed(&r);
+                        if recovery_crashed {
+                            engine(&w, &d)
+                                .recover()
+                                .unwrap()
+                                .expect("a journal to recover");
+                        }
+                        let v = check(&w, &d, to, &context);
+                        if !recovery_crashed {
+                            *outcomes.entry((to, v)).or_default() += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("outcomes {outcomes:?}");
+    for k in [(2, 1), (2, 2), (3, 1), (3, 3)] {
+        assert!(
+            outcomes.get(&k).is_some_and(|n| *n > 0),
+            "{k:?}: {outcomes:?}"
+        );
+    }
+}
