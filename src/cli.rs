@@ -227,7 +227,7 @@ pub(crate) struct LoadArgs {
     /// records the program, an upgrade replaces it with BPF_F_REPLACE), or `auto`
     /// (a link where the kernel has cgroup links for the hook, probed) [default: auto].
     #[arg(long, value_name = "link|prog-attach|auto", requires = "cgroup")]
-    pub cgroup_via: Option<handover::engine::CgroupVia>,
+    pub cgroup_via: Option<handover::engine::Via>,
     /// Attach every XDP program of the set to this network device.
     #[arg(long, value_name = "NAME")]
     pub iface: Option<String>,
@@ -256,6 +256,13 @@ pub(crate) struct LoadArgs {
     /// run it. Repeatable.
     #[arg(long, value_name = "PROGRAM=MAP[:ATTACH_TYPE]", value_parser = parse_attach_map)]
     pub attach_map: Vec<AttachMap>,
+    /// How the --attach-map attachments are held: `link` (a pinned socket map link,
+    /// 6.10+: an upgrade switches it by compare-and-swap), `prog-attach`
+    /// (BPF_PROG_ATTACH: the map holds the program; an upgrade checks the old one by
+    /// query, 5.19+, then attaches the new one over it), or `auto` (a link where the
+    /// kernel has socket map links, probed) [default: auto].
+    #[arg(long, value_name = "link|prog-attach|auto", requires = "attach_map")]
+    pub map_via: Option<handover::engine::Via>,
 }
 
 /// One `--attach-map`.
@@ -279,6 +286,7 @@ impl LoadArgs {
             || !self.rename.is_empty()
             || !self.tombstones.is_empty()
             || !self.attach_map.is_empty()
+            || self.map_via.is_some()
     }
 }
 

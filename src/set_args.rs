@@ -222,6 +222,7 @@ fn map_attachment(
     objects: &[ObjectSource],
     object_options: &ObjectOptions,
     a: &crate::cli::AttachMap,
+    via: handover::engine::Via,
 ) -> Result<Attachment, String> {
     let name = handover::btf::printable(&a.program);
     let mut found = None;
@@ -264,6 +265,7 @@ fn map_attachment(
             map: a.map.clone(),
             attach_type,
             target: None,
+            via,
         },
     })
 }
@@ -326,7 +328,12 @@ pub(crate) fn options(objects: &[ObjectSource], args: &LoadArgs) -> Result<Optio
         }
     }
     for a in &args.attach_map {
-        attachments.push(map_attachment(objects, &object_options, a)?);
+        attachments.push(map_attachment(
+            objects,
+            &object_options,
+            a,
+            args.map_via.unwrap_or_default(),
+        )?);
     }
     if cgroup.is_some() && cgroup_programs == 0 {
         return Err("--cgroup is given, but no program of the objects attaches to a cgroup".into());

@@ -692,26 +692,63 @@ fn attach_map_puts_a_program_on_a_socket_map_and_says_what_is_refused() {
         assert_eq!(out.status.code(), Some(code), "{arg}: {err}");
         assert!(err.contains(why), "{arg}: {err}");
     }
-    let attach: [&dyn AsRef<std::ffi::OsStr>; 2] = [&"--attach-map", &"count=socks"];
-    let fresh = w.expect(0, "plan", &[&v1, attach[0], attach[1]]);
+    // auto: a socket map link where the kernel has them (6.10+).
+    let auto = w.expect(0, "plan", &[&v1, &"--attach-map", &"count=socks"]);
+    let links =
+        handover_sys::Bpf::kernel().sockmap_link_works(handover_sys::AttachType::SkMsgVerdict);
+    let held = if links {
+        "attach a new link"
+    } else {
+        "attach to the map (prog attach"
+    };
+    assert!(auto.contains(held), "{auto}");
+    let no_map = w.run("plan", &[&v1, &"--map-via", &"link"]);
+    assert_eq!(
+        no_map.status.code(),
+        Some(2),
+        "--map-via needs --attach-map"
+    );
+    let attach: [&dyn AsRef<std::ffi::OsStr>; 4] = [
+        &"--attach-map",
+        &"count=socks",
+        &"--map-via",
+        &"prog-attach",
+    ];
+    let fresh = w.expect(
+        0,
+        "plan",
+        &[&v1, attach[0], attach[1], attach[2], attach[3]],
+    );
     assert!(
         fresh.contains("socket map socks (sk_msg_verdict)"),
         "{fresh}"
     );
     assert!(fresh.contains("attach to the map (prog attach"), "{fresh}");
-    w.expect(0, "upgrade", &[&v1, attach[0], attach[1]]);
+    w.expect(
+        0,
+        "upgrade",
+        &[&v1, attach[0], attach[1], attach[2], attach[3]],
+    );
     // Socket maps answer BPF_PROG_QUERY from 5.19; before, status cannot know.
     let live = if sockmap_query() { "live" } else { "unknown" };
     let status = json(&w.expect(0, "status", &[&"--json"]))["status"].clone();
     let link = &status["links"][0];
     assert_eq!(link["hold"], "prog_attach", "{status}");
     assert_eq!(link["state"]["kind"], live, "{status}");
-    let plan = w.expect(0, "plan", &[&v2, attach[0], attach[1]]);
+    let plan = w.expect(
+        0,
+        "plan",
+        &[&v2, attach[0], attach[1], attach[2], attach[3]],
+    );
     assert!(
         plan.contains("switch: prog attach over the map's program"),
         "{plan}"
     );
-    w.expect(0, "upgrade", &[&v2, attach[0], attach[1]]);
+    w.expect(
+        0,
+        "upgrade",
+        &[&v2, attach[0], attach[1], attach[2], attach[3]],
+    );
     let status = json(&w.expect(0, "status", &[&"--json"]))["status"].clone();
     assert_eq!(status["links"][0]["state"]["kind"], live, "{status}");
     assert_ne!(status["links"][0]["id"], link["id"], "{status}");

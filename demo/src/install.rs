@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use handover_engine::{
-    ApplyOptions, AttachPoint, Attachment, CgroupVia, Engine, LockWait, MapAction, ObjectSource,
-    Options, Plan, Report, pin_name,
+    ApplyOptions, AttachPoint, Attachment, Engine, LockWait, MapAction, ObjectSource, Options,
+    Plan, Report, Via, pin_name,
 };
 use handover_loader::Object;
 use handover_sys::{AttachType, Bpf, Map, OpenFlags};
@@ -196,7 +196,7 @@ impl EngineInstaller {
                     point: AttachPoint::Cgroup {
                         path: cgroup.to_owned(),
                         attach_type: attach_type.name().to_owned(),
-                        via: CgroupVia::Auto,
+                        via: Via::Auto,
                     },
                 })
                 .collect(),

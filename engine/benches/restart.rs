@@ -14,8 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use handover_engine::{
-    ApplyOptions, AttachPoint, Attachment, CgroupVia, Engine, LockWait, ObjectSource, Options,
-    Start,
+    ApplyOptions, AttachPoint, Attachment, Engine, LockWait, ObjectSource, Options, Start, Via,
 };
 use handover_sys::{Bpf, OpenFlags};
 
@@ -45,7 +44,7 @@ fn main() -> ExitCode {
             point: AttachPoint::Cgroup {
                 path: cgroup.path().to_owned(),
                 attach_type: "cgroup_inet4_connect".into(),
-                via: CgroupVia::Auto,
+                via: Via::Auto,
             },
         }],
         ..Options::default()

@@ -446,7 +446,7 @@ impl<K: Kernel> Engine<K> {
             .iter()
             .map(|a| {
                 let hold = a.point.asked_hold().unwrap_or_else(|| {
-                    if self.kernel.cgroup_links(&a.point) {
+                    if self.kernel.hook_links(&a.point) {
                         Hold::Link
                     } else {
                         Hold::ProgAttach

@@ -47,6 +47,7 @@ struct World {
     /// Ids of the cgroups by path, given on first use.
     cgroup_ids: BTreeMap<String, u64>,
     no_cgroup_links: bool,
+    no_sockmap_links: bool,
     /// The map of each socket map hook in [`World::cgroup_progs`]: its programs are
     /// held while the map has a user (a pin or a descriptor), as the kernel releases
     /// a socket map's programs when its last user goes.
@@ -240,6 +241,7 @@ impl FakeWorld {
             cgroup_progs: w.cgroup_progs.clone(),
             cgroup_ids: w.cgroup_ids.clone(),
             no_cgroup_links: w.no_cgroup_links,
+            no_sockmap_links: w.no_sockmap_links,
             hook_maps: w.hook_maps.clone(),
         };
         copy.collect();
@@ -332,6 +334,12 @@ impl FakeWorld {
     /// Makes the machine's kernel one without cgroup links (before 5.7), or with them.
     pub fn set_cgroup_links(&self, present: bool) {
         self.lock().no_cgroup_links = !present;
+    }
+
+    /// Makes the machine's kernel one without socket map links (before 6.10), or
+    /// with them.
+    pub fn set_sockmap_links(&self, present: bool) {
+        self.lock().no_sockmap_links = !present;
     }
 
     /// Replaces the first program the cgroup hook `point` holds without a link by a
@@ -778,8 +786,13 @@ impl Kernel for FakeKernel {
         Ok(())
     }
 
-    fn cgroup_links(&mut self, point: &AttachPoint) -> bool {
-        matches!(point, AttachPoint::Cgroup { .. }) && !self.lock().no_cgroup_links
+    fn hook_links(&mut self, point: &AttachPoint) -> bool {
+        let w = self.lock();
+        match point {
+            AttachPoint::Cgroup { .. } => !w.no_cgroup_links,
+            AttachPoint::SockMap { .. } => !w.no_sockmap_links,
+            _ => false,
+        }
     }
 
     fn prog_attach(&mut self, program: ObjRef, point: &AttachPoint) -> Result<u64, KernelError> {

@@ -284,9 +284,11 @@ pub trait Kernel {
     /// raw tracepoint: such a link runs until it is freed); any other refusal.
     fn detach(&mut self, link: ObjRef) -> Result<(), KernelError>;
 
-    /// Whether the kernel has cgroup links at the cgroup hook `point` (probed once per
-    /// attach type with a link on a throwaway cgroup made under `point`'s cgroup).
-    fn cgroup_links(&mut self, point: &AttachPoint) -> bool;
+    /// Whether the kernel has links for the hook `point`: cgroup links at a cgroup
+    /// hook (probed once per attach type with a link on a throwaway cgroup made under
+    /// `point`'s cgroup), socket map links at a socket map hook (probed once per
+    /// attach type on a throwaway sockhash); `false` for other hooks.
+    fn hook_links(&mut self, point: &AttachPoint) -> bool;
 
     /// Attaches a held program to the cgroup hook `point` without a link
     /// (`BPF_PROG_ATTACH` with `BPF_F_ALLOW_MULTI`): the cgroup holds it until it is

@@ -46,8 +46,8 @@ pub use inspect::{
 };
 pub use kernel::{Kernel, KernelError, KernelFacts, Kind, LoadedSet, ObjRef, ObjectSource};
 pub use options::{
-    AttachPoint, Attachment, CgroupVia, DeltaBounds, Hold, InnerMapOption, LayoutOption, Options,
-    ProgramTypeOption, SwitchMethod, TcDirection, identity,
+    AttachPoint, Attachment, DeltaBounds, Hold, InnerMapOption, LayoutOption, Options,
+    ProgramTypeOption, SwitchMethod, TcDirection, Via, identity,
 };
 pub use plan::{
     AttachAction, AttachPlan, LiveState, MapAction, MapPlan, Plan, ProgramAction, ProgramPlan,

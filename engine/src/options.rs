@@ -53,9 +53,9 @@ pub enum AttachPoint {
         /// The attach type's uapi name (`cgroup_inet4_connect`).
         attach_type: String,
         /// How the program is held at the hook (left out of the options' JSON, and
-        /// so of the identity, when it is the default, [`CgroupVia::Auto`]).
-        #[serde(default, skip_serializing_if = "CgroupVia::is_auto")]
-        via: CgroupVia,
+        /// so of the identity, when it is the default, [`Via::Auto`]).
+        #[serde(default, skip_serializing_if = "Via::is_auto")]
+        via: Via,
     },
     /// XDP on a network device, through an XDP link.
     Xdp {
@@ -80,12 +80,13 @@ pub enum AttachPoint {
         /// The tracepoint's name (`sys_enter`).
         tracepoint: String,
     },
-    /// An `sk_msg` or `sk_skb` program on a sockmap or sockhash of the set, held by
-    /// the map (`BPF_PROG_ATTACH` with the map as target). The map holds one program
-    /// per attach type and copies its programs into a socket when the socket is
-    /// added: a socket keeps the programs it was added with until it leaves every
-    /// map, so an upgrade moves the sockets added after the switch to the new
-    /// program, and the others stay with the old one until they close.
+    /// An `sk_msg` or `sk_skb` program on a sockmap or sockhash of the set, through
+    /// a socket map link (6.10) or held by the map (`BPF_PROG_ATTACH` with the map
+    /// as target), as `via` says. The map runs one program per attach type and
+    /// copies its programs into a socket when the socket is added: a socket keeps
+    /// the programs it was added with until it leaves every map, so an upgrade moves
+    /// the sockets added after the switch to the new program, and the others stay
+    /// with the old one until they close.
     SockMap {
         /// The map's key in the set (`socks`, or `OBJECT/socks` for a private map).
         map: String,
@@ -97,42 +98,47 @@ pub enum AttachPoint {
         /// options or of the identity.
         #[serde(skip)]
         target: Option<u32>,
+        /// How the program is held (left out of the options' JSON when it is the
+        /// default, [`Via::Auto`]).
+        #[serde(default, skip_serializing_if = "Via::is_auto")]
+        via: Via,
     },
 }
 
-/// How a cgroup attachment is held, as the options ask.
+/// How a cgroup or socket map attachment is held, as the options ask.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 #[serde(rename_all = "kebab-case")]
-pub enum CgroupVia {
-    /// A cgroup link (`BPF_LINK_CREATE`), pinned.
+pub enum Via {
+    /// A link (`BPF_LINK_CREATE`: cgroup links from 5.7, socket map links from
+    /// 6.10), pinned.
     Link,
-    /// `BPF_PROG_ATTACH` with `BPF_F_ALLOW_MULTI`: no link; the cgroup holds the
-    /// program, and the engine's state records it.
+    /// `BPF_PROG_ATTACH` (at a cgroup with `BPF_F_ALLOW_MULTI`): no link; the cgroup
+    /// or the map holds the program, and the engine's state records it.
     ProgAttach,
-    /// A link where the kernel has cgroup links for the hook (probed with a link on
-    /// a throwaway cgroup), else `BPF_PROG_ATTACH`.
+    /// A link where the kernel has links for the hook (probed with a link on a
+    /// throwaway cgroup or sockhash), else `BPF_PROG_ATTACH`.
     #[default]
     Auto,
 }
 
-impl CgroupVia {
-    /// Whether it is [`CgroupVia::Auto`].
+impl Via {
+    /// Whether it is [`Via::Auto`].
     #[must_use]
     pub fn is_auto(&self) -> bool {
-        *self == CgroupVia::Auto
+        *self == Via::Auto
     }
 }
 
-impl std::str::FromStr for CgroupVia {
+impl std::str::FromStr for Via {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "link" => Ok(CgroupVia::Link),
-            "prog-attach" => Ok(CgroupVia::ProgAttach),
-            "auto" => Ok(CgroupVia::Auto),
+            "link" => Ok(Via::Link),
+            "prog-attach" => Ok(Via::ProgAttach),
+            "auto" => Ok(Via::Auto),
             _ => Err(format!(
                 "{s:?} is not a way to hold a cgroup attachment: link, prog-attach or auto"
             )),
@@ -140,7 +146,7 @@ impl std::str::FromStr for CgroupVia {
     }
 }
 
-/// How an attachment is held in the kernel, once [`CgroupVia::Auto`] is decided.
+/// How an attachment is held in the kernel, once [`Via::Auto`] is decided.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Hold {
@@ -227,10 +233,14 @@ impl AttachPoint {
     pub fn switch_method(&self, hold: Hold) -> SwitchMethod {
         match (self, hold) {
             (AttachPoint::Cgroup { .. }, Hold::ProgAttach) => SwitchMethod::ProgAttachReplace,
-            (AttachPoint::SockMap { .. }, _) => SwitchMethod::MapProgAttach,
-            (AttachPoint::Cgroup { .. } | AttachPoint::Xdp { .. } | AttachPoint::Tcx { .. }, _) => {
-                SwitchMethod::LinkUpdate
-            }
+            (AttachPoint::SockMap { .. }, Hold::ProgAttach) => SwitchMethod::MapProgAttach,
+            (
+                AttachPoint::Cgroup { .. }
+                | AttachPoint::Xdp { .. }
+                | AttachPoint::Tcx { .. }
+                | AttachPoint::SockMap { .. },
+                _,
+            ) => SwitchMethod::LinkUpdate,
             (AttachPoint::Tracing | AttachPoint::RawTracepoint { .. }, _) => {
                 SwitchMethod::AttachThenDetach
             }
@@ -266,16 +276,15 @@ impl AttachPoint {
     }
 
     /// The way the options ask the attachment to be held: `None` when the kernel
-    /// decides (a cgroup hook with [`CgroupVia::Auto`]).
+    /// decides (a cgroup hook with [`Via::Auto`]).
     #[must_use]
     pub fn asked_hold(&self) -> Option<Hold> {
         match self {
-            AttachPoint::Cgroup { via, .. } => match via {
-                CgroupVia::Link => Some(Hold::Link),
-                CgroupVia::ProgAttach => Some(Hold::ProgAttach),
-                CgroupVia::Auto => None,
+            AttachPoint::Cgroup { via, .. } | AttachPoint::SockMap { via, .. } => match via {
+                Via::Link => Some(Hold::Link),
+                Via::ProgAttach => Some(Hold::ProgAttach),
+                Via::Auto => None,
             },
-            AttachPoint::SockMap { .. } => Some(Hold::ProgAttach),
             _ => Some(Hold::Link),
         }
     }
@@ -296,11 +305,15 @@ impl AttachPoint {
     pub fn on_map(&self, id: impl FnOnce(&str) -> Option<u32>) -> std::borrow::Cow<'_, Self> {
         match self {
             AttachPoint::SockMap {
-                map, attach_type, ..
+                map,
+                attach_type,
+                via,
+                ..
             } => std::borrow::Cow::Owned(AttachPoint::SockMap {
                 map: map.clone(),
                 attach_type: attach_type.clone(),
                 target: id(map),
+                via: *via,
             }),
             _ => std::borrow::Cow::Borrowed(self),
         }
@@ -331,6 +344,7 @@ impl fmt::Display for AttachPoint {
                 map,
                 attach_type,
                 target,
+                ..
             } => {
                 write!(f, "socket map {map} ({attach_type})")?;
                 match target {

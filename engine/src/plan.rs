@@ -421,7 +421,7 @@ pub(crate) struct PlanInput<'a> {
     pub(crate) live: LiveState,
     pub(crate) facts: KernelFacts,
     /// How each attachment of the options is held, by name, with
-    /// [`CgroupVia::Auto`](crate::CgroupVia::Auto) decided by the kernel's probe.
+    /// [`Via::Auto`](crate::Via::Auto) decided by the kernel's probe.
     pub(crate) holds: BTreeMap<String, Hold>,
 }
 

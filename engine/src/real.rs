@@ -34,7 +34,7 @@ pub struct RealKernel {
     /// The sockmap iterator probe's answer, once asked.
     sockmap_iter: Option<bool>,
     /// Probed: whether the kernel has cgroup links, by attach type.
-    cgroup_links: HashMap<String, bool>,
+    hook_links: HashMap<String, bool>,
 }
 
 fn failed(op: impl Into<String>) -> impl FnOnce(handover_sys::Error) -> KernelError {
@@ -76,7 +76,7 @@ impl RealKernel {
             root,
             fds: HashMap::new(),
             sockmap_iter: None,
-            cgroup_links: HashMap::new(),
+            hook_links: HashMap::new(),
         })
     }
 
@@ -252,6 +252,7 @@ fn sock_map_hook(
         map,
         attach_type,
         target,
+        ..
     } = point
     else {
         return Err(KernelError::failed(
@@ -539,9 +540,21 @@ impl Kernel for RealKernel {
                     .map_err(failed(format!("attach {program} at {point}")))?
             }
             AttachPoint::SockMap { .. } => {
-                return Err(KernelError::Unsupported {
-                    what: format!("a link for {point}: socket map programs are held by the map"),
-                });
+                let (map, attach_type, _) =
+                    sock_map_hook(&self.bpf, point)?.ok_or_else(|| KernelError::Missing {
+                        what: point.to_string(),
+                    })?;
+                let prog = self
+                    .fd_of(program)?
+                    .try_clone_to_owned()
+                    .map_err(|e| KernelError::failed("dup", e))?;
+                self.bpf
+                    .link_create(&LinkCreate::new(
+                        prog.as_fd(),
+                        AttachTarget::Fd(map.as_fd()),
+                        attach_type,
+                    ))
+                    .map_err(failed(format!("attach {program} at {point}")))?
             }
         };
         self.hold(link)
@@ -559,7 +572,8 @@ impl Kernel for RealKernel {
         // A detached cgroup link reports no cgroup; its program is not running.
         let detached = matches!(info.target, LinkTarget::Cgroup { cgroup_id: 0, .. })
             || matches!(info.target, LinkTarget::Xdp { ifindex: 0 })
-            || matches!(info.target, LinkTarget::Tcx { ifindex: 0, .. });
+            || matches!(info.target, LinkTarget::Tcx { ifindex: 0, .. })
+            || matches!(info.target, LinkTarget::SockMap { map_id: 0, .. });
         Ok((!detached && info.prog_id != 0).then_some(info.prog_id))
     }
 
@@ -619,14 +633,25 @@ impl Kernel for RealKernel {
         }
     }
 
-    fn cgroup_links(&mut self, point: &AttachPoint) -> bool {
-        let AttachPoint::Cgroup {
-            path, attach_type, ..
-        } = point
-        else {
-            return false;
+    fn hook_links(&mut self, point: &AttachPoint) -> bool {
+        let (path, attach_type) = match point {
+            AttachPoint::Cgroup {
+                path, attach_type, ..
+            } => (path, attach_type),
+            AttachPoint::SockMap { attach_type, .. } => {
+                let key = format!("sockmap {attach_type}");
+                if let Some(&known) = self.hook_links.get(&key) {
+                    return known;
+                }
+                let works = attach_type
+                    .parse()
+                    .is_ok_and(|at| self.bpf.sockmap_link_works(at));
+                self.hook_links.insert(key, works);
+                return works;
+            }
+            _ => return false,
         };
-        if let Some(&known) = self.cgroup_links.get(attach_type) {
+        if let Some(&known) = self.hook_links.get(attach_type) {
             return known;
         }
         let Ok(at) = attach_type.parse::<handover_sys::AttachType>() else {
@@ -652,7 +677,7 @@ impl Kernel for RealKernel {
                 false
             }
         };
-        self.cgroup_links.insert(attach_type.clone(), present);
+        self.hook_links.insert(attach_type.clone(), present);
         present
     }
 

@@ -34,15 +34,15 @@ use std::sync::{Arc, Mutex};
 use common::{StateDir, backend_v1, backend_v2, crashed, fill, objects, options_via, with_crash};
 use handover_engine::migrate::FakeEntries;
 use handover_engine::{
-    ApplyOptions, AttachPoint, CgroupVia, Direction, Engine, Error, FakeKernel, FakeWorld, Kind,
-    LockWait, Options, Running, failpoints, identity,
+    ApplyOptions, AttachPoint, Direction, Engine, Error, FakeKernel, FakeWorld, Kind, LockWait,
+    Options, Running, Via, failpoints, identity,
 };
 
 /// Where the program attaches, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hook {
     /// The cgroup hook, held as the options say.
-    Cgroup(CgroupVia),
+    Cgroup(Via),
     /// A raw tracepoint.
     RawTracepoint,
 }
@@ -90,7 +90,7 @@ struct Setup {
 
 impl Setup {
     fn options(&self) -> Options {
-        let mut o = options_via(Path::new(CGROUP), CgroupVia::Auto);
+        let mut o = options_via(Path::new(CGROUP), Via::Auto);
         o.attachments[0].point = self.hook.point();
         o
     }
@@ -264,7 +264,7 @@ fn check(s: &Setup, context: &str) -> u32 {
         "{context}: one live attachment"
     );
     let point = s.hook.point();
-    let links = if s.hook == Hook::Cgroup(CgroupVia::ProgAttach) {
+    let links = if s.hook == Hook::Cgroup(Via::ProgAttach) {
         assert!(state.links.is_empty(), "{context}: {:?}", state.links);
         let held = &state.attached["connect"];
         assert_eq!(held.prog, state.programs["count_connect"].id, "{context}");
@@ -308,8 +308,8 @@ fn recover(s: &Setup) -> Result<Option<handover_engine::Recovered>, Error> {
 fn every_crash_of_an_upgrade_and_of_its_recovery_ends_in_one_consistent_set() {
     let _scenario = fail::FailScenario::setup();
     for hook in [
-        Hook::Cgroup(CgroupVia::Link),
-        Hook::Cgroup(CgroupVia::ProgAttach),
+        Hook::Cgroup(Via::Link),
+        Hook::Cgroup(Via::ProgAttach),
         Hook::RawTracepoint,
     ] {
         crash_matrix(hook);

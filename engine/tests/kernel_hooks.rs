@@ -22,8 +22,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use handover_engine::{
-    ApplyOptions, AttachAction, AttachPoint, Attachment, CgroupVia, Engine, Error, Hold, Kernel,
-    LockWait, ObjRef, ObjectSource, Options, RealKernel, Start, SwitchMethod, wait_gone,
+    ApplyOptions, AttachAction, AttachPoint, Attachment, Engine, Error, Hold, Kernel, LockWait,
+    ObjRef, ObjectSource, Options, RealKernel, Start, SwitchMethod, Via, wait_gone,
 };
 use handover_sys::{
     ALLOW_MULTI, AttachTarget, AttachType, Bpf, ObjectKind, OpenFlags, UpdateFlags,
@@ -45,7 +45,7 @@ fn objects(version: u32) -> Vec<ObjectSource> {
     vec![ObjectSource::new("hooks.o", bytes)]
 }
 
-fn options(cgroup: &Path, via: CgroupVia) -> Options {
+fn options(cgroup: &Path, via: Via) -> Options {
     Options {
         attachments: vec![Attachment {
             name: "connect4".into(),
@@ -137,9 +137,7 @@ fn a_prog_attach_hook_is_replaced_by_an_upgrade_reattached_by_a_restart_and_deta
 
     // Left to the kernel, the hook is held by a link here (the probe's throwaway
     // cgroup is gone again).
-    let auto = e
-        .plan(&v1, &options(cgroup.path(), CgroupVia::Auto))
-        .unwrap();
+    let auto = e.plan(&v1, &options(cgroup.path(), Via::Auto)).unwrap();
     let linked = Bpf::kernel().cgroup_link_works(cgroup.fd(), HOOK);
     let expected = if linked { Hold::Link } else { Hold::ProgAttach };
     assert_eq!(auto.attachments[0].hold, expected, "{auto}");
@@ -150,7 +148,7 @@ fn a_prog_attach_hook_is_replaced_by_an_upgrade_reattached_by_a_restart_and_deta
     assert_eq!(children, 0, "the probe's cgroup is removed");
 
     // Install version 1 held by the cgroup.
-    let opts = options(cgroup.path(), CgroupVia::ProgAttach);
+    let opts = options(cgroup.path(), Via::ProgAttach);
     let plan = e.plan(&v1, &opts).unwrap();
     assert!(
         plan.to_string()
@@ -262,7 +260,7 @@ fn a_program_replaced_behind_the_engines_back_makes_the_kernel_refuse_the_replac
     let fs = testenv::Bpffs::mount();
     let cgroup = testenv::Cgroup::new();
     let state = testenv::TempDir::new("handover-hooks-cas");
-    let opts = options(cgroup.path(), CgroupVia::ProgAttach);
+    let opts = options(cgroup.path(), Via::ProgAttach);
     let mut e = Engine::open(fs.path(), state.path(), UNLOCKED).unwrap();
     let v1 = objects(1);
     let plan = e.plan(&v1, &opts).unwrap();
@@ -326,7 +324,7 @@ fn no_connect_goes_uncounted_while_the_hook_is_switched() {
     if !testenv::privileged(TEST) {
         return;
     }
-    for via in [CgroupVia::ProgAttach, CgroupVia::Link] {
+    for via in [Via::ProgAttach, Via::Link] {
         let fs = testenv::Bpffs::mount();
         let cgroup = testenv::Cgroup::new();
         let state = testenv::TempDir::new("handover-hooks-window");
@@ -397,7 +395,7 @@ fn a_removed_cgroup_is_reported_by_a_restart_and_leaves_nothing_to_detach() {
     let cgroup = parent.path().join("daemon");
     std::fs::create_dir(&cgroup).unwrap();
     let state = testenv::TempDir::new("handover-hooks-gone");
-    let opts = options(&cgroup, CgroupVia::ProgAttach);
+    let opts = options(&cgroup, Via::ProgAttach);
     let mut e = Engine::open(fs.path(), state.path(), UNLOCKED).unwrap();
     let v1 = objects(1);
     let plan = e.plan(&v1, &opts).unwrap();

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use common::{backend_v1, backend_v2};
 use handover_engine::{
-    ApplyOptions, AttachPoint, Attachment, CgroupVia, DeltaBounds, Engine, LockWait, ObjectSource,
-    Options, Start,
+    ApplyOptions, AttachPoint, Attachment, DeltaBounds, Engine, LockWait, ObjectSource, Options,
+    Start, Via,
 };
 use handover_sys::UpdateFlags;
 
@@ -54,7 +54,7 @@ fn options(cgroup: &Path, version: u32) -> Options {
             point: AttachPoint::Cgroup {
                 path: cgroup.to_owned(),
                 attach_type: "cgroup_inet4_connect".into(),
-                via: CgroupVia::Auto,
+                via: Via::Auto,
             },
         }],
         ..Options::default()

@@ -7,6 +7,8 @@
 //! index of `sent`, which shows which program runs for which socket: a socket keeps
 //! the programs of the map it was added to while it stays there (the kernel copies
 //! them at the add), so only sockets added after an upgrade run the new program.
+//! Once with the program held by the map (`BPF_PROG_ATTACH`), once through a socket
+//! map link (6.10+).
 #![allow(clippy::indexing_slicing, reason = "tests index values they built")]
 
 #[path = "../../loader/tests/testenv/mod.rs"]
@@ -19,11 +21,9 @@ use std::time::Duration;
 
 use handover_engine::{
     AttachAction, AttachPoint, Attachment, Carry, Engine, Hold, Kernel, LockWait, ObjRef,
-    ObjectSource, Options, RealKernel, SwitchMethod, wait_gone,
+    ObjectSource, Options, RealKernel, SwitchMethod, Via, wait_gone,
 };
 use handover_sys::{AttachTarget, AttachType, Bpf, ObjectKind, OpenFlags, UpdateFlags};
-
-const TEST: &str = "a_socket_map_program_is_switched_and_follows_a_recreated_map";
 
 fn object(version: u32) -> Vec<ObjectSource> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -33,7 +33,7 @@ fn object(version: u32) -> Vec<ObjectSource> {
     vec![ObjectSource::new("sockmsg.o", bytes)]
 }
 
-fn options() -> Options {
+fn options(via: Via) -> Options {
     Options {
         attachments: vec![Attachment {
             name: "count_msgs".into(),
@@ -42,15 +42,16 @@ fn options() -> Options {
                 map: "socks".into(),
                 attach_type: "sk_msg_verdict".into(),
                 target: None,
+                via,
             },
         }],
         ..Options::default()
     }
 }
 
-fn apply(e: &mut Engine<RealKernel>, version: u32) -> handover_engine::Report {
+fn apply(e: &mut Engine<RealKernel>, version: u32, via: Via) -> handover_engine::Report {
     let objs = object(version);
-    let plan = e.plan(&objs, &options()).unwrap();
+    let plan = e.plan(&objs, &options(via)).unwrap();
     e.apply(&plan, &objs, handover_engine::ApplyOptions::default())
         .unwrap_or_else(|err| panic!("apply version {version}: {err}\n{plan}"))
 }
@@ -105,51 +106,80 @@ impl Conn {
 }
 
 fn prog_id(e: &mut Engine<RealKernel>) -> u32 {
-    e.state().unwrap().unwrap().programs["count"].id
+    let s = e.state().unwrap().unwrap();
+    let recorded = match s.links.get("count_msgs") {
+        Some(l) => l.prog,
+        None => s.attached["count_msgs"].prog,
+    };
+    assert_eq!(
+        recorded, s.programs["count"].id,
+        "the state records the program"
+    );
+    recorded
 }
 
 #[test]
-fn a_socket_map_program_is_switched_and_follows_a_recreated_map() {
-    if !testenv::privileged(TEST) {
+fn a_socket_map_program_held_by_the_map_is_switched_and_follows_a_recreated_map() {
+    scenario(
+        "a_socket_map_program_held_by_the_map_is_switched_and_follows_a_recreated_map",
+        Via::ProgAttach,
+    );
+}
+
+#[test]
+fn a_socket_map_link_is_switched_and_follows_a_recreated_map() {
+    scenario(
+        "a_socket_map_link_is_switched_and_follows_a_recreated_map",
+        Via::Link,
+    );
+}
+
+fn scenario(test: &str, via: Via) {
+    if !testenv::privileged(test) {
         return;
     }
+    if via == Via::Link && !Bpf::kernel().sockmap_link_works(AttachType::SkMsgVerdict) {
+        testenv::kernel_lacks(test, "socket map links (6.10)");
+        return;
+    }
+    let hold = match via {
+        Via::Link => Hold::Link,
+        _ => Hold::ProgAttach,
+    };
     testenv::enter_new_netns();
     let fs = testenv::Bpffs::mount();
     let state = testenv::TempDir::new("handover-sockmsg-state");
     let mut e = Engine::open(fs.path(), state.path(), LockWait::Refuse).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen on 127.0.0.1");
 
-    let r = apply(&mut e, 1);
+    let r = apply(&mut e, 1, via);
     assert!(r.reattached.is_empty());
     let s = e.state().unwrap().unwrap();
     let socks_id = s.maps["socks"].id;
     let v1 = prog_id(&mut e);
-    assert_eq!(s.attached["count_msgs"].cgroup_id, u64::from(socks_id));
+    if hold == Hold::ProgAttach {
+        assert_eq!(s.attached["count_msgs"].cgroup_id, u64::from(socks_id));
+    }
     let query = map_programs(socks_id);
     if let Some(ids) = &query {
         assert_eq!(ids, &[v1], "version 1's program is the sockhash's");
     } else {
-        println!("{TEST}: this kernel answers no query on socket maps (before 5.19)");
+        println!("{test}: this kernel answers no query on socket maps (before 5.19)");
     }
     let mut a = Conn::new(&mut e, &listener, 1);
     a.send();
     assert_eq!(sent(&mut e), [1, 0, 0]);
 
     // Version 2: the same sockhash, its program exchanged.
-    let plan = e.plan(&object(2), &options()).unwrap();
+    let plan = e.plan(&object(2), &options(via)).unwrap();
     let att = &plan.attachments[0];
-    assert_eq!(att.hold, Hold::ProgAttach, "{plan}");
-    assert_eq!(
-        att.action,
-        AttachAction::Switch(SwitchMethod::MapProgAttach),
-        "{plan}"
-    );
-    assert!(
-        plan.to_string()
-            .contains("sockets already in the map keep the old program"),
-        "{plan}"
-    );
-    apply(&mut e, 2);
+    assert_eq!(att.hold, hold, "{plan}");
+    let method = match hold {
+        Hold::Link => SwitchMethod::LinkUpdate,
+        Hold::ProgAttach => SwitchMethod::MapProgAttach,
+    };
+    assert_eq!(att.action, AttachAction::Switch(method), "{plan}");
+    apply(&mut e, 2, via);
     let v2 = prog_id(&mut e);
     assert_ne!(v2, v1);
     assert_eq!(e.state().unwrap().unwrap().maps["socks"].id, socks_id);
@@ -168,7 +198,7 @@ fn a_socket_map_program_is_switched_and_follows_a_recreated_map() {
 
     // A restart finds the program attached (or, where the kernel cannot say, attaches
     // it again, which changes nothing).
-    let r = apply(&mut e, 2);
+    let r = apply(&mut e, 2, via);
     assert!(r.reattached.is_empty(), "{:?}", r.reattached);
     b.send();
     assert_eq!(sent(&mut e), [2, 2, 0]);
@@ -177,25 +207,29 @@ fn a_socket_map_program_is_switched_and_follows_a_recreated_map() {
     // iterator, which this kernel may lack.
     if !e.kernel().facts().sockmap_iter {
         testenv::kernel_lacks(
-            TEST,
+            test,
             "the sockmap iterator (iter/sockmap): version 3 not run",
         );
     } else {
-        let plan = e.plan(&object(3), &options()).unwrap();
+        let plan = e.plan(&object(3), &options(via)).unwrap();
         assert_eq!(plan.map("socks").unwrap().carry, Carry::Sockets, "{plan}");
         let actions: Vec<AttachAction> = plan.attachments.iter().map(|a| a.action).collect();
-        assert_eq!(
-            actions,
-            [AttachAction::Detach, AttachAction::Attach],
-            "the old map's program goes with it; the new map gets the new one\n{plan}"
-        );
-        let r = apply(&mut e, 3);
+        // The old map's program goes with it (a link of the same name is replaced
+        // at commit); the new map gets the new one.
+        let expected: &[AttachAction] = match hold {
+            Hold::Link => &[AttachAction::Attach],
+            Hold::ProgAttach => &[AttachAction::Detach, AttachAction::Attach],
+        };
+        assert_eq!(actions, expected, "{plan}");
+        let r = apply(&mut e, 3, via);
         assert_eq!(r.maps["socks"].copied, 2, "{:?}", r.maps["socks"]);
         let s = e.state().unwrap().unwrap();
         let new_socks = s.maps["socks"].id;
         assert_ne!(new_socks, socks_id, "the sockhash was recreated");
         let v3 = prog_id(&mut e);
-        assert_eq!(s.attached["count_msgs"].cgroup_id, u64::from(new_socks));
+        if hold == Hold::ProgAttach {
+            assert_eq!(s.attached["count_msgs"].cgroup_id, u64::from(new_socks));
+        }
         if query.is_some() {
             assert_eq!(map_programs(new_socks).unwrap(), [v3]);
         }

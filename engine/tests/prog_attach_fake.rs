@@ -12,8 +12,8 @@ use std::path::Path;
 
 use common::{StateDir, cgroup_point_via, objects, options_via};
 use handover_engine::{
-    ApplyOptions, AttachAction, CgroupVia, Engine, Error, FakeKernel, FakeWorld, Hold, Kind,
-    LockWait, Start, SwitchMethod,
+    ApplyOptions, AttachAction, Engine, Error, FakeKernel, FakeWorld, Hold, Kind, LockWait, Start,
+    SwitchMethod, Via,
 };
 
 const CGROUP: &str = "/fake/cgroup";
@@ -26,7 +26,7 @@ fn apply(
     world: &FakeWorld,
     dir: &StateDir,
     version: u32,
-    via: CgroupVia,
+    via: Via,
 ) -> Result<handover_engine::Report, Error> {
     let mut e = engine(world, dir);
     let objs = objects(version);
@@ -36,7 +36,7 @@ fn apply(
 
 fn attached_ids(world: &FakeWorld) -> Vec<u32> {
     world
-        .prog_attached(&cgroup_point_via(Path::new(CGROUP), CgroupVia::Auto))
+        .prog_attached(&cgroup_point_via(Path::new(CGROUP), Via::Auto))
         .iter()
         .map(|p| p.id)
         .collect()
@@ -45,7 +45,7 @@ fn attached_ids(world: &FakeWorld) -> Vec<u32> {
 #[test]
 fn auto_holds_by_a_link_where_the_kernel_has_cgroup_links_and_by_prog_attach_elsewhere() {
     let objs = objects(1);
-    let opts = options_via(Path::new(CGROUP), CgroupVia::Auto);
+    let opts = options_via(Path::new(CGROUP), Via::Auto);
     for (links, hold, action) in [
         (true, Hold::Link, "attach a new link"),
         (
@@ -68,10 +68,7 @@ fn auto_holds_by_a_link_where_the_kernel_has_cgroup_links_and_by_prog_attach_els
     let dir = StateDir::new("asked");
     let mut e = engine(&world, &dir);
     let plan = e
-        .plan(
-            &objs,
-            &options_via(Path::new(CGROUP), CgroupVia::ProgAttach),
-        )
+        .plan(&objs, &options_via(Path::new(CGROUP), Via::ProgAttach))
         .unwrap();
     assert_eq!(plan.attachments[0].hold, Hold::ProgAttach);
 }
@@ -80,7 +77,7 @@ fn auto_holds_by_a_link_where_the_kernel_has_cgroup_links_and_by_prog_attach_els
 fn a_prog_attach_hook_is_installed_upgraded_by_replace_restarted_and_uninstalled() {
     let world = FakeWorld::new();
     let dir = StateDir::new("prog-attach");
-    let via = CgroupVia::ProgAttach;
+    let via = Via::ProgAttach;
     apply(&world, &dir, 1, via).unwrap();
     let v1 = engine(&world, &dir).state().unwrap().unwrap();
     assert!(v1.links.is_empty());
@@ -148,7 +145,7 @@ fn a_prog_attach_hook_is_installed_upgraded_by_replace_restarted_and_uninstalled
 fn a_replaced_program_at_a_prog_attach_hook_aborts_the_upgrade_and_rolls_it_back() {
     let world = FakeWorld::new();
     let dir = StateDir::new("prog-attach-cas");
-    let via = CgroupVia::ProgAttach;
+    let via = Via::ProgAttach;
     apply(&world, &dir, 1, via).unwrap();
     let installed = engine(&world, &dir).state().unwrap().unwrap();
     let point = cgroup_point_via(Path::new(CGROUP), via);
@@ -174,16 +171,13 @@ fn a_replaced_program_at_a_prog_attach_hook_aborts_the_upgrade_and_rolls_it_back
 fn a_hook_moved_from_a_link_to_prog_attach_and_back_runs_one_program_after_each_upgrade() {
     let world = FakeWorld::new();
     let dir = StateDir::new("prog-attach-move");
-    let point = cgroup_point_via(Path::new(CGROUP), CgroupVia::Auto);
-    apply(&world, &dir, 1, CgroupVia::Link).unwrap();
+    let point = cgroup_point_via(Path::new(CGROUP), Via::Auto);
+    apply(&world, &dir, 1, Via::Link).unwrap();
     // Another way to hold it: attached anew, the old one detached at the commit.
     let mut e = engine(&world, &dir);
     let objs = objects(2);
     let plan = e
-        .plan(
-            &objs,
-            &options_via(Path::new(CGROUP), CgroupVia::ProgAttach),
-        )
+        .plan(&objs, &options_via(Path::new(CGROUP), Via::ProgAttach))
         .unwrap();
     let actions: Vec<(AttachAction, Hold)> = plan
         .attachments
@@ -205,7 +199,7 @@ fn a_hook_moved_from_a_link_to_prog_attach_and_back_runs_one_program_after_each_
     let state = engine(&world, &dir).state().unwrap().unwrap();
     assert!(state.links.is_empty() && state.attached.contains_key("connect"));
 
-    apply(&world, &dir, 1, CgroupVia::Link).unwrap();
+    apply(&world, &dir, 1, Via::Link).unwrap();
     assert_eq!(world.attached(&point), ["count_connect"]);
     assert!(attached_ids(&world).is_empty());
     let state = engine(&world, &dir).state().unwrap().unwrap();

@@ -14,7 +14,7 @@ mod common;
 use common::StateDir;
 use handover_engine::{
     ApplyOptions, AttachAction, AttachPoint, Attachment, Engine, Error, FakeKernel, FakeWorld,
-    Hold, LockWait, ObjRef, ObjectSource, Options, Report, State, SwitchMethod,
+    Hold, Kernel, LockWait, ObjRef, ObjectSource, Options, Report, State, SwitchMethod, Via,
 };
 
 fn object(version: u32) -> Vec<ObjectSource> {
@@ -25,23 +25,32 @@ fn object(version: u32) -> Vec<ObjectSource> {
     vec![ObjectSource::new("sockmsg.o", bytes)]
 }
 
-fn point(map: Option<u32>) -> AttachPoint {
+fn point_via(map: Option<u32>, via: Via) -> AttachPoint {
     AttachPoint::SockMap {
         map: "socks".into(),
         attach_type: "sk_msg_verdict".into(),
         target: map,
+        via,
     }
 }
 
-fn options() -> Options {
+fn point(map: Option<u32>) -> AttachPoint {
+    point_via(map, Via::ProgAttach)
+}
+
+fn options_via(via: Via) -> Options {
     Options {
         attachments: vec![Attachment {
             name: "count_msgs".into(),
             program: "count".into(),
-            point: point(None),
+            point: point_via(None, via),
         }],
         ..Options::default()
     }
+}
+
+fn options() -> Options {
+    options_via(Via::ProgAttach)
 }
 
 fn engine(world: &FakeWorld, dir: &StateDir) -> Engine<FakeKernel> {
@@ -203,4 +212,98 @@ fn a_refused_attach_to_a_new_map_is_recovered_to_one_consistent_set() {
         assert_eq!(live.maps["socks"].id, s1.maps["socks"].id);
     }
     assert!(world.pins().iter().all(|p| !p.starts_with("stage/")));
+}
+
+fn apply_via(world: &FakeWorld, dir: &StateDir, version: u32, via: Via) -> Result<Report, Error> {
+    let mut e = engine(world, dir);
+    let objs = object(version);
+    let plan = e.plan(&objs, &options_via(via))?;
+    e.apply(&plan, &objs, ApplyOptions::default())
+}
+
+/// The program the link pinned for the attachment runs, and the one the state
+/// records; the link is the state's.
+fn link(world: &FakeWorld, dir: &StateDir) -> (Option<u32>, u32) {
+    let s = state(world, dir);
+    let rec = &s.links["count_msgs"];
+    let mut k = world.process();
+    let l = k.get(&rec.pin).unwrap().expect("the link's pin");
+    assert_eq!(l.id, rec.id);
+    (k.link_program(l).unwrap(), rec.prog)
+}
+
+#[test]
+fn a_socket_map_link_is_updated_by_compare_and_swap_and_replaced_with_a_recreated_map() {
+    let world = FakeWorld::new();
+    let dir = StateDir::new("sockmap-link");
+    // Auto: a link where the kernel has socket map links, held by the map elsewhere.
+    for (links, hold) in [(false, Hold::ProgAttach), (true, Hold::Link)] {
+        world.set_sockmap_links(links);
+        let plan = engine(&world, &dir)
+            .plan(&object(1), &options_via(Via::Auto))
+            .unwrap();
+        assert_eq!(plan.attachments[0].hold, hold, "{plan}");
+    }
+    apply_via(&world, &dir, 1, Via::Link).unwrap();
+    let s1 = state(&world, &dir);
+    assert!(s1.attached.is_empty());
+    let (runs, recorded) = link(&world, &dir);
+    assert_eq!(runs, Some(recorded));
+    assert_eq!(recorded, s1.programs["count"].id);
+
+    let plan = engine(&world, &dir)
+        .plan(&object(2), &options_via(Via::Link))
+        .unwrap();
+    assert_eq!(
+        plan.attachments[0].action,
+        AttachAction::Switch(SwitchMethod::LinkUpdate),
+        "{plan}"
+    );
+    apply_via(&world, &dir, 2, Via::Link).unwrap();
+    let s2 = state(&world, &dir);
+    assert_eq!(
+        s2.links["count_msgs"].id, s1.links["count_msgs"].id,
+        "one link"
+    );
+    let (runs, recorded) = link(&world, &dir);
+    assert_eq!(runs, Some(recorded));
+    assert_eq!(recorded, s2.programs["count"].id);
+
+    // Someone else's program in the link: the compare-and-swap refuses, nothing moves.
+    // (Version 1 again: an upgrade like any other, over the same sockhash.)
+    world.replace_link_program("links/count_msgs", "stray");
+    let err = apply_via(&world, &dir, 1, Via::Link).unwrap_err();
+    assert!(matches!(err, Error::Aborted { .. }), "{err}");
+    assert_eq!(state(&world, &dir).identity, s2.identity);
+    assert!(world.pins().iter().all(|p| !p.starts_with("stage/")));
+    // Back to the recorded program by hand; now the recreate goes through: a new link
+    // on the new map, pinned over the old one.
+    let mut k = world.process();
+    let l = k.get("links/count_msgs").unwrap().unwrap();
+    let stray = ObjRef::prog(k.link_program(l).unwrap().unwrap());
+    let count = k.get("progs/count").unwrap().unwrap();
+    k.update_link(l, count, stray).unwrap();
+    drop(k);
+    let plan = engine(&world, &dir)
+        .plan(&object(3), &options_via(Via::Link))
+        .unwrap();
+    let actions: Vec<AttachAction> = plan.attachments.iter().map(|a| a.action).collect();
+    assert_eq!(actions, [AttachAction::Attach], "{plan}");
+    apply_via(&world, &dir, 3, Via::Link).unwrap();
+    let s3 = state(&world, &dir);
+    assert_ne!(s3.maps["socks"].id, s2.maps["socks"].id);
+    assert_ne!(s3.links["count_msgs"].id, s2.links["count_msgs"].id);
+    let (runs, recorded) = link(&world, &dir);
+    assert_eq!(runs, Some(recorded));
+    assert_eq!(recorded, s3.programs["count"].id);
+    assert_eq!(
+        world.attached(&point_via(Some(s3.maps["socks"].id), Via::Link)),
+        ["count"]
+    );
+    assert!(!world.exists(ObjRef::link(s2.links["count_msgs"].id)));
+    assert!(!world.exists(ObjRef::map(s2.maps["socks"].id)));
+    let gone = engine(&world, &dir).uninstall().unwrap();
+    for o in gone.objects {
+        assert!(!world.exists(o), "{o} is left");
+    }
 }

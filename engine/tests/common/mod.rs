@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use handover_engine::migrate::FakeEntries;
-use handover_engine::{AttachPoint, Attachment, CgroupVia, FakeWorld, ObjectSource, Options};
+use handover_engine::{AttachPoint, Attachment, FakeWorld, ObjectSource, Options, Via};
 
 /// programs/engine_vN.c, built by programs/build.sh into programs/build/engine_vN.o.
 pub fn objects(version: u32) -> Vec<ObjectSource> {
@@ -31,11 +31,11 @@ fn read_objects(version: u32) -> Vec<ObjectSource> {
 }
 
 pub fn cgroup_point(path: &Path) -> AttachPoint {
-    cgroup_point_via(path, CgroupVia::Auto)
+    cgroup_point_via(path, Via::Auto)
 }
 
 /// The connect4 hook of the cgroup at `path`, held as `via` says.
-pub fn cgroup_point_via(path: &Path, via: CgroupVia) -> AttachPoint {
+pub fn cgroup_point_via(path: &Path, via: Via) -> AttachPoint {
     AttachPoint::Cgroup {
         path: path.to_owned(),
         attach_type: "cgroup_inet4_connect".into(),
@@ -44,11 +44,11 @@ pub fn cgroup_point_via(path: &Path, via: CgroupVia) -> AttachPoint {
 }
 
 pub fn options(cgroup: &Path) -> Options {
-    options_via(cgroup, CgroupVia::Auto)
+    options_via(cgroup, Via::Auto)
 }
 
 /// engine_vN.c's `count_connect` attached at the cgroup's connect4 hook as `via` says.
-pub fn options_via(cgroup: &Path, via: CgroupVia) -> Options {
+pub fn options_via(cgroup: &Path, via: Via) -> Options {
     Options {
         attachments: vec![Attachment {
             name: "connect".into(),

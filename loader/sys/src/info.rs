@@ -110,6 +110,13 @@ pub enum LinkTarget {
         /// The hook.
         attach_type: Option<AttachType>,
     },
+    /// A socket map (6.10).
+    SockMap {
+        /// The map's id (0 once the link is detached).
+        map_id: u32,
+        /// The hook.
+        attach_type: Option<AttachType>,
+    },
     /// A link type whose details are not decoded here.
     Other,
 }
@@ -186,6 +193,11 @@ fn decode_link_info(raw: &RawLinkInfo) -> LinkInfo {
         // struct { __u32 netns_ino; __u32 attach_type; }
         Some(LinkType::Netns) => LinkTarget::Netns {
             netns_ino: u32_at(0),
+            attach_type: attach(u32_at(4)),
+        },
+        // struct { __u32 map_id; __u32 attach_type; }
+        Some(LinkType::Sockmap) => LinkTarget::SockMap {
+            map_id: u32_at(0),
             attach_type: attach(u32_at(4)),
         },
         _ => LinkTarget::Other,

@@ -212,4 +212,36 @@ impl Bpf {
         let spec = LinkCreate::new(prog.as_fd(), AttachTarget::Fd(cgroup.as_fd()), attach_type);
         self.link_create(&spec).is_ok()
     }
+
+    /// Whether the kernel attaches programs to socket maps through links (6.10):
+    /// links a program that passes everything (`SK_PASS`) to a throwaway sockhash at
+    /// `attach_type` (`sk_msg_verdict` or an `sk_skb` type). Both are closed before
+    /// this returns. `false` when it is not a socket map attach type or any step is
+    /// refused.
+    #[doc(alias = "BPF_LINK_CREATE")]
+    #[must_use]
+    pub fn sockmap_link_works(&self, attach_type: AttachType) -> bool {
+        let prog_type = match attach_type {
+            AttachType::SkMsgVerdict => ProgramType::SkMsg,
+            AttachType::SkSkbStreamParser
+            | AttachType::SkSkbStreamVerdict
+            | AttachType::SkSkbVerdict => ProgramType::SkSkb,
+            _ => return false,
+        };
+        let Ok(map) = self.map_create(&MapCreate::new(MapType::Sockhash, 4, 8, 1)) else {
+            return false;
+        };
+        let insns = [
+            Insn::new(0xb7, 0, 0, 0, 1), // r0 = SK_PASS
+            Insn::new(0x95, 0, 0, 0, 0), // exit
+        ];
+        let mut load = ProgLoad::new(prog_type, &insns, "GPL");
+        load.expected_attach_type = Some(attach_type);
+        load.log_level = super::LogLevel::Always(0);
+        let Ok(prog) = self.prog_load(&load) else {
+            return false;
+        };
+        let spec = LinkCreate::new(prog.as_fd(), AttachTarget::Fd(map.as_fd()), attach_type);
+        self.link_create(&spec).is_ok()
+    }
 }
