@@ -2,9 +2,9 @@
 // (programs/build/engine_load_v2.o); version 1 is programs/engine_load_v1.c. As
 // version 1, with wider values: the backend gains `flags` (set to 2 by this version)
 // and a 64-bit port, its counter declared a `sum`; a connection gains the version that
-// inserted it. Deletes are also written to `conns_tombstones` (and an insert removes
-// the key's tombstone), the contract that lets the reconcile tell an entry this
-// version deleted from one it never saw.
+// inserted it. The key of every delete and every insert is also written to
+// `conns_tombstones` first, the contract that lets the reconcile leave an entry this
+// version deleted or wrote whole as this version has it.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -60,8 +60,11 @@ int count_connect(struct bpf_sock_addr *ctx)
 	}
 	if (port % 2 == 0) {
 		struct conn c = { .ip = ip, .version = 2 };
+		__u8 one = 1;
+
+		// A whole-entry write: the tombstone first, as for a delete.
+		bpf_map_update_elem(&conns_tombstones, &port, &one, BPF_ANY);
 		bpf_map_update_elem(&conns, &port, &c, BPF_ANY);
-		bpf_map_delete_elem(&conns_tombstones, &port);
 	} else {
 		__u32 below = port - 1;
 		__u8 one = 1;

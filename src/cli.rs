@@ -243,10 +243,11 @@ pub(crate) struct LoadArgs {
     /// carried. Repeatable.
     #[arg(long, value_name = "NEW=OLD", value_parser = parse_rename)]
     pub rename: Vec<(String, String)>,
-    /// The new programs write every key they delete from MAP into TOMBSTONES while an
-    /// upgrade runs (a hash or LRU hash map with MAP's key): the reconcile then never
-    /// brings back an entry the old programs created late and the new ones deleted.
-    /// Repeatable.
+    /// The new programs write into TOMBSTONES (a hash or LRU hash map with MAP's key,
+    /// created empty by every upgrade) the key of every entry of MAP they delete or
+    /// write whole: the reconcile leaves those entries as the new programs have them,
+    /// and never brings back one the old programs created late and the new ones
+    /// deleted. Repeatable.
     #[arg(long, value_name = "MAP=TOMBSTONES", value_parser = parse_tombstones)]
     pub tombstones: Vec<(String, String)>,
     /// Attach the sk_msg or sk_skb program PROGRAM to the sockmap or sockhash MAP of

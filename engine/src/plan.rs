@@ -694,6 +694,19 @@ fn upgrade_maps(set: &SetModel, state: &State, options: &Options, env: &KernelEn
                 action
             };
             let mut notes = d.notes;
+            // A tombstone map starts empty at every upgrade: it must hold only what
+            // the new programs wrote since the switch.
+            let tombstones = options.tombstones.values().any(|t| *t == d.name);
+            let (action, loses_entries) = if tombstones && action != MapAction::Remove {
+                notes.push(
+                    "a tombstone map: created empty by every upgrade, so that it holds only \
+                     the keys the new programs wrote during this one"
+                        .to_owned(),
+                );
+                (MapAction::Create, false)
+            } else {
+                (action, d.loses_entries)
+            };
             notes.extend(
                 d.changes
                     .iter()
@@ -712,7 +725,7 @@ fn upgrade_maps(set: &SetModel, state: &State, options: &Options, env: &KernelEn
                 key: d.name,
                 action,
                 verdict: Some(d.verdict),
-                loses_entries: d.loses_entries,
+                loses_entries,
                 max_entries: new_model.map_or(0, |m| m.max_entries),
                 from: (old_key != new_model.map_or(String::new(), |m| m.name.clone())
                     && new_model.is_some())

@@ -331,3 +331,55 @@ fn a_tampered_state_file_is_not_trusted() {
         .unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
 }
+
+#[test]
+fn a_tombstone_map_is_created_empty_by_every_upgrade() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../programs/build/engine_load_v2.o");
+    let objs = vec![handover_engine::ObjectSource::new(
+        "engine_load.o",
+        std::fs::read(&path).unwrap(),
+    )];
+    let mut opts = handover_engine::Options::default();
+    opts.tombstones
+        .insert("conns".into(), "conns_tombstones".into());
+    let world = FakeWorld::new();
+    let dir = StateDir::new("tombstones-fresh");
+    let mut e = engine(&world, &dir);
+    let plan = e.plan(&objs, &opts).unwrap();
+    e.apply(&plan, &objs, ApplyOptions::default()).unwrap();
+    let tombs = world.map_at("maps/conns_tombstones").unwrap();
+    tombs.with_entries(|m| {
+        m.insert(7u32.to_ne_bytes().to_vec(), vec![1]);
+    });
+    let before = e.state().unwrap().unwrap().maps["conns_tombstones"].id;
+    // The same objects with one more option: an upgrade, whose maps all fit.
+    opts.merge_rules
+        .insert("conns.ip".into(), handover_engine::MergeRule::Max);
+    let plan = e.plan(&objs, &opts).unwrap();
+    assert!(matches!(plan.start, Start::Upgrade { .. }), "{plan}");
+    let m = plan.map("conns_tombstones").unwrap();
+    assert_eq!(m.action, MapAction::Create, "{plan}");
+    assert!(!m.loses_entries, "{plan}");
+    assert!(plan.lost_maps().is_empty(), "{plan}");
+    assert!(
+        m.notes
+            .iter()
+            .any(|n| n.contains("created empty by every upgrade")),
+        "{plan}"
+    );
+    assert_eq!(
+        plan.map("conns").unwrap().action,
+        MapAction::Reuse,
+        "{plan}"
+    );
+    e.apply(&plan, &objs, ApplyOptions::default()).unwrap();
+    let after = e.state().unwrap().unwrap().maps["conns_tombstones"].id;
+    assert_ne!(after, before);
+    assert!(
+        world
+            .map_at("maps/conns_tombstones")
+            .unwrap()
+            .entries()
+            .is_empty()
+    );
+}

@@ -379,6 +379,57 @@ fn a_tombstone_keeps_an_entry_new_deleted_from_coming_back() {
     assert!(new.entries().contains_key(&key(51)));
 }
 
+#[test]
+fn an_entry_the_new_programs_wrote_whole_keeps_their_fields_where_a_tombstone_says_so() {
+    // Key 1: old changed it after the last pass; new deleted it and inserted it again
+    // with the carried value. Key 2: the same, and new deleted it for good. Key 3:
+    // old deleted it; new wrote it again whole, as carried.
+    let run = |with_tombstones: bool| {
+        let dir = TempDir::new("migrate-whole");
+        let (old, new) = maps(100, MapType::Hash);
+        fill(&old, 5);
+        let conv = conversion(1, false);
+        let (base, _) =
+            copy_map("m", &old, &new, &conv, dir.path(), &CopyOptions::default()).unwrap();
+        let carried = new.entries();
+        old.with_entries(|e| {
+            e.insert(key(1), old_value(9, 9, 9));
+            e.insert(key(2), old_value(9, 9, 9));
+            e.remove(&key(3));
+        });
+        let tombs = FakeMap::new(Geometry::new(MapType::LruHash, 4, 1, 100, 1));
+        new.with_entries(|e| {
+            e.remove(&key(2));
+        });
+        tombs.with_entries(|e| {
+            for k in [1, 2, 3] {
+                e.insert(key(k), vec![1]);
+            }
+        });
+        let fields = ValueFields::opaque(24);
+        let patcher = UserPatcher::new(&new, "m", fields.clone(), false);
+        let options = ReconcileOptions {
+            tombstones: with_tombstones.then_some(&tombs as &dyn MapAccess),
+            ..ReconcileOptions::default()
+        };
+        let r = reconcile("m", &old, &new, &conv, &base, &fields, &patcher, &options).unwrap();
+        (new.entries(), carried, r)
+    };
+    let (got, carried, r) = run(true);
+    assert_eq!(got[&key(1)], carried[&key(1)], "new's whole write stands");
+    assert!(!got.contains_key(&key(2)), "new's delete stands");
+    assert_eq!(got[&key(3)], carried[&key(3)], "new's write again stands");
+    assert_eq!(r.tombstoned, 3, "{r:?}");
+    assert_eq!((r.changed, r.deleted, r.added), (0, 0, 0), "{r:?}");
+    // Without the tombstones the maps alone say old changed key 1 and deleted key 3
+    // while new left them as carried: old's changes are taken.
+    let (got, carried, r) = run(false);
+    assert_ne!(got[&key(1)], carried[&key(1)], "old's change taken");
+    assert!(!got.contains_key(&key(2)));
+    assert!(!got.contains_key(&key(3)), "old's delete taken");
+    assert_eq!((r.changed, r.deleted, r.tombstoned), (1, 1, 0), "{r:?}");
+}
+
 /// Runs `write` on the entries of `map` once, before its `at`-th call from now (the
 /// fake's writer hook runs before every call), and counts whether it ran.
 fn write_before_call(

@@ -14,6 +14,8 @@
 //! | yes  | changed        | absent           | kept deleted (new deleted it)        |
 //! | yes  | changed        | any              | merged per field                     |
 //!
+//! A key in the tombstone map (below) is left as new has it, whatever the row.
+//!
 //! Per field (a [`Leaf`]): a field old did not change keeps new's value; a field only
 //! old changed takes old's value; a field both changed follows its [`MergeRule`]. A
 //! `sum` field always gets old's delta added (old - base) rather than written, so
@@ -29,14 +31,22 @@
 //! added), and a delete is given up (new's entry kept).
 //!
 //! # The undecidable window, and tombstones
-//! An entry the old programs created after the last delta pass, which the new
-//! programs deleted before the reconcile, looks exactly like one old created and new
-//! never saw: it is added back. [`ReconcileReport::window`] is the length of that
-//! window (from the last delta pass to the reconcile), and
+//! Old's changes after the last delta pass all happened before the switch, new's all
+//! after it; but the maps tell only values. An entry the old programs created after
+//! the last delta pass, which the new programs deleted before the reconcile, looks
+//! exactly like one old created and new never saw: it is added back. And a field the
+//! new programs wrote with the value carried looks unchanged, so old's change of it
+//! in the window is taken, though new's write came later: an entry old changed and
+//! new deleted and inserted again (or wrote whole) with some fields as carried gets
+//! those fields from old. [`ReconcileReport::window`] is the length of that window
+//! (from the last delta pass to the reconcile), and
 //! [`ReconcileReport::ambiguous_adds`] counts the adds that fell in it. To make it
-//! exact, give [`ReconcileOptions::tombstones`]: a map (pinned for the upgrade) into
-//! which the new programs write, on every delete during an upgrade, the deleted key
-//! (new key layout) with any value; a key found there is not added back.
+//! exact, give [`ReconcileOptions::tombstones`]: a map into which the new programs
+//! write the key (new key layout, any value) of every entry they delete or write
+//! whole; a key found there is left as the new programs have it (present or not),
+//! and nothing of old's is merged into it. Entries the new programs change in place
+//! (through a lookup's pointer) are still merged per field, with the same limit: a
+//! field they set to the value carried looks unchanged.
 //!
 //! # Running again
 //! A reconcile killed in its middle is run again from the start (the engine's
@@ -58,15 +68,17 @@
 //! first map not done.
 //!
 //! Contract for BPF writers of the tombstone map: a hash (or LRU hash) map whose key is
-//! the new map's key; on every `bpf_map_delete_elem` on the carried map, also
-//! `bpf_map_update_elem(&tombstones, key, &one, BPF_ANY)`; an insertion of the key
-//! later deletes the tombstone (`bpf_map_delete_elem(&tombstones, key)`), so an entry
-//! re-created by the new programs is not mistaken for a deleted one. Write the
-//! tombstone *before* the delete, so that the reconcile never sees the entry gone
-//! without its tombstone. The map belongs to the new object (an LRU hash keeps it
-//! bounded, as its entries matter only during the next upgrade's reconcile); the
-//! engine is told which map it is by `Options::tombstones` (carried map to tombstone
-//! map), and programs/engine_load_v2.c follows the contract.
+//! the new map's key; before every `bpf_map_delete_elem` and every whole-entry
+//! `bpf_map_update_elem` on the carried map, also
+//! `bpf_map_update_elem(&tombstones, key, &one, BPF_ANY)`, and never delete from it.
+//! Write the tombstone *before* the change, so that the reconcile never sees the
+//! change without its tombstone. The map belongs to the new object; every upgrade
+//! creates it empty (its keys matter only for the reconcile of the upgrade that
+//! loads it, and an LRU hash keeps it bounded after); the engine is told which map
+//! it is by `Options::tombstones` (carried map to tombstone map), and
+//! programs/engine_load_v2.c follows the contract. A tombstone the new programs
+//! write in the microseconds between the reconcile's look at the tombstone map and
+//! its patch of the entry is not seen.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -531,7 +543,8 @@ pub struct ReconcileReport {
     pub conflicts: Conflicts,
     /// Entries old deleted or changed that new had changed or deleted: new's kept.
     pub kept_new: usize,
-    /// Entries not added back because the tombstone map held their key.
+    /// Keys left as the new programs have them because the tombstone map held them
+    /// (deleted or written whole by the new programs since the switch).
     pub tombstoned: usize,
     /// Adds that fall in the undecidable window (no tombstone map to tell).
     pub ambiguous_adds: usize,
@@ -592,6 +605,17 @@ pub fn reconcile(
     };
     let mut seen = vec![false; base.len()];
     let mut created_seen: HashSet<Vec<u8>> = HashSet::new();
+    // Whether the tombstone map holds a key (the new programs deleted its entry or
+    // wrote it whole since the switch).
+    let mut tv = vec![0u8; options.tombstones.map_or(0, |t| t.geometry().value_len)];
+    let mut owned = |nk: &[u8]| -> Result<bool, MigrateError> {
+        match options.tombstones {
+            Some(t) => t
+                .lookup(nk, &mut tv, UpdateFlags::ANY)
+                .map_err(kernel(name, "reading the tombstone map")),
+            None => Ok(false),
+        }
+    };
     let (ks, vl) = (og.key_size.max(1), og.value_len.max(1));
     let mut new_value = vec![0u8; ng.value_len];
     let zero = vec![0u8; ng.value_len];
@@ -672,19 +696,17 @@ pub fn reconcile(
                 }
                 _ => {}
             }
+            // A key the new programs deleted or wrote whole since the switch is
+            // theirs: what old did to it came before.
+            if owned(&nk)? {
+                report.tombstoned += 1;
+                continue;
+            }
             // The value the merge takes as base: the carried one, or zeros where both
             // sides created the key.
             let merge_base = match &in_base {
                 None if !present => {
-                    if let Some(t) = options.tombstones {
-                        let mut tv = vec![0u8; t.geometry().value_len];
-                        if t.lookup(&nk, &mut tv, UpdateFlags::ANY)
-                            .map_err(kernel(name, "reading the tombstone map"))?
-                        {
-                            report.tombstoned += 1;
-                            continue;
-                        }
-                    } else {
+                    if options.tombstones.is_none() {
                         report.ambiguous_adds += 1;
                     }
                     marks.set(&nk, MARK_ADDING, 0)?;
@@ -785,6 +807,11 @@ pub fn reconcile(
             .is_some_and(|e| e.new_digest == base.new_digest(&nk, &new_value));
         if !unchanged {
             report.kept_new += 1;
+            continue;
+        }
+        // Written again whole by the new programs, with the value carried.
+        if owned(&nk)? {
+            report.tombstoned += 1;
             continue;
         }
         match patcher.delete_unchanged(&nk, &new_value)? {
