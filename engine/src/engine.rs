@@ -1759,9 +1759,10 @@ impl<K: Kernel> Engine<K> {
             let prog = self
                 .get(STEP, &pin)?
                 .ok_or_else(|| Error::Stale(format!("program pin {pin} is gone")))?;
-            let link = self.kernel.attach(prog, &l.attachment.point).map_err(kerr(
+            let point = in_state(&state, &l.attachment.point).into_owned();
+            let link = self.kernel.attach(prog, &point).map_err(kerr(
                 STEP,
-                format!("attach {} at {}", l.attachment.program, l.attachment.point),
+                format!("attach {} at {point}", l.attachment.program),
             ))?;
             self.opened.insert(link);
             self.kernel

@@ -714,6 +714,14 @@ impl Kernel for FakeKernel {
                 std::io::Error::from_raw_os_error(libc::EINVAL),
             ));
         }
+        // A socket map link is made on a map, as the kernel's.
+        if let AttachPoint::SockMap { target, .. } = point
+            && !target.is_some_and(|id| w.objects.contains_key(&ObjRef::map(id)))
+        {
+            return Err(KernelError::Missing {
+                what: format!("the map of {point}"),
+            });
+        }
         Ok(w.add(
             self.pid,
             Obj::Link {

@@ -269,6 +269,17 @@ fn a_socket_map_link_is_updated_by_compare_and_swap_and_replaced_with_a_recreate
     assert_eq!(runs, Some(recorded));
     assert_eq!(recorded, s2.programs["count"].id);
 
+    // A restart attaches a link that went missing again, to the live map.
+    assert!(world.process().unpin("links/count_msgs").unwrap());
+    let r = apply_via(&world, &dir, 2, Via::Link).unwrap();
+    assert_eq!(r.reattached, ["count_msgs"]);
+    let (runs, recorded) = link(&world, &dir);
+    assert_eq!(runs, Some(recorded));
+    assert_eq!(
+        world.attached(&point_via(Some(s2.maps["socks"].id), Via::Link)),
+        ["count"]
+    );
+
     // Someone else's program in the link: the compare-and-swap refuses, nothing moves.
     // (Version 1 again: an upgrade like any other, over the same sockhash.)
     world.replace_link_program("links/count_msgs", "stray");
