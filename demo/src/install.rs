@@ -177,9 +177,10 @@ impl EngineInstaller {
     }
 
     /// The engine options of the dataplane `object` attached to `cgroup`. An object
-    /// that declares `conns_tombstones` writes there every key it deletes from `conns`
-    /// (the engine's tombstone contract): the engine is told, so that the reconcile
-    /// of an upgrade to it does not add back connections it closed during the switch.
+    /// that declares `conns_tombstones` writes there the key of every entry of `conns`
+    /// it deletes or writes whole (the engine's tombstone contract): the engine is
+    /// told, so that the reconcile of an upgrade to it neither adds back connections
+    /// it closed during the switch nor merges into ones it opened again.
     #[must_use]
     pub fn options(object: &Object<'_>, cgroup: &Path) -> Options {
         let tombstones = object

@@ -464,6 +464,14 @@ fn admin_prober(
                 phase_start = Some((name.clone(), Instant::now()));
             }
             let result = get_metrics(ADMIN_PORT, Duration::from_secs(5));
+            // A request the next phase overtook (its kill, say) counts in that phase.
+            let after = phase.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            let name = if after == name {
+                name
+            } else {
+                phase_start = Some((after.clone(), Instant::now()));
+                after
+            };
             let s = stats.entry(name.clone()).or_default();
             s.requests += 1;
             match result {

@@ -7,9 +7,9 @@
 //   - backend_conns: its counter declared a sum for the upgrade's merge (by tag);
 //   - sock_ctx (an LRU hash by socket cookie) removed, replaced by sock_meta (socket
 //     local storage, freed with the socket); service_stats added (connects per service);
-//   - conns_tombstones added: every key deleted from conns is written there first (and
-//     an insert removes the key's tombstone), the engine's contract that makes the
-//     reconcile of conns exact for connections v1 opened late and this version closed;
+//   - conns_tombstones added: the key of every entry of conns deleted or written whole
+//     is written there first, the engine's contract that makes the reconcile of conns
+//     exact for connections v1 opened late and this version closed or opened again;
 //   - lb_policies: a third policy, weighted random (LB_WEIGHTED);
 // An L4 service load balancer shaped like Kmesh's workload mode. A connect() to a service VIP:port is rewritten by cgroup/connect4 to one of the
 // service's backends:
@@ -151,8 +151,9 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conns SEC(".maps");
 
-// The keys deleted from conns (see the header); LRU, as only those of the last
-// upgrade's window matter. meshd names it to the engine (Options::tombstones).
+// The keys of conns deleted or written whole (see the header); LRU, as only those of
+// the upgrade that loads it matter (each upgrade creates it empty). meshd names it to
+// the engine (Options::tombstones).
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct conn_key);
@@ -439,8 +440,11 @@ int mesh_sockops(struct bpf_sock_ops *skops)
 			.service_id = c->service_id,
 			.established_ns = bpf_ktime_get_ns(),
 		};
+		__u8 one = 1;
+
+		// A whole-entry write: the tombstone first, as for a delete.
+		bpf_map_update_elem(&conns_tombstones, &k, &one, BPF_ANY);
 		bpf_map_update_elem(&conns, &k, &v, BPF_ANY);
-		bpf_map_delete_elem(&conns_tombstones, &k);
 		bpf_sk_storage_delete(&sock_meta, sk);
 		// Ask for state changes of this socket, to see it close.
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
