@@ -373,6 +373,30 @@ fn check_options(set: &SetModel, options: &Options) -> Result<(), Error> {
     Ok(())
 }
 
+/// Why this kernel cannot hold a kprobe or uprobe attachment at `point` past the
+/// daemon's exit, if it cannot (`None` for other attach points).
+fn probe_refusal(point: &AttachPoint, facts: &KernelFacts) -> Option<String> {
+    let (pmu, present, config) = match point {
+        AttachPoint::Kprobe { .. } => ("kprobe", facts.kprobes, "CONFIG_KPROBE_EVENTS"),
+        AttachPoint::Uprobe { .. } => ("uprobe", facts.uprobes, "CONFIG_UPROBE_EVENTS"),
+        _ => return None,
+    };
+    if !present {
+        return Some(format!(
+            "this kernel has no {pmu} PMU (/sys/bus/event_source/devices/{pmu} is missing: \
+             a kernel built without {config})"
+        ));
+    }
+    if !facts.perf_links {
+        return Some(format!(
+            "this kernel has no perf-event links (the probe of BPF_LINK_CREATE with \
+             BPF_PERF_EVENT failed; they came with 5.15), and a {pmu} attached without a \
+             link (PERF_EVENT_IOC_SET_BPF) ends with the daemon's descriptor"
+        ));
+    }
+    None
+}
+
 /// Inputs of [`compute`].
 pub(crate) struct PlanInput<'a> {
     pub(crate) objects: &'a [ObjectSource],
@@ -408,6 +432,12 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
                 "attachment {} at {}: this kernel has no tcx links (the probe of \
                  BPF_TCX_INGRESS failed; they came with 6.6), and attaching tc programs \
                  through netlink is not supported",
+                a.name, a.point
+            )));
+        }
+        if let Some(why) = probe_refusal(&a.point, &facts) {
+            return Err(Error::Options(format!(
+                "attachment {} at {}: {why}",
                 a.name, a.point
             )));
         }
