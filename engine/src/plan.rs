@@ -373,6 +373,25 @@ fn check_options(set: &SetModel, options: &Options) -> Result<(), Error> {
     Ok(())
 }
 
+/// What is wrong with a kprobe or uprobe attach point as the options give it.
+fn probe_point_error(point: &AttachPoint) -> Option<String> {
+    match point {
+        AttachPoint::Kprobe { function, .. } if function.is_empty() => {
+            Some("a kprobe needs the name of a kernel function".to_owned())
+        }
+        AttachPoint::Uprobe { path, .. } if !path.is_absolute() => Some(format!(
+            "the uprobe's file {} is not an absolute path",
+            path.display()
+        )),
+        AttachPoint::Uprobe {
+            symbol: Some(s), ..
+        } if s.is_empty() => {
+            Some("the uprobe's symbol is empty (leave it out to probe a file offset)".to_owned())
+        }
+        _ => None,
+    }
+}
+
 /// Why this kernel cannot hold a kprobe or uprobe attachment at `point` past the
 /// daemon's exit, if it cannot (`None` for other attach points).
 fn probe_refusal(point: &AttachPoint, facts: &KernelFacts) -> Option<String> {
@@ -435,7 +454,7 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
                 a.name, a.point
             )));
         }
-        if let Some(why) = probe_refusal(&a.point, &facts) {
+        if let Some(why) = probe_point_error(&a.point).or_else(|| probe_refusal(&a.point, &facts)) {
             return Err(Error::Options(format!(
                 "attachment {} at {}: {why}",
                 a.name, a.point

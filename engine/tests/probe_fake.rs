@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use common::StateDir;
 use handover_engine::{
-    ApplyOptions, AttachAction, AttachPoint, Attachment, Engine, Error, FakeWorld, Kind,
-    LockWait, ObjectSource, Options, Start, SwitchMethod,
+    ApplyOptions, AttachAction, AttachPoint, Attachment, Engine, Error, FakeWorld, Kind, LockWait,
+    ObjectSource, Options, Start, SwitchMethod,
 };
 
 fn probe_objects(version: u32) -> Vec<ObjectSource> {
@@ -95,7 +95,10 @@ fn probe_points_read_and_print_as_their_options_say() {
     );
     assert_eq!(kprobe(false).to_string(), "kprobe __x64_sys_getppid");
     assert_eq!(kprobe(true).to_string(), "kretprobe __x64_sys_getppid");
-    assert_eq!(uprobe().to_string(), "uprobe /usr/bin/daemon:handle_request");
+    assert_eq!(
+        uprobe().to_string(),
+        "uprobe /usr/bin/daemon:handle_request"
+    );
     assert_eq!(user.to_string(), "uretprobe /bin/x:0x1000");
     let at = AttachPoint::Uprobe {
         path: "/bin/x".into(),
@@ -121,11 +124,13 @@ fn a_probe_attachment_is_refused_by_the_plan_on_a_kernel_that_cannot_hold_it() {
     let dir = StateDir::new("probe-refused");
     let mut e = Engine::with_kernel(world.process(), &dir.0, LockWait::Refuse).unwrap();
     assert!(e.plan(&objects, &options).is_ok(), "a kernel with it all");
-    let refused = |e: &mut Engine<_>, lack: &str, attachment: &str| match e
-        .plan(&objects, &options)
+    let refused = |e: &mut Engine<_>, lack: &str, attachment: &str| match e.plan(&objects, &options)
     {
         Err(Error::Options(why)) => {
-            assert!(why.contains(&format!("attachment {attachment} at")), "{why}");
+            assert!(
+                why.contains(&format!("attachment {attachment} at")),
+                "{why}"
+            );
             assert!(why.contains(lack), "{why}");
         }
         other => panic!("planned without {lack}: {other:?}"),
@@ -138,6 +143,53 @@ fn a_probe_attachment_is_refused_by_the_plan_on_a_kernel_that_cannot_hold_it() {
     world.set_uprobes(true);
     world.set_perf_links(false);
     refused(&mut e, "no perf-event links", "entry");
+    world.set_perf_links(true);
+    // Points the options cannot mean.
+    let bad = |point: AttachPoint| Options {
+        attachments: vec![Attachment {
+            name: "bad".into(),
+            program: "count_uprobe".into(),
+            point,
+        }],
+        ..Options::default()
+    };
+    for (point, why) in [
+        (
+            AttachPoint::Uprobe {
+                path: "bin/daemon".into(),
+                symbol: None,
+                offset: 0,
+                retprobe: false,
+            },
+            "bin/daemon is not an absolute path",
+        ),
+        (
+            AttachPoint::Uprobe {
+                path: "/bin/daemon".into(),
+                symbol: Some(String::new()),
+                offset: 0,
+                retprobe: false,
+            },
+            "symbol is empty",
+        ),
+        (
+            AttachPoint::Kprobe {
+                function: String::new(),
+                retprobe: false,
+            },
+            "needs the name of a kernel function",
+        ),
+    ] {
+        match e.plan(&objects, &bad(point)) {
+            Err(Error::Options(text)) => {
+                assert!(
+                    text.contains("attachment bad at") && text.contains(why),
+                    "{text}"
+                );
+            }
+            other => panic!("planned a bad probe point: {other:?}"),
+        }
+    }
     // Refused before anything ran.
     assert!(world.pins().is_empty());
     assert_eq!(world.count(Kind::Prog), 0);
