@@ -200,6 +200,33 @@ fn lacking(probe: Probe, fs: &Path, state: &Path) -> Option<String> {
     Some(why.1)
 }
 
+/// The kernel's description of a probe's link, opened by id: a perf-event link
+/// running the recorded program, of the probe's kind where the kernel says (6.6).
+fn link_describes_its_probe(probe: Probe, l: &LinkRecord, retprobe: bool) {
+    use handover_sys::{Bpf, LinkTarget, LinkType, ObjectKind, OpenFlags, PerfEventType};
+    let bpf = Bpf::kernel();
+    let fd = bpf
+        .fd_by_id(ObjectKind::Link, l.id, OpenFlags::READ_WRITE)
+        .unwrap();
+    let info = bpf.link_info(&fd).unwrap();
+    assert_eq!(info.link_type, Some(LinkType::PerfEvent), "{l:?}");
+    assert_eq!(info.prog_id, l.prog, "{l:?}");
+    let expected = match (probe, retprobe) {
+        (Probe::Kernel, false) => PerfEventType::Kprobe,
+        (Probe::Kernel, true) => PerfEventType::Kretprobe,
+        (Probe::User, false) => PerfEventType::Uprobe,
+        (Probe::User, true) => PerfEventType::Uretprobe,
+    };
+    let LinkTarget::PerfEvent { event } = info.target else {
+        panic!("{l:?}: {:?}", info.target);
+    };
+    if release() >= (6, 6) {
+        assert_eq!(event, Some(expected), "{l:?}");
+    } else {
+        assert_eq!(event, None, "{l:?}: before 6.6 the kernel does not say");
+    }
+}
+
 fn links<K: Kernel>(e: &Engine<K>) -> BTreeMap<String, LinkRecord> {
     e.state().unwrap().unwrap().links
 }
@@ -247,6 +274,9 @@ fn probe_links_are_switched_by_attaching_the_new_program_then_dropping_the_old_l
     }
     let before = links(&e);
     drop(e);
+    for (name, l) in &before {
+        link_describes_its_probe(probe, l, name == "kretprobe" || name == "uretprobe");
+    }
 
     // A restart: the live links are verified and kept; they still run version 1.
     let mut e = Engine::open(fs.path(), state.path(), LockWait::Refuse).unwrap();
