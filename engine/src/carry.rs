@@ -470,6 +470,9 @@ mod tests {
             rename_exchange: true,
             tcx_links: true,
             sockmap_iter,
+            perf_links: true,
+            kprobes: true,
+            uprobes: true,
         }
     }
 

@@ -52,6 +52,11 @@ struct World {
     /// held while the map has a user (a pin or a descriptor), as the kernel releases
     /// a socket map's programs when its last user goes.
     hook_maps: BTreeMap<String, ObjRef>,
+    /// A kernel without perf-event links (before 5.15), without the `kprobe` PMU,
+    /// without the `uprobe` PMU.
+    no_perf_links: bool,
+    no_kprobes: bool,
+    no_uprobes: bool,
 }
 
 /// The cgroup path of a cgroup hook (the map id of a socket map hook); the hook's key
@@ -243,6 +248,9 @@ impl FakeWorld {
             no_cgroup_links: w.no_cgroup_links,
             no_sockmap_links: w.no_sockmap_links,
             hook_maps: w.hook_maps.clone(),
+            no_perf_links: w.no_perf_links,
+            no_kprobes: w.no_kprobes,
+            no_uprobes: w.no_uprobes,
         };
         copy.collect();
         FakeWorld {
@@ -404,6 +412,23 @@ impl FakeWorld {
         self.lock().no_sockmap_iter = !present;
     }
 
+    /// Makes the machine's kernel one without perf-event links (before 5.15), or with
+    /// them: kprobe and uprobe attachments cannot be made then.
+    pub fn set_perf_links(&self, present: bool) {
+        self.lock().no_perf_links = !present;
+    }
+
+    /// Makes the machine's kernel one without the `kprobe` PMU (no
+    /// `CONFIG_KPROBE_EVENTS`), or with it.
+    pub fn set_kprobes(&self, present: bool) {
+        self.lock().no_kprobes = !present;
+    }
+
+    /// Makes the machine's kernel one without the `uprobe` PMU, or with it.
+    pub fn set_uprobes(&self, present: bool) {
+        self.lock().no_uprobes = !present;
+    }
+
     /// Makes every later attach fail.
     pub fn refuse_attach(&self, refuse: bool) {
         self.lock().refuse_attach = refuse;
@@ -559,6 +584,9 @@ impl Kernel for FakeKernel {
             rename_exchange: true,
             tcx_links: !w.no_tcx,
             sockmap_iter: !w.no_sockmap_iter,
+            perf_links: !w.no_perf_links,
+            kprobes: !w.no_kprobes,
+            uprobes: !w.no_uprobes,
         }
     }
 
@@ -722,6 +750,22 @@ impl Kernel for FakeKernel {
                 what: format!("the map of {point}"),
             });
         }
+        // As the kernel: a probe needs its PMU (ENOENT: no such sysfs file) and a
+        // perf-event link (EINVAL: an attach type it does not know).
+        let probe_lacks = match point {
+            AttachPoint::Kprobe { .. } => Some(w.no_kprobes),
+            AttachPoint::Uprobe { .. } => Some(w.no_uprobes),
+            _ => None,
+        };
+        if let Some(no_pmu) = probe_lacks
+            && (no_pmu || w.no_perf_links)
+        {
+            let errno = if no_pmu { libc::ENOENT } else { libc::EINVAL };
+            return Err(KernelError::failed(
+                format!("attach at {point}"),
+                std::io::Error::from_raw_os_error(errno),
+            ));
+        }
         Ok(w.add(
             self.pid,
             Obj::Link {
@@ -775,10 +819,15 @@ impl Kernel for FakeKernel {
         self.world.tick();
         let mut w = self.lock();
         w.held(self.pid, link)?;
-        // As the kernel: tracing and raw tracepoint links have no detach.
+        // As the kernel: tracing, raw tracepoint and perf-event (kprobe, uprobe)
+        // links have no detach.
         let tracing = [
             AttachPoint::Tracing.to_string(),
             "raw tracepoint ".to_owned(),
+            "kprobe ".to_owned(),
+            "kretprobe ".to_owned(),
+            "uprobe ".to_owned(),
+            "uretprobe ".to_owned(),
         ];
         if let Some(Obj::Link { point, .. }) = w.objects.get(&link)
             && tracing.iter().any(|t| point.starts_with(t.as_str()))

@@ -138,6 +138,16 @@ pub struct KernelFacts {
     /// throwaway sockmap (5.10 with BTF): without it their entries are lost on a
     /// recreate.
     pub sockmap_iter: bool,
+    /// Whether the kernel has perf-event links (`BPF_LINK_CREATE` with
+    /// `BPF_PERF_EVENT`, 5.15), probed: kprobe and uprobe attachments need them to
+    /// outlive the daemon, and are refused by the plan without them.
+    pub perf_links: bool,
+    /// Whether the kernel has the `kprobe` PMU (`/sys/bus/event_source/devices/kprobe`,
+    /// `CONFIG_KPROBE_EVENTS`): without it kprobe attachments are refused by the plan.
+    pub kprobes: bool,
+    /// Whether the kernel has the `uprobe` PMU (`CONFIG_UPROBE_EVENTS`): without it
+    /// uprobe attachments are refused by the plan.
+    pub uprobes: bool,
 }
 
 /// A kernel call that failed.
@@ -167,7 +177,7 @@ pub enum KernelError {
         what: String,
     },
     /// The kernel has no such operation for this object (`BPF_LINK_DETACH` of a
-    /// tracing or raw tracepoint link).
+    /// tracing, raw tracepoint or perf-event link).
     #[error("{what}: the kernel cannot do this for it")]
     Unsupported {
         /// What was being done.
@@ -281,7 +291,8 @@ pub trait Kernel {
     ///
     /// # Errors
     /// [`KernelError::Unsupported`] for link types the kernel cannot detach (tracing,
-    /// raw tracepoint: such a link runs until it is freed); any other refusal.
+    /// raw tracepoint, perf event: such a link runs until it is freed); any other
+    /// refusal.
     fn detach(&mut self, link: ObjRef) -> Result<(), KernelError>;
 
     /// Whether the kernel has links for the hook `point`: cgroup links at a cgroup

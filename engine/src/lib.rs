@@ -28,6 +28,7 @@ mod inspect;
 mod kernel;
 mod options;
 mod plan;
+mod probes;
 mod progress;
 mod real;
 mod sockets;

@@ -103,6 +103,34 @@ pub enum AttachPoint {
         #[serde(default, skip_serializing_if = "Via::is_auto")]
         via: Via,
     },
+    /// A kprobe program (`kprobe`, `kretprobe`) at a kernel function, through a
+    /// perf-event link (5.15) that holds the probe's perf event (`kprobe` PMU): no
+    /// program update and no detach. The plan refuses it on a kernel without the
+    /// `kprobe` PMU or perf-event links, probed.
+    Kprobe {
+        /// The function (a symbol of `/proc/kallsyms`).
+        function: String,
+        /// A return probe (`kretprobe`): the program runs as the function returns.
+        #[serde(default)]
+        retprobe: bool,
+    },
+    /// A kprobe program (`uprobe`, `uretprobe`) at an instruction of an executable or
+    /// library, in every process that maps it, through a perf-event link that holds
+    /// the probe's perf event (`uprobe` PMU), as for [`AttachPoint::Kprobe`].
+    Uprobe {
+        /// The file (absolute).
+        path: PathBuf,
+        /// A symbol of the file's symbol table (`.symtab` or `.dynsym`); without it
+        /// `offset` is a file offset.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        symbol: Option<String>,
+        /// Bytes past the symbol, or the file offset when no symbol is given.
+        #[serde(default)]
+        offset: u64,
+        /// A return probe (`uretprobe`).
+        #[serde(default)]
+        retprobe: bool,
+    },
 }
 
 /// How a cgroup or socket map attachment is held, as the options ask.
@@ -241,9 +269,13 @@ impl AttachPoint {
                 | AttachPoint::SockMap { .. },
                 _,
             ) => SwitchMethod::LinkUpdate,
-            (AttachPoint::Tracing | AttachPoint::RawTracepoint { .. }, _) => {
-                SwitchMethod::AttachThenDetach
-            }
+            (
+                AttachPoint::Tracing
+                | AttachPoint::RawTracepoint { .. }
+                | AttachPoint::Kprobe { .. }
+                | AttachPoint::Uprobe { .. },
+                _,
+            ) => SwitchMethod::AttachThenDetach,
         }
     }
 
@@ -350,6 +382,24 @@ impl fmt::Display for AttachPoint {
                 match target {
                     Some(id) => write!(f, " on map {id}"),
                     None => Ok(()),
+                }
+            }
+            AttachPoint::Kprobe { function, retprobe } => {
+                let kind = if *retprobe { "kretprobe" } else { "kprobe" };
+                write!(f, "{kind} {function}")
+            }
+            AttachPoint::Uprobe {
+                path,
+                symbol,
+                offset,
+                retprobe,
+            } => {
+                let kind = if *retprobe { "uretprobe" } else { "uprobe" };
+                write!(f, "{kind} {}:", path.display())?;
+                match (symbol, offset) {
+                    (Some(s), 0) => f.write_str(s),
+                    (Some(s), o) => write!(f, "{s}+{o:#x}"),
+                    (None, o) => write!(f, "{o:#x}"),
                 }
             }
         }

@@ -410,6 +410,49 @@ fn check_sock_map(set: &SetModel, name: &str, map: &str, attach_type: &str) -> R
     }
 }
 
+/// What is wrong with a kprobe or uprobe attach point as the options give it.
+fn probe_point_error(point: &AttachPoint) -> Option<String> {
+    match point {
+        AttachPoint::Kprobe { function, .. } if function.is_empty() => {
+            Some("a kprobe needs the name of a kernel function".to_owned())
+        }
+        AttachPoint::Uprobe { path, .. } if !path.is_absolute() => Some(format!(
+            "the uprobe's file {} is not an absolute path",
+            path.display()
+        )),
+        AttachPoint::Uprobe {
+            symbol: Some(s), ..
+        } if s.is_empty() => {
+            Some("the uprobe's symbol is empty (leave it out to probe a file offset)".to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// Why this kernel cannot hold a kprobe or uprobe attachment at `point` past the
+/// daemon's exit, if it cannot (`None` for other attach points).
+fn probe_refusal(point: &AttachPoint, facts: &KernelFacts) -> Option<String> {
+    let (pmu, present, config) = match point {
+        AttachPoint::Kprobe { .. } => ("kprobe", facts.kprobes, "CONFIG_KPROBE_EVENTS"),
+        AttachPoint::Uprobe { .. } => ("uprobe", facts.uprobes, "CONFIG_UPROBE_EVENTS"),
+        _ => return None,
+    };
+    if !present {
+        return Some(format!(
+            "this kernel has no {pmu} PMU (/sys/bus/event_source/devices/{pmu} is missing: \
+             a kernel built without {config})"
+        ));
+    }
+    if !facts.perf_links {
+        return Some(format!(
+            "this kernel has no perf-event links (the probe of BPF_LINK_CREATE with \
+             BPF_PERF_EVENT failed; they came with 5.15), and a {pmu} attached without a \
+             link (PERF_EVENT_IOC_SET_BPF) ends with the daemon's descriptor"
+        ));
+    }
+    None
+}
+
 /// Inputs of [`compute`].
 pub(crate) struct PlanInput<'a> {
     pub(crate) objects: &'a [ObjectSource],
@@ -445,6 +488,12 @@ pub(crate) fn compute(input: PlanInput<'_>) -> Result<Plan, Error> {
                 "attachment {} at {}: this kernel has no tcx links (the probe of \
                  BPF_TCX_INGRESS failed; they came with 6.6), and attaching tc programs \
                  through netlink is not supported",
+                a.name, a.point
+            )));
+        }
+        if let Some(why) = probe_point_error(&a.point).or_else(|| probe_refusal(&a.point, &facts)) {
+            return Err(Error::Options(format!(
+                "attachment {} at {}: {why}",
                 a.name, a.point
             )));
         }

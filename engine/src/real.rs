@@ -294,6 +294,66 @@ fn ifindex(iface: &str) -> Result<u32, KernelError> {
         .map_err(|e| KernelError::failed(format!("parse {}", path.display()), e))
 }
 
+impl RealKernel {
+    /// A perf-event link of `program` to a new probe event at `point` (a kprobe or
+    /// uprobe attachment); the link holds the event, whose descriptor is closed here.
+    fn attach_probe(
+        &mut self,
+        program: ObjRef,
+        point: &AttachPoint,
+    ) -> Result<OwnedFd, KernelError> {
+        use handover_sys::{ProbeKind, ProbePmu, ProbeTarget};
+        let op = || format!("attach {program} at {point}");
+        let (kind, target, retprobe) = match point {
+            AttachPoint::Kprobe { function, retprobe } => (
+                ProbeKind::Kprobe,
+                ProbeTarget::Kernel {
+                    function,
+                    offset: 0,
+                },
+                *retprobe,
+            ),
+            AttachPoint::Uprobe {
+                path,
+                symbol,
+                offset,
+                retprobe,
+            } => {
+                let offset = match symbol {
+                    None => *offset,
+                    Some(symbol) => {
+                        let bytes = std::fs::read(path).map_err(|e| {
+                            KernelError::failed(format!("{}: read {}", op(), path.display()), e)
+                        })?;
+                        crate::probes::uprobe_file_offset(path, &bytes, symbol, *offset)
+                            .map_err(|e| KernelError::failed(op(), std::io::Error::other(e)))?
+                    }
+                };
+                (
+                    ProbeKind::Uprobe,
+                    ProbeTarget::User { path, offset },
+                    *retprobe,
+                )
+            }
+            _ => {
+                return Err(KernelError::failed(
+                    op(),
+                    std::io::Error::other("not a probe attach point"),
+                ));
+            }
+        };
+        let pmu = ProbePmu::read(kind).map_err(failed(op()))?;
+        let event = handover_sys::probe_open(&pmu, target, retprobe).map_err(failed(op()))?;
+        let prog = self
+            .fd_of(program)?
+            .try_clone_to_owned()
+            .map_err(|e| KernelError::failed("dup", e))?;
+        self.bpf
+            .link_create_perf_event(&prog, &event, 0)
+            .map_err(failed(op()))
+    }
+}
+
 impl Kernel for RealKernel {
     fn facts(&mut self) -> KernelFacts {
         KernelFacts {
@@ -312,6 +372,9 @@ impl Kernel for RealKernel {
                 Some(known) => known,
                 None => *self.sockmap_iter.insert(self.probe_sockmap_iter()),
             },
+            perf_links: self.bpf.has(handover_sys::Feature::PerfLink),
+            kprobes: handover_sys::ProbePmu::read(handover_sys::ProbeKind::Kprobe).is_ok(),
+            uprobes: handover_sys::ProbePmu::read(handover_sys::ProbeKind::Uprobe).is_ok(),
         }
     }
 
@@ -555,6 +618,9 @@ impl Kernel for RealKernel {
                         attach_type,
                     ))
                     .map_err(failed(format!("attach {program} at {point}")))?
+            }
+            AttachPoint::Kprobe { .. } | AttachPoint::Uprobe { .. } => {
+                self.attach_probe(program, point)?
             }
         };
         self.hold(link)

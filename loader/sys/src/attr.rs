@@ -231,6 +231,50 @@ pub(crate) struct LinkCreateIterAttr {
     pub _pad: u32,
 }
 
+/// `BPF_LINK_CREATE` of a perf-event link (`BPF_PERF_EVENT`): the perf event's
+/// descriptor as the target, then `perf_event.bpf_cookie`.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub(crate) struct LinkCreatePerfEventAttr {
+    pub prog_fd: u32,
+    pub target_fd: u32,
+    pub attach_type: u32,
+    pub flags: u32,
+    pub bpf_cookie: u64,
+}
+
+/// `struct perf_event_attr` of `include/uapi/linux/perf_event.h` as far as
+/// `sig_data` (`PERF_ATTR_SIZE_VER7`, 128 bytes; a kernel that knows less checks
+/// that the tail it does not know is zero). A probe event uses `type`, `config` (the
+/// return probe bit), `config1` (`kprobe_func`, `uprobe_path`) and `config2`
+/// (`probe_offset`); `flags` holds the C bit fields (`disabled`, `inherit`, ...).
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub(crate) struct PerfEventAttr {
+    pub type_: u32,
+    pub size: u32,
+    pub config: u64,
+    pub sample_period: u64,
+    pub sample_type: u64,
+    pub read_format: u64,
+    pub flags: u64,
+    pub wakeup_events: u32,
+    pub bp_type: u32,
+    pub config1: u64,
+    pub config2: u64,
+    pub branch_sample_type: u64,
+    pub sample_regs_user: u64,
+    pub sample_stack_user: u32,
+    pub clockid: i32,
+    pub sample_regs_intr: u64,
+    pub aux_watermark: u32,
+    pub sample_max_stack: u16,
+    pub _reserved_2: u16,
+    pub aux_sample_size: u32,
+    pub _reserved_3: u32,
+    pub sig_data: u64,
+}
+
 /// `union bpf_iter_link_info`: 16 bytes, of which a map iterator uses the first
 /// four (`map.map_fd`).
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -411,6 +455,34 @@ mod tests {
         assert_eq!(offset_of!(RawProgInfo, verified_insns), 216);
         assert_eq!(offset_of!(RawLinkInfo, union), 16);
         assert_eq!(size_of::<RawBtfInfo>(), 32);
+    }
+
+    #[test]
+    fn perf_event_layouts_match_the_uapi_headers() {
+        // union bpf_attr, link_create: perf_event.bpf_cookie after the common head.
+        assert_eq!(offset_of!(LinkCreatePerfEventAttr, target_fd), 4);
+        assert_eq!(offset_of!(LinkCreatePerfEventAttr, attach_type), 8);
+        assert_eq!(offset_of!(LinkCreatePerfEventAttr, bpf_cookie), 16);
+        assert_eq!(size_of::<LinkCreatePerfEventAttr>(), 24);
+        // struct perf_event_attr; PERF_ATTR_SIZE_VER0 ends after config1, VER1 after
+        // config2, VER5 after aux_watermark's word, VER7 after sig_data.
+        assert_eq!(offset_of!(PerfEventAttr, size), 4);
+        assert_eq!(offset_of!(PerfEventAttr, config), 8);
+        assert_eq!(offset_of!(PerfEventAttr, sample_period), 16);
+        assert_eq!(offset_of!(PerfEventAttr, flags), 40);
+        assert_eq!(offset_of!(PerfEventAttr, wakeup_events), 48);
+        assert_eq!(offset_of!(PerfEventAttr, bp_type), 52);
+        assert_eq!(offset_of!(PerfEventAttr, config1), 56);
+        assert_eq!(offset_of!(PerfEventAttr, config2), 64);
+        assert_eq!(offset_of!(PerfEventAttr, branch_sample_type), 72);
+        assert_eq!(offset_of!(PerfEventAttr, sample_regs_user), 80);
+        assert_eq!(offset_of!(PerfEventAttr, clockid), 92);
+        assert_eq!(offset_of!(PerfEventAttr, sample_regs_intr), 96);
+        assert_eq!(offset_of!(PerfEventAttr, aux_watermark), 104);
+        assert_eq!(offset_of!(PerfEventAttr, sample_max_stack), 108);
+        assert_eq!(offset_of!(PerfEventAttr, aux_sample_size), 112);
+        assert_eq!(offset_of!(PerfEventAttr, sig_data), 120);
+        assert_eq!(size_of::<PerfEventAttr>(), 128);
     }
 
     #[test]

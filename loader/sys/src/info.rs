@@ -117,8 +117,57 @@ pub enum LinkTarget {
         /// The hook.
         attach_type: Option<AttachType>,
     },
+    /// A perf-event link (kprobe, uprobe, tracepoint or perf event program at a perf
+    /// event, 5.15).
+    PerfEvent {
+        /// What the event is (`enum bpf_perf_event_type`): `None` where the kernel
+        /// does not say (before 6.6, which has no per-type info for these links).
+        event: Option<PerfEventType>,
+    },
+    /// A kprobe_multi link (5.18).
+    KprobeMulti {
+        /// Functions probed (0 where the kernel does not say, before 6.6).
+        count: u32,
+        /// `BPF_F_KPROBE_MULTI_RETURN` (bit 0) for return probes.
+        flags: u32,
+    },
     /// A link type whose details are not decoded here.
     Other,
+}
+
+/// What the perf event of a perf-event link is (`enum bpf_perf_event_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PerfEventType {
+    /// `BPF_PERF_EVENT_UPROBE`.
+    Uprobe,
+    /// `BPF_PERF_EVENT_URETPROBE`.
+    Uretprobe,
+    /// `BPF_PERF_EVENT_KPROBE`.
+    Kprobe,
+    /// `BPF_PERF_EVENT_KRETPROBE`.
+    Kretprobe,
+    /// `BPF_PERF_EVENT_TRACEPOINT`.
+    Tracepoint,
+    /// `BPF_PERF_EVENT_EVENT`: a hardware or software event.
+    Event,
+}
+
+impl PerfEventType {
+    /// The type as `enum bpf_perf_event_type` numbers it (`None`: unspecified or
+    /// unknown to this build).
+    #[must_use]
+    pub const fn from_raw(raw: u32) -> Option<Self> {
+        Some(match raw {
+            1 => Self::Uprobe,
+            2 => Self::Uretprobe,
+            3 => Self::Kprobe,
+            4 => Self::Kretprobe,
+            5 => Self::Tracepoint,
+            6 => Self::Event,
+            _ => return None,
+        })
+    }
 }
 
 /// What the kernel reports about a link (`struct bpf_link_info`).
@@ -199,6 +248,15 @@ fn decode_link_info(raw: &RawLinkInfo) -> LinkInfo {
         Some(LinkType::Sockmap) => LinkTarget::SockMap {
             map_id: u32_at(0),
             attach_type: attach(u32_at(4)),
+        },
+        // struct { __u32 type; __u32 :32; union { ... } }
+        Some(LinkType::PerfEvent) => LinkTarget::PerfEvent {
+            event: PerfEventType::from_raw(u32_at(0)),
+        },
+        // struct { __aligned_u64 addrs; __u32 count; __u32 flags; ... }
+        Some(LinkType::KprobeMulti) => LinkTarget::KprobeMulti {
+            count: u32_at(8),
+            flags: u32_at(12),
         },
         _ => LinkTarget::Other,
     };
@@ -425,6 +483,33 @@ mod tests {
             }
         );
         assert_eq!((info.id, info.prog_id), (7, 9));
+    }
+
+    #[test]
+    fn perf_event_and_kprobe_multi_links_decode_their_type_and_count() {
+        let mut raw = RawLinkInfo::new_zeroed();
+        raw.link_type = u32::from(LinkType::PerfEvent);
+        raw.union.as_mut_bytes()[..4].copy_from_slice(&4u32.to_ne_bytes());
+        assert_eq!(
+            decode_link_info(&raw).target,
+            LinkTarget::PerfEvent {
+                event: Some(PerfEventType::Kretprobe)
+            }
+        );
+        // Before 6.6 the kernel leaves the union as it was sent: zero.
+        raw.union = [0; 16];
+        assert_eq!(
+            decode_link_info(&raw).target,
+            LinkTarget::PerfEvent { event: None }
+        );
+        raw.link_type = u32::from(LinkType::KprobeMulti);
+        let bytes = raw.union.as_mut_bytes();
+        bytes[8..12].copy_from_slice(&3u32.to_ne_bytes());
+        bytes[12..16].copy_from_slice(&1u32.to_ne_bytes());
+        assert_eq!(
+            decode_link_info(&raw).target,
+            LinkTarget::KprobeMulti { count: 3, flags: 1 }
+        );
     }
 
     #[test]

@@ -39,6 +39,7 @@ mod link;
 mod map;
 mod memlock;
 mod obj;
+mod perf;
 mod probe;
 mod prog;
 mod syscall;
@@ -58,10 +59,11 @@ pub use handover_uapi::{
     AttachType, Insn, LinkType, MapType, ProgramType, UnknownName, UnknownValue, map_flags,
     prog_flags,
 };
-pub use info::{BtfInfo, LinkInfo, LinkTarget, MapInfo, ProgInfo};
+pub use info::{BtfInfo, LinkInfo, LinkTarget, MapInfo, PerfEventType, ProgInfo};
 pub use link::{AttachTarget, IterTarget, LinkCreate, ProgQuery, QUERY_EFFECTIVE};
 pub use map::{BatchSupport, Map, MapBtf, MapCreate, MapEntries, UpdateFlags};
 pub use obj::{ObjectKind, OpenFlags};
+pub use perf::{EVENT_SOURCE_DEVICES, ProbeKind, ProbePmu, ProbeTarget, probe_open};
 pub use probe::{Feature, cgroup_program_type};
 pub use prog::{LogLevel, ProgLoad, TestRun};
 use syscall::KernelBackend;

@@ -4,7 +4,7 @@ use std::os::fd::AsFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use super::attr::MapBatchAttr;
+use super::attr::{LinkCreatePerfEventAttr, MapBatchAttr};
 use super::{
     AttachTarget, AttachType, Bpf, Command, Insn, LinkCreate, MapCreate, MapType, ProgLoad,
     ProgramType,
@@ -26,9 +26,12 @@ pub enum Feature {
     /// Atomic operations that return the old value (`BPF_ATOMIC` with `BPF_FETCH`,
     /// clang's `-mcpu=v3` fetch-add; 5.12).
     AtomicFetch,
+    /// Perf-event links, `BPF_LINK_CREATE` with `BPF_PERF_EVENT` (5.15): what keeps a
+    /// kprobe or uprobe attachment alive without the descriptor of its perf event.
+    PerfLink,
 }
 
-const FEATURES: usize = 5;
+const FEATURES: usize = 6;
 
 impl Feature {
     const fn index(self) -> usize {
@@ -38,6 +41,7 @@ impl Feature {
             Feature::TcxLink => 2,
             Feature::PathFd => 3,
             Feature::AtomicFetch => 4,
+            Feature::PerfLink => 5,
         }
     }
 }
@@ -127,6 +131,28 @@ impl Bpf {
                 matches!(
                     self.link_create(&spec).map_err(|e| e.errno()),
                     Err(Some(libc::ENODEV))
+                )
+            }
+            Feature::PerfLink => {
+                let insns = [
+                    Insn::new(0xb7, 0, 0, 0, 0), // r0 = 0
+                    Insn::new(0x95, 0, 0, 0, 0), // exit
+                ];
+                let Ok(prog) = self.prog_load(&ProgLoad::new(ProgramType::Kprobe, &insns, "GPL"))
+                else {
+                    return false;
+                };
+                // No perf event behind descriptor -1: a kernel with perf-event links
+                // looks it up and answers EBADF, one without refuses the attach type
+                // with EINVAL before. Nothing is attached.
+                let mut attr = LinkCreatePerfEventAttr::new_zeroed();
+                attr.prog_fd = super::map::raw_fd(&prog);
+                attr.target_fd = u32::MAX;
+                attr.attach_type = AttachType::PerfEvent.into();
+                matches!(
+                    self.raw_fd(Command::LinkCreate, &mut attr, String::new)
+                        .map_err(|e| e.errno()),
+                    Err(Some(libc::EBADF))
                 )
             }
             Feature::PathFd => {
