@@ -155,6 +155,14 @@ impl Compiled {
         })
     }
 
+    /// Whether keys are carried byte for byte, and whether whole entries are (keys
+    /// and shared values; a per-CPU value's slots are rewritten with zeroed padding,
+    /// so it never counts).
+    pub(crate) fn identities(&self) -> (bool, bool) {
+        let key = self.key.is_identity();
+        (key, key && !self.per_cpu && self.value.is_identity())
+    }
+
     /// Bytes of a new key.
     pub(crate) fn new_key_size(&self) -> usize {
         self.key.new_size()

@@ -11,6 +11,7 @@ const K1: u64 = 0xbf58_476d_1ce4_e5b9;
 const K2: u64 = 0x94d0_49bb_1331_11eb;
 
 /// The final mix of SplitMix64: every input bit affects every output bit.
+#[inline]
 fn fmix(mut x: u64) -> u64 {
     x ^= x >> 30;
     x = x.wrapping_mul(K1);
@@ -32,6 +33,7 @@ pub struct Hasher64 {
 impl Hasher64 {
     /// A hasher with `seed`.
     #[must_use]
+    #[inline]
     pub fn new(seed: u64) -> Self {
         Self {
             state: fmix(seed ^ K0),
@@ -41,6 +43,7 @@ impl Hasher64 {
         }
     }
 
+    #[inline]
     fn word(&mut self, w: u64) {
         self.state = (self.state ^ fmix(w.wrapping_add(K0)))
             .rotate_left(29)
@@ -48,6 +51,7 @@ impl Hasher64 {
     }
 
     /// Feeds `bytes`.
+    #[inline]
     pub fn write(&mut self, mut bytes: &[u8]) {
         self.len = self.len.wrapping_add(bytes.len() as u64);
         if self.tail_len > 0 {
@@ -80,6 +84,7 @@ impl Hasher64 {
 
     /// The hash of everything fed so far.
     #[must_use]
+    #[inline]
     pub fn finish(&self) -> u64 {
         let mut s = self.clone();
         let mut last = [0u8; 8];
@@ -95,6 +100,7 @@ impl Hasher64 {
 
 /// The hash of the concatenation of `parts` with `seed`.
 #[must_use]
+#[inline]
 pub fn hash64(seed: u64, parts: &[&[u8]]) -> u64 {
     let mut h = Hasher64::new(seed);
     for p in parts {
@@ -106,6 +112,7 @@ pub fn hash64(seed: u64, parts: &[&[u8]]) -> u64 {
 /// The hash of `key` and the hash of `key ‖ value` with `seed`, in one pass over the
 /// key: as `hash64(seed, &[key])` and `hash64(seed, &[key, value])`.
 #[must_use]
+#[inline]
 pub fn hash_key_and_entry(seed: u64, key: &[u8], value: &[u8]) -> (u64, u64) {
     let mut h = Hasher64::new(seed);
     h.write(key);

@@ -8,6 +8,9 @@ use super::sys::UpdateFlags;
 /// Entries per chunk to start with.
 pub const DEFAULT_CHUNK: usize = 4096;
 
+/// Entries the first batch of a walk asks for.
+const FIRST_CHUNK: usize = 1024;
+
 /// A chunk of entries, packed as the syscalls take them.
 #[derive(Debug, Default)]
 pub struct Chunk {
@@ -29,7 +32,10 @@ pub(crate) struct Walker<'m> {
     map: &'m dyn MapAccess,
     name: &'m str,
     g: Geometry,
+    /// Entries the next batch asks for.
     chunk: usize,
+    /// Entries a batch asks for once the walk is under way.
+    target: usize,
     flags: UpdateFlags,
     mode: Mode,
     done: bool,
@@ -40,10 +46,14 @@ pub(crate) struct Walker<'m> {
 impl<'m> Walker<'m> {
     pub(crate) fn new(map: &'m dyn MapAccess, name: &'m str, chunk: usize, lock: bool) -> Self {
         let g = map.geometry();
+        let target = chunk.clamp(1, (g.max_entries as usize).max(1));
         Self {
             map,
             name,
-            chunk: chunk.clamp(1, (g.max_entries as usize).max(1)),
+            // The first batches are small, so that the stage after the walk starts
+            // at once, and double up to `target`.
+            chunk: target.min(FIRST_CHUNK),
+            target,
             flags: if lock {
                 UpdateFlags::LOCK
             } else {
@@ -74,6 +84,11 @@ impl<'m> Walker<'m> {
                     {
                         Ok(n) => {
                             *first = false;
+                            self.chunk = self
+                                .chunk
+                                .saturating_mul(2)
+                                .min(self.target)
+                                .max(self.chunk);
                             self.done = cursor.done();
                             if n > 0 {
                                 out.keys.truncate(n * ks);
@@ -91,6 +106,7 @@ impl<'m> Walker<'m> {
                                 .chunk
                                 .saturating_mul(2)
                                 .min(self.g.max_entries as usize);
+                            self.target = self.target.max(self.chunk);
                         }
                         Err(e) if *first && batch_unsupported(&e) => {
                             self.batched = false;
@@ -110,7 +126,7 @@ impl<'m> Walker<'m> {
                     let limit = (self.g.max_entries as usize)
                         .saturating_mul(4)
                         .saturating_add(16);
-                    while out.len < self.chunk {
+                    while out.len < self.target {
                         let more = self
                             .map
                             .next_key(prev.as_deref(), &mut next)
