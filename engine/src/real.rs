@@ -108,6 +108,13 @@ impl RealKernel {
             })
     }
 
+    /// A descriptor of its own on `object`, for a call that takes one by value.
+    fn dup(&mut self, object: ObjRef) -> Result<OwnedFd, KernelError> {
+        self.fd_of(object)?
+            .try_clone_to_owned()
+            .map_err(|e| KernelError::failed("dup", e))
+    }
+
     fn hold(&mut self, fd: OwnedFd) -> Result<ObjRef, KernelError> {
         let r = self.identify(fd.as_fd())?;
         self.fds.entry(r).or_insert(fd);
@@ -165,10 +172,7 @@ impl RealKernel {
     }
 
     fn open_map(&mut self, r: ObjRef) -> Result<Map, KernelError> {
-        let fd = self
-            .fd_of(r)?
-            .try_clone_to_owned()
-            .map_err(|e| KernelError::failed("dup", e))?;
+        let fd = self.dup(r)?;
         Map::new(&self.bpf, fd).map_err(failed(format!("open {r}")))
     }
 
@@ -344,10 +348,7 @@ impl RealKernel {
         };
         let pmu = ProbePmu::read(kind).map_err(failed(op()))?;
         let event = handover_sys::probe_open(&pmu, target, retprobe).map_err(failed(op()))?;
-        let prog = self
-            .fd_of(program)?
-            .try_clone_to_owned()
-            .map_err(|e| KernelError::failed("dup", e))?;
+        let prog = self.dup(program)?;
         self.bpf
             .link_create_perf_event(&prog, &event, 0)
             .map_err(failed(op()))
@@ -487,10 +488,7 @@ impl Kernel for RealKernel {
 
     fn pin(&mut self, object: ObjRef, path: &str) -> Result<(), KernelError> {
         let p = pin_path(path)?;
-        let fd = self
-            .fd_of(object)?
-            .try_clone_to_owned()
-            .map_err(|e| KernelError::failed("dup", e))?;
+        let fd = self.dup(object)?;
         match self.root.pin(&fd, &p) {
             Ok(()) => Ok(()),
             Err(e) if e.errno() == Some(libc::EEXIST) => Err(KernelError::Exists {
@@ -502,10 +500,7 @@ impl Kernel for RealKernel {
 
     fn exchange(&mut self, object: ObjRef, path: &str) -> Result<(), KernelError> {
         let p = pin_path(path)?;
-        let fd = self
-            .fd_of(object)?
-            .try_clone_to_owned()
-            .map_err(|e| KernelError::failed("dup", e))?;
+        let fd = self.dup(object)?;
         self.root
             .exchange(&fd, &p)
             .map_err(bpffs_failed(format!("exchange {object} in at {path}")))
@@ -558,10 +553,7 @@ impl Kernel for RealKernel {
                 let attach_type = attach_type
                     .parse()
                     .map_err(|e| KernelError::failed(format!("attach type {attach_type}"), e))?;
-                let prog = self
-                    .fd_of(program)?
-                    .try_clone_to_owned()
-                    .map_err(|e| KernelError::failed("dup", e))?;
+                let prog = self.dup(program)?;
                 self.bpf
                     .link_create(&LinkCreate::new(
                         prog.as_fd(),
@@ -577,10 +569,7 @@ impl Kernel for RealKernel {
                     _ => handover_sys::AttachType::Xdp,
                 };
                 let index = ifindex(iface)?;
-                let prog = self
-                    .fd_of(program)?
-                    .try_clone_to_owned()
-                    .map_err(|e| KernelError::failed("dup", e))?;
+                let prog = self.dup(program)?;
                 self.bpf
                     .link_create(&LinkCreate::new(
                         prog.as_fd(),
@@ -594,10 +583,7 @@ impl Kernel for RealKernel {
                     AttachPoint::RawTracepoint { tracepoint } => Some(tracepoint.as_str()),
                     _ => None,
                 };
-                let prog = self
-                    .fd_of(program)?
-                    .try_clone_to_owned()
-                    .map_err(|e| KernelError::failed("dup", e))?;
+                let prog = self.dup(program)?;
                 self.bpf
                     .raw_tracepoint_open(&prog, name)
                     .map_err(failed(format!("attach {program} at {point}")))?
@@ -607,10 +593,7 @@ impl Kernel for RealKernel {
                     sock_map_hook(&self.bpf, point)?.ok_or_else(|| KernelError::Missing {
                         what: point.to_string(),
                     })?;
-                let prog = self
-                    .fd_of(program)?
-                    .try_clone_to_owned()
-                    .map_err(|e| KernelError::failed("dup", e))?;
+                let prog = self.dup(program)?;
                 self.bpf
                     .link_create(&LinkCreate::new(
                         prog.as_fd(),
@@ -627,10 +610,7 @@ impl Kernel for RealKernel {
     }
 
     fn link_program(&mut self, link: ObjRef) -> Result<Option<u32>, KernelError> {
-        let fd = self
-            .fd_of(link)?
-            .try_clone_to_owned()
-            .map_err(|e| KernelError::failed("dup", e))?;
+        let fd = self.dup(link)?;
         let info = self
             .bpf
             .link_info(&fd)
@@ -649,10 +629,7 @@ impl Kernel for RealKernel {
         new: ObjRef,
         expected: ObjRef,
     ) -> Result<(), KernelError> {
-        let new_fd = self
-            .fd_of(new)?
-            .try_clone_to_owned()
-            .map_err(|e| KernelError::failed("dup", e))?;
+        let new_fd = self.dup(new)?;
         let old_fd = match self.fd_of(expected) {
             Ok(fd) => fd
                 .try_clone_to_owned()
@@ -667,10 +644,7 @@ impl Kernel for RealKernel {
                 });
             }
         };
-        let link_fd = self
-            .fd_of(link)?
-            .try_clone_to_owned()
-            .map_err(|e| KernelError::failed("dup", e))?;
+        let link_fd = self.dup(link)?;
         match self.bpf.link_update(&link_fd, &new_fd, &old_fd) {
             Ok(()) => Ok(()),
             Err(e) if e.errno() == Some(libc::EPERM) => {
@@ -686,10 +660,7 @@ impl Kernel for RealKernel {
     }
 
     fn detach(&mut self, link: ObjRef) -> Result<(), KernelError> {
-        let fd = self
-            .fd_of(link)?
-            .try_clone_to_owned()
-            .map_err(|e| KernelError::failed("dup", e))?;
+        let fd = self.dup(link)?;
         match self.bpf.link_detach(&fd) {
             Ok(()) => Ok(()),
             Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => Err(KernelError::Unsupported {
@@ -753,10 +724,7 @@ impl Kernel for RealKernel {
                 sock_map_hook(&self.bpf, point)?.ok_or_else(|| KernelError::Missing {
                     what: point.to_string(),
                 })?;
-            let prog = self
-                .fd_of(program)?
-                .try_clone_to_owned()
-                .map_err(|e| KernelError::failed("dup", e))?;
+            let prog = self.dup(program)?;
             // The map's program of this type is exchanged for `prog`.
             self.bpf
                 .prog_attach(AttachTarget::Fd(map.as_fd()), &prog, attach_type, 0, None)
@@ -764,10 +732,7 @@ impl Kernel for RealKernel {
             return Ok(u64::from(id));
         }
         let (cgroup, attach_type) = cgroup_hook(point)?;
-        let prog = self
-            .fd_of(program)?
-            .try_clone_to_owned()
-            .map_err(|e| KernelError::failed("dup", e))?;
+        let prog = self.dup(program)?;
         self.bpf
             .prog_attach(
                 AttachTarget::Fd(cgroup.as_fd()),
@@ -811,15 +776,9 @@ impl Kernel for RealKernel {
             expected: expected.id,
             actual: None,
         };
-        let new_fd = self
-            .fd_of(new)?
-            .try_clone_to_owned()
-            .map_err(|e| KernelError::failed("dup", e))?;
+        let new_fd = self.dup(new)?;
         // The expected program is gone: it cannot be attached.
-        let Ok(old_fd) = self.fd_of(expected).and_then(|fd| {
-            fd.try_clone_to_owned()
-                .map_err(|e| KernelError::failed("dup", e))
-        }) else {
+        let Ok(old_fd) = self.dup(expected) else {
             return Err(mismatch());
         };
         match self.bpf.prog_attach(
@@ -917,10 +876,7 @@ impl Kernel for RealKernel {
     }
 
     fn map_access(&mut self, map: ObjRef) -> Result<Arc<dyn MapAccess>, KernelError> {
-        let fd = self
-            .fd_of(map)?
-            .try_clone_to_owned()
-            .map_err(|e| KernelError::failed("dup", e))?;
+        let fd = self.dup(map)?;
         let m = Map::new(&self.bpf, fd).map_err(failed(format!("open {map}")))?;
         Ok(Arc::new(m))
     }
@@ -955,10 +911,7 @@ impl Kernel for RealKernel {
         marks: ObjRef,
     ) -> Result<Option<Box<dyn Patcher>>, KernelError> {
         let mut open = |r: ObjRef| -> Result<Map, KernelError> {
-            let fd = self
-                .fd_of(r)?
-                .try_clone_to_owned()
-                .map_err(|e| KernelError::failed("dup", e))?;
+            let fd = self.dup(r)?;
             Map::new(&self.bpf, fd).map_err(failed(format!("open {r}")))
         };
         let (map, marks) = (open(map)?, open(marks)?);
