@@ -11,6 +11,7 @@
 //! map link (6.10+).
 #![allow(clippy::indexing_slicing, reason = "tests index values they built")]
 
+mod common;
 #[path = "../../loader/tests/testenv/mod.rs"]
 mod testenv;
 
@@ -19,35 +20,12 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use common::{sockmsg_object as object, sockmsg_options as options};
 use handover_engine::{
-    AttachAction, AttachPoint, Attachment, Carry, Engine, Hold, Kernel, LockWait, ObjRef,
-    ObjectSource, Options, RealKernel, SwitchMethod, Via, wait_gone,
+    AttachAction, Carry, Engine, Hold, Kernel, LockWait, ObjRef, RealKernel, SwitchMethod, Via,
+    wait_gone,
 };
 use handover_sys::{AttachTarget, AttachType, Bpf, ObjectKind, OpenFlags, UpdateFlags};
-
-fn object(version: u32) -> Vec<ObjectSource> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../programs/build/engine_sockmsg_v{version}.o"));
-    let bytes = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run programs/build.sh", path.display()));
-    vec![ObjectSource::new("sockmsg.o", bytes)]
-}
-
-fn options(via: Via) -> Options {
-    Options {
-        attachments: vec![Attachment {
-            name: "count_msgs".into(),
-            program: "count".into(),
-            point: AttachPoint::SockMap {
-                map: "socks".into(),
-                attach_type: "sk_msg_verdict".into(),
-                target: None,
-                via,
-            },
-        }],
-        ..Options::default()
-    }
-}
 
 fn apply(e: &mut Engine<RealKernel>, version: u32, via: Via) -> handover_engine::Report {
     let objs = object(version);

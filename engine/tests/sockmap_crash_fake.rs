@@ -13,39 +13,13 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{StateDir, crashed, with_crash};
-use handover_engine::{
-    ApplyOptions, AttachPoint, Attachment, Engine, Error, FakeKernel, FakeWorld, Kernel, LockWait,
-    ObjectSource, Options, Via, failpoints, identity,
+use common::{
+    StateDir, crashed, sockmsg_object as object, sockmsg_options as options,
+    sockmsg_point as point, with_crash,
 };
-
-fn object(version: u32) -> Vec<ObjectSource> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../programs/build/engine_sockmsg_v{version}.o"));
-    let bytes = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run programs/build.sh", path.display()));
-    vec![ObjectSource::new("sockmsg.o", bytes)]
-}
-
-fn point(map: Option<u32>, via: Via) -> AttachPoint {
-    AttachPoint::SockMap {
-        map: "socks".into(),
-        attach_type: "sk_msg_verdict".into(),
-        target: map,
-        via,
-    }
-}
-
-fn options(via: Via) -> Options {
-    Options {
-        attachments: vec![Attachment {
-            name: "count_msgs".into(),
-            program: "count".into(),
-            point: point(None, via),
-        }],
-        ..Options::default()
-    }
-}
+use handover_engine::{
+    ApplyOptions, Engine, Error, FakeKernel, FakeWorld, Kernel, LockWait, Via, failpoints, identity,
+};
 
 fn engine(world: &FakeWorld, dir: &StateDir) -> Engine<FakeKernel> {
     Engine::with_kernel(

@@ -11,42 +11,16 @@
 
 mod common;
 
-use common::StateDir;
-use handover_engine::{
-    ApplyOptions, AttachAction, AttachPoint, Attachment, Engine, Error, FakeKernel, FakeWorld,
-    Hold, Kernel, LockWait, ObjRef, ObjectSource, Options, Report, State, SwitchMethod, Via,
+use common::{
+    StateDir, sockmsg_object as object, sockmsg_options as options_via, sockmsg_point as point_via,
 };
-
-fn object(version: u32) -> Vec<ObjectSource> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../programs/build/engine_sockmsg_v{version}.o"));
-    let bytes = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run programs/build.sh", path.display()));
-    vec![ObjectSource::new("sockmsg.o", bytes)]
-}
-
-fn point_via(map: Option<u32>, via: Via) -> AttachPoint {
-    AttachPoint::SockMap {
-        map: "socks".into(),
-        attach_type: "sk_msg_verdict".into(),
-        target: map,
-        via,
-    }
-}
+use handover_engine::{
+    ApplyOptions, AttachAction, AttachPoint, Engine, Error, FakeKernel, FakeWorld, Hold, Kernel,
+    LockWait, ObjRef, Options, Report, State, SwitchMethod, Via,
+};
 
 fn point(map: Option<u32>) -> AttachPoint {
     point_via(map, Via::ProgAttach)
-}
-
-fn options_via(via: Via) -> Options {
-    Options {
-        attachments: vec![Attachment {
-            name: "count_msgs".into(),
-            program: "count".into(),
-            point: point_via(None, via),
-        }],
-        ..Options::default()
-    }
 }
 
 fn options() -> Options {

@@ -23,11 +23,44 @@ pub fn objects(version: u32) -> Vec<ObjectSource> {
 }
 
 fn read_objects(version: u32) -> Vec<ObjectSource> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../programs/build/engine_v{version}.o"));
+    fixture(&format!("engine_v{version}.o"), "engine.o")
+}
+
+/// programs/build/FILE (built by programs/build.sh) as the one object of a set, named
+/// `name`.
+pub fn fixture(file: &str, name: &str) -> Vec<ObjectSource> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../programs/build/{file}"));
     let bytes = std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e}; run programs/build.sh", path.display()));
-    vec![ObjectSource::new("engine.o", bytes)]
+    vec![ObjectSource::new(name, bytes)]
+}
+
+/// programs/engine_sockmsg_vN.c: its `count` (sk_msg) is put on its `socks` sockhash.
+pub fn sockmsg_object(version: u32) -> Vec<ObjectSource> {
+    fixture(&format!("engine_sockmsg_v{version}.o"), "sockmsg.o")
+}
+
+/// The sk_msg verdict hook of the `socks` sockhash, held as `via` says; `map` is the
+/// live map's id where the state knows it.
+pub fn sockmsg_point(map: Option<u32>, via: Via) -> AttachPoint {
+    AttachPoint::SockMap {
+        map: "socks".into(),
+        attach_type: "sk_msg_verdict".into(),
+        target: map,
+        via,
+    }
+}
+
+/// engine_sockmsg_vN.c's `count` on the `socks` sockhash, held as `via` says.
+pub fn sockmsg_options(via: Via) -> Options {
+    Options {
+        attachments: vec![Attachment {
+            name: "count_msgs".into(),
+            program: "count".into(),
+            point: sockmsg_point(None, via),
+        }],
+        ..Options::default()
+    }
 }
 
 pub fn cgroup_point(path: &Path) -> AttachPoint {
