@@ -1,6 +1,6 @@
 //! Feature probes for what varies by kernel, each run once per [`Bpf`] handle.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -225,18 +225,7 @@ impl Bpf {
         let Some(prog_type) = cgroup_program_type(attach_type) else {
             return false;
         };
-        let insns = [
-            Insn::new(0xb7, 0, 0, 0, 1), // r0 = 1
-            Insn::new(0x95, 0, 0, 0, 0), // exit
-        ];
-        let mut load = ProgLoad::new(prog_type, &insns, "GPL");
-        load.expected_attach_type = Some(attach_type);
-        load.log_level = super::LogLevel::Always(0);
-        let Ok(prog) = self.prog_load(&load) else {
-            return false;
-        };
-        let spec = LinkCreate::new(prog.as_fd(), AttachTarget::Fd(cgroup.as_fd()), attach_type);
-        self.link_create(&spec).is_ok()
+        self.links_a_pass_program(prog_type, cgroup.as_fd(), attach_type)
     }
 
     /// Whether the kernel attaches programs to socket maps through links (6.10):
@@ -257,8 +246,19 @@ impl Bpf {
         let Ok(map) = self.map_create(&MapCreate::new(MapType::Sockhash, 4, 8, 1)) else {
             return false;
         };
+        self.links_a_pass_program(prog_type, map.as_fd(), attach_type)
+    }
+
+    /// Whether a program of `prog_type` returning 1 (allow, `SK_PASS`) loads for
+    /// `attach_type` and links to `target`; program and link are closed on return.
+    fn links_a_pass_program(
+        &self,
+        prog_type: ProgramType,
+        target: BorrowedFd<'_>,
+        attach_type: AttachType,
+    ) -> bool {
         let insns = [
-            Insn::new(0xb7, 0, 0, 0, 1), // r0 = SK_PASS
+            Insn::new(0xb7, 0, 0, 0, 1), // r0 = 1
             Insn::new(0x95, 0, 0, 0, 0), // exit
         ];
         let mut load = ProgLoad::new(prog_type, &insns, "GPL");
@@ -267,7 +267,7 @@ impl Bpf {
         let Ok(prog) = self.prog_load(&load) else {
             return false;
         };
-        let spec = LinkCreate::new(prog.as_fd(), AttachTarget::Fd(map.as_fd()), attach_type);
+        let spec = LinkCreate::new(prog.as_fd(), AttachTarget::Fd(target), attach_type);
         self.link_create(&spec).is_ok()
     }
 }
