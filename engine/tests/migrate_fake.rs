@@ -59,34 +59,43 @@ fn key(i: u32) -> Vec<u8> {
 
 #[test]
 fn a_copy_converts_every_entry_through_enospc_and_duplicates() {
-    let dir = TempDir::new("migrate-copy");
-    // 8 buckets for 5000 entries: every bucket exceeds a 16-entry buffer.
-    let old = FakeMap::new(Geometry::new(MapType::Hash, 4, 16, 5000, 1))
-        .with_buckets(8)
-        .with_duplicates_every(3);
-    let new = FakeMap::new(Geometry::new(MapType::Hash, 4, 24, 5000, 1));
-    fill(&old, 5000);
-    let options = CopyOptions {
-        chunk: 16,
-        ..CopyOptions::default()
-    };
-    let (base, report) =
-        copy_map("m", &old, &new, &conversion(1, false), dir.path(), &options).unwrap();
-    assert!(old.stats().enospc > 0, "the buffer had to grow");
-    assert!(report.duplicates > 0, "the walk returned keys twice");
-    assert_eq!((report.copied, base.len()), (5000, 5000));
-    assert!(report.read_by_batch && report.written_by_batch);
-    let got = new.entries();
-    assert_eq!(got.len(), 5000);
-    for i in 0..5000u32 {
+    // One writer, and three, each taking the keys of its share of the hashes.
+    for writers in [1, 3] {
+        let dir = TempDir::new("migrate-copy");
+        // 8 buckets for 5000 entries: every bucket exceeds a 16-entry buffer.
+        let old = FakeMap::new(Geometry::new(MapType::Hash, 4, 16, 5000, 1))
+            .with_buckets(8)
+            .with_duplicates_every(3);
+        let new = FakeMap::new(Geometry::new(MapType::Hash, 4, 24, 5000, 1));
+        fill(&old, 5000);
+        let options = CopyOptions {
+            chunk: 16,
+            writers,
+            ..CopyOptions::default()
+        };
+        let (base, report) =
+            copy_map("m", &old, &new, &conversion(1, false), dir.path(), &options).unwrap();
+        assert!(old.stats().enospc > 0, "the buffer had to grow");
+        assert!(report.duplicates > 0, "the walk returned keys twice");
         assert_eq!(
-            new_fields(&got[&key(i)]),
-            (u64::from(i) * 1000, u64::from(i), i ^ 0x55, 0)
+            (report.copied, base.len()),
+            (5000, 5000),
+            "{writers} writers"
         );
+        assert!(report.read_by_batch && report.written_by_batch);
+        let got = new.entries();
+        assert_eq!(got.len(), 5000, "{writers} writers");
+        for i in 0..5000u32 {
+            assert_eq!(
+                new_fields(&got[&key(i)]),
+                (u64::from(i) * 1000, u64::from(i), i ^ 0x55, 0),
+                "{writers} writers, key {i}"
+            );
+        }
+        // The base on disk reads back to the same index.
+        let again = MergeBase::read_from(dir.path(), "m").unwrap();
+        assert_eq!(again.entries(), base.entries());
     }
-    // The base on disk reads back to the same index.
-    let again = MergeBase::read_from(dir.path(), "m").unwrap();
-    assert_eq!(again.entries(), base.entries());
 }
 
 #[test]

@@ -264,7 +264,7 @@ fn convert_chunk(
         h.write(v);
         let old_digest = h.finish();
         // The high bits pick the lane (the index sorts by the whole hash).
-        let lane = usize::try_from((key_hash >> 32) % lanes).unwrap_or(0);
+        let lane = usize::try_from(((key_hash >> 32) * lanes) >> 32).unwrap_or(0);
         let Some(out) = outs.get_mut(lane) else {
             continue;
         };
