@@ -254,11 +254,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let st = report.stages;
         let busy = st.read + st.convert + st.write;
         println!(
-            "round {round}: stages busy: read {:.3} s, convert and base {:.3} s, write {:.3} s (busiest writer), \
-             base finish {:.3} s; overlap (busy / wall) {:.2}",
+            "round {round}: stages busy: read {:.3} s, convert and base {:.3} s, write {:.3} s (busiest writer; \
+             {} entries by the write program), base finish {:.3} s; overlap (busy / wall) {:.2}",
             st.read.as_secs_f64(),
             st.convert.as_secs_f64(),
             st.write.as_secs_f64(),
+            report.written_by_program,
             st.finish.as_secs_f64(),
             busy.as_secs_f64() / mig_s
         );

@@ -93,6 +93,10 @@ impl MapAccess for Watched {
         self.inner.geometry()
     }
 
+    fn kernel_map(&self) -> Option<&handover_sys::Map> {
+        self.inner.kernel_map()
+    }
+
     fn lookup_batch(
         &self,
         cursor: &mut Cursor,

@@ -5,7 +5,9 @@
 //! again, which adds no `sum` twice (the patch program marks each key done in the
 //! same run), and the patch and delete programs refusing to change an entry the new
 //! programs rewrote after the reconcile read it. Each test has its own bpffs mount and state directory;
-//! the maps live only as long as their descriptors.
+//! the maps live only as long as their descriptors. Hash maps of 100,000 entries are
+//! written by the generated write program past the first batches, and a copy into a
+//! map too small stops where the kernel refuses, with the batch command's error.
 #![allow(clippy::indexing_slicing, reason = "tests index fixed buffers")]
 #![allow(clippy::cast_possible_truncation, reason = "test values are small")]
 
@@ -116,6 +118,16 @@ fn one_hundred_thousand_entries_per_map_type_are_copied_converted() {
         .unwrap_or_else(|e| panic!("{t}: {e}"));
         assert_eq!(report.copied, N as usize, "{t}: {report:?}");
         assert_eq!(base.len(), N as usize);
+        // Hash maps of shared values are written by the generated program once the
+        // copy passes its first batches; the others by batch only.
+        if matches!(t, MapType::Hash | MapType::LruHash) {
+            assert!(
+                report.written_by_program > N as usize / 2,
+                "{t}: {report:?}"
+            );
+        } else {
+            assert_eq!(report.written_by_program, 0, "{t}: {report:?}");
+        }
         let got = new.dump().unwrap();
         assert_eq!(got.len(), N as usize, "{t}");
         let g = MapAccess::geometry(&new);
@@ -132,6 +144,45 @@ fn one_hundred_thousand_entries_per_map_type_are_copied_converted() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn a_copy_into_a_map_too_small_fails_naming_the_refusal_after_the_program_wrote_what_fit() {
+    if !testenv::privileged(
+        "a_copy_into_a_map_too_small_fails_naming_the_refusal_after_the_program_wrote_what_fit",
+    ) {
+        return;
+    }
+    let state = testenv::TempDir::new("migrate-kernel-small");
+    let bpf = Bpf::kernel();
+    let old = create(&bpf, MapType::Hash, 16, N, "mig_old");
+    let new = create(&bpf, MapType::Hash, 24, N / 2, "mig_new");
+    fill(&old, MapType::Hash);
+    let err = copy_map(
+        "m",
+        &old,
+        &new,
+        &conversion(&old),
+        state.path(),
+        &CopyOptions::default(),
+    )
+    .unwrap_err();
+    // The batch command, given the rest from the refused entry on, says what and where.
+    let text = err.to_string();
+    assert!(
+        text.starts_with("map \"m\": writing entries by batch"),
+        "{text}"
+    );
+    assert!(text.contains("\"mig_new\""), "{text}");
+    assert!(text.contains("Argument list too long"), "{text}");
+    // Everything that fit is in, each entry converted.
+    let got = new.dump().unwrap();
+    assert_eq!(got.len(), N as usize / 2);
+    for (k, v) in got.iter() {
+        let i = u32::from_ne_bytes(k.try_into().unwrap());
+        let (eb, eh, ef) = expected(i, 0);
+        assert_eq!(new_fields(&v[..24]), (eb, eh, ef, 0), "key {i}");
     }
 }
 

@@ -149,6 +149,12 @@ pub trait MapAccess: Send + Sync + std::fmt::Debug {
     /// Sizes, type and capacity.
     fn geometry(&self) -> Geometry;
 
+    /// The kernel map behind this access, where there is one: a copy into it can then
+    /// be written by a generated program (see [`super::write_prog`]).
+    fn kernel_map(&self) -> Option<&super::sys::Map> {
+        None
+    }
+
     /// One batch lookup (`BPF_MAP_LOOKUP_BATCH`) from `cursor`, filling up to
     /// `keys.len() / key_size` entries; returns how many, and advances `cursor`
     /// (marking it done at the end of the map, possibly with a last few entries).

@@ -4,10 +4,13 @@
 //! Reads and writes overlap: the calling thread walks the old map by batches,
 //! converts each chunk with the compiled [`Conversion`] and records it in the
 //! [`MergeBase`] file; writer threads, fed through bounded channels, put the converted
-//! entries into the new map by batch. Both ends are bpf(2) calls of about the same
-//! cost, and the conversion and the base are small next to them, so one reading and
-//! one writing thread keep two CPUs busy; a thread of its own for the conversion
-//! would only add a hop per chunk. With more than one writer each takes the keys
+//! entries into the new map: by batch at first, and once the copy has passed its first
+//! batches through a generated program where the map allows one
+//! ([`super::write_prog`]), which spares the batch command's copy from user space of
+//! each key and value. Reading and writing are bpf(2) work of about the same cost, and
+//! the conversion and the base are small next to them, so one reading and one writing
+//! thread keep two CPUs busy; a thread of its own for the conversion would only add a
+//! hop per chunk. With more than one writer each takes the keys
 //! whose hash falls in its share, in the walk's order, so a key the walk returned
 //! twice ends with the value read last, as the base records it, however the writers
 //! interleave. Every buffer goes back to its stage for reuse: nothing is allocated
@@ -25,6 +28,7 @@ use super::digest::{Hasher64, hash64};
 use super::error::{MigrateError, between_batches};
 use super::walk::{Chunk, walk_inline};
 use super::write::Writer;
+use super::write_prog::{self, ProgWriter};
 
 /// How a copy runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +81,9 @@ pub struct CopyReport {
     pub read_by_batch: bool,
     /// Whether the new map was written by batch (else key by key).
     pub written_by_batch: bool,
+    /// Entries a generated program wrote (see [`ProgramWrites`]) rather than the
+    /// batch command.
+    pub written_by_program: usize,
     /// Wall time.
     pub elapsed: Duration,
     /// Time each stage of the pipeline spent working (not waiting on the others).
@@ -125,6 +132,7 @@ pub fn copy_map(
     let writer = Writer::new(new, name, options.lock);
     let depth = options.depth.max(1);
     let writers = options.writers.clamp(1, MAX_WRITERS);
+    let run = write_prog::run_for(&ng, options.lock);
     // New chunks go from the walk to each writer, and back empty. Each lane has `depth`
     // buffers in flight plus one being filled, all allocated once.
     let mut lanes = Vec::with_capacity(writers);
@@ -145,19 +153,20 @@ pub fn copy_map(
         let handles: Vec<_> = lane_ends
             .into_iter()
             .map(|(rx, free_tx)| {
-                s.spawn(move || -> Result<Duration, MigrateError> {
+                s.spawn(move || -> Result<(Duration, usize), MigrateError> {
                     let mut busy = Duration::ZERO;
+                    let mut by_program = ProgramWrites::new(new, name, run);
                     for chunk in &rx {
                         if chunk.len > 0 {
                             let t = Instant::now();
-                            writer.update(&chunk.keys, &chunk.values)?;
+                            by_program.write(writer, &chunk)?;
                             busy += t.elapsed();
                         }
                         // The converter may have finished and gone: nothing to hand
                         // back to.
                         let _ = free_tx.send(chunk);
                     }
-                    Ok(busy)
+                    Ok((busy, by_program.written))
                 })
             })
             .collect();
@@ -197,9 +206,11 @@ pub fn copy_map(
         (walked, finishing, writer_results)
     });
     // A writer's error is the cause of a walk that stopped early: report it first.
-    let mut writing = Duration::ZERO;
+    let (mut writing, mut written_by_program) = (Duration::ZERO, 0);
     for r in writer_results {
-        writing = writing.max(joined(r)?);
+        let (busy, by_program) = joined(r)?;
+        writing = writing.max(busy);
+        written_by_program += by_program;
     }
     let ((read_by_batch, reading), base) = walked?;
     let stages = StageTimes {
@@ -217,10 +228,78 @@ pub fn copy_map(
             duplicates: read.saturating_sub(copied),
             read_by_batch,
             written_by_batch: writer.batched(),
+            written_by_program,
             elapsed: start.elapsed(),
             stages,
         },
     ))
+}
+
+/// Entries a writer thread puts in by batch before it loads a program to write the
+/// rest (see [`super::write_prog`]): smaller copies do not repay the load.
+const PROGRAM_AFTER: usize = 16 * 1024;
+
+/// One writer thread's way of writing: by batch at first, then, once the copy has
+/// shown itself large, through a generated program where the map allows one, and by
+/// batch again for whatever the program left (a refused entry, whose error the batch
+/// command then reports; or the program's load refused).
+struct ProgramWrites<'m> {
+    map: &'m dyn MapAccess,
+    name: &'m str,
+    run: Option<usize>,
+    by_batch: usize,
+    program: Option<ProgWriter>,
+    written: usize,
+}
+
+impl<'m> ProgramWrites<'m> {
+    fn new(map: &'m dyn MapAccess, name: &'m str, run: Option<usize>) -> Self {
+        Self {
+            map,
+            name,
+            run,
+            by_batch: 0,
+            program: None,
+            written: 0,
+        }
+    }
+
+    fn write(&mut self, writer: &Writer<'_>, chunk: &Chunk) -> Result<(), MigrateError> {
+        if self.by_batch >= PROGRAM_AFTER
+            && let Some(run) = self.run.take()
+            && let Some(kernel_map) = self.map.kernel_map()
+        {
+            match ProgWriter::new(kernel_map, self.name, run) {
+                Ok(p) => self.program = Some(p),
+                Err(e) => tracing::debug!(map = self.name, error = %e, "writing by batch"),
+            }
+        }
+        let mut done = 0;
+        if let Some(p) = &self.program {
+            match p.write(self.name, &chunk.keys, &chunk.values) {
+                Ok(n) => done = n,
+                Err(e) => {
+                    // Written again from the start by batch: the same values in the
+                    // same order, so nothing changes twice.
+                    tracing::debug!(map = self.name, error = %e, "writing by batch");
+                    self.program = None;
+                }
+            }
+        }
+        self.written += done;
+        if done < chunk.len {
+            let (ks, vl) = (
+                chunk.keys.len() / chunk.len.max(1),
+                chunk.values.len() / chunk.len.max(1),
+            );
+            writer.update(
+                chunk.keys.get(done * ks..).unwrap_or_default(),
+                chunk.values.get(done * vl..).unwrap_or_default(),
+            )?;
+            self.by_batch += chunk.len - done;
+        }
+        Ok(())
+    }
 }
 
 /// A thread's result, its panic carried on.

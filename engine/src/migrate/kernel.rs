@@ -4,6 +4,10 @@ use super::access::{Cursor, Geometry, MapAccess, Partial};
 use super::sys::{Error, Map, MapType, UpdateFlags};
 
 impl MapAccess for Map {
+    fn kernel_map(&self) -> Option<&Map> {
+        Some(self)
+    }
+
     fn geometry(&self) -> Geometry {
         let info = self.info();
         let map_type = info.map_type.unwrap_or(MapType::Unspec);

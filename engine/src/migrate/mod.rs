@@ -32,6 +32,7 @@ mod reconcile;
 mod sockets;
 mod walk;
 mod write;
+mod write_prog;
 
 pub use access::{Cursor, Geometry, MapAccess, Partial, batch_unsupported};
 pub use base::{BaseChange, BaseEntry, BaseShape, BaseWriter, MergeBase, base_path};

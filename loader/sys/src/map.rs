@@ -294,6 +294,12 @@ impl Map {
         self.fd.as_fd()
     }
 
+    /// The bpf(2) handle the map was opened with.
+    #[must_use]
+    pub fn bpf(&self) -> &Bpf {
+        &self.bpf
+    }
+
     /// Gives the descriptor back.
     #[must_use]
     pub fn into_fd(self) -> OwnedFd {
