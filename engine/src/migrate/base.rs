@@ -44,6 +44,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::digest::{Hasher64, fresh_seed, hash_key_and_entry, hash64};
@@ -234,12 +235,11 @@ impl Header {
 #[derive(Debug)]
 pub struct BaseWriter {
     path: PathBuf,
-    out: File,
+    output: Output,
     shape: BaseShape,
     seed: u64,
     index: Vec<BaseEntry>,
     offset: u64,
-    checksum: Hasher64,
     count: u64,
     count_at: u64,
     /// Records not yet checksummed and written, in one buffer so that both run over
@@ -249,6 +249,79 @@ pub struct BaseWriter {
 
 /// Bytes of records collected before they are written.
 const PENDING: usize = 1 << 20;
+/// Buffers of records on their way to the output thread.
+const IN_FLIGHT: usize = 2;
+
+/// The thread that checksums the records and writes them to the file, so that the
+/// copy's converting thread only collects them; buffers go there full and come back
+/// empty, at most [`IN_FLIGHT`] on the way.
+#[derive(Debug)]
+struct Output {
+    path: PathBuf,
+    full: Option<mpsc::SyncSender<Vec<u8>>>,
+    empty: mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<Result<(File, Hasher64), MigrateError>>>,
+}
+
+impl Output {
+    /// Starts the thread appending to `out` (whose records start at `at`), the
+    /// segment checksum continuing from `checksum`.
+    fn start(mut out: File, path: PathBuf, mut checksum: Hasher64, mut at: u64) -> Self {
+        let (full, records) = mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
+        let (back, empty) = mpsc::channel();
+        let file = path.clone();
+        let thread = std::thread::spawn(move || {
+            for mut buf in records {
+                checksum.write(&buf);
+                out.write_all(&buf).map_err(io_err(&path, "writing"))?;
+                let len = buf.len() as u64;
+                start_writeback(&out, at, len);
+                at += len;
+                buf.clear();
+                // The writer may be gone (finished or dropped): nothing to give back to.
+                let _ = back.send(buf);
+            }
+            Ok((out, checksum))
+        });
+        Self {
+            path: file,
+            full: Some(full),
+            empty,
+            thread: Some(thread),
+        }
+    }
+
+    /// Hands `buf` to the thread; returns an empty buffer to fill next.
+    fn send(&mut self, buf: Vec<u8>) -> Result<Vec<u8>, MigrateError> {
+        let capacity = buf.capacity();
+        let sent = self.full.as_ref().is_some_and(|f| f.send(buf).is_ok());
+        if !sent {
+            // The thread stopped on an error: report it.
+            return Err(self.end().err().unwrap_or_else(|| MigrateError::Io {
+                path: self.path.clone(),
+                doing: "writing",
+                source: std::io::Error::other("the base's output thread stopped"),
+            }));
+        }
+        Ok(self
+            .empty
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(capacity)))
+    }
+
+    /// Waits for everything sent to be written; the file and the checksum back.
+    fn end(&mut self) -> Result<(File, Hasher64), MigrateError> {
+        self.full = None;
+        let thread = self.thread.take().ok_or_else(|| MigrateError::Io {
+            path: self.path.clone(),
+            doing: "writing",
+            source: std::io::Error::other("the base's output thread has ended already"),
+        })?;
+        thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
 
 impl BaseWriter {
     /// Starts the base of map `name` in `dir`, replacing an older one; `expected` is
@@ -290,14 +363,14 @@ impl BaseWriter {
         out.write_all(&seg).map_err(io_err(&path, "writing"))?;
         let mut index = Vec::new();
         index.reserve_exact(expected.saturating_add(expected / 64).saturating_add(16));
+        let offset = HEADER_LEN as u64 + 12;
         Ok(Self {
+            output: Output::start(out, path.clone(), checksum, offset),
             path,
-            out,
             shape,
             seed,
             index,
-            offset: HEADER_LEN as u64 + 12,
-            checksum,
+            offset,
             count: 0,
             count_at: HEADER_LEN as u64 + 4,
             pending: Vec::with_capacity(PENDING + shape.record_len()),
@@ -350,13 +423,8 @@ impl BaseWriter {
 
     /// Checksums and writes the records collected so far.
     fn flush(&mut self) -> Result<(), MigrateError> {
-        self.checksum.write(&self.pending);
-        self.out
-            .write_all(&self.pending)
-            .map_err(io_err(&self.path, "writing"))?;
-        let len = self.pending.len() as u64;
-        start_writeback(&self.out, self.offset.saturating_sub(len), len);
-        self.pending.clear();
+        let full = std::mem::take(&mut self.pending);
+        self.pending = self.output.send(full)?;
         Ok(())
     }
 
@@ -367,14 +435,13 @@ impl BaseWriter {
     /// The file cannot be written or synced.
     pub fn finish(mut self) -> Result<MergeBase, MigrateError> {
         self.flush()?;
+        let (mut out, checksum) = self.output.end()?;
         let Self {
             path,
-            mut out,
             shape,
             seed,
             mut index,
             offset,
-            checksum,
             count,
             count_at,
             ..
