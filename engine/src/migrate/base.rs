@@ -47,6 +47,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::copy::joined;
 use super::digest::{Hasher64, fresh_seed, hash_key_and_entry, hash64};
 use super::error::MigrateError;
 
@@ -269,11 +270,12 @@ impl Output {
     fn start(mut out: File, path: PathBuf, mut checksum: Hasher64, mut at: u64) -> Self {
         let (full, records) = mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
         let (back, empty) = mpsc::channel();
-        let file = path.clone();
+        let thread_path = path.clone();
         let thread = std::thread::spawn(move || {
             for mut buf in records {
                 checksum.write(&buf);
-                out.write_all(&buf).map_err(io_err(&path, "writing"))?;
+                out.write_all(&buf)
+                    .map_err(io_err(&thread_path, "writing"))?;
                 let len = buf.len() as u64;
                 start_writeback(&out, at, len);
                 at += len;
@@ -284,7 +286,7 @@ impl Output {
             Ok((out, checksum))
         });
         Self {
-            path: file,
+            path,
             full: Some(full),
             empty,
             thread: Some(thread),
@@ -471,7 +473,7 @@ impl BaseWriter {
             last_pass_ns: unix_ns(last_pass),
         };
         let (synced, deduped) = std::thread::scope(|s| {
-            let syncing = s.spawn(|| sync_new(&file, &path, &header));
+            let syncing = s.spawn(|| write_header_synced(&file, &path, &header));
             let deduped = dedupe(&file, &path, shape, &mut index);
             (joined(syncing.join()), deduped)
         });
@@ -492,14 +494,9 @@ impl BaseWriter {
     }
 }
 
-/// A thread's result, its panic carried on.
-fn joined<T>(r: std::thread::Result<T>) -> T {
-    r.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
-
-/// Writes the header of a new base file, syncs the file, then its directory (which
-/// holds its new name).
-fn sync_new(file: &File, path: &Path, header: &Header) -> Result<(), MigrateError> {
+/// Writes `header` in place, syncs the file, then its directory (which holds the
+/// file's name).
+fn write_header_synced(file: &File, path: &Path, header: &Header) -> Result<(), MigrateError> {
     file.write_all_at(&header.encode(), 0)
         .map_err(io_err(path, "writing the header"))?;
     file.sync_all().map_err(io_err(path, "syncing"))?;
@@ -798,18 +795,7 @@ impl MergeBase {
             last_checksum: checksum,
             last_pass_ns: unix_ns(self.last_pass),
         };
-        self.file
-            .write_all_at(&header.encode(), 0)
-            .map_err(io_err(&self.path, "writing the header"))?;
-        self.file
-            .sync_all()
-            .map_err(io_err(&self.path, "syncing"))?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(dir, "syncing the directory"))?;
-        }
-        Ok(())
+        write_header_synced(&self.file, &self.path, &header)
     }
 
     /// Reads and verifies the base of map `name` in `dir`: header, every segment's
@@ -1008,6 +994,7 @@ fn sort_index(index: &mut [BaseEntry]) {
     // entry), each sorted range by range.
     let half = starts.get(SORT_RANGES / 2).copied().unwrap_or(0);
     let (low, high) = index.split_at_mut(half);
+    // `bounds`: where each range of `part` starts, then where the last one ends.
     let sort_ranges = |part: &mut [BaseEntry], bounds: &[usize], at: usize| {
         for w in bounds.windows(2) {
             if let (Some(&a), Some(&b)) = (w.first(), w.get(1))
@@ -1017,13 +1004,11 @@ fn sort_index(index: &mut [BaseEntry]) {
             }
         }
     };
-    let (lo_bounds, hi_bounds) = starts.split_at(SORT_RANGES / 2);
+    let lo_bounds = starts.get(..=SORT_RANGES / 2).unwrap_or_default();
+    let hi_bounds = starts.get(SORT_RANGES / 2..).unwrap_or_default();
     std::thread::scope(|s| {
         let other = s.spawn(|| sort_ranges(high, hi_bounds, half));
-        // The low half's bounds run up to where the high half starts.
-        let mut lo = lo_bounds.to_vec();
-        lo.push(half);
-        sort_ranges(low, &lo, 0);
+        sort_ranges(low, lo_bounds, 0);
         joined(other.join());
     });
 }

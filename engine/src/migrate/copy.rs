@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use super::access::MapAccess;
 use super::base::{BaseShape, BaseWriter, MergeBase};
 use super::conversion::{Compiled, Conversion};
-use super::digest::{Hasher64, hash64};
+use super::digest::{hash_key_and_entry_keeping, hash64};
 use super::error::{MigrateError, between_batches};
 use super::walk::{Chunk, walk_inline};
 use super::write::Writer;
@@ -275,7 +275,7 @@ impl<'m> ProgramWrites<'m> {
             }
         }
         let mut done = 0;
-        if let Some(p) = &self.program {
+        if let Some(p) = &mut self.program {
             match p.write(self.name, &chunk.keys, &chunk.values) {
                 Ok(n) => done = n,
                 Err(e) => {
@@ -303,7 +303,7 @@ impl<'m> ProgramWrites<'m> {
 }
 
 /// A thread's result, its panic carried on.
-fn joined<T>(r: std::thread::Result<T>) -> T {
+pub(super) fn joined<T>(r: std::thread::Result<T>) -> T {
     r.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
@@ -336,12 +336,7 @@ fn convert_chunk(
         .chunks_exact(ks.max(1))
         .zip(chunk.values.chunks_exact(vl.max(1)))
     {
-        let mut h = Hasher64::new(seed);
-        h.write(k);
-        let key_hash = h.finish();
-        let after_key = same_key.then(|| h.clone());
-        h.write(v);
-        let old_digest = h.finish();
+        let (key_hash, old_digest, after_key) = hash_key_and_entry_keeping(seed, k, v, same_key);
         // The high bits pick the lane (the index sorts by the whole hash).
         let lane = usize::try_from(((key_hash >> 32) * lanes) >> 32).unwrap_or(0);
         let Some(out) = outs.get_mut(lane) else {

@@ -114,11 +114,26 @@ pub fn hash64(seed: u64, parts: &[&[u8]]) -> u64 {
 #[must_use]
 #[inline]
 pub fn hash_key_and_entry(seed: u64, key: &[u8], value: &[u8]) -> (u64, u64) {
+    let (key_hash, entry, _) = hash_key_and_entry_keeping(seed, key, value, false);
+    (key_hash, entry)
+}
+
+/// As [`hash_key_and_entry`], and with `keep` the hasher as it stood after the key,
+/// to hash another value after the same key without going over the key again.
+#[must_use]
+#[inline]
+pub fn hash_key_and_entry_keeping(
+    seed: u64,
+    key: &[u8],
+    value: &[u8],
+    keep: bool,
+) -> (u64, u64, Option<Hasher64>) {
     let mut h = Hasher64::new(seed);
     h.write(key);
     let key_hash = h.finish();
+    let after_key = keep.then(|| h.clone());
     h.write(value);
-    (key_hash, h.finish())
+    (key_hash, h.finish(), after_key)
 }
 
 /// A seed that differs from run to run (time and address-space entropy); the merge

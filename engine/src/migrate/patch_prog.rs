@@ -87,11 +87,11 @@ pub(super) const MOVES: [(usize, u8, u8); 4] = [
     (1, 0x71, 0x73),
 ];
 
-fn i16_of(n: usize) -> i16 {
+pub(super) fn i16_of(n: usize) -> i16 {
     i16::try_from(n).unwrap_or(i16::MAX)
 }
 
-fn i32_of(n: usize) -> i32 {
+pub(super) fn i32_of(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 

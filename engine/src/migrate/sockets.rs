@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use super::error::{MigrateError, kernel};
 use super::patch_prog::{
-    ADD64_IMM, CALL, EXIT, JEQ_IMM, LD_IMM64, MOV64_IMM, MOV64_REG, MOVES, PSEUDO_MAP_FD,
+    ADD64_IMM, CALL, EXIT, JEQ_IMM, LD_IMM64, MOV64_IMM, MOV64_REG, MOVES, PSEUDO_MAP_FD, i16_of,
 };
 use super::sys::{
     AttachType, Bpf, Insn, IterTarget, Map, MapType, ProgLoad, ProgramType, UpdateFlags,
@@ -241,10 +241,6 @@ fn iter_target_id() -> Result<u32, String> {
     btf.id_by_name(ITER_TARGET, handover_btf::Kind::Func)
         .map(|id| id.0)
         .ok_or_else(|| format!("no function {ITER_TARGET} in the kernel BTF"))
-}
-
-fn i16_of(n: usize) -> i16 {
-    i16::try_from(n).unwrap_or(i16::MAX)
 }
 
 /// The iterator program: see the module documentation. `record` bytes of stack hold

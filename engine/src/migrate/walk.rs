@@ -84,11 +84,9 @@ impl<'m> Walker<'m> {
                     {
                         Ok(n) => {
                             *first = false;
-                            self.chunk = self
-                                .chunk
-                                .saturating_mul(2)
-                                .min(self.target)
-                                .max(self.chunk);
+                            // `target` is never below `chunk`: growing on ENOSPC
+                            // raises both.
+                            self.chunk = self.chunk.saturating_mul(2).min(self.target);
                             self.done = cursor.done();
                             if n > 0 {
                                 out.keys.truncate(n * ks);

@@ -33,7 +33,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use super::access::Geometry;
 use super::error::{MigrateError, kernel};
 use super::patch_prog::{
-    ADD64_IMM, CALL, EXIT, JEQ_IMM, LD_IMM64, MOV64_IMM, MOV64_REG, PSEUDO_MAP_FD,
+    ADD64_IMM, CALL, EXIT, JEQ_IMM, LD_IMM64, MOV64_IMM, MOV64_REG, PSEUDO_MAP_FD, i32_of,
 };
 use super::sys::{Insn, Map, MapCreate, MapType, ProgLoad, ProgramType, UpdateFlags};
 
@@ -70,7 +70,7 @@ pub(crate) struct ProgWriter {
     run: usize,
     key_size: usize,
     value_len: usize,
-    buf: std::sync::Mutex<Vec<u8>>,
+    buf: Vec<u8>,
 }
 
 /// Entries per run for `g`, or `None` where a program does not write this map as
@@ -83,10 +83,6 @@ pub(crate) fn run_for(g: &Geometry, lock: bool) -> Option<usize> {
     let entry = g.key_size + g.value_len;
     let run = ((MAX_CARRIER - HEADER) / entry).min(RUN);
     (run >= MIN_RUN).then_some(run)
-}
-
-fn i32_of(n: usize) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 fn ld_map(dst: u8, fd: i32) -> [Insn; 2] {
@@ -216,7 +212,7 @@ impl ProgWriter {
             run,
             key_size,
             value_len,
-            buf: std::sync::Mutex::new(vec![0; size]),
+            buf: vec![0; size],
         })
     }
 
@@ -227,25 +223,22 @@ impl ProgWriter {
     /// # Errors
     /// A command on the carrier or the test run fails.
     pub(crate) fn write(
-        &self,
+        &mut self,
         name: &str,
         keys: &[u8],
         values: &[u8],
     ) -> Result<usize, MigrateError> {
         let (ks, vl) = (self.key_size.max(1), self.value_len.max(1));
-        let mut buf = self
-            .buf
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let buf = &mut self.buf;
         let values_at = HEADER + self.run * ks;
         let mut written = 0;
         for (k, v) in keys.chunks(self.run * ks).zip(values.chunks(self.run * vl)) {
             let n = k.len() / ks;
-            put(&mut buf, 0, &u32::try_from(n).unwrap_or(0).to_ne_bytes());
-            put(&mut buf, HEADER, k);
-            put(&mut buf, values_at, v);
+            put(buf, 0, &u32::try_from(n).unwrap_or(0).to_ne_bytes());
+            put(buf, HEADER, k);
+            put(buf, values_at, v);
             self.carrier
-                .update(&0u32.to_ne_bytes(), &buf, UpdateFlags::ANY)
+                .update(&0u32.to_ne_bytes(), buf, UpdateFlags::ANY)
                 .map_err(kernel(name, "filling the write carrier"))?;
             let run = self
                 .carrier
