@@ -551,3 +551,66 @@ fn big_endian_objects_are_not_converted() {
         assert_eq!(r.maps[0].verdict, verdict, "{endian:?}");
     }
 }
+
+#[test]
+fn socket_and_outer_map_keys_are_mapped_only_where_every_field_carries() {
+    let reordered = || {
+        cstruct(
+            Some("flow"),
+            vec![("port", u32_()), ("daddr", u32_()), ("saddr", u32_())],
+        )
+    };
+    let with_zone = || {
+        cstruct(
+            Some("flow"),
+            vec![
+                ("saddr", u32_()),
+                ("daddr", u32_()),
+                ("port", u16_()),
+                ("zone", u16_()),
+            ],
+        )
+    };
+    // (map type, new key, a key mapping kept)
+    let rows = [
+        ("sockhash", reordered(), true),
+        ("hash_of_maps", reordered(), true),
+        // A field the old key lacks cannot be derived: keys would not be found.
+        ("sockhash", with_zone(), false),
+        // A sockmap's key is an index.
+        ("sockmap", u64_(), false),
+    ];
+    for (t, new_key, mapped) in rows {
+        let old = map("m", t, flow(), u64_(), 64);
+        let mut new = old.clone();
+        set_key(&mut new, new_key);
+        if t == "sockmap" {
+            set_key(&mut new, u32_());
+            new.key_size = 4;
+        }
+        let d = diff_map(Some(&old), Some(&new), Policy::Migrate, &ENV);
+        // The diff alone cannot carry references: the engine decides (engine/src/carry.rs).
+        assert_eq!(d.verdict, Verdict::Recreate, "{t}");
+        assert!(d.loses_entries, "{t}");
+        assert_eq!(d.key_plan.is_some(), mapped, "{t}: {:?}", d.notes);
+        if let Some(plan) = &d.key_plan {
+            let old_key: Vec<u8> = (1..=12).collect();
+            let new_key = handover::convert(plan, &old_key).unwrap();
+            assert_eq!(new_key.len(), 12, "{t}");
+            // The 16-bit port widened (the old key's padding is not carried), the
+            // addresses moved.
+            assert_eq!(&new_key[0..4], &[9, 10, 0, 0], "{t}: port");
+            assert_eq!(&new_key[4..8], &old_key[4..8], "{t}: daddr");
+            assert_eq!(&new_key[8..12], &old_key[0..4], "{t}: saddr");
+        }
+    }
+    // Strict carries nothing.
+    let old = map("m", "sockhash", flow(), u64_(), 64);
+    let mut new = old.clone();
+    set_key(&mut new, reordered());
+    assert!(
+        diff_map(Some(&old), Some(&new), Policy::Strict, &ENV)
+            .key_plan
+            .is_none()
+    );
+}

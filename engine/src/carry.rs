@@ -191,11 +191,14 @@ fn is_socket_map(t: MapType) -> bool {
 }
 
 /// Whether the sockets of socket map `old` can be carried into `new` by the sockmap
-/// iterator on a kernel with `facts`; why not if not.
+/// iterator on a kernel with `facts`; why not if not. `rekeyed`: the plan converts
+/// the keys (a mapping that carries every field), and each socket is inserted under
+/// its converted key.
 fn sockets_carried(
     old: &MapModel,
     new: Option<&MapModel>,
     facts: &KernelFacts,
+    rekeyed: bool,
 ) -> Result<(), String> {
     let Some(new) = new else {
         return Err("the map is removed".to_owned());
@@ -213,10 +216,13 @@ fn sockets_carried(
             old.map_type, new.map_type
         ));
     }
+    if rekeyed {
+        return Ok(());
+    }
     if old.key_size != new.key_size {
         return Err(format!(
-            "entries are sockets, and the key size changes from {} to {} bytes: the sockmap \
-             iterator inserts each socket under its old key bytes",
+            "entries are sockets, and the key size changes from {} to {} bytes with no key \
+             mapping that carries every field (a sockmap's key is an index)",
             old.key_size, new.key_size
         ));
     }
@@ -224,8 +230,8 @@ fn sockets_carried(
         && !same_layout(a, b)
     {
         return Err(
-            "entries are sockets, and the key layout changes: the sockmap iterator inserts \
-             each socket under its old key bytes and cannot convert keys"
+            "entries are sockets, and the key layout changes with no key mapping that \
+             carries every field (a sockmap's key is an index)"
                 .to_owned(),
         );
     }
@@ -244,6 +250,10 @@ fn carry_sockets(m: &mut MapPlan, max_entries: u32, old_max: u32) -> Carry {
     });
     m.notes
         .push("sockets are carried into the new map by the kernel's sockmap iterator".to_owned());
+    if m.key_plan.is_some() {
+        m.notes
+            .push("keys are converted: each socket is inserted under its converted key".to_owned());
+    }
     if max_entries < old_max {
         m.notes.push(format!(
             "the capacity shrinks from {old_max} to {max_entries}: a socket that does not \
@@ -262,8 +272,9 @@ fn is_map_in_map(t: MapType) -> bool {
 /// and the map type's `map_meta_equal`): the same type, key size, value size, flags
 /// and special fields of the value (compared as the value layouts), and for array
 /// inner maps the same capacity unless the template has `BPF_F_INNER_MAP`; why not
-/// if not. The outer keys must keep their bytes: they are carried as they are.
-fn inner_maps_carried(old: &MapModel, new: Option<&MapModel>) -> Result<(), String> {
+/// if not. The outer keys keep their bytes unless `rekeyed` (the plan converts them,
+/// by a mapping that carries every field).
+fn inner_maps_carried(old: &MapModel, new: Option<&MapModel>, rekeyed: bool) -> Result<(), String> {
     let Some(new) = new else {
         return Err("the map is removed".to_owned());
     };
@@ -274,12 +285,13 @@ fn inner_maps_carried(old: &MapModel, new: Option<&MapModel>) -> Result<(), Stri
             old.map_type, new.map_type
         ));
     }
-    if old.key_size != new.key_size
-        || matches!((&old.key, &new.key), (Some(a), Some(b)) if !same_layout(a, b))
+    if !rekeyed
+        && (old.key_size != new.key_size
+            || matches!((&old.key, &new.key), (Some(a), Some(b)) if !same_layout(a, b)))
     {
         return Err(
-            "entries are inner maps, and the outer key changes: the inner maps are carried \
-             under their old key bytes"
+            "entries are inner maps, and the outer key changes with no key mapping that \
+             carries every field (an array of maps' key is an index)"
                 .to_owned(),
         );
     }
@@ -349,6 +361,11 @@ fn carry_inner_maps(m: &mut MapPlan, max_entries: u32) -> Carry {
          inserted"
             .to_owned(),
     );
+    if m.key_plan.is_some() {
+        m.notes.push(
+            "keys are converted: each inner map is inserted under its converted key".to_owned(),
+        );
+    }
     Carry::InnerMaps
 }
 
@@ -367,6 +384,9 @@ pub(crate) fn decide(
             MapType::Ringbuf | MapType::UserRingbuf | MapType::PerfEventArray
         )
     };
+    // The plan converts the keys of a sockhash or a hash of maps (a mapping that
+    // carries every field): each entry is inserted under its converted key.
+    let rekeyed = m.key_plan.is_some();
     m.carry = match (m.action, old) {
         (MapAction::Remove, _) => Carry::Fresh,
         // A socket map that grows is reused at its old capacity unless its sockets
@@ -374,7 +394,7 @@ pub(crate) fn decide(
         (MapAction::Reuse, Some(o))
             if is_socket_map(o.map_type)
                 && new.is_some_and(|n| n.max_entries > o.max_entries)
-                && sockets_carried(o, new, facts).is_ok() =>
+                && sockets_carried(o, new, facts, rekeyed).is_ok() =>
         {
             let max = new.map_or(o.max_entries, |n| n.max_entries);
             carry_sockets(m, max, o.max_entries)
@@ -382,7 +402,7 @@ pub(crate) fn decide(
         (MapAction::Reuse, _) => Carry::Keep,
         (MapAction::Create, Some(o)) if events(o.map_type) => Carry::Drain,
         (MapAction::Create, Some(o)) if m.loses_entries && is_socket_map(o.map_type) => {
-            match sockets_carried(o, new, facts) {
+            match sockets_carried(o, new, facts, rekeyed) {
                 Ok(()) => {
                     let max = new.map_or(o.max_entries, |n| n.max_entries);
                     carry_sockets(m, max, o.max_entries)
@@ -394,7 +414,7 @@ pub(crate) fn decide(
             }
         }
         (MapAction::Create, Some(o)) if m.loses_entries && is_map_in_map(o.map_type) => {
-            match inner_maps_carried(o, new) {
+            match inner_maps_carried(o, new, rekeyed) {
                 Ok(()) => carry_inner_maps(m, new.map_or(o.max_entries, |n| n.max_entries)),
                 Err(reason) => {
                     m.notes
@@ -420,7 +440,7 @@ pub(crate) fn decide(
                 );
             }
             if is_map_in_map(o.map_type) {
-                match inner_maps_carried(o, new) {
+                match inner_maps_carried(o, new, rekeyed) {
                     Ok(()) => carry_inner_maps(m, m.max_entries),
                     Err(reason) => {
                         m.action = MapAction::Create;

@@ -140,6 +140,7 @@ impl Carried {
             old_access: self.old.as_ref(),
             new_access: self.new.as_ref(),
             inner_maps,
+            key_plan: self.plan.key_plan.as_ref(),
         })
     }
 }

@@ -1000,15 +1000,15 @@ impl Kernel for FakeKernel {
     }
 
     /// A socket is modelled by its cookie, the value a lookup of a socket map
-    /// returns: the carry inserts the old map's value under the same key, with the
-    /// kernel's refusals (a sockmap index past the new capacity, a full sockhash, a
-    /// key taken under `BPF_NOEXIST`).
+    /// returns: the carry inserts the old map's value under the same key, or the
+    /// key `only` pairs with it, with the kernel's refusals (a sockmap index past the
+    /// new capacity, a full sockhash, a key taken under `BPF_NOEXIST`).
     fn carry_sockets(
         &mut self,
         name: &str,
         old: ObjRef,
         new: ObjRef,
-        only: Option<&[Vec<u8>]>,
+        only: Option<&[(Vec<u8>, Vec<u8>)]>,
         keep_existing: bool,
     ) -> Result<SocketReport, KernelError> {
         use handover_sys::{MapType, UpdateFlags};
@@ -1022,10 +1022,20 @@ impl Kernel for FakeKernel {
         let (old, new) = (self.map_access(old)?, self.map_access(new)?);
         let (og, ng) = (old.geometry(), new.geometry());
         let sockets = |t: MapType| matches!(t, MapType::Sockmap | MapType::Sockhash);
-        if !sockets(og.map_type) || og.map_type != ng.map_type || og.key_size != ng.key_size {
+        if !sockets(og.map_type)
+            || og.map_type != ng.map_type
+            || (only.is_none() && og.key_size != ng.key_size)
+            || only.is_some_and(|pairs| {
+                pairs
+                    .iter()
+                    .any(|(k, to)| k.len() != og.key_size || to.len() != ng.key_size)
+            })
+        {
             return Err(KernelError::failed(
                 op(),
-                std::io::Error::other("not two socket maps of one type and key size"),
+                std::io::Error::other(
+                    "not two socket maps of one type, and keys of one size or pairs of their sizes",
+                ),
             ));
         }
         let started = std::time::Instant::now();
@@ -1044,13 +1054,17 @@ impl Kernel for FakeKernel {
             {
                 continue;
             }
-            if only.is_some_and(|keys| !keys.contains(&key)) {
-                continue;
-            }
+            let to = match only {
+                None => key.clone(),
+                Some(pairs) => match pairs.iter().find(|(k, _)| *k == key) {
+                    Some((_, to)) => to.clone(),
+                    None => continue,
+                },
+            };
             report.seen += 1;
             let mut cookie = value.clone();
             cookie.resize(ng.value_len, 0);
-            let index = <[u8; 4]>::try_from(key.as_slice()).map(u32::from_ne_bytes);
+            let index = <[u8; 4]>::try_from(to.as_slice()).map(u32::from_ne_bytes);
             let result =
                 if og.map_type == MapType::Sockmap && index.is_ok_and(|i| i >= ng.max_entries) {
                     Err(libc::E2BIG)
@@ -1060,7 +1074,7 @@ impl Kernel for FakeKernel {
                     } else {
                         UpdateFlags::ANY
                     };
-                    new.update(&key, &cookie, flags)
+                    new.update(&to, &cookie, flags)
                         .map_err(|e| e.errno().unwrap_or(libc::EINVAL))
                 };
             match result {

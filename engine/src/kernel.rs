@@ -386,10 +386,11 @@ pub trait Kernel {
     }
 
     /// Inserts the sockets of the held sockmap or sockhash `old` into the held socket
-    /// map `new` under the same keys, in the kernel (the generated `iter/sockmap`
-    /// program): every socket, or only those at the keys `only` lists; with
-    /// `keep_existing` a key `new` holds already keeps its socket (`BPF_NOEXIST`,
-    /// reported refused with `EEXIST`). `name` names the map in errors.
+    /// map `new`, in the kernel (the generated `iter/sockmap` program): every socket
+    /// under the same key, or only those at the old keys `only` lists, each under the
+    /// new key paired with it (old key, new key); with `keep_existing` a key `new`
+    /// holds already keeps its socket (`BPF_NOEXIST`, reported refused with
+    /// `EEXIST`). The report's keys are old keys. `name` names the map in errors.
     ///
     /// # Errors
     /// The kernel has no sockmap iterator, or a command fails.
@@ -398,7 +399,7 @@ pub trait Kernel {
         name: &str,
         old: ObjRef,
         new: ObjRef,
-        only: Option<&[Vec<u8>]>,
+        only: Option<&[(Vec<u8>, Vec<u8>)]>,
         keep_existing: bool,
     ) -> Result<SocketReport, KernelError> {
         let _ = (old, new, only, keep_existing);

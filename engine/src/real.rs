@@ -925,7 +925,7 @@ impl Kernel for RealKernel {
         name: &str,
         old: ObjRef,
         new: ObjRef,
-        only: Option<&[Vec<u8>]>,
+        only: Option<&[(Vec<u8>, Vec<u8>)]>,
         keep_existing: bool,
     ) -> Result<SocketReport, KernelError> {
         let (old, new) = (self.open_map(old)?, self.open_map(new)?);
@@ -935,15 +935,15 @@ impl Kernel for RealKernel {
                 let mut spec = MapCreate::new(
                     MapType::Hash,
                     size(old.key_size()),
-                    1,
+                    size(new.key_size()),
                     size(keys.len()).max(1),
                 );
                 spec.flags = map_flags::NO_PREALLOC;
                 spec.name = "handover_only";
                 let m = Map::create(&self.bpf, &spec)
                     .map_err(failed(format!("create the keys to carry of {name}")))?;
-                for k in keys {
-                    m.update(k, &[1], UpdateFlags::ANY)
+                for (k, to) in keys {
+                    m.update(k, to, UpdateFlags::ANY)
                         .map_err(failed(format!("list a key to carry of {name}")))?;
                 }
                 Some(m)

@@ -28,6 +28,12 @@
 //!   pass cannot tell the new programs' sockets from the carried ones: it adds the
 //!   old map's sockets at keys the new map leaves empty, deletes nothing, and counts
 //!   those it could not decide (`MapCounts::sockets_unsure`).
+//! - Where the plan converts the keys (a sockhash's or a hash of maps' key mapping
+//!   that carries every field, so one-to-one), every old key is converted here and
+//!   each socket or inner map inserted under its new key: the sockmap iterator is
+//!   given the pairs (old key, new key) to carry. The record and the three-way rules
+//!   above are in new keys: the old map's keys are converted before they are
+//!   compared.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -40,6 +46,7 @@ use crate::kernel::{Kernel, ObjRef};
 use crate::migrate::{MapAccess, SocketReport};
 use crate::state::MapCounts;
 use crate::step::Step;
+use crate::upstream::ConversionPlan;
 use handover_sys::UpdateFlags;
 
 /// One socket map of an upgrade: the live map and its staged replacement.
@@ -51,6 +58,57 @@ pub(crate) struct SocketMaps<'a> {
     pub(crate) new_access: &'a dyn MapAccess,
     /// The entries are inner maps (by id), not sockets.
     pub(crate) inner_maps: bool,
+    /// The plan's conversion of the keys; `None`: keys are carried as they are.
+    pub(crate) key_plan: Option<&'a ConversionPlan>,
+}
+
+/// Pairs of an old key and its key in the new map.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+impl SocketMaps<'_> {
+    /// The key in the new map of old key `k`.
+    fn new_key(&self, step: Step, k: &[u8]) -> Result<Vec<u8>, Error> {
+        match self.key_plan {
+            None => Ok(k.to_vec()),
+            Some(plan) => crate::upstream::convert(plan, k).map_err(|e| {
+                data(
+                    step,
+                    self.key,
+                    format!("converting the key {}: {e}", files::hex(k)),
+                )
+            }),
+        }
+    }
+
+    /// Each of `keys` (old keys) with its key in the new map.
+    ///
+    /// # Errors
+    /// A key does not convert, or two convert to one new key.
+    fn pairs<'k>(
+        &self,
+        step: Step,
+        keys: impl IntoIterator<Item = &'k Vec<u8>>,
+    ) -> Result<Pairs, Error> {
+        let mut out = Vec::new();
+        let mut seen = BTreeMap::new();
+        for k in keys {
+            let to = self.new_key(step, k)?;
+            if let Some(other) = seen.insert(to.clone(), k.clone()) {
+                return Err(data(
+                    step,
+                    self.key,
+                    format!(
+                        "the keys {} and {} convert to one new key {}",
+                        files::hex(&other),
+                        files::hex(k),
+                        files::hex(&to)
+                    ),
+                ));
+            }
+            out.push((k.clone(), to));
+        }
+        Ok(out)
+    }
 }
 
 /// The sockets the last pass before the switch put into the new map: key, cookie
@@ -117,14 +175,47 @@ fn read(
     Ok(Some(out))
 }
 
+/// Every key of `map` (a sockmap's next key walks every index, filled or not; a
+/// sockhash's, its sockets).
+fn keys(map: &dyn MapAccess, step: Step, key: &str) -> Result<Vec<Vec<u8>>, Error> {
+    let g = map.geometry();
+    let mut out = Vec::new();
+    let mut next = vec![0u8; g.key_size];
+    // Bounded in case sockets come and go under the walk.
+    let limit = (g.max_entries as usize)
+        .saturating_mul(4)
+        .saturating_add(16);
+    while out.len() < limit
+        && map
+            .next_key(out.last().map(Vec::as_slice), &mut next)
+            .map_err(|e| data(step, key, format!("reading the sockets' keys: {e}")))?
+    {
+        out.push(next.clone());
+    }
+    Ok(out)
+}
+
+/// Carries the sockets (inner maps) of the old map at the old keys `only` pairs
+/// with a new key, or all of them, into the new map. The report's `keys` are the new
+/// keys of those carried; its refused keys are old keys.
 fn carry<K: Kernel>(
     kernel: &mut K,
     m: &SocketMaps<'_>,
     step: Step,
-    only: Option<&[Vec<u8>]>,
+    only: Option<&[(Vec<u8>, Vec<u8>)]>,
     keep_existing: bool,
 ) -> Result<SocketReport, Error> {
-    let report = if m.inner_maps {
+    // Converted keys go to the kernel as pairs: every key of the old map when all
+    // are carried.
+    let all;
+    let only = match only {
+        None if m.key_plan.is_some() => {
+            all = m.pairs(step, &keys(m.old_access, step, m.key)?)?;
+            Some(all.as_slice())
+        }
+        only => only,
+    };
+    let mut report = if m.inner_maps {
         insert_inner_maps(kernel, m, step, only, keep_existing)?
     } else {
         kernel
@@ -135,6 +226,15 @@ fn carry<K: Kernel>(
                 source,
             })?
     };
+    if let Some(pairs) = only {
+        let to: BTreeMap<&Vec<u8>, &Vec<u8>> = pairs.iter().map(|(k, t)| (k, t)).collect();
+        for k in &mut report.keys {
+            match to.get(k) {
+                Some(t) => k.clone_from(t),
+                None => *k = m.new_key(step, k)?,
+            }
+        }
+    }
     // A socket that no longer fits is one the new map loses: before the switch that
     // fails the upgrade (rolled back); a closing socket (EOPNOTSUPP) or one the new
     // map holds under NOEXIST (EEXIST) is not carried, as it should not be.
@@ -182,13 +282,14 @@ fn carry<K: Kernel>(
     Ok(report)
 }
 
-/// Every inner map of the old outer map (at the keys `only` lists) inserted into the
-/// new one under the same key.
+/// Every inner map of the old outer map (at the old keys `only` pairs with a new
+/// key, under that key; without `only` all, under the same key) inserted into the new
+/// one. The report's keys are old keys, as the kernel's socket carry reports them.
 fn insert_inner_maps<K: Kernel>(
     kernel: &mut K,
     m: &SocketMaps<'_>,
     step: Step,
-    only: Option<&[Vec<u8>]>,
+    only: Option<&[(Vec<u8>, Vec<u8>)]>,
     keep_existing: bool,
 ) -> Result<SocketReport, Error> {
     let started = std::time::Instant::now();
@@ -200,13 +301,19 @@ fn insert_inner_maps<K: Kernel>(
         )
     })?;
     let mut report = SocketReport::default();
+    let to: Option<BTreeMap<&Vec<u8>, &Vec<u8>>> =
+        only.map(|pairs| pairs.iter().map(|(k, t)| (k, t)).collect());
     for (k, id) in old {
-        if only.is_some_and(|keys| !keys.contains(&k)) {
-            continue;
-        }
+        let at = match &to {
+            None => &k,
+            Some(to) => match to.get(&k) {
+                Some(t) => *t,
+                None => continue,
+            },
+        };
         report.seen += 1;
         let id = u32::try_from(id).unwrap_or(u32::MAX);
-        let inserted = match kernel.insert_inner_map(m.new, &k, id, keep_existing) {
+        let inserted = match kernel.insert_inner_map(m.new, at, id, keep_existing) {
             Ok(inserted) => inserted,
             // After the switch: refused, reported with the sockets' refusals.
             Err(e) if step == Step::Reconcile => {
@@ -220,7 +327,7 @@ fn insert_inner_maps<K: Kernel>(
                     what: format!(
                         "carry inner map {id} of {} at key {}",
                         m.key,
-                        files::hex(&k)
+                        files::hex(at)
                     ),
                     source,
                 });
@@ -312,7 +419,7 @@ pub(crate) fn last_pass<K: Kernel>(
     })?;
     let before: BTreeMap<Vec<u8>, u64> = record.sockets.into_iter().collect();
     let mut counts = MapCounts::default();
-    let (Some(old), Some(new)) = (
+    let (Some(old_keyed), Some(new)) = (
         read(m.old_access, m.inner_maps, STEP, m.key)?,
         read(m.new_access, m.inner_maps, STEP, m.key)?,
     ) else {
@@ -328,6 +435,16 @@ pub(crate) fn last_pass<K: Kernel>(
         );
         return Ok(counts);
     };
+    // The old map's sockets by their new keys, each with its old key.
+    let pairs = m.pairs(STEP, old_keyed.keys())?;
+    let mut old = BTreeMap::new();
+    let mut from = BTreeMap::new();
+    for (k, to) in pairs {
+        if let Some(c) = old_keyed.get(&k) {
+            old.insert(to.clone(), *c);
+        }
+        from.insert(to, k);
+    }
     let keys: BTreeSet<&Vec<u8>> = old.keys().chain(new.keys()).chain(before.keys()).collect();
     let mut add = Vec::new();
     let mut delete = Vec::new();
@@ -362,6 +479,11 @@ pub(crate) fn last_pass<K: Kernel>(
         }
     }
     if !add.is_empty() {
+        // Every key to add is one of the old map's (`o` is there), by its new key.
+        let add: Pairs = add
+            .into_iter()
+            .filter_map(|to| from.get(&to).map(|k| (k.clone(), to)))
+            .collect();
         let report = carry(kernel, m, STEP, Some(&add), true)?;
         counts.reconciled = report.carried as u64;
     }

@@ -4,6 +4,6 @@
 
 pub use handover_plan::{
     ConversionPlan, ConvertError, FieldLoc, FieldMapping, KernelEnv, LayoutHint, MapModel,
-    MergeRule, ModelOptions, Policy, Side, Verdict, diff_maps, map_model, object_model_with,
-    reverse,
+    MergeRule, ModelOptions, Policy, Side, Verdict, convert, diff_maps, map_model,
+    object_model_with, reverse,
 };

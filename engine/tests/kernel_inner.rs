@@ -5,7 +5,8 @@
 //! inner template both double their capacity. The kernel takes the live inner hashes
 //! into the new outer map (its `bpf_map_meta_equal` does not compare a hash's
 //! capacity): every tenant must be there with the same inner map and its entries, and
-//! the old outer map gone.
+//! the old outer map gone. Upgraded to programs/engine_inner_v3.c instead, whose outer
+//! key widens from 32 to 64 bits, every inner map is under its converted key.
 #![allow(clippy::indexing_slicing, reason = "tests index values they built")]
 
 #[path = "../../loader/tests/testenv/mod.rs"]
@@ -19,7 +20,6 @@ use handover_engine::{
 };
 use handover_sys::{Bpf, Map, MapCreate, MapType, ObjectKind, OpenFlags, UpdateFlags};
 
-const TEST: &str = "the_inner_maps_of_a_hash_of_maps_are_in_the_new_outer_map";
 const TENANTS: u32 = 5;
 
 fn object(version: u32) -> Vec<ObjectSource> {
@@ -30,17 +30,35 @@ fn object(version: u32) -> Vec<ObjectSource> {
     vec![ObjectSource::new("inner.o", bytes)]
 }
 
+/// The id of the inner map at tenant `t`, by a key of the outer map's key size.
 fn id_at(outer: &dyn handover_engine::migrate::MapAccess, t: u32) -> Option<u32> {
     let mut v = [0u8; 4];
+    let key = match outer.geometry().key_size {
+        8 => u64::from(t).to_ne_bytes().to_vec(),
+        _ => t.to_ne_bytes().to_vec(),
+    };
     outer
-        .lookup(&t.to_ne_bytes(), &mut v, UpdateFlags::ANY)
+        .lookup(&key, &mut v, UpdateFlags::ANY)
         .unwrap()
         .then(|| u32::from_ne_bytes(v))
 }
 
 #[test]
 fn the_inner_maps_of_a_hash_of_maps_are_in_the_new_outer_map() {
-    if !testenv::privileged(TEST) {
+    upgrade_to(
+        2,
+        "the_inner_maps_of_a_hash_of_maps_are_in_the_new_outer_map",
+    );
+}
+
+#[test]
+fn the_inner_maps_are_carried_under_a_widened_outer_key() {
+    upgrade_to(3, "the_inner_maps_are_carried_under_a_widened_outer_key");
+}
+
+/// Installs version 1, fills it, upgrades to `version`; `test` names the test.
+fn upgrade_to(version: u32, test: &str) {
+    if !testenv::privileged(test) {
         return;
     }
     let fs = testenv::Bpffs::mount();
@@ -76,10 +94,11 @@ fn the_inner_maps_of_a_hash_of_maps_are_in_the_new_outer_map() {
     }
     drop(outer);
 
-    let v2 = object(2);
+    let v2 = object(version);
     let plan = e.plan(&v2, &opts).unwrap();
     let m = plan.map("tenants").unwrap();
     assert_eq!(m.carry, Carry::InnerMaps, "{plan}");
+    assert_eq!(m.key_plan.is_some(), version == 3, "{plan}");
     assert!(plan.lost_maps().is_empty(), "{plan}");
     let report = e.apply(&plan, &v2, ApplyOptions::default()).unwrap();
     assert_eq!(report.maps["tenants"].copied, u64::from(TENANTS));
@@ -87,7 +106,13 @@ fn the_inner_maps_of_a_hash_of_maps_are_in_the_new_outer_map() {
     let new_outer = e.state().unwrap().unwrap().maps["tenants"].id;
     assert_ne!(new_outer, old_outer, "the outer map was recreated");
     let outer = e.map_access("tenants").unwrap();
-    assert_eq!(outer.geometry().max_entries, 16, "the new capacity");
+    assert_eq!(
+        outer.geometry().max_entries,
+        8 * version,
+        "the new capacity"
+    );
+    let key_size = if version == 3 { 8 } else { 4 };
+    assert_eq!(outer.geometry().key_size, key_size);
     for t in 0..TENANTS {
         let id = id_at(outer.as_ref(), t);
         assert_eq!(id, Some(ids[t as usize]), "tenant {t} keeps its inner map");

@@ -4,7 +4,9 @@
 //! sockhash, then upgraded to programs/engine_sockets_v2.c, whose sockhash doubles its
 //! capacity and is therefore recreated: every socket must be in the new map (a
 //! lookup of a socket map answers the socket's cookie, compared with `SO_COOKIE` of
-//! each socket), and the old map must be gone.
+//! each socket), and the old map must be gone. Upgraded to
+//! programs/engine_sockets_v3.c instead, whose key widens from 32 to 64 bits, every
+//! socket must be under its converted key.
 #![allow(clippy::indexing_slicing, reason = "tests index values they built")]
 
 #[path = "../../loader/tests/testenv/mod.rs"]
@@ -18,8 +20,6 @@ use handover_engine::{
     ApplyOptions, Carry, Engine, Kernel, LockWait, ObjRef, ObjectSource, Options, wait_gone,
 };
 use handover_sys::UpdateFlags;
-
-const TEST: &str = "the_sockets_of_a_recreated_sockhash_are_in_the_new_map";
 
 fn object(version: u32) -> Vec<ObjectSource> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -51,7 +51,18 @@ fn so_cookie(s: &TcpStream) -> u64 {
 
 #[test]
 fn the_sockets_of_a_recreated_sockhash_are_in_the_new_map() {
-    if !testenv::privileged(TEST) {
+    upgrade_to(2, "the_sockets_of_a_recreated_sockhash_are_in_the_new_map");
+}
+
+#[test]
+fn the_sockets_are_carried_under_a_widened_key() {
+    upgrade_to(3, "the_sockets_are_carried_under_a_widened_key");
+}
+
+/// Installs version 1, fills its sockhash, upgrades to `version`; `test` names the
+/// test.
+fn upgrade_to(version: u32, test: &str) {
+    if !testenv::privileged(test) {
         return;
     }
     testenv::enter_new_netns();
@@ -60,7 +71,7 @@ fn the_sockets_of_a_recreated_sockhash_are_in_the_new_map() {
     let opts = Options::default();
     let mut e = Engine::open(fs.path(), state.path(), LockWait::Refuse).unwrap();
     if !e.kernel().facts().sockmap_iter {
-        testenv::kernel_lacks(TEST, "the sockmap iterator (iter/sockmap)");
+        testenv::kernel_lacks(test, "the sockmap iterator (iter/sockmap)");
         return;
     }
     let v1 = object(1);
@@ -87,10 +98,11 @@ fn the_sockets_of_a_recreated_sockhash_are_in_the_new_map() {
     }
     drop(socks);
 
-    let v2 = object(2);
+    let v2 = object(version);
     let plan = e.plan(&v2, &opts).unwrap();
     let m = plan.map("socks").unwrap();
     assert_eq!(m.carry, Carry::Sockets, "{plan}");
+    assert_eq!(m.key_plan.is_some(), version == 3, "{plan}");
     assert!(plan.lost_maps().is_empty(), "{plan}");
     let report = e.apply(&plan, &v2, ApplyOptions::default()).unwrap();
     let counts = &report.maps["socks"];
@@ -101,10 +113,15 @@ fn the_sockets_of_a_recreated_sockhash_are_in_the_new_map() {
     assert_ne!(new_id, old_id, "the sockhash was recreated");
     let socks = e.map_access("socks").unwrap();
     let g = socks.geometry();
-    assert_eq!(g.max_entries, 128, "the new capacity");
+    assert_eq!(g.max_entries, 64 * version, "the new capacity");
+    let new_key = |i: usize| match version {
+        3 => (u64::try_from(i).unwrap() * 10).to_ne_bytes().to_vec(),
+        _ => key(i).to_vec(),
+    };
+    assert_eq!(g.key_size, new_key(0).len());
     for (i, c) in clients.iter().enumerate() {
         let mut v = [0u8; 8];
-        let found = socks.lookup(&key(i), &mut v, UpdateFlags::ANY).unwrap();
+        let found = socks.lookup(&new_key(i), &mut v, UpdateFlags::ANY).unwrap();
         assert!(found, "socket {i} is in the new sockhash");
         assert_eq!(u64::from_ne_bytes(v), so_cookie(c), "socket {i}'s cookie");
     }

@@ -2,7 +2,9 @@
 //! programs/engine_state_v1.c to engine_state_v2.c, whose `socks` sockhash is carried
 //! by the sockmap iterator and whose `tenants` hash of maps by inner map id, is killed
 //! at every occurrence of every failpoint, then its recovery at every failpoint, then
-//! recovered again. Each run must end with one consistent set: every socket in the
+//! recovered again; and the same from engine_state_v1.c to engine_state_v3.c, whose
+//! two maps also widen their keys, so that every entry is carried under a converted
+//! key. Each run must end with one consistent set: every socket in the
 //! live sockhash with its cookie, every tenant with its inner map (alive), no
 //! temporary or rollback pin, and no record of carried sockets left behind. One test
 //! in this binary: the failpoint registry is global to the process.
@@ -98,26 +100,42 @@ impl Setup {
     }
 }
 
-/// The invariants after a completed recovery; returns which version is live.
-fn check(s: &Setup, context: &str) -> u32 {
+/// `entries` under keys widened from 32 to 64 bits, as version 3 keys them.
+fn widened(entries: &FakeEntries) -> FakeEntries {
+    entries
+        .iter()
+        .map(|(k, v)| {
+            let k = u32::from_ne_bytes(k.as_slice().try_into().unwrap());
+            (u64::from(k).to_ne_bytes().to_vec(), v.clone())
+        })
+        .collect()
+}
+
+/// The invariants after a completed recovery of an upgrade to `target`; returns
+/// which version is live.
+fn check(s: &Setup, target: u32, context: &str) -> u32 {
     let e = engine(s);
     assert!(e.journal().unwrap().is_none(), "{context}: journal left");
     let state = e.state().unwrap().expect("a state");
     drop(e);
-    let version = if state.identity == identity(&object(2), &Options::default()) {
-        2
+    let version = if state.identity == identity(&object(target), &Options::default()) {
+        target
     } else {
         1
     };
+    let keyed = |entries: &FakeEntries| match version {
+        3 => widened(entries),
+        _ => entries.clone(),
+    };
     let socks = s.world.map_at("maps/socks").expect("a live sockhash");
-    assert_eq!(socks.entries(), s.sockets, "{context}: sockets");
+    assert_eq!(socks.entries(), keyed(&s.sockets), "{context}: sockets");
     assert_eq!(
         socks.geometry().max_entries,
-        256 * version,
+        256 * version.min(2),
         "{context}: capacity"
     );
     let tenants = s.world.map_at("maps/tenants").expect("a live hash of maps");
-    assert_eq!(tenants.entries(), s.tenants, "{context}: tenants");
+    assert_eq!(tenants.entries(), keyed(&s.tenants), "{context}: tenants");
     for id in s.tenants.values() {
         let id = u32::from_ne_bytes(id.as_slice().try_into().unwrap());
         assert!(s.world.exists(ObjRef::map(id)), "{context}: inner map {id}");
@@ -140,29 +158,38 @@ fn check(s: &Setup, context: &str) -> u32 {
 #[test]
 fn every_crash_of_a_socket_and_inner_map_carry_ends_in_one_consistent_set() {
     let _scenario = fail::FailScenario::setup();
+    for target in [2, 3] {
+        crash_everywhere(target);
+    }
+}
+
+/// Every crash of the upgrade from version 1 to `target` and of its recovery.
+fn crash_everywhere(target: u32) {
     let points = failpoints();
     let mut outcomes = BTreeMap::<u32, usize>::new();
     let mut crashes = 0;
     for point in &points {
         for n in 0.. {
             let s = installed();
-            let r = with_crash(point, n, || apply_version(&s, 2));
+            let r = with_crash(point, n, || apply_version(&s, target));
             if !crashed(&r) {
-                assert_eq!(check(&s, &format!("{point} #{n} not reached")), 2);
+                let context = format!("to {target}: {point} #{n} not reached");
+                assert_eq!(check(&s, target, &context), target);
                 break;
             }
             for rpoint in &points {
                 for m in 0.. {
                     let c = s.crashed_copy();
                     let r = with_crash(rpoint, m, || engine(&c).recover());
-                    let context =
-                        format!("upgrade crash {point} #{n}, recovery crash {rpoint} #{m}");
+                    let context = format!(
+                        "to {target}: upgrade crash {point} #{n}, recovery crash {rpoint} #{m}"
+                    );
                     let recovery_crashed = crashed(&r);
                     if recovery_crashed {
                         crashes += 1;
                         engine(&c).recover().unwrap().expect("a journal to recover");
                     }
-                    let v = check(&c, &context);
+                    let v = check(&c, target, &context);
                     if !recovery_crashed {
                         *outcomes.entry(v).or_default() += 1;
                         break;
@@ -172,9 +199,12 @@ fn every_crash_of_a_socket_and_inner_map_carry_ends_in_one_consistent_set() {
         }
     }
     eprintln!(
-        "{} failpoints; recovery crashes {crashes}; outcomes {outcomes:?}",
+        "to {target}: {} failpoints; recovery crashes {crashes}; outcomes {outcomes:?}",
         points.len()
     );
     assert!(outcomes.get(&1).is_some_and(|n| *n > 0), "{outcomes:?}");
-    assert!(outcomes.get(&2).is_some_and(|n| *n > 0), "{outcomes:?}");
+    assert!(
+        outcomes.get(&target).is_some_and(|n| *n > 0),
+        "{outcomes:?}"
+    );
 }

@@ -11,18 +11,23 @@
 //! ctx = struct bpf_iter__sockmap { meta, map, key, sk }
 //! if ctx.key and ctx.sk:
 //!     record.key = *ctx.key            (the helper cannot take the context's buffer)
-//!     if only and not bpf_map_lookup_elem(&only, &record.key): return 0
-//!     record.ret = bpf_map_update_elem(&new, &record.key, ctx.sk, flags)
+//!     key = &record.key
+//!     if only:
+//!         key = bpf_map_lookup_elem(&only, &record.key)
+//!         if not key: return 0
+//!     record.ret = bpf_map_update_elem(&new, key, ctx.sk, flags)
 //!     bpf_seq_write(ctx.meta.seq, &record, sizeof record)
 //! return 0
 //! ```
 //!
-//! `only` (a hash map of the keys to carry) and `flags` (`BPF_ANY`, or `BPF_NOEXIST`
-//! so that a socket the new map holds at a key is kept) are chosen per pass
-//! ([`SocketPass`]): the upgrade's copy and delta passes carry everything, its last
-//! pass after the switch only what the old programs changed.
+//! `only` (a hash map from each old key to carry to its key in the new map, which
+//! is how keys are converted: user space converts them, the program looks them up)
+//! and `flags` (`BPF_ANY`, or `BPF_NOEXIST` so that a socket the new map holds at a
+//! key is kept) are chosen per pass ([`SocketPass`]): the upgrade's copy and delta
+//! passes carry everything, its last pass after the switch only what the old
+//! programs changed.
 //!
-//! attaches it with an iterator link over the old map, and reads one run of the
+//! [`carry_sockets_with`] attaches it with an iterator link over the old map, and reads one run of the
 //! iterator to its end. Each record says which key was carried or why not (the
 //! update's error), so the report is exact without a second walk; an iterator
 //! program cannot stop on an error (it returns 0 or 1), so failures are reported, not
@@ -63,8 +68,9 @@ const MAX_KEY: usize = 256;
 /// Which sockets one run of [`carry_sockets_with`] carries, and how.
 #[derive(Debug, Clone, Copy)]
 pub struct SocketPass<'a> {
-    /// Only the keys present in this map (a map keyed like the old one, any value);
-    /// `None`: every socket.
+    /// Only the keys present in this map (keyed like the old map), each under the
+    /// key its value holds (values of the new map's key size); `None`: every socket,
+    /// under its old key.
     pub only: Option<&'a Map>,
     /// The update's flags: [`UpdateFlags::ANY`], or [`UpdateFlags::NOEXIST`] to keep
     /// a socket the new map holds already at a key (refused with `EEXIST`).
@@ -88,7 +94,7 @@ pub struct SocketReport {
     pub seen: usize,
     /// Sockets inserted into the new map.
     pub carried: usize,
-    /// The keys of the sockets inserted, in the iterator's order.
+    /// The (old) keys of the sockets inserted, in the iterator's order.
     pub keys: Vec<Vec<u8>>,
     /// Keys (old key bytes) whose socket the new map refused, with the errno:
     /// `E2BIG` a sockmap index past the new capacity, `ENOMEM` a full sockhash,
@@ -104,8 +110,8 @@ fn is_socket_map(t: Option<MapType>) -> bool {
 }
 
 /// Copies every socket of sockmap or sockhash `old` into `new` (same type, same key
-/// size, a capacity of its own) by a generated `iter/sockmap` program; `name` names
-/// the map in errors.
+/// size, a capacity of its own) under the same key by a generated `iter/sockmap`
+/// program; `name` names the map in errors.
 ///
 /// # Errors
 /// The maps are not socket maps of one type and key size, the kernel has no
@@ -122,7 +128,8 @@ pub fn carry_sockets(
 /// [`carry_sockets`] of the sockets and with the flags `pass` says.
 ///
 /// # Errors
-/// As [`carry_sockets`]; `pass.only` is not keyed like the old map.
+/// As [`carry_sockets`]; `pass.only` is not keyed like the old map or its values are
+/// not keys of the new map. With `pass.only` the key sizes may differ.
 pub fn carry_sockets_with(
     bpf: &Bpf,
     name: &str,
@@ -146,19 +153,27 @@ pub fn carry_sockets_with(
         )));
     }
     let key_size = old.key_size();
-    if key_size != new.key_size() || key_size == 0 || key_size > MAX_KEY {
+    if key_size == 0 || key_size > MAX_KEY {
         return Err(invalid(format!(
-            "keys of {key_size} and {} bytes: a socket map is carried into one of the same key size, at most {MAX_KEY}",
-            new.key_size()
+            "keys of {key_size} bytes: a socket map's keys are carried up to {MAX_KEY} bytes"
         )));
     }
-    if let Some(only) = pass.only
-        && only.key_size() != key_size
-    {
-        return Err(invalid(format!(
-            "the map of keys to carry has keys of {} bytes, the socket map of {key_size}",
-            only.key_size()
-        )));
+    match pass.only {
+        None if key_size != new.key_size() => {
+            return Err(invalid(format!(
+                "keys of {key_size} and {} bytes: without new keys, a socket map is carried into one of the same key size",
+                new.key_size()
+            )));
+        }
+        Some(only) if only.key_size() != key_size || only.value_len() != new.key_size() => {
+            return Err(invalid(format!(
+                "the map of keys to carry maps keys of {} bytes to {}, the socket maps have keys of {key_size} and {}",
+                only.key_size(),
+                only.value_len(),
+                new.key_size()
+            )));
+        }
+        _ => {}
     }
     let target = iter_target_id().map_err(|reason| {
         invalid(format!(
@@ -244,7 +259,7 @@ fn iter_target_id() -> Result<u32, String> {
 }
 
 /// The iterator program: see the module documentation. `record` bytes of stack hold
-/// the key (zero-padded to 8 bytes) and the update's result.
+/// the old key (zero-padded to 8 bytes) and the update's result.
 fn program(
     key_size: usize,
     record: usize,
@@ -294,8 +309,15 @@ fn program(
     p.extend([
         Insn::new(LD_IMM64, 1, PSEUDO_MAP_FD, 0, new_map_fd),
         Insn::new(0, 0, 0, 0, 0),
-        Insn::new(MOV64_REG, 2, 10, 0, 0),
-        Insn::new(ADD64_IMM, 2, 0, 0, i32::from(rec)),
+    ]);
+    if only_fd.is_some() {
+        // The new key: the value the lookup found.
+        p.push(Insn::new(MOV64_REG, 2, 0, 0, 0));
+    } else {
+        p.push(Insn::new(MOV64_REG, 2, 10, 0, 0));
+        p.push(Insn::new(ADD64_IMM, 2, 0, 0, i32::from(rec)));
+    }
+    p.extend([
         Insn::new(MOV64_REG, 3, 8, 0, 0),
         Insn::new(MOV64_IMM, 4, 0, 0, flags),
         Insn::new(CALL, 0, 0, 0, BPF_FUNC_MAP_UPDATE_ELEM),

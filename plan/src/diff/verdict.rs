@@ -906,6 +906,21 @@ pub fn diff_map(
         return d;
     }
     if old_class != Class::Data || new_class != Class::Data {
+        // The entries of a sockhash or a hash of maps are references that only the
+        // kernel can insert again (by the sockmap iterator, by descriptor), but under a
+        // key user space chooses: a key mapping that carries every field is kept, for
+        // the engine to insert each under its converted key. A sockmap's or array of
+        // maps' key is an index.
+        let rekeyable = matches!(
+            (o.map_type, n.map_type),
+            (MapType::Sockhash, MapType::Sockhash) | (MapType::HashOfMaps, MapType::HashOfMaps)
+        );
+        if let SideMap::Mapped(m) = &key
+            && rekeyable
+            && m.carries_everything()
+        {
+            d.key_plan = Some(m.plan.clone());
+        }
         let why = if old_class == Class::Events {
             "changed; records in flight are not carried".to_owned()
         } else if type_changed {
