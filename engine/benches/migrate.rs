@@ -254,9 +254,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let st = report.stages;
         let busy = st.read + st.convert + st.write;
         println!(
-            "round {round}: stages busy: read {:.3} s, convert and base {:.3} s, write {:.3} s (busiest writer; \
+            "round {round}: stages busy: read {:.3} s ({} entries by the read program), convert and base {:.3} s, write {:.3} s (busiest writer; \
              {} entries by the write program), base finish {:.3} s; overlap (busy / wall) {:.2}",
             st.read.as_secs_f64(),
+            report.read_by_program,
             st.convert.as_secs_f64(),
             st.write.as_secs_f64(),
             report.written_by_program,

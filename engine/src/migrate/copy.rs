@@ -1,21 +1,26 @@
 //! Step 2 of an upgrade: copy every entry of the old map into the new one, converted,
 //! recording the merge base as it goes.
 //!
-//! Reads and writes overlap: the calling thread walks the old map by batches,
-//! converts each chunk with the compiled [`Conversion`] and records it in the
-//! [`MergeBase`] file; writer threads, fed through bounded channels, put the converted
-//! entries into the new map: by batch at first, and once the copy has passed its first
-//! batches through a generated program where the map allows one
-//! ([`super::write_prog`]), which spares the batch command's copy from user space of
-//! each key and value. Reading and writing are bpf(2) work of about the same cost, and
-//! the conversion and the base are small next to them, so one reading and one writing
-//! thread keep two CPUs busy; a thread of its own for the conversion would only add a
-//! hop per chunk. With more than one writer each takes the keys
+//! Three stages overlap: a reader thread walks the old map, by batches at first and,
+//! once the walk has passed its first batches, through a generated program where the
+//! map allows one ([`super::read_prog`]), which spares the batch lookup's per-bucket
+//! locking and copies to user space; the calling thread converts each chunk with the
+//! compiled [`Conversion`] and records it in the [`MergeBase`] file; writer threads,
+//! fed through bounded channels, put the converted entries into the new map: by batch
+//! at first, and past the first batches through a generated program where the map
+//! allows one ([`super::write_prog`]), which spares the batch command's copy from user
+//! space of each key and value. A read program's pass fills its carrier at once, so
+//! the conversion has a thread of its own that works through the chunks already read
+//! while the next pass runs. With more than one writer each takes the keys
 //! whose hash falls in its share, in the walk's order, so a key the walk returned
 //! twice ends with the value read last, as the base records it, however the writers
 //! interleave. Every buffer goes back to its stage for reuse: nothing is allocated
 //! per entry or per chunk once the pipeline runs, and memory stays bounded by the
 //! channel depth times the chunk size, plus the base's index.
+//!
+//! A pass of the read program can miss an entry that programs moved while the copy
+//! ran; the delta pass that follows every copy of an upgrade walks by batch and
+//! carries it, as it carries every entry written during the copy.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -26,7 +31,7 @@ use super::base::{BaseShape, BaseWriter, MergeBase};
 use super::conversion::{Compiled, Conversion};
 use super::digest::{hash_key_and_entry_keeping, hash64};
 use super::error::{MigrateError, between_batches};
-use super::walk::{Chunk, walk_inline};
+use super::walk::{Chunk, Walker, walk_overlapped_by};
 use super::write::Writer;
 use super::write_prog::{self, ProgWriter};
 
@@ -79,6 +84,9 @@ pub struct CopyReport {
     pub duplicates: usize,
     /// Whether the old map was read by batch (else key by key).
     pub read_by_batch: bool,
+    /// Entries a generated program read (module `migrate::read_prog`) rather than the
+    /// batch command.
+    pub read_by_program: usize,
     /// Whether the new map was written by batch (else key by key).
     pub written_by_batch: bool,
     /// Entries a generated program wrote (see [`ProgramWrites`]) rather than the
@@ -105,7 +113,9 @@ pub struct StageTimes {
 }
 
 /// Copies every entry of `old` into `new` through `conversion`, and writes the merge
-/// base of map `name` into `state_dir` (fsynced before this returns).
+/// base of map `name` into `state_dir` (fsynced before this returns). Of a map that
+/// programs change meanwhile, a [`delta_pass`](super::delta_pass) carries what
+/// changed, and what the copy missed (see the module documentation).
 ///
 /// # Errors
 /// A map command fails, an entry cannot be converted, or the base cannot be written;
@@ -192,7 +202,8 @@ pub fn copy_map(
             }
             Ok(true)
         };
-        let walked = walk_inline(old, name, options.chunk, options.lock, each);
+        let walker = Walker::new(old, name, options.chunk, options.lock).by_program();
+        let walked = walk_overlapped_by(walker, depth, each);
         // Dropping the lanes ends each writer after its last chunk.
         drop(lanes);
         // The base is closed (index sorted, file synced) while the writers put the
@@ -212,7 +223,7 @@ pub fn copy_map(
         writing = writing.max(busy);
         written_by_program += by_program;
     }
-    let ((read_by_batch, reading), base) = walked?;
+    let ((how, reading), base) = walked?;
     let stages = StageTimes {
         read: reading,
         convert: converting,
@@ -226,7 +237,8 @@ pub fn copy_map(
             copied,
             read,
             duplicates: read.saturating_sub(copied),
-            read_by_batch,
+            read_by_batch: how.batched,
+            read_by_program: how.by_program,
             written_by_batch: writer.batched(),
             written_by_program,
             elapsed: start.elapsed(),

@@ -28,6 +28,7 @@ mod fake;
 mod fields;
 mod kernel;
 mod patch_prog;
+mod read_prog;
 mod reconcile;
 mod sockets;
 mod walk;

@@ -3,6 +3,7 @@
 
 use super::access::{Cursor, Geometry, MapAccess, batch_unsupported};
 use super::error::{MigrateError, kernel};
+use super::read_prog::{self, ProgReader};
 use super::sys::UpdateFlags;
 
 /// Entries per chunk to start with.
@@ -10,6 +11,10 @@ pub const DEFAULT_CHUNK: usize = 4096;
 
 /// Entries the first batch of a walk asks for.
 const FIRST_CHUNK: usize = 1024;
+
+/// Entries a walk reads by batch before it loads a program to read the rest, where
+/// it may (see [`Walker::by_program`]): smaller maps do not repay the load.
+const PROGRAM_AFTER: usize = 16 * 1024;
 
 /// A chunk of entries, packed as the syscalls take them.
 #[derive(Debug, Default)]
@@ -23,8 +28,27 @@ pub struct Chunk {
 }
 
 enum Mode {
-    Batch { cursor: Cursor, first: bool },
-    PerElement { prev: Option<Vec<u8>>, steps: usize },
+    Batch {
+        cursor: Cursor,
+        first: bool,
+    },
+    PerElement {
+        prev: Option<Vec<u8>>,
+        steps: usize,
+    },
+    /// Passes of a generated program ([`super::read_prog`]).
+    Program {
+        reader: Box<ProgReader>,
+        /// Entries of the walk before the last pass's.
+        skip: usize,
+        /// Entries the last pass read, and how many of them are handed out.
+        filled: usize,
+        pos: usize,
+        /// Entries the next pass asks for.
+        next: usize,
+        /// The last pass reached the map's end.
+        ended: bool,
+    },
 }
 
 /// A walk over every entry of a map.
@@ -39,8 +63,14 @@ pub(crate) struct Walker<'m> {
     flags: UpdateFlags,
     mode: Mode,
     done: bool,
+    /// Carrier slots of a read program, where the walk may load one.
+    program: Option<usize>,
+    /// Entries handed out.
+    read: usize,
     /// Whether batch lookups served the walk.
     pub batched: bool,
+    /// Entries a generated program read.
+    pub by_program: usize,
 }
 
 impl<'m> Walker<'m> {
@@ -65,7 +95,48 @@ impl<'m> Walker<'m> {
             },
             g,
             done: false,
+            program: None,
+            read: 0,
             batched: true,
+            by_program: 0,
+        }
+    }
+
+    /// Lets the walk read a kernel hash map by a generated program once it has read
+    /// its first batches ([`super::read_prog`]), where the map and the kernel allow.
+    /// Only for a walk followed by a batch walk of the same map: a pass of the
+    /// program can miss an entry that programs moved meanwhile.
+    pub(crate) fn by_program(mut self) -> Self {
+        self.program = read_prog::slots_for(&self.g, self.flags == UpdateFlags::LOCK);
+        self
+    }
+
+    /// Loads the read program, once the walk has shown itself large, and goes on by
+    /// it from the entries read so far.
+    fn go_on_by_program(&mut self) {
+        if self.read < PROGRAM_AFTER || self.done {
+            return;
+        }
+        let Some(slots) = self.program.take() else {
+            return;
+        };
+        let Some(kernel_map) = self.map.kernel_map() else {
+            return;
+        };
+        match ProgReader::new(kernel_map, self.name, slots) {
+            Ok(reader) => {
+                self.mode = Mode::Program {
+                    reader: Box::new(reader),
+                    skip: self.read,
+                    filled: 0,
+                    pos: 0,
+                    // A short first pass, so that the stages after the walk are
+                    // not kept waiting; then passes as long as the carrier.
+                    next: self.target.saturating_mul(4).min(slots),
+                    ended: false,
+                };
+            }
+            Err(e) => tracing::debug!(map = self.name, error = %e, "reading by batch"),
         }
     }
 
@@ -92,6 +163,8 @@ impl<'m> Walker<'m> {
                                 out.keys.truncate(n * ks);
                                 out.values.truncate(n * vl);
                                 out.len = n;
+                                self.read += n;
+                                self.go_on_by_program();
                                 return Ok(true);
                             }
                         }
@@ -150,7 +223,50 @@ impl<'m> Walker<'m> {
                         *prev = Some(next.clone());
                     }
                     if out.len > 0 {
+                        self.read += out.len;
                         return Ok(true);
+                    }
+                }
+                Mode::Program {
+                    reader,
+                    skip,
+                    filled,
+                    pos,
+                    next,
+                    ended,
+                } => {
+                    if *pos < *filled {
+                        let n = (*filled - *pos).min(self.target);
+                        out.keys.clear();
+                        out.values.clear();
+                        reader.take(self.name, *pos, n, &mut out.keys, &mut out.values)?;
+                        *pos += n;
+                        out.len = n;
+                        self.read += n;
+                        self.by_program += n;
+                        return Ok(true);
+                    }
+                    if *ended {
+                        self.done = true;
+                        continue;
+                    }
+                    *skip += *filled;
+                    match reader.pass(self.name, *skip, *next) {
+                        Ok(n) => {
+                            *ended = n < *next;
+                            (*filled, *pos) = (n, 0);
+                            *next = reader.slots();
+                        }
+                        Err(e) => {
+                            // From the start again by batch: the entries read twice
+                            // are the walk's to deduplicate, as those of a walk
+                            // through a changing map.
+                            tracing::debug!(map = self.name, error = %e, "reading by batch");
+                            self.mode = Mode::Batch {
+                                cursor: Cursor::start(&self.g),
+                                first: false,
+                            };
+                        }
                     }
                 }
             }
@@ -159,32 +275,13 @@ impl<'m> Walker<'m> {
     }
 }
 
-/// Walks every entry of `map` on the calling thread, calling `each` on every chunk
-/// as soon as it is read: for a caller whose work per chunk is small next to the
-/// read, where a thread hop per chunk costs more than it overlaps. Returns whether
-/// batch lookups served the walk and the time spent reading.
-///
-/// # Errors
-/// The walk fails, or `each` does.
-pub(crate) fn walk_inline(
-    map: &dyn MapAccess,
-    name: &str,
-    chunk: usize,
-    lock: bool,
-    mut each: impl FnMut(&Chunk) -> Result<bool, MigrateError>,
-) -> Result<(bool, std::time::Duration), MigrateError> {
-    let mut walk = Walker::new(map, name, chunk, lock);
-    let mut c = Chunk::default();
-    let mut busy = std::time::Duration::ZERO;
-    loop {
-        let t = std::time::Instant::now();
-        let more = walk.next_chunk(&mut c)?;
-        busy += t.elapsed();
-        if !more || !each(&c)? {
-            break;
-        }
-    }
-    Ok((walk.batched, busy))
+/// How a walk read its map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Walked {
+    /// Batch lookups served the walk (else key-by-key lookups).
+    pub batched: bool,
+    /// Entries a generated program read.
+    pub by_program: usize,
 }
 
 /// Walks every entry of `map` on a reader thread, `depth` chunks ahead, and calls
@@ -200,8 +297,18 @@ pub(crate) fn walk_overlapped(
     chunk: usize,
     lock: bool,
     depth: usize,
-    mut each: impl FnMut(&Chunk) -> Result<bool, MigrateError>,
+    each: impl FnMut(&Chunk) -> Result<bool, MigrateError>,
 ) -> Result<(bool, std::time::Duration), MigrateError> {
+    walk_overlapped_by(Walker::new(map, name, chunk, lock), depth, each)
+        .map(|(walked, busy)| (walked.batched, busy))
+}
+
+/// [`walk_overlapped`] of a walk set up by the caller; returns how it read the map.
+pub(crate) fn walk_overlapped_by(
+    mut walk: Walker<'_>,
+    depth: usize,
+    mut each: impl FnMut(&Chunk) -> Result<bool, MigrateError>,
+) -> Result<(Walked, std::time::Duration), MigrateError> {
     let depth = depth.max(1);
     let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Chunk>(depth);
     let (free_tx, free_rx) = std::sync::mpsc::channel::<Chunk>();
@@ -210,8 +317,7 @@ pub(crate) fn walk_overlapped(
     }
     let (reader, result) = std::thread::scope(|s| {
         let reader = s.spawn(
-            move || -> Result<(bool, std::time::Duration), MigrateError> {
-                let mut walk = Walker::new(map, name, chunk, lock);
+            move || -> Result<(Walked, std::time::Duration), MigrateError> {
                 let mut busy = std::time::Duration::ZERO;
                 while let Ok(mut c) = free_rx.recv() {
                     let t = std::time::Instant::now();
@@ -221,7 +327,13 @@ pub(crate) fn walk_overlapped(
                         break;
                     }
                 }
-                Ok((walk.batched, busy))
+                Ok((
+                    Walked {
+                        batched: walk.batched,
+                        by_program: walk.by_program,
+                    },
+                    busy,
+                ))
             },
         );
         let mut result = Ok(());
