@@ -332,7 +332,7 @@ fn main() -> ExitCode {
     // Under CI a missing privilege is a failure, not a skip.
     if std::env::var_os("CI").is_none() && !is_root() {
         eprintln!(
-            "\n!!!!!!!! SKIPPED migrate bench: needs root (CAP_BPF); NOTHING WAS MEASURED !!!!!!!!\n"
+            "\n!!!!!!!! SKIPPED: migrate bench (needs root, CAP_BPF; NOTHING WAS MEASURED) !!!!!!!!\n"
         );
         return ExitCode::SUCCESS;
     }

@@ -213,7 +213,7 @@ pub fn tool_found(tool: &str, test: &str) -> bool {
     if !found {
         let _ = std::io::Write::write_all(
             &mut std::io::stderr(),
-            format!("\n!!!!!!!! SKIPPED {test}: {tool} not found; NOTHING WAS TESTED !!!!!!!!\n")
+            format!("\n!!!!!!!! SKIPPED: {test} ({tool} not found; NOTHING WAS TESTED) !!!!!!!!\n")
                 .as_bytes(),
         );
     }
