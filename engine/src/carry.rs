@@ -144,6 +144,20 @@ pub(crate) fn values_locked(old: Option<&MapModel>, new: Option<&MapModel>) -> b
     locked(old) && locked(new)
 }
 
+/// Whether the values of either version of a map hold fields the kernel manages
+/// (see [`managed_fields`]): its entries are then read and written by the kernel's
+/// map commands only, which zero those fields, never by a generated program.
+pub(crate) fn values_managed(old: Option<&MapModel>, new: Option<&MapModel>) -> bool {
+    let managed = |m: Option<&MapModel>| {
+        m.and_then(|m| m.value.as_ref()).is_some_and(|v| {
+            let mut fields = Vec::new();
+            managed_fields(v, "", &mut fields, 0);
+            !fields.is_empty()
+        })
+    };
+    managed(old) || managed(new)
+}
+
 /// Kernel-managed fields of a value layout, by path: structs the kernel knows by
 /// name, and pointers (kptrs: a map value holds a pointer only as a kernel reference).
 fn managed_fields(layout: &TypeLayout, path: &str, out: &mut Vec<String>, depth: u32) {
@@ -564,6 +578,44 @@ mod tests {
                 panic!("{:?}", m.carry)
             };
             assert!(reason.contains(why), "{reason}");
+        }
+    }
+
+    /// A hash map whose value is `{ u64 deadline; MEMBER }`, `member` a layout's JSON.
+    fn valued(member: serde_json::Value) -> MapModel {
+        let u64_ = serde_json::json!({
+            "kind": "int", "name": "u64", "size": 8, "signed": false, "bits": 64,
+        });
+        serde_json::from_value(serde_json::json!({
+            "name": "sessions", "map_type": "hash", "key_size": 4, "value_size": 24,
+            "max_entries": 65536, "flags": 0, "map_extra": 0, "pinning": 0,
+            "key": null, "inner": null,
+            "value": {
+                "kind": "struct", "name": "session", "size": 24, "members": [
+                    { "name": "deadline", "ty": u64_, "bit_offset": 0, "bitfield_size": 0 },
+                    { "name": "held", "ty": member, "bit_offset": 64, "bitfield_size": 0 },
+                ],
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn values_with_kernel_managed_fields_on_either_side_are_copied_by_map_commands_only() {
+        let timer = valued(serde_json::json!({
+            "kind": "struct", "name": "bpf_timer", "size": 16, "members": [],
+        }));
+        let kptr = valued(serde_json::json!({ "kind": "ptr", "size": 8, "target": "task_struct" }));
+        let plain = valued(serde_json::json!({
+            "kind": "array", "len": 2,
+            "elem": { "kind": "int", "name": "u64", "size": 8, "signed": false, "bits": 64 },
+        }));
+        assert!(!values_managed(Some(&plain), Some(&plain)));
+        assert!(!values_managed(None, None));
+        for managed in [&timer, &kptr] {
+            assert!(values_managed(Some(managed), Some(&plain)));
+            assert!(values_managed(Some(&plain), Some(managed)));
+            assert!(values_managed(None, Some(managed)));
         }
     }
 

@@ -25,6 +25,9 @@ pub(crate) struct Carry<'a> {
     pub(crate) value_plan: Option<&'a ConversionPlan>,
     /// Values hold a `bpf_spin_lock` on both sides: read and written with `BPF_F_LOCK`.
     pub(crate) lock: bool,
+    /// Values of either side hold kernel-managed fields: the copy reads and writes
+    /// them by the kernel's map commands only (`CopyOptions::programs`).
+    pub(crate) managed: bool,
 }
 
 /// The error of `step` on map `key`: a failpoint between batches is the crash it
@@ -81,6 +84,7 @@ pub(crate) fn copy(
     let mut options = CopyOptions {
         lock: c.lock,
         batch_point: Step::Copy.batch_point(),
+        programs: !c.managed,
         ..CopyOptions::default()
     };
     if let Some(n) = batch {

@@ -111,6 +111,8 @@ struct Carried {
     /// Both versions' values hold a `bpf_spin_lock`: every read and write of them
     /// goes with `BPF_F_LOCK`.
     lock: bool,
+    /// Either version's values hold kernel-managed fields (`carry::values_managed`).
+    managed: bool,
 }
 
 impl Carried {
@@ -122,6 +124,7 @@ impl Carried {
             key_plan: self.plan.key_plan.as_ref(),
             value_plan: self.plan.value_plan.as_ref(),
             lock: self.lock,
+            managed: self.managed,
         }
     }
 
@@ -822,6 +825,7 @@ impl<K: Kernel> Engine<K> {
                 .and_then(|s| s.models.iter().find(|x| x.name == old_key));
             let new_model = j.plan.models.iter().find(|x| x.name == m.key);
             let lock = crate::carry::values_locked(old_model, new_model);
+            let managed = crate::carry::values_managed(old_model, new_model);
             out.push(Carried {
                 plan: m.clone(),
                 old: self.access(name, old_r)?,
@@ -829,6 +833,7 @@ impl<K: Kernel> Engine<K> {
                 old_ref: old_r,
                 new_ref: new_r,
                 lock,
+                managed,
             });
         }
         Ok(out)

@@ -8,7 +8,8 @@
 //! the maps live only as long as their descriptors. Hash maps of 100,000 entries are
 //! written by the generated write program past the first batches, and read by the
 //! generated read program where the kernel has `bpf_for_each_map_elem`; a copy into a
-//! map too small stops where the kernel refuses, with the batch command's error.
+//! map too small stops where the kernel refuses, with the batch command's error; values
+//! holding a `bpf_timer` are copied by map commands alone where the programs are off.
 #![allow(clippy::indexing_slicing, reason = "tests index fixed buffers")]
 #![allow(clippy::cast_possible_truncation, reason = "test values are small")]
 
@@ -154,6 +155,104 @@ fn one_hundred_thousand_entries_per_map_type_are_copied_converted() {
                 );
             }
         }
+    }
+}
+
+/// A hash map of `max` entries whose value is `{ u64 deadline; struct bpf_timer expiry }`
+/// with its BTF, so that the kernel knows the timer (5.15).
+fn timer_map(bpf: &Bpf, max: u32, name: &str) -> Map {
+    let mut b = testenv::BtfBuilder::new();
+    let u32_id = b.int("u32", 4);
+    let u64_id = b.int("u64", 8);
+    let pair = b.array(u64_id, u32_id, 2);
+    let timer = b.structure("bpf_timer", 16, &[("__opaque", pair, 0)]);
+    let session = b.structure(
+        "session",
+        24,
+        &[("deadline", u64_id, 0), ("expiry", timer, 64)],
+    );
+    let btf = bpf
+        .btf_load(&b.build(), handover_sys::LogLevel::OnFailure)
+        .expect("load BTF");
+    let mut spec = MapCreate::new(MapType::Hash, 4, 24, max);
+    spec.name = name;
+    spec.btf = Some(handover_sys::MapBtf {
+        fd: std::os::fd::AsFd::as_fd(&btf),
+        key_type_id: u32_id,
+        value_type_id: session,
+        vmlinux_value_type_id: 0,
+    });
+    Map::create(bpf, &spec).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn values_with_a_timer_are_copied_whole_by_map_commands_when_programs_are_off() {
+    const T: &str = "values_with_a_timer_are_copied_whole_by_map_commands_when_programs_are_off";
+    if !testenv::privileged(T) {
+        return;
+    }
+    let _bpffs = testenv::Bpffs::mount();
+    let state = testenv::TempDir::new("migrate-kernel-timer");
+    let bpf = Bpf::kernel();
+    // Past the entries a copy reads by batch before it would load its programs.
+    const ENTRIES: u32 = 40_000;
+    let session = common::cstruct(
+        Some("session"),
+        vec![
+            ("deadline", common::u64_()),
+            (
+                "expiry",
+                common::cstruct(
+                    Some("bpf_timer"),
+                    vec![("a", common::u64_()), ("b", common::u64_())],
+                ),
+            ),
+        ],
+    );
+    let conv = Conversion {
+        key: map_layout(&u32_(), &u32_(), 4, 4, Side::Key).plan,
+        value: map_layout(&session, &session, 24, 24, Side::Value).plan,
+        cpus: 1,
+        per_cpu: false,
+    };
+    let old = timer_map(&bpf, ENTRIES, "timer_old");
+    let mut entries = MapEntries::new(4, 24);
+    for i in 0..ENTRIES {
+        let mut v = [0u8; 24];
+        v[..8].copy_from_slice(&(u64::from(i) * 1000 + 7).to_ne_bytes());
+        entries.push(&i.to_ne_bytes(), &v);
+    }
+    old.update_all(&entries, UpdateFlags::ANY).unwrap();
+    // Off, as the engine sets it for values with kernel-managed fields: map commands
+    // only. On: whatever the kernel lets the programs do, every entry arrives whole.
+    for programs in [false, true] {
+        let new = timer_map(&bpf, ENTRIES, "timer_new");
+        let options = CopyOptions {
+            programs,
+            ..CopyOptions::default()
+        };
+        let (base, report) = copy_map("sessions", &old, &new, &conv, state.path(), &options)
+            .unwrap_or_else(|e| panic!("programs {programs}: {e}"));
+        assert_eq!(report.copied, ENTRIES as usize, "{report:?}");
+        assert_eq!(base.len(), ENTRIES as usize);
+        if !programs {
+            assert_eq!(
+                (report.read_by_program, report.written_by_program),
+                (0, 0),
+                "{report:?}"
+            );
+        }
+        let got = new.dump().unwrap();
+        assert_eq!(got.len(), ENTRIES as usize);
+        for (k, v) in got.iter() {
+            let i = u32::from_ne_bytes(k.try_into().unwrap());
+            let deadline = u64::from_ne_bytes(v[..8].try_into().unwrap());
+            assert_eq!(deadline, u64::from(i) * 1000 + 7, "deadline of {i}");
+            assert_eq!(&v[8..], &[0u8; 16], "timer of {i}");
+        }
+        drop(base);
+        let _ = std::fs::remove_dir_all(state.path());
+        std::fs::create_dir_all(state.path()).unwrap();
     }
 }
 

@@ -51,6 +51,12 @@ pub struct CopyOptions {
     pub writers: usize,
     /// A failpoint evaluated before each batch is converted (crash tests).
     pub batch_point: Option<&'static str>,
+    /// Whether a large hash map may be read and written by generated programs
+    /// ([`super::read_prog`], [`super::write_prog`]). Off for values holding fields
+    /// the kernel manages (kptrs, timers, list heads): a program would read a kptr as
+    /// the raw pointer where the batch lookup reads zeroes, and the verifier refuses
+    /// its plain loads and stores of the others.
+    pub programs: bool,
 }
 
 /// Entries per batch a copy starts with: large batches cost fewer syscalls, and
@@ -68,6 +74,7 @@ impl Default for CopyOptions {
             depth: 4,
             writers: 1,
             batch_point: None,
+            programs: true,
         }
     }
 }
@@ -142,7 +149,7 @@ pub fn copy_map(
     let writer = Writer::new(new, name, options.lock);
     let depth = options.depth.max(1);
     let writers = options.writers.clamp(1, MAX_WRITERS);
-    let run = write_prog::run_for(&ng, options.lock);
+    let run = write_prog::run_for(&ng, options.lock).filter(|_| options.programs);
     // New chunks go from the walk to each writer, and back empty. Each lane has `depth`
     // buffers in flight plus one being filled, all allocated once.
     let mut lanes = Vec::with_capacity(writers);
@@ -202,7 +209,10 @@ pub fn copy_map(
             }
             Ok(true)
         };
-        let walker = Walker::new(old, name, options.chunk, options.lock).by_program();
+        let mut walker = Walker::new(old, name, options.chunk, options.lock);
+        if options.programs {
+            walker = walker.by_program();
+        }
         let walked = walk_overlapped_by(walker, depth, each);
         // Dropping the lanes ends each writer after its last chunk.
         drop(lanes);

@@ -40,7 +40,9 @@
 //! pass skipped.
 //! Only maps a callback reads as user space would: shared values (a callback sees one
 //! CPU's slot of a per-CPU value), without a `bpf_spin_lock` (its read would not be
-//! under the lock), in a hash or LRU hash map.
+//! under the lock), in a hash or LRU hash map; and not for values holding fields the
+//! kernel manages (the copy's `programs` option off): a callback would read a kptr
+//! as the raw pointer where a batch lookup reads zeroes.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
