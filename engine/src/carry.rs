@@ -148,14 +148,16 @@ pub(crate) fn values_locked(old: Option<&MapModel>, new: Option<&MapModel>) -> b
 /// (see [`managed_fields`]): its entries are then read and written by the kernel's
 /// map commands only, which zero those fields, never by a generated program.
 pub(crate) fn values_managed(old: Option<&MapModel>, new: Option<&MapModel>) -> bool {
-    let managed = |m: Option<&MapModel>| {
-        m.and_then(|m| m.value.as_ref()).is_some_and(|v| {
-            let mut fields = Vec::new();
-            managed_fields(v, "", &mut fields, 0);
-            !fields.is_empty()
-        })
-    };
-    managed(old) || managed(new)
+    !managed_fields_of(old).is_empty() || !managed_fields_of(new).is_empty()
+}
+
+/// The kernel-managed fields of map `m`'s value, by path; none without a value layout.
+fn managed_fields_of(m: Option<&MapModel>) -> Vec<String> {
+    let mut fields = Vec::new();
+    if let Some(v) = m.and_then(|m| m.value.as_ref()) {
+        managed_fields(v, "", &mut fields, 0);
+    }
+    fields
 }
 
 /// Kernel-managed fields of a value layout, by path: structs the kernel knows by
@@ -472,10 +474,7 @@ pub(crate) fn decide(
                     reason: reason.to_owned(),
                 }
             } else {
-                let mut fields = Vec::new();
-                if let Some(v) = new.and_then(|n| n.value.as_ref()) {
-                    managed_fields(v, "", &mut fields, 0);
-                }
+                let fields = managed_fields_of(new);
                 if fields.is_empty() {
                     Carry::Copy
                 } else {

@@ -250,9 +250,6 @@ fn values_with_a_timer_are_copied_whole_by_map_commands_when_programs_are_off() 
             assert_eq!(deadline, u64::from(i) * 1000 + 7, "deadline of {i}");
             assert_eq!(&v[8..], &[0u8; 16], "timer of {i}");
         }
-        drop(base);
-        let _ = std::fs::remove_dir_all(state.path());
-        std::fs::create_dir_all(state.path()).unwrap();
     }
 }
 
